@@ -1,0 +1,112 @@
+"""The clock, behind a small interface so tests can move time.
+
+`wall_ms` is the capture time stamped on frames; `monotonic` paces loops; `synchronized`
+tells whether the wall clock is known to be right (NTP has synced). A Pi without a
+real-time clock boots with a wrong wall clock, so footage recorded before sync must not
+be shared as if its timestamps were certain.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import threading
+import time
+from pathlib import Path
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def wall_ms(self) -> int: ...
+
+    def monotonic(self) -> float: ...
+
+    def synchronized(self) -> bool: ...
+
+
+class _Timex(ctypes.Structure):
+    # struct timex from <sys/timex.h>; only `status` is read, the rest is padding room.
+    _fields_ = [
+        ("modes", ctypes.c_uint),
+        ("offset", ctypes.c_long),
+        ("freq", ctypes.c_long),
+        ("maxerror", ctypes.c_long),
+        ("esterror", ctypes.c_long),
+        ("status", ctypes.c_int),
+        ("_rest", ctypes.c_byte * 256),
+    ]
+
+
+_STA_UNSYNC = 0x0040
+_TIMESYNCD_FLAG = Path("/run/systemd/timesync/synchronized")
+
+
+def _kernel_says_synchronized() -> bool | None:
+    libc_name = ctypes.util.find_library("c")
+    if not libc_name:
+        return None
+    try:
+        libc = ctypes.CDLL(libc_name, use_errno=True)
+        timex = _Timex()
+        state = libc.adjtimex(ctypes.byref(timex))
+    except (OSError, AttributeError):
+        return None
+    if state < 0:
+        return None
+    # TIME_ERROR (5) or STA_UNSYNC means the kernel does not consider the clock disciplined.
+    return state != 5 and not (timex.status & _STA_UNSYNC)
+
+
+class SystemClock:
+    """The machine's clocks. Synchronization is what the kernel or timesyncd reports;
+    `assume_synchronized` is for machines whose clock is disciplined some other way
+    (a laptop running the demo, a container)."""
+
+    def __init__(self, *, assume_synchronized: bool = False) -> None:
+        self._assume = assume_synchronized
+
+    def wall_ms(self) -> int:
+        return time.time_ns() // 1_000_000
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def synchronized(self) -> bool:
+        if self._assume or _TIMESYNCD_FLAG.exists():
+            return True
+        return bool(_kernel_says_synchronized())
+
+
+class FakeClock:
+    """A clock tests can move: wall time can jump either way, monotonic time only forward."""
+
+    def __init__(self, wall_ms: int, *, synchronized: bool = True) -> None:
+        self._lock = threading.Lock()
+        self._wall_ms = wall_ms
+        self._mono = 1000.0
+        self._synchronized = synchronized
+
+    def wall_ms(self) -> int:
+        with self._lock:
+            return self._wall_ms
+
+    def monotonic(self) -> float:
+        with self._lock:
+            return self._mono
+
+    def synchronized(self) -> bool:
+        with self._lock:
+            return self._synchronized
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._mono += seconds
+            self._wall_ms += round(seconds * 1000)
+
+    def jump_wall(self, delta_ms: int) -> None:
+        with self._lock:
+            self._wall_ms += delta_ms
+
+    def set_synchronized(self, value: bool) -> None:
+        with self._lock:
+            self._synchronized = value
