@@ -1,0 +1,38 @@
+"""The doorbell's configuration: the YAML schema, its defaults and its checks.
+
+`load_config(path)` returns a frozen `Config` or raises `ConfigError` listing every
+problem found, each with its key path. The documented example ships as package data
+(`doorbell.example.yaml`), so nothing reads repository-relative paths at run time.
+"""
+
+from firmware_config.schema import (
+    CameraConfig,
+    Config,
+    ConfigError,
+    ControlConfig,
+    DeviceConfig,
+    MqttConfig,
+    OwnerConfig,
+    RfaConfig,
+    StorageConfig,
+    TrustedAgency,
+    example_config_text,
+    load_config,
+    parse_config,
+)
+
+__all__ = [
+    "CameraConfig",
+    "Config",
+    "ConfigError",
+    "ControlConfig",
+    "DeviceConfig",
+    "MqttConfig",
+    "OwnerConfig",
+    "RfaConfig",
+    "StorageConfig",
+    "TrustedAgency",
+    "example_config_text",
+    "load_config",
+    "parse_config",
+]

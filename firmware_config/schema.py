@@ -1,0 +1,527 @@
+"""Schema of doorbell.yaml: one strict tree.
+
+Unknown keys, wrong types and out-of-range values are all collected (not just the first)
+and reported with their key path and, for a misspelt key, a "did you mean" hint.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import yaml
+
+from recorder.errors import DoorbellError
+
+T = TypeVar("T")
+
+
+class ConfigError(DoorbellError):
+    """The config is unusable; `problems` lists every error as 'key.path: message'."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid config:\n  " + "\n  ".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    name: str | None = None
+    email: str | None = None
+    address: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceConfig:
+    id: str
+    lat: float
+    lon: float
+    contact: Contact = field(default_factory=Contact)
+
+
+@dataclass(frozen=True, slots=True)
+class CameraConfig:
+    source: str
+    device: str | int = 0
+    width: int = 1280
+    height: int = 720
+    fps: int = 15
+    preset: str = "ultrafast"
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    dir: Path
+    segment_seconds: int = 4
+    max_age_hours: float = 72.0
+    max_bytes: int = 8 * 1024**3
+    min_free_bytes: int = 256 * 1024**2
+
+
+@dataclass(frozen=True, slots=True)
+class MqttConfig:
+    url: str
+    username: str | None = None
+    password_file: Path | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    protocol: int = 5  # 5 or 4 (3.1.1)
+    keepalive: int = 60
+
+
+@dataclass(frozen=True, slots=True)
+class TrustedAgency:
+    agency_id: str
+    public_key: str  # base64url raw Ed25519
+
+
+@dataclass(frozen=True, slots=True)
+class RfaConfig:
+    enabled: bool = True
+    decide_within_hours: float = 72.0
+    allow_plain_http_loopback: bool = False
+    trusted_agencies: tuple[TrustedAgency, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerConfig:
+    keys: tuple[str, ...] = ()
+    recipients: tuple[str, ...] = ()
+    share_contact_by_default: bool = True
+    sync_seconds: float = 300.0
+    button_pin: int | str | None = None
+    led_pin: int | str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ShareConfig:
+    chunk_bytes: int = 8 * 1024**2
+    bandwidth_bytes_per_s: int | None = None
+    max_attempts: int = 12
+
+
+@dataclass(frozen=True, slots=True)
+class ControlConfig:
+    socket: Path = Path("/run/doorbell/control.sock")
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    device: DeviceConfig
+    camera: CameraConfig
+    storage: StorageConfig
+    mqtt: MqttConfig
+    rfa: RfaConfig = field(default_factory=RfaConfig)
+    owner: OwnerConfig = field(default_factory=OwnerConfig)
+    share: ShareConfig = field(default_factory=ShareConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
+    source_path: Path | None = None
+
+    @property
+    def state_dir(self) -> Path:
+        """Daemon state (keys, state db, audit log, outbox) lives beside the buffer."""
+        return self.storage.dir / "state"
+
+    @property
+    def buffer_dir(self) -> Path:
+        return self.storage.dir / "buffer"
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+_UNITS = {
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
+
+
+def parse_size(value: object) -> int:
+    """`8GiB`, `500MB`, `4096` (bytes) -> bytes."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as 8GiB, 500MB or a number of bytes")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("a size cannot be negative")
+        return value
+    if isinstance(value, str):
+        match = _SIZE.match(value)
+        if match:
+            unit = (match.group(2) or "B").lower()
+            return int(float(match.group(1)) * _UNITS[unit])
+    raise ValueError("expected a size such as 8GiB, 500MB or a number of bytes")
+
+
+class _Reader:
+    """Walks the YAML tree, collecting problems instead of stopping at the first."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def section(self, data: object, path: str, known: tuple[str, ...]) -> Mapping[str, Any]:
+        if data is None:
+            return {}
+        if not isinstance(data, Mapping):
+            self.problems.append(f"{path}: expected a mapping, got {type(data).__name__}")
+            return {}
+        for key in data:
+            if key not in known:
+                hint = difflib.get_close_matches(str(key), known, n=1)
+                where = f"{path}.{key}" if path else str(key)
+                extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+                self.problems.append(f"{where}: unknown key{extra}")
+        return data
+
+    def get(
+        self,
+        data: Mapping[str, Any],
+        path: str,
+        key: str,
+        convert: Callable[[object], T],
+        default: T | None = None,
+        *,
+        required: bool = False,
+    ) -> T | None:
+        where = f"{path}.{key}" if path else key
+        if key not in data or data[key] is None:
+            if required:
+                self.problems.append(f"{where}: required")
+            return default
+        try:
+            return convert(data[key])
+        except (ValueError, TypeError) as exc:
+            self.problems.append(f"{where}: {exc}")
+            return default
+
+
+def _str(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("expected a non-empty string")
+    return value
+
+
+def _device_id(value: object) -> str:
+    text = _str(value)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", text):
+        raise ValueError("use 1-64 letters, digits, '.', '_' or '-' (it is an MQTT topic level)")
+    return text
+
+
+def _bool(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("expected true or false")
+    return value
+
+
+def _number(lo: float, hi: float) -> Callable[[object], float]:
+    def convert(value: object) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError("expected a number")
+        number = float(value)
+        if not math.isfinite(number) or not lo <= number <= hi:
+            raise ValueError(f"must be between {lo:g} and {hi:g}")
+        return number
+
+    return convert
+
+
+def _int(lo: int, hi: int) -> Callable[[object], int]:
+    def convert(value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError("expected a whole number")
+        if not lo <= value <= hi:
+            raise ValueError(f"must be between {lo} and {hi}")
+        return value
+
+    return convert
+
+
+def _choice(*options: str) -> Callable[[object], str]:
+    def convert(value: object) -> str:
+        if value not in options:
+            hint = difflib.get_close_matches(str(value), options, n=1)
+            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ValueError(f"must be one of {', '.join(options)}{extra}")
+        return str(value)
+
+    return convert
+
+
+def _path(value: object) -> Path:
+    return Path(_str(value))
+
+
+def _pin(value: object) -> int | str:
+    if isinstance(value, bool):
+        raise ValueError("expected a GPIO number or name such as 17 or 'GPIO17'")
+    if isinstance(value, int) and 0 <= value <= 63:
+        return value
+    if isinstance(value, str) and value.strip():
+        return value
+    raise ValueError("expected a GPIO number or name such as 17 or 'GPIO17'")
+
+
+def _mqtt_url(value: object) -> str:
+    text = _str(value)
+    parts = urlsplit(text)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise ValueError("expected mqtt://host[:port] or mqtts://host[:port]")
+    try:
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError as exc:
+        raise ValueError("the port is not a number from 0 to 65535") from exc
+    if parts.username or parts.password:
+        raise ValueError("put credentials in mqtt.username and mqtt.password_file, not the URL")
+    return text
+
+
+def _mqtt_protocol(value: object) -> int:
+    if value in (5, "5"):
+        return 5
+    if value in ("3.1.1", "311", 4):
+        return 4
+    raise ValueError('expected "5" or "3.1.1"')
+
+
+def _b64_key(value: object) -> str:
+    from sync.keys import public_key_from_b64  # local: config must import no crypto at load
+
+    text = _str(value)
+    public_key_from_b64(text)
+    return text
+
+
+def _recipient(value: object) -> str:
+    from sync.keys import parse_recipient
+
+    text = _str(value)
+    parse_recipient(text)
+    return text
+
+
+def _list(item: Callable[[object], T]) -> Callable[[object], tuple[T, ...]]:
+    def convert(value: object) -> tuple[T, ...]:
+        if not isinstance(value, list):
+            raise ValueError("expected a list")
+        out = []
+        for index, element in enumerate(value):
+            try:
+                out.append(item(element))
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"item {index}: {exc}") from exc
+        return tuple(out)
+
+    return convert
+
+
+def parse_config(data: object, *, source_path: Path | None = None) -> Config:
+    r = _Reader()
+    top = r.section(
+        data,
+        "",
+        ("device", "camera", "storage", "mqtt", "rfa", "owner", "share", "control"),
+    )
+    if data is None:
+        r.problems.append("the config file is empty")
+
+    dev = r.section(top.get("device"), "device", ("id", "location", "contact"))
+    if "device" not in top:
+        r.problems.append("device: required")
+    loc = r.section(dev.get("location"), "device.location", ("lat", "lon"))
+    if "location" not in dev:
+        r.problems.append("device.location: required")
+    contact = r.section(dev.get("contact"), "device.contact", ("name", "email", "address"))
+    device = DeviceConfig(
+        id=r.get(dev, "device", "id", _device_id, "", required=True) or "",
+        lat=r.get(loc, "device.location", "lat", _number(-90, 90), 0.0, required=bool(loc)) or 0.0,
+        lon=r.get(loc, "device.location", "lon", _number(-180, 180), 0.0, required=bool(loc))
+        or 0.0,
+        contact=Contact(
+            name=r.get(contact, "device.contact", "name", _str),
+            email=r.get(contact, "device.contact", "email", _str),
+            address=r.get(contact, "device.contact", "address", _str),
+        ),
+    )
+
+    cam = r.section(
+        top.get("camera"), "camera", ("source", "device", "width", "height", "fps", "preset")
+    )
+    if "camera" not in top:
+        r.problems.append("camera: required")
+    camera_device = cam.get("device", 0)
+    if isinstance(camera_device, bool) or not isinstance(camera_device, int | str):
+        r.problems.append("camera.device: expected a camera index, a device path or a URL")
+        camera_device = 0
+    camera = CameraConfig(
+        source=r.get(
+            cam, "camera", "source", _choice("synthetic", "opencv", "picamera2"), required=True
+        )
+        or "synthetic",
+        device=camera_device,
+        width=r.get(cam, "camera", "width", _int(16, 7680), 1280) or 1280,
+        height=r.get(cam, "camera", "height", _int(16, 4320), 720) or 720,
+        fps=r.get(cam, "camera", "fps", _int(1, 60), 15) or 15,
+        preset=r.get(
+            cam,
+            "camera",
+            "preset",
+            _choice("ultrafast", "superfast", "veryfast", "faster", "fast"),
+            "ultrafast",
+        )
+        or "ultrafast",
+    )
+    if camera.width % 2 or camera.height % 2:
+        r.problems.append("camera.width/height: H.264 needs even dimensions")
+
+    sto = r.section(
+        top.get("storage"),
+        "storage",
+        ("dir", "segment_seconds", "max_age_hours", "max_bytes", "min_free_bytes"),
+    )
+    if "storage" not in top:
+        r.problems.append("storage: required")
+    storage = StorageConfig(
+        dir=r.get(sto, "storage", "dir", _path, Path("."), required=True) or Path("."),
+        segment_seconds=r.get(sto, "storage", "segment_seconds", _int(1, 60), 4) or 4,
+        max_age_hours=r.get(sto, "storage", "max_age_hours", _number(0.01, 24 * 365), 72.0) or 72.0,
+        max_bytes=r.get(sto, "storage", "max_bytes", parse_size, 8 * 1024**3) or 8 * 1024**3,
+        min_free_bytes=r.get(sto, "storage", "min_free_bytes", parse_size, 256 * 1024**2) or 0,
+    )
+    if storage.max_bytes < 16 * 1024**2:
+        r.problems.append("storage.max_bytes: must be at least 16MiB")
+
+    mq = r.section(
+        top.get("mqtt"),
+        "mqtt",
+        (
+            "url",
+            "username",
+            "password_file",
+            "ca_file",
+            "cert_file",
+            "key_file",
+            "protocol",
+            "keepalive",
+        ),
+    )
+    if "mqtt" not in top:
+        r.problems.append("mqtt: required")
+    mqtt = MqttConfig(
+        url=r.get(mq, "mqtt", "url", _mqtt_url, "", required=True) or "",
+        username=r.get(mq, "mqtt", "username", _str),
+        password_file=r.get(mq, "mqtt", "password_file", _path),
+        ca_file=r.get(mq, "mqtt", "ca_file", _path),
+        cert_file=r.get(mq, "mqtt", "cert_file", _path),
+        key_file=r.get(mq, "mqtt", "key_file", _path),
+        protocol=r.get(mq, "mqtt", "protocol", _mqtt_protocol, 5) or 5,
+        keepalive=r.get(mq, "mqtt", "keepalive", _int(5, 3600), 60) or 60,
+    )
+    if (mqtt.cert_file is None) != (mqtt.key_file is None):
+        r.problems.append("mqtt.cert_file/key_file: give both or neither")
+
+    rf = r.section(
+        top.get("rfa"),
+        "rfa",
+        ("enabled", "decide_within_hours", "allow_plain_http_loopback", "trusted_agencies"),
+    )
+    agencies: list[TrustedAgency] = []
+    raw_agencies = rf.get("trusted_agencies") or []
+    if not isinstance(raw_agencies, list):
+        r.problems.append("rfa.trusted_agencies: expected a list")
+        raw_agencies = []
+    for index, entry in enumerate(raw_agencies):
+        where = f"rfa.trusted_agencies[{index}]"
+        ag = r.section(entry, where, ("agency_id", "public_key"))
+        agency_id = r.get(ag, where, "agency_id", _str, required=True)
+        key = r.get(ag, where, "public_key", _b64_key, required=True)
+        if agency_id and key:
+            agencies.append(TrustedAgency(agency_id=agency_id, public_key=key))
+    rfa = RfaConfig(
+        enabled=r.get(rf, "rfa", "enabled", _bool, True),  # type: ignore[arg-type]
+        decide_within_hours=r.get(rf, "rfa", "decide_within_hours", _number(0.01, 24 * 14), 72.0)
+        or 72.0,
+        allow_plain_http_loopback=r.get(rf, "rfa", "allow_plain_http_loopback", _bool, False)
+        or False,
+        trusted_agencies=tuple(agencies),
+    )
+
+    ow = r.section(
+        top.get("owner"),
+        "owner",
+        (
+            "keys",
+            "recipients",
+            "share_contact_by_default",
+            "sync_seconds",
+            "button_pin",
+            "led_pin",
+        ),
+    )
+    owner = OwnerConfig(
+        keys=r.get(ow, "owner", "keys", _list(_b64_key), ()) or (),
+        recipients=r.get(ow, "owner", "recipients", _list(_recipient), ()) or (),
+        share_contact_by_default=r.get(ow, "owner", "share_contact_by_default", _bool, True),  # type: ignore[arg-type]
+        sync_seconds=r.get(ow, "owner", "sync_seconds", _number(0.2, 86400), 300.0) or 300.0,
+        button_pin=r.get(ow, "owner", "button_pin", _pin),
+        led_pin=r.get(ow, "owner", "led_pin", _pin),
+    )
+
+    sh = r.section(
+        top.get("share"), "share", ("chunk_bytes", "bandwidth_bytes_per_s", "max_attempts")
+    )
+    share = ShareConfig(
+        chunk_bytes=r.get(sh, "share", "chunk_bytes", parse_size, 8 * 1024**2) or 8 * 1024**2,
+        bandwidth_bytes_per_s=r.get(sh, "share", "bandwidth_bytes_per_s", parse_size),
+        max_attempts=r.get(sh, "share", "max_attempts", _int(1, 1000), 12) or 12,
+    )
+    if share.chunk_bytes < 64 * 1024:
+        r.problems.append("share.chunk_bytes: must be at least 64KiB")
+
+    ctl = r.section(top.get("control"), "control", ("socket",))
+    control = ControlConfig(
+        socket=r.get(ctl, "control", "socket", _path, Path("/run/doorbell/control.sock"))
+        or Path("/run/doorbell/control.sock")
+    )
+
+    if r.problems:
+        raise ConfigError(r.problems)
+    return Config(
+        device=device,
+        camera=camera,
+        storage=storage,
+        mqtt=mqtt,
+        rfa=rfa,
+        owner=owner,
+        share=share,
+        control=control,
+        source_path=source_path,
+    )
+
+
+def load_config(path: Path) -> Config:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{path}: not valid YAML: {exc}"]) from exc
+    return parse_config(data, source_path=path)
+
+
+def example_config_text() -> str:
+    return files("firmware_config").joinpath("doorbell.example.yaml").read_text(encoding="utf-8")
