@@ -1,0 +1,44 @@
+"""The device's own keys: an Ed25519 signing key and an age identity, made on first start
+and kept 0600 in the state directory. Nothing here is ever logged."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyrage import x25519
+
+from sync import keys
+
+
+@dataclass(frozen=True)
+class DeviceIdentity:
+    device_id: str
+    signing: keys.SigningKey
+    age: x25519.Identity
+
+    @property
+    def recipient(self) -> str:
+        return str(self.age.to_public())
+
+    def pairing_info(self) -> dict[str, str]:
+        """What the owner's app pins at pairing (PROTOCOL §5.0)."""
+        return {
+            "device_id": self.device_id,
+            "device_key": self.signing.public_b64,
+            "recipient": self.recipient,
+        }
+
+    def __repr__(self) -> str:
+        return f"DeviceIdentity(device_id={self.device_id!r}, kid={self.signing.kid})"
+
+
+def load_device_identity(state_dir: Path, device_id: str) -> DeviceIdentity:
+    """Load the device's keys from `state_dir/keys`, making them on first start."""
+    folder = state_dir / "keys"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return DeviceIdentity(
+        device_id=device_id,
+        signing=keys.load_or_create_signing_key(folder / "device-signing.pem"),
+        age=keys.load_or_create_identity(folder / "device-age.txt"),
+    )
