@@ -1,0 +1,168 @@
+"""The local control socket: how `doorbellctl` talks to a running daemon.
+
+One JSON object per line each way over a Unix stream socket. The socket file is 0660
+(root and the service's group, via the runtime directory); anything else on the machine
+cannot connect. A socket left behind by a killed daemon is replaced; one that still
+answers belongs to a live daemon and is never stolen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from recorder.errors import DoorbellError
+
+logger = logging.getLogger(__name__)
+
+MAX_REQUEST_BYTES = 64 * 1024
+
+Handler = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class ControlError(DoorbellError):
+    """The control socket could not be used."""
+
+
+class DaemonNotRunning(ControlError):
+    """Nothing is listening on the control socket."""
+
+
+def _read_line(conn: socket.socket, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+        if b"\n" in chunk or size > limit:
+            break
+    data = b"".join(chunks)
+    if size > limit:
+        raise ControlError("request too large")
+    return data.split(b"\n", 1)[0]
+
+
+def _claim_path(path: Path) -> None:
+    """Remove a stale socket file, refusing if a live daemon still answers on it."""
+    if not path.exists() and not path.is_symlink():
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(str(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        logger.info("replacing stale control socket %s", path)
+        path.unlink(missing_ok=True)
+        return
+    except OSError as exc:
+        raise ControlError(f"cannot check the control socket {path}: {exc.strerror}") from exc
+    finally:
+        probe.close()
+    raise ControlError(f"another daemon is already listening on {path}")
+
+
+class ControlServer:
+    """Serves requests on the control socket until `stop` is set."""
+
+    def __init__(self, path: Path, handler: Handler, stop: threading.Event) -> None:
+        self._path = path
+        self._handler = handler
+        self._stop = stop
+        self._sock: socket.socket | None = None
+
+    def bind(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        _claim_path(self._path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o117)  # the file is born 0660, never briefly world-writable
+        try:
+            sock.bind(str(self._path))
+        finally:
+            os.umask(old_umask)
+        sock.listen(16)
+        sock.settimeout(0.5)
+        self._sock = sock
+
+    def serve(self) -> None:
+        """Accept loop, for a thread. Each connection is one request and one reply."""
+        if self._sock is None:
+            raise ControlError("bind() first")
+        try:
+            while not self._stop.is_set():
+                try:
+                    conn, _ = self._sock.accept()
+                except TimeoutError:
+                    continue
+                except OSError:
+                    if self._stop.is_set():
+                        break
+                    raise
+                threading.Thread(
+                    target=self._serve_one, args=(conn,), name="control-conn", daemon=True
+                ).start()
+        finally:
+            self.close()
+
+    def _serve_one(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(30)
+            try:
+                line = _read_line(conn, MAX_REQUEST_BYTES)
+                request = json.loads(line)
+                if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
+                    raise ControlError("a request is a JSON object with a 'cmd'")
+                reply = self._handler(request)
+            except (ValueError, ControlError) as exc:
+                reply = {"ok": False, "error": f"bad request: {exc}"}
+            except DoorbellError as exc:
+                reply = {"ok": False, "error": str(exc)}
+            except Exception:
+                logger.exception("control request failed")
+                reply = {"ok": False, "error": "internal error (see the daemon's log)"}
+            with contextlib.suppress(OSError):
+                conn.sendall(json.dumps(reply).encode("utf-8") + b"\n")
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+            with contextlib.suppress(FileNotFoundError):
+                self._path.unlink()
+
+
+def control_request(path: Path, request: dict[str, Any], *, timeout: float = 30.0) -> dict:
+    """Send one request to the daemon and return its reply."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        try:
+            sock.connect(str(path))
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise DaemonNotRunning(
+                f"the doorbell daemon is not running (no answer on {path})"
+            ) from exc
+        except PermissionError as exc:
+            raise ControlError(
+                f"permission denied on {path}: run as root or a member of the service's group"
+            ) from exc
+        sock.sendall(json.dumps(request).encode("utf-8") + b"\n")
+        line = _read_line(sock, 16 * 1024 * 1024)
+    finally:
+        sock.close()
+    try:
+        reply = json.loads(line)
+    except ValueError as exc:
+        raise ControlError("the daemon sent a malformed reply") from exc
+    if not isinstance(reply, dict):
+        raise ControlError("the daemon sent a malformed reply")
+    return reply

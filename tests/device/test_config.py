@@ -1,0 +1,145 @@
+"""The config tree: defaults, every problem reported with its key path, sizes."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from firmware_config import ConfigError, example_config_text, load_config, parse_config
+from firmware_config.schema import parse_size
+from sync.keys import SigningKey
+
+MINIMAL = {
+    "device": {"id": "porch-cam-01", "location": {"lat": 37.7749, "lon": -122.4194}},
+    "camera": {"source": "synthetic"},
+    "storage": {"dir": "/var/lib/doorbell"},
+    "mqtt": {"url": "mqtt://127.0.0.1:1883"},
+}
+
+
+def problems(data: object) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    return info.value.problems
+
+
+def with_(**sections: object) -> dict:
+    data = {key: dict(value) for key, value in MINIMAL.items()}
+    data.update(sections)
+    return data
+
+
+def test_the_shipped_example_is_valid_and_documented() -> None:
+    text = example_config_text()
+    config = parse_config(yaml.safe_load(text))
+    assert config.device.id == "porch-cam-01"
+    assert config.storage.max_bytes == 8 * 1024**3
+    assert "indoor" in text.lower()
+
+
+def test_minimal_config_gets_sane_defaults() -> None:
+    config = parse_config(MINIMAL)
+    assert (config.camera.width, config.camera.height, config.camera.fps) == (1280, 720, 15)
+    assert config.storage.segment_seconds == 4
+    assert config.rfa.enabled is True and config.rfa.allow_plain_http_loopback is False
+    assert config.owner.sync_seconds == 300 and config.owner.button_pin is None
+    assert config.mqtt.protocol == 5
+    assert config.control.socket == Path("/run/doorbell/control.sock")
+    assert config.buffer_dir != config.state_dir
+
+
+@pytest.mark.parametrize("missing", ["device", "camera", "storage", "mqtt"])
+def test_required_sections(missing: str) -> None:
+    data = dict(MINIMAL)
+    del data[missing]
+    assert any(p.startswith(f"{missing}: required") for p in problems(data))
+
+
+def test_all_problems_are_reported_at_once_with_paths_and_hints() -> None:
+    found = problems(
+        {
+            "device": {"id": "porch cam", "locaton": {"lat": 1, "lon": 2}},
+            "camera": {"source": "synthetc", "fps": 0},
+            "storage": {"dir": "/x", "max_bytes": "8XB"},
+            "mqtt": {"url": "http://broker"},
+            "ownr": {},
+        }
+    )
+    text = "\n".join(found)
+    assert "ownr: unknown key (did you mean 'owner'?)" in text
+    assert "device.locaton: unknown key (did you mean 'location'?)" in text
+    assert "device.id:" in text
+    assert "camera.source:" in text and "did you mean 'synthetic'" in text
+    assert "camera.fps: must be between 1 and 60" in text
+    assert "storage.max_bytes:" in text
+    assert "mqtt.url:" in text
+    assert len(found) >= 7
+
+
+@pytest.mark.parametrize(
+    ("section", "value", "path"),
+    [
+        ("device", {"id": "a", "location": {"lat": 91, "lon": 0}}, "device.location.lat"),
+        ("device", {"id": "a", "location": {"lat": "1", "lon": 0}}, "device.location.lat"),
+        ("device", {"id": "a", "location": {"lat": True, "lon": 0}}, "device.location.lat"),
+        ("owner", {"sync_seconds": 0.1}, "owner.sync_seconds"),
+        ("owner", {"keys": ["not-a-key"]}, "owner.keys"),
+        ("owner", {"recipients": ["age1nope"]}, "owner.recipients"),
+        ("rfa", {"enabled": "yes"}, "rfa.enabled"),
+        (
+            "rfa",
+            {"trusted_agencies": [{"agency_id": "sfpd"}]},
+            "rfa.trusted_agencies[0].public_key",
+        ),
+        ("mqtt", {"url": "mqtt://u:p@host"}, "mqtt.url"),
+        ("mqtt", {"url": "mqtt://host", "cert_file": "/c.pem"}, "mqtt.cert_file/key_file"),
+        ("camera", {"source": "synthetic", "width": 641}, "camera.width/height"),
+        ("share", {"chunk_bytes": "1KiB"}, "share.chunk_bytes"),
+    ],
+)
+def test_bad_values_name_their_key(section: str, value: object, path: str) -> None:
+    assert any(p.startswith(path) for p in problems(with_(**{section: value})))
+
+
+def test_valid_keys_are_accepted() -> None:
+    key = SigningKey.generate().public_b64
+    from pyrage import x25519
+
+    recipient = str(x25519.Identity.generate().to_public())
+    config = parse_config(
+        with_(
+            owner={"keys": [key], "recipients": [recipient], "button_pin": 17},
+            rfa={"trusted_agencies": [{"agency_id": "sfpd", "public_key": key}]},
+            mqtt={"url": "mqtts://broker:8883", "protocol": "3.1.1"},
+        )
+    )
+    assert config.owner.keys == (key,) and config.owner.button_pin == 17
+    assert config.rfa.trusted_agencies[0].agency_id == "sfpd"
+    assert config.mqtt.protocol == 4
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("8GiB", 8 * 2**30), ("500MB", 500 * 10**6), (4096, 4096), ("1.5KiB", 1536), ("12 B", 12)],
+)
+def test_sizes(text: object, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("bad", ["8 parsecs", -1, True, "", None, 1.5])
+def test_bad_sizes(bad: object) -> None:
+    with pytest.raises(ValueError):
+        parse_size(bad)
+
+
+def test_load_config_reports_unreadable_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "absent.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("device: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    with pytest.raises(ConfigError, match="empty"):
+        load_config(empty)
