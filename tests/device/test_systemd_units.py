@@ -1,0 +1,233 @@
+"""Checks of the files in systemd/: the service unit's sandbox rating and syntax, the
+sysusers.d and tmpfiles.d files (applied inside a temporary root, never to this host),
+and the syntax of the Raspberry Pi install and uninstall scripts."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+SYSTEMD_DIR = Path(__file__).resolve().parents[2] / "systemd"
+UNIT = SYSTEMD_DIR / "doorbell.service"
+SYSUSERS = SYSTEMD_DIR / "doorbell.sysusers"
+TMPFILES = SYSTEMD_DIR / "doorbell.tmpfiles"
+SCRIPTS = [SYSTEMD_DIR / "install-pi.sh", SYSTEMD_DIR / "uninstall-pi.sh"]
+
+MAX_EXPOSURE = 2.0
+TIMEOUT = 60
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} is not installed on this machine (it ships with systemd)")
+    return path
+
+
+def _run(*args: str, stdin: Path | None = None) -> subprocess.CompletedProcess[str]:
+    with open(stdin or os.devnull, encoding="utf-8") as stream:
+        return subprocess.run(
+            args, stdin=stream, capture_output=True, text=True, timeout=TIMEOUT, check=False
+        )
+
+
+def _directives(unit_text: str) -> list[tuple[str, str]]:
+    """(key, value) of every setting line, comments and section headers skipped."""
+    pairs = []
+    for raw in unit_text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";", "[")):
+            continue
+        key, _, value = line.partition("=")
+        pairs.append((key.strip(), value.strip()))
+    return pairs
+
+
+def _exposure(output: str) -> float:
+    match = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", output)
+    assert match, f"no overall exposure level in:\n{output}"
+    return float(match.group(1))
+
+
+# --- the unit's content (no tools needed) -----------------------------------------------
+
+
+def test_devices_stay_visible_through_a_closed_device_policy() -> None:
+    settings = _directives(UNIT.read_text(encoding="utf-8"))
+    values = {key: [v for k, v in settings if k == key] for key, _ in settings}
+    # PrivateDevices=yes would hide /dev/video*, /dev/media*, /dev/dma_heap and gpiochip.
+    assert all(
+        v.lower() not in {"yes", "true", "on", "1"} for v in values.get("PrivateDevices", [])
+    )
+    assert values["DevicePolicy"] == ["closed"]
+    allowed = set(values["DeviceAllow"])
+    for device_class in ("video4linux", "media", "dma_heap", "gpiochip"):
+        assert f"char-{device_class} rw" in allowed
+
+
+def test_unit_runs_unprivileged_with_watchdog_and_its_own_directories() -> None:
+    settings = dict(_directives(UNIT.read_text(encoding="utf-8")))
+    assert settings["User"] == "doorbell"
+    assert settings["Group"] == "doorbell"
+    assert set(settings["SupplementaryGroups"].split()) == {"video", "gpio"}
+    assert settings["Type"] == "notify"
+    assert settings["WatchdogSec"]
+    assert settings["Restart"] == "on-failure"
+    assert settings["StateDirectory"] == "doorbell"
+    assert settings["RuntimeDirectory"] == "doorbell"
+    assert settings["ConfigurationDirectory"] == "doorbell"
+    assert settings["ExecStart"].split()[1:] == ["--config", "/etc/doorbell/doorbell.yaml"]
+
+
+# --- systemd-analyze ----------------------------------------------------------------------
+
+
+def test_security_rating_is_at_most_two() -> None:
+    analyze = _tool("systemd-analyze")
+    result = _run(analyze, "security", "--offline=true", "--no-pager", str(UNIT))
+    output = result.stdout + result.stderr
+    if "--offline" in output and "unrecognized option" in output:
+        pytest.skip("this systemd-analyze predates --offline (systemd < 250)")
+    exposure = _exposure(output)
+    assert exposure <= MAX_EXPOSURE, output
+
+
+def test_security_check_notices_a_weakened_unit(tmp_path: Path) -> None:
+    # The rating parser above must be able to fail: a unit without the sandbox rates high.
+    analyze = _tool("systemd-analyze")
+    weak = tmp_path / "doorbell.service"
+    weak.write_text(
+        "[Service]\nType=notify\nExecStart=/opt/doorbell/bin/doorbelld\n", encoding="utf-8"
+    )
+    result = _run(analyze, "security", "--offline=true", "--no-pager", str(weak))
+    if "unrecognized option" in result.stderr:
+        pytest.skip("this systemd-analyze predates --offline (systemd < 250)")
+    assert _exposure(result.stdout + result.stderr) > MAX_EXPOSURE
+
+
+def test_unit_verifies(tmp_path: Path) -> None:
+    """`systemd-analyze verify` checks every key and value. It also insists that the
+    ExecStart binary exists, so it runs on a copy pointed at a stand-in executable."""
+    analyze = _tool("systemd-analyze")
+    standin = tmp_path / "doorbelld"
+    standin.write_text("#!/bin/sh\nexit 0\n", encoding="utf-8")
+    standin.chmod(standin.stat().st_mode | stat.S_IXUSR)
+    text = UNIT.read_text(encoding="utf-8")
+    assert "/opt/doorbell/bin/doorbelld" in text
+    copy = tmp_path / "doorbell.service"
+    copy.write_text(text.replace("/opt/doorbell/bin/doorbelld", str(standin)), encoding="utf-8")
+    result = _run(analyze, "verify", "--recursive-errors=no", "--man=no", str(copy))
+    if "Failed to initialize manager" in result.stderr or "Failed to set up" in result.stderr:
+        pytest.skip(f"systemd-analyze verify cannot run here: {result.stderr.strip()}")
+    complaints = [line for line in result.stderr.splitlines() if copy.name in line]
+    assert result.returncode == 0, result.stderr
+    assert complaints == []
+
+
+def test_verify_catches_a_misspelt_key(tmp_path: Path) -> None:
+    analyze = _tool("systemd-analyze")
+    bad = tmp_path / "doorbell.service"
+    bad.write_text("[Service]\nExecStart=/bin/true\nDeviceAlow=char-media rw\n", encoding="utf-8")
+    result = _run(analyze, "verify", "--recursive-errors=no", "--man=no", str(bad))
+    assert "DeviceAlow" in result.stderr
+
+
+# --- sysusers.d and tmpfiles.d, applied inside a temporary root ------------------------
+
+
+def _sysroot(tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    result = _run(_tool("systemd-sysusers"), f"--root={root}", "-", stdin=SYSUSERS)
+    assert result.returncode == 0, result.stderr
+    return root
+
+
+def test_sysusers_creates_the_service_user_and_the_gpio_group(tmp_path: Path) -> None:
+    root = _sysroot(tmp_path)
+    passwd = {
+        line.split(":")[0]: line.split(":")
+        for line in (root / "etc/passwd").read_text(encoding="utf-8").splitlines()
+    }
+    groups = {
+        line.split(":")[0] for line in (root / "etc/group").read_text(encoding="utf-8").splitlines()
+    }
+    assert {"doorbell", "video", "gpio"} <= groups
+    user = passwd["doorbell"]
+    assert int(user[2]) < 1000, "a system user"
+    assert user[5] == "/var/lib/doorbell"
+    assert user[6].endswith("nologin")
+
+
+def test_sysusers_rejects_a_broken_line(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.conf"
+    broken.write_text("u bad user name!!\n", encoding="utf-8")
+    (tmp_path / "root/etc").mkdir(parents=True)
+    result = _run(_tool("systemd-sysusers"), f"--root={tmp_path / 'root'}", "-", stdin=broken)
+    assert result.returncode != 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="tmpfiles --create must chown; needs root")
+def test_tmpfiles_makes_config_readable_to_the_service_group_only(tmp_path: Path) -> None:
+    root = _sysroot(tmp_path)
+    (root / "etc/doorbell").mkdir()
+    config = root / "etc/doorbell/doorbell.yaml"
+    config.write_text("device: {}\n", encoding="utf-8")
+    config.chmod(0o644)
+    tmpfiles = _tool("systemd-tmpfiles")
+    result = _run(tmpfiles, f"--root={root}", "--create", "-", stdin=TMPFILES)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    gid = next(
+        int(line.split(":")[2])
+        for line in (root / "etc/group").read_text(encoding="utf-8").splitlines()
+        if line.startswith("doorbell:")
+    )
+    etc = (root / "etc/doorbell").stat()
+    assert (stat.S_IMODE(etc.st_mode), etc.st_uid, etc.st_gid) == (0o750, 0, gid)
+    conf = config.stat()
+    assert (stat.S_IMODE(conf.st_mode), conf.st_uid, conf.st_gid) == (0o640, 0, gid)
+    state = (root / "var/lib/doorbell").stat()
+    assert stat.S_IMODE(state.st_mode) == 0o700
+    assert state.st_gid == gid
+
+
+# --- install scripts ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_script_parses_and_is_strict(script: Path) -> None:
+    text = script.read_text(encoding="utf-8")
+    assert text.startswith("#!/usr/bin/env bash\n") or text.startswith("#!/bin/bash\n")
+    assert "set -euo pipefail" in text
+    result = _run(_tool("bash"), "-n", str(script))
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_script_passes_shellcheck(script: Path) -> None:
+    shellcheck = shutil.which("shellcheck")
+    if shellcheck is None:
+        pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
+    result = _run(shellcheck, "--severity=warning", str(script))
+    assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_script_help_runs_without_touching_the_host(script: Path) -> None:
+    result = _run(_tool("bash"), str(script), "--help")
+    assert result.returncode == 0, result.stderr
+    assert "Usage:" in result.stdout
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_script_refuses_an_unknown_option(script: Path) -> None:
+    result = _run(_tool("bash"), str(script), "--no-such-option")
+    assert result.returncode == 2
+    assert "--no-such-option" in result.stderr
