@@ -12,9 +12,10 @@ Choices made where PROTOCOL.md is silent:
   (IUGG R1 = 6,371,008.8 m). Against the WGS-84 ellipsoid this errs by up to about
   0.5 %, i.e. 4 m at the 805 m limit; every device and publisher must use this same
   formula, so the answer is the same on both sides.
-- Geohash cells come from python-geohash. Latitude 90 is encoded as the cell just
-  south of it (a geohash cell's latitude range is half-open) and longitude 180 as -180,
-  as that library does.
+- Geohash cells are the standard ones (python-geohash encodes them; see `cell_of` for
+  where we compute the cell ourselves). Latitude 90 belongs to the cell just south of
+  it (a cell's latitude range is half-open) and longitude 180 to the cell of -180, as
+  python-geohash does.
 - `cells_covering` refuses radii above 10 km: near a pole a circle touches every cell
   of its rows (8,192 per row), and no request may exceed 805 m anyway.
 """
@@ -22,6 +23,7 @@ Choices made where PROTOCOL.md is silent:
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import geohash
 
@@ -34,6 +36,8 @@ _LON_CELLS = 1 << 13
 _LAT_CELLS = 1 << 12
 _LON_STEP = 360.0 / _LON_CELLS
 _LAT_STEP = 180.0 / _LAT_CELLS
+_LON_STEP_EXACT = Fraction(360, _LON_CELLS)
+_LAT_STEP_EXACT = Fraction(180, _LAT_CELLS)
 # About a centimetre of slack on each side of the bounding box, far above float rounding.
 _SLACK_DEG = 1e-7
 
@@ -56,11 +60,18 @@ def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
 
 
 def cell_of(lat: float, lon: float) -> str:
-    """The 5-character geohash of the cell holding (lat, lon)."""
+    """The 5-character geohash of the cell holding (lat, lon).
+
+    The cell's row and column are computed in exact rational arithmetic and the library
+    then encodes the cell's centre. python-geohash 0.9.2's C encoder picks wrong cells
+    for coordinates within about 1e-10 degrees of zero (it returns "s0004" for longitude
+    4.7e-175 and "s0000" for (-1e-20, -1e-20)), and float division could round a point
+    that sits a hair inside a cell edge across it.
+    """
     _check_point(lat, lon)
-    if lat == 90.0:
-        lat = math.nextafter(90.0, 0.0)  # what the library does, without its warning
-    return str(geohash.encode(lat, lon, CELL_PRECISION))
+    row = min(_LAT_CELLS - 1, math.floor((Fraction(lat) + 90) / _LAT_STEP_EXACT))
+    col = math.floor((Fraction(lon) + 180) / _LON_STEP_EXACT) % _LON_CELLS
+    return _cell_at(row, col)
 
 
 def _cell_at(row: int, col: int) -> str:

@@ -17,23 +17,10 @@ from sync.geo import (
     cells_covering,
     distance_m,
 )
+from tests.sync.factories import destination
 
 LAT_STEP = 180.0 / 4096
 LON_STEP = 360.0 / 8192
-
-
-def destination(lat: float, lon: float, bearing_deg: float, dist_m: float) -> tuple[float, float]:
-    """The point `dist_m` from (lat, lon) along `bearing_deg` on the same sphere."""
-    phi1, lam1 = math.radians(lat), math.radians(lon)
-    theta, delta = math.radians(bearing_deg), dist_m / EARTH_RADIUS_M
-    sin_phi2 = math.sin(phi1) * math.cos(delta) + math.cos(phi1) * math.sin(delta) * math.cos(theta)
-    phi2 = math.asin(max(-1.0, min(1.0, sin_phi2)))
-    lam2 = lam1 + math.atan2(
-        math.sin(theta) * math.sin(delta) * math.cos(phi1),
-        math.cos(delta) - math.sin(phi1) * sin_phi2,
-    )
-    lon2 = (math.degrees(lam2) + 540.0) % 360.0 - 180.0
-    return max(-90.0, min(90.0, math.degrees(phi2))), lon2
 
 
 # --- distance ---------------------------------------------------------------------------
@@ -193,3 +180,31 @@ def test_device_on_the_rim_finds_its_cell(
         lat, lon = destination(c_lat, c_lon, bearing, radius * (1 - 1e-12))
     assume(distance_m(c_lat, c_lon, lat, lon) <= radius)
     assert cell_of(lat, lon) in cells_covering(c_lat, c_lon, radius)
+
+
+@pytest.mark.parametrize(
+    ("lat", "lon", "expected"),
+    [
+        (0.0, 4.6919437754711955e-175, "s0000"),
+        (-1e-20, -1e-20, "7zzzz"),
+        (-1e-17, 1e-17, "kpbpb"),
+        (1e-300, -1e-300, "ebpbp"),
+    ],
+)
+def test_cell_of_is_exact_near_zero_where_the_c_encoder_errs(
+    lat: float, lon: float, expected: str
+) -> None:
+    assert cell_of(lat, lon) == expected
+
+
+@given(
+    st.floats(-90, 90).filter(lambda x: abs(x) > 1e-6),
+    st.floats(-180, 180).filter(lambda x: abs(x) > 1e-6),
+)
+def test_cell_of_agrees_with_python_geohash_away_from_zero(lat: float, lon: float) -> None:
+    ref = geohash.encode(math.nextafter(90.0, 0) if lat == 90 else lat, lon, 5)
+    # exact arithmetic may differ from the library only a rounding error from an edge
+    if cell_of(lat, lon) != ref:
+        row_edge = abs(((lat + 90) / LAT_STEP) - round((lat + 90) / LAT_STEP))
+        col_edge = abs(((lon + 180) / LON_STEP) - round((lon + 180) / LON_STEP))
+        assert min(row_edge, col_edge) < 1e-9
