@@ -1,0 +1,448 @@
+"""`doorbell-agency`: the agency's reference tool (PROTOCOL §4, §6).
+
+It owns the agency's side of the protocol: making the agency's keys, building, signing
+and publishing a Request for Assistance to every geohash-5 cell its circle touches, and
+verifying a share that came back (the checks themselves live in `cloud.verify`).
+
+An RFA that a device would refuse is refused here first, with every broken rule named,
+so an investigator learns of a mistake before the request goes out rather than from
+silence.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pyrage import x25519
+
+from cloud.args import duration_arg, time_arg
+from cloud.broker import BrokerError, Outgoing, publish_messages
+from recorder.errors import DoorbellError
+from recorder.times import Window, format_time
+from sync import geo
+from sync.envelope import make_envelope
+from sync.keys import (
+    SigningKey,
+    identity_file_text,
+    load_identity,
+    load_signing_key,
+    parse_recipient,
+    public_key_from_b64,
+    write_secret,
+)
+from sync.netpolicy import upload_url_problem
+
+logger = logging.getLogger(__name__)
+
+SIGNING_FILE = "agency-signing.pem"
+IDENTITY_FILE = "agency-age.txt"
+PUBLIC_FILE = "agency.json"
+
+# PROTOCOL §1 and §4: the limits a device enforces.
+MAX_MESSAGE_BYTES = 16 * 1024
+MAX_RADIUS_M = 805.0
+MAX_WINDOW_MS = 12 * 3_600_000
+MAX_LIFETIME_MS = 14 * 86_400_000
+MAX_DESCRIPTION = 2000
+MAX_STRING = 256
+MAX_CASE_NUMBER = 64
+CELL_TOPIC = "rfa/v1/cell/{cell}"
+
+
+class RfaInputError(DoorbellError):
+    """The request's inputs break the protocol's rules; `problems` names each one."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = tuple(problems)
+
+
+# ---------------------------------------------------------------------------- keys
+
+
+@dataclass(frozen=True, slots=True)
+class AgencyPublic:
+    """The public halves a device owner and the agency's own tools need."""
+
+    public_key: str  # base64url raw Ed25519: rfa.trusted_agencies[].public_key
+    kid: str
+    recipient: str  # age recipient for RFAs
+    agency_id: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "agency_id": self.agency_id,
+            "public_key": self.public_key,
+            "kid": self.kid,
+            "recipient": self.recipient,
+        }
+
+
+def generate_agency_keys(out: Path, *, agency_id: str | None = None) -> AgencyPublic:
+    """Make the agency's signing key and age identity in `out` (0600). Refuses to overwrite."""
+    signing_path, identity_path = out / SIGNING_FILE, out / IDENTITY_FILE
+    for path in (signing_path, identity_path):
+        if path.exists():
+            raise DoorbellError(f"{path} already exists; refusing to overwrite a key")
+    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = SigningKey.generate()
+    identity = x25519.Identity.generate()
+    write_secret(signing_path, key.to_pem())
+    write_secret(identity_path, identity_file_text(identity))
+    public = AgencyPublic(
+        public_key=key.public_b64,
+        kid=key.kid,
+        recipient=str(identity.to_public()),
+        agency_id=agency_id,
+    )
+    (out / PUBLIC_FILE).write_text(json.dumps(public.to_json(), indent=2) + "\n")
+    return public
+
+
+def recipient_beside(key_path: Path) -> str:
+    """The age recipient of the identity that keygen wrote next to `key_path`."""
+    return str(load_identity(key_path.parent / IDENTITY_FILE).to_public())
+
+
+# ---------------------------------------------------------------------------- RFA
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RfaSpec:
+    """What an investigator asks for; times in epoch ms."""
+
+    agency_id: str
+    agency_name: str
+    case_number: str
+    investigator_name: str
+    email: str | None = None
+    phone: str | None = None
+    description: str
+    lat: float
+    lon: float
+    radius_m: float
+    window: Window
+    expires_at_ms: int
+    recipient: str
+    upload_url: str
+
+
+@dataclass(frozen=True, slots=True)
+class SignedRfa:
+    id: str
+    payload: dict[str, Any]
+    envelope: bytes
+    cells: tuple[str, ...]
+    expires_at_ms: int
+
+    @property
+    def topics(self) -> list[str]:
+        return [CELL_TOPIC.format(cell=cell) for cell in self.cells]
+
+
+def rfa_problems(
+    spec: RfaSpec, *, now_ms: int, allow_plain_http_loopback: bool = False
+) -> list[str]:
+    """Every rule of PROTOCOL §4 (3-6, 9, 10) that these inputs break; empty when none."""
+    problems: list[str] = []
+    strings = {
+        "agency id": spec.agency_id,
+        "agency name": spec.agency_name,
+        "investigator name": spec.investigator_name,
+        "email": spec.email,
+        "phone": spec.phone,
+        "recipient": spec.recipient,
+        "upload URL": spec.upload_url,
+    }
+    for label, value in strings.items():
+        if value is not None and len(value) > MAX_STRING:
+            problems.append(f"{label} is longer than {MAX_STRING} characters")
+    if not spec.agency_id.strip():
+        problems.append("agency id is empty")
+    if not spec.agency_name.strip():
+        problems.append("agency name is empty")
+    if not (1 <= len(spec.case_number) <= MAX_CASE_NUMBER and spec.case_number.isprintable()):
+        problems.append(f"case number must be 1-{MAX_CASE_NUMBER} printable characters")
+    if not spec.investigator_name.strip():
+        problems.append("investigator name is empty")
+    if not spec.email and not spec.phone:
+        problems.append("give the investigator's email or phone")
+    if len(spec.description) > MAX_DESCRIPTION:
+        problems.append(f"description is longer than {MAX_DESCRIPTION} characters")
+    if not (math.isfinite(spec.lat) and -90 <= spec.lat <= 90):
+        problems.append("latitude must be a number in [-90, 90]")
+    if not (math.isfinite(spec.lon) and -180 <= spec.lon <= 180):
+        problems.append("longitude must be a number in [-180, 180]")
+    if not (math.isfinite(spec.radius_m) and 0 < spec.radius_m <= MAX_RADIUS_M):
+        problems.append(f"radius must be more than 0 and at most {MAX_RADIUS_M:g} m")
+    window = spec.window
+    if window.start_ms >= window.end_ms:
+        problems.append("window start must be before its end")
+    if window.duration_ms > MAX_WINDOW_MS:
+        problems.append("window is longer than 12 h")
+    if window.end_ms > now_ms:
+        problems.append("window ends in the future (no request for future footage)")
+    if spec.expires_at_ms <= now_ms:
+        problems.append("expiry is not in the future")
+    if spec.expires_at_ms - now_ms > MAX_LIFETIME_MS:
+        problems.append("expiry is more than 14 days after issue")
+    try:
+        parse_recipient(spec.recipient)
+    except ValueError:
+        problems.append("recipient is not an age X25519 recipient (age1...)")
+    url_problem = upload_url_problem(
+        spec.upload_url, allow_plain_http_loopback=allow_plain_http_loopback
+    )
+    if url_problem:
+        problems.append(f"upload URL refused: {url_problem}")
+    return problems
+
+
+def rfa_payload(spec: RfaSpec, *, rfa_id: str, now_ms: int) -> dict[str, Any]:
+    investigator: dict[str, str] = {"name": spec.investigator_name}
+    if spec.email:
+        investigator["email"] = spec.email
+    if spec.phone:
+        investigator["phone"] = spec.phone
+    return {
+        "type": "rfa",
+        "id": rfa_id,
+        "agency": {"id": spec.agency_id, "name": spec.agency_name},
+        "case_number": spec.case_number,
+        "investigator": investigator,
+        "description": spec.description,
+        "area": {"lat": spec.lat, "lon": spec.lon, "radius_m": spec.radius_m},
+        "window": spec.window.to_json(),
+        # Whole milliseconds: a device refuses sub-millisecond times.
+        "issued_at": format_time(now_ms),
+        "expires_at": format_time(spec.expires_at_ms),
+        "recipient": spec.recipient,
+        "upload_url": spec.upload_url,
+    }
+
+
+def build_rfa(
+    spec: RfaSpec,
+    key: SigningKey,
+    *,
+    now_ms: int,
+    rfa_id: str | None = None,
+    allow_plain_http_loopback: bool = False,
+) -> SignedRfa:
+    """Check the inputs, then sign the RFA and work out the cells it goes to."""
+    problems = rfa_problems(
+        spec, now_ms=now_ms, allow_plain_http_loopback=allow_plain_http_loopback
+    )
+    if problems:
+        raise RfaInputError(problems)
+    rid = rfa_id or str(uuid.uuid4())
+    payload = rfa_payload(spec, rfa_id=rid, now_ms=now_ms)
+    envelope = make_envelope(payload, key)
+    if len(envelope) > MAX_MESSAGE_BYTES:
+        raise RfaInputError([f"the signed request is {len(envelope)} bytes; devices drop > 16 KiB"])
+    cells = tuple(sorted(geo.cells_covering(spec.lat, spec.lon, spec.radius_m)))
+    return SignedRfa(
+        id=rid, payload=payload, envelope=envelope, cells=cells, expires_at_ms=spec.expires_at_ms
+    )
+
+
+def expiry_seconds(expires_at_ms: int, now_ms: int) -> int:
+    """MQTT 5 message expiry: whole seconds until expires_at, rounded up, at least 1."""
+    return max(1, -(-(expires_at_ms - now_ms) // 1000))
+
+
+def publish_rfa(
+    rfa: SignedRfa, broker_url: str, *, now_ms: int, timeout_s: float = 10.0
+) -> list[str]:
+    """Publish one copy per covering cell (QoS 1, not retained, with message expiry)."""
+    if rfa.expires_at_ms <= now_ms:
+        raise RfaInputError(["the request has already expired"])
+    expiry = expiry_seconds(rfa.expires_at_ms, now_ms)
+    messages = [Outgoing(topic=t, payload=rfa.envelope, expiry_s=expiry) for t in rfa.topics]
+    publish_messages(broker_url, messages, timeout_s=timeout_s)
+    return rfa.topics
+
+
+# ---------------------------------------------------------------------------- CLI
+
+
+@dataclass
+class _Printer:
+    out: Any = field(default_factory=lambda: sys.stdout)
+
+    def __call__(self, text: str = "") -> None:
+        print(text, file=self.out)
+
+
+def _cmd_keygen(args: argparse.Namespace, say: _Printer) -> int:
+    public = generate_agency_keys(Path(args.out), agency_id=args.agency_id)
+    say(f"signing key:   {Path(args.out) / SIGNING_FILE} (0600)")
+    say(f"age identity:  {Path(args.out) / IDENTITY_FILE} (0600)")
+    say(f"public_key:    {public.public_key}")
+    say(f"kid:           {public.kid}")
+    say(f"recipient:     {public.recipient}")
+    say("device config (rfa.trusted_agencies):")
+    say(f"  - agency_id: {public.agency_id or '<your agency id>'}")
+    say(f"    public_key: {public.public_key}")
+    return 0
+
+
+def _stored_agency_id(key_path: Path) -> str | None:
+    try:
+        data = json.loads((key_path.parent / PUBLIC_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    value = data.get("agency_id") if isinstance(data, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def _cmd_rfa(args: argparse.Namespace, say: _Printer, now_ms: int) -> int:
+    if not args.publish and not args.out:
+        raise RfaInputError(["give --publish mqtt://... and/or --out FILE"])
+    key_path = Path(args.key)
+    key = load_signing_key(key_path)
+    agency_id = args.agency_id or _stored_agency_id(key_path)
+    if not agency_id:
+        raise RfaInputError(["give --agency-id (keygen --agency-id stores a default)"])
+    if args.expires is not None and args.expires_in is not None:
+        raise RfaInputError(["give --expires or --expires-in, not both"])
+    if args.expires is not None:
+        expires = args.expires
+    else:
+        expires = now_ms + (args.expires_in if args.expires_in is not None else 7 * 86_400_000)
+    if args.start >= args.end:
+        raise RfaInputError(["window start must be before its end"])
+    spec = RfaSpec(
+        agency_id=agency_id,
+        agency_name=args.agency_name,
+        case_number=args.case,
+        investigator_name=args.investigator_name,
+        email=args.email,
+        phone=args.phone,
+        description=args.description,
+        lat=args.lat,
+        lon=args.lon,
+        radius_m=args.radius_m,
+        window=Window(args.start, args.end),
+        expires_at_ms=expires,
+        recipient=args.recipient or recipient_beside(key_path),
+        upload_url=args.upload_url,
+    )
+    rfa = build_rfa(
+        spec, key, now_ms=now_ms, allow_plain_http_loopback=args.allow_plain_http_loopback
+    )
+    if args.out:
+        Path(args.out).write_bytes(rfa.envelope)
+        say(f"wrote {args.out}")
+    if args.publish:
+        publish_rfa(rfa, args.publish, now_ms=now_ms, timeout_s=args.timeout)
+        say(f"published to {len(rfa.cells)} cell(s)")
+    say(f"id: {rfa.id}")
+    say(f"cells: {' '.join(rfa.cells)}")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace, say: _Printer) -> int:
+    from cloud.verify import verify_share
+
+    identity = load_identity(Path(args.identity))
+    agency_keys = [public_key_from_b64(text) for text in args.trust_key or ()]
+    if args.key:
+        agency_keys.append(load_signing_key(Path(args.key)).public)
+    if not agency_keys:
+        raise DoorbellError("give the agency's signing key (--key FILE or --trust-key B64)")
+    owner_keys = [public_key_from_b64(text) for text in args.owner_key or ()]
+    report = verify_share(
+        Path(args.manifest),
+        Path(args.clip),
+        identity=identity,
+        agency_keys=agency_keys,
+        owner_keys=owner_keys,
+        stamps=not args.no_stamps,
+    )
+    say(report.render())
+    return 0 if report.ok else 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="doorbell-agency", description="An agency's reference tool for the doorbell protocol."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    kg = sub.add_parser("keygen", help="make the agency's signing key and age identity")
+    kg.add_argument("--out", required=True, help="directory for the key files")
+    kg.add_argument("--agency-id", help="remembered as the default for `rfa`")
+
+    rfa = sub.add_parser("rfa", help="build, sign and publish a Request for Assistance")
+    rfa.add_argument("--key", required=True, help="the agency's signing key (from keygen)")
+    rfa.add_argument("--agency-id")
+    rfa.add_argument("--agency-name", required=True)
+    rfa.add_argument("--case", required=True, help="case number")
+    rfa.add_argument("--investigator-name", required=True)
+    rfa.add_argument("--email")
+    rfa.add_argument("--phone")
+    rfa.add_argument("--description", required=True)
+    rfa.add_argument("--lat", type=float, required=True)
+    rfa.add_argument("--lon", type=float, required=True)
+    rfa.add_argument("--radius-m", type=float, required=True)
+    rfa.add_argument("--start", type=time_arg, required=True, help="RFC 3339 UTC")
+    rfa.add_argument("--end", type=time_arg, required=True, help="RFC 3339 UTC")
+    rfa.add_argument("--expires", type=time_arg, help="RFC 3339 UTC")
+    rfa.add_argument("--expires-in", type=duration_arg, help="e.g. 7d (default 7d)")
+    rfa.add_argument("--recipient", help="age recipient (default: the keygen directory's)")
+    rfa.add_argument("--upload-url", required=True)
+    rfa.add_argument("--publish", metavar="MQTT_URL", help="mqtt://host:port")
+    rfa.add_argument("--out", help="also write the signed envelope to this file")
+    rfa.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the broker")
+    rfa.add_argument(
+        "--allow-plain-http-loopback",
+        action="store_true",
+        help="testing only: accept http://127.0.0.1 upload URLs",
+    )
+
+    ver = sub.add_parser("verify", help="decrypt and verify a received share")
+    ver.add_argument("--identity", required=True, help="the agency's age identity file")
+    ver.add_argument("--key", help="the agency's signing key (its public half is trusted)")
+    ver.add_argument("--trust-key", action="append", help="agency public key, base64url")
+    ver.add_argument(
+        "--owner-key", action="append", help="owner public key (base64url) to check the decision"
+    )
+    ver.add_argument("--no-stamps", action="store_true", help="real camera: no time stamps")
+    ver.add_argument("manifest", help="{rfa_id}.manifest.json.age")
+    ver.add_argument("clip", help="{rfa_id}.mp4.age")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, now_ms: int | None = None) -> int:
+    import time
+
+    args = _parser().parse_args(argv)
+    say = _Printer()
+    now = now_ms if now_ms is not None else time.time_ns() // 1_000_000
+    try:
+        if args.command == "keygen":
+            return _cmd_keygen(args, say)
+        if args.command == "rfa":
+            return _cmd_rfa(args, say, now)
+        return _cmd_verify(args, say)
+    except RfaInputError as exc:
+        for problem in exc.problems:
+            print(f"doorbell-agency: {problem}", file=sys.stderr)
+        return 2
+    except (DoorbellError, BrokerError, ValueError, OSError) as exc:
+        print(f"doorbell-agency: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""The cloud tools' side of MQTT: parse a broker URL, publish and wait for every PUBACK,
+and listen to a few topics for a while.
+
+paho-mqtt 2.x with the version-2 callback API and MQTT 5. Each call opens its own short
+connection and closes it again: the reference tools publish a handful of messages per
+run, so there is no session to keep. A broker that is down, refuses us or does not
+acknowledge within the timeout raises `BrokerError` with a sentence a person can act on.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from recorder.errors import DoorbellError
+
+logger = logging.getLogger(__name__)
+
+# What the device sends its owner may exceed the 16 KiB that devices accept (PROTOCOL §1):
+# twenty pending requests with long descriptions. Far beyond that is junk.
+MAX_INBOUND_BYTES = 1024 * 1024
+
+
+class BrokerError(DoorbellError):
+    """The broker could not be reached, refused us, or did not acknowledge in time."""
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerUrl:
+    """`mqtt://[user[:password]@]host[:port]` or `mqtts://...` (TLS with the system CAs)."""
+
+    host: str
+    port: int
+    tls: bool = False
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> BrokerUrl:
+        try:
+            parts = urlsplit(text)
+            port = parts.port
+        except ValueError as exc:
+            raise BrokerError(f"not a broker URL: {text!r}") from exc
+        if parts.scheme not in ("mqtt", "mqtts"):
+            raise BrokerError(f"broker URL must start with mqtt:// or mqtts://, got {text!r}")
+        if not parts.hostname:
+            raise BrokerError(f"broker URL has no host: {text!r}")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise BrokerError(f"broker URL must not have a path or query: {text!r}")
+        tls = parts.scheme == "mqtts"
+        return cls(
+            host=parts.hostname,
+            port=port if port is not None else (8883 if tls else 1883),
+            tls=tls,
+            username=unquote(parts.username) if parts.username is not None else None,
+            password=unquote(parts.password) if parts.password is not None else None,
+        )
+
+    def display(self) -> str:
+        """The URL without credentials, for messages."""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One message to publish."""
+
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = False
+    expiry_s: int | None = None  # MQTT 5 message expiry interval
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One message received while listening."""
+
+    topic: str
+    payload: bytes
+    retain: bool
+    expiry_s: int | None
+
+
+def _new_client(url: BrokerUrl, client_id: str) -> mqtt.Client:
+    client = mqtt.Client(
+        callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=mqtt.MQTTv5,
+    )
+    if url.tls:
+        client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
+    if url.username is not None:
+        client.username_pw_set(url.username, url.password)
+    return client
+
+
+def _connect(client: mqtt.Client, url: BrokerUrl, timeout_s: float) -> None:
+    """Connect and wait for a successful CONNACK, or raise BrokerError."""
+    connected = threading.Event()
+    outcome: list[str] = []
+
+    def on_connect(
+        _client: mqtt.Client, _userdata: object, _flags: object, reason: object, _props: object
+    ) -> None:
+        failure = getattr(reason, "is_failure", False)
+        outcome.append(f"refused: {reason}" if failure else "ok")
+        connected.set()
+
+    client.on_connect = on_connect
+    try:
+        client.connect(url.host, url.port, keepalive=30, clean_start=True)
+    except (OSError, ValueError) as exc:
+        raise BrokerError(f"cannot reach the broker at {url.display()}: {exc}") from exc
+    client.loop_start()
+    if not connected.wait(timeout_s):
+        _close(client)
+        raise BrokerError(f"the broker at {url.display()} did not answer within {timeout_s:g} s")
+    if outcome[0] != "ok":
+        _close(client)
+        raise BrokerError(f"the broker at {url.display()} {outcome[0]}")
+
+
+def _close(client: mqtt.Client) -> None:
+    try:
+        client.disconnect()
+    finally:
+        client.loop_stop()
+
+
+def publish_messages(
+    url: BrokerUrl | str,
+    messages: Sequence[Outgoing],
+    *,
+    timeout_s: float = 10.0,
+    client_id: str | None = None,
+) -> None:
+    """Publish every message and return only once the broker acknowledged each QoS 1/2 one.
+
+    Raises BrokerError if the broker is unreachable, refuses the connection, rejects a
+    message (an MQTT 5 PUBACK failure code) or does not acknowledge within `timeout_s`.
+    """
+    broker = BrokerUrl.parse(url) if isinstance(url, str) else url
+    client = _new_client(broker, client_id or f"doorbell-cloud-{uuid.uuid4().hex[:12]}")
+    lock = threading.Lock()
+    acked: dict[int, str | None] = {}  # mid -> failure text or None
+    all_acked = threading.Event()
+    waiting: set[int] = set()
+
+    def on_publish(
+        _client: mqtt.Client, _userdata: object, mid: int, reason: object, _props: object
+    ) -> None:
+        failure = getattr(reason, "is_failure", False)
+        with lock:
+            acked[mid] = str(reason) if failure else None
+            if waiting and waiting.issubset(acked):
+                all_acked.set()
+
+    client.on_publish = on_publish
+    _connect(client, broker, timeout_s)
+    try:
+        for message in messages:
+            props = None
+            if message.expiry_s is not None:
+                props = Properties(PacketTypes.PUBLISH)
+                props.MessageExpiryInterval = max(1, int(message.expiry_s))
+            info = client.publish(
+                message.topic,
+                message.payload,
+                qos=message.qos,
+                retain=message.retain,
+                properties=props,
+            )
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                raise BrokerError(
+                    f"could not publish to {message.topic}: {mqtt.error_string(info.rc)}"
+                )
+            if message.qos > 0:
+                with lock:
+                    waiting.add(info.mid)
+        with lock:
+            if not waiting or waiting.issubset(acked):
+                all_acked.set()
+        if not all_acked.wait(timeout_s):
+            with lock:
+                missing = len(waiting - acked.keys())
+            raise BrokerError(
+                f"the broker at {broker.display()} did not acknowledge {missing} "
+                f"message(s) within {timeout_s:g} s"
+            )
+        with lock:
+            failures = [text for text in acked.values() if text is not None]
+        if failures:
+            raise BrokerError(f"the broker rejected a message: {failures[0]}")
+    finally:
+        _close(client)
+
+
+def listen(
+    url: BrokerUrl | str,
+    topics: Sequence[str],
+    on_message: Callable[[Incoming], None],
+    stop: threading.Event,
+    *,
+    timeout_s: float = 10.0,
+    client_id: str | None = None,
+) -> None:
+    """Subscribe (QoS 1) to `topics` and hand each message to `on_message` until `stop` is set.
+
+    `on_message` runs on paho's network thread; it must not block for long. Messages over
+    MAX_INBOUND_BYTES are dropped here.
+    """
+    broker = BrokerUrl.parse(url) if isinstance(url, str) else url
+    client = _new_client(broker, client_id or f"doorbell-owner-{uuid.uuid4().hex[:12]}")
+    subscribed = threading.Event()
+
+    def on_subscribe(
+        _client: mqtt.Client, _userdata: object, _mid: int, _codes: object, _props: object
+    ) -> None:
+        subscribed.set()
+
+    def on_message_cb(_client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
+        if len(msg.payload) > MAX_INBOUND_BYTES:
+            logger.warning("dropped an oversized message on %s", msg.topic)
+            return
+        expiry = getattr(msg.properties, "MessageExpiryInterval", None)
+        try:
+            on_message(
+                Incoming(
+                    topic=msg.topic, payload=bytes(msg.payload), retain=msg.retain, expiry_s=expiry
+                )
+            )
+        except Exception:  # a bad message must not kill the network thread
+            logger.exception("handling a message on %s failed", msg.topic)
+
+    client.on_subscribe = on_subscribe
+    client.on_message = on_message_cb
+    _connect(client, broker, timeout_s)
+    try:
+        client.subscribe([(topic, 1) for topic in topics])
+        if not subscribed.wait(timeout_s):
+            raise BrokerError(f"the broker at {broker.display()} did not confirm the subscription")
+        stop.wait()
+    finally:
+        _close(client)
