@@ -1,0 +1,468 @@
+"""The durable outbox of shares: which approved requests still have to be sent, how far
+each object got, and the encrypted files themselves.
+
+It owns one directory: `outbox.sqlite` (WAL, synchronous=FULL, so what a method wrote
+survives a power cut once it returns) and `objects/{rfa_id}/` with the two encrypted
+objects of each share. Nothing here touches the network or the recorder; `ShareWorker`
+(sync.uploader) drives the jobs.
+
+A job is `queued` -> `uploading` -> `done`, or ends `failed` (with its error) or
+`cancelled`. Per object the upload URL is stored before its first byte is sent and the
+server-acknowledged offset after each chunk, so a restart resumes the same upload.
+Byte counts are ciphertext bytes of both objects together (PROTOCOL §6.3).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from recorder.errors import DoorbellError
+from recorder.times import Window
+from sync.models import Agency, Area, ConsentMethod, Decision, Investigator, Rfa
+
+logger = logging.getLogger(__name__)
+
+STATES = ("queued", "uploading", "done", "failed", "cancelled")
+ACTIVE = ("queued", "uploading")
+KINDS = ("manifest", "clip")
+LIST_DAYS_MS = 7 * 24 * 3600 * 1000
+LIST_MAX = 20
+_SAFE_ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z_-]{0,63}")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    rfa_id TEXT PRIMARY KEY,
+    rfa TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ms INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    built INTEGER NOT NULL DEFAULT 0,
+    manifest_sha256 TEXT
+);
+CREATE TABLE IF NOT EXISTS objects (
+    rfa_id TEXT NOT NULL REFERENCES jobs(rfa_id),
+    kind TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    upload_url TEXT,
+    offset INTEGER NOT NULL DEFAULT 0,
+    done INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (rfa_id, kind)
+);
+"""
+
+
+class OutboxError(DoorbellError):
+    """The outbox was asked something it cannot do."""
+
+
+@dataclass(frozen=True, slots=True)
+class UploadObject:
+    kind: str  # "manifest" or "clip"
+    size: int  # ciphertext bytes
+    upload_url: str | None  # the tus upload's URL once created
+    offset: int  # bytes the server acknowledged
+    done: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ShareJob:
+    rfa: Rfa
+    decision: Decision
+    state: str
+    created_ms: int
+    attempts: int
+    next_attempt_ms: int
+    error: str | None
+    built: bool
+    manifest_sha256: str | None
+    objects: tuple[UploadObject, ...]
+
+    @property
+    def rfa_id(self) -> str:
+        return self.rfa.id
+
+    def object(self, kind: str) -> UploadObject | None:
+        return next((o for o in self.objects if o.kind == kind), None)
+
+
+# --- (de)serialising the records a job needs to be rebuilt after a restart ---------------
+
+
+def rfa_to_json(rfa: Rfa) -> str:
+    return json.dumps(
+        {
+            "id": rfa.id,
+            "agency": [rfa.agency.id, rfa.agency.name],
+            "case_number": rfa.case_number,
+            "investigator": [rfa.investigator.name, rfa.investigator.email, rfa.investigator.phone],
+            "description": rfa.description,
+            "area": [rfa.area.lat, rfa.area.lon, rfa.area.radius_m],
+            "window": [rfa.window.start_ms, rfa.window.end_ms],
+            "issued_at_ms": rfa.issued_at_ms,
+            "expires_at_ms": rfa.expires_at_ms,
+            "recipient": rfa.recipient,
+            "upload_url": rfa.upload_url,
+            "envelope_text": rfa.envelope_text,
+            "kid": rfa.kid,
+        }
+    )
+
+
+def rfa_from_json(text: str) -> Rfa:
+    d = json.loads(text)
+    return Rfa(
+        id=d["id"],
+        agency=Agency(*d["agency"]),
+        case_number=d["case_number"],
+        investigator=Investigator(*d["investigator"]),
+        description=d["description"],
+        area=Area(*d["area"]),
+        window=Window(*d["window"]),
+        issued_at_ms=d["issued_at_ms"],
+        expires_at_ms=d["expires_at_ms"],
+        recipient=d["recipient"],
+        upload_url=d["upload_url"],
+        envelope_text=d["envelope_text"],
+        kid=d["kid"],
+    )
+
+
+def decision_to_json(decision: Decision) -> str:
+    return json.dumps(
+        {
+            "rfa_id": decision.rfa_id,
+            "approve": decision.approve,
+            "window": [decision.window.start_ms, decision.window.end_ms],
+            "share_contact": decision.share_contact,
+            "method": decision.method.value,
+            "at_ms": decision.at_ms,
+            "owner_kid": decision.owner_kid,
+            "envelope_text": decision.envelope_text,
+            "nonce": decision.nonce,
+        }
+    )
+
+
+def decision_from_json(text: str) -> Decision:
+    d = json.loads(text)
+    return Decision(
+        rfa_id=d["rfa_id"],
+        approve=d["approve"],
+        window=Window(*d["window"]),
+        share_contact=d["share_contact"],
+        method=ConsentMethod(d["method"]),
+        at_ms=d["at_ms"],
+        owner_kid=d["owner_kid"],
+        envelope_text=d["envelope_text"],
+        nonce=d["nonce"],
+    )
+
+
+class Outbox:
+    """The queue of share jobs; safe to use from several threads."""
+
+    def __init__(self, root: Path, db: sqlite3.Connection) -> None:
+        self.root = root
+        self._db = db
+        self._lock = threading.RLock()
+
+    @classmethod
+    def open(cls, root: Path) -> Outbox:
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (root / "objects").mkdir(exist_ok=True, mode=0o700)
+        db = sqlite3.connect(
+            root / "outbox.sqlite", check_same_thread=False, isolation_level=None, timeout=30
+        )
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.executescript(_SCHEMA)
+        outbox = cls(root, db)
+        outbox._remove_orphans()
+        return outbox
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _remove_orphans(self) -> None:
+        """Object folders of jobs that no longer need them (crash between DB and unlink)."""
+        keep = {
+            row[0]
+            for row in self._db.execute(
+                "SELECT rfa_id FROM jobs WHERE state IN ('queued','uploading','failed')"
+            )
+        }
+        for folder in (self.root / "objects").iterdir():
+            if folder.name not in keep:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    # -- files
+
+    def job_dir(self, rfa_id: str) -> Path:
+        if not _SAFE_ID.fullmatch(rfa_id):
+            raise OutboxError("rfa id is not usable as a file name")
+        return self.root / "objects" / rfa_id
+
+    def object_path(self, rfa_id: str, kind: str) -> Path:
+        name = "manifest.json.age" if kind == "manifest" else "mp4.age"
+        return self.job_dir(rfa_id) / f"{rfa_id}.{name}"
+
+    def delete_files(self, rfa_id: str) -> None:
+        shutil.rmtree(self.job_dir(rfa_id), ignore_errors=True)
+
+    # -- the interface the daemon uses
+
+    def enqueue(self, rfa: Rfa, decision: Decision, *, now_ms: int) -> None:
+        """Queue a share of an approved request; a second call for the same id does nothing."""
+        if not decision.approve or decision.rfa_id != rfa.id:
+            raise OutboxError("only an approval of this request can be queued")
+        self.job_dir(rfa.id)  # refuses ids that are not safe file names
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO jobs (rfa_id, rfa, decision, state, created_ms, updated_ms)"
+                " VALUES (?, ?, ?, 'queued', ?, ?)",
+                (rfa.id, rfa_to_json(rfa), decision_to_json(decision), now_ms, now_ms),
+            )
+
+    def has_job(self, rfa_id: str) -> bool:
+        with self._lock:
+            row = self._db.execute("SELECT 1 FROM jobs WHERE rfa_id = ?", (rfa_id,)).fetchone()
+        return row is not None
+
+    def active_count(self) -> int:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT COUNT(*) FROM jobs WHERE state IN ('queued','uploading')"
+            ).fetchone()
+        return int(row[0])
+
+    def state(self, rfa_id: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT state FROM jobs WHERE rfa_id = ?", (rfa_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def job(self, rfa_id: str) -> ShareJob | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT rfa, decision, state, created_ms, attempts, next_attempt_ms, error,"
+                " built, manifest_sha256 FROM jobs WHERE rfa_id = ?",
+                (rfa_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            objects = tuple(
+                UploadObject(kind=k, size=s, upload_url=u, offset=o, done=bool(d))
+                for k, s, u, o, d in self._db.execute(
+                    "SELECT kind, size, upload_url, offset, done FROM objects WHERE rfa_id = ?"
+                    " ORDER BY kind DESC",
+                    (rfa_id,),
+                )
+            )
+        return ShareJob(
+            rfa=rfa_from_json(row[0]),
+            decision=decision_from_json(row[1]),
+            state=row[2],
+            created_ms=row[3],
+            attempts=row[4],
+            next_attempt_ms=row[5],
+            error=row[6],
+            built=bool(row[7]),
+            manifest_sha256=row[8],
+            objects=objects,
+        )
+
+    def next_due(self, now_ms: int) -> tuple[ShareJob | None, int | None]:
+        """The oldest active job whose time has come, else the moment the next one is due."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT rfa_id FROM jobs WHERE state IN ('queued','uploading')"
+                " AND next_attempt_ms <= ? ORDER BY created_ms, rfa_id LIMIT 1",
+                (now_ms,),
+            ).fetchone()
+            if row is not None:
+                return self.job(row[0]), None
+            later = self._db.execute(
+                "SELECT MIN(next_attempt_ms) FROM jobs WHERE state IN ('queued','uploading')"
+            ).fetchone()
+        return None, (None if later[0] is None else int(later[0]))
+
+    def shares(self, now_ms: int) -> list[dict[str, Any]]:
+        """PROTOCOL §6.3 entries: the last 7 days, at most 20, newest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT j.rfa_id, j.state, j.manifest_sha256, j.error,"
+                " COALESCE(SUM(CASE WHEN o.done THEN o.size ELSE o.offset END), 0),"
+                " COALESCE(SUM(o.size), 0)"
+                " FROM jobs j LEFT JOIN objects o ON o.rfa_id = j.rfa_id"
+                " WHERE j.updated_ms >= ? OR j.state IN ('queued','uploading')"
+                " GROUP BY j.rfa_id ORDER BY j.created_ms DESC, j.rfa_id LIMIT ?",
+                (now_ms - LIST_DAYS_MS, LIST_MAX),
+            ).fetchall()
+        return [
+            {
+                "rfa_id": rfa_id,
+                "state": state,
+                "bytes_sent": int(sent),
+                "bytes_total": int(total),
+                "manifest_sha256": sha,
+                "error": error,
+            }
+            for rfa_id, state, sha, error, sent, total in rows
+        ]
+
+    def retry(self, rfa_id: str, *, now_ms: int = 0) -> bool:
+        """Queue a failed share again (attempts start over); False when it is not failed."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE jobs SET state = 'queued', attempts = 0, next_attempt_ms = 0,"
+                " error = NULL, updated_ms = MAX(updated_ms, ?)"
+                " WHERE rfa_id = ? AND state = 'failed'",
+                (now_ms, rfa_id),
+            )
+        return cur.rowcount == 1
+
+    def cancel(self, rfa_id: str, *, now_ms: int = 0) -> bool:
+        """Cancel a share that is not done and delete its outbox files; False otherwise."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE jobs SET state = 'cancelled', updated_ms = MAX(updated_ms, ?)"
+                " WHERE rfa_id = ? AND state IN ('queued','uploading','failed')",
+                (now_ms, rfa_id),
+            )
+        if cur.rowcount == 1:
+            self.delete_files(rfa_id)
+            return True
+        return False
+
+    # -- what the worker records
+
+    def set_state(
+        self,
+        rfa_id: str,
+        state: str,
+        *,
+        now_ms: int,
+        error: str | None = None,
+        only_from: tuple[str, ...] = ACTIVE,
+    ) -> bool:
+        """Move an active job to `state`; False when it was cancelled (or finished) meanwhile."""
+        if state not in STATES:
+            raise OutboxError(f"unknown state {state}")
+        marks = ",".join("?" * len(only_from))
+        with self._tx() as db:
+            cur = db.execute(
+                f"UPDATE jobs SET state = ?, error = ?, updated_ms = ?"  # noqa: S608 (marks only)
+                f" WHERE rfa_id = ? AND state IN ({marks})",
+                (state, error, now_ms, rfa_id, *only_from),
+            )
+        return cur.rowcount == 1
+
+    def record_built(self, rfa_id: str, *, manifest_sha256: str, sizes: dict[str, int]) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM objects WHERE rfa_id = ?", (rfa_id,))
+            for kind in KINDS:
+                db.execute(
+                    "INSERT INTO objects (rfa_id, kind, size) VALUES (?, ?, ?)",
+                    (rfa_id, kind, sizes[kind]),
+                )
+            db.execute(
+                "UPDATE jobs SET built = 1, manifest_sha256 = ? WHERE rfa_id = ?",
+                (manifest_sha256, rfa_id),
+            )
+
+    def set_upload_url(self, rfa_id: str, kind: str, url: str | None) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE objects SET upload_url = ?, offset = 0 WHERE rfa_id = ? AND kind = ?",
+                (url, rfa_id, kind),
+            )
+
+    def set_offset(self, rfa_id: str, kind: str, offset: int) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE objects SET offset = ?, done = (offset = size OR ? = size)"
+                " WHERE rfa_id = ? AND kind = ?",
+                (offset, offset, rfa_id, kind),
+            )
+
+    def mark_object_done(self, rfa_id: str, kind: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE objects SET done = 1, offset = size WHERE rfa_id = ? AND kind = ?",
+                (rfa_id, kind),
+            )
+
+    def record_failure(
+        self, rfa_id: str, *, error: str, attempts: int, next_attempt_ms: int, now_ms: int
+    ) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE jobs SET attempts = ?, next_attempt_ms = ?, error = ?, updated_ms = ?"
+                " WHERE rfa_id = ?",
+                (attempts, next_attempt_ms, error, now_ms, rfa_id),
+            )
+
+    def reset_attempts(self, rfa_id: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET attempts = 0 WHERE rfa_id = ?", (rfa_id,))
+
+
+# --- for a person at a terminal -----------------------------------------------------------
+
+
+def render_shares(entries: list[dict[str, Any]], stream: TextIO) -> None:
+    """Print §6.3 entries for `doorbellctl shares`: one line each, a progress bar for
+    shares under way (tqdm's bar, so it looks like every other progress bar)."""
+    from tqdm import tqdm
+
+    if not entries:
+        stream.write("no shares in the last 7 days\n")
+        return
+    for entry in entries:
+        total = int(entry.get("bytes_total") or 0)
+        sent = int(entry.get("bytes_sent") or 0)
+        label = f"{entry['rfa_id']} {entry['state']:<9}"
+        if total > 0:
+            bar = tqdm.format_meter(
+                n=sent,
+                total=total,
+                elapsed=0,
+                ncols=100,
+                prefix=label,
+                unit="B",
+                unit_scale=True,
+                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt}",
+            )
+            stream.write(bar + "\n")
+        else:
+            stream.write(f"{label} (not built yet)\n")
+        if entry.get("error"):
+            stream.write(f"    error: {entry['error']}\n")
+        if entry.get("manifest_sha256"):
+            stream.write(f"    manifest sha256: {entry['manifest_sha256']}\n")

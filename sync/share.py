@@ -1,0 +1,241 @@
+"""Building a share (PROTOCOL §6): the frame-exact clip of the approved window, the signed
+manifest, and both encrypted to the requesting agency's age recipient into the outbox.
+
+One pass over the clip: the exported MP4 is read once, and that read feeds both the
+SHA-256 for the manifest and pyrage's streaming encryption (`encrypt_io`, which calls back
+into Python for every block, so other threads run; `encrypt_file` would hold the GIL for
+the whole file and stall the recorder). Memory stays flat whatever the clip's size.
+
+Each object is written to a temporary name, fsynced and renamed, so after a crash a file
+under its final name is complete. The plaintext clip is deleted as soon as it has been
+encrypted; the plaintext manifest never touches the disk. A full disk, a bad recipient or
+a window without footage raise `ShareError` with a clear message and leave no files.
+
+Anonymous shares (§6.2) are signed with a one-time key made here and forgotten, and carry
+no device id, decision, owner key id, contact or camera position.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyrage
+
+from recorder.errors import DoorbellError, NoFootageError
+from recorder.times import format_time
+from sync import SOFTWARE
+from sync.envelope import make_envelope
+from sync.keys import SigningKey, parse_recipient
+from sync.models import ConsentMethod, Decision, Rfa
+
+logger = logging.getLogger(__name__)
+
+CONTACT_KEYS = ("name", "email", "address", "lat", "lon")
+
+
+class ShareError(DoorbellError):
+    """A share cannot be built; `permanent` says whether trying again could help."""
+
+    def __init__(self, message: str, *, permanent: bool = True) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltShare:
+    manifest_path: Path
+    clip_path: Path
+    manifest_sha256: str  # of the signed manifest envelope's bytes, before encryption
+    manifest_bytes: int  # ciphertext sizes
+    clip_bytes: int
+    clip_sha256: str  # of the plaintext MP4
+
+
+class _HashingReader(io.RawIOBase):
+    """Reads a file for pyrage while hashing and counting what passes through."""
+
+    def __init__(self, handle: io.BufferedReader) -> None:
+        self._handle = handle
+        self.sha256 = hashlib.sha256()
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._handle.readinto(buffer)
+        if n:
+            self.sha256.update(memoryview(buffer)[:n])
+            self.count += n
+        return n or 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._handle.read(size if size and size > 0 else 1024 * 1024)
+        self.sha256.update(data)
+        self.count += len(data)
+        return data
+
+
+def _disk_error(exc: OSError, what: str) -> ShareError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ShareError(f"disk full in the outbox while writing the {what}")
+    return ShareError(f"cannot write the {what}: {exc.strerror or exc}", permanent=False)
+
+
+def _encrypt_to(reader: Any, final: Path, recipient: Any, what: str) -> int:
+    """Encrypt a stream to `final` through a temporary name; returns the ciphertext size."""
+    tmp = final.with_name(final.name + ".tmp")
+    try:
+        with tmp.open("wb") as out:
+            pyrage.encrypt_io(reader, out, [recipient])
+            out.flush()
+            os.fsync(out.fileno())
+        size = tmp.stat().st_size
+        tmp.replace(final)
+        return size
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _disk_error(exc, what) from exc
+    except Exception as exc:
+        # pyrage reports a failed write from Python as its own error type; find the cause
+        tmp.unlink(missing_ok=True)
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, OSError):
+            raise _disk_error(cause, what) from exc
+        if "No space left" in str(exc):
+            raise ShareError(f"disk full in the outbox while writing the {what}") from exc
+        raise ShareError(f"encryption of the {what} failed: {exc}", permanent=False) from exc
+
+
+def manifest_payload(
+    *,
+    rfa: Rfa,
+    decision: Decision,
+    clip: Any,
+    clip_sha256: str,
+    clip_bytes: int,
+    signer: SigningKey,
+    device_id: str,
+    contact: Mapping[str, Any] | None,
+    now_ms: int,
+) -> dict[str, Any]:
+    """The manifest of PROTOCOL §6.1/§6.2. `clip` is the recorder's ClipInfo."""
+    named = decision.share_contact
+    payload: dict[str, Any] = {
+        "type": "share-manifest",
+        "rfa_id": rfa.id,
+        "case_number": rfa.case_number,
+        "agency_id": rfa.agency.id,
+        "anonymous": not named,
+    }
+    if named:
+        payload["device_id"] = device_id
+    decision_text = (
+        decision.envelope_text if named and decision.method is ConsentMethod.APP else None
+    )
+    payload.update(
+        {
+            "device_key": signer.public_b64,
+            "request": rfa.envelope_text,
+            "decision": decision_text,
+            "window_requested": rfa.window.to_json(),
+            "window_approved": decision.window.to_json(),
+            "first_frame_at": format_time(clip.first_frame_ms),
+            "last_frame_at": format_time(clip.last_frame_ms),
+            "frames": int(clip.frames),
+            "clip": {
+                "sha256": clip_sha256,
+                "bytes": clip_bytes,
+                "codec": "h264",
+                "width": int(clip.width),
+                "height": int(clip.height),
+                "fps": clip.fps,
+            },
+            "clock": {"synchronized": bool(clip.synchronized)},
+            "consent": {
+                "method": decision.method.value,
+                "at": format_time(decision.at_ms),
+                "owner_kid": decision.owner_kid if named else None,
+            },
+            "contact": (
+                {k: contact.get(k) for k in CONTACT_KEYS} if named and contact is not None else None
+            ),
+            "created_at": format_time(now_ms),
+            "software": SOFTWARE,
+        }
+    )
+    return payload
+
+
+def build_share(
+    *,
+    rfa: Rfa,
+    decision: Decision,
+    buffer_root: Path,
+    clip_path: Path,
+    manifest_path: Path,
+    device_key: SigningKey,
+    device_id: str,
+    contact: Mapping[str, Any] | None,
+    now_ms: int,
+) -> BuiltShare:
+    """Export, hash, sign and encrypt one share into `clip_path` / `manifest_path`."""
+    from recorder.export import export_clip  # the recorder's frame-exact export
+
+    if not decision.approve:
+        raise ShareError("the request was not approved")
+    try:
+        recipient = parse_recipient(rfa.recipient)
+    except ValueError as exc:
+        raise ShareError("bad recipient: not a valid age X25519 recipient") from exc
+    folder = clip_path.parent
+    plain = folder / f".{rfa.id}.mp4.plain"
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            clip = export_clip(buffer_root, decision.window, plain)
+        except NoFootageError as exc:
+            raise ShareError("no footage") from exc
+        except OSError as exc:
+            raise _disk_error(exc, "clip") from exc
+        with plain.open("rb", buffering=1024 * 1024) as handle:
+            reader = _HashingReader(handle)  # type: ignore[arg-type]
+            clip_cipher = _encrypt_to(reader, clip_path, recipient, "clip")
+        plain.unlink()
+        clip_sha256 = reader.sha256.hexdigest()
+
+        signer = device_key if decision.share_contact else SigningKey.generate()
+        payload = manifest_payload(
+            rfa=rfa,
+            decision=decision,
+            clip=clip,
+            clip_sha256=clip_sha256,
+            clip_bytes=reader.count,
+            signer=signer,
+            device_id=device_id,
+            contact=contact,
+            now_ms=now_ms,
+        )
+        envelope = make_envelope(payload, signer)
+        manifest_cipher = _encrypt_to(io.BytesIO(envelope), manifest_path, recipient, "manifest")
+    except BaseException:
+        for leftover in (plain, clip_path, manifest_path):
+            leftover.unlink(missing_ok=True)
+        raise
+    logger.info("share %s built: %d frames, %d bytes", rfa.id, clip.frames, reader.count)
+    return BuiltShare(
+        manifest_path=manifest_path,
+        clip_path=clip_path,
+        manifest_sha256=hashlib.sha256(envelope).hexdigest(),
+        manifest_bytes=manifest_cipher,
+        clip_bytes=clip_cipher,
+        clip_sha256=clip_sha256,
+    )

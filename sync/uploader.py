@@ -1,0 +1,343 @@
+"""The share worker: takes approved shares from the outbox, builds them once, and uploads
+both objects with tus until they are done, failed or cancelled.
+
+Resume rules (PROTOCOL §6.1): an object's upload URL is stored before its first byte is
+sent; after a restart or a network cut the worker asks the server (HEAD) how much it
+holds and continues from there, never from zero and never as a new upload. Only when the
+server answers 404/410 (it lost or expired the upload) is the object created anew, from
+offset 0; that is the one case in which bytes are sent twice, and the old URL is useless
+anyway. A finished object is never sent again.
+
+Failures: a permanent error (a 4xx, a refused address or Location, a bad recipient, no
+footage, a full disk) ends the share `failed` at once; a transient one (5xx, network) is
+retried after a capped exponential backoff with jitter, and after `max_attempts`
+consecutive attempts without progress the share ends `failed` with the last error.
+`on_state(rfa_id, state, error)` is called on every state change; the daemon audits it
+and releases the pin on done/failed/cancelled.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from recorder.clock import Clock
+from recorder.errors import DoorbellError
+from sync.outbox import KINDS, Outbox, ShareJob
+from sync.share import ShareError, build_share
+from sync.tus import (
+    DEFAULT_CHUNK_BYTES,
+    TusClient,
+    TusError,
+    TusGone,
+    TusOptions,
+    TusRefused,
+    TusTransient,
+    checked_session,
+)
+
+logger = logging.getLogger(__name__)
+
+StateCallback = Callable[[str, str, str | None], None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShareSettings:
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    bandwidth_bytes_per_s: int | None = None
+    max_attempts: int = 12
+    allow_plain_http_loopback: bool = False
+    retry_base_s: float = 2.0
+    retry_cap_s: float = 600.0
+    timeout_s: float = 60.0
+    idle_wait_s: float = 1.0  # how often an idle worker looks at the outbox again
+
+
+def backoff_s(attempts: int, *, base_s: float, cap_s: float, rng: random.Random) -> float:
+    """Capped exponential backoff with full jitter in the upper half (never zero)."""
+    ceiling = min(cap_s, base_s * (2 ** max(0, attempts - 1)))
+    return ceiling * (0.5 + rng.random() / 2)
+
+
+def upload_metadata(job: ShareJob, kind: str, device_id: str) -> dict[str, str]:
+    """tus Upload-Metadata of PROTOCOL §6.1 (+ `filetype`, see sync.tus)."""
+    name = f"{job.rfa_id}.manifest.json.age" if kind == "manifest" else f"{job.rfa_id}.mp4.age"
+    meta = {
+        "filename": name,
+        "filetype": "application/octet-stream",
+        "rfa_id": job.rfa_id,
+        "case_number": job.rfa.case_number,
+        "kind": kind,
+    }
+    if job.decision.share_contact:
+        meta["device_id"] = device_id
+    return meta
+
+
+class _Cancelled(DoorbellError):
+    pass
+
+
+class ShareWorker:
+    """One thread's loop over the outbox. Collaborators come in; nothing opens in here."""
+
+    def __init__(
+        self,
+        *,
+        outbox: Outbox,
+        buffer_root: Path,
+        identity: Any,  # device.identity.DeviceIdentity (sync does not import device)
+        contact: Mapping[str, Any] | None,
+        clock: Clock,
+        settings: ShareSettings,
+        on_state: StateCallback,
+        stop: threading.Event,
+        session_factory: Callable[[bool], requests.Session] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._outbox = outbox
+        self._buffer_root = buffer_root
+        self._identity = identity
+        self._contact = contact
+        self._clock = clock
+        self._settings = settings
+        self._on_state = on_state
+        self._stop = stop
+        self._session_factory = session_factory or (
+            lambda loopback: checked_session(allow_loopback=loopback)
+        )
+        self._rng = rng or random.Random()  # noqa: S311 (jitter, not secrets)
+        self._wake = threading.Event()
+
+    # -- control
+
+    def wake(self) -> None:
+        """Look at the outbox now (a new job, a retry)."""
+        self._wake.set()
+
+    def retry(self, rfa_id: str) -> bool:
+        if not self._outbox.retry(rfa_id, now_ms=self._clock.wall_ms()):
+            return False
+        self._notify(rfa_id, "queued", None)
+        self.wake()
+        return True
+
+    def cancel(self, rfa_id: str) -> bool:
+        if not self._outbox.cancel(rfa_id, now_ms=self._clock.wall_ms()):
+            return False
+        self._notify(rfa_id, "cancelled", None)
+        self.wake()
+        return True
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                delay = self.run_once()
+            except Exception:  # a loop boundary: log and carry on after a pause
+                logger.exception("share worker step failed")
+                delay = self._settings.retry_base_s
+            if delay is None:
+                continue
+            self._wake.wait(min(delay, self._settings.idle_wait_s))
+            self._wake.clear()
+
+    def run_once(self) -> float | None:
+        """Work on the next due job; returns how long to wait (None: look again now)."""
+        now = self._clock.wall_ms()
+        job, due_ms = self._outbox.next_due(now)
+        if job is None:
+            if due_ms is None:
+                return self._settings.idle_wait_s
+            return max(0.0, (due_ms - now) / 1000)
+        self._process(job)
+        return None
+
+    # -- one job
+
+    def _notify(self, rfa_id: str, state: str, error: str | None) -> None:
+        try:
+            self._on_state(rfa_id, state, error)
+        except Exception:
+            logger.exception("on_state callback failed for share %s", rfa_id)
+
+    def _set_state(self, job: ShareJob, state: str, error: str | None = None) -> bool:
+        changed = self._outbox.set_state(
+            job.rfa_id, state, now_ms=self._clock.wall_ms(), error=error
+        )
+        if changed:
+            self._notify(job.rfa_id, state, error)
+        return changed
+
+    def _process(self, job: ShareJob) -> None:
+        if job.state == "queued" and not self._set_state(job, "uploading"):
+            return
+        progressed = [False]
+        try:
+            if not job.built:
+                self._build(job)
+                refreshed = self._outbox.job(job.rfa_id)
+                if refreshed is None:
+                    return
+                job = refreshed
+            self._upload(job, progressed)
+        except _Cancelled:
+            logger.info("share %s cancelled during upload", job.rfa_id)
+            return
+        except (ShareError, TusRefused) as exc:
+            permanent = not isinstance(exc, ShareError) or exc.permanent
+            if permanent:
+                self._fail(job, str(exc))
+                return
+            self._retry_later(job, str(exc), progressed[0])
+            return
+        except (TusTransient, TusGone, OSError) as exc:
+            if self._stop.is_set():
+                return
+            message = str(exc) if isinstance(exc, TusError) else f"outbox: {exc.strerror or exc}"
+            self._retry_later(job, message, progressed[0])
+            return
+        self._outbox.delete_files(job.rfa_id)
+        self._set_state(job, "done")
+        logger.info("share %s done", job.rfa_id)
+
+    def _fail(self, job: ShareJob, error: str) -> None:
+        logger.warning("share %s failed: %s", job.rfa_id, error)
+        if not job.built:
+            self._outbox.delete_files(job.rfa_id)
+        self._set_state(job, "failed", error)
+
+    def _retry_later(self, job: ShareJob, error: str, progressed: bool) -> None:
+        current = self._outbox.job(job.rfa_id)
+        attempts = 1 if progressed else (current.attempts if current else job.attempts) + 1
+        if attempts >= self._settings.max_attempts:
+            self._fail(job, f"{error} (gave up after {attempts} attempts)")
+            return
+        delay = backoff_s(
+            attempts,
+            base_s=self._settings.retry_base_s,
+            cap_s=self._settings.retry_cap_s,
+            rng=self._rng,
+        )
+        now = self._clock.wall_ms()
+        logger.info("share %s: %s; retrying in %.1f s", job.rfa_id, error, delay)
+        self._outbox.record_failure(
+            job.rfa_id,
+            error=error,
+            attempts=attempts,
+            next_attempt_ms=now + round(delay * 1000),
+            now_ms=now,
+        )
+
+    def _build(self, job: ShareJob) -> None:
+        clip_path = self._outbox.object_path(job.rfa_id, "clip")
+        manifest_path = self._outbox.object_path(job.rfa_id, "manifest")
+        # A build interrupted by a crash left nothing trustworthy: start it over.
+        self._outbox.delete_files(job.rfa_id)
+        built = build_share(
+            rfa=job.rfa,
+            decision=job.decision,
+            buffer_root=self._buffer_root,
+            clip_path=clip_path,
+            manifest_path=manifest_path,
+            device_key=self._identity.signing,
+            device_id=self._identity.device_id,
+            contact=self._contact,
+            now_ms=self._clock.wall_ms(),
+        )
+        self._outbox.record_built(
+            job.rfa_id,
+            manifest_sha256=built.manifest_sha256,
+            sizes={"manifest": built.manifest_bytes, "clip": built.clip_bytes},
+        )
+
+    def _upload(self, job: ShareJob, progressed: list[bool]) -> None:
+        url = job.rfa.upload_url
+        loopback = self._settings.allow_plain_http_loopback and url.startswith("http://")
+        options = TusOptions(
+            chunk_bytes=self._settings.chunk_bytes,
+            bandwidth_bytes_per_s=self._settings.bandwidth_bytes_per_s,
+            allow_plain_http_loopback=self._settings.allow_plain_http_loopback,
+            timeout_s=self._settings.timeout_s,
+        )
+        session = self._session_factory(loopback)
+        try:
+            client = TusClient(upload_url=url, options=options, session=session, stop=self._stop)
+            info = None
+            for kind in KINDS:
+                obj = job.object(kind)
+                if obj is None:
+                    raise ShareError("outbox lost track of an object", permanent=False)
+                if obj.done:
+                    continue  # a finished object is never sent again
+                path = self._outbox.object_path(job.rfa_id, kind)
+                if not path.exists():
+                    raise ShareError(f"the encrypted {kind} is missing from the outbox")
+                if info is None:
+                    info = client.server_info()
+                    if info.max_size is not None and obj.size > info.max_size:
+                        raise TusRefused("the share is larger than the server accepts")
+                self._upload_object(job, kind, obj, path, client, info.sha1_checksum, progressed)
+        finally:
+            session.close()
+
+    def _upload_object(
+        self,
+        job: ShareJob,
+        kind: str,
+        obj: Any,
+        path: Path,
+        client: TusClient,
+        checksum: bool,
+        progressed: list[bool],
+    ) -> None:
+        location = obj.upload_url
+        offset = 0
+        if location is not None:
+            try:
+                offset = client.offset(location)
+            except TusGone:
+                logger.info(
+                    "share %s: server lost the %s upload; creating it anew", job.rfa_id, kind
+                )
+                location = None
+            else:
+                if offset > obj.size:
+                    raise TusRefused(f"server holds more of the {kind} than was sent")
+        if location is None:
+            location = client.create(obj.size, upload_metadata(job, kind, self._identity.device_id))
+            # stored before any byte goes out: a crash from here on resumes this upload
+            self._outbox.set_upload_url(job.rfa_id, kind, location)
+            offset = 0
+        self._outbox.set_offset(job.rfa_id, kind, offset)
+
+        def on_progress(new_offset: int) -> None:
+            progressed[0] = True
+            self._outbox.set_offset(job.rfa_id, kind, new_offset)
+
+        def keep_going() -> bool:
+            if self._outbox.state(job.rfa_id) != "uploading":
+                raise _Cancelled()
+            return True
+
+        try:
+            client.send_file(
+                path,
+                location=location,
+                offset=offset,
+                length=obj.size,
+                checksum=checksum,
+                on_progress=on_progress,
+                keep_going=keep_going,
+            )
+        except TusGone:
+            # Lost in the middle: forget the URL so the next attempt creates it anew.
+            self._outbox.set_upload_url(job.rfa_id, kind, None)
+            raise
+        self._outbox.mark_object_done(job.rfa_id, kind)
