@@ -1,0 +1,458 @@
+"""The rolling buffer: segment files plus an SQLite index of them, and pins.
+
+Layout under `root`: `seg-<start_ms>-<tag>.mp4` segment files (written as `.part` and
+renamed when complete), `index.sqlite3` (WAL mode, synchronous=FULL) and
+`recorder.lock` (held by the one process that records).
+
+Each index row keeps the segment's frame table: per frame its capture time (epoch ms),
+the byte offset and size of its sample in the file and whether it is a keyframe, plus
+the stream's avcC extradata. Export reads samples straight from those offsets, so it
+never re-probes hundreds of files.
+
+Power-cut safety: a segment file is complete and fsynced before it is renamed, and its
+row is committed after the rename. Reconciliation (at open, by the lock holder) deletes
+`.part` files, drops rows whose file is gone or has the wrong size, and re-indexes
+complete files that have no row (their `synchronized` flag is then unknown, so False).
+Deleting goes row first, then file, so a crash leaves at worst a file to re-index.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import re
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from recorder.errors import BufferLockedError, RecorderError
+from recorder.retention import Pin, retention_plan
+from recorder.settings import RetentionLimits
+from recorder.times import Window
+
+logger = logging.getLogger(__name__)
+
+INDEX_NAME = "index.sqlite3"
+LOCK_NAME = "recorder.lock"
+SEGMENT_RE = re.compile(r"seg-(\d{1,16})-([0-9a-f]{8})\.mp4")
+START_TAG = "capture_start_ms"
+
+# One row per frame; capture times are absolute epoch milliseconds.
+FRAME_DTYPE = np.dtype([("t", "<i8"), ("pos", "<i8"), ("size", "<i4"), ("key", "u1")])
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS segments (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    file TEXT NOT NULL UNIQUE,
+    start_ms INTEGER NOT NULL,
+    end_ms INTEGER NOT NULL,
+    frames INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    synchronized INTEGER NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    fps REAL NOT NULL,
+    extradata BLOB NOT NULL,
+    frame_table BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS segments_start ON segments(start_ms);
+CREATE INDEX IF NOT EXISTS segments_end ON segments(end_ms);
+CREATE TABLE IF NOT EXISTS pins (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    pin_id TEXT NOT NULL UNIQUE,
+    start_ms INTEGER NOT NULL,
+    end_ms INTEGER NOT NULL,
+    until_ms INTEGER NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A complete segment file. start_ms/end_ms are the capture times of its first and
+    last frame; `synchronized` is True when every frame was captured while the clock was
+    known to be right."""
+
+    id: int
+    file: str
+    start_ms: int
+    end_ms: int
+    frames: int
+    bytes: int
+    synchronized: bool
+    width: int
+    height: int
+    fps: float
+
+
+@dataclass(frozen=True, slots=True)
+class FrameTable:
+    """Where each frame of a segment is: see FRAME_DTYPE."""
+
+    extradata: bytes
+    frames: np.ndarray
+
+
+class BufferLock:
+    """The exclusive right to write a buffer: flock on `recorder.lock`. The kernel drops
+    it when the holder dies, even by kill -9, so a stale lock never blocks a restart."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = Path(root) / LOCK_NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> BufferLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise BufferLockedError(
+                    f"another recorder is writing to {self.path.parent} (the daemon?); "
+                    "stop it first"
+                ) from None
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def __enter__(self) -> BufferLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def segment_file_name(start_ms: int) -> str:
+    return f"seg-{start_ms:013d}-{os.urandom(4).hex()}.mp4"
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def connect_index(root: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    """A connection to the buffer's index. Other processes (the daemon pinning, an
+    export) share the file, so every connection waits on locks instead of failing."""
+    path = Path(root) / INDEX_NAME
+    if readonly:
+        if not path.exists():
+            raise RecorderError(f"no footage index at {root}")
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30.0)
+        conn.execute("PRAGMA busy_timeout = 30000")
+        return conn
+    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 30000")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.executescript(_SCHEMA)
+    return conn
+
+
+_SELECT_SEGMENTS = (
+    "SELECT id, file, start_ms, end_ms, frames, bytes, synchronized, width, height, fps "
+    "FROM segments"
+)
+
+
+def _segment(row: Sequence[object]) -> Segment:
+    return Segment(
+        id=int(row[0]),  # type: ignore[call-overload]
+        file=str(row[1]),
+        start_ms=int(row[2]),  # type: ignore[call-overload]
+        end_ms=int(row[3]),  # type: ignore[call-overload]
+        frames=int(row[4]),  # type: ignore[call-overload]
+        bytes=int(row[5]),  # type: ignore[call-overload]
+        synchronized=bool(row[6]),
+        width=int(row[7]),  # type: ignore[call-overload]
+        height=int(row[8]),  # type: ignore[call-overload]
+        fps=float(row[9]),  # type: ignore[arg-type]
+    )
+
+
+def query_segments(conn: sqlite3.Connection, window: Window | None) -> list[Segment]:
+    if window is None:
+        rows = conn.execute(_SELECT_SEGMENTS + " ORDER BY start_ms, id")
+    else:
+        rows = conn.execute(
+            _SELECT_SEGMENTS + " WHERE start_ms <= ? AND end_ms >= ? ORDER BY start_ms, id",
+            (window.end_ms, window.start_ms),
+        )
+    return [_segment(r) for r in rows]
+
+
+def query_tables(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, FrameTable]:
+    tables: dict[int, FrameTable] = {}
+    for chunk in range(0, len(ids), 500):
+        part = list(ids[chunk : chunk + 500])
+        marks = ",".join("?" * len(part))
+        # Only "?" placeholders are formatted in; the ids travel as parameters.
+        sql = f"SELECT id, extradata, frame_table FROM segments WHERE id IN ({marks})"  # noqa: S608
+        for seg_id, extradata, blob in conn.execute(sql, part):
+            tables[int(seg_id)] = FrameTable(bytes(extradata), np.frombuffer(blob, FRAME_DTYPE))
+    return tables
+
+
+def probe_segment(path: Path) -> tuple[FrameTable, int, int, float]:
+    """Read a complete segment file's frame table: (table, width, height, fps). Capture
+    times come from the file's `capture_start_ms` tag plus each frame's pts (ms)."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        tag = container.metadata.get(START_TAG)
+        if tag is None or not tag.isdigit():
+            raise RecorderError(f"{path.name} has no {START_TAG} tag")
+        start_ms = int(tag)
+        ctx = stream.codec_context
+        extradata = bytes(ctx.extradata or b"")
+        rows = []
+        tb = stream.time_base
+        assert tb is not None
+        for packet in container.demux(stream):
+            if packet.size == 0 or packet.pts is None or packet.pos is None:
+                continue
+            pts_ms = round(packet.pts * tb * 1000)
+            rows.append((start_ms + pts_ms, packet.pos, packet.size, int(packet.is_keyframe)))
+        rate = stream.average_rate or stream.guessed_rate or 15
+        width, height = ctx.width, ctx.height
+    if not rows:
+        raise RecorderError(f"{path.name} holds no frames")
+    return FrameTable(extradata, np.array(rows, FRAME_DTYPE)), width, height, float(rate)
+
+
+class RollingBuffer:
+    """The index of the segment files under `root`, pins and retention. Safe to use from
+    several processes at once (SQLite WAL with busy timeouts); one of them records."""
+
+    def __init__(self, root: Path, conn: sqlite3.Connection) -> None:
+        self.root = Path(root)
+        self._conn = conn
+        self._lock = threading.RLock()
+
+    @classmethod
+    def open(cls, root: Path, *, reconcile: bool = True) -> RollingBuffer:
+        """Open (creating) the buffer. Reconciles the index with the files when no
+        recorder holds the buffer; a running recorder reconciled when it started."""
+        root = Path(root)
+        root.mkdir(parents=True, exist_ok=True)
+        buffer = cls(root, connect_index(root))
+        if reconcile:
+            lock = BufferLock(root)
+            try:
+                lock.acquire()
+            except BufferLockedError:
+                return buffer
+            try:
+                buffer.reconcile()
+            finally:
+                lock.release()
+        return buffer
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> RollingBuffer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    # ---- segments -------------------------------------------------------------------
+
+    def reconcile(self) -> None:
+        """Make the index and the files agree. Only the holder of the BufferLock may call
+        this: it deletes `.part` files, which a running recorder is writing."""
+        for part in self.root.glob("seg-*.mp4.part"):
+            logger.info("removing incomplete segment %s", part.name)
+            part.unlink(missing_ok=True)
+        with self._lock:
+            rows = self._conn.execute("SELECT id, file, bytes FROM segments").fetchall()
+        indexed: dict[str, tuple[int, int]] = {str(f): (int(i), int(b)) for i, f, b in rows}
+        stale: list[int] = []
+        for name, (seg_id, size) in indexed.items():
+            try:
+                actual = (self.root / name).stat().st_size
+            except FileNotFoundError:
+                actual = -1
+            if actual != size:
+                stale.append(seg_id)
+        if stale:
+            logger.warning("dropping %d index rows whose files are gone or changed", len(stale))
+            with self._transaction() as conn:
+                conn.executemany("DELETE FROM segments WHERE id = ?", [(i,) for i in stale])
+            indexed = {n: v for n, v in indexed.items() if v[0] not in stale}
+        for path in sorted(self.root.glob("seg-*.mp4")):
+            if path.name in indexed or not SEGMENT_RE.fullmatch(path.name):
+                continue
+            try:
+                table, width, height, fps = probe_segment(path)
+            except Exception as exc:  # unreadable leftovers of a crash are dropped
+                logger.warning("removing unreadable segment %s: %s", path.name, exc)
+                path.unlink(missing_ok=True)
+                continue
+            logger.info("re-indexing segment %s", path.name)
+            self.add_segment(
+                file=path.name,
+                table=table,
+                synchronized=False,
+                width=width,
+                height=height,
+                fps=fps,
+            )
+
+    def add_segment(
+        self,
+        *,
+        file: str,
+        table: FrameTable,
+        synchronized: bool,
+        width: int,
+        height: int,
+        fps: float,
+    ) -> Segment:
+        """Index a complete segment file (already renamed into place and fsynced)."""
+        frames = table.frames
+        size = (self.root / file).stat().st_size
+        values = (
+            file,
+            int(frames["t"][0]),
+            int(frames["t"][-1]),
+            len(frames),
+            size,
+            int(synchronized),
+            width,
+            height,
+            float(fps),
+            table.extradata,
+            frames.tobytes(),
+        )
+        with self._transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO segments (file, start_ms, end_ms, frames, bytes, synchronized, "
+                "width, height, fps, extradata, frame_table) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                values,
+            )
+            seg_id = cur.lastrowid
+        assert seg_id is not None
+        return Segment(seg_id, *values[:9])  # type: ignore[arg-type]
+
+    def segments(self, window: Window | None = None) -> list[Segment]:
+        """Segments overlapping `window` (all when None), oldest first."""
+        with self._lock:
+            return query_segments(self._conn, window)
+
+    def frame_tables(self, ids: Sequence[int]) -> dict[int, FrameTable]:
+        with self._lock:
+            return query_tables(self._conn, ids)
+
+    def span(self) -> tuple[int, int] | None:
+        """(first, last) capture time held, or None when empty."""
+        with self._lock:
+            row = self._conn.execute("SELECT MIN(start_ms), MAX(end_ms) FROM segments").fetchone()
+        lo, hi = row
+        return None if lo is None else (int(lo), int(hi))
+
+    def total_bytes(self) -> int:
+        with self._lock:
+            (total,) = self._conn.execute("SELECT COALESCE(SUM(bytes), 0) FROM segments").fetchone()
+        return int(total)
+
+    def footage_ms(self, window: Window) -> int:
+        """Milliseconds of recorded footage inside `window`: the overlap of each segment's
+        [first frame, last frame] span with the window, summed."""
+        total = 0
+        for seg in self.segments(window):
+            total += max(0, min(seg.end_ms, window.end_ms) - max(seg.start_ms, window.start_ms))
+        return total
+
+    def delete_segments(self, ids: Sequence[int]) -> list[Segment]:
+        """Drop rows first, then files: a crash in between leaves a file to re-index."""
+        if not ids:
+            return []
+        with self._lock:
+            doomed = [s for s in query_segments(self._conn, None) if s.id in set(ids)]
+            with self._transaction() as conn:
+                conn.executemany("DELETE FROM segments WHERE id = ?", [(s.id,) for s in doomed])
+        for seg in doomed:
+            (self.root / seg.file).unlink(missing_ok=True)
+        return doomed
+
+    def enforce_retention(
+        self, now_ms: int, limits: RetentionLimits, free_bytes: int
+    ) -> list[Segment]:
+        """Delete what `retention_plan` says; returns the deleted segments."""
+        plan = retention_plan(self.segments(), self.pins(), limits, now_ms, free_bytes)
+        deleted = self.delete_segments(plan)
+        if deleted:
+            logger.info(
+                "retention deleted %d segments (%d bytes)",
+                len(deleted),
+                sum(s.bytes for s in deleted),
+            )
+        return deleted
+
+    # ---- pins -----------------------------------------------------------------------
+
+    def pin(self, pin_id: str, window: Window, until_ms: int) -> Pin:
+        """Keep the footage of `window` until `until_ms` (durable at return). Pinning an
+        existing id moves its window and expiry but keeps its place in line."""
+        if not pin_id or len(pin_id) > 256:
+            raise RecorderError("pin id must be 1-256 characters")
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO pins (pin_id, start_ms, end_ms, until_ms) VALUES (?,?,?,?) "
+                "ON CONFLICT(pin_id) DO UPDATE SET start_ms = excluded.start_ms, "
+                "end_ms = excluded.end_ms, until_ms = excluded.until_ms",
+                (pin_id, window.start_ms, window.end_ms, until_ms),
+            )
+            (seq,) = conn.execute("SELECT seq FROM pins WHERE pin_id = ?", (pin_id,)).fetchone()
+        return Pin(pin_id, window, until_ms, int(seq))
+
+    def unpin(self, pin_id: str) -> bool:
+        """Release a pin; False when there was none."""
+        with self._transaction() as conn:
+            cur = conn.execute("DELETE FROM pins WHERE pin_id = ?", (pin_id,))
+        return cur.rowcount > 0
+
+    def pins(self) -> list[Pin]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT pin_id, start_ms, end_ms, until_ms, seq FROM pins ORDER BY seq"
+            ).fetchall()
+        return [Pin(str(p), Window(int(s), int(e)), int(u), int(q)) for p, s, e, u, q in rows]

@@ -1,0 +1,525 @@
+"""The recorder: frames from a camera into segments in the rolling buffer.
+
+One capture thread reads the camera into a bounded queue; the recording loop encodes
+(libx264, unless the camera has its own encoder), cuts segments on keyframes, indexes
+them and runs retention. Segments never hold non-increasing capture times: when the wall
+clock jumps (or its synchronized state changes) the encoder is forced to a keyframe and
+a new segment starts, and the segments on both sides of a jump are marked not
+synchronized. A full disk makes retention evict and, failing that, costs the segment
+being written; it never stops the recorder.
+
+`RecorderProcess` runs a recorder in a child process so that nothing else in the daemon
+(MQTT, uploads, the GIL they hold) can stall capture and encoding; it shares the health
+counters a watchdog needs through shared memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from recorder.buffer import BufferLock, RollingBuffer, Segment
+from recorder.clock import Clock
+from recorder.errors import RecorderError
+from recorder.settings import CameraSettings, StorageSettings
+from recorder.sources import CameraSource, CapturedFrame, EncodedFrame
+
+logger = logging.getLogger(__name__)
+
+JUMP_TOLERANCE_MS = 1000
+
+
+class StopSignal(Protocol):
+    """A threading.Event or a multiprocessing Event."""
+
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+    def set(self) -> None: ...
+
+
+def clock_jumped(
+    prev_ms: int, prev_mono: float, capture_ms: int, mono: float, *, tolerance_ms: int = 1000
+) -> bool:
+    """Did the wall clock step between two frames? True when capture time fails to
+    increase, or when it moved more than `tolerance_ms` apart from monotonic time."""
+    if capture_ms <= prev_ms:
+        return True
+    return abs((capture_ms - prev_ms) - (mono - prev_mono) * 1000.0) > tolerance_ms
+
+
+@dataclass(frozen=True, slots=True)
+class RecorderHealth:
+    """What a watchdog looks at. `last_write_monotonic` is the monotonic time at which
+    the last frame was handed to a segment (None before the first)."""
+
+    frames_captured: int
+    frames_dropped: int
+    frames_written: int
+    segments_written: int
+    last_write_monotonic: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordSummary:
+    """What a recording run put in the buffer."""
+
+    segments: int
+    frames: int
+    frames_dropped: int
+    bytes: int
+    first_ms: int | None
+    last_ms: int | None
+    synchronized: bool
+
+
+class HealthCounters:
+    """Counters in shared memory, so a parent process can read a child recorder's health.
+    One writer (the recording process); 8-byte aligned doubles are read whole."""
+
+    _FIELDS = ("captured", "dropped", "written", "segments", "last_write")
+
+    def __init__(self, array: Any | None = None) -> None:
+        if array is None:
+            array = multiprocessing.get_context("spawn").RawArray("d", len(self._FIELDS))
+            array[4] = -1.0
+        self.array = array
+
+    def add(self, field: str, amount: float = 1) -> None:
+        self.array[self._FIELDS.index(field)] += amount
+
+    def set_last_write(self, mono: float) -> None:
+        self.array[4] = mono
+
+    def snapshot(self) -> RecorderHealth:
+        a = list(self.array)
+        return RecorderHealth(
+            frames_captured=int(a[0]),
+            frames_dropped=int(a[1]),
+            frames_written=int(a[2]),
+            segments_written=int(a[3]),
+            last_write_monotonic=None if a[4] < 0 else a[4],
+        )
+
+
+_END = object()
+
+
+class Recorder:
+    """Records `source` into `buffer` until `stop` is set or the source ends."""
+
+    def __init__(
+        self,
+        source: CameraSource,
+        buffer: RollingBuffer,
+        *,
+        storage: StorageSettings,
+        clock: Clock,
+        free_space: Callable[[Path], int],
+        stop: StopSignal,
+        preset: str = "ultrafast",
+        queue_frames: int = 8,
+        drop_when_behind: bool | None = None,
+        counters: HealthCounters | None = None,
+    ) -> None:
+        self._source = source
+        self._buffer = buffer
+        self._storage = storage
+        self._clock = clock
+        self._free_space = free_space
+        self._stop = stop
+        self._preset = preset
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=max(1, queue_frames))
+        # A live camera must not wait for the encoder (its driver would queue stale
+        # frames); a file or fast synthetic footage should lose nothing.
+        self._drop = getattr(source, "live", True) if drop_when_behind is None else drop_when_behind
+        self.counters = counters or HealthCounters()
+        self._capture_error: BaseException | None = None
+        self._writer: Any = None
+        self._encoder: Any = None
+        self._enc_pts = -1
+        self._pending: dict[int, tuple[int, float, bool, bool]] = {}
+        self._prev: tuple[int, float, bool] | None = None
+        self._uncertain_next = False
+        self._segments: list[Segment] = []
+        self._first_mono: float | None = None
+        self._halt = threading.Event()  # the recorder's own stop for its capture thread
+
+    @property
+    def health(self) -> RecorderHealth:
+        return self.counters.snapshot()
+
+    # ---- the run --------------------------------------------------------------------
+
+    def run(self, *, max_seconds: float | None = None) -> RecordSummary:
+        """Record until stopped, the source ends, or `max_seconds` of capture time."""
+        lock = BufferLock(self._buffer.root).acquire()  # BufferLockedError if taken
+        capture: threading.Thread | None = None
+        try:
+            self._buffer.reconcile()
+            self._retention()
+            self._source.open()
+            capture = threading.Thread(target=self._capture_loop, name="capture", daemon=True)
+            capture.start()
+            while True:
+                try:
+                    item = self._queue.get(timeout=0.5)
+                except queue.Empty:
+                    if self._stop.is_set() and not capture.is_alive():
+                        break
+                    continue
+                if item is _END:
+                    break
+                assert isinstance(item, (CapturedFrame, EncodedFrame))
+                if self._first_mono is None:
+                    self._first_mono = item.monotonic
+                if max_seconds is not None and item.monotonic - self._first_mono >= max_seconds:
+                    break
+                self._handle(item)
+            self._flush_encoder()
+            self._close_segment()
+        finally:
+            self._stop_capture(capture)
+            if self._writer is not None:
+                self._writer.abort()
+                self._writer = None
+            self._source.close()
+            lock.release()
+        if self._capture_error is not None:
+            raise RecorderError(f"camera failed: {self._capture_error}") from self._capture_error
+        return self._summary()
+
+    def _stop_capture(self, capture: threading.Thread | None) -> None:
+        if capture is None:
+            return
+        self._halt.set()
+        while capture.is_alive():
+            with contextlib.suppress(queue.Empty):  # unblock a capture thread's put
+                self._queue.get_nowait()
+            capture.join(timeout=0.2)
+
+    def _capture_loop(self) -> None:
+        halt = self._halt
+        stop = _EitherStop(self._stop, halt)
+        try:
+            while not stop.is_set():
+                item = self._source.read(stop)  # type: ignore[arg-type]
+                if item is None:
+                    break
+                self.counters.add("captured")
+                if self._drop:
+                    try:
+                        self._queue.put_nowait(item)
+                    except queue.Full:
+                        self.counters.add("dropped")
+                else:
+                    while not stop.is_set():
+                        try:
+                            self._queue.put(item, timeout=0.2)
+                            break
+                        except queue.Full:
+                            continue
+        except BaseException as exc:  # reported by run(); the recorder must not hang
+            logger.exception("camera capture failed")
+            self._capture_error = exc
+        finally:
+            while not halt.is_set():
+                try:
+                    self._queue.put(_END, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+
+    # ---- frames ---------------------------------------------------------------------
+
+    def _handle(self, item: CapturedFrame | EncodedFrame) -> None:
+        split = False
+        if self._prev is not None:
+            prev_ms, prev_mono, prev_sync = self._prev
+            jumped = clock_jumped(
+                prev_ms, prev_mono, item.capture_ms, item.monotonic, tolerance_ms=JUMP_TOLERANCE_MS
+            )
+            if jumped:
+                logger.warning(
+                    "wall clock jumped by %+d ms; starting a new segment",
+                    (item.capture_ms - prev_ms) - round((item.monotonic - prev_mono) * 1000),
+                )
+                if self._writer is not None:
+                    self._writer.synchronized = False
+                self._uncertain_next = True
+            split = jumped or prev_sync != item.synchronized
+        self._prev = (item.capture_ms, item.monotonic, item.synchronized)
+        if isinstance(item, EncodedFrame):
+            self._on_packet(item.data, item.keyframe, item.capture_ms, item.synchronized, split)
+        else:
+            self._encode(item, split)
+
+    def _encode(self, item: CapturedFrame, split: bool) -> None:
+        import av
+
+        from recorder.encoding import MS, open_x264
+
+        if self._encoder is None:
+            self._encoder = open_x264(
+                width=self._source.width,
+                height=self._source.height,
+                fps=self._source.fps,
+                preset=self._preset,
+            )
+        image = item.image
+        if image.shape[0] != self._source.height or image.shape[1] != self._source.width:
+            raise RecorderError("camera frame size differs from the configured size")
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
+        # Encoder pts follow monotonic time (strictly increasing whatever the wall clock
+        # does); the capture time travels beside it, keyed by pts.
+        self._enc_pts = max(self._enc_pts + 1, round(item.monotonic * 1000))
+        frame.pts = self._enc_pts
+        frame.time_base = MS
+        if split:
+            frame.pict_type = av.video.frame.PictureType.I
+        self._pending[self._enc_pts] = (item.capture_ms, item.monotonic, item.synchronized, split)
+        for packet in self._encoder.encode(frame):
+            self._on_encoded(packet)
+
+    def _flush_encoder(self) -> None:
+        if self._encoder is None:
+            return
+        for packet in self._encoder.encode(None):
+            self._on_encoded(packet)
+        self._encoder = None
+
+    def _on_encoded(self, packet: Any) -> None:
+        meta = self._pending.pop(packet.pts, None)
+        if meta is None:
+            logger.error("encoder returned an unknown frame (pts %s)", packet.pts)
+            return
+        capture_ms, _mono, sync, split = meta
+        self._on_packet(packet, bool(packet.is_keyframe), capture_ms, sync, split)
+
+    def _on_packet(
+        self, packet: Any, keyframe: bool, capture_ms: int, sync: bool, split: bool
+    ) -> None:
+        writer = self._writer
+        if writer is not None:
+            elapsed = capture_ms - writer.start_ms
+            due = elapsed >= self._storage.segment_seconds * 1000 - 500 / self._source.fps
+            if keyframe and (split or due):
+                self._close_segment()
+                writer = None
+            elif split or capture_ms <= (writer.last_capture_ms or capture_ms - 1):
+                # A hardware encoder cannot be told to start a keyframe here: end the
+                # segment and skip frames until the next keyframe.
+                self._close_segment()
+                self.counters.add("dropped")
+                return
+        if writer is None:
+            if not keyframe:
+                self.counters.add("dropped")
+                return
+            writer = self._open_segment(capture_ms, sync)
+            if writer is None:
+                self.counters.add("dropped")
+                return
+        try:
+            writer.write(packet, keyframe=keyframe, capture_ms=capture_ms, synchronized=sync)
+        except (OSError, RecorderError) as exc:
+            self._fail_segment(exc)
+            self.counters.add("dropped")
+            return
+        self.counters.add("written")
+        self.counters.set_last_write(self._clock.monotonic())
+
+    def _open_segment(self, start_ms: int, sync: bool) -> Any:
+        from recorder.segment_writer import SegmentWriter
+
+        try:
+            writer = SegmentWriter(
+                self._buffer,
+                width=self._source.width,
+                height=self._source.height,
+                fps=self._source.fps,
+                start_ms=start_ms,
+                synchronized=sync and not self._uncertain_next,
+            )
+        except OSError as exc:
+            logger.error("cannot start a segment: %s", exc)
+            self._retention()
+            return None
+        self._uncertain_next = False
+        self._writer = writer
+        return writer
+
+    def _close_segment(self) -> None:
+        writer = self._writer
+        if writer is None:
+            return
+        self._writer = None
+        try:
+            segment = writer.finish()
+        except (OSError, RecorderError) as exc:
+            self._writer = writer
+            self._fail_segment(exc)
+            return
+        self._segments.append(segment)
+        self.counters.add("segments")
+        self._retention()
+
+    def _fail_segment(self, exc: BaseException) -> None:
+        """A segment could not be written (disk full, I/O error): drop it, make room,
+        and carry on with the next keyframe."""
+        writer = self._writer
+        self._writer = None
+        lost = writer.frames if writer is not None else 0
+        logger.error("segment write failed, %d frames lost: %s", lost, exc)
+        if writer is not None:
+            writer.abort()
+        self.counters.add("dropped", lost)
+        self._retention()
+
+    def _retention(self) -> None:
+        try:
+            free = self._free_space(self._buffer.root)
+            self._buffer.enforce_retention(self._clock.wall_ms(), self._storage.limits(), free)
+        except Exception:  # retention failing must not stop recording; log it and go on
+            logger.exception("retention failed")
+
+    def _summary(self) -> RecordSummary:
+        segs = self._segments
+        health = self.health
+        return RecordSummary(
+            segments=len(segs),
+            frames=sum(s.frames for s in segs),
+            frames_dropped=health.frames_dropped,
+            bytes=sum(s.bytes for s in segs),
+            first_ms=min((s.start_ms for s in segs), default=None),
+            last_ms=max((s.end_ms for s in segs), default=None),
+            synchronized=all(s.synchronized for s in segs),
+        )
+
+
+class _EitherStop:
+    """Set when either the caller's stop or the recorder's own halt is set."""
+
+    def __init__(self, *events: StopSignal) -> None:
+        self._events = events
+
+    def is_set(self) -> bool:
+        return any(e.is_set() for e in self._events)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        # Poll in short steps: a multiprocessing Event cannot be waited on together
+        # with a threading one.
+        step = 0.05
+        remaining = timeout
+        while not self.is_set():
+            if remaining is not None and remaining <= 0:
+                return False
+            delay = step if remaining is None else min(step, remaining)
+            self._events[0].wait(delay)
+            if remaining is not None:
+                remaining -= delay
+        return True
+
+    def set(self) -> None:
+        for e in self._events:
+            e.set()
+
+
+def disk_free_bytes(path: Path) -> int:
+    """Bytes an unprivileged writer can still use on the file system holding `path`."""
+    import os
+
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def _child_main(
+    camera: CameraSettings,
+    storage: StorageSettings,
+    stop: StopSignal,
+    array: Any,
+    clock: Clock,
+    fast_seconds: float | None,
+) -> None:
+    from recorder.sources import make_source
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    source = make_source(camera, clock, fast_seconds=fast_seconds)
+    buffer = RollingBuffer.open(storage.dir, reconcile=False)
+    try:
+        Recorder(
+            source,
+            buffer,
+            storage=storage,
+            clock=clock,
+            free_space=disk_free_bytes,
+            stop=stop,
+            preset=camera.preset,
+            counters=HealthCounters(array),
+        ).run()
+    finally:
+        buffer.close()
+
+
+class RecorderProcess:
+    """A recorder in a child process (spawned, not forked: the parent has threads).
+    `start` and `stop` are the daemon's; `health` reads the child's shared counters."""
+
+    def __init__(
+        self,
+        *,
+        camera: CameraSettings,
+        storage: StorageSettings,
+        clock: Clock,
+        fast_seconds: float | None = None,
+    ) -> None:
+        self._ctx = multiprocessing.get_context("spawn")
+        self._args = (camera, storage, clock, fast_seconds)
+        self._stop = self._ctx.Event()
+        self._counters = HealthCounters(self._ctx.RawArray("d", 5))
+        self._counters.set_last_write(-1.0)
+        self._process: Any = None
+
+    def start(self) -> None:
+        camera, storage, clock, fast = self._args
+        self._process = self._ctx.Process(
+            target=_child_main,
+            args=(camera, storage, self._stop, self._counters.array, clock, fast),
+            name="recorder",
+            daemon=True,
+        )
+        self._process.start()
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    def is_alive(self) -> bool:
+        return self._process is not None and self._process.is_alive()
+
+    @property
+    def exitcode(self) -> int | None:
+        return None if self._process is None else self._process.exitcode
+
+    def health(self) -> RecorderHealth:
+        return self._counters.snapshot()
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """Ask the child to finish its segment and exit; kill it if it will not."""
+        self._stop.set()
+        if self._process is None:
+            return None
+        self._process.join(timeout)
+        if self._process.is_alive():
+            logger.error("recorder did not stop in %.0f s; killing it", timeout)
+            self._process.kill()
+            self._process.join(5)
+        return self._process.exitcode

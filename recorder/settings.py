@@ -1,0 +1,86 @@
+"""The recorder's own settings: what camera to open and how to keep its footage.
+
+The config loader (firmware_config) maps the YAML tree onto these; the recorder never
+reads files itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+SourceKind = Literal["synthetic", "opencv", "picamera2"]
+PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CameraSettings:
+    """Which camera and what picture. `device` is a USB index, a V4L2 path, an RTSP/HTTP
+    URL or a video file for `opencv`; ignored by `synthetic`; the camera number for
+    `picamera2`. `preset` is the libx264 preset for software encoding."""
+
+    source: SourceKind = "synthetic"
+    device: str | int = 0
+    width: int = 1280
+    height: int = 720
+    fps: float = 15.0
+    preset: str = "ultrafast"
+    bitrate: int | None = None  # hardware encoder bitrate (picamera2); None = its default
+
+    def __post_init__(self) -> None:
+        if self.source not in ("synthetic", "opencv", "picamera2"):
+            raise ValueError(f"unknown camera source {self.source!r}")
+        if not (16 <= self.width <= 7680 and 16 <= self.height <= 4320):
+            raise ValueError("camera size out of range")
+        if self.width % 2 or self.height % 2:
+            raise ValueError("camera width and height must be even (4:2:0 video)")
+        if not (0 < self.fps <= 120):
+            raise ValueError("camera fps must be in (0, 120]")
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {', '.join(PRESETS)}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetentionLimits:
+    """What retention enforces: age, total bytes, and a floor of free disk space."""
+
+    max_age_hours: float = 72.0
+    max_bytes: int = 8 * 1024**3
+    min_free_bytes: int = 512 * 1024**2
+
+    def __post_init__(self) -> None:
+        if self.max_age_hours <= 0 or self.max_bytes <= 0 or self.min_free_bytes < 0:
+            raise ValueError("retention limits must be positive")
+
+    @property
+    def max_age_ms(self) -> int:
+        return round(self.max_age_hours * 3_600_000)
+
+    @property
+    def pinned_budget_bytes(self) -> int:
+        """Pinned footage may hold at most half of max_bytes."""
+        return self.max_bytes // 2
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StorageSettings:
+    """Where the rolling buffer lives and how long footage is kept."""
+
+    dir: Path
+    segment_seconds: float = 4.0
+    max_age_hours: float = 72.0
+    max_bytes: int = 8 * 1024**3
+    min_free_bytes: int = 512 * 1024**2
+
+    def __post_init__(self) -> None:
+        if not (0.5 <= self.segment_seconds <= 60):
+            raise ValueError("segment_seconds must be in [0.5, 60]")
+        self.limits()  # validates the retention numbers
+
+    def limits(self) -> RetentionLimits:
+        return RetentionLimits(
+            max_age_hours=self.max_age_hours,
+            max_bytes=self.max_bytes,
+            min_free_bytes=self.min_free_bytes,
+        )
