@@ -1,0 +1,371 @@
+"""The daemon's durable memory of requests: seen RFA ids, used decision nonces, pending
+requests and the decisions made on them.
+
+One SQLite file in WAL mode with synchronous=FULL, so a transaction that returned has
+reached the disk: a restart or a power cut loses no pending request and forgets no
+seen id or nonce. Every state change that must happen together (accepting a request
+and marking its id seen; recording a decision, its nonce and the request's new state)
+is one transaction.
+
+Seen ids and nonces are also mirrored in memory, so the cheap replay check that runs
+on paho's network thread for every arriving message never waits for the disk. Only
+verified requests are remembered as seen, so a flood of junk cannot grow them.
+
+Declined and expired requests are forgotten except for their id (replay protection)
+and the decision record: the investigator's details are not kept once nothing can
+come of them.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from recorder.times import Window
+from sync.models import Agency, Area, ConsentMethod, Decision, Investigator, Rfa
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS seen_ids (
+    rfa_id TEXT PRIMARY KEY,
+    at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS nonces (
+    nonce TEXT PRIMARY KEY,
+    at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS requests (
+    rfa_id TEXT PRIMARY KEY,
+    rfa_json TEXT,                 -- NULL once declined or expired
+    received_at_ms INTEGER NOT NULL,
+    decide_by_ms INTEGER NOT NULL,
+    state TEXT NOT NULL,           -- pending | approved | queued | denied | expired
+    closed_at_ms INTEGER,
+    audited INTEGER NOT NULL DEFAULT 0   -- the state's audit entry is written
+);
+CREATE INDEX IF NOT EXISTS requests_state ON requests(state);
+CREATE TABLE IF NOT EXISTS decisions (
+    rfa_id TEXT PRIMARY KEY,
+    decision_json TEXT NOT NULL
+);
+"""
+
+
+class RequestState(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"  # approved, not yet handed to the outbox
+    QUEUED = "queued"  # approved and durably in the outbox
+    DENIED = "denied"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRequest:
+    rfa: Rfa
+    received_at_ms: int
+    decide_by_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    rfa_id: str
+    rfa: Rfa | None  # None once declined or expired
+    received_at_ms: int
+    decide_by_ms: int
+    state: RequestState
+    closed_at_ms: int | None
+    audited: bool
+
+
+def rfa_to_json(rfa: Rfa) -> str:
+    return json.dumps(
+        {
+            "id": rfa.id,
+            "agency": {"id": rfa.agency.id, "name": rfa.agency.name},
+            "case_number": rfa.case_number,
+            "investigator": {
+                "name": rfa.investigator.name,
+                "email": rfa.investigator.email,
+                "phone": rfa.investigator.phone,
+            },
+            "description": rfa.description,
+            "area": {"lat": rfa.area.lat, "lon": rfa.area.lon, "radius_m": rfa.area.radius_m},
+            "window": [rfa.window.start_ms, rfa.window.end_ms],
+            "issued_at_ms": rfa.issued_at_ms,
+            "expires_at_ms": rfa.expires_at_ms,
+            "recipient": rfa.recipient,
+            "upload_url": rfa.upload_url,
+            "envelope_text": rfa.envelope_text,
+            "kid": rfa.kid,
+        },
+        separators=(",", ":"),
+    )
+
+
+def rfa_from_json(text: str) -> Rfa:
+    d = json.loads(text)
+    inv = d["investigator"]
+    return Rfa(
+        id=d["id"],
+        agency=Agency(id=d["agency"]["id"], name=d["agency"]["name"]),
+        case_number=d["case_number"],
+        investigator=Investigator(name=inv["name"], email=inv["email"], phone=inv["phone"]),
+        description=d["description"],
+        area=Area(lat=d["area"]["lat"], lon=d["area"]["lon"], radius_m=d["area"]["radius_m"]),
+        window=Window(d["window"][0], d["window"][1]),
+        issued_at_ms=d["issued_at_ms"],
+        expires_at_ms=d["expires_at_ms"],
+        recipient=d["recipient"],
+        upload_url=d["upload_url"],
+        envelope_text=d["envelope_text"],
+        kid=d["kid"],
+    )
+
+
+def decision_to_json(decision: Decision) -> str:
+    return json.dumps(
+        {
+            "rfa_id": decision.rfa_id,
+            "approve": decision.approve,
+            "window": [decision.window.start_ms, decision.window.end_ms],
+            "share_contact": decision.share_contact,
+            "method": str(decision.method),
+            "at_ms": decision.at_ms,
+            "owner_kid": decision.owner_kid,
+            "envelope_text": decision.envelope_text,
+            "nonce": decision.nonce,
+        },
+        separators=(",", ":"),
+    )
+
+
+def decision_from_json(text: str) -> Decision:
+    d = json.loads(text)
+    return Decision(
+        rfa_id=d["rfa_id"],
+        approve=d["approve"],
+        window=Window(d["window"][0], d["window"][1]),
+        share_contact=d["share_contact"],
+        method=ConsentMethod(d["method"]),
+        at_ms=d["at_ms"],
+        owner_kid=d["owner_kid"],
+        envelope_text=d["envelope_text"],
+        nonce=d["nonce"],
+    )
+
+
+class _Remembered:
+    """A read-only, thread-safe view of a set (set membership is atomic under the GIL)."""
+
+    def __init__(self, items: set[str]) -> None:
+        self._items = items
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class StateStore:
+    """Durable request state. Thread-safe: one connection behind a lock."""
+
+    def __init__(self, conn: sqlite3.Connection, seen: set[str], nonces: set[str]) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+        self._seen = seen
+        self._nonces = nonces
+        self.seen_ids = _Remembered(seen)
+        self.used_nonces = _Remembered(nonces)
+
+    @classmethod
+    def open(cls, path: Path) -> StateStore:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.executescript(_SCHEMA)
+        seen = {row[0] for row in conn.execute("SELECT rfa_id FROM seen_ids")}
+        nonces = {row[0] for row in conn.execute("SELECT nonce FROM nonces")}
+        return cls(conn, seen, nonces)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def _tx(self) -> _Transaction:
+        return _Transaction(self._conn)
+
+    # ---- seen ids ----------------------------------------------------------------------
+
+    def mark_seen(self, rfa_id: str, now_ms: int) -> None:
+        """Remember a verified request's id (rejected ones too, so a replay is cheap)."""
+        with self._lock, self._tx() as cur:
+            cur.execute("INSERT OR IGNORE INTO seen_ids VALUES (?, ?)", (rfa_id, now_ms))
+        self._seen.add(rfa_id)
+
+    # ---- requests ----------------------------------------------------------------------
+
+    def add_pending(self, rfa: Rfa, *, received_at_ms: int, decide_by_ms: int) -> bool:
+        """Persist an accepted request and its seen id in one transaction. False (and no
+        change) if the id was already known."""
+        with self._lock, self._tx() as cur:
+            cur.execute("INSERT OR IGNORE INTO seen_ids VALUES (?, ?)", (rfa.id, received_at_ms))
+            cur.execute(
+                "INSERT OR IGNORE INTO requests (rfa_id, rfa_json, received_at_ms, "
+                "decide_by_ms, state) VALUES (?, ?, ?, ?, ?)",
+                (rfa.id, rfa_to_json(rfa), received_at_ms, decide_by_ms, RequestState.PENDING),
+            )
+            added = cur.rowcount == 1
+        self._seen.add(rfa.id)
+        return added
+
+    def pending(self) -> list[PendingRequest]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT rfa_json, received_at_ms, decide_by_ms FROM requests "
+                "WHERE state = ? ORDER BY received_at_ms, rfa_id",
+                (RequestState.PENDING,),
+            ).fetchall()
+        return [PendingRequest(rfa_from_json(r[0]), r[1], r[2]) for r in rows]
+
+    def pending_count(self) -> int:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT COUNT(*) FROM requests WHERE state = ?", (RequestState.PENDING,)
+            ).fetchone()
+        return int(row[0])
+
+    def request(self, rfa_id: str) -> RequestRecord | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT rfa_id, rfa_json, received_at_ms, decide_by_ms, state, closed_at_ms, "
+                "audited FROM requests WHERE rfa_id = ?",
+                (rfa_id,),
+            ).fetchone()
+        return None if row is None else _record(row)
+
+    def requests(self, state: RequestState | None = None) -> list[RequestRecord]:
+        query = (
+            "SELECT rfa_id, rfa_json, received_at_ms, decide_by_ms, state, closed_at_ms, "
+            "audited FROM requests"
+        )
+        with self._lock:
+            if state is None:
+                rows = self._conn.execute(query + " ORDER BY received_at_ms").fetchall()
+            else:
+                rows = self._conn.execute(
+                    query + " WHERE state = ? ORDER BY received_at_ms", (state,)
+                ).fetchall()
+        return [_record(r) for r in rows]
+
+    def record_decision(self, decision: Decision) -> bool:
+        """Close a pending request with the owner's decision, in one transaction with its
+        nonce. False (and no change) when the request is not pending any more, so two
+        decisions racing for one request cannot both win."""
+        state = RequestState.APPROVED if decision.approve else RequestState.DENIED
+        with self._lock, self._tx() as cur:
+            cur.execute(
+                "UPDATE requests SET state = ?, closed_at_ms = ?, audited = 0, "
+                "rfa_json = CASE WHEN ? THEN rfa_json ELSE NULL END "
+                "WHERE rfa_id = ? AND state = ?",
+                (state, decision.at_ms, decision.approve, decision.rfa_id, RequestState.PENDING),
+            )
+            if cur.rowcount != 1:
+                return False
+            if decision.nonce is not None:
+                cur.execute(
+                    "INSERT OR IGNORE INTO nonces VALUES (?, ?)", (decision.nonce, decision.at_ms)
+                )
+            cur.execute(
+                "INSERT OR REPLACE INTO decisions VALUES (?, ?)",
+                (decision.rfa_id, decision_to_json(decision)),
+            )
+        if decision.nonce is not None:
+            self._nonces.add(decision.nonce)
+        return True
+
+    def expire(self, rfa_id: str, now_ms: int) -> bool:
+        """Decline an undecided request at its deadline. False if it was not pending."""
+        with self._lock, self._tx() as cur:
+            cur.execute(
+                "UPDATE requests SET state = ?, closed_at_ms = ?, audited = 0, rfa_json = NULL "
+                "WHERE rfa_id = ? AND state = ?",
+                (RequestState.EXPIRED, now_ms, rfa_id, RequestState.PENDING),
+            )
+            return cur.rowcount == 1
+
+    def mark_queued(self, rfa_id: str) -> None:
+        """The approved request's share job is in the outbox (which is durable)."""
+        with self._lock, self._tx() as cur:
+            cur.execute(
+                "UPDATE requests SET state = ? WHERE rfa_id = ? AND state = ?",
+                (RequestState.QUEUED, rfa_id, RequestState.APPROVED),
+            )
+
+    def mark_audited(self, rfa_id: str) -> None:
+        with self._lock, self._tx() as cur:
+            cur.execute("UPDATE requests SET audited = 1 WHERE rfa_id = ?", (rfa_id,))
+
+    def use_nonce(self, nonce: str, now_ms: int) -> None:
+        """Burn a nonce outside a decision (a valid decision that changed nothing)."""
+        with self._lock, self._tx() as cur:
+            cur.execute("INSERT OR IGNORE INTO nonces VALUES (?, ?)", (nonce, now_ms))
+        self._nonces.add(nonce)
+
+    # ---- decisions ---------------------------------------------------------------------
+
+    def decision(self, rfa_id: str) -> Decision | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT decision_json FROM decisions WHERE rfa_id = ?", (rfa_id,)
+            ).fetchone()
+        return None if row is None else decision_from_json(row[0])
+
+    def approved(self) -> Iterator[tuple[Rfa, Decision]]:
+        """Every approved request not yet marked queued, with its decision: start-up hands
+        these to the outbox, in case the daemon died between approving and enqueueing."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT r.rfa_json, d.decision_json FROM requests r "
+                "JOIN decisions d ON d.rfa_id = r.rfa_id WHERE r.state = ?",
+                (RequestState.APPROVED,),
+            ).fetchall()
+        for rfa_json, decision_json in rows:
+            yield rfa_from_json(rfa_json), decision_from_json(decision_json)
+
+
+def _record(row: tuple[Any, ...]) -> RequestRecord:
+    return RequestRecord(
+        rfa_id=row[0],
+        rfa=rfa_from_json(row[1]) if row[1] is not None else None,
+        received_at_ms=row[2],
+        decide_by_ms=row[3],
+        state=RequestState(row[4]),
+        closed_at_ms=row[5],
+        audited=bool(row[6]),
+    )
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._cur = conn.cursor()
+
+    def __enter__(self) -> sqlite3.Cursor:
+        self._cur.execute("BEGIN IMMEDIATE")
+        return self._cur
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self._cur.execute("COMMIT")
+        else:
+            self._cur.execute("ROLLBACK")
