@@ -185,7 +185,6 @@ def checked_session(*, allow_loopback: bool) -> requests.Session:
     """A session that reaches only allowed addresses, ignores proxy/netrc environment."""
     session = requests.Session()
     session.trust_env = False
-    session.max_redirects = 0
     adapter = _CheckedAdapter(allow_loopback=allow_loopback)
     session.mount("http://", adapter)
     session.mount("https://", adapter)

@@ -1,0 +1,197 @@
+"""Helpers for the share-side tests: real signed requests and decisions as the checked
+records (`Rfa`, `Decision`) the outbox receives, and an agency's view of a share."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from device.identity import DeviceIdentity
+from recorder.times import Window, format_time
+from sync.keys import SigningKey, b64url_decode
+from sync.models import Agency, Area, ConsentMethod, Decision, Investigator, Rfa
+from tests.sync.factories import AgencyKeys, decision_envelope, rfa_envelope
+
+CONTACT = {
+    "name": "Jane Doe",
+    "email": "jane@example.com",
+    "address": "1 Elm St",
+    "lat": 37.7749,
+    "lon": -122.4194,
+}
+
+
+def make_identity(device_id: str = "porch-cam-01") -> DeviceIdentity:
+    from pyrage import x25519
+
+    return DeviceIdentity(device_id, SigningKey.generate(), x25519.Identity.generate())
+
+
+def make_rfa(
+    agency: AgencyKeys,
+    *,
+    upload_url: str,
+    window: Window,
+    now_ms: int,
+    recipient: str | None = None,
+    rfa_id: str | None = None,
+) -> Rfa:
+    rfa_id = rfa_id or str(uuid.uuid4())
+    envelope = rfa_envelope(
+        agency,
+        now_ms=now_ms,
+        rfa_id=rfa_id,
+        changes={
+            "upload_url": upload_url,
+            "window": Window(window.start_ms, window.end_ms).to_json(),
+            "recipient": recipient or agency.recipient,
+        },
+    )
+    p = json.loads(json.loads(envelope)["payload"])
+    return Rfa(
+        id=rfa_id,
+        agency=Agency(p["agency"]["id"], p["agency"]["name"]),
+        case_number=p["case_number"],
+        investigator=Investigator(p["investigator"]["name"], p["investigator"]["email"], None),
+        description=p["description"],
+        area=Area(p["area"]["lat"], p["area"]["lon"], p["area"]["radius_m"]),
+        window=window,
+        issued_at_ms=now_ms,
+        expires_at_ms=now_ms + 7 * 86_400_000,
+        recipient=recipient or agency.recipient,
+        upload_url=upload_url,
+        envelope_text=envelope.decode("utf-8"),
+        kid=agency.kid,
+    )
+
+
+def make_decision(
+    rfa: Rfa,
+    *,
+    named: bool,
+    now_ms: int,
+    window: Window | None = None,
+    method: ConsentMethod = ConsentMethod.APP,
+    owner: SigningKey | None = None,
+    device_id: str = "porch-cam-01",
+) -> Decision:
+    window = window or rfa.window
+    envelope_text = None
+    owner_kid = None
+    if method is ConsentMethod.APP:
+        owner = owner or SigningKey.generate()
+        owner_kid = owner.kid
+        envelope_text = decision_envelope(
+            owner,
+            rfa_id=rfa.id,
+            device_id=device_id,
+            now_ms=now_ms,
+            changes={"window": window.to_json(), "share_contact": named},
+        ).decode("utf-8")
+    return Decision(
+        rfa_id=rfa.id,
+        approve=True,
+        window=window,
+        share_contact=named,
+        method=method,
+        at_ms=now_ms,
+        owner_kid=owner_kid,
+        envelope_text=envelope_text,
+        nonce=uuid.uuid4().hex if method is ConsentMethod.APP else None,
+    )
+
+
+@dataclass
+class OpenedShare:
+    envelope: dict[str, Any]
+    envelope_bytes: bytes
+    manifest: dict[str, Any]
+    clip: Path
+
+
+def age_decrypt(agency: AgencyKeys, encrypted: Path, out: Path, workdir: Path) -> None:
+    """Decrypt with the stock `age` command-line tool, as an agency would."""
+    identity = workdir / "agency-identity.txt"
+    if not identity.exists():
+        identity.write_text(str(agency.identity) + "\n")
+        identity.chmod(0o600)
+    subprocess.run(
+        ["age", "-d", "-i", str(identity), "-o", str(out), str(encrypted)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+def openssl_verify(envelope: dict[str, Any], workdir: Path) -> bool:
+    """Verify a signed envelope with `openssl pkeyutl` and the key the manifest carries."""
+    from cryptography.hazmat.primitives import serialization
+
+    from sync.keys import public_key_from_b64
+
+    payload = json.loads(envelope["payload"])
+    key = public_key_from_b64(payload["device_key"])
+    pem = workdir / "device-pub.pem"
+    pem.write_bytes(
+        key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    (workdir / "payload.bin").write_bytes(envelope["payload"].encode("utf-8"))
+    (workdir / "sig.bin").write_bytes(b64url_decode(envelope["sig"]))
+    result = subprocess.run(
+        [
+            "openssl",
+            "pkeyutl",
+            "-verify",
+            "-pubin",
+            "-inkey",
+            str(pem),
+            "-rawin",
+            "-in",
+            str(workdir / "payload.bin"),
+            "-sigfile",
+            str(workdir / "sig.bin"),
+        ],
+        capture_output=True,
+        timeout=60,
+    )
+    return result.returncode == 0
+
+
+def open_share(
+    agency: AgencyKeys, manifest_age: Path, clip_age: Path, workdir: Path
+) -> OpenedShare:
+    workdir.mkdir(parents=True, exist_ok=True)
+    manifest_plain = workdir / "manifest.json"
+    clip_plain = workdir / "clip.mp4"
+    age_decrypt(agency, manifest_age, manifest_plain, workdir)
+    age_decrypt(agency, clip_age, clip_plain, workdir)
+    envelope_bytes = manifest_plain.read_bytes()
+    envelope = json.loads(envelope_bytes)
+    return OpenedShare(
+        envelope=envelope,
+        envelope_bytes=envelope_bytes,
+        manifest=json.loads(envelope["payload"]),
+        clip=clip_plain,
+    )
+
+
+def decode_capture_times(clip: Path) -> list[int]:
+    """Every frame's stamped capture time, decoding the clip frame by frame."""
+    import av
+
+    from recorder.synthetic import read_capture_ms
+
+    times = []
+    with av.open(str(clip)) as container:
+        for frame in container.decode(video=0):
+            times.append(read_capture_ms(frame.to_ndarray(format="gray")))
+    return times
+
+
+__all__ = ["CONTACT", "format_time"]
