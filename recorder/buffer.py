@@ -59,6 +59,7 @@ CREATE TABLE IF NOT EXISTS segments (
     width INTEGER NOT NULL,
     height INTEGER NOT NULL,
     fps REAL NOT NULL,
+    preset TEXT NOT NULL,
     extradata BLOB NOT NULL,
     frame_table BLOB NOT NULL
 );
@@ -94,10 +95,12 @@ class Segment:
 
 @dataclass(frozen=True, slots=True)
 class FrameTable:
-    """Where each frame of a segment is: see FRAME_DTYPE."""
+    """Where each frame of a segment is (see FRAME_DTYPE), the stream's avcC extradata
+    and the libx264 preset it was encoded with ("" when unknown or a hardware encoder)."""
 
     extradata: bytes
     frames: np.ndarray
+    preset: str = ""
 
 
 class BufferLock:
@@ -210,9 +213,10 @@ def query_tables(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, Fram
         part = list(ids[chunk : chunk + 500])
         marks = ",".join("?" * len(part))
         # Only "?" placeholders are formatted in; the ids travel as parameters.
-        sql = f"SELECT id, extradata, frame_table FROM segments WHERE id IN ({marks})"  # noqa: S608
-        for seg_id, extradata, blob in conn.execute(sql, part):
-            tables[int(seg_id)] = FrameTable(bytes(extradata), np.frombuffer(blob, FRAME_DTYPE))
+        sql = f"SELECT id, extradata, preset, frame_table FROM segments WHERE id IN ({marks})"  # noqa: S608
+        for seg_id, extradata, preset, blob in conn.execute(sql, part):
+            frames = np.frombuffer(blob, FRAME_DTYPE)
+            tables[int(seg_id)] = FrameTable(bytes(extradata), frames, str(preset))
     return tables
 
 
@@ -359,13 +363,15 @@ class RollingBuffer:
             width,
             height,
             float(fps),
+            table.preset,
             table.extradata,
             frames.tobytes(),
         )
         with self._transaction() as conn:
             cur = conn.execute(
                 "INSERT INTO segments (file, start_ms, end_ms, frames, bytes, synchronized, "
-                "width, height, fps, extradata, frame_table) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                "width, height, fps, preset, extradata, frame_table) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 values,
             )
             seg_id = cur.lastrowid

@@ -348,6 +348,7 @@ class Recorder:
                 fps=self._source.fps,
                 start_ms=start_ms,
                 synchronized=sync and not self._uncertain_next,
+                preset="" if self._source.encoded else self._preset,
             )
         except OSError as exc:
             logger.error("cannot start a segment: %s", exc)

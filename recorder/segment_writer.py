@@ -53,6 +53,7 @@ class SegmentWriter:
     fps: float
     start_ms: int
     synchronized: bool = True
+    preset: str = ""
     _path: Path = field(init=False)
     _container: av.container.OutputContainer | None = field(init=False, default=None)
     _stream: av.video.stream.VideoStream | None = field(init=False, default=None)
@@ -138,7 +139,7 @@ class SegmentWriter:
         fsync_dir(self.buffer.root)
         return self.buffer.add_segment(
             file=self.name,
-            table=FrameTable(table.extradata, frames.astype(FRAME_DTYPE)),
+            table=FrameTable(table.extradata, frames.astype(FRAME_DTYPE), self.preset),
             synchronized=self.synchronized,
             width=width,
             height=height,

@@ -1,0 +1,322 @@
+"""Frame-exact clip export: every frame captured inside [start, end], none outside.
+
+The index says where each frame's sample lies in its segment file, so export opens one
+segment with the demuxer (for its stream parameters) and reads every other sample
+straight from its offset. The partial GOP at the head of the window (the frames from the
+first frame inside the window up to the next keyframe) is decoded from its keyframe and
+re-encoded with the recorder's own encoder options; everything from that keyframe on is
+copied untouched. Timestamps are rebased so the first frame has pts 0, in a 1/1000 time
+base, so pts differences equal capture-time differences exactly; every sample carries
+its explicit duration. The first frame's absolute capture time goes in the metadata
+(`creation_time`, `first_frame_ms`, `first_frame_at`).
+
+Export only reads the index (it never needs the recorder's lock) and writes the clip
+under a temporary name that is renamed into place at the end, so a failure leaves no
+file behind.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recorder.buffer import FrameTable, Segment, connect_index, query_segments, query_tables
+from recorder.errors import NoFootageError, RecorderError
+from recorder.times import Window, format_time
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ClipInfo:
+    """What an exported clip holds. `synchronized` is False when any of its frames was
+    captured while the clock was not known to be right (or around a clock jump)."""
+
+    path: Path
+    first_frame_ms: int
+    last_frame_ms: int
+    frames: int
+    width: int
+    height: int
+    fps: float
+    bytes: int
+    synchronized: bool
+
+
+def frames_in(window: Window, frame_times: Sequence[int] | np.ndarray) -> range:
+    """Indices of the frames that belong to `window` (start <= t <= end), given capture
+    times in increasing order, as they are within a segment."""
+    lo = bisect.bisect_left(frame_times, window.start_ms)  # type: ignore[arg-type]
+    hi = bisect.bisect_right(frame_times, window.end_ms)  # type: ignore[arg-type]
+    return range(lo, max(lo, hi))
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    segment: Segment
+    table: FrameTable
+    frames: range
+
+
+def plan_parts(
+    window: Window, segments: Sequence[Segment], tables: dict[int, FrameTable]
+) -> list[_Part]:
+    """The segments and frame ranges a clip of `window` is made of, in capture order.
+    Footage that overlaps footage already taken (a clock stepped back, a second fast
+    recording over the same hour) is left out: a clip's times must increase."""
+    parts: list[_Part] = []
+    last_ms: int | None = None
+    for seg in sorted(segments, key=lambda s: (s.start_ms, s.id)):
+        table = tables.get(seg.id)
+        if table is None:
+            continue
+        times = table.frames["t"]
+        chosen = frames_in(window, times)
+        if not chosen:
+            continue
+        if last_ms is not None and int(times[chosen.start]) <= last_ms:
+            logger.warning("skipping %s: it overlaps earlier footage in time", seg.file)
+            continue
+        parts.append(_Part(seg, table, chosen))
+        last_ms = int(times[chosen.stop - 1])
+    return parts
+
+
+def _creation_time(ms: int) -> str:
+    stamp = datetime.fromtimestamp(ms // 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{stamp}.{(ms % 1000) * 1000:06d}Z"
+
+
+class _Samples:
+    """Reads samples from segment files by offset, one open file at a time."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self._name: str | None = None
+        self._fd: int | None = None
+
+    def read(self, name: str, pos: int, size: int) -> bytes:
+        if name != self._name:
+            self.close()
+            try:
+                self._fd = os.open(self._root / name, os.O_RDONLY)
+            except FileNotFoundError:
+                raise RecorderError(
+                    f"segment {name} was deleted during the export (retention); pin the "
+                    "window first or export a newer one"
+                ) from None
+            self._name = name
+        assert self._fd is not None
+        data = os.pread(self._fd, size, pos)
+        if len(data) != size:
+            raise RecorderError(f"segment {name} is shorter than its index says")
+        return data
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd = None
+        self._name = None
+
+
+def _reencode_head(part: _Part, samples: _Samples, end: int) -> list[tuple[bytes, bool]]:
+    """Decode the GOP holding the window's first frame and re-encode its frames from
+    that first frame up to (not including) index `end`. Returns Annex-B access units in
+    MP4 sample form, in order."""
+    import av
+
+    from recorder.encoding import annexb_to_avcc, open_x264
+
+    frames = part.table.frames
+    first = part.frames.start
+    keys = np.flatnonzero(frames["key"][: first + 1])
+    if len(keys) == 0:
+        raise RecorderError(f"segment {part.segment.file} does not start on a keyframe")
+    gop_start = int(keys[-1])
+    decoder = av.CodecContext.create("h264", "r")
+    decoder.extradata = part.table.extradata
+    wanted = {int(frames["t"][i]) for i in range(first, end)}
+    decoded: dict[int, Any] = {}
+    for i in range(gop_start, end):
+        data = samples.read(part.segment.file, int(frames["pos"][i]), int(frames["size"][i]))
+        packet = av.Packet(data)
+        packet.pts = packet.dts = int(frames["t"][i])
+        for frame in decoder.decode(packet):
+            if frame.pts in wanted:
+                decoded[frame.pts] = frame
+    for frame in decoder.decode(None):
+        if frame.pts in wanted:
+            decoded[frame.pts] = frame
+    if len(decoded) != len(wanted):
+        raise RecorderError(f"could not decode the head of {part.segment.file}")
+    seg = part.segment
+    encoder = open_x264(
+        width=seg.width, height=seg.height, fps=seg.fps, preset=part.table.preset or "ultrafast"
+    )
+    t0 = int(frames["t"][first])
+    out: list[tuple[bytes, bool]] = []
+    for t in sorted(decoded):
+        frame = decoded[t].reformat(format="yuv420p")
+        frame.pts = t - t0
+        frame.pict_type = av.video.frame.PictureType.NONE
+        for packet in encoder.encode(frame):
+            out.append((annexb_to_avcc(bytes(packet)), bool(packet.is_keyframe)))
+    for packet in encoder.encode(None):
+        out.append((annexb_to_avcc(bytes(packet)), bool(packet.is_keyframe)))
+    if len(out) != len(decoded) or not out[0][1]:
+        raise RecorderError("re-encoding the head of the clip went wrong")
+    return out
+
+
+def _param_sets(avcc_sample: bytes) -> list[bytes]:
+    """The SPS and PPS NAL units in a length-prefixed keyframe sample."""
+    i, found = 0, []
+    while i + 4 < len(avcc_sample):
+        size = int.from_bytes(avcc_sample[i : i + 4], "big")
+        if avcc_sample[i + 4] & 0x1F in (7, 8):
+            found.append(avcc_sample[i + 4 : i + 4 + size])
+        i += 4 + size
+    return found
+
+
+def export_clip(
+    root: Path, window: Window, out: Path, *, progress: Progress | None = None
+) -> ClipInfo:
+    """Write the frames of `window` from the buffer at `root` to the MP4 `out`.
+    Raises NoFootageError (and writes nothing) when the window holds no frame."""
+    root, out = Path(root), Path(out)
+    try:
+        conn = connect_index(root, readonly=True)
+    except RecorderError:
+        raise NoFootageError(f"no footage between {_window_text(window)}") from None
+    try:
+        segments = query_segments(conn, window)
+        tables = query_tables(conn, [s.id for s in segments])
+    finally:
+        conn.close()
+    parts = plan_parts(window, segments, tables)
+    if not parts:
+        raise NoFootageError(f"no footage between {_window_text(window)}")
+    first = parts[0].segment
+    if any((p.segment.width, p.segment.height) != (first.width, first.height) for p in parts):
+        raise RecorderError("the window spans footage of different picture sizes")
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.part")
+    try:
+        info = _write_clip(root, parts, tmp, progress)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return ClipInfo(
+        path=out,
+        first_frame_ms=info[0],
+        last_frame_ms=info[1],
+        frames=info[2],
+        width=first.width,
+        height=first.height,
+        fps=first.fps,
+        bytes=out.stat().st_size,
+        synchronized=all(p.segment.synchronized for p in parts),
+    )
+
+
+def _window_text(window: Window) -> str:
+    return f"{format_time(window.start_ms)} and {format_time(window.end_ms)}"
+
+
+def _write_clip(
+    root: Path, parts: list[_Part], tmp: Path, progress: Progress | None
+) -> tuple[int, int, int]:
+    import av
+
+    from recorder.encoding import MS
+
+    total = sum(len(p.frames) for p in parts)
+    # All capture times of the clip, in order, to give every sample its true duration.
+    times = np.concatenate([p.table.frames["t"][p.frames.start : p.frames.stop] for p in parts])
+    t0, t_last = int(times[0]), int(times[-1])
+    head_part = parts[0]
+    head: list[tuple[bytes, bool]] = []
+    samples = _Samples(root)
+    try:
+        start = head_part.frames.start
+        keys = head_part.table.frames["key"]
+        if not keys[start]:
+            following = np.flatnonzero(keys[start + 1 : head_part.frames.stop])
+            end = start + 1 + int(following[0]) if len(following) else head_part.frames.stop
+            head = _reencode_head(head_part, samples, end)
+        extradatas = {p.table.extradata for p in parts}
+        with av.open(str(root / head_part.segment.file)) as template_src:
+            template = template_src.streams.video[0]
+            container = av.open(
+                str(tmp),
+                "w",
+                format="mp4",
+                options={"movflags": "use_metadata_tags", "video_track_timescale": "1000"},
+            )
+            try:
+                stream = container.add_stream_from_template(template)
+                stream.time_base = MS
+                if len(extradatas) > 1 or (
+                    head and _param_sets(head[0][0]) != _avcc_param_sets(head_part.table.extradata)
+                ):
+                    # Parameter sets differ inside the clip (e.g. a hardware encoder
+                    # restarted): `avc3` tells players to take them from the samples.
+                    stream.codec_context.codec_tag = "avc3"
+                container.metadata["creation_time"] = _creation_time(t0)
+                container.metadata["first_frame_ms"] = str(t0)
+                container.metadata["first_frame_at"] = format_time(t0)
+                done = 0
+                nominal = max(1, round(1000 / head_part.segment.fps))
+                for part in parts:
+                    frames = part.table.frames
+                    for i in part.frames:
+                        if done < len(head):
+                            data, key = head[done]
+                        else:
+                            data = samples.read(
+                                part.segment.file, int(frames["pos"][i]), int(frames["size"][i])
+                            )
+                            key = bool(frames["key"][i])
+                        t = int(times[done])
+                        packet = av.Packet(data)
+                        packet.pts = packet.dts = t - t0
+                        packet.duration = int(times[done + 1]) - t if done + 1 < total else nominal
+                        packet.time_base = MS
+                        packet.is_keyframe = key
+                        packet.stream = stream
+                        container.mux(packet)
+                        done += 1
+                        if progress is not None and (done % 250 == 0 or done == total):
+                            progress(done, total)
+            finally:
+                container.close()
+    finally:
+        samples.close()
+    return t0, t_last, total
+
+
+def _avcc_param_sets(extradata: bytes) -> list[bytes]:
+    """The SPS and PPS NAL units listed in an avcC record."""
+    units: list[bytes] = []
+    if len(extradata) < 7 or extradata[0] != 1:
+        return units
+    i = 5
+    for count_mask in (0x1F, 0xFF):
+        count = extradata[i] & count_mask
+        i += 1
+        for _ in range(count):
+            size = int.from_bytes(extradata[i : i + 2], "big")
+            units.append(extradata[i + 2 : i + 2 + size])
+            i += 2 + size
+    return units
