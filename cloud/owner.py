@@ -1,0 +1,628 @@
+"""`doorbell-owner`: the owner's app, reduced to a reference tool (PROTOCOL §5).
+
+It owns the owner's side of the owner channel, with its state in one directory
+(`--home`, default ~/.doorbell-owner):
+
+- the owner's Ed25519 key and age identity (0600) and their public halves;
+- the devices paired with it: `device_id`, `device_key` and `recipient`, learnt from the
+  device itself (`doorbellctl status --json`), never from the broker, and pinned: a
+  second pairing with other keys is refused unless forced;
+- per device, the newest audit head seen, so a log that is rolled back or forked is
+  noticed off the device even across runs.
+
+`watch` opens the sealed pending and shares messages and verifies them under the pinned
+device key; `decide` signs a decision with the owner key and seals it to the pinned
+device recipient.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import secrets
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from pyrage import x25519
+
+from cloud.args import time_arg
+from cloud.broker import BrokerError, Incoming, Outgoing, listen, publish_messages
+from recorder.errors import DoorbellError, TimeFormatError
+from recorder.times import Window, format_time, parse_time
+from sync.envelope import make_envelope, open_envelope
+from sync.errors import EnvelopeError, SealError
+from sync.keys import (
+    SigningKey,
+    identity_file_text,
+    key_id,
+    load_identity,
+    load_signing_key,
+    parse_recipient,
+    public_key_from_b64,
+    raw_public,
+    write_secret,
+)
+from sync.seal import seal, unseal
+
+logger = logging.getLogger(__name__)
+
+SIGNING_FILE = "owner-signing.pem"
+IDENTITY_FILE = "owner-age.txt"
+PUBLIC_FILE = "owner.json"
+DEVICES_DIR = "devices"
+_DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+MAX_DECISION_BYTES = 16 * 1024
+
+
+class OwnerError(DoorbellError):
+    """The owner tool cannot do what was asked (no keys, not paired, bad input...)."""
+
+
+def topic(device_id: str, leaf: str) -> str:
+    return f"devices/{device_id}/owner/{leaf}"
+
+
+# ---------------------------------------------------------------------------- state
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerPublic:
+    public_key: str  # for the device config's owner.keys
+    kid: str
+    recipient: str  # for the device config's owner.recipients
+
+    def to_json(self) -> dict[str, str]:
+        return {"public_key": self.public_key, "kid": self.kid, "recipient": self.recipient}
+
+
+@dataclass(frozen=True, slots=True)
+class PairedDevice:
+    device_id: str
+    device_key: str  # base64url raw Ed25519
+    recipient: str
+
+    @property
+    def kid(self) -> str:
+        return key_id(raw_public(public_key_from_b64(self.device_key)))
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "device_id": self.device_id,
+            "device_key": self.device_key,
+            "recipient": self.recipient,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AuditHead:
+    entries: int
+    sha256: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"entries": self.entries, "sha256": self.sha256}
+
+
+def parse_pairing(info: object) -> PairedDevice:
+    """The pinned facts from a device's `doorbellctl status --json` (extra keys ignored)."""
+    if not isinstance(info, dict):
+        raise OwnerError("pairing data must be a JSON object")
+    device_id, device_key, recipient = (
+        info.get("device_id"),
+        info.get("device_key"),
+        info.get("recipient"),
+    )
+    if not isinstance(device_id, str) or not _DEVICE_ID.fullmatch(device_id):
+        raise OwnerError("pairing data has no valid device_id")
+    if not isinstance(device_key, str):
+        raise OwnerError("pairing data has no device_key")
+    try:
+        public_key_from_b64(device_key)
+    except ValueError as exc:
+        raise OwnerError(f"device_key is not a base64url Ed25519 key: {exc}") from exc
+    try:
+        parse_recipient(recipient)
+    except ValueError as exc:
+        raise OwnerError("recipient is not an age X25519 recipient") from exc
+    assert isinstance(recipient, str)
+    return PairedDevice(device_id=device_id, device_key=device_key, recipient=recipient)
+
+
+class OwnerHome:
+    """The owner tool's directory: keys, paired devices, last audit heads."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    # keys
+    def keygen(self) -> OwnerPublic:
+        signing, ident = self.path / SIGNING_FILE, self.path / IDENTITY_FILE
+        for existing in (signing, ident):
+            if existing.exists():
+                raise OwnerError(f"{existing} already exists; refusing to overwrite a key")
+        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key = SigningKey.generate()
+        identity = x25519.Identity.generate()
+        write_secret(signing, key.to_pem())
+        write_secret(ident, identity_file_text(identity))
+        public = OwnerPublic(
+            public_key=key.public_b64, kid=key.kid, recipient=str(identity.to_public())
+        )
+        (self.path / PUBLIC_FILE).write_text(json.dumps(public.to_json(), indent=2) + "\n")
+        return public
+
+    def signing_key(self) -> SigningKey:
+        path = self.path / SIGNING_FILE
+        if not path.exists():
+            raise OwnerError(f"no owner key in {self.path}; run `doorbell-owner keygen` first")
+        return load_signing_key(path)
+
+    def identity(self) -> x25519.Identity:
+        path = self.path / IDENTITY_FILE
+        if not path.exists():
+            raise OwnerError(f"no owner identity in {self.path}; run `doorbell-owner keygen`")
+        return load_identity(path)
+
+    # devices
+    def _device_file(self, device_id: str, suffix: str) -> Path:
+        if not _DEVICE_ID.fullmatch(device_id):
+            raise OwnerError(f"not a device id: {device_id!r}")
+        return self.path / DEVICES_DIR / f"{device_id}.{suffix}"
+
+    def pair(self, device: PairedDevice, *, force: bool = False) -> bool:
+        """Pin a device; returns False if it was already pinned with the same keys."""
+        path = self._device_file(device.device_id, "json")
+        if path.exists():
+            current = self.device(device.device_id)
+            if current == device:
+                return False
+            if not force:
+                raise OwnerError(
+                    f"{device.device_id} is already paired with other keys; a device's keys "
+                    "do not change unless it was reset or replaced (use --force if so)"
+                )
+            self._device_file(device.device_id, "head.json").unlink(missing_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _write_json(path, device.to_json())
+        return True
+
+    def device(self, device_id: str | None = None) -> PairedDevice:
+        if device_id is None:
+            paired = self.devices()
+            if len(paired) != 1:
+                raise OwnerError(
+                    "no device is paired; run `doorbell-owner pair`"
+                    if not paired
+                    else "several devices are paired; name one with --device"
+                )
+            return paired[0]
+        path = self._device_file(device_id, "json")
+        try:
+            return parse_pairing(json.loads(path.read_text()))
+        except FileNotFoundError as exc:
+            raise OwnerError(f"{device_id} is not paired") from exc
+        except ValueError as exc:
+            raise OwnerError(f"{path} is damaged") from exc
+
+    def devices(self) -> list[PairedDevice]:
+        folder = self.path / DEVICES_DIR
+        if not folder.is_dir():
+            return []
+        names = sorted(p.name[: -len(".json")] for p in folder.glob("*.json"))
+        return [self.device(name) for name in names if not name.endswith(".head")]
+
+    # audit heads
+    def last_head(self, device_id: str) -> tuple[AuditHead, int] | None:
+        """The newest head seen for this device and the `at` of the message that carried it."""
+        path = self._device_file(device_id, "head.json")
+        try:
+            doc = json.loads(path.read_text())
+            return AuditHead(int(doc["entries"]), str(doc["sha256"])), int(doc["at_ms"])
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise OwnerError(f"{path} is damaged") from exc
+
+    def save_head(self, device_id: str, head: AuditHead, at_ms: int) -> None:
+        path = self._device_file(device_id, "head.json")
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _write_json(path, {**head.to_json(), "at_ms": at_ms})
+
+
+def _write_json(path: Path, doc: Mapping[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    tmp.replace(path)
+
+
+# ---------------------------------------------------------------------------- decisions
+
+
+def decision_payload(
+    *,
+    device_id: str,
+    rfa_id: str,
+    approve: bool,
+    window: Window | None,
+    share_contact: bool,
+    now_ms: int,
+    nonce: str | None = None,
+) -> dict[str, Any]:
+    """PROTOCOL §5.2. The window is sent only when the owner narrows it."""
+    if not rfa_id or len(rfa_id) > 256:
+        raise OwnerError("give the request's id (--rfa)")
+    payload: dict[str, Any] = {
+        "type": "decision",
+        "device_id": device_id,
+        "rfa_id": rfa_id,
+        "decision": "approve" if approve else "deny",
+    }
+    if window is not None:
+        if window.start_ms >= window.end_ms:
+            raise OwnerError("the window's start must be before its end")
+        payload["window"] = window.to_json()
+    payload["share_contact"] = share_contact
+    payload["issued_at"] = format_time(now_ms)
+    payload["nonce"] = nonce or secrets.token_urlsafe(16)
+    return payload
+
+
+def seal_decision(payload: Mapping[str, Any], key: SigningKey, device: PairedDevice) -> bytes:
+    """Sign with the owner key and seal to the pinned device recipient (unpadded: the
+    decision's size says nothing the broker does not already know from its timing)."""
+    envelope = make_envelope(payload, key)
+    if len(envelope) > MAX_DECISION_BYTES:
+        raise OwnerError("the decision is larger than a device accepts")
+    sealed = seal(envelope, [parse_recipient(device.recipient)], pad_block=None)
+    if len(sealed) > MAX_DECISION_BYTES:
+        raise OwnerError("the sealed decision is larger than a device accepts")
+    return sealed
+
+
+def publish_decision(
+    home: OwnerHome,
+    *,
+    rfa_id: str,
+    approve: bool,
+    window: Window | None,
+    anonymous: bool,
+    broker_url: str,
+    now_ms: int,
+    device_id: str | None = None,
+    timeout_s: float = 10.0,
+) -> dict[str, Any]:
+    """Build, sign, seal and publish a decision (QoS 1, not retained); returns the payload."""
+    device = home.device(device_id)
+    payload = decision_payload(
+        device_id=device.device_id,
+        rfa_id=rfa_id,
+        approve=approve,
+        window=window,
+        share_contact=not anonymous,
+        now_ms=now_ms,
+    )
+    sealed = seal_decision(payload, home.signing_key(), device)
+    publish_messages(
+        broker_url,
+        [Outgoing(topic=topic(device.device_id, "decision"), payload=sealed, retain=False)],
+        timeout_s=timeout_s,
+    )
+    return payload
+
+
+# ---------------------------------------------------------------------------- watching
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerMessage:
+    """A verified pending or shares message."""
+
+    kind: str  # "pending" or "shares"
+    at_ms: int
+    audit_head: AuditHead
+    items: list[dict[str, Any]]
+
+
+def open_owner_message(
+    payload: bytes, *, kind: str, identity: x25519.Identity, device: PairedDevice
+) -> OwnerMessage:
+    """Decrypt, verify under the pinned device key, and check the message's shape."""
+    try:
+        plain = unseal(payload, [identity])
+        key = public_key_from_b64(device.device_key)
+        verified = open_envelope(plain, {device.kid: key})
+    except SealError as exc:
+        raise OwnerError("cannot decrypt (not sealed to this owner)") from exc
+    except EnvelopeError as exc:
+        raise OwnerError(f"not signed by the paired device ({exc.reason})") from exc
+    doc = verified.payload
+    field = "requests" if kind == "pending" else "shares"
+    if doc.get("type") != kind:
+        raise OwnerError(f"expected a {kind} message, got type {doc.get('type')!r}")
+    items = doc.get(field)
+    head = doc.get("audit_head")
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise OwnerError(f"{field} must be a list of objects")
+    if not isinstance(head, dict):
+        raise OwnerError("audit_head missing")
+    entries, digest = head.get("entries"), head.get("sha256")
+    if not isinstance(entries, int) or isinstance(entries, bool) or entries < 0:
+        raise OwnerError("audit_head.entries must be a non-negative integer")
+    if not isinstance(digest, str):
+        raise OwnerError("audit_head.sha256 must be a string")
+    try:
+        at_ms = parse_time(doc.get("at"))
+    except TimeFormatError as exc:
+        raise OwnerError(f"at: {exc}") from exc
+    return OwnerMessage(kind=kind, at_ms=at_ms, audit_head=AuditHead(entries, digest), items=items)
+
+
+def head_problem(
+    last: tuple[AuditHead, int] | None, head: AuditHead, at_ms: int
+) -> tuple[str | None, bool]:
+    """Compare a message's audit head with the newest seen: (warning or None, is newer).
+
+    A message older than the newest seen (a retained message from the previous round, or
+    one the broker replays) is not compared: its head is older by nature. Among newer
+    messages, fewer entries means the log was cut or rolled back; as many entries with
+    another hash means it was rewritten.
+    """
+    if last is None:
+        return None, True
+    previous, last_at = last
+    if at_ms < last_at:
+        return None, False
+    if head.entries < previous.entries:
+        return (
+            f"AUDIT LOG WENT BACKWARDS: {head.entries} entries, "
+            f"{previous.entries} were seen before (rolled back or cut)"
+        ), True
+    if head.entries == previous.entries and head.sha256 != previous.sha256:
+        return (
+            f"AUDIT LOG REWRITTEN: {head.entries} entries as before, but a different hash"
+        ), True
+    return None, True
+
+
+def render_pending(items: Sequence[Mapping[str, Any]]) -> str:
+    if not items:
+        return "pending: none"
+    lines = [f"pending: {len(items)}"]
+    for item in items:
+        agency = item.get("agency") if isinstance(item.get("agency"), dict) else {}
+        window = item.get("window") if isinstance(item.get("window"), dict) else {}
+        assert isinstance(agency, dict) and isinstance(window, dict)
+        lines.append(
+            f"  {item.get('id')}  {agency.get('name', '?')} case {item.get('case_number', '?')}"
+        )
+        lines.append(f"      window {window.get('start')} .. {window.get('end')}")
+        lines.append(
+            f"      footage {item.get('footage_seconds', '?')} s, decide by {item.get('decide_by')}"
+        )
+        description = str(item.get("description", ""))
+        if description:
+            lines.append(f"      {description[:200]}")
+    return "\n".join(lines)
+
+
+def render_shares(items: Sequence[Mapping[str, Any]]) -> str:
+    if not items:
+        return "shares: none"
+    lines = [f"shares: {len(items)}"]
+    for item in items:
+        sent, total = item.get("bytes_sent"), item.get("bytes_total")
+        progress = ""
+        if isinstance(sent, int) and isinstance(total, int) and total > 0:
+            progress = f" {sent}/{total} bytes ({100 * sent // total}%)"
+        error = f" error: {item['error']}" if item.get("error") else ""
+        lines.append(f"  {item.get('rfa_id')}  {item.get('state')}{progress}{error}")
+        if item.get("manifest_sha256"):
+            lines.append(f"      manifest sha256 {item['manifest_sha256']}")
+    return "\n".join(lines)
+
+
+class OwnerWatch:
+    """Turns incoming sealed messages into printed lists and audit-head warnings."""
+
+    def __init__(
+        self,
+        *,
+        home: OwnerHome,
+        device: PairedDevice,
+        identity: x25519.Identity,
+        out: TextIO,
+        err: TextIO,
+        on_update: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._home = home
+        self._device = device
+        self._identity = identity
+        self._out = out
+        self._err = err
+        self._on_update = on_update
+        self._lock = threading.Lock()
+        self.seen: set[str] = set()
+        self.warnings: list[str] = []
+
+    def handle(self, message: Incoming) -> None:
+        kind = message.topic.rsplit("/", 1)[-1]
+        if kind not in ("pending", "shares"):
+            return
+        with self._lock:
+            try:
+                opened = open_owner_message(
+                    message.payload, kind=kind, identity=self._identity, device=self._device
+                )
+            except OwnerError as exc:
+                print(f"WARNING: ignored a {kind} message: {exc}", file=self._err, flush=True)
+                return
+            last = self._home.last_head(self._device.device_id)
+            warning, newer = head_problem(last, opened.audit_head, opened.at_ms)
+            if warning:
+                self.warnings.append(warning)
+                print(f"!!! WARNING: {warning} !!!", file=self._err, flush=True)
+            if newer and warning is None:
+                # A warned-about head is not adopted: the good head stays the reference.
+                self._home.save_head(self._device.device_id, opened.audit_head, opened.at_ms)
+            if not newer:
+                print(
+                    f"note: this {kind} message is older than one already seen "
+                    "(a previous round, or replayed); its audit head is not compared",
+                    file=self._err,
+                    flush=True,
+                )
+            render = render_pending if kind == "pending" else render_shares
+            print(f"[{format_time(opened.at_ms)}] {render(opened.items)}", file=self._out)
+            head = opened.audit_head
+            print(f"    audit head: {head.entries} entries, {head.sha256[:16]}", file=self._out)
+            self._out.flush()
+            self.seen.add(kind)
+        self._on_update()
+
+
+def watch(
+    home: OwnerHome,
+    broker_url: str,
+    *,
+    device_id: str | None = None,
+    once: bool = False,
+    timeout_s: float | None = None,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+    stop: threading.Event | None = None,
+) -> OwnerWatch:
+    """Listen until stopped, the timeout passes, or (with `once`) both lists arrived."""
+    device = home.device(device_id)
+    stop = stop or threading.Event()
+    view: OwnerWatch
+
+    def updated() -> None:
+        if once and {"pending", "shares"} <= view.seen:
+            stop.set()
+
+    view = OwnerWatch(
+        home=home, device=device, identity=home.identity(), out=out, err=err, on_update=updated
+    )
+    timer = threading.Timer(timeout_s, stop.set) if timeout_s else None
+    if timer:
+        timer.daemon = True
+        timer.start()
+    try:
+        listen(
+            broker_url,
+            [topic(device.device_id, "pending"), topic(device.device_id, "shares")],
+            view.handle,
+            stop,
+        )
+    finally:
+        if timer:
+            timer.cancel()
+    return view
+
+
+# ---------------------------------------------------------------------------- CLI
+
+
+def _read_pairing(source: str) -> Any:
+    text = sys.stdin.read() if source == "-" else Path(source).read_text()
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise OwnerError("pairing data is not JSON") from exc
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="doorbell-owner", description="The doorbell owner's reference tool."
+    )
+    parser.add_argument("--home", default=str(Path("~/.doorbell-owner")), help="state directory")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("keygen", help="make the owner's signing key and age identity")
+    pair = sub.add_parser("pair", help="pin a device from `doorbellctl status --json`")
+    pair.add_argument("--from-json", required=True, metavar="FILE|-")
+    pair.add_argument("--force", action="store_true", help="replace a pinned device's keys")
+    watch_p = sub.add_parser("watch", help="show the pending requests and the shares")
+    watch_p.add_argument("--broker", required=True, metavar="MQTT_URL")
+    watch_p.add_argument("--device")
+    watch_p.add_argument("--once", action="store_true", help="exit once both lists arrived")
+    watch_p.add_argument("--timeout", type=float, help="seconds before giving up")
+    decide = sub.add_parser("decide", help="approve or deny a pending request")
+    decide.add_argument("--rfa", required=True, metavar="RFA_ID")
+    decide.add_argument("verdict", choices=("approve", "deny"))
+    decide.add_argument("--start", type=time_arg, help="share from (RFC 3339 UTC)")
+    decide.add_argument("--end", type=time_arg, help="share until (RFC 3339 UTC)")
+    decide.add_argument("--anonymous", action="store_true", help="share without the contact")
+    decide.add_argument("--publish", required=True, metavar="MQTT_URL")
+    decide.add_argument("--device")
+    decide.add_argument("--timeout", type=float, default=10.0)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, now_ms: int | None = None) -> int:
+    args = _parser().parse_args(argv)
+    home = OwnerHome(Path(args.home).expanduser())
+    now = now_ms if now_ms is not None else time.time_ns() // 1_000_000
+    try:
+        if args.command == "keygen":
+            public = home.keygen()
+            print(f"public_key: {public.public_key}")
+            print(f"kid:        {public.kid}")
+            print(f"recipient:  {public.recipient}")
+            print("device config:")
+            print(
+                f"  owner:\n    keys: [{public.public_key}]\n    recipients: [{public.recipient}]"
+            )
+            return 0
+        if args.command == "pair":
+            device = parse_pairing(_read_pairing(args.from_json))
+            changed = home.pair(device, force=args.force)
+            state = "paired" if changed else "already paired"
+            print(f"{state}: {device.device_id} (device kid {device.kid})")
+            return 0
+        if args.command == "watch":
+            view = watch(
+                home,
+                args.broker,
+                device_id=args.device,
+                once=args.once,
+                timeout_s=args.timeout,
+            )
+            if view.warnings:
+                return 3
+            if args.once and {"pending", "shares"} - view.seen:
+                print("doorbell-owner: timed out before both lists arrived", file=sys.stderr)
+                return 1
+            return 0
+        if (args.start is None) != (args.end is None):
+            raise OwnerError("give both --start and --end, or neither")
+        window = Window(args.start, args.end) if args.start is not None else None
+        if window is not None and args.verdict == "deny":
+            raise OwnerError("a window only makes sense when approving")
+        payload = publish_decision(
+            home,
+            rfa_id=args.rfa,
+            approve=args.verdict == "approve",
+            window=window,
+            anonymous=args.anonymous,
+            broker_url=args.publish,
+            now_ms=now,
+            device_id=args.device,
+            timeout_s=args.timeout,
+        )
+        print(f"sent: {payload['decision']} {payload['rfa_id']} to {payload['device_id']}")
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    except (DoorbellError, BrokerError, OSError, ValueError) as exc:
+        print(f"doorbell-owner: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
