@@ -1,0 +1,251 @@
+"""Is this owner's decision valid for this device and this pending request? (PROTOCOL §5.2)
+
+Pure functions: `check_decision` judges an app decision (the plaintext of a sealed
+message), `local_decision` makes the same record for the button and the CLI. Neither
+raises for any input; a decision that fails any check changes nothing.
+
+Choices made where PROTOCOL.md is silent:
+
+- The plaintext may be at most 16 KiB once its trailing padding is removed; it must be
+  UTF-8. Trailing JSON whitespace (the owner channel pads with spaces to 4 KiB) is
+  accepted and is not part of `Decision.envelope_text`, which is the envelope's JSON
+  text as received without that padding.
+- The payload is parsed strictly, as for requests: `NaN`/`Infinity` literals and
+  duplicate keys are `malformed`.
+- `share_contact` must be present and a JSON boolean; a missing or non-boolean value
+  is `malformed`, so a share is never named (or anonymous) by default.
+- `window` may be absent or `null` (share the request's whole window); when present
+  it must be an object with strict RFC 3339 `start` and `end`, `start <= end` (a
+  single instant is allowed), inside the request's window, edges included. It is
+  checked for a `deny` too: a malformed message changes nothing.
+- `issued_at` must satisfy `|issued_at - now| <= 10 min`, both edges included.
+- `nonce` is 1-128 printable ASCII characters without spaces (0x21-0x7e), so it can be
+  stored and compared as is. The caller records it as used in the same transaction as
+  the accepted decision; rejected decisions do not consume their nonce.
+- A decision on a request whose `expires_at` has passed (`now >= expires_at`) is
+  `expired`, even if the request has not yet been swept from the pending list.
+- `Decision.at_ms` is the device's clock when it accepted the decision (`now_ms`), for
+  the app, the button and the CLI alike; the owner's `issued_at` stays in the envelope.
+- Checks run in this order, the first failure is the reason: size, envelope, signature,
+  payload JSON, type, device_id, rfa_id pending, expired, decision, share_contact,
+  issued_at, nonce, nonce reuse, window.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Container, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from recorder.errors import TimeFormatError
+from recorder.times import Window, parse_time
+from sync.envelope import parse_envelope, verify_envelope
+from sync.errors import EnvelopeError
+from sync.models import ConsentMethod, Decision, Rfa
+from sync.rfa import MAX_MESSAGE_BYTES, strict_json_object
+
+MAX_SKEW_MS = 10 * 60 * 1000
+MAX_NONCE_CHARS = 128
+_NONCE = re.compile(rf"[\x21-\x7e]{{1,{MAX_NONCE_CHARS}}}")
+_PADDING = " \t\r\n"
+
+
+class DecisionRejectReason(StrEnum):
+    OVERSIZED = "oversized"
+    MALFORMED = "malformed"
+    UNKNOWN_KEY = "unknown_key"
+    BAD_SIGNATURE = "bad_signature"
+    BAD_TYPE = "bad_type"
+    WRONG_DEVICE = "wrong_device"
+    NOT_PENDING = "not_pending"
+    EXPIRED = "expired"
+    BAD_DECISION = "bad_decision"
+    BAD_TIME = "bad_time"
+    CLOCK_SKEW = "clock_skew"
+    BAD_NONCE = "bad_nonce"
+    NONCE_REUSED = "nonce_reused"
+    BAD_WINDOW = "bad_window"
+    WINDOW_OUTSIDE_REQUEST = "window_outside_request"
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionAccepted:
+    decision: Decision
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRejected:
+    """A decision that changes nothing. `verified` is True when an enrolled owner key
+    signed it; `detail` is short and safe to log."""
+
+    reason: DecisionRejectReason
+    detail: str = ""
+    verified: bool = False
+
+
+class _Refuse(Exception):  # noqa: N818 - internal control flow, never escapes this module
+    def __init__(self, reason: DecisionRejectReason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+D = DecisionRejectReason
+
+
+def window_within(requested: Window, narrowed: Window) -> bool:
+    """True when `narrowed` lies inside `requested`, edges included."""
+    return requested.start_ms <= narrowed.start_ms and narrowed.end_ms <= requested.end_ms
+
+
+def check_decision(
+    sealed_plaintext: bytes,
+    *,
+    owner_keys: Mapping[str, Ed25519PublicKey],
+    device_id: str,
+    pending: Mapping[str, Rfa],
+    used_nonces: Container[str],
+    now_ms: int,
+) -> DecisionAccepted | DecisionRejected:
+    """Judge an owner's decision: the decrypted plaintext of `owner/decision`."""
+    if not isinstance(sealed_plaintext, bytes | bytearray):
+        return DecisionRejected(D.MALFORMED, "not bytes")
+    body = bytes(sealed_plaintext).rstrip(_PADDING.encode())
+    if len(body) > MAX_MESSAGE_BYTES:
+        return DecisionRejected(D.OVERSIZED, "over 16 KiB")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return DecisionRejected(D.MALFORMED, "not UTF-8")
+    try:
+        envelope = parse_envelope(text)
+    except EnvelopeError as exc:
+        return DecisionRejected(D.MALFORMED, str(exc)[:80])
+    try:
+        verified = verify_envelope(envelope, owner_keys)
+    except EnvelopeError as exc:
+        if exc.reason == "unknown_key":
+            return DecisionRejected(D.UNKNOWN_KEY, "kid is not an enrolled owner key")
+        if exc.reason == "bad_signature":
+            return DecisionRejected(D.BAD_SIGNATURE, "bad signature")
+        return DecisionRejected(D.MALFORMED, "payload is not an object", verified=True)
+    payload = strict_json_object(verified.payload_text)
+    if payload is None:
+        return DecisionRejected(D.MALFORMED, "payload is not strict JSON", verified=True)
+    try:
+        decision = _apply_rules(
+            payload,
+            kid=verified.kid,
+            envelope_text=text,
+            device_id=device_id,
+            pending=pending,
+            used_nonces=used_nonces,
+            now_ms=now_ms,
+        )
+    except _Refuse as refusal:
+        return DecisionRejected(refusal.reason, refusal.detail, verified=True)
+    return DecisionAccepted(decision)
+
+
+def _parse_window(value: Any) -> Window | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _Refuse(D.BAD_WINDOW, "window is not an object")
+    try:
+        start, end = parse_time(value.get("start")), parse_time(value.get("end"))
+    except TimeFormatError:
+        raise _Refuse(D.BAD_WINDOW, "window times are not RFC 3339 UTC") from None
+    if start > end:
+        raise _Refuse(D.BAD_WINDOW, "window start is after its end")
+    return Window(start, end)
+
+
+def _apply_rules(
+    p: dict[str, Any],
+    *,
+    kid: str,
+    envelope_text: str,
+    device_id: str,
+    pending: Mapping[str, Rfa],
+    used_nonces: Container[str],
+    now_ms: int,
+) -> Decision:
+    if p.get("type") != "decision":
+        raise _Refuse(D.BAD_TYPE, "type is not decision")
+    if not isinstance(p.get("device_id"), str) or p.get("device_id") != device_id:
+        raise _Refuse(D.WRONG_DEVICE, "device_id is not this device's")
+    rfa_id = p.get("rfa_id")
+    rfa = pending.get(rfa_id) if isinstance(rfa_id, str) else None
+    if rfa is None:
+        raise _Refuse(D.NOT_PENDING, "rfa_id is not a pending request")
+    if now_ms >= rfa.expires_at_ms:
+        raise _Refuse(D.EXPIRED, "the request has expired")
+    verdict = p.get("decision")
+    if verdict not in ("approve", "deny"):
+        raise _Refuse(D.BAD_DECISION, "decision is neither approve nor deny")
+    share_contact = p.get("share_contact")
+    if not isinstance(share_contact, bool):
+        raise _Refuse(D.MALFORMED, "share_contact must be true or false")
+    try:
+        issued_at = parse_time(p.get("issued_at"))
+    except TimeFormatError:
+        raise _Refuse(D.BAD_TIME, "issued_at is not an RFC 3339 UTC time") from None
+    if abs(issued_at - now_ms) > MAX_SKEW_MS:
+        raise _Refuse(D.CLOCK_SKEW, "issued_at is more than 10 min from the device's clock")
+    nonce = p.get("nonce")
+    if not isinstance(nonce, str) or not _NONCE.fullmatch(nonce):
+        raise _Refuse(D.BAD_NONCE, "nonce must be 1-128 printable ASCII characters")
+    if nonce in used_nonces:
+        raise _Refuse(D.NONCE_REUSED, "nonce already used")
+    narrowed = _parse_window(p.get("window"))
+    if narrowed is not None and not window_within(rfa.window, narrowed):
+        raise _Refuse(D.WINDOW_OUTSIDE_REQUEST, "window is not inside the request's")
+    return Decision(
+        rfa_id=rfa.id,
+        approve=verdict == "approve",
+        window=narrowed or rfa.window,
+        share_contact=share_contact,
+        method=ConsentMethod.APP,
+        at_ms=now_ms,
+        owner_kid=kid,
+        envelope_text=envelope_text,
+        nonce=nonce,
+    )
+
+
+def local_decision(
+    rfa: Rfa,
+    *,
+    approve: bool,
+    method: ConsentMethod,
+    now_ms: int,
+    window: Window | None,
+    share_contact: bool,
+) -> Decision | DecisionRejected:
+    """The decision record for the local button or CLI, under the same window rule.
+
+    Raises ValueError for `ConsentMethod.APP`: an app decision needs its signed
+    envelope, so it can only come from `check_decision`.
+    """
+    if method is ConsentMethod.APP:
+        raise ValueError("app decisions come from check_decision")
+    if now_ms >= rfa.expires_at_ms:
+        return DecisionRejected(D.EXPIRED, "the request has expired")
+    if window is not None and not window_within(rfa.window, window):
+        return DecisionRejected(D.WINDOW_OUTSIDE_REQUEST, "window is not inside the request's")
+    return Decision(
+        rfa_id=rfa.id,
+        approve=approve,
+        window=window or rfa.window,
+        share_contact=share_contact,
+        method=method,
+        at_ms=now_ms,
+        owner_kid=None,
+        envelope_text=None,
+        nonce=None,
+    )
