@@ -20,8 +20,8 @@ CONTACT = {
     "name": "Jane Doe",
     "email": "jane@example.com",
     "address": "1 Elm St",
-    "lat": 37.7749,
-    "lon": -122.4194,
+    "lat": 37.77512,
+    "lon": -122.41977,
 }
 
 
@@ -195,3 +195,88 @@ def decode_capture_times(clip: Path) -> list[int]:
 
 
 __all__ = ["CONTACT", "format_time"]
+
+
+# --- footage and a worker for the tests ------------------------------------------------
+
+
+def record_footage(
+    root: Path, seconds: float, *, width: int = 320, height: int = 240, synchronized: bool = True
+) -> tuple[int, int]:
+    """Fill a buffer with `seconds` of stamped synthetic footage; returns (first, last) ms."""
+    import threading
+
+    from recorder.buffer import RollingBuffer
+    from recorder.clock import FakeClock, SystemClock
+    from recorder.recorder import Recorder
+    from recorder.settings import StorageSettings
+    from recorder.synthetic import SyntheticCamera
+
+    clock: Any = (
+        SystemClock(assume_synchronized=True)
+        if synchronized
+        else FakeClock(SystemClock().wall_ms(), synchronized=False)
+    )
+    buffer = RollingBuffer.open(root)
+    try:
+        camera = SyntheticCamera(
+            width=width, height=height, fps=15, clock=clock, fast_seconds=seconds
+        )
+        Recorder(
+            camera,
+            buffer,
+            storage=StorageSettings(dir=root, segment_seconds=2),
+            clock=clock,
+            free_space=lambda _p: 1 << 40,
+            stop=threading.Event(),
+        ).run()
+        span = buffer.span()
+    finally:
+        buffer.close()
+    assert span is not None
+    return span
+
+
+class RequestLog:
+    """Records each request a session sends (method, URL, Upload-Offset) via a hook."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[str, str, str | None]] = []
+
+    def session_factory(self, loopback: bool) -> Any:
+        from sync.tus import checked_session
+
+        session = checked_session(allow_loopback=loopback)
+
+        def hook(response: Any, *args: Any, **kwargs: Any) -> None:
+            req = response.request
+            self.entries.append((req.method, req.url, req.headers.get("Upload-Offset")))
+
+        session.hooks["response"].append(hook)
+        return session
+
+    def methods(self) -> list[str]:
+        return [m for m, _u, _o in self.entries]
+
+
+def run_worker_until(
+    worker: Any, outbox: Any, rfa_id: str, stop: Any, *, timeout: float = 120.0
+) -> str:
+    """Run the worker's loop in a thread until the share ends; returns its final state."""
+    import threading
+    import time
+
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            state = outbox.state(rfa_id)
+            if state in ("done", "failed", "cancelled"):
+                return str(state)
+            stop.wait(0.05)
+        raise AssertionError(f"share still {outbox.state(rfa_id)} after {timeout} s")
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        assert not thread.is_alive()
