@@ -377,3 +377,15 @@ def test_concurrent_appends_keep_one_chain(tmp_path, key, clock):
     report = verify_audit(path, key.public)
     assert report.ok and report.entries == 76
     assert [e.fields["count"] for e in read_audit(path) if e.event == "rejections"] == [75]
+
+
+def test_open_with_a_corrupt_head_keeps_the_evidence_and_starts_over(tmp_path, key, clock):
+    path = tmp_path / "audit.jsonl"
+    make_log(path, key, clock, 3).close()
+    old = path.read_bytes()
+    head_path_for(path).write_text("{not json")
+    log = AuditLog.open(path, key, clock=clock)
+    assert [e.event for e in log.entries()] == ["audit_reset"]
+    (kept,) = [p for p in tmp_path.glob("audit.jsonl.broken-*") if not p.name.endswith(".head")]
+    assert kept.read_bytes() == old
+    assert verify_audit(path, key.public).ok
