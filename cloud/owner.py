@@ -493,11 +493,12 @@ def watch(
     device_id: str | None = None,
     once: bool = False,
     timeout_s: float | None = None,
-    out: TextIO = sys.stdout,
-    err: TextIO = sys.stderr,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
     stop: threading.Event | None = None,
 ) -> OwnerWatch:
     """Listen until stopped, the timeout passes, or (with `once`) both lists arrived."""
+    out, err = out or sys.stdout, err or sys.stderr
     device = home.device(device_id)
     stop = stop or threading.Event()
     view: OwnerWatch
