@@ -1,0 +1,374 @@
+"""What happens to a request on this device, from arrival to the owner's decision.
+
+`RequestFlow` owns the life of a request: checked (sync.rfa), persisted as pending
+(device.state), its window pinned in the buffer, audited; then decided by the owner
+(app, button or CLI: one decision record), or declined when it is not decided in time.
+Only an approval hands a share job to the outbox.
+
+The one way to the outbox: `_apply` with a Decision that came out of
+`sync.decision.check_decision` (app) or `sync.decision.local_decision` (button, CLI) for
+a request that `StateStore.record_decision` found pending and closed in the same
+transaction as the decision and its nonce; or, at start-up, an approval recorded that
+way whose job was not queued yet (the daemon died in between). Nothing else calls
+`Outbox.enqueue`.
+
+Nothing here publishes anything: declined, rejected and expired requests leave no trace
+outside the device (PROTOCOL §3.1); the owner learns of requests through the sealed,
+fixed-rhythm owner channel.
+
+Every public method is serialised by one lock, so the intake worker, the button and the
+control socket can call in from their own threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from device.identity import DeviceIdentity
+from device.state import PendingRequest, RequestState, StateStore
+from recorder.clock import Clock
+from recorder.times import Window, format_time
+from sync.decision import DecisionRejected, check_decision, local_decision
+from sync.errors import SealError
+from sync.models import ConsentMethod, Decision, Rfa
+from sync.rfa import (
+    MAX_MESSAGE_BYTES,
+    Accepted,
+    DeviceFacts,
+    Prechecked,
+    Rejected,
+    RejectReason,
+    TrustedAgencyKey,
+    precheck,
+    verify_and_check,
+)
+from sync.seal import unseal
+
+logger = logging.getLogger(__name__)
+
+# An approved window stays pinned while its share runs; the uploader's final state
+# (done/failed/cancelled) releases it, and this bounds it if that never comes.
+SHARE_PIN_MS = 14 * 24 * 3600 * 1000
+FINAL_SHARE_STATES = frozenset({"done", "failed", "cancelled"})
+AGE_MAGIC = b"age-encryption.org/v1\n"
+
+
+class AuditSink(Protocol):
+    def append(self, event: str, fields: Mapping[str, Any]) -> Any: ...
+
+    def count_rejection(self, reason: str, now_ms: int) -> None: ...
+
+
+class PinningBuffer(Protocol):
+    def pin(self, pin_id: str, window: Window, until_ms: int) -> Any: ...
+
+    def unpin(self, pin_id: str) -> bool: ...
+
+    def footage_ms(self, window: Window) -> int: ...
+
+
+class ShareQueue(Protocol):
+    def enqueue(self, rfa: Rfa, decision: Decision, *, now_ms: int) -> None: ...
+
+    def has_job(self, rfa_id: str) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one message or command, for logs, the intake and the CLI.
+
+    `reason` is "accepted", "approved" or "denied" when `accepted`; otherwise the rule
+    broken (a sync.rfa.RejectReason, a decision rejection reason, "not_pending", ...).
+    `counted` is true when the rejection was only counted (it failed before a signature
+    verified, or repeated a seen id), false when it was logged with its id."""
+
+    accepted: bool
+    reason: str
+    rfa_id: str | None = None
+    detail: str = ""
+    counted: bool = False
+
+
+class RequestFlow:
+    def __init__(
+        self,
+        *,
+        store: StateStore,
+        audit: AuditSink,
+        buffer: PinningBuffer,
+        outbox: ShareQueue,
+        facts: DeviceFacts,
+        trusted_agencies: Mapping[str, TrustedAgencyKey],
+        owner_keys: Mapping[str, Ed25519PublicKey],
+        identity: DeviceIdentity,
+        clock: Clock,
+        decide_within_ms: int,
+        share_contact_by_default: bool = True,
+    ) -> None:
+        self._store = store
+        self._audit = audit
+        self._buffer = buffer
+        self._outbox = outbox
+        self._facts = facts
+        self._trusted = dict(trusted_agencies)
+        self._owner_keys = dict(owner_keys)
+        self._identity = identity
+        self._clock = clock
+        self._decide_within_ms = decide_within_ms
+        self._share_contact_default = share_contact_by_default
+        self._lock = threading.RLock()
+
+    @property
+    def trusted_agencies(self) -> Mapping[str, TrustedAgencyKey]:
+        return self._trusted
+
+    # ---- start-up --------------------------------------------------------------------
+
+    def recover(self) -> None:
+        """Finish what a crash interrupted: audit entries not yet written, approvals not
+        yet in the outbox, pins of pending requests; then decline what expired while
+        the daemon was down. Call once at start-up, before messages flow."""
+        with self._lock:
+            for record in self._store.requests():
+                if not record.audited:
+                    self._audit_state(record.rfa_id, record.state, record.rfa)
+            for rfa, decision in self._store.approved():
+                logger.info("handing an approval recorded before a restart to the outbox")
+                self._enqueue(rfa, decision)
+            for pending in self._store.pending():
+                self._pin(pending.rfa.id, pending.rfa.window, pending.decide_by_ms)
+            self.expire_due()
+
+    # ---- requests --------------------------------------------------------------------
+
+    def handle_rfa(self, payload: bytes) -> Outcome:
+        """A message from the request topic, start to finish."""
+        pre = precheck(payload, self._trusted, self._store.seen_ids)
+        if isinstance(pre, Rejected):
+            return self._count(pre.reason, pre.detail)
+        return self.handle_prechecked(pre)
+
+    def handle_prechecked(self, pre: Prechecked) -> Outcome:
+        """The expensive half: verify the signature, apply the rules, record the result
+        durably. Returns once everything the message caused is on disk."""
+        with self._lock:
+            now = self._clock.wall_ms()
+            result = verify_and_check(
+                pre,
+                self._facts,
+                self._trusted,
+                now,
+                pending_count=self._store.pending_count(),
+            )
+            if isinstance(result, Rejected):
+                if not result.verified:
+                    return self._count(result.reason, result.detail)
+                rfa_id = result.rfa_id
+                if rfa_id is not None and rfa_id in self._store.seen_ids:
+                    return self._count(RejectReason.REPLAY, "id already seen")
+                # Audit first: a crash in between re-runs this on redelivery (a second
+                # entry) rather than losing the entry.
+                self._audit.append("rfa_rejected", {"rfa_id": rfa_id, "reason": result.reason})
+                if rfa_id is not None:
+                    self._store.mark_seen(rfa_id, now)
+                return Outcome(False, str(result.reason), rfa_id, result.detail)
+            assert isinstance(result, Accepted)
+            rfa = result.rfa
+            decide_by = min(rfa.expires_at_ms, now + self._decide_within_ms)
+            if not self._store.add_pending(rfa, received_at_ms=now, decide_by_ms=decide_by):
+                # Another copy was queued behind the precheck and got here first.
+                return self._count(RejectReason.REPLAY, "id already seen")
+            self._pin(rfa.id, rfa.window, decide_by)
+            self._audit_state(rfa.id, RequestState.PENDING, rfa)
+            logger.info("request %s from %s is pending", rfa.id, rfa.agency.id)
+            return Outcome(True, "accepted", rfa.id)
+
+    def pending(self) -> list[PendingRequest]:
+        return self._store.pending()
+
+    def pending_entries(self) -> list[dict[str, Any]]:
+        """PROTOCOL §5.1 entries: exactly id, agency, case_number, investigator,
+        description, area, window, expires_at, decide_by, footage_seconds."""
+        entries = []
+        for p in self._store.pending():
+            public = p.rfa.public_json()
+            try:
+                footage_s = self._buffer.footage_ms(p.rfa.window) / 1000
+            except Exception:  # the owner still sees the request without a figure
+                logger.exception("could not measure the footage of request %s", p.rfa.id)
+                footage_s = 0.0
+            entries.append(
+                {
+                    "id": public["id"],
+                    "agency": public["agency"],
+                    "case_number": public["case_number"],
+                    "investigator": public["investigator"],
+                    "description": public["description"],
+                    "area": public["area"],
+                    "window": public["window"],
+                    "expires_at": public["expires_at"],
+                    "decide_by": format_time(p.decide_by_ms),
+                    "footage_seconds": footage_s,
+                }
+            )
+        return entries
+
+    # ---- decisions -------------------------------------------------------------------
+
+    def handle_decision(self, sealed: bytes) -> Outcome:
+        """A message from the owner's decision topic: sealed to this device, signed by an
+        owner key. Anything that fails a check changes nothing (it is only counted)."""
+        if len(sealed) > MAX_MESSAGE_BYTES:
+            return self._count("decision_oversized", "over 16 KiB")
+        if not sealed.startswith(AGE_MAGIC):
+            return self._count("decision_malformed", "not an age file")
+        try:
+            plaintext = unseal(sealed, [self._identity.age])
+        except SealError:
+            return self._count("decision_undecryptable", "cannot decrypt")
+        with self._lock:
+            now = self._clock.wall_ms()
+            pending = {p.rfa.id: p.rfa for p in self._store.pending()}
+            result = check_decision(
+                plaintext,
+                owner_keys=self._owner_keys,
+                device_id=self._identity.device_id,
+                pending=pending,
+                used_nonces=self._store.used_nonces,
+                now_ms=now,
+            )
+            if isinstance(result, DecisionRejected):
+                return self._count(f"decision_{result.reason}", result.detail)
+            decision = result.decision
+            rfa = pending.get(decision.rfa_id)
+            if rfa is None:  # check_decision demands a pending request; belt and braces
+                return self._count("decision_not_pending", "no such pending request")
+            return self._apply(rfa, decision)
+
+    def decide_locally(
+        self,
+        rfa_id: str,
+        *,
+        approve: bool,
+        method: ConsentMethod,
+        window: Window | None = None,
+        share_contact: bool | None = None,
+    ) -> Outcome:
+        """The button or the CLI decided (the caller authenticated the owner locally)."""
+        if method is ConsentMethod.APP:
+            return Outcome(False, "bad_method", rfa_id, "app decisions arrive sealed")
+        with self._lock:
+            record = self._store.request(rfa_id)
+            if record is None or record.state is not RequestState.PENDING or record.rfa is None:
+                return Outcome(False, "not_pending", rfa_id, "no such pending request")
+            contact = self._share_contact_default if share_contact is None else share_contact
+            made = local_decision(
+                record.rfa,
+                approve=approve,
+                method=method,
+                now_ms=self._clock.wall_ms(),
+                window=window,
+                share_contact=contact,
+            )
+            if isinstance(made, DecisionRejected):
+                return Outcome(False, str(made.reason), rfa_id, made.detail)
+            return self._apply(record.rfa, made)
+
+    def _apply(self, rfa: Rfa, decision: Decision) -> Outcome:
+        if decision.rfa_id != rfa.id:
+            return Outcome(False, "not_pending", decision.rfa_id, "decision names another request")
+        if not self._store.record_decision(decision):
+            return Outcome(False, "not_pending", rfa.id, "already decided or expired")
+        state = RequestState.APPROVED if decision.approve else RequestState.DENIED
+        self._audit_state(rfa.id, state, rfa)
+        if decision.approve:
+            self._pin(rfa.id, decision.window, decision.at_ms + SHARE_PIN_MS)
+            self._enqueue(rfa, decision)
+            logger.info("request %s approved (%s); share queued", rfa.id, decision.method)
+            return Outcome(True, "approved", rfa.id)
+        self._unpin(rfa.id)
+        logger.info("request %s denied (%s)", rfa.id, decision.method)
+        return Outcome(True, "denied", rfa.id)
+
+    def _enqueue(self, rfa: Rfa, decision: Decision) -> None:
+        # Outbox.enqueue is idempotent by rfa_id and durable when it returns; marking the
+        # request queued afterwards makes a crash in between re-enqueue (a no-op), never
+        # lose the job.
+        self._outbox.enqueue(rfa, decision, now_ms=self._clock.wall_ms())
+        self._store.mark_queued(rfa.id)
+
+    # ---- time ------------------------------------------------------------------------
+
+    def expire_due(self) -> list[str]:
+        """Decline every request whose decide-by time (or expiry) has come."""
+        expired = []
+        with self._lock:
+            now = self._clock.wall_ms()
+            for p in self._store.pending():
+                if now < min(p.decide_by_ms, p.rfa.expires_at_ms):
+                    continue
+                if self._store.expire(p.rfa.id, now):
+                    self._audit_state(p.rfa.id, RequestState.EXPIRED, None)
+                    self._unpin(p.rfa.id)
+                    expired.append(p.rfa.id)
+                    logger.info("request %s expired undecided", p.rfa.id)
+        return expired
+
+    # ---- shares ----------------------------------------------------------------------
+
+    def on_share_state(self, rfa_id: str, state: str, error: str | None) -> None:
+        """The uploader's progress: audited; the pin goes once the share has ended."""
+        with self._lock:
+            self._audit.append("share", {"rfa_id": rfa_id, "state": state, "error": error})
+            if state in FINAL_SHARE_STATES:
+                self._unpin(rfa_id)
+
+    # ---- helpers ---------------------------------------------------------------------
+
+    def _count(self, reason: str, detail: str) -> Outcome:
+        self._audit.count_rejection(str(reason), self._clock.wall_ms())
+        return Outcome(False, str(reason), None, detail, counted=True)
+
+    def _audit_state(self, rfa_id: str, state: RequestState, rfa: Rfa | None) -> None:
+        if state is RequestState.PENDING:
+            assert rfa is not None
+            self._audit.append(
+                "rfa_accepted",
+                {"rfa_id": rfa_id, "agency_id": rfa.agency.id, "case_number": rfa.case_number},
+            )
+        elif state is RequestState.EXPIRED:
+            self._audit.append("expired", {"rfa_id": rfa_id})
+        else:
+            decision = self._store.decision(rfa_id)
+            if decision is not None:
+                self._audit.append(
+                    "decision",
+                    {
+                        "rfa_id": rfa_id,
+                        "decision": "approve" if decision.approve else "deny",
+                        "method": str(decision.method),
+                        "window": decision.window.to_json(),
+                        "share_contact": decision.share_contact,
+                        "owner_kid": decision.owner_kid,
+                    },
+                )
+        self._store.mark_audited(rfa_id)
+
+    def _pin(self, rfa_id: str, window: Window, until_ms: int) -> None:
+        try:
+            self._buffer.pin(rfa_id, window, until_ms)
+        except Exception:
+            # The request still stands; recover() pins again at the next start.
+            logger.exception("could not pin the window of request %s", rfa_id)
+
+    def _unpin(self, rfa_id: str) -> None:
+        try:
+            self._buffer.unpin(rfa_id)
+        except Exception:
+            logger.exception("could not release the pin of request %s", rfa_id)

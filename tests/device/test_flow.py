@@ -1,0 +1,394 @@
+"""RequestFlow over the real StateStore, AuditLog, Outbox and RollingBuffer: acceptance,
+rejection, the three ways to decide, expiry, share states, crash recovery, and a
+property test that no share job exists without a valid owner approval."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from device.audit import AuditLog
+from device.flow import RequestFlow
+from device.identity import DeviceIdentity, load_device_identity
+from device.state import StateStore
+from recorder.buffer import RollingBuffer
+from recorder.clock import FakeClock
+from recorder.times import Window, parse_time
+from sync.envelope import open_envelope
+from sync.keys import SigningKey, parse_recipient
+from sync.models import ConsentMethod
+from sync.outbox import Outbox
+from sync.seal import seal
+from tests.sync.factories import (
+    DEVICE_ID,
+    HOUR_MS,
+    MINUTE_MS,
+    NOW_MS,
+    AgencyKeys,
+    decision_envelope,
+    device_facts,
+    rfa_envelope,
+)
+
+ENTRY_KEYS = {
+    "id",
+    "agency",
+    "case_number",
+    "investigator",
+    "description",
+    "area",
+    "window",
+    "expires_at",
+    "decide_by",
+    "footage_seconds",
+}
+
+
+@dataclass
+class Kit:
+    root: Path
+    clock: FakeClock
+    identity: DeviceIdentity
+    agency: AgencyKeys
+    owner: SigningKey
+    store: StateStore
+    audit: AuditLog
+    outbox: Outbox
+    buffer: RollingBuffer
+    flow: RequestFlow
+
+    def sealed_decision(self, rfa_id: str, *, key: SigningKey | None = None, **changes) -> bytes:  # type: ignore[no-untyped-def]
+        env = decision_envelope(
+            key or self.owner, rfa_id=rfa_id, now_ms=self.clock.wall_ms(), changes=changes
+        )
+        return seal(env, [parse_recipient(self.identity.recipient)])
+
+    def rfa(self, **kw) -> bytes:  # type: ignore[no-untyped-def]
+        return rfa_envelope(self.agency, now_ms=self.clock.wall_ms(), **kw)
+
+    def events(self) -> list[tuple[str, dict]]:  # type: ignore[type-arg]
+        return [(e.event, e.fields) for e in self.audit.entries()]
+
+    def reopen(self) -> Kit:
+        self.close()
+        return open_kit(self.root, self.clock, self.agency, self.owner)
+
+    def close(self) -> None:
+        self.audit.close()
+        self.store.close()
+        self.outbox.close()
+        self.buffer.close()
+
+
+def open_kit(root: Path, clock: FakeClock, agency: AgencyKeys, owner: SigningKey) -> Kit:
+    identity = load_device_identity(root / "state", DEVICE_ID)
+    store = StateStore.open(root / "state" / "state.sqlite")
+    audit = AuditLog.open(root / "state" / "audit.jsonl", identity.signing, clock=clock)
+    outbox = Outbox.open(root / "state" / "outbox")
+    buffer = RollingBuffer.open(root / "buffer")
+    flow = RequestFlow(
+        store=store,
+        audit=audit,
+        buffer=buffer,
+        outbox=outbox,
+        facts=device_facts(),
+        trusted_agencies=agency.trusted(),
+        owner_keys={owner.kid: owner.public},
+        identity=identity,
+        clock=clock,
+        decide_within_ms=72 * HOUR_MS,
+        share_contact_by_default=True,
+    )
+    flow.recover()
+    return Kit(root, clock, identity, agency, owner, store, audit, outbox, buffer, flow)
+
+
+@pytest.fixture
+def kit(tmp_path: Path) -> Iterator[Kit]:
+    k = open_kit(tmp_path, FakeClock(NOW_MS), AgencyKeys.generate(), SigningKey.generate())
+    yield k
+    k.close()
+
+
+def pins(kit: Kit) -> dict[str, Window]:
+    return {p.pin_id: p.window for p in kit.buffer.pins()}
+
+
+def test_accepted_request_is_pending_pinned_and_audited(kit: Kit) -> None:
+    rfa_id = str(uuid.uuid4())
+    outcome = kit.flow.handle_rfa(kit.rfa(rfa_id=rfa_id))
+    assert outcome.accepted and outcome.rfa_id == rfa_id
+    [entry] = kit.flow.pending_entries()
+    assert set(entry) == ENTRY_KEYS
+    assert entry["id"] == rfa_id and entry["footage_seconds"] == 0
+    assert entry["decide_by"] == "2026-12-01T13:00:00Z"  # 72 h, before the 7-day expiry
+    assert rfa_id in pins(kit)
+    assert (
+        "rfa_accepted",
+        {"rfa_id": rfa_id, "agency_id": "sfpd", "case_number": "2026-004512"},
+    ) in kit.events()
+    # The same bytes again are a replay: counted, nothing else.
+    again = kit.flow.handle_rfa(kit.rfa(rfa_id=rfa_id))
+    assert not again.accepted and again.reason == "replay" and again.counted
+    assert len(kit.flow.pending()) == 1
+
+
+def test_rejections_are_logged_only_when_verified(kit: Kit) -> None:
+    bad_area = str(uuid.uuid4())
+    out = kit.flow.handle_rfa(kit.rfa(rfa_id=bad_area, changes={"area.radius_m": 806}))
+    assert (out.accepted, out.reason, out.counted) == (False, "radius_too_large", False)
+    assert bad_area in kit.store.seen_ids
+    forged = kit.rfa(key=SigningKey.generate())  # the agency's kid, someone else's signature
+    assert kit.flow.handle_rfa(forged).reason == "unknown_key"
+    junk = kit.flow.handle_rfa(b"\xff\x00garbage")
+    assert junk.counted and junk.reason == "malformed"
+    kit.clock.advance(61)
+    kit.audit.flush(kit.clock.wall_ms())
+    events = kit.events()
+    assert ("rfa_rejected", {"rfa_id": bad_area, "reason": "radius_too_large"}) in events
+    counted = {f["reason"]: f["count"] for e, f in events if e == "rejections"}
+    assert counted == {"unknown_key": 1, "malformed": 1}
+    assert kit.flow.pending() == [] and pins(kit) == {}
+
+
+def test_app_approval_queues_a_share_and_a_reused_nonce_does_nothing(kit: Kit) -> None:
+    a, b = str(uuid.uuid4()), str(uuid.uuid4())
+    kit.flow.handle_rfa(kit.rfa(rfa_id=a))
+    kit.flow.handle_rfa(kit.rfa(rfa_id=b))
+    narrow = {"start": "2026-11-28T10:30:00Z", "end": "2026-11-28T11:00:00Z"}
+    sealed = kit.sealed_decision(a, window=narrow, share_contact=False, nonce="n-1")
+    out = kit.flow.handle_decision(sealed)
+    assert out.accepted and out.reason == "approved"
+    assert kit.outbox.has_job(a) and not kit.outbox.has_job(b)
+    decision = kit.store.decision(a)
+    assert decision is not None and decision.method is ConsentMethod.APP
+    assert decision.owner_kid == kit.owner.kid and not decision.share_contact
+    assert pins(kit)[a] == Window(parse_time(narrow["start"]), parse_time(narrow["end"]))
+    # The same nonce on the other request: refused, changes nothing.
+    replayed = kit.flow.handle_decision(kit.sealed_decision(b, nonce="n-1"))
+    assert not replayed.accepted and not kit.outbox.has_job(b)
+    assert [p.rfa.id for p in kit.flow.pending()] == [b]
+    # A decision for the already-decided request: not pending any more.
+    assert not kit.flow.handle_decision(kit.sealed_decision(a, nonce="n-2")).accepted
+    [(event, fields)] = [(e, f) for e, f in kit.events() if e == "decision"]
+    assert fields == {
+        "rfa_id": a,
+        "decision": "approve",
+        "method": "app",
+        "window": narrow,
+        "share_contact": False,
+        "owner_kid": kit.owner.kid,
+    }
+
+
+@pytest.mark.parametrize(
+    "sealed_for",
+    ["wrong_key", "wrong_device", "stale", "not_sealed", "garbage_age", "oversized"],
+)
+def test_junk_on_the_decision_topic_changes_nothing(kit: Kit, sealed_for: str) -> None:
+    rfa_id = str(uuid.uuid4())
+    kit.flow.handle_rfa(kit.rfa(rfa_id=rfa_id))
+    before = (kit.store.pending(), kit.audit.head().entries, pins(kit))
+    recipient = [parse_recipient(kit.identity.recipient)]
+    if sealed_for == "wrong_key":
+        data = kit.sealed_decision(rfa_id, key=SigningKey.generate())
+    elif sealed_for == "wrong_device":
+        env = decision_envelope(kit.owner, rfa_id=rfa_id, device_id="other", now_ms=NOW_MS)
+        data = seal(env, recipient)
+    elif sealed_for == "stale":
+        env = decision_envelope(kit.owner, rfa_id=rfa_id, now_ms=NOW_MS - 11 * MINUTE_MS)
+        data = seal(env, recipient)
+    elif sealed_for == "not_sealed":
+        data = decision_envelope(kit.owner, rfa_id=rfa_id)
+    elif sealed_for == "garbage_age":
+        data = b"age-encryption.org/v1\n-> X25519 junk\n"
+    else:
+        data = b"age-encryption.org/v1\n" + b"x" * 17000
+    out = kit.flow.handle_decision(data)
+    assert not out.accepted and out.counted
+    assert (kit.store.pending(), kit.audit.head().entries, pins(kit)) == before
+    assert not kit.outbox.has_job(rfa_id)
+
+
+def test_button_and_cli_make_the_same_decision_record(kit: Kit) -> None:
+    a, b = str(uuid.uuid4()), str(uuid.uuid4())
+    kit.flow.handle_rfa(kit.rfa(rfa_id=a))
+    kit.flow.handle_rfa(kit.rfa(rfa_id=b))
+    assert kit.flow.decide_locally(a, approve=True, method=ConsentMethod.BUTTON).accepted
+    da = kit.store.decision(a)
+    assert da is not None and da.share_contact is True and da.owner_kid is None
+    assert da.window == kit.store.request(a).rfa.window  # type: ignore[union-attr]
+    assert kit.outbox.has_job(a)
+    out = kit.flow.decide_locally(b, approve=False, method=ConsentMethod.CLI)
+    assert out.reason == "denied" and not kit.outbox.has_job(b) and b not in pins(kit)
+    # Not pending any more, or never was, or pretending to be the app: refused.
+    assert (
+        kit.flow.decide_locally(b, approve=True, method=ConsentMethod.CLI).reason == "not_pending"
+    )
+    assert not kit.flow.decide_locally("nope", approve=True, method=ConsentMethod.CLI).accepted
+    c = str(uuid.uuid4())
+    kit.flow.handle_rfa(kit.rfa(rfa_id=c))
+    assert not kit.flow.decide_locally(c, approve=True, method=ConsentMethod.APP).accepted
+    wide = Window(NOW_MS - 10 * HOUR_MS, NOW_MS)
+    assert not kit.flow.decide_locally(
+        c, approve=True, method=ConsentMethod.CLI, window=wide
+    ).accepted
+    assert not kit.outbox.has_job(c)
+
+
+def test_undecided_requests_expire_and_release_their_pins(kit: Kit) -> None:
+    a, b = str(uuid.uuid4()), str(uuid.uuid4())
+    kit.flow.handle_rfa(kit.rfa(rfa_id=a))  # decide_by = now + 72 h
+    kit.flow.handle_rfa(kit.rfa(rfa_id=b, changes={"expires_at": "2026-11-29T13:00:00Z"}))
+    assert kit.flow.expire_due() == []
+    kit.clock.advance(24 * 3600)
+    assert kit.flow.expire_due() == [b]
+    assert set(pins(kit)) == {a}
+    kit.clock.advance(48 * 3600)
+    assert kit.flow.expire_due() == [a]
+    assert pins(kit) == {} and kit.flow.pending() == []
+    assert [f["rfa_id"] for e, f in kit.events() if e == "expired"] == [b, a]
+    sealed = kit.sealed_decision(a)
+    assert not kit.flow.handle_decision(sealed).accepted
+    assert not kit.outbox.has_job(a)
+
+
+def test_share_states_are_audited_and_the_end_releases_the_pin(kit: Kit) -> None:
+    a = str(uuid.uuid4())
+    kit.flow.handle_rfa(kit.rfa(rfa_id=a))
+    kit.flow.decide_locally(a, approve=True, method=ConsentMethod.CLI)
+    kit.flow.on_share_state(a, "uploading", None)
+    assert a in pins(kit)
+    kit.flow.on_share_state(a, "failed", "no footage")
+    assert a not in pins(kit)
+    shares = [f for e, f in kit.events() if e == "share"]
+    assert shares[-1] == {"rfa_id": a, "state": "failed", "error": "no footage"}
+
+
+def test_restart_keeps_pending_and_queues_an_approval_the_crash_interrupted(kit: Kit) -> None:
+    a, b = str(uuid.uuid4()), str(uuid.uuid4())
+    kit.flow.handle_rfa(kit.rfa(rfa_id=a))
+    kit.flow.handle_rfa(kit.rfa(rfa_id=b))
+    # The daemon dies right after recording an approval, before the outbox has it.
+    from device.state import RequestState
+    from sync.decision import local_decision
+
+    rfa = kit.store.request(b).rfa  # type: ignore[union-attr]
+    made = local_decision(
+        rfa,
+        approve=True,
+        method=ConsentMethod.BUTTON,
+        now_ms=NOW_MS,
+        window=None,
+        share_contact=True,
+    )
+    assert kit.store.record_decision(made)  # type: ignore[arg-type]
+    assert not kit.outbox.has_job(b)
+    kit2 = kit.reopen()
+    try:
+        assert kit2.outbox.has_job(b)
+        assert kit2.store.request(b).state is RequestState.QUEUED  # type: ignore[union-attr]
+        assert [p.rfa.id for p in kit2.flow.pending()] == [a]
+        assert a in kit2.store.seen_ids and b in kit2.store.seen_ids
+        # The decision's audit entry the crash skipped was written at start-up.
+        assert [f["rfa_id"] for e, f in kit2.events() if e == "decision"] == [b]
+    finally:
+        kit2.close()
+        kit.audit = kit2.audit  # the fixture closes these (closing twice is harmless)
+
+
+# ---- property: no share job without a valid owner approval ----------------------------
+
+_ACTIONS = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("rfa"), st.integers(0, 3), st.sampled_from(["ok", "forged", "bad", "junk"])
+        ),
+        st.tuples(
+            st.just("app"),
+            st.integers(0, 3),
+            st.sampled_from(
+                ["approve", "deny", "forged", "other_device", "stale", "reuse", "wide"]
+            ),
+        ),
+        st.tuples(st.just("local"), st.integers(0, 3), st.sampled_from(["approve", "deny", "app"])),
+        st.tuples(st.just("time"), st.integers(0, 100), st.just("")),
+    ),
+    max_size=14,
+)
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(actions=_ACTIONS)
+def test_no_share_job_without_a_valid_owner_approval(tmp_path: Path, actions: list) -> None:  # type: ignore[type-arg]
+    root = tmp_path / uuid.uuid4().hex
+    k = open_kit(root, FakeClock(NOW_MS), AgencyKeys.generate(), SigningKey.generate())
+    ids = [str(uuid.uuid4()) for _ in range(4)]
+    local_approvals: set[str] = set()
+    try:
+        for kind, index, variant in actions:
+            rfa_id = ids[index % len(ids)]
+            if kind == "rfa":
+                if variant == "ok":
+                    data = k.rfa(rfa_id=rfa_id)
+                elif variant == "forged":
+                    data = k.rfa(rfa_id=rfa_id, key=SigningKey.generate())
+                elif variant == "bad":
+                    data = k.rfa(rfa_id=rfa_id, changes={"upload_url": "http://10.0.0.1/"})
+                else:
+                    data = json.dumps({"id": rfa_id}).encode()
+                k.flow.handle_rfa(data)
+            elif kind == "app":
+                if variant in ("approve", "deny"):
+                    data = k.sealed_decision(rfa_id, decision=variant)
+                elif variant == "forged":
+                    data = k.sealed_decision(rfa_id, key=SigningKey.generate())
+                elif variant == "other_device":
+                    data = k.sealed_decision(rfa_id, device_id="someone-else")
+                elif variant == "stale":
+                    data = k.sealed_decision(rfa_id, issued_at="2026-11-01T00:00:00Z")
+                elif variant == "reuse":
+                    data = k.sealed_decision(rfa_id, nonce="same-nonce")
+                else:
+                    data = k.sealed_decision(
+                        rfa_id,
+                        window={"start": "2026-11-01T00:00:00Z", "end": "2026-11-30T00:00:00Z"},
+                    )
+                k.flow.handle_decision(data)
+            elif kind == "local":
+                method = ConsentMethod.APP if variant == "app" else ConsentMethod.CLI
+                out = k.flow.decide_locally(rfa_id, approve=variant != "deny", method=method)
+                if out.accepted and out.reason == "approved":
+                    local_approvals.add(rfa_id)
+            else:
+                k.clock.advance(index * 3600)
+                k.flow.expire_due()
+        for rfa_id in ids:
+            if not k.outbox.has_job(rfa_id):
+                continue
+            decision = k.store.decision(rfa_id)
+            assert decision is not None and decision.approve
+            if decision.method is ConsentMethod.APP:
+                # The job rests on an envelope the owner really signed, approving this
+                # request for this device.
+                assert decision.envelope_text is not None
+                payload = open_envelope(
+                    decision.envelope_text, {k.owner.kid: k.owner.public}
+                ).payload
+                assert payload["decision"] == "approve"
+                assert payload["rfa_id"] == rfa_id and payload["device_id"] == DEVICE_ID
+            else:
+                assert rfa_id in local_approvals
+    finally:
+        k.close()
