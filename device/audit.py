@@ -614,3 +614,8 @@ def render_verify_report(report: AuditReport) -> str:
         else "first broken entry: unknown (the head itself is bad)\n"
     )
     return f"audit log BROKEN: {report.problem}\n{where}"
+
+
+# Names the CLI uses.
+read_entries = read_audit
+render_report = render_verify_report

@@ -122,7 +122,8 @@ class OwnerChannel:
         self,
         *,
         publish: Callable[[str, bytes], None],
-        topics: OwnerTopics,
+        topics: OwnerTopics | None = None,
+        device_id: str | None = None,
         recipients: Sequence[str | x25519.Recipient],
         identity: DeviceIdentity,
         pending_entries: Callable[[], list[dict[str, Any]]],
@@ -136,6 +137,10 @@ class OwnerChannel:
         if period_s < 0.2:
             raise ValueError("the owner channel period is at least 0.2 s (PROTOCOL §3)")
         self._publish = publish
+        if topics is None:
+            if device_id is None:
+                raise ValueError("give the owner channel its topics or the device id")
+            topics = OwnerTopics.for_device(device_id)
         self._topics = topics
         self._recipients = [
             r if isinstance(r, x25519.Recipient) else parse_recipient(r) for r in recipients

@@ -319,3 +319,20 @@ def test_real_broker_keeps_the_latest_sealed_messages_retained(device, owner, tm
         ).stdout  # fmt: skip
         verified = open_envelope(plain, {device.signing.kid: device.signing.public})
         assert verified.payload["type"] == kind
+
+
+def test_topics_follow_from_the_device_id(device, owner):
+    clock = FakeClock(T0)
+    stop = SimulatedStop(clock)
+    got: list[str] = []
+
+    def publish(topic: str, payload: bytes) -> None:
+        got.append(topic)
+        stop.set()
+
+    OwnerChannel(
+        publish=publish, device_id="porch-cam-01", recipients=[owner.to_public()],
+        identity=device, pending_entries=list, shares=list, audit_head=lambda: HEAD,
+        clock=clock, period_s=1.0, stop=stop,
+    ).run()  # fmt: skip
+    assert got == ["devices/porch-cam-01/owner/pending", "devices/porch-cam-01/owner/shares"]
