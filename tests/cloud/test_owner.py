@@ -261,7 +261,12 @@ def test_watch_ignores_lists_not_signed_by_the_paired_device(
     home: OwnerHome, device: Device, mosquitto: MosquittoBroker
 ) -> None:
     publish_lists(
-        mosquitto, device, home, at_ms=NOW, head=AuditHead(5, "a" * 64), signer=SigningKey.generate()
+        mosquitto,
+        device,
+        home,
+        at_ms=NOW,
+        head=AuditHead(5, "a" * 64),
+        signer=SigningKey.generate(),
     )
     out, err = io.StringIO(), io.StringIO()
     view = owner.watch(home, mosquitto.url, once=True, timeout_s=2, out=out, err=err)
