@@ -223,10 +223,15 @@ def listen(
     broker = BrokerUrl.parse(url) if isinstance(url, str) else url
     client = _new_client(broker, client_id or f"doorbell-owner-{uuid.uuid4().hex[:12]}")
     subscribed = threading.Event()
+    refused: list[str] = []
 
     def on_subscribe(
-        _client: mqtt.Client, _userdata: object, _mid: int, _codes: object, _props: object
+        _client: mqtt.Client, _userdata: object, _mid: int, codes: object, _props: object
     ) -> None:
+        # A broker ACL that denies a topic answers with a failure code per topic.
+        for code in codes if isinstance(codes, list) else []:
+            if getattr(code, "is_failure", False):
+                refused.append(str(code))
         subscribed.set()
 
     def on_message_cb(_client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
@@ -250,6 +255,8 @@ def listen(
         client.subscribe([(topic, 1) for topic in topics])
         if not subscribed.wait(timeout_s):
             raise BrokerError(f"the broker at {broker.display()} did not confirm the subscription")
+        if refused:
+            raise BrokerError(f"the broker refused the subscription: {refused[0]}")
         stop.wait()
     finally:
         _close(client)

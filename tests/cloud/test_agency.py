@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import stat
+import subprocess
 from pathlib import Path
 
+import pyrage
 import pytest
 
 from cloud import agency
@@ -16,7 +18,13 @@ from cloud.broker import BrokerError, BrokerUrl, Outgoing, publish_messages
 from recorder.times import Window, format_time, parse_time
 from sync import geo
 from sync.envelope import open_envelope
-from sync.keys import SigningKey, public_key_from_b64
+from sync.keys import (
+    SigningKey,
+    b64url_decode,
+    load_identity,
+    load_signing_key,
+    public_key_from_b64,
+)
 from tests.cloud.mqtt_probe import Probe
 from tests.fixtures.mosquitto import MosquittoBroker, free_port
 
@@ -192,3 +200,31 @@ def test_broker_urls() -> None:
     for bad in ("http://x", "mqtt://", "mqtt://h/path", "mqtt://h:99999"):
         with pytest.raises(BrokerError):
             BrokerUrl.parse(bad)
+
+
+def test_stock_tools_read_the_agency_keys_and_signature(tmp_path: Path) -> None:
+    """openssl verifies the RFA signature; the age CLI opens what is sealed to the agency."""
+    keys = tmp_path / "keys"
+    agency.generate_agency_keys(keys, agency_id="sfpd")
+    key = load_signing_key(keys / agency.SIGNING_FILE)
+    rfa = build_rfa(spec(), key, now_ms=NOW)
+    doc = json.loads(rfa.envelope)
+    (tmp_path / "payload.bin").write_bytes(doc["payload"].encode())
+    (tmp_path / "sig.bin").write_bytes(b64url_decode(doc["sig"]))
+    (tmp_path / "pub.pem").write_bytes(key.public_pem())
+    verify = [
+        "openssl", "pkeyutl", "-verify", "-pubin", "-inkey", str(tmp_path / "pub.pem"),
+        "-rawin", "-in", str(tmp_path / "payload.bin"), "-sigfile", str(tmp_path / "sig.bin"),
+    ]  # fmt: skip
+    assert subprocess.run(verify, capture_output=True, timeout=30).returncode == 0
+    (tmp_path / "payload.bin").write_bytes(doc["payload"].encode() + b" ")
+    assert subprocess.run(verify, capture_output=True, timeout=30).returncode != 0
+
+    recipient = load_identity(keys / agency.IDENTITY_FILE).to_public()
+    (tmp_path / "secret.age").write_bytes(pyrage.encrypt(b"footage", [recipient]))
+    opened = subprocess.run(
+        ["age", "-d", "-i", str(keys / agency.IDENTITY_FILE), str(tmp_path / "secret.age")],
+        capture_output=True,
+        timeout=30,
+    )
+    assert opened.returncode == 0 and opened.stdout == b"footage"
