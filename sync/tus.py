@@ -391,6 +391,8 @@ class TusClient:
 
     def server_info(self) -> ServerInfo:
         response = self._request("OPTIONS", self.upload_url)
+        if response.status_code in (404, 410):
+            raise TusRefused(f"OPTIONS: server answered {response.status_code}")
         if response.status_code not in (200, 204):
             self._raise_for("OPTIONS", response)
 

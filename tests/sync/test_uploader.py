@@ -1,0 +1,380 @@
+"""The share worker end to end against a real tus server (tuspyserver under uvicorn):
+named and anonymous shares, the server killed mid-upload, the worker process killed
+with SIGKILL mid-upload, failures that must end a share and failures that must not."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from device.identity import load_device_identity
+from recorder.clock import SystemClock
+from recorder.times import Window, parse_time
+from sync.outbox import Outbox
+from sync.uploader import ShareSettings, ShareWorker, backoff_s
+from tests.fixtures.tus import TusServer
+from tests.sync.factories import AgencyKeys
+from tests.sync.sharekit import (
+    CONTACT,
+    RequestLog,
+    decode_capture_times,
+    make_decision,
+    make_identity,
+    make_rfa,
+    open_share,
+    openssl_verify,
+    record_footage,
+    run_worker_until,
+)
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(scope="module")
+def footage(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, int]:
+    root = tmp_path_factory.mktemp("buffer")
+    first, last = record_footage(root, 12)
+    return root, first, last
+
+
+class Rig:
+    """An outbox, a worker and what it reported, wired like the daemon wires them."""
+
+    def __init__(self, tmp_path: Path, footage: Any, **settings: Any) -> None:
+        self.root, self.first, self.last = footage
+        self.outbox = Outbox.open(tmp_path / "outbox")
+        self.identity = make_identity()
+        self.agency = AgencyKeys.generate()
+        self.stop = threading.Event()
+        self.states: list[tuple[str, str, str | None]] = []
+        self.log = RequestLog()
+        options: dict[str, Any] = {
+            "chunk_bytes": 64 * 1024,
+            "allow_plain_http_loopback": True,
+            "retry_base_s": 0.05,
+            "max_attempts": 4,
+            "timeout_s": 10,
+        }
+        options.update(settings)
+        self.worker = ShareWorker(
+            outbox=self.outbox,
+            buffer_root=self.root,
+            identity=self.identity,
+            contact=CONTACT,
+            clock=SystemClock(assume_synchronized=True),
+            settings=ShareSettings(**options),
+            on_state=lambda *a: self.states.append(a),
+            stop=self.stop,
+            session_factory=self.log.session_factory,
+        )
+
+    def enqueue(
+        self, url: str, *, named: bool = True, window: Window | None = None, **kw: Any
+    ) -> str:
+        requested = Window(self.first, self.last)
+        rfa = make_rfa(self.agency, upload_url=url, window=requested, now_ms=self.last, **kw)
+        decision = make_decision(rfa, named=named, now_ms=self.last, window=window or requested)
+        self.outbox.enqueue(rfa, decision, now_ms=self.last)
+        return rfa.id
+
+    def run(self, rfa_id: str, timeout: float = 120) -> str:
+        self.stop.clear()
+        return run_worker_until(self.worker, self.outbox, rfa_id, self.stop, timeout=timeout)
+
+
+def check_uploaded_share(rig: Rig, server: TusServer, rfa_id: str, tmp: Path, *, named: bool):
+    manifest_up = server.upload_of("manifest")
+    clip_up = server.upload_of("clip")
+    assert manifest_up.complete and clip_up.complete
+    for up, kind in ((manifest_up, "manifest"), (clip_up, "clip")):
+        assert up.metadata["rfa_id"] == rfa_id
+        assert up.metadata["kind"] == kind
+        assert up.metadata["case_number"] == "2026-004512"
+        assert up.metadata["filename"].startswith(rfa_id)
+        if named:
+            assert up.metadata["device_id"] == rig.identity.device_id
+        else:
+            assert "device_id" not in up.metadata
+    opened = open_share(rig.agency, manifest_up.path, clip_up.path, tmp / "agency")
+    assert openssl_verify(opened.envelope, tmp / "agency")
+    m = opened.manifest
+    clip = opened.clip.read_bytes()
+    assert m["clip"]["sha256"] == hashlib.sha256(clip).hexdigest()
+    assert m["clip"]["bytes"] == len(clip)
+    approved = Window(
+        parse_time(m["window_approved"]["start"]), parse_time(m["window_approved"]["end"])
+    )
+    times = decode_capture_times(opened.clip)
+    assert len(times) == m["frames"] > 0
+    assert all(approved.contains(t) for t in times)
+    (entry,) = rig.outbox.shares(rig.last + 1)
+    assert entry["state"] == "done"
+    assert entry["bytes_sent"] == entry["bytes_total"] == manifest_up.size + clip_up.size
+    assert entry["manifest_sha256"] == hashlib.sha256(opened.envelope_bytes).hexdigest()
+    assert not rig.outbox.job_dir(rfa_id).exists()  # outbox files removed
+    return m
+
+
+@pytest.mark.parametrize("named", [True, False], ids=["named", "anonymous"])
+def test_share_end_to_end(tmp_path: Path, footage, tus_server: TusServer, named: bool):
+    rig = Rig(tmp_path, footage)
+    window = Window(rig.first + 1500, rig.first + 6500)
+    rfa_id = rig.enqueue(tus_server.url, named=named, window=window)
+    assert rig.run(rfa_id) == "done"
+    assert [s for _id, s, _e in rig.states] == ["uploading", "done"]
+    m = check_uploaded_share(rig, tus_server, rfa_id, tmp_path, named=named)
+    assert m["anonymous"] is (not named)
+    assert (m["contact"] == CONTACT) is named
+    # one POST per object; the done share is not touched again
+    assert rig.log.methods().count("POST") == 2
+    before = len(rig.log.entries)
+    rig.worker.wake()
+    assert rig.worker.run_once() is not None  # nothing to do
+    assert len(rig.log.entries) == before
+
+
+def test_server_killed_mid_upload_resumes_the_same_upload(
+    tmp_path: Path, footage, tus_server: TusServer
+):
+    rig = Rig(tmp_path, footage, bandwidth_bytes_per_s=150_000, max_attempts=50)
+    rfa_id = rig.enqueue(tus_server.url)
+    thread = threading.Thread(target=rig.worker.run, daemon=True)
+    thread.start()
+    try:
+        offset_before = 0
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            job = rig.outbox.job(rfa_id)
+            clip = job.object("clip") if job else None
+            if clip is not None and clip.offset >= 128 * 1024:
+                offset_before = clip.offset
+                break
+            time.sleep(0.02)
+        assert offset_before > 0, "the clip upload never started"
+        tus_server.kill()
+        time.sleep(0.3)  # the worker meets a dead server and backs off
+        tus_server.start()
+        deadline = time.monotonic() + 90
+        while rig.outbox.state(rfa_id) not in ("done", "failed") and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        rig.stop.set()
+        thread.join(timeout=30)
+    assert rig.outbox.state(rfa_id) == "done", rig.outbox.shares(rig.last)
+    check_uploaded_share(rig, tus_server, rfa_id, tmp_path, named=True)
+    assert len(tus_server.uploads()) == 2  # one upload per object, no new upload
+    assert rig.log.methods().count("POST") == 2
+    heads = [e for e in rig.log.entries if e[0] == "HEAD"]
+    assert heads, "the worker must ask the server for the offset after the cut"
+    clip_url = tus_server.url + tus_server.upload_of("clip").uid
+    resumed = [int(o) for m, u, o in rig.log.entries if m == "PATCH" and u == clip_url and o]
+    assert 0 in resumed and resumed == sorted(resumed)
+    # after the cut the upload went on from where the server was, not from zero
+    assert resumed.count(0) == 1
+
+
+def _db_offsets(outbox_dir: Path) -> dict[str, tuple[int, int, str | None]]:
+    db = sqlite3.connect(f"file:{outbox_dir / 'outbox.sqlite'}?mode=ro", uri=True, timeout=10)
+    try:
+        rows = db.execute("SELECT kind, offset, size, upload_url FROM objects").fetchall()
+    finally:
+        db.close()
+    return {k: (o, s, u) for k, o, s, u in rows}
+
+
+def _start_worker(tmp_path: Path, rig: Rig, log: Path, *, bandwidth: int) -> subprocess.Popen:
+    root = Path(__file__).resolve().parents[2]
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.sync.share_worker_proc",
+            str(tmp_path / "outbox"),
+            str(rig.root),
+            str(tmp_path / "state"),
+            "porch-cam-01",
+            str(log),
+            "--bandwidth",
+            str(bandwidth),
+        ],
+        cwd=root,
+        env=dict(os.environ, PYTHONPATH=str(root)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def test_worker_killed_mid_upload_resumes_from_the_server_offset(
+    tmp_path: Path, footage, tus_server: TusServer
+):
+    rig = Rig(tmp_path, footage)
+    rig.identity = load_device_identity(tmp_path / "state", "porch-cam-01")
+    rfa_id = rig.enqueue(tus_server.url)
+    rig.outbox.close()
+    log = tmp_path / "requests.jsonl"
+    first = _start_worker(tmp_path, rig, log, bandwidth=120_000)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if (tmp_path / "outbox" / "outbox.sqlite").exists():
+                clip = _db_offsets(tmp_path / "outbox").get("clip")
+                if clip and clip[0] >= 128 * 1024:
+                    break
+            time.sleep(0.02)
+        else:
+            raise AssertionError("the clip upload never got going")
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    offset_at_kill, size, url = _db_offsets(tmp_path / "outbox")["clip"]
+    assert 0 < offset_at_kill < size and url is not None
+    held = tus_server.upload_of("clip").offset
+    assert held >= offset_at_kill  # the server may hold a chunk the outbox never heard of
+
+    manifest_sha_before = Outbox.open(tmp_path / "outbox").shares(rig.last)[0]["manifest_sha256"]
+    second = _start_worker(tmp_path, rig, log, bandwidth=0)
+    out, _ = second.communicate(timeout=120)
+    assert second.returncode == 0, out
+    assert f"{rfa_id} done None" in out.decode()
+
+    rig.outbox = Outbox.open(tmp_path / "outbox")
+    m = check_uploaded_share(rig, tus_server, rfa_id, tmp_path, named=True)
+    assert len(tus_server.uploads()) == 2  # one upload per object on the server
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [e["method"] for e in entries].count("POST") == 2  # never created anew
+    clip_url = url
+    second_run = entries[[e["method"] for e in entries].index("HEAD") :]
+    clip_patches = [
+        int(e["offset"]) for e in second_run if e["method"] == "PATCH" and e["url"] == clip_url
+    ]
+    assert clip_patches[0] == held  # continued from the server's offset, not from zero
+    assert rig.outbox.shares(rig.last)[0]["manifest_sha256"] == manifest_sha_before  # built once
+    assert m["device_id"] == "porch-cam-01"
+
+
+def test_full_disk_fails_one_share_and_not_the_next(tmp_path: Path, footage, tus_server):
+    small = tmp_path / "outbox"
+    small.mkdir()
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(small)], capture_output=True
+        ).returncode
+    ):
+        pytest.skip("cannot mount a small tmpfs here (needs root and mount permission)")
+    try:
+        rig = Rig(tmp_path, footage)
+        big = rig.enqueue(tus_server.url)  # 12 s of footage does not fit in what is left
+        short = Window(rig.first + 1000, rig.first + 2000)
+        assert rig.run(big) == "failed"
+        small_id = rig.enqueue(tus_server.url, window=short)
+        assert rig.run(small_id) == "done"
+        entries = {e["rfa_id"]: e for e in rig.outbox.shares(rig.last)}
+        assert entries[big]["error"].startswith("disk full")
+        assert entries[small_id]["state"] == "done"
+        assert sorted(os.listdir(small / "objects")) == []  # no half files
+        assert [u.metadata["rfa_id"] for u in tus_server.uploads()] == [small_id] * 2
+        rig.outbox.close()
+    finally:
+        subprocess.run(["umount", str(small)], check=False)
+
+
+def test_permanent_failures_end_the_share_at_once(tmp_path: Path, footage, tus_server_factory):
+    server = tus_server_factory()
+    tiny = tus_server_factory(max_size=1000)
+    rig = Rig(tmp_path, footage)
+    cases = {
+        rig.enqueue(server.url, recipient="age1qqqqqqqq"): "bad recipient",
+        rig.enqueue(server.url.replace("/files/", "/wrong/")): "server answered 404",
+        rig.enqueue(tiny.url): "larger than the server accepts",
+        rig.enqueue(server.url, window=Window(rig.first - 5000, rig.first - 10)): "no footage",
+    }
+    for rfa_id, error in cases.items():
+        assert rig.run(rfa_id) == "failed"
+        job = rig.outbox.job(rfa_id)
+        assert job is not None and job.error is not None and error in job.error, job.error
+        assert job.attempts == 0  # not retried
+        # a share that failed before it was built leaves nothing; one the server refused
+        # keeps its encrypted objects so `--retry` need not rebuild (`--cancel` deletes them)
+        built = error not in ("bad recipient", "no footage")
+        assert rig.outbox.job_dir(rfa_id).exists() is built
+    assert server.uploads() == [] and tiny.uploads() == []
+
+
+def test_plain_http_is_refused_unless_allowed(tmp_path: Path, footage, tus_server: TusServer):
+    rig = Rig(tmp_path, footage, allow_plain_http_loopback=False)
+    rfa_id = rig.enqueue(tus_server.url)
+    assert rig.run(rfa_id) == "failed"
+    job = rig.outbox.job(rfa_id)
+    assert job is not None and "plain http" in (job.error or "")
+    assert tus_server.uploads() == [] and rig.log.entries == []
+
+
+def test_unreachable_server_is_retried_then_failed_and_retry_works(tmp_path: Path, footage):
+    server = TusServer(tmp_path / "late-storage")  # not started yet: connections refused
+    rig = Rig(tmp_path, footage, max_attempts=3)
+    rfa_id = rig.enqueue(server.url)
+    assert rig.run(rfa_id) == "failed"
+    job = rig.outbox.job(rfa_id)
+    assert job is not None and "gave up after 3 attempts" in (job.error or "")
+    assert rig.outbox.job_dir(rfa_id).exists()  # kept, so a retry need not rebuild
+    server.start()
+    try:
+        assert rig.worker.retry(rfa_id)
+        assert rig.run(rfa_id) == "done"
+        check_uploaded_share(rig, server, rfa_id, tmp_path, named=True)
+    finally:
+        server.kill()
+    assert [s for _i, s, _e in rig.states] == ["uploading", "failed", "queued", "uploading", "done"]
+
+
+def test_cancel_mid_upload_stops_and_deletes(tmp_path: Path, footage, tus_server: TusServer):
+    rig = Rig(tmp_path, footage, bandwidth_bytes_per_s=100_000)
+    rfa_id = rig.enqueue(tus_server.url)
+    thread = threading.Thread(target=rig.worker.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            job = rig.outbox.job(rfa_id)
+            clip = job.object("clip") if job else None
+            if clip is not None and clip.offset > 0:
+                break
+            time.sleep(0.02)
+        assert rig.worker.cancel(rfa_id)
+        deadline = time.monotonic() + 30
+        while thread.is_alive() and time.monotonic() < deadline:
+            count = len(rig.log.entries)
+            time.sleep(0.5)
+            if len(rig.log.entries) == count:
+                break
+    finally:
+        rig.stop.set()
+        thread.join(timeout=30)
+    assert rig.outbox.state(rfa_id) == "cancelled"
+    assert not rig.outbox.job_dir(rfa_id).exists()
+    assert not tus_server.upload_of("clip").complete
+    assert "cancelled" in [s for _i, s, _e in rig.states]
+
+
+def test_backoff_is_capped_and_jittered():
+    import random
+
+    rng = random.Random(7)
+    waits = [backoff_s(n, base_s=2, cap_s=60, rng=rng) for n in range(1, 12)]
+    assert 1 <= waits[0] <= 2
+    assert all(30 <= w <= 60 for w in waits[6:])
+    assert len({round(w, 6) for w in waits[6:]}) > 1  # jitter
