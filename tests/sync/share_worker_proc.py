@@ -33,7 +33,7 @@ def main() -> None:
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    log = Path(args.request_log).open("a", buffering=1)
+    log = Path(args.request_log).open("a", buffering=1)  # noqa: SIM115 (open for the whole run)
 
     def session_factory(loopback: bool) -> Any:
         session = checked_session(allow_loopback=loopback)
