@@ -1,0 +1,96 @@
+"""The recorder in its own process: health, the lock, export while it writes, kill -9."""
+
+import os
+import random
+import signal
+import time
+
+import pytest
+
+from recorder.buffer import RollingBuffer
+from recorder.clock import SystemClock
+from recorder.commands import record
+from recorder.errors import BufferLockedError
+from recorder.export import export_clip
+from recorder.recorder import RecorderProcess
+from recorder.settings import CameraSettings, StorageSettings
+from recorder.times import Window
+from tests.fixtures.footage import decode_stamps, recorded_times
+
+CAMERA = CameraSettings(source="synthetic", width=320, height=240, fps=15)
+
+
+def wait_for(predicate, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def segment_count(root):
+    with RollingBuffer.open(root, reconcile=False) as buffer:
+        return len(buffer.segments())
+
+
+@pytest.mark.timeout(120)
+def test_recorder_process_runs_reports_health_and_holds_the_buffer(tmp_path):
+    root = tmp_path / "b"
+    storage = StorageSettings(dir=root, segment_seconds=1.0)
+    clock = SystemClock(assume_synchronized=True)
+    proc = RecorderProcess(camera=CAMERA, storage=storage, clock=clock)
+    proc.start()
+    try:
+        assert wait_for(lambda: root.exists() and segment_count(root) >= 2)
+        health = proc.health()
+        assert health.frames_captured > 15 and health.segments_written >= 2
+        assert health.last_write_monotonic is not None
+        assert abs(time.monotonic() - health.last_write_monotonic) < 5
+        with pytest.raises(BufferLockedError):
+            record(camera=CAMERA, storage=storage, seconds=1, fast=True, clock=clock)
+        # export works while the recorder writes, and sees only complete segments
+        with RollingBuffer.open(root) as buffer:
+            first, last = buffer.span()
+        info = export_clip(root, Window(first, last), tmp_path / "live.mp4")
+        stamps = decode_stamps(tmp_path / "live.mp4")
+        assert len(stamps) == info.frames and stamps[0][1] == first
+        assert list((root).glob("*.part")), "the open segment is still being written"
+    finally:
+        code = proc.stop(timeout=20)
+    assert code == 0
+    assert not list(root.glob("*.part")), "a clean stop finishes the open segment"
+
+
+@pytest.mark.timeout(240)
+def test_kill_9_at_random_moments_never_corrupts_the_buffer(tmp_path):
+    root = tmp_path / "b"
+    storage = StorageSettings(dir=root, segment_seconds=1.0)
+    clock = SystemClock(assume_synchronized=True)
+    rng = random.Random(int(time.time()))
+    kills = 12
+    for _ in range(kills):
+        proc = RecorderProcess(camera=CAMERA, storage=storage, clock=clock)
+        proc.start()
+        assert wait_for(lambda p=proc: p.health().frames_captured > 0)
+        time.sleep(rng.uniform(0.0, 1.6))
+        os.kill(proc.pid, signal.SIGKILL)
+        assert wait_for(lambda p=proc: not p.is_alive(), timeout=10)
+        assert proc.exitcode == -signal.SIGKILL
+        # start-up reconciliation: no leftovers, every row has its intact file
+        with RollingBuffer.open(root) as buffer:
+            segments = buffer.segments()
+        assert not list(root.glob("*.part"))
+        files = sorted(p.name for p in root.glob("seg-*.mp4"))
+        assert files == sorted(s.file for s in segments)
+        for seg in segments:
+            assert (root / seg.file).stat().st_size == seg.bytes
+    with RollingBuffer.open(root) as buffer:
+        segments = buffer.segments()
+        first, last = buffer.span()
+    assert len(segments) >= kills // 2, "most runs must have completed a segment"
+    out = tmp_path / "all.mp4"
+    info = export_clip(root, Window(first, last), out)
+    stamps = decode_stamps(out)
+    assert [t for _p, t in stamps] == recorded_times(root)
+    assert all(p == t - info.first_frame_ms for p, t in stamps)
