@@ -1,0 +1,192 @@
+"""The Pi camera source against a fake picamera2 that behaves like one: it really
+encodes H.264 (keyframe every `iperiod`, headers repeated) and reports sensor
+timestamps rebased to the first frame, as picamera2's encoders do."""
+
+import threading
+from fractions import Fraction
+
+import av
+import pytest
+
+import recorder.picamera2_source as pisrc
+from recorder.buffer import RollingBuffer
+from recorder.clock import FakeClock
+from recorder.errors import RecorderError
+from recorder.picamera2_source import Picamera2Api, Picamera2Camera
+from recorder.recorder import Recorder
+from recorder.settings import CameraSettings, StorageSettings
+from recorder.synthetic import draw_frame
+from tests.fixtures.footage import decode_stamps
+
+START_MS = 1_800_000_000_000
+
+
+class FakeOutput:
+    def __init__(self, pts=None):
+        self.recording = False
+
+    def start(self):
+        self.recording = True
+
+    def stop(self):
+        self.recording = False
+
+
+class FakeEncoder:
+    made: list = []
+
+    def __init__(self, bitrate=None, repeat=False, iperiod=None, framerate=None):
+        self.kwargs = {"bitrate": bitrate, "repeat": repeat, "iperiod": iperiod}
+        self.firsttimestamp = None
+        FakeEncoder.made.append(self)
+
+
+class FakeLibavEncoder(FakeEncoder):
+    pass
+
+
+class FakePicamera2:
+    """Runs a capture thread on a FakeClock: each frame moves the clock 1/fps on."""
+
+    clock: FakeClock
+    events: dict = {}
+
+    def __init__(self, camera_num=0):
+        self.camera_num = camera_num
+        self._stop = threading.Event()
+        self._thread = None
+        self.closed = False
+
+    def create_video_configuration(self, main, controls):
+        return {"main": main, "controls": controls}
+
+    def configure(self, config):
+        self.size = config["main"]["size"]
+        self.fps = config["controls"]["FrameRate"]
+        assert config["main"]["format"] == "YUV420"
+
+    def start_recording(self, encoder, output):
+        assert encoder.kwargs["repeat"] is True, "headers must be in-band"
+        self._encoder, self._output = encoder, output
+        output.start()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        width, height = self.size
+        ctx = av.CodecContext.create("libx264", "w")
+        ctx.width, ctx.height, ctx.pix_fmt = width, height, "yuv420p"
+        ctx.time_base = Fraction(1, 1_000_000)
+        gop = self._encoder.kwargs["iperiod"]
+        ctx.options = {
+            "preset": "ultrafast",
+            "tune": "zerolatency",
+            "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:repeat-headers=1",
+        }
+        clock, i = self.clock, 0
+        while not self._stop.is_set() and i < 400:
+            if i:
+                clock.advance(1 / self.fps)
+            if i in self.events:
+                self.events[i](clock)
+            sensor_us = round(clock.monotonic() * 1e6)
+            if self._encoder.firsttimestamp is None:
+                self._encoder.firsttimestamp = sensor_us
+            image = draw_frame(clock.wall_ms(), width, height, i)
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
+            frame.pts = sensor_us - self._encoder.firsttimestamp
+            for packet in ctx.encode(frame):
+                self._output.outputframe(bytes(packet), packet.is_keyframe, packet.pts)
+            i += 1
+            self._stop.wait(0.001)
+
+    def stop_recording(self):
+        self._stop.set()
+        self._thread.join(10)
+        self._output.stop()
+
+    def close(self):
+        self.closed = True
+
+
+def fake_api(clock, *, hardware=True, events=None):
+    FakePicamera2.clock = clock
+    FakePicamera2.events = events or {}
+    FakeEncoder.made = []
+    return Picamera2Api(FakePicamera2, FakeEncoder, FakeLibavEncoder, FakeOutput, hardware)
+
+
+def record_pi(tmp_path, api, clock, seconds):
+    settings = CameraSettings(source="picamera2", device=0, width=320, height=240, fps=10)
+    source = Picamera2Camera(settings=settings, clock=clock, api=api, queue_frames=1000)
+    storage = StorageSettings(dir=tmp_path / "b", segment_seconds=2)
+    with RollingBuffer.open(storage.dir) as buffer:
+        summary = Recorder(
+            source,
+            buffer,
+            storage=storage,
+            clock=clock,
+            free_space=lambda _p: 1 << 40,
+            stop=threading.Event(),
+        ).run(max_seconds=seconds)
+        return summary, buffer.segments()
+
+
+@pytest.mark.parametrize("hardware", [True, False])
+def test_pi_camera_frames_are_segmented_with_sensor_times(tmp_path, hardware):
+    clock = FakeClock(START_MS)
+    api = fake_api(clock, hardware=hardware)
+    summary, segments = record_pi(tmp_path, api, clock, seconds=7)
+    (encoder,) = FakeEncoder.made
+    assert isinstance(encoder, FakeLibavEncoder) is (not hardware)
+    assert encoder.kwargs["iperiod"] == 10 and encoder.kwargs["repeat"]
+    assert summary.frames == 70 and len(segments) == 4
+    for seg in segments:
+        stamps = decode_stamps(tmp_path / "b" / seg.file)
+        # the time drawn by the "sensor" equals the time the index derived from it
+        assert all(p == t - seg.start_ms for p, t in stamps)
+        assert seg.synchronized
+    assert segments[0].start_ms == START_MS
+
+
+def test_pi_camera_clock_jump_lands_on_a_keyframe(tmp_path):
+    clock = FakeClock(START_MS)
+    api = fake_api(clock, events={25: lambda c: c.jump_wall(-60_000)})
+    _summary, segments = record_pi(tmp_path, api, clock, seconds=6)
+    after = [s for s in segments if s.start_ms < START_MS]
+    before = [s for s in segments if s.start_ms >= START_MS]
+    # both sides of the jump are uncertain; footage further away is not
+    assert not after[0].synchronized and not before[-1].synchronized
+    assert before[0].synchronized and after[-1].synchronized
+    # the jump took effect at the first keyframe after it (frame 30)
+    assert after[0].start_ms == START_MS + 3000 - 60_000
+    for seg in segments:
+        times = [p for p, _t in decode_stamps(tmp_path / "b" / seg.file)]
+        assert times == sorted(set(times))
+
+
+def test_wall_anchor_ignores_jitter_but_follows_jumps():
+    clock = FakeClock(START_MS)
+    anchor = pisrc.WallAnchor(clock)
+    base = round(clock.monotonic() * 1e6)
+    assert anchor.capture_ms(base, True) == START_MS
+    clock.jump_wall(200)  # within tolerance: ignored
+    assert anchor.capture_ms(base + 100_000, True) == START_MS + 100
+    clock.jump_wall(5000)
+    assert anchor.capture_ms(base + 200_000, False) == START_MS + 200  # only at keyframes
+    assert anchor.capture_ms(base + 300_000, True) == START_MS + 5200 + 300
+
+
+def test_missing_picamera2_is_a_clear_error(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_picamera2(name, *args, **kwargs):
+        if name.startswith("picamera2"):
+            raise ImportError("No module named 'picamera2'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_picamera2)
+    with pytest.raises(RecorderError, match="python3-picamera2"):
+        pisrc.load_picamera2()
