@@ -189,6 +189,7 @@ class ShareWorker:
             self._upload(job, progressed)
         except _Cancelled:
             logger.info("share %s cancelled during upload", job.rfa_id)
+            self._outbox.delete_files(job.rfa_id)  # a build may have finished meanwhile
             return
         except (ShareError, TusRefused) as exc:
             permanent = not isinstance(exc, ShareError) or exc.permanent
@@ -283,9 +284,28 @@ class ShareWorker:
                     info = client.server_info()
                     if info.max_size is not None and obj.size > info.max_size:
                         raise TusRefused("the share is larger than the server accepts")
-                self._upload_object(job, kind, obj, path, client, info.sha1_checksum, progressed)
+                try:
+                    self._upload_object(
+                        job, kind, obj, path, client, info.sha1_checksum, progressed
+                    )
+                except _Cancelled:
+                    if "termination" in info.extensions:
+                        self._terminate(job.rfa_id, client)
+                    raise
         finally:
             session.close()
+
+    def _terminate(self, rfa_id: str, client: TusClient) -> None:
+        """Best effort: ask the server to drop the partial uploads of a cancelled share."""
+        current = self._outbox.job(rfa_id)
+        for obj in current.objects if current else ():
+            if obj.upload_url and not obj.done:
+                try:
+                    client.terminate(obj.upload_url)
+                except TusError as exc:
+                    logger.info(
+                        "share %s: could not delete the %s upload: %s", rfa_id, obj.kind, exc
+                    )
 
     def _upload_object(
         self,
