@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from firmware_config import Config
-from recorder.settings import CameraSettings, StorageSettings
+from recorder.settings import CameraSettings, SourceKind, StorageSettings
 
 
 def camera_settings(config: Config) -> CameraSettings:
     cam = config.camera
     return CameraSettings(
-        source=cam.source,
+        source=cast(SourceKind, cam.source),
         device=cam.device,
         width=cam.width,
         height=cam.height,

@@ -1,0 +1,343 @@
+"""The composition root: every part of the daemon is made and wired here, and nowhere else.
+
+`Doorbell.start()` reads as the list of steps the service goes through; `stop()` undoes
+them in reverse. Collaborators that touch the world (clock, free-space probe, GPIO pin
+factory, systemd notifier) come in through the constructor so tests can replace them.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from device.audit import AuditLog
+from device.control import ControlServer
+from device.flow import RequestFlow
+from device.identity import DeviceIdentity, load_device_identity
+from device.intake import Intake
+from device.notify import SystemdNotifier
+from device.owner_channel import OwnerChannel
+from device.paths import StatePaths
+from device.settings import camera_settings, storage_settings
+from device.state import StateStore
+from device.supervisor import Supervisor
+from firmware_config import Config
+from recorder.buffer import RollingBuffer
+from recorder.clock import Clock
+from recorder.errors import DoorbellError
+from recorder.recorder import RecorderProcess
+from recorder.times import Window, format_time, parse_time
+from sync import SOFTWARE_VERSION
+from sync.geo import cell_of
+from sync.keys import key_id, parse_recipient, public_key_from_b64, raw_public
+from sync.models import ConsentMethod
+from sync.mqtt import MqttLink, MqttSettings
+from sync.outbox import Outbox
+from sync.rfa import DeviceFacts, TrustedAgencyKey
+from sync.uploader import ShareSettings, ShareWorker
+
+logger = logging.getLogger(__name__)
+
+WATCHDOG_STALL_S = 10.0  # no frame written for this long: stop pinging, let systemd act
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """What tests replace: the clock, the free-space probe and the GPIO pin factory."""
+
+    clock: Clock
+    free_space: Callable[[Path], int] = lambda path: shutil.disk_usage(path).free
+    pin_factory: Any = None
+    notifier: SystemdNotifier | None = None
+
+
+class Doorbell:
+    def __init__(self, config: Config, hooks: Hooks) -> None:
+        self.config = config
+        self.hooks = hooks
+        self.stop_event = threading.Event()
+        self.paths = StatePaths.of(config)
+        self.notifier = hooks.notifier or SystemdNotifier()
+        self.supervisor = Supervisor(self.stop_event)
+        self._closers: list[Callable[[], object]] = []
+
+    # -- start-up, in order -------------------------------------------------------------
+    def start(self) -> None:
+        self.init_state()
+        self.start_recorder()
+        self.init_flow()
+        self.start_uploader()
+        self.start_mqtt()
+        self.start_owner_channel()
+        self.start_panel()
+        self.start_control()
+        self.start_housekeeping()
+        self.notifier.ready(self.status_line())
+        logger.info("doorbell %s running as %s", SOFTWARE_VERSION, self.config.device.id)
+
+    def init_state(self) -> None:
+        self.paths.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.paths.buffer_dir.mkdir(parents=True, exist_ok=True)
+        self.identity: DeviceIdentity = load_device_identity(
+            self.paths.state_dir, self.config.device.id
+        )
+        self.store = StateStore.open(self.paths.state_db)
+        self._closers.append(self.store.close)
+        self.audit = AuditLog.open(
+            self.paths.audit_log, self.identity.signing, clock=self.hooks.clock
+        )
+        self._closers.append(lambda: self.audit.close(self.hooks.clock.wall_ms()))
+        self.outbox = Outbox.open(self.paths.outbox_dir)
+        self._closers.append(self.outbox.close)
+        self.buffer = RollingBuffer.open(self.paths.buffer_dir, reconcile=False)
+        self._closers.append(self.buffer.close)
+
+    def start_recorder(self) -> None:
+        self.recorder = RecorderProcess(
+            camera=camera_settings(self.config),
+            storage=storage_settings(self.config),
+            clock=self.hooks.clock,
+        )
+        self.recorder.start()
+        self._closers.append(lambda: self.recorder.stop(timeout=10))
+
+    def init_flow(self) -> None:
+        config = self.config
+        trusted: dict[str, TrustedAgencyKey] = {}
+        for agency in config.rfa.trusted_agencies:
+            key = TrustedAgencyKey(
+                agency_id=agency.agency_id, public_key=public_key_from_b64(agency.public_key)
+            )
+            trusted[key.kid] = key
+        owner_keys = {}
+        for text in config.owner.keys:
+            owner_key = public_key_from_b64(text)
+            owner_keys[key_id(raw_public(owner_key))] = owner_key
+        self.trusted_agencies = trusted
+        self.flow = RequestFlow(
+            store=self.store,
+            audit=self.audit,
+            buffer=self.buffer,
+            outbox=self.outbox,
+            facts=DeviceFacts(
+                device_id=config.device.id,
+                lat=config.device.lat,
+                lon=config.device.lon,
+                requests_enabled=config.rfa.enabled,
+                allow_plain_http_loopback=config.rfa.allow_plain_http_loopback,
+            ),
+            trusted_agencies=trusted,
+            owner_keys=owner_keys,
+            identity=self.identity,
+            clock=self.hooks.clock,
+            decide_within_ms=round(config.rfa.decide_within_hours * 3_600_000),
+            share_contact_by_default=config.owner.share_contact_by_default,
+        )
+        self.flow.recover()
+
+    def start_uploader(self) -> None:
+        contact = self.config.device.contact
+        self.share_worker = ShareWorker(
+            outbox=self.outbox,
+            buffer_root=self.paths.buffer_dir,
+            identity=self.identity,
+            contact={
+                "name": contact.name,
+                "email": contact.email,
+                "address": contact.address,
+                "lat": self.config.device.lat,
+                "lon": self.config.device.lon,
+            },
+            clock=self.hooks.clock,
+            settings=ShareSettings(
+                chunk_bytes=self.config.share.chunk_bytes,
+                bandwidth_bytes_per_s=self.config.share.bandwidth_bytes_per_s,
+                max_attempts=self.config.share.max_attempts,
+                allow_plain_http_loopback=self.config.rfa.allow_plain_http_loopback,
+            ),
+            on_state=self.flow.on_share_state,
+            stop=self.stop_event,
+        )
+        self.supervisor.start("uploader", self.share_worker.run)
+
+    def start_mqtt(self) -> None:
+        device_id = self.config.device.id
+        rfa_topic = f"rfa/v1/cell/{cell_of(self.config.device.lat, self.config.device.lon)}"
+        decision_topic = f"devices/{device_id}/owner/decision"
+        self.intake = Intake(
+            flow=self.flow,
+            audit=self.audit,
+            seen=self.store.seen_ids,
+            trusted_agencies=self.trusted_agencies,
+            rfa_topic=rfa_topic,
+            decision_topic=decision_topic,
+            clock=self.hooks.clock,
+            stop=self.stop_event,
+        )
+        self.supervisor.start("intake", self.intake.run)
+        self.mqtt = MqttLink(
+            MqttSettings.from_config(self.config.mqtt),
+            client_id=device_id,
+            status_topic=f"devices/{device_id}/status",
+            version=SOFTWARE_VERSION,
+            subscriptions=[rfa_topic, decision_topic],
+            on_message=self.intake.on_message,
+            stop=self.stop_event,
+        )
+        self.mqtt.start()
+        self._closers.append(self.mqtt.stop)
+
+    def start_owner_channel(self) -> None:
+        recipients = [parse_recipient(text) for text in self.config.owner.recipients]
+        self.owner_channel = OwnerChannel(
+            publish=self._publish_retained,
+            device_id=self.config.device.id,
+            recipients=recipients,
+            identity=self.identity,
+            pending_entries=self.flow.pending_entries,
+            shares=lambda: self.outbox.shares(self.hooks.clock.wall_ms()),
+            audit_head=self.audit.head,
+            clock=self.hooks.clock,
+            period_s=self.config.owner.sync_seconds,
+            stop=self.stop_event,
+        )
+        self.supervisor.start("owner-channel", self.owner_channel.run)
+
+    def _publish_retained(self, topic: str, payload: bytes) -> None:
+        if not self.mqtt.publish(topic, payload, qos=1, retain=True):
+            raise DoorbellError("the broker is not connected")
+
+    def start_panel(self) -> None:
+        owner = self.config.owner
+        if owner.button_pin is None and owner.led_pin is None:
+            return
+        from device.panel import Panel
+
+        self.panel = Panel(
+            button_pin=owner.button_pin,
+            led_pin=owner.led_pin,
+            pin_factory=self.hooks.pin_factory,
+            pending_ids=lambda: [p.rfa.id for p in self.flow.pending()],
+            decide=lambda rfa_id, approve: self.flow.decide_locally(
+                rfa_id,
+                approve=approve,
+                method=ConsentMethod.BUTTON,
+                share_contact=owner.share_contact_by_default,
+            ),
+            stop=self.stop_event,
+        )
+        self.supervisor.start("panel", self.panel.run)
+
+    def start_control(self) -> None:
+        self.control = ControlServer(
+            self.config.control.socket, self.handle_control, self.stop_event
+        )
+        self.control.bind()
+        self.supervisor.start("control", self.control.serve)
+
+    def start_housekeeping(self) -> None:
+        self.supervisor.start("housekeeping", self.housekeeping)
+
+    # -- running --------------------------------------------------------------------------
+    def housekeeping(self) -> None:
+        """Once a second: watchdog and status line. (The intake worker expires undecided
+        requests and flushes the coalesced rejection counters.)"""
+        while not self.stop_event.wait(1.0):
+            if self.recorder_healthy():
+                self.notifier.watchdog()
+            self.notifier.status(self.status_line())
+
+    def recorder_healthy(self) -> bool:
+        health = self.recorder.health()
+        last = health.last_write_monotonic
+        return last is not None and self.hooks.clock.monotonic() - last < WATCHDOG_STALL_S
+
+    def status_line(self) -> str:
+        pending = len(self.flow.pending())
+        broker = "connected" if self.mqtt.connected else "disconnected"
+        recording = "recording" if self.recorder_healthy() else "camera stalled"
+        return f"{recording}; broker {broker}; {pending} request(s) pending"
+
+    def status(self) -> dict[str, Any]:
+        from device.cli import buffer_status
+
+        info: dict[str, Any] = dict(self.identity.pairing_info())
+        info.update(
+            {
+                "daemon": "running",
+                "version": SOFTWARE_VERSION,
+                "key_id": self.identity.signing.kid,
+                "recording": self.recorder_healthy(),
+                "frames_dropped": self.recorder.health().frames_dropped,
+                "broker": "connected" if self.mqtt.connected else "disconnected",
+                "pending": len(self.flow.pending()),
+                "shares_in_flight": self.outbox.active_count(),
+                "clock_synchronized": self.hooks.clock.synchronized(),
+            }
+        )
+        info.update(buffer_status(self.paths.buffer_dir))
+        return info
+
+    def handle_control(self, request: dict[str, Any]) -> dict[str, Any]:
+        cmd = request["cmd"]
+        if cmd == "status":
+            return {"ok": True, "status": self.status()}
+        if cmd == "pending":
+            return {"ok": True, "requests": self.flow.pending_entries()}
+        if cmd == "shares":
+            return {"ok": True, "shares": self.outbox.shares(self.hooks.clock.wall_ms())}
+        rfa_id = request.get("rfa_id")
+        if not isinstance(rfa_id, str):
+            return {"ok": False, "error": "rfa_id is required"}
+        if cmd in ("approve", "deny"):
+            window = None
+            if request.get("window") is not None:
+                raw = request["window"]
+                window = Window(parse_time(raw["start"]), parse_time(raw["end"]))
+            outcome = self.flow.decide_locally(
+                rfa_id,
+                approve=cmd == "approve",
+                method=ConsentMethod.CLI,
+                window=window,
+                share_contact=None if cmd == "deny" else not request.get("anonymous", False),
+            )
+            if not outcome.accepted:
+                return {"ok": False, "error": f"{outcome.reason}: {outcome.detail}".rstrip(": ")}
+            verb = "approved: the share is queued" if cmd == "approve" else "declined"
+            return {"ok": True, "message": f"{rfa_id} {verb}"}
+        if cmd == "retry":
+            self.outbox.retry(rfa_id)
+            self.share_worker.wake()
+            return {"ok": True, "message": f"share {rfa_id} queued again"}
+        if cmd == "cancel":
+            self.outbox.cancel(rfa_id)
+            return {"ok": True, "message": f"share {rfa_id} cancelled"}
+        return {"ok": False, "error": f"unknown command {cmd!r}"}
+
+    def wait(self) -> None:
+        self.stop_event.wait()
+
+    # -- shut-down, in reverse ------------------------------------------------------------
+    def stop(self) -> int:
+        """Stop every part in reverse order; returns the exit status for the process."""
+        self.notifier.stopping()
+        self.stop_event.set()
+        stuck = self.supervisor.join(timeout_s=10)
+        if stuck:
+            logger.warning("parts still running at shutdown: %s", ", ".join(stuck))
+        for close in reversed(self._closers):
+            try:
+                close()
+            except Exception:
+                logger.exception("error while stopping")
+        failed = self.supervisor.failed_part
+        if failed:
+            logger.error("stopped because part %s kept failing", failed)
+            return 1
+        logger.info("stopped at %s", format_time(self.hooks.clock.wall_ms()))
+        return 0

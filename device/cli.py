@@ -1,0 +1,349 @@
+"""`doorbellctl`: the owner's and operator's command line.
+
+Commands that change or read the live daemon's state (pending requests, decisions,
+shares) go through the control socket; `record`, `clip`, `audit` and `owner keygen` work
+on the files directly and need no broker and no daemon.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from firmware_config import Config, ConfigError, load_config
+from recorder.errors import DoorbellError
+from recorder.times import Window, format_time, parse_time
+
+DEFAULT_CONFIG = Path(os.environ.get("DOORBELL_CONFIG", "/etc/doorbell/doorbell.yaml"))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="doorbellctl", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="doorbell.yaml")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    status = sub.add_parser("status", help="recording, buffer, broker, requests, keys")
+    status.add_argument("--json", action="store_true", help="machine-readable (for pairing)")
+
+    sub.add_parser("pair", help="show the pairing data for the owner's app, with a QR code")
+
+    pending = sub.add_parser("pending", help="requests waiting for your decision")
+    pending.add_argument("--json", action="store_true")
+
+    approve = sub.add_parser("approve", help="approve a pending request")
+    approve.add_argument("rfa_id")
+    approve.add_argument("--start", help="share less: window start (RFC 3339, Z)")
+    approve.add_argument("--end", help="share less: window end (RFC 3339, Z)")
+    approve.add_argument(
+        "--anonymous", action="store_true", help="share without your name, contact or device id"
+    )
+
+    deny = sub.add_parser("deny", help="decline a pending request (nothing is sent anywhere)")
+    deny.add_argument("rfa_id")
+
+    shares = sub.add_parser("shares", help="shares of the last 7 days and their progress")
+    group = shares.add_mutually_exclusive_group()
+    group.add_argument("--retry", metavar="RFA_ID", help="retry a failed share")
+    group.add_argument("--cancel", metavar="RFA_ID", help="cancel a share")
+    shares.add_argument("--json", action="store_true")
+
+    audit = sub.add_parser("audit", help="the local audit log")
+    audit.add_argument("--verify", action="store_true", help="prove the chain and its signature")
+
+    clip = sub.add_parser("clip", help="export a frame-exact clip from the buffer")
+    clip.add_argument("--start", required=True, help="RFC 3339 UTC, e.g. 2026-11-28T10:00:00Z")
+    clip.add_argument("--end", required=True)
+    clip.add_argument("--out", required=True, type=Path)
+
+    record = sub.add_parser("record", help="record into the buffer without the daemon")
+    record.add_argument("--seconds", required=True, type=float)
+    record.add_argument(
+        "--fast", action="store_true", help="synthetic camera: as fast as the encoder allows"
+    )
+
+    owner = sub.add_parser("owner", help="the owner's keys (for a phone app or tests)")
+    owner_sub = owner.add_subparsers(dest="owner_command", required=True)
+    keygen = owner_sub.add_parser("keygen", help="make an owner signing key and age identity")
+    keygen.add_argument("--out", required=True, type=Path)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "owner":
+            return _owner_keygen(args.out)
+        config = load_config(args.config)
+        return _COMMANDS[args.command](config, args)
+    except ConfigError as exc:
+        print(f"doorbellctl: {exc}", file=sys.stderr)
+        return 2
+    except DoorbellError as exc:
+        print(f"doorbellctl: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _ask(config: Config, request: dict[str, Any]) -> dict[str, Any]:
+    from device.control import control_request
+
+    reply = control_request(config.control.socket, request)
+    if not reply.get("ok"):
+        raise DoorbellError(str(reply.get("error", "the daemon refused")))
+    return reply
+
+
+def _status(config: Config, args: argparse.Namespace) -> int:
+    from device.control import DaemonNotRunning
+
+    try:
+        status = _ask(config, {"cmd": "status"})["status"]
+    except DaemonNotRunning:
+        status = _offline_status(config)
+    if args.json:
+        print(json.dumps(status, indent=2, sort_keys=True))
+        return 0
+    print(render_status(status))
+    return 0
+
+
+def _offline_status(config: Config) -> dict[str, Any]:
+    """What can be told without the daemon: keys (made now if absent) and the buffer."""
+    from device.identity import load_device_identity
+    from device.paths import StatePaths
+    from sync import SOFTWARE_VERSION
+
+    paths = StatePaths.of(config)
+    identity = load_device_identity(paths.state_dir, config.device.id)
+    status: dict[str, Any] = dict(identity.pairing_info())
+    status.update(
+        {
+            "daemon": "stopped",
+            "recording": False,
+            "version": SOFTWARE_VERSION,
+            "key_id": identity.signing.kid,
+        }
+    )
+    status.update(buffer_status(paths.buffer_dir))
+    return status
+
+
+def buffer_status(buffer_dir: Path) -> dict[str, Any]:
+    import shutil
+
+    from recorder.buffer import RollingBuffer
+
+    out: dict[str, Any] = {"buffer_span": None, "buffer_bytes": 0}
+    if buffer_dir.exists():
+        buffer = RollingBuffer.open(buffer_dir)
+        try:
+            span = buffer.span()
+            out["buffer_bytes"] = buffer.total_bytes()
+        finally:
+            close = getattr(buffer, "close", None)
+            if close:
+                close()
+        if span:
+            out["buffer_span"] = {"start": format_time(span[0]), "end": format_time(span[1])}
+        out["disk_free_bytes"] = shutil.disk_usage(buffer_dir).free
+    return out
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def render_status(status: dict[str, Any]) -> str:
+    span = status.get("buffer_span")
+    lines = [
+        f"device        {status.get('device_id')}  (doorbell {status.get('version')})",
+        f"daemon        {status.get('daemon', 'running')}",
+        f"recording     {'yes' if status.get('recording') else 'no'}",
+        f"buffer        {span['start'] + ' .. ' + span['end'] if span else 'empty'}"
+        f"  ({_size(status.get('buffer_bytes'))})",
+        f"disk free     {_size(status.get('disk_free_bytes'))}",
+    ]
+    if "broker" in status:
+        lines.append(f"broker        {status['broker']}")
+    if "pending" in status:
+        lines.append(f"pending       {status['pending']} request(s)")
+    if "shares_in_flight" in status:
+        lines.append(f"shares        {status['shares_in_flight']} in flight")
+    lines += [
+        f"device key    {status.get('device_key')}  (kid {status.get('key_id')})",
+        f"recipient     {status.get('recipient')}",
+    ]
+    return "\n".join(lines)
+
+
+def _pair(config: Config, args: argparse.Namespace) -> int:
+    import segno
+
+    status = _offline_status(config)
+    info = {k: status[k] for k in ("device_id", "device_key", "recipient")}
+    text = json.dumps(info, separators=(",", ":"))
+    segno.make(text, error="m").terminal(compact=True)
+    print(json.dumps(info, indent=2))
+    print("Scan the code with the owner's app, or pass the JSON to `doorbell-owner pair`.")
+    return 0
+
+
+def _pending(config: Config, args: argparse.Namespace) -> int:
+    requests = _ask(config, {"cmd": "pending"})["requests"]
+    if args.json:
+        print(json.dumps(requests, indent=2))
+        return 0
+    if not requests:
+        print("No request is waiting for your decision.")
+        return 0
+    for entry in requests:
+        print(render_pending(entry))
+        print()
+    return 0
+
+
+def render_pending(entry: dict[str, Any]) -> str:
+    inv = entry.get("investigator", {})
+    contact = ", ".join(v for v in (inv.get("email"), inv.get("phone")) if v)
+    return "\n".join(
+        [
+            f"request      {entry['id']}",
+            f"agency       {entry['agency']['name']} ({entry['agency']['id']}),"
+            f" case {entry['case_number']}",
+            f"investigator {inv.get('name')} <{contact}>",
+            f"window       {entry['window']['start']} .. {entry['window']['end']}"
+            f"  ({entry['footage_seconds']:.0f} s of footage here)",
+            f"decide by    {entry['decide_by']}",
+            f"description  {entry['description']}",
+            f"approve:     doorbellctl approve {entry['id']} [--start T --end T] [--anonymous]",
+            f"decline:     doorbellctl deny {entry['id']}",
+        ]
+    )
+
+
+def _approve(config: Config, args: argparse.Namespace) -> int:
+    request: dict[str, Any] = {"cmd": "approve", "rfa_id": args.rfa_id}
+    if (args.start is None) != (args.end is None):
+        raise DoorbellError("give both --start and --end, or neither")
+    if args.start is not None:
+        window = Window(parse_time(args.start), parse_time(args.end))
+        request["window"] = window.to_json()
+    request["anonymous"] = bool(args.anonymous)
+    reply = _ask(config, request)
+    print(reply.get("message", "approved"))
+    return 0
+
+
+def _deny(config: Config, args: argparse.Namespace) -> int:
+    reply = _ask(config, {"cmd": "deny", "rfa_id": args.rfa_id})
+    print(reply.get("message", "declined"))
+    return 0
+
+
+def _shares(config: Config, args: argparse.Namespace) -> int:
+    if args.retry or args.cancel:
+        cmd = "retry" if args.retry else "cancel"
+        reply = _ask(config, {"cmd": cmd, "rfa_id": args.retry or args.cancel})
+        print(reply.get("message", "done"))
+        return 0
+    shares = _ask(config, {"cmd": "shares"})["shares"]
+    if args.json:
+        print(json.dumps(shares, indent=2))
+        return 0
+    from sync.outbox import render_shares
+
+    render_shares(shares, sys.stdout)
+    return 0
+
+
+def _audit(config: Config, args: argparse.Namespace) -> int:
+    from device.audit import read_entries, render_audit_table, render_report, verify_audit
+    from device.identity import load_device_identity
+    from device.paths import StatePaths
+
+    paths = StatePaths.of(config)
+    if not paths.audit_log.exists():
+        raise DoorbellError(f"no audit log at {paths.audit_log} yet")
+    if args.verify:
+        identity = load_device_identity(paths.state_dir, config.device.id)
+        report = verify_audit(paths.audit_log, identity.signing.public)
+        print(render_report(report))
+        return 0 if report.ok else 1
+    print(render_audit_table(read_entries(paths.audit_log)))
+    return 0
+
+
+def _clip(config: Config, args: argparse.Namespace) -> int:
+    from recorder.commands import clip
+
+    window = Window(parse_time(args.start), parse_time(args.end))
+    if window.start_ms > window.end_ms:
+        raise DoorbellError("--start is after --end")
+    info = clip(storage_dir=config.buffer_dir, window=window, out=args.out, progress=None)
+    print(
+        f"wrote {args.out}: {info.frames} frames, {format_time(info.first_frame_ms)} .. "
+        f"{format_time(info.last_frame_ms)}, {_size(info.bytes)}"
+        + ("" if info.synchronized else " (clock was NOT synchronized for part of it)")
+    )
+    return 0
+
+
+def _record(config: Config, args: argparse.Namespace) -> int:
+    from device.settings import camera_settings, storage_settings
+    from recorder.clock import SystemClock
+    from recorder.commands import record
+
+    summary = record(
+        camera=camera_settings(config),
+        storage=storage_settings(config),
+        seconds=args.seconds,
+        fast=args.fast,
+        clock=SystemClock(),
+    )
+    print(summary)
+    return 0
+
+
+def _owner_keygen(out: Path) -> int:
+    from pyrage import x25519
+
+    from sync.keys import SigningKey, identity_file_text, write_secret
+
+    key = SigningKey.generate()
+    identity = x25519.Identity.generate()
+    if (out / "owner-signing.pem").exists() or (out / "owner-age.txt").exists():
+        raise DoorbellError(f"{out} already holds owner keys; not overwriting them")
+    write_secret(out / "owner-signing.pem", key.to_pem())
+    write_secret(out / "owner-age.txt", identity_file_text(identity))
+    print("Add these to the device's config (owner.keys and owner.recipients):")
+    print(f"  owner.keys:       [{key.public_b64}]")
+    print(f"  owner.recipients: [{identity.to_public()}]")
+    return 0
+
+
+_COMMANDS = {
+    "status": _status,
+    "pair": _pair,
+    "pending": _pending,
+    "approve": _approve,
+    "deny": _deny,
+    "shares": _shares,
+    "audit": _audit,
+    "clip": _clip,
+    "record": _record,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())

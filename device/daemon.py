@@ -1,0 +1,75 @@
+"""`doorbelld`: the process entry point. Signals, config, logging, one stop event."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from firmware_config import ConfigError, load_config
+from recorder.errors import DoorbellError
+
+DEFAULT_CONFIG = Path(os.environ.get("DOORBELL_CONFIG", "/etc/doorbell/doorbell.yaml"))
+
+
+def _configure_logging(level: str) -> None:
+    # journald adds its own timestamps; a plain "level name: message" reads well there.
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    if not os.environ.get("JOURNAL_STREAM"):
+        fmt = "%(asctime)s " + fmt
+    logging.basicConfig(stream=sys.stderr, level=level.upper(), format=fmt)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="doorbelld", description="The doorbell daemon.")
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    parser.add_argument(
+        "--check-config", action="store_true", help="report every config problem and exit"
+    )
+    parser.add_argument("--log-level", default=os.environ.get("DOORBELL_LOG_LEVEL", "info"))
+    parser.add_argument(
+        "--assume-clock-synchronized",
+        action="store_true",
+        help="treat the wall clock as synchronized (machines without NTP status, the demo)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"doorbelld: {args.config}: {len(exc.problems)} problem(s):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    if args.check_config:
+        print(f"{args.config}: OK")
+        return 0
+
+    _configure_logging(args.log_level)
+    from device.app import Doorbell, Hooks
+    from recorder.clock import SystemClock
+
+    app = Doorbell(
+        config, Hooks(clock=SystemClock(assume_synchronized=args.assume_clock_synchronized))
+    )
+
+    def on_signal(signum: int, _frame: object) -> None:
+        logging.getLogger(__name__).info("signal %s: stopping", signal.Signals(signum).name)
+        app.stop_event.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        app.start()
+        app.wait()
+    except DoorbellError as exc:
+        logging.getLogger(__name__).error("%s", exc)
+        app.stop()
+        return 1
+    return app.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
