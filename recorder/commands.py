@@ -74,7 +74,8 @@ def clip(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m recorder.commands clip --dir D --start T --end T --out F`."""
+    """`python -m recorder.commands clip --dir D --start T --end T --out F`, and
+    `... record --dir D --seconds N [--fast]` with the synthetic camera."""
     parser = argparse.ArgumentParser(prog="python -m recorder.commands")
     sub = parser.add_subparsers(dest="command", required=True)
     p_clip = sub.add_parser("clip", help="export a frame-exact clip")
@@ -82,8 +83,27 @@ def main(argv: list[str] | None = None) -> int:
     p_clip.add_argument("--start", required=True)
     p_clip.add_argument("--end", required=True)
     p_clip.add_argument("--out", required=True, type=Path)
+    p_rec = sub.add_parser("record", help="record synthetic footage (for benchmarks)")
+    p_rec.add_argument("--dir", required=True, type=Path)
+    p_rec.add_argument("--seconds", required=True, type=float)
+    p_rec.add_argument("--fast", action="store_true")
+    p_rec.add_argument("--width", type=int, default=1280)
+    p_rec.add_argument("--height", type=int, default=720)
+    p_rec.add_argument("--fps", type=float, default=15)
     args = parser.parse_args(argv)
     try:
+        if args.command == "record":
+            from recorder.clock import SystemClock
+
+            summary = record(
+                camera=CameraSettings(width=args.width, height=args.height, fps=args.fps),
+                storage=StorageSettings(dir=args.dir, max_bytes=1 << 42, min_free_bytes=0),
+                seconds=args.seconds,
+                fast=args.fast,
+                clock=SystemClock(),
+            )
+            print(f"{summary.segments} segments, {summary.frames} frames, {summary.bytes} bytes")
+            return 0
         window = Window(parse_time(args.start), parse_time(args.end))
         info = clip(storage_dir=args.dir, window=window, out=args.out)
     except (DoorbellError, ValueError) as exc:
