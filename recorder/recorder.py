@@ -126,7 +126,7 @@ class Recorder:
         free_space: Callable[[Path], int],
         stop: StopSignal,
         preset: str = "ultrafast",
-        queue_frames: int = 8,
+        queue_frames: int = 4,
         drop_when_behind: bool | None = None,
         counters: HealthCounters | None = None,
     ) -> None:

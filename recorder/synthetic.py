@@ -40,19 +40,21 @@ def _scene(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
     """A texture twice the frame's size to pan across, and a few noise fields to add."""
     rng = np.random.default_rng(20261128)
     th, tw = height * 2, width * 2
-    yy, xx = np.mgrid[0:th, 0:tw].astype(np.float32)
-    base = np.stack(
-        [
-            96 + 60 * np.sin(xx / 37.0) * np.cos(yy / 53.0),
-            110 + 50 * np.sin((xx + yy) / 71.0),
-            90 + 70 * np.cos(xx / 23.0 - yy / 41.0),
-        ],
-        axis=-1,
+    xs = np.arange(tw, dtype=np.float32)[None, :]
+    ys = np.arange(th, dtype=np.float32)[:, None]
+    waves = (
+        lambda: 96 + 60 * np.sin(xs / 37.0) * np.cos(ys / 53.0),
+        lambda: 110 + 50 * np.sin((xs + ys) / 71.0),
+        lambda: 90 + 70 * np.cos(xs / 23.0 - ys / 41.0),
     )
     # Blocky "objects" of varying size, as on a porch: edges the encoder has to track.
-    blocks = rng.integers(0, 60, size=(th // 24 + 1, tw // 24 + 1, 3)).astype(np.float32)
-    base += np.repeat(np.repeat(blocks, 24, axis=0), 24, axis=1)[:th, :tw]
-    texture = np.clip(base, 16, 220).astype(np.uint8)
+    blocks = rng.integers(0, 60, size=(th // 24 + 1, tw // 24 + 1, 3), dtype=np.uint8)
+    texture = np.empty((th, tw, 3), np.uint8)
+    for c, wave in enumerate(waves):  # one channel at a time keeps the peak memory low
+        channel = wave().astype(np.float32)
+        channel += np.repeat(np.repeat(blocks[:, :, c], 24, axis=0), 24, axis=1)[:th, :tw]
+        np.clip(channel, 16, 220, out=channel)
+        texture[:, :, c] = channel
     noise = rng.integers(0, 6, size=(4, height, width, 3), dtype=np.uint8)
     return texture, noise
 
