@@ -264,6 +264,7 @@ class Recorder:
 
     def _encode(self, item: CapturedFrame, split: bool) -> None:
         import av
+        import numpy as np
 
         from recorder.encoding import MS, open_x264
 
@@ -277,7 +278,11 @@ class Recorder:
         image = item.image
         if image.shape[0] != self._source.height or image.shape[1] != self._source.width:
             raise RecorderError("camera frame size differs from the configured size")
-        frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
+        # from_numpy_buffer wraps the array without the copy from_ndarray makes (which
+        # cost about as much as the colour conversion); the array outlives the wrapper
+        # because reformat makes a new frame at once.
+        image = np.ascontiguousarray(image)
+        frame = av.VideoFrame.from_numpy_buffer(image, format="rgb24").reformat(format="yuv420p")
         # Encoder pts follow monotonic time (strictly increasing whatever the wall clock
         # does); the capture time travels beside it, keyed by pts.
         self._enc_pts = max(self._enc_pts + 1, round(item.monotonic * 1000))
