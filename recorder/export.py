@@ -73,7 +73,8 @@ def plan_parts(
 ) -> list[_Part]:
     """The segments and frame ranges a clip of `window` is made of, in capture order.
     Footage that overlaps footage already taken (a clock stepped back, a second fast
-    recording over the same hour) is left out: a clip's times must increase."""
+    recording over the same hour) is left out up to the next keyframe after the
+    overlap: a clip's times must increase."""
     parts: list[_Part] = []
     last_ms: int | None = None
     for seg in sorted(segments, key=lambda s: (s.start_ms, s.id)):
@@ -85,8 +86,14 @@ def plan_parts(
         if not chosen:
             continue
         if last_ms is not None and int(times[chosen.start]) <= last_ms:
-            logger.warning("skipping %s: it overlaps earlier footage in time", seg.file)
-            continue
+            # Overlapping footage: keep what comes after the earlier part, from a
+            # keyframe, since only the clip's first part has its head re-encoded.
+            after = max(chosen.start, int(np.searchsorted(times, last_ms, side="right")))
+            keys = np.flatnonzero(table.frames["key"][after : chosen.stop])
+            logger.warning("%s overlaps earlier footage in time; using its later part", seg.file)
+            if len(keys) == 0:
+                continue
+            chosen = range(after + int(keys[0]), chosen.stop)
         parts.append(_Part(seg, table, chosen))
         last_ms = int(times[chosen.stop - 1])
     return parts

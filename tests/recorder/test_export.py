@@ -231,3 +231,20 @@ def test_command_line_entry_exports(footage, tmp_path):
         text=True,
     )
     assert bad.returncode == 1 and "no footage" in bad.stderr
+
+
+def test_later_part_beside_overlapping_footage_starts_on_a_keyframe(tmp_path):
+    root = tmp_path / "buf"
+    end_a = 2_000_000_000_000
+    record_fast(root, seconds=4, end_ms=end_a, segment_seconds=4)
+    # B overlaps A's tail and goes on well past it
+    record_fast(root, seconds=8, end_ms=end_a + 6000, segment_seconds=8)
+    with RollingBuffer.open(root) as buffer:
+        a, b = buffer.segments()
+    assert b.start_ms < a.end_ms
+    window = Window(a.end_ms - 500, b.end_ms)
+    out = tmp_path / "clip.mp4"
+    info = export_clip(root, window, out)
+    stamps = [t for _p, t in decode_stamps(out)]
+    assert stamps == sorted(set(stamps)) and info.frames == len(stamps)
+    assert stamps[0] >= window.start_ms and stamps[-1] == b.end_ms
