@@ -100,6 +100,8 @@ def _make_output(base: type, sink: Picamera2Camera) -> Any:
     """An Output (subclass of picamera2's own) that feeds the camera's queue."""
 
     class QueueOutput(base):  # type: ignore[misc, valid-type]
+        needs_pacing = False  # frames carry their own times; never sleep the encoder
+
         def outputframe(
             self,
             frame: bytes,

@@ -58,8 +58,10 @@ def clock_jumped(
 
 @dataclass(frozen=True, slots=True)
 class RecorderHealth:
-    """What a watchdog looks at. `last_write_monotonic` is the monotonic time at which
-    the last frame was handed to a segment (None before the first)."""
+    """What a watchdog looks at. `frames_written` counts frames handed to a segment
+    file; a segment that then fails to be written (a full disk) counts its frames in
+    `frames_dropped` as well. `last_write_monotonic` is the monotonic time at which the
+    last frame was handed to a segment (None before the first)."""
 
     frames_captured: int
     frames_dropped: int

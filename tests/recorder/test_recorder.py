@@ -224,3 +224,27 @@ def test_opencv_source_records_a_video_file(tmp_path, recorded_buffer):
 
 def test_pin_is_stored_as_made():
     assert Pin("a", Window(1, 2), 3).live(2) and not Pin("a", Window(1, 2), 3).live(3)
+
+
+def test_a_failing_write_costs_one_segment_and_recording_goes_on(tmp_path, monkeypatch):
+    import errno
+
+    from recorder import segment_writer
+
+    real_finish = segment_writer.SegmentWriter.finish
+    calls = {"n": 0}
+
+    def finish_with_a_full_disk(self):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the disk is full exactly when the second segment closes
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_finish(self)
+
+    monkeypatch.setattr(segment_writer.SegmentWriter, "finish", finish_with_a_full_disk)
+    clock = FakeClock(START_MS)
+    src = SteppedCamera(clock, 120, width=320, height=240, fps=15)
+    summary, health, segments = run_recorder(tmp_path / "b", src, clock)
+    assert len(segments) == 3 and health.frames_dropped == 30
+    assert summary.frames == 90 and health.frames_written == 120
+    assert frame_ms(30) not in {s.start_ms for s in segments}
+    assert not list((tmp_path / "b").glob("*.part"))
