@@ -248,3 +248,56 @@ def test_later_part_beside_overlapping_footage_starts_on_a_keyframe(tmp_path):
     stamps = [t for _p, t in decode_stamps(out)]
     assert stamps == sorted(set(stamps)) and info.frames == len(stamps)
     assert stamps[0] >= window.start_ms and stamps[-1] == b.end_ms
+
+
+def test_clip_across_different_encoder_settings_is_tagged_avc3_and_decodes(tmp_path):
+    import threading
+
+    from recorder.clock import FakeClock
+    from recorder.recorder import Recorder
+    from recorder.settings import StorageSettings
+    from recorder.synthetic import SyntheticCamera
+
+    root = tmp_path / "buf"
+    for end, preset in [(2_000_000_000_000, "ultrafast"), (2_000_000_004_000, "veryfast")]:
+        clock = FakeClock(end)
+        camera = SyntheticCamera(width=320, height=240, fps=15, clock=clock, fast_seconds=3.9)
+        with RollingBuffer.open(root) as buffer:
+            Recorder(
+                camera,
+                buffer,
+                storage=StorageSettings(dir=root),
+                clock=clock,
+                free_space=lambda _p: 1 << 40,
+                stop=threading.Event(),
+                preset=preset,
+            ).run()
+    times = recorded_times(root)
+    out = tmp_path / "clip.mp4"
+    info = export_clip(root, Window(times[7], times[-1]), out)
+    stamps = decode_stamps(out)
+    assert [t for _p, t in stamps] == times[7:]
+    assert all(p == t - info.first_frame_ms for p, t in stamps)
+    probe = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_tag_string",
+            "-of",
+            "csv=p=0",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert probe.stdout.strip() == "avc3"
+    check = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(out), "-f", "null", "-"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert check.stderr.strip() == ""
