@@ -25,12 +25,13 @@ import logging
 import os
 import re
 import sqlite3
+import struct
+import sys
 import threading
+from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from recorder.errors import BufferLockedError, RecorderError
 from recorder.retention import Pin, retention_plan
@@ -44,8 +45,11 @@ LOCK_NAME = "recorder.lock"
 SEGMENT_RE = re.compile(r"seg-(\d{1,16})-([0-9a-f]{8})\.mp4")
 START_TAG = "capture_start_ms"
 
-# One row per frame; capture times are absolute epoch milliseconds.
-FRAME_DTYPE = np.dtype([("t", "<i8"), ("pos", "<i8"), ("size", "<i4"), ("key", "u1")])
+# A frame table blob: version, frame count, then per column all values little-endian:
+# capture times (epoch ms, int64), sample offsets (int64), sample sizes (int64), and
+# keyframe flags (one byte each). Plain `array`s, so export needs no numpy at start-up.
+_TABLE_HEAD = struct.Struct("<BI")
+_TABLE_VERSION = 1
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS segments (
@@ -95,12 +99,62 @@ class Segment:
 
 @dataclass(frozen=True, slots=True)
 class FrameTable:
-    """Where each frame of a segment is (see FRAME_DTYPE), the stream's avcC extradata
-    and the libx264 preset it was encoded with ("" when unknown or a hardware encoder)."""
+    """Where each frame of a segment is: capture times (epoch ms), sample offsets and
+    sizes in the file, keyframe flags; the stream's avcC extradata and the libx264
+    preset it was encoded with ("" when unknown or a hardware encoder)."""
 
     extradata: bytes
-    frames: np.ndarray
+    times: array[int]
+    pos: array[int]
+    size: array[int]
+    key: bytes
     preset: str = ""
+
+    def __post_init__(self) -> None:
+        n = len(self.times)
+        if not (len(self.pos) == len(self.size) == len(self.key) == n):
+            raise ValueError("frame table columns differ in length")
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    @classmethod
+    def build(
+        cls, extradata: bytes, rows: list[tuple[int, int, int, bool]], preset: str = ""
+    ) -> FrameTable:
+        """From (capture_ms, pos, size, keyframe) rows."""
+        return cls(
+            extradata,
+            array("q", [r[0] for r in rows]),
+            array("q", [r[1] for r in rows]),
+            array("q", [r[2] for r in rows]),
+            bytes(1 if r[3] else 0 for r in rows),
+            preset,
+        )
+
+    def to_blob(self) -> bytes:
+        cols = [array("q", c) for c in (self.times, self.pos, self.size)]
+        if sys.byteorder != "little":
+            for c in cols:
+                c.byteswap()
+        head = _TABLE_HEAD.pack(_TABLE_VERSION, len(self))
+        return head + b"".join(c.tobytes() for c in cols) + bytes(self.key)
+
+    @classmethod
+    def from_blob(cls, extradata: bytes, blob: bytes, preset: str = "") -> FrameTable:
+        version, n = _TABLE_HEAD.unpack_from(blob)
+        if version != _TABLE_VERSION or len(blob) != _TABLE_HEAD.size + 25 * n:
+            raise RecorderError("frame table in the index is damaged")
+        cols = []
+        at = _TABLE_HEAD.size
+        for _ in range(3):
+            col = array("q")
+            col.frombytes(blob[at : at + 8 * n])
+            if sys.byteorder != "little":
+                col.byteswap()
+            cols.append(col)
+            at += 8 * n
+        return cls(extradata, cols[0], cols[1], cols[2], bytes(blob[at:]), preset)
 
 
 class BufferLock:
@@ -215,8 +269,7 @@ def query_tables(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, Fram
         # Only "?" placeholders are formatted in; the ids travel as parameters.
         sql = f"SELECT id, extradata, preset, frame_table FROM segments WHERE id IN ({marks})"  # noqa: S608
         for seg_id, extradata, preset, blob in conn.execute(sql, part):
-            frames = np.frombuffer(blob, FRAME_DTYPE)
-            tables[int(seg_id)] = FrameTable(bytes(extradata), frames, str(preset))
+            tables[int(seg_id)] = FrameTable.from_blob(bytes(extradata), bytes(blob), str(preset))
     return tables
 
 
@@ -240,12 +293,12 @@ def probe_segment(path: Path) -> tuple[FrameTable, int, int, float]:
             if packet.size == 0 or packet.pts is None or packet.pos is None:
                 continue
             pts_ms = round(packet.pts * tb * 1000)
-            rows.append((start_ms + pts_ms, packet.pos, packet.size, int(packet.is_keyframe)))
+            rows.append((start_ms + pts_ms, packet.pos, packet.size, bool(packet.is_keyframe)))
         rate = stream.average_rate or stream.guessed_rate or 15
         width, height = ctx.width, ctx.height
     if not rows:
         raise RecorderError(f"{path.name} holds no frames")
-    return FrameTable(extradata, np.array(rows, FRAME_DTYPE)), width, height, float(rate)
+    return FrameTable.build(extradata, rows), width, height, float(rate)
 
 
 class RollingBuffer:
@@ -351,13 +404,14 @@ class RollingBuffer:
         fps: float,
     ) -> Segment:
         """Index a complete segment file (already renamed into place and fsynced)."""
-        frames = table.frames
+        if not len(table):
+            raise RecorderError("a segment must hold frames")
         size = (self.root / file).stat().st_size
         values = (
             file,
-            int(frames["t"][0]),
-            int(frames["t"][-1]),
-            len(frames),
+            table.times[0],
+            table.times[-1],
+            len(table),
             size,
             int(synchronized),
             width,
@@ -365,7 +419,7 @@ class RollingBuffer:
             float(fps),
             table.preset,
             table.extradata,
-            frames.tobytes(),
+            table.to_blob(),
         )
         with self._transaction() as conn:
             cur = conn.execute(

@@ -26,8 +26,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from recorder.buffer import FrameTable, Segment, connect_index, query_segments, query_tables
 from recorder.errors import NoFootageError, RecorderError
 from recorder.times import Window, format_time
@@ -53,11 +51,11 @@ class ClipInfo:
     synchronized: bool
 
 
-def frames_in(window: Window, frame_times: Sequence[int] | np.ndarray) -> range:
+def frames_in(window: Window, frame_times: Sequence[int]) -> range:
     """Indices of the frames that belong to `window` (start <= t <= end), given capture
     times in increasing order, as they are within a segment."""
-    lo = bisect.bisect_left(frame_times, window.start_ms)  # type: ignore[arg-type]
-    hi = bisect.bisect_right(frame_times, window.end_ms)  # type: ignore[arg-type]
+    lo = bisect.bisect_left(frame_times, window.start_ms)
+    hi = bisect.bisect_right(frame_times, window.end_ms)
     return range(lo, max(lo, hi))
 
 
@@ -81,22 +79,28 @@ def plan_parts(
         table = tables.get(seg.id)
         if table is None:
             continue
-        times = table.frames["t"]
+        times = table.times
         chosen = frames_in(window, times)
         if not chosen:
             continue
         if last_ms is not None and int(times[chosen.start]) <= last_ms:
             # Overlapping footage: keep what comes after the earlier part, from a
             # keyframe, since only the clip's first part has its head re-encoded.
-            after = max(chosen.start, int(np.searchsorted(times, last_ms, side="right")))
-            keys = np.flatnonzero(table.frames["key"][after : chosen.stop])
+            after = max(chosen.start, bisect.bisect_right(times, last_ms))
             logger.warning("%s overlaps earlier footage in time; using its later part", seg.file)
-            if len(keys) == 0:
+            key = _next_key(table.key, after, chosen.stop)
+            if key is None:
                 continue
-            chosen = range(after + int(keys[0]), chosen.stop)
+            chosen = range(key, chosen.stop)
         parts.append(_Part(seg, table, chosen))
-        last_ms = int(times[chosen.stop - 1])
+        last_ms = times[chosen.stop - 1]
     return parts
+
+
+def _next_key(keys: bytes, start: int, stop: int) -> int | None:
+    """Index of the first keyframe in keys[start:stop], or None."""
+    i = keys.find(1, start, stop)
+    return None if i < 0 else i
 
 
 def _creation_time(ms: int) -> str:
@@ -144,20 +148,19 @@ def _reencode_head(part: _Part, samples: _Samples, end: int) -> list[tuple[bytes
 
     from recorder.encoding import annexb_to_avcc, open_x264
 
-    frames = part.table.frames
+    table = part.table
     first = part.frames.start
-    keys = np.flatnonzero(frames["key"][: first + 1])
-    if len(keys) == 0:
+    gop_start = table.key.rfind(1, 0, first + 1)
+    if gop_start < 0:
         raise RecorderError(f"segment {part.segment.file} does not start on a keyframe")
-    gop_start = int(keys[-1])
     decoder = av.CodecContext.create("h264", "r")
     decoder.extradata = part.table.extradata
-    wanted = {int(frames["t"][i]) for i in range(first, end)}
+    wanted = {table.times[i] for i in range(first, end)}
     decoded: dict[int, Any] = {}
     for i in range(gop_start, end):
-        data = samples.read(part.segment.file, int(frames["pos"][i]), int(frames["size"][i]))
+        data = samples.read(part.segment.file, table.pos[i], table.size[i])
         packet = av.Packet(data)
-        packet.pts = packet.dts = int(frames["t"][i])
+        packet.pts = packet.dts = table.times[i]
         for frame in decoder.decode(packet):
             if frame.pts in wanted:
                 decoded[frame.pts] = frame
@@ -170,7 +173,7 @@ def _reencode_head(part: _Part, samples: _Samples, end: int) -> list[tuple[bytes
     encoder = open_x264(
         width=seg.width, height=seg.height, fps=seg.fps, preset=part.table.preset or "ultrafast"
     )
-    t0 = int(frames["t"][first])
+    t0 = table.times[first]
     out: list[tuple[bytes, bool]] = []
     for t in sorted(decoded):
         frame = decoded[t].reformat(format="yuv420p")
@@ -250,17 +253,18 @@ def _write_clip(
 
     total = sum(len(p.frames) for p in parts)
     # All capture times of the clip, in order, to give every sample its true duration.
-    times = np.concatenate([p.table.frames["t"][p.frames.start : p.frames.stop] for p in parts])
-    t0, t_last = int(times[0]), int(times[-1])
+    times: list[int] = []
+    for p in parts:
+        times.extend(p.table.times[p.frames.start : p.frames.stop])
+    t0, t_last = times[0], times[-1]
     head_part = parts[0]
     head: list[tuple[bytes, bool]] = []
     samples = _Samples(root)
     try:
         start = head_part.frames.start
-        keys = head_part.table.frames["key"]
-        if not keys[start]:
-            following = np.flatnonzero(keys[start + 1 : head_part.frames.stop])
-            end = start + 1 + int(following[0]) if len(following) else head_part.frames.stop
+        if not head_part.table.key[start]:
+            following = _next_key(head_part.table.key, start + 1, head_part.frames.stop)
+            end = head_part.frames.stop if following is None else following
             head = _reencode_head(head_part, samples, end)
         extradatas = {p.table.extradata for p in parts}
         with av.open(str(root / head_part.segment.file)) as template_src:
@@ -286,16 +290,14 @@ def _write_clip(
                 done = 0
                 nominal = max(1, round(1000 / head_part.segment.fps))
                 for part in parts:
-                    frames = part.table.frames
+                    table = part.table
                     for i in part.frames:
                         if done < len(head):
                             data, key = head[done]
                         else:
-                            data = samples.read(
-                                part.segment.file, int(frames["pos"][i]), int(frames["size"][i])
-                            )
-                            key = bool(frames["key"][i])
-                        t = int(times[done])
+                            data = samples.read(part.segment.file, table.pos[i], table.size[i])
+                            key = bool(table.key[i])
+                        t = times[done]
                         packet = av.Packet(data)
                         packet.pts = packet.dts = t - t0
                         packet.duration = int(times[done + 1]) - t if done + 1 < total else nominal

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import logging
 import os
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import av
 
 from recorder.buffer import (
-    FRAME_DTYPE,
     START_TAG,
     FrameTable,
     RollingBuffer,
@@ -29,9 +28,6 @@ from recorder.buffer import (
 )
 from recorder.encoding import MS
 from recorder.errors import RecorderError
-
-if TYPE_CHECKING:
-    import numpy as np
 
 logger = logging.getLogger(__name__)
 
@@ -128,18 +124,18 @@ class SegmentWriter:
         with open(self._path, "rb+") as handle:
             os.fsync(handle.fileno())
         table, width, height, _fps = probe_segment(self._path)
-        frames: np.ndarray = table.frames
-        if len(frames) != len(self._times):
+        if len(table) != len(self._times):
             raise RecorderError(f"segment {self.name} lost frames while muxing")
         # Keep our own capture times: the file's are the same, rounded through its pts.
-        frames = frames.copy()
-        frames["t"] = self._times
+        table = FrameTable(
+            table.extradata, array("q", self._times), table.pos, table.size, table.key, self.preset
+        )
         final = self.buffer.root / self.name
         os.replace(self._path, final)
         fsync_dir(self.buffer.root)
         return self.buffer.add_segment(
             file=self.name,
-            table=FrameTable(table.extradata, frames.astype(FRAME_DTYPE), self.preset),
+            table=table,
             synchronized=self.synchronized,
             width=width,
             height=height,

@@ -3,8 +3,8 @@
 import json
 import subprocess
 import sys
+from array import array
 
-import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -44,7 +44,7 @@ def test_frames_in_matches_definition(times, start, length):
     window = Window(start, start + length)
     chosen = frames_in(window, times)
     assert [times[i] for i in chosen] == [t for t in times if start <= t <= start + length]
-    assert list(frames_in(window, np.array(times, dtype=np.int64))) == list(chosen)
+    assert list(frames_in(window, array("q", times))) == list(chosen)
 
 
 # ---- integration ---------------------------------------------------------------------
@@ -59,7 +59,7 @@ def footage(recorded_buffer):
     keys = sorted(
         int(t)
         for s in segments
-        for t, k in zip(tables[s.id].frames["t"], tables[s.id].frames["key"], strict=True)
+        for t, k in zip(tables[s.id].times, tables[s.id].key, strict=True)
         if k
     )
     return root, first_ms, last_ms, recorded_times(root), segments, keys

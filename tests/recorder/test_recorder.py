@@ -97,7 +97,7 @@ def test_segments_start_on_keyframes_and_index_matches_pictures(tmp_path):
         packets = segment_packets(tmp_path / "b" / seg.file)
         assert packets[0][1], "segment must start on a keyframe"
         stamps = decode_stamps(tmp_path / "b" / seg.file)
-        assert [t for _p, t in stamps] == list(tables[seg.id].frames["t"])
+        assert [t for _p, t in stamps] == list(tables[seg.id].times)
         assert [p for p, _t in stamps] == [t - seg.start_ms for _p, t in stamps]
         assert seg.frames == 30 and seg.synchronized
         assert seg.bytes == (tmp_path / "b" / seg.file).stat().st_size
