@@ -2,7 +2,8 @@
 loopback tus server (tuspyserver under uvicorn). Goal: ours >= 0.8x curl.
 
 curl does the same protocol by hand: POST to create (Upload-Length, Upload-Metadata),
-then one PATCH of the whole file with --data-binary. Ours sends 8 MiB chunks (the
+then one PATCH of the whole file with `-T` (streamed from the file: `--data-binary @file`
+reads the whole file into memory first and fails at 1 GiB). Ours sends 8 MiB chunks (the
 default), each its own PATCH, with every connection address checked.
 
     python -m bench.upload [--mb 1024] [--chunk-mb 8] [--runs 2]
@@ -72,7 +73,7 @@ def with_curl(server: TusServer, path: Path, size: int) -> float:
             "-H", "Upload-Offset: 0",
             "-H", "Content-Type: application/offset+octet-stream",
             "-H", "Expect:",
-            "--data-binary", f"@{path}",
+            "-T", str(path),
         ],
         check=True,
     )  # fmt: skip
