@@ -143,9 +143,9 @@ def _rss_child(size_mb: int, work: str) -> None:
 
     import pyrage
 
+    from cloud.loopback import TusServer
     from sync.share import _HashingReader
     from sync.tus import TusClient, TusOptions, checked_session
-    from tests.fixtures.tus import TusServer
 
     folder = Path(work)
     plain = folder / "plain.bin"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import json
 import os
 import shutil
 import signal
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import requests
 import yaml
 
 from recorder.errors import DoorbellError
@@ -131,6 +133,109 @@ class MosquittoBroker:
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
+
+
+@dataclass(frozen=True)
+class StoredUpload:
+    uid: str
+    path: Path
+    metadata: dict[str, str]
+    size: int | None
+    offset: int
+
+    @property
+    def complete(self) -> bool:
+        return self.size is not None and self.offset == self.size
+
+    def read_bytes(self) -> bytes:
+        return self.path.read_bytes()
+
+
+class TusServer:
+    def __init__(self, storage: Path, *, port: int | None = None, max_size: int = 1 << 40):
+        self.storage = storage
+        self.port = port or free_port()
+        self.max_size = max_size
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = storage.parent / f"tus-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/files/"
+
+    def start(self, timeout: float = 20.0) -> None:
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        self.storage.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "cloud.tus_server",
+                    str(self.port),
+                    str(self.storage),
+                    str(self.max_size),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"tus server exited: {self.log.read_text()[-2000:]}")
+            try:
+                r = requests.options(self.url, headers={"Tus-Resumable": "1.0.0"}, timeout=1)
+                if r.status_code == 204:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError("tus server did not start")
+
+    def _end(self, sig: int) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        self._end(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._end(signal.SIGKILL)
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+    def uploads(self) -> list[StoredUpload]:
+        found = []
+        for info in sorted(self.storage.glob("*.info")):
+            try:
+                doc = json.loads(info.read_text())
+            except (OSError, ValueError):
+                continue
+            uid = info.name[: -len(".info")]
+            found.append(
+                StoredUpload(
+                    uid=uid,
+                    path=self.storage / uid,
+                    metadata={str(k): str(v) for k, v in doc.get("metadata", {}).items()},
+                    size=doc.get("size"),
+                    offset=int(doc.get("offset", 0)),
+                )
+            )
+        return found
+
+    def upload_of(self, kind: str) -> StoredUpload:
+        matches = [u for u in self.uploads() if u.metadata.get("kind") == kind]
+        assert len(matches) == 1, f"expected one {kind} upload, found {len(matches)}"
+        return matches[0]
 
 
 @dataclass(frozen=True)

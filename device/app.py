@@ -44,6 +44,7 @@ from sync.uploader import ShareSettings, ShareWorker
 logger = logging.getLogger(__name__)
 
 WATCHDOG_STALL_S = 10.0  # no frame written for this long: stop pinging, let systemd act
+RETRY_PIN_MS = 7 * 24 * 3_600_000  # footage of a retried share is kept this long at most
 
 
 @dataclass(frozen=True)
@@ -311,11 +312,19 @@ class Doorbell:
             verb = "approved: the share is queued" if cmd == "approve" else "declined"
             return {"ok": True, "message": f"{rfa_id} {verb}"}
         if cmd == "retry":
-            self.outbox.retry(rfa_id)
-            self.share_worker.wake()
+            job = self.outbox.job(rfa_id)
+            if job is None:
+                return {"ok": False, "error": f"no share {rfa_id}"}
+            # the pin was released when the share failed; keep the footage while it retries
+            now = self.hooks.clock.wall_ms()
+            self.buffer.pin(rfa_id, job.decision.window, now + RETRY_PIN_MS)
+            if not self.share_worker.retry(rfa_id):
+                self.buffer.unpin(rfa_id)
+                return {"ok": False, "error": f"share {rfa_id} has not failed"}
             return {"ok": True, "message": f"share {rfa_id} queued again"}
         if cmd == "cancel":
-            self.outbox.cancel(rfa_id)
+            if not self.share_worker.cancel(rfa_id):
+                return {"ok": False, "error": f"no share {rfa_id} to cancel"}
             return {"ok": True, "message": f"share {rfa_id} cancelled"}
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from cloud.loopback import TusServer
 from sync.tus import (
     AddressRefused,
     TokenBucket,
@@ -25,7 +26,6 @@ from sync.tus import (
     connect_checked,
     encode_metadata,
 )
-from tests.fixtures.tus import TusServer
 
 META = {"filename": "x.age", "filetype": "application/octet-stream", "kind": "clip"}
 

@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 
+from cloud.loopback import TusServer
 from device.identity import load_device_identity
 from recorder.clock import SystemClock
 from recorder.times import Window, parse_time
 from sync.outbox import Outbox
 from sync.uploader import ShareSettings, ShareWorker, backoff_s
-from tests.fixtures.tus import TusServer
 from tests.sync.factories import AgencyKeys
 from tests.sync.sharekit import (
     CONTACT,
