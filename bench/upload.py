@@ -19,8 +19,8 @@ import threading
 import time
 from pathlib import Path
 
+from cloud.loopback import TusServer
 from sync.tus import TusClient, TusOptions, checked_session, encode_metadata
-from tests.fixtures.tus import TusServer
 
 META = {"filename": "bench.age", "filetype": "application/octet-stream", "kind": "clip"}
 
