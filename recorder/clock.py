@@ -110,3 +110,52 @@ class FakeClock:
     def set_synchronized(self, value: bool) -> None:
         with self._lock:
             self._synchronized = value
+
+
+class SteeredClock:
+    """The system clock, steered from a small JSON file that tests write:
+    `{"offset_ms": -3600000, "synchronized": false}` (either key optional).
+
+    It lets an integration test jump the wall clock of a real daemon and its recorder
+    process (both read the same file) without privileges. Enabled only by the daemon's
+    test hook (`DOORBELL_TEST_CLOCK_FILE`); it pickles, so the recorder child gets one too.
+    """
+
+    def __init__(self, control: Path, *, assume_synchronized: bool = False) -> None:
+        self._control = control
+        self._base = SystemClock(assume_synchronized=assume_synchronized)
+        self._stamp: int | None = None
+        self._offset_ms = 0
+        self._synchronized: bool | None = None
+
+    def _refresh(self) -> None:
+        import json
+
+        try:
+            stamp = self._control.stat().st_mtime_ns
+        except OSError:
+            self._stamp, self._offset_ms, self._synchronized = None, 0, None
+            return
+        if stamp == self._stamp:
+            return
+        try:
+            doc = json.loads(self._control.read_text())
+            offset = int(doc.get("offset_ms", 0))
+            synced = doc.get("synchronized")
+        except (OSError, ValueError, TypeError, AttributeError):
+            return  # a half-written file: keep the last good steering
+        self._stamp, self._offset_ms = stamp, offset
+        self._synchronized = synced if isinstance(synced, bool) else None
+
+    def wall_ms(self) -> int:
+        self._refresh()
+        return self._base.wall_ms() + self._offset_ms
+
+    def monotonic(self) -> float:
+        return self._base.monotonic()
+
+    def synchronized(self) -> bool:
+        self._refresh()
+        if self._synchronized is not None:
+            return self._synchronized
+        return self._base.synchronized()

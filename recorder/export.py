@@ -230,6 +230,9 @@ def export_clip(
     try:
         info = _write_clip(root, parts, tmp, progress)
         os.replace(tmp, out)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise RecorderError(f"cannot write the clip {out}: {exc}") from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -211,12 +211,19 @@ class Recorder:
     def _capture_loop(self) -> None:
         halt = self._halt
         stop = _EitherStop(self._stop, halt)
+        source_dropped = getattr(self._source, "dropped", 0)
         try:
             while not stop.is_set():
                 item = self._source.read(stop)  # type: ignore[arg-type]
                 if item is None:
                     break
                 self.counters.add("captured")
+                # A camera with its own encoder may drop frames before we see them.
+                lost = getattr(self._source, "dropped", 0) - source_dropped
+                if lost > 0:
+                    self.counters.add("captured", lost)
+                    self.counters.add("dropped", lost)
+                    source_dropped += lost
                 if self._drop:
                     try:
                         self._queue.put_nowait(item)
@@ -449,6 +456,45 @@ def disk_free_bytes(path: Path) -> int:
     return st.f_bavail * st.f_frsize
 
 
+class SteeredFreeSpace:
+    """Free space as a test says it is: the integer in `control` when that file exists,
+    the real figure otherwise. Lets an integration test fill the disk of a real daemon
+    without privileges (the daemon's `DOORBELL_TEST_FREE_SPACE_FILE` hook)."""
+
+    def __init__(self, control: Path) -> None:
+        self.control = control
+
+    def __call__(self, path: Path) -> int:
+        try:
+            return int(self.control.read_text().strip())
+        except (OSError, ValueError):
+            return disk_free_bytes(path)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _follow_parent(stop: StopSignal, parent_pid: int) -> None:
+    """Finish cleanly when the daemon asks (SIGTERM) and never outlive it: a recorder
+    left behind by a SIGKILLed daemon would hold the buffer lock against its successor.
+    Ctrl-C in a terminal reaches the whole process group; the parent coordinates."""
+    import ctypes
+    import ctypes.util
+    import os
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
+    libc_name = ctypes.util.find_library("c")
+    if libc_name:
+        try:
+            ctypes.CDLL(libc_name, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        except (OSError, AttributeError):
+            logger.warning("cannot ask the kernel to signal the recorder when its parent dies")
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        stop.set()
+
+
 def _child_main(
     camera: CameraSettings,
     storage: StorageSettings,
@@ -456,10 +502,14 @@ def _child_main(
     array: Any,
     clock: Clock,
     fast_seconds: float | None,
+    free_space: Callable[[Path], int] = disk_free_bytes,
+    parent_pid: int | None = None,
 ) -> None:
     from recorder.sources import make_source
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if parent_pid is not None:
+        _follow_parent(stop, parent_pid)
     source = make_source(camera, clock, fast_seconds=fast_seconds)
     buffer = RollingBuffer.open(storage.dir, reconcile=False)
     try:
@@ -468,7 +518,7 @@ def _child_main(
             buffer,
             storage=storage,
             clock=clock,
-            free_space=disk_free_bytes,
+            free_space=free_space,
             stop=stop,
             preset=camera.preset,
             counters=HealthCounters(array),
@@ -488,19 +538,32 @@ class RecorderProcess:
         storage: StorageSettings,
         clock: Clock,
         fast_seconds: float | None = None,
+        free_space: Callable[[Path], int] = disk_free_bytes,
     ) -> None:
+        """`clock` and `free_space` must pickle: the child gets its own copies."""
         self._ctx = multiprocessing.get_context("spawn")
-        self._args = (camera, storage, clock, fast_seconds)
+        self._args = (camera, storage, clock, fast_seconds, free_space)
         self._stop = self._ctx.Event()
         self._counters = HealthCounters(self._ctx.RawArray("d", 5))
         self._counters.set_last_write(-1.0)
         self._process: Any = None
 
     def start(self) -> None:
-        camera, storage, clock, fast = self._args
+        import os
+
+        camera, storage, clock, fast, free_space = self._args
         self._process = self._ctx.Process(
             target=_child_main,
-            args=(camera, storage, self._stop, self._counters.array, clock, fast),
+            args=(
+                camera,
+                storage,
+                self._stop,
+                self._counters.array,
+                clock,
+                fast,
+                free_space,
+                os.getpid(),
+            ),
             name="recorder",
             daemon=True,
         )

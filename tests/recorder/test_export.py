@@ -301,3 +301,12 @@ def test_clip_across_different_encoder_settings_is_tagged_avc3_and_decodes(tmp_p
         check=True,
     )
     assert check.stderr.strip() == ""
+
+
+def test_unwritable_destination_is_a_clear_error(footage, tmp_path):
+    from recorder.errors import RecorderError
+
+    root, first, last, times, *_ = footage
+    with pytest.raises(RecorderError, match="cannot write the clip"):
+        export_clip(root, Window(times[0], times[20]), tmp_path / "missing-dir" / "c.mp4")
+    assert not (tmp_path / "missing-dir").exists()
