@@ -8,7 +8,6 @@ factory, systemd notifier) come in through the constructor so tests can replace 
 from __future__ import annotations
 
 import logging
-import shutil
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from firmware_config import Config
 from recorder.buffer import RollingBuffer
 from recorder.clock import Clock
 from recorder.errors import DoorbellError
-from recorder.recorder import RecorderProcess
+from recorder.recorder import RecorderProcess, disk_free_bytes
 from recorder.times import Window, format_time, parse_time
 from sync import SOFTWARE_VERSION
 from sync.geo import cell_of
@@ -52,7 +51,7 @@ class Hooks:
     """What tests replace: the clock, the free-space probe and the GPIO pin factory."""
 
     clock: Clock
-    free_space: Callable[[Path], int] = lambda path: shutil.disk_usage(path).free
+    free_space: Callable[[Path], int] = disk_free_bytes  # must pickle: the recorder gets it
     pin_factory: Any = None
     notifier: SystemdNotifier | None = None
 
@@ -103,6 +102,7 @@ class Doorbell:
             camera=camera_settings(self.config),
             storage=storage_settings(self.config),
             clock=self.hooks.clock,
+            free_space=self.hooks.free_space,
         )
         self.recorder.start()
         self._closers.append(lambda: self.recorder.stop(timeout=10))

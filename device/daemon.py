@@ -9,8 +9,11 @@ import signal
 import sys
 from pathlib import Path
 
+from device.app import Doorbell, Hooks
 from firmware_config import ConfigError, load_config
+from recorder.clock import Clock, SteeredClock, SystemClock
 from recorder.errors import DoorbellError
+from recorder.recorder import SteeredFreeSpace
 
 DEFAULT_CONFIG = Path(os.environ.get("DOORBELL_CONFIG", "/etc/doorbell/doorbell.yaml"))
 
@@ -21,6 +24,19 @@ def _configure_logging(level: str) -> None:
     if not os.environ.get("JOURNAL_STREAM"):
         fmt = "%(asctime)s " + fmt
     logging.basicConfig(stream=sys.stderr, level=level.upper(), format=fmt)
+
+
+def _hooks(*, assume_synchronized: bool) -> Hooks:
+    """The real clock and disk, unless a test steers them through files (integration
+    tests move time and fill the disk of a real daemon this way, without privileges)."""
+    clock: Clock = SystemClock(assume_synchronized=assume_synchronized)
+    clock_file = os.environ.get("DOORBELL_TEST_CLOCK_FILE")
+    if clock_file:
+        clock = SteeredClock(Path(clock_file), assume_synchronized=assume_synchronized)
+    free_space_file = os.environ.get("DOORBELL_TEST_FREE_SPACE_FILE")
+    if free_space_file:
+        return Hooks(clock=clock, free_space=SteeredFreeSpace(Path(free_space_file)))
+    return Hooks(clock=clock)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     _configure_logging(args.log_level)
-    from device.app import Doorbell, Hooks
+    from device.app import Hooks
     from recorder.clock import SystemClock
 
     app = Doorbell(
