@@ -64,12 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     _configure_logging(args.log_level)
-    from device.app import Hooks
-    from recorder.clock import SystemClock
-
-    app = Doorbell(
-        config, Hooks(clock=SystemClock(assume_synchronized=args.assume_clock_synchronized))
-    )
+    app = Doorbell(config, _hooks(assume_synchronized=args.assume_clock_synchronized))
 
     def on_signal(signum: int, _frame: object) -> None:
         logging.getLogger(__name__).info("signal %s: stopping", signal.Signals(signum).name)
