@@ -1,0 +1,137 @@
+"""doorbellctl as a person uses it: the commands that need no daemon, and clear errors
+for everything that goes wrong."""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import pytest
+
+from cloud.loopback import DeviceSetup
+from recorder.buffer import BufferLock
+from recorder.synthetic import read_capture_ms
+from recorder.times import format_time, parse_time
+
+
+def ctl(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "device.cli", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    return DeviceSetup(root=tmp_path / "device", broker_url="mqtt://127.0.0.1:1").write()
+
+
+def test_status_without_daemon_gives_pairing_data_and_makes_keys_once(config: Path) -> None:
+    first = ctl(config, "status", "--json")
+    assert first.returncode == 0, first.stderr
+    status = json.loads(first.stdout)
+    assert status["device_id"] == "porch-cam-01" and status["daemon"] == "stopped"
+    assert status["recipient"].startswith("age1") and len(status["device_key"]) == 43
+    keys = list((config.parent / "var" / "state" / "keys").iterdir())
+    assert keys and all(stat.S_IMODE(k.stat().st_mode) == 0o600 for k in keys)
+    again = json.loads(ctl(config, "status", "--json").stdout)
+    assert again["device_key"] == status["device_key"]  # made once, then kept
+    human = ctl(config, "status").stdout
+    assert "recording" in human and status["recipient"] in human
+
+
+def test_pair_shows_a_qr_code_and_the_json(config: Path) -> None:
+    result = ctl(config, "pair")
+    assert result.returncode == 0, result.stderr
+    assert "█" in result.stdout or "▀" in result.stdout
+    payload = result.stdout[result.stdout.index("{") : result.stdout.rindex("}") + 1]
+    assert set(json.loads(payload)) == {"device_id", "device_key", "recipient"}
+
+
+def test_owner_keygen_writes_private_files_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    out = tmp_path / "owner"
+    result = subprocess.run(
+        [sys.executable, "-m", "device.cli", "owner", "keygen", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "owner.keys" in result.stdout and "age1" in result.stdout
+    assert "AGE-SECRET-KEY" not in result.stdout and "PRIVATE KEY" not in result.stdout
+    for name in ("owner-signing.pem", "owner-age.txt"):
+        assert stat.S_IMODE((out / name).stat().st_mode) == 0o600
+    before = (out / "owner-signing.pem").read_bytes()
+    again = subprocess.run(
+        [sys.executable, "-m", "device.cli", "owner", "keygen", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert again.returncode == 1 and "not overwriting" in again.stderr
+    assert (out / "owner-signing.pem").read_bytes() == before
+
+
+def test_record_then_clip_round_trip_and_the_errors(config: Path, tmp_path: Path) -> None:
+    recorded = ctl(config, "record", "--seconds", "3", "--fast")
+    assert recorded.returncode == 0, recorded.stderr
+    status = json.loads(ctl(config, "status", "--json").stdout)
+    span = status["buffer_span"]
+    start, end = parse_time(span["start"]), parse_time(span["end"])
+    out = tmp_path / "clip.mp4"
+    middle = ctl(
+        config, "clip", "--start", format_time(start + 500), "--end", format_time(end - 500),
+        "--out", str(out),
+    )  # fmt: skip
+    assert middle.returncode == 0, middle.stderr
+    with av.open(str(out)) as clip:
+        stamps = [read_capture_ms(f.to_ndarray(format="rgb24")) for f in clip.decode(video=0)]
+    assert stamps and start + 500 <= stamps[0] and stamps[-1] <= end - 500
+
+    empty = tmp_path / "nothing.mp4"
+    none = ctl(
+        config, "clip", "--start", format_time(end + 60_000), "--end", format_time(end + 70_000),
+        "--out", str(empty),
+    )  # fmt: skip
+    assert none.returncode == 1 and "footage" in none.stderr and not empty.exists()
+    backwards = ctl(
+        config, "clip", "--start", span["end"], "--end", span["start"], "--out", str(empty)
+    )
+    assert backwards.returncode != 0 and not empty.exists()
+    bad_time = ctl(config, "clip", "--start", "yesterday", "--end", span["end"], "--out", "x")
+    assert bad_time.returncode == 1 and "RFC 3339" in bad_time.stderr
+
+    lock = BufferLock(config.parent / "var" / "buffer").acquire()
+    try:
+        refused = ctl(config, "record", "--seconds", "1", "--fast")
+    finally:
+        lock.release()
+    assert refused.returncode == 1 and "another recorder" in refused.stderr
+
+
+def test_daemon_commands_without_a_daemon_say_so(config: Path) -> None:
+    for args in (("pending",), ("approve", "x"), ("deny", "x"), ("shares",)):
+        result = ctl(config, *args)
+        assert result.returncode == 1 and "not running" in result.stderr, args
+
+
+def test_bad_config_names_the_key(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("device: {id: x, location: {lat: 100, lon: 0}}\ncamera: {source: webcam}\n")
+    result = ctl(bad, "status")
+    assert result.returncode == 2
+    assert "device.location.lat" in result.stderr and "camera.source" in result.stderr
+    assert "storage: required" in result.stderr
+    daemon = subprocess.run(
+        [sys.executable, "-m", "device.daemon", "--config", str(bad), "--check-config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert daemon.returncode == 2 and "device.location.lat" in daemon.stderr
