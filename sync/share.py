@@ -29,7 +29,7 @@ from typing import Any
 
 import pyrage
 
-from recorder.errors import DoorbellError, NoFootageError
+from recorder.errors import DoorbellError, NoFootageError, RecorderError
 from recorder.times import format_time
 from sync import SOFTWARE
 from sync.envelope import make_envelope
@@ -206,6 +206,10 @@ def build_share(
             raise ShareError("no footage") from exc
         except OSError as exc:
             raise _disk_error(exc, "clip") from exc
+        except RecorderError as exc:  # the export's own wrapping of a write failure
+            if isinstance(exc.__cause__, OSError):
+                raise _disk_error(exc.__cause__, "clip") from exc
+            raise ShareError(f"cannot cut the clip: {exc}") from exc
         with plain.open("rb", buffering=1024 * 1024) as handle:
             reader = _HashingReader(handle)  # type: ignore[arg-type]
             clip_cipher = _encrypt_to(reader, clip_path, recipient, "clip")

@@ -55,7 +55,7 @@ def test_recorder_process_runs_reports_health_and_holds_the_buffer(tmp_path):
         info = export_clip(root, Window(first, last), tmp_path / "live.mp4")
         stamps = decode_stamps(tmp_path / "live.mp4")
         assert len(stamps) == info.frames and stamps[0][1] == first
-        assert list((root).glob("*.part")), "the open segment is still being written"
+        assert wait_for(lambda: list(root.glob("*.part"))), "the open segment is being written"
     finally:
         code = proc.stop(timeout=20)
     assert code == 0
