@@ -18,7 +18,6 @@ come of them.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -27,8 +26,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from recorder.times import Window
-from sync.models import Agency, Area, ConsentMethod, Decision, Investigator, Rfa
+from sync.models import (
+    Decision,
+    Rfa,
+    decision_from_json,
+    decision_to_json,
+    rfa_from_json,
+    rfa_to_json,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS seen_ids (
@@ -80,83 +85,6 @@ class RequestRecord:
     state: RequestState
     closed_at_ms: int | None
     audited: bool
-
-
-def rfa_to_json(rfa: Rfa) -> str:
-    return json.dumps(
-        {
-            "id": rfa.id,
-            "agency": {"id": rfa.agency.id, "name": rfa.agency.name},
-            "case_number": rfa.case_number,
-            "investigator": {
-                "name": rfa.investigator.name,
-                "email": rfa.investigator.email,
-                "phone": rfa.investigator.phone,
-            },
-            "description": rfa.description,
-            "area": {"lat": rfa.area.lat, "lon": rfa.area.lon, "radius_m": rfa.area.radius_m},
-            "window": [rfa.window.start_ms, rfa.window.end_ms],
-            "issued_at_ms": rfa.issued_at_ms,
-            "expires_at_ms": rfa.expires_at_ms,
-            "recipient": rfa.recipient,
-            "upload_url": rfa.upload_url,
-            "envelope_text": rfa.envelope_text,
-            "kid": rfa.kid,
-        },
-        separators=(",", ":"),
-    )
-
-
-def rfa_from_json(text: str) -> Rfa:
-    d = json.loads(text)
-    inv = d["investigator"]
-    return Rfa(
-        id=d["id"],
-        agency=Agency(id=d["agency"]["id"], name=d["agency"]["name"]),
-        case_number=d["case_number"],
-        investigator=Investigator(name=inv["name"], email=inv["email"], phone=inv["phone"]),
-        description=d["description"],
-        area=Area(lat=d["area"]["lat"], lon=d["area"]["lon"], radius_m=d["area"]["radius_m"]),
-        window=Window(d["window"][0], d["window"][1]),
-        issued_at_ms=d["issued_at_ms"],
-        expires_at_ms=d["expires_at_ms"],
-        recipient=d["recipient"],
-        upload_url=d["upload_url"],
-        envelope_text=d["envelope_text"],
-        kid=d["kid"],
-    )
-
-
-def decision_to_json(decision: Decision) -> str:
-    return json.dumps(
-        {
-            "rfa_id": decision.rfa_id,
-            "approve": decision.approve,
-            "window": [decision.window.start_ms, decision.window.end_ms],
-            "share_contact": decision.share_contact,
-            "method": str(decision.method),
-            "at_ms": decision.at_ms,
-            "owner_kid": decision.owner_kid,
-            "envelope_text": decision.envelope_text,
-            "nonce": decision.nonce,
-        },
-        separators=(",", ":"),
-    )
-
-
-def decision_from_json(text: str) -> Decision:
-    d = json.loads(text)
-    return Decision(
-        rfa_id=d["rfa_id"],
-        approve=d["approve"],
-        window=Window(d["window"][0], d["window"][1]),
-        share_contact=d["share_contact"],
-        method=ConsentMethod(d["method"]),
-        at_ms=d["at_ms"],
-        owner_kid=d["owner_kid"],
-        envelope_text=d["envelope_text"],
-        nonce=d["nonce"],
-    )
 
 
 class _Remembered:

@@ -1,8 +1,11 @@
 """The protocol's records as frozen dataclasses: what a checked request, a decision and
-a share are. Parsing and checking live in `sync.rfa` and `sync.decision`."""
+a share are, and their one storage form (the state database and the outbox both keep
+them). Parsing and checking of what arrives from the network live in `sync.rfa` and
+`sync.decision`."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -89,3 +92,83 @@ class Decision:
     owner_kid: str | None  # set for app decisions
     envelope_text: str | None  # the owner's signed decision envelope, for app decisions
     nonce: str | None
+
+
+# --- storage form: what the device itself wrote, read back after a restart ---------------
+
+
+def rfa_to_json(rfa: Rfa) -> str:
+    return json.dumps(
+        {
+            "id": rfa.id,
+            "agency": {"id": rfa.agency.id, "name": rfa.agency.name},
+            "case_number": rfa.case_number,
+            "investigator": {
+                "name": rfa.investigator.name,
+                "email": rfa.investigator.email,
+                "phone": rfa.investigator.phone,
+            },
+            "description": rfa.description,
+            "area": {"lat": rfa.area.lat, "lon": rfa.area.lon, "radius_m": rfa.area.radius_m},
+            "window": [rfa.window.start_ms, rfa.window.end_ms],
+            "issued_at_ms": rfa.issued_at_ms,
+            "expires_at_ms": rfa.expires_at_ms,
+            "recipient": rfa.recipient,
+            "upload_url": rfa.upload_url,
+            "envelope_text": rfa.envelope_text,
+            "kid": rfa.kid,
+        },
+        separators=(",", ":"),
+    )
+
+
+def rfa_from_json(text: str) -> Rfa:
+    d = json.loads(text)
+    inv = d["investigator"]
+    return Rfa(
+        id=d["id"],
+        agency=Agency(id=d["agency"]["id"], name=d["agency"]["name"]),
+        case_number=d["case_number"],
+        investigator=Investigator(name=inv["name"], email=inv["email"], phone=inv["phone"]),
+        description=d["description"],
+        area=Area(lat=d["area"]["lat"], lon=d["area"]["lon"], radius_m=d["area"]["radius_m"]),
+        window=Window(d["window"][0], d["window"][1]),
+        issued_at_ms=d["issued_at_ms"],
+        expires_at_ms=d["expires_at_ms"],
+        recipient=d["recipient"],
+        upload_url=d["upload_url"],
+        envelope_text=d["envelope_text"],
+        kid=d["kid"],
+    )
+
+
+def decision_to_json(decision: Decision) -> str:
+    return json.dumps(
+        {
+            "rfa_id": decision.rfa_id,
+            "approve": decision.approve,
+            "window": [decision.window.start_ms, decision.window.end_ms],
+            "share_contact": decision.share_contact,
+            "method": str(decision.method),
+            "at_ms": decision.at_ms,
+            "owner_kid": decision.owner_kid,
+            "envelope_text": decision.envelope_text,
+            "nonce": decision.nonce,
+        },
+        separators=(",", ":"),
+    )
+
+
+def decision_from_json(text: str) -> Decision:
+    d = json.loads(text)
+    return Decision(
+        rfa_id=d["rfa_id"],
+        approve=d["approve"],
+        window=Window(d["window"][0], d["window"][1]),
+        share_contact=d["share_contact"],
+        method=ConsentMethod(d["method"]),
+        at_ms=d["at_ms"],
+        owner_kid=d["owner_kid"],
+        envelope_text=d["envelope_text"],
+        nonce=d["nonce"],
+    )

@@ -14,7 +14,6 @@ Byte counts are ciphertext bytes of both objects together (PROTOCOL §6.3).
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import shutil
@@ -27,8 +26,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from recorder.errors import DoorbellError
-from recorder.times import Window
-from sync.models import Agency, Area, ConsentMethod, Decision, Investigator, Rfa
+from sync.models import (
+    Decision,
+    Rfa,
+    decision_from_json,
+    decision_to_json,
+    rfa_from_json,
+    rfa_to_json,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -97,79 +102,6 @@ class ShareJob:
 
     def object(self, kind: str) -> UploadObject | None:
         return next((o for o in self.objects if o.kind == kind), None)
-
-
-# --- (de)serialising the records a job needs to be rebuilt after a restart ---------------
-
-
-def rfa_to_json(rfa: Rfa) -> str:
-    return json.dumps(
-        {
-            "id": rfa.id,
-            "agency": [rfa.agency.id, rfa.agency.name],
-            "case_number": rfa.case_number,
-            "investigator": [rfa.investigator.name, rfa.investigator.email, rfa.investigator.phone],
-            "description": rfa.description,
-            "area": [rfa.area.lat, rfa.area.lon, rfa.area.radius_m],
-            "window": [rfa.window.start_ms, rfa.window.end_ms],
-            "issued_at_ms": rfa.issued_at_ms,
-            "expires_at_ms": rfa.expires_at_ms,
-            "recipient": rfa.recipient,
-            "upload_url": rfa.upload_url,
-            "envelope_text": rfa.envelope_text,
-            "kid": rfa.kid,
-        }
-    )
-
-
-def rfa_from_json(text: str) -> Rfa:
-    d = json.loads(text)
-    return Rfa(
-        id=d["id"],
-        agency=Agency(*d["agency"]),
-        case_number=d["case_number"],
-        investigator=Investigator(*d["investigator"]),
-        description=d["description"],
-        area=Area(*d["area"]),
-        window=Window(*d["window"]),
-        issued_at_ms=d["issued_at_ms"],
-        expires_at_ms=d["expires_at_ms"],
-        recipient=d["recipient"],
-        upload_url=d["upload_url"],
-        envelope_text=d["envelope_text"],
-        kid=d["kid"],
-    )
-
-
-def decision_to_json(decision: Decision) -> str:
-    return json.dumps(
-        {
-            "rfa_id": decision.rfa_id,
-            "approve": decision.approve,
-            "window": [decision.window.start_ms, decision.window.end_ms],
-            "share_contact": decision.share_contact,
-            "method": decision.method.value,
-            "at_ms": decision.at_ms,
-            "owner_kid": decision.owner_kid,
-            "envelope_text": decision.envelope_text,
-            "nonce": decision.nonce,
-        }
-    )
-
-
-def decision_from_json(text: str) -> Decision:
-    d = json.loads(text)
-    return Decision(
-        rfa_id=d["rfa_id"],
-        approve=d["approve"],
-        window=Window(*d["window"]),
-        share_contact=d["share_contact"],
-        method=ConsentMethod(d["method"]),
-        at_ms=d["at_ms"],
-        owner_kid=d["owner_kid"],
-        envelope_text=d["envelope_text"],
-        nonce=d["nonce"],
-    )
 
 
 class Outbox:
