@@ -22,7 +22,7 @@ from device.intake import Intake
 from device.notify import SystemdNotifier
 from device.owner_channel import OwnerChannel
 from device.paths import StatePaths
-from device.settings import camera_settings, storage_settings
+from device.settings import camera_settings, mqtt_settings, storage_settings
 from device.state import StateStore
 from device.supervisor import Supervisor
 from firmware_config import Config
@@ -35,7 +35,7 @@ from sync import SOFTWARE_VERSION
 from sync.geo import cell_of
 from sync.keys import key_id, parse_recipient, public_key_from_b64, raw_public
 from sync.models import ConsentMethod
-from sync.mqtt import MqttLink, MqttSettings
+from sync.mqtt import MqttLink
 from sync.outbox import Outbox
 from sync.rfa import DeviceFacts, TrustedAgencyKey
 from sync.uploader import ShareSettings, ShareWorker
@@ -182,7 +182,7 @@ class Doorbell:
         )
         self.supervisor.start("intake", self.intake.run)
         self.mqtt = MqttLink(
-            MqttSettings.from_config(self.config.mqtt),
+            mqtt_settings(self.config),
             client_id=device_id,
             status_topic=f"devices/{device_id}/status",
             version=SOFTWARE_VERSION,

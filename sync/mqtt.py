@@ -68,20 +68,6 @@ class MqttSettings:
     keepalive: int = 60
     receive_maximum: int = 64  # MQTT 5: unacked messages the broker may have in flight to us
 
-    @classmethod
-    def from_config(cls, cfg: Any) -> MqttSettings:
-        """From firmware_config's MqttConfig (duck-typed: sync does not import the config)."""
-        return cls(
-            url=cfg.url,
-            username=cfg.username,
-            password_file=cfg.password_file,
-            ca_file=cfg.ca_file,
-            cert_file=cfg.cert_file,
-            key_file=cfg.key_file,
-            protocol=cfg.protocol,
-            keepalive=cfg.keepalive,
-        )
-
     def endpoint(self) -> tuple[str, int, bool]:
         """(host, port, tls) from the URL."""
         parts = urlsplit(self.url)
