@@ -109,6 +109,18 @@ def test_named_share_approved_in_the_app_is_exact_and_verifies(world: World, spy
         # no extra publication in reaction to the arrival
         after = [t for t, _, _ in messages if before_arrival <= t <= before_arrival + 1.0]
         assert len(after) <= 2, leaf
+    # The daemon's log (journald on a Pi) holds no contact detail and no key material.
+    log = world.daemon.log_path.read_text()
+    for secret in (
+        "jane@example.com",
+        "Jane Doe",
+        "1 Elm St",
+        "a.rivera@example.gov",
+        "+1 415",
+        "AGE-SECRET-KEY",
+        "PRIVATE KEY",
+    ):
+        assert secret not in log, secret
     status_topics = {topic for _, topic, _ in spy.messages() if topic.startswith("devices/")}
     assert status_topics <= {
         f"devices/{world.setup.device_id}/{leaf}"
