@@ -189,4 +189,4 @@ def test_full_disk_leaves_no_half_files(tmp_path: Path, footage):
         assert info.value.permanent
         assert os.listdir(small) == []
     finally:
-        subprocess.run(["umount", str(small)], check=False)
+        subprocess.run(["umount", "--lazy", str(small)], check=False)  # even while files are open

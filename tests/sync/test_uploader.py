@@ -289,7 +289,7 @@ def test_full_disk_fails_one_share_and_not_the_next(tmp_path: Path, footage, tus
         assert [u.metadata["rfa_id"] for u in tus_server.uploads()] == [small_id] * 2
         rig.outbox.close()
     finally:
-        subprocess.run(["umount", str(small)], check=False)
+        subprocess.run(["umount", "--lazy", str(small)], check=False)  # even while files are open
 
 
 def test_permanent_failures_end_the_share_at_once(tmp_path: Path, footage, tus_server_factory):
