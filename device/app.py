@@ -24,7 +24,7 @@ from device.owner_channel import OwnerChannel
 from device.paths import StatePaths
 from device.settings import camera_settings, mqtt_settings, storage_settings
 from device.state import StateStore
-from device.supervisor import Supervisor
+from device.supervisor import RestartBudget, Supervisor
 from firmware_config import Config
 from recorder.buffer import RollingBuffer
 from recorder.clock import Clock
@@ -105,6 +105,7 @@ class Doorbell:
             free_space=self.hooks.free_space,
         )
         self.recorder.start()
+        self.recorder_budget = RestartBudget()
         self._closers.append(lambda: self.recorder.stop(timeout=10))
 
     def init_flow(self) -> None:
@@ -249,9 +250,21 @@ class Doorbell:
         """Once a second: watchdog and status line. (The intake worker expires undecided
         requests and flushes the coalesced rejection counters.)"""
         while not self.stop_event.wait(1.0):
+            self.keep_recorder_running()
             if self.recorder_healthy():
                 self.notifier.watchdog()
             self.notifier.status(self.status_line())
+
+    def keep_recorder_running(self) -> None:
+        """The recorder is a process, not one of the supervisor's threads: restart it
+        within the same kind of budget when it dies, else stop (systemd restarts us)."""
+        if self.recorder.is_alive() or self.stop_event.is_set():
+            return
+        if self.recorder_budget.allow(self.hooks.clock.monotonic()):
+            logger.error("the recorder exited with %s; starting it again", self.recorder.exitcode)
+            self.recorder.start()
+        else:
+            self.supervisor.fail("recorder")
 
     def recorder_healthy(self) -> bool:
         health = self.recorder.health()

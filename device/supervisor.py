@@ -73,6 +73,12 @@ class Supervisor:
                 return
             self._stop.wait(self._backoff_s)
 
+    def fail(self, name: str) -> None:
+        """A part outside the supervisor's threads (the recorder process) gave up."""
+        logger.error("part %s keeps failing; stopping the daemon", name)
+        self.failed_part = name
+        self._stop.set()
+
     def join(self, timeout_s: float) -> list[str]:
         """Join every part in reverse start order; returns the names still running."""
         deadline = self._clock() + timeout_s

@@ -471,28 +471,49 @@ class SteeredFreeSpace:
             return disk_free_bytes(path)
 
 
-_PR_SET_PDEATHSIG = 1
+class _Flag:
+    """A stop flag a signal handler may set: a plain attribute, no lock. (Setting a
+    multiprocessing Event from a handler can deadlock when the signal lands while the
+    main thread holds that Event's lock.)"""
+
+    def __init__(self) -> None:
+        self.value = False
+
+    def is_set(self) -> bool:
+        return self.value
+
+    def set(self) -> None:
+        self.value = True
+
+    def wait(self, timeout: float | None = None) -> bool:
+        import time
+
+        time.sleep(0.05 if timeout is None else min(timeout, 0.05))
+        return self.value
 
 
-def _follow_parent(stop: StopSignal, parent_pid: int) -> None:
+def _follow_parent(stop: StopSignal, parent_pid: int) -> StopSignal:
     """Finish cleanly when the daemon asks (SIGTERM) and never outlive it: a recorder
     left behind by a SIGKILLed daemon would hold the buffer lock against its successor.
-    Ctrl-C in a terminal reaches the whole process group; the parent coordinates."""
-    import ctypes
-    import ctypes.util
+    The parent is watched by polling (PR_SET_PDEATHSIG follows the *thread* that started
+    the child, which is not what we want). Ctrl-C in a terminal reaches the whole process
+    group; the parent coordinates, so the child ignores it."""
     import os
     import signal
 
+    flag = _Flag()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
-    libc_name = ctypes.util.find_library("c")
-    if libc_name:
-        try:
-            ctypes.CDLL(libc_name, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-        except (OSError, AttributeError):
-            logger.warning("cannot ask the kernel to signal the recorder when its parent dies")
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        stop.set()
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: flag.set())
+
+    def watch() -> None:
+        while not flag.is_set() and not stop.is_set():
+            if os.getppid() != parent_pid:
+                logger.warning("the daemon is gone; the recorder stops")
+                flag.set()
+            stop.wait(0.5)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+    return _EitherStop(stop, flag)
 
 
 def _child_main(
@@ -509,7 +530,7 @@ def _child_main(
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if parent_pid is not None:
-        _follow_parent(stop, parent_pid)
+        stop = _follow_parent(stop, parent_pid)
     source = make_source(camera, clock, fast_seconds=fast_seconds)
     buffer = RollingBuffer.open(storage.dir, reconcile=False)
     try:

@@ -43,3 +43,10 @@ def test_part_that_recovers_keeps_running_until_stop() -> None:
     stop.set()
     assert supervisor.join(5) == []
     assert len(attempts) == 3 and supervisor.failed_part is None
+
+
+def test_a_part_outside_the_threads_can_fail_the_daemon() -> None:
+    stop = threading.Event()
+    supervisor = Supervisor(stop)
+    supervisor.fail("recorder")
+    assert stop.is_set() and supervisor.failed_part == "recorder"
