@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from recorder.errors import DoorbellError
+
 logger = logging.getLogger(__name__)
 
 LONG_PRESS_S = 3.0
@@ -129,7 +131,12 @@ class Panel:
     # -- lifecycle
 
     def open(self) -> None:
-        from gpiozero import LED, Button  # only the device layer touches GPIO
+        try:
+            from gpiozero import LED, Button  # only the device layer touches GPIO
+        except ImportError as exc:
+            raise DoorbellError(
+                "owner.button_pin/led_pin need gpiozero: install the 'pi' extra"
+            ) from exc
 
         if self._button_pin is not None and self._button is None:
             # Pull-up: the button shorts the pin to ground, so pressed reads low.
