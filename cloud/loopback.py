@@ -373,10 +373,11 @@ class DaemonProcess:
         """SIGKILL the daemon and its recorder child: a power cut, as far as files go."""
         if self.proc is None:
             return
+        orphans = _children(self.proc.pid)
         with contextlib.suppress(ProcessLookupError):
             self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=30)
-        _kill_orphans(self.config_path)
+        _wait_orphans(orphans)
 
     def stop(self, *, timeout: float = 20.0) -> int:
         if self.proc is None:
@@ -391,7 +392,37 @@ class DaemonProcess:
         return int(self.proc.returncode or 0)
 
 
-def _kill_orphans(config_path: Path) -> None:
-    """A recorder child left behind by a SIGKILLed daemon exits when it notices its parent
-    is gone; wait briefly so the next start does not find the buffer locked."""
-    time.sleep(0.5)
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (the recorder, multiprocessing's helpers)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            # the command name may hold spaces and parentheses: split after the last ")"
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state in ("Z", "X")  # a zombie has closed its files: its buffer lock is free
+
+
+def _wait_orphans(pids: list[int], *, timeout: float = 30.0) -> None:
+    """A recorder left behind by a SIGKILLed daemon gets SIGTERM from the kernel and
+    finishes its segment before it exits (systemd would wait for the unit's whole cgroup
+    the same way before a restart); wait for it so the next start does not find the
+    buffer locked, and kill it if it will not go."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(_gone(pid) for pid in pids):
+            return
+        time.sleep(0.05)
+    for pid in pids:
+        if not _gone(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
