@@ -43,6 +43,7 @@ from sync.uploader import ShareSettings, ShareWorker
 logger = logging.getLogger(__name__)
 
 WATCHDOG_STALL_S = 10.0  # no frame written for this long: stop pinging, let systemd act
+FIRST_FRAME_WAIT_S = 30.0
 RETRY_PIN_MS = 7 * 24 * 3_600_000  # footage of a retried share is kept this long at most
 
 
@@ -77,6 +78,7 @@ class Doorbell:
         self.start_panel()
         self.start_control()
         self.start_housekeeping()
+        self.wait_for_first_frame()
         self.notifier.ready(self.status_line())
         logger.info("doorbell %s running as %s", SOFTWARE_VERSION, self.config.device.id)
 
@@ -244,6 +246,15 @@ class Doorbell:
 
     def start_housekeeping(self) -> None:
         self.supervisor.start("housekeeping", self.housekeeping)
+
+    def wait_for_first_frame(self) -> None:
+        """READY=1 means "recording": give the camera a moment to deliver. A camera that
+        never does is the watchdog's business (no frames, no pings, a restart)."""
+        self.notifier.status("starting the camera")
+        deadline = self.hooks.clock.monotonic() + FIRST_FRAME_WAIT_S
+        while not self.recorder_healthy() and self.hooks.clock.monotonic() < deadline:
+            if self.stop_event.wait(0.1):
+                return
 
     # -- running --------------------------------------------------------------------------
     def housekeeping(self) -> None:

@@ -63,6 +63,9 @@ def test_systemd_notify_watchdog_follows_the_camera_and_sigterm_stops_cleanly(
         try:
             settle(lambda: notify.lines("READY=1"), world, timeout=20, what="READY=1")
             assert len(notify.lines("READY=1")) == 1
+            # READY=1 means recording: its datagram's STATUS says so, not "camera stalled"
+            lines = [line for _, line in notify.messages]
+            assert lines[lines.index("READY=1") + 1].startswith("STATUS=recording"), lines
             healthy = "STATUS=recording; broker connected; 0 request(s) pending"
             settle(
                 lambda: healthy in notify.lines("STATUS="),
