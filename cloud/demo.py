@@ -195,8 +195,11 @@ def _tell(
     if verification.returncode != 0:
         raise DoorbellError(f"verification failed:\n{verification.stderr}")
 
-    story.step("The owner's audit log on the device: every step, hash-chained and signed")
-    print("      " + daemon.ctl("audit", "--verify").stdout.strip())
+    story.step("On the device: the share's receipt and the audit log, hash-chained and signed")
+    for args in (("shares",), ("audit",), ("audit", "--verify")):
+        print(f"    {story._c(DIM, '$ doorbellctl ' + ' '.join(args))}")
+        for line in daemon.ctl(*args).stdout.rstrip().splitlines():
+            print(f"      {line}")
 
     elapsed = time.monotonic() - story.started
     print(
