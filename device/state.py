@@ -21,11 +21,13 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from recorder.durable import open_durable, transaction
 from sync.models import (
     Decision,
     Rfa,
@@ -114,11 +116,7 @@ class StateStore:
     @classmethod
     def open(cls, path: Path) -> StateStore:
         path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA busy_timeout=5000")
-        conn.executescript(_SCHEMA)
+        conn = open_durable(path, schema=_SCHEMA)
         seen = {row[0] for row in conn.execute("SELECT rfa_id FROM seen_ids")}
         nonces = {row[0] for row in conn.execute("SELECT nonce FROM nonces")}
         return cls(conn, seen, nonces)
@@ -127,8 +125,8 @@ class StateStore:
         with self._lock:
             self._conn.close()
 
-    def _tx(self) -> _Transaction:
-        return _Transaction(self._conn)
+    def _tx(self) -> AbstractContextManager[sqlite3.Cursor]:
+        return transaction(self._conn)
 
     # ---- seen ids ----------------------------------------------------------------------
 
@@ -279,21 +277,3 @@ def _record(row: tuple[Any, ...]) -> RequestRecord:
         closed_at_ms=row[5],
         audited=bool(row[6]),
     )
-
-
-class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-        self._cur = conn.cursor()
-
-    def __enter__(self) -> sqlite3.Cursor:
-        self._cur.execute("BEGIN IMMEDIATE")
-        return self._cur
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            self._cur.execute("COMMIT")
-        else:
-            self._cur.execute("ROLLBACK")

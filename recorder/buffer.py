@@ -33,6 +33,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from recorder.durable import open_durable, transaction
 from recorder.errors import BufferLockedError, RecorderError
 from recorder.retention import Pin, retention_plan
 from recorder.settings import RetentionLimits
@@ -221,12 +222,7 @@ def connect_index(root: Path, *, readonly: bool = False) -> sqlite3.Connection:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30.0)
         conn.execute("PRAGMA busy_timeout = 30000")
         return conn
-    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA busy_timeout = 30000")
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = FULL")
-    conn.executescript(_SCHEMA)
-    return conn
+    return open_durable(path, schema=_SCHEMA)
 
 
 _SELECT_SEGMENTS = (
@@ -340,15 +336,9 @@ class RollingBuffer:
         self.close()
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+    def _transaction(self) -> Iterator[sqlite3.Cursor]:
+        with self._lock, transaction(self._conn) as cursor:
+            yield cursor
 
     # ---- segments -------------------------------------------------------------------
 

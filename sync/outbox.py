@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from recorder.durable import open_durable, transaction
 from recorder.errors import DoorbellError
 from sync.models import (
     Decision,
@@ -116,13 +117,8 @@ class Outbox:
     def open(cls, root: Path) -> Outbox:
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         (root / "objects").mkdir(exist_ok=True, mode=0o700)
-        db = sqlite3.connect(
-            root / "outbox.sqlite", check_same_thread=False, isolation_level=None, timeout=30
-        )
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.execute("PRAGMA foreign_keys=ON")
-        db.executescript(_SCHEMA)
+        db = open_durable(root / "outbox.sqlite", schema=_SCHEMA)
+        db.execute("PRAGMA foreign_keys = ON")
         outbox = cls(root, db)
         outbox._remove_orphans()
         return outbox
@@ -132,15 +128,9 @@ class Outbox:
             self._db.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def _tx(self) -> Iterator[sqlite3.Cursor]:
+        with self._lock, transaction(self._db) as cursor:
+            yield cursor
 
     def _remove_orphans(self) -> None:
         """Object folders of jobs that no longer need them (crash between DB and unlink)."""
