@@ -113,13 +113,18 @@ def _status(config: Config, args: argparse.Namespace) -> int:
 
 
 def _offline_status(config: Config) -> dict[str, Any]:
-    """What can be told without the daemon: keys (made now if absent) and the buffer."""
-    from device.identity import load_device_identity
+    """What can be told without the daemon, reading files only (a CLI run as root must
+    not create files that the service user then cannot use)."""
+    from device.identity import read_device_identity
     from device.paths import StatePaths
     from sync import SOFTWARE_VERSION
 
     paths = StatePaths.of(config)
-    identity = load_device_identity(paths.state_dir, config.device.id)
+    identity = read_device_identity(paths.state_dir, config.device.id)
+    if identity is None:
+        raise DoorbellError(
+            "the device has no keys yet: start the daemon once (it makes them on first start)"
+        )
     status: dict[str, Any] = dict(identity.pairing_info())
     status.update(
         {
@@ -136,20 +141,14 @@ def _offline_status(config: Config) -> dict[str, Any]:
 def buffer_status(buffer_dir: Path) -> dict[str, Any]:
     import shutil
 
-    from recorder.buffer import RollingBuffer
+    from recorder.buffer import read_summary
 
-    out: dict[str, Any] = {"buffer_span": None, "buffer_bytes": 0}
+    summary = read_summary(buffer_dir)
+    out: dict[str, Any] = {"buffer_span": None, "buffer_bytes": summary.bytes}
+    if summary.span:
+        start, end = summary.span
+        out["buffer_span"] = {"start": format_time(start), "end": format_time(end)}
     if buffer_dir.exists():
-        buffer = RollingBuffer.open(buffer_dir)
-        try:
-            span = buffer.span()
-            out["buffer_bytes"] = buffer.total_bytes()
-        finally:
-            close = getattr(buffer, "close", None)
-            if close:
-                close()
-        if span:
-            out["buffer_span"] = {"start": format_time(span[0]), "end": format_time(span[1])}
         out["disk_free_bytes"] = shutil.disk_usage(buffer_dir).free
     return out
 
@@ -270,14 +269,16 @@ def _shares(config: Config, args: argparse.Namespace) -> int:
 
 def _audit(config: Config, args: argparse.Namespace) -> int:
     from device.audit import read_entries, render_audit_table, render_report, verify_audit
-    from device.identity import load_device_identity
+    from device.identity import read_device_identity
     from device.paths import StatePaths
 
     paths = StatePaths.of(config)
     if not paths.audit_log.exists():
         raise DoorbellError(f"no audit log at {paths.audit_log} yet")
     if args.verify:
-        identity = load_device_identity(paths.state_dir, config.device.id)
+        identity = read_device_identity(paths.state_dir, config.device.id)
+        if identity is None:
+            raise DoorbellError("the device's keys are missing: cannot check the signed head")
         report = verify_audit(paths.audit_log, identity.signing.public)
         print(render_report(report))
         return 0 if report.ok else 1

@@ -33,6 +33,20 @@ class DeviceIdentity:
         return f"DeviceIdentity(device_id={self.device_id!r}, kid={self.signing.kid})"
 
 
+def read_device_identity(state_dir: Path, device_id: str) -> DeviceIdentity | None:
+    """The keys if the daemon has made them, else None. Creates nothing: a CLI run as
+    root must not leave root-owned key files that the service then cannot read."""
+    folder = state_dir / "keys"
+    signing, age = folder / "device-signing.pem", folder / "device-age.txt"
+    if not (signing.exists() and age.exists()):
+        return None
+    return DeviceIdentity(
+        device_id=device_id,
+        signing=keys.load_signing_key(signing),
+        age=keys.load_identity(age),
+    )
+
+
 def load_device_identity(state_dir: Path, device_id: str) -> DeviceIdentity:
     """Load the device's keys from `state_dir/keys`, making them on first start."""
     folder = state_dir / "keys"

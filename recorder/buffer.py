@@ -297,6 +297,31 @@ def probe_segment(path: Path) -> tuple[FrameTable, int, int, float]:
     return FrameTable.build(extradata, rows), width, height, float(rate)
 
 
+@dataclass(frozen=True, slots=True)
+class BufferSummary:
+    span: tuple[int, int] | None  # (first, last) capture time held
+    bytes: int
+
+
+def read_summary(root: Path) -> BufferSummary:
+    """Span and size, read-only: safe for a CLI run by another user (root) while the
+    service owns the files, since it creates and changes nothing."""
+    path = Path(root) / INDEX_NAME
+    if not path.exists():
+        return BufferSummary(span=None, bytes=0)
+    if Path(f"{path}-wal").exists():  # a recorder runs (or crashed): read through its WAL
+        conn = connect_index(root, readonly=True)
+    else:  # fully checkpointed and nobody writes: read without creating -wal/-shm files
+        conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+    try:
+        lo, hi, total = conn.execute(
+            "SELECT MIN(start_ms), MAX(end_ms), COALESCE(SUM(bytes), 0) FROM segments"
+        ).fetchone()
+    finally:
+        conn.close()
+    return BufferSummary(span=None if lo is None else (int(lo), int(hi)), bytes=int(total))
+
+
 class RollingBuffer:
     """The index of the segment files under `root`, pins and retention. Safe to use from
     several processes at once (SQLite WAL with busy timeouts); one of them records."""

@@ -13,6 +13,7 @@ import av
 import pytest
 
 from cloud.loopback import DeviceSetup
+from device.identity import load_device_identity
 from recorder.buffer import BufferLock
 from recorder.synthetic import read_capture_ms
 from recorder.times import format_time, parse_time
@@ -32,21 +33,35 @@ def config(tmp_path: Path) -> Path:
     return DeviceSetup(root=tmp_path / "device", broker_url="mqtt://127.0.0.1:1").write()
 
 
-def test_status_without_daemon_gives_pairing_data_and_makes_keys_once(config: Path) -> None:
-    first = ctl(config, "status", "--json")
-    assert first.returncode == 0, first.stderr
-    status = json.loads(first.stdout)
+def files_under(root: Path) -> dict[Path, float]:
+    return {p: p.stat().st_mtime for p in root.rglob("*")} if root.exists() else {}
+
+
+def test_status_without_daemon_reads_keys_and_buffer_and_changes_nothing(config: Path) -> None:
+    state = config.parent / "var"
+    before_keys = ctl(config, "status", "--json")
+    assert before_keys.returncode == 1 and "start the daemon once" in before_keys.stderr
+    assert not (state / "state" / "keys").exists()  # a CLI run as root made no key files
+
+    identity = load_device_identity(state / "state", "porch-cam-01")  # the daemon's 1st start
+    assert ctl(config, "record", "--seconds", "2", "--fast").returncode == 0
+    files = files_under(state)
+    result = ctl(config, "status", "--json")
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
     assert status["device_id"] == "porch-cam-01" and status["daemon"] == "stopped"
-    assert status["recipient"].startswith("age1") and len(status["device_key"]) == 43
-    keys = list((config.parent / "var" / "state" / "keys").iterdir())
+    assert status["device_key"] == identity.signing.public_b64
+    assert status["recipient"] == identity.recipient
+    assert status["buffer_span"] is not None and status["buffer_bytes"] > 0
+    assert files_under(state) == files, "status created or touched files"
+    keys = list((state / "state" / "keys").iterdir())
     assert keys and all(stat.S_IMODE(k.stat().st_mode) == 0o600 for k in keys)
-    again = json.loads(ctl(config, "status", "--json").stdout)
-    assert again["device_key"] == status["device_key"]  # made once, then kept
     human = ctl(config, "status").stdout
     assert "recording" in human and status["recipient"] in human
 
 
 def test_pair_shows_a_qr_code_and_the_json(config: Path) -> None:
+    load_device_identity(config.parent / "var" / "state", "porch-cam-01")
     result = ctl(config, "pair")
     assert result.returncode == 0, result.stderr
     assert "█" in result.stdout or "▀" in result.stdout
@@ -79,6 +94,7 @@ def test_owner_keygen_writes_private_files_and_refuses_to_overwrite(tmp_path: Pa
 
 
 def test_record_then_clip_round_trip_and_the_errors(config: Path, tmp_path: Path) -> None:
+    load_device_identity(config.parent / "var" / "state", "porch-cam-01")
     recorded = ctl(config, "record", "--seconds", "3", "--fast")
     assert recorded.returncode == 0, recorded.stderr
     status = json.loads(ctl(config, "status", "--json").stdout)
