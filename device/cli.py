@@ -98,13 +98,19 @@ def _ask(config: Config, request: dict[str, Any]) -> dict[str, Any]:
     return reply
 
 
-def _status(config: Config, args: argparse.Namespace) -> int:
+def _current_status(config: Config) -> dict[str, Any]:
+    """From the daemon when it runs (it can read its own keys whoever asks), else from
+    the files."""
     from device.control import DaemonNotRunning
 
     try:
-        status = _ask(config, {"cmd": "status"})["status"]
+        return dict(_ask(config, {"cmd": "status"})["status"])
     except DaemonNotRunning:
-        status = _offline_status(config)
+        return _offline_status(config)
+
+
+def _status(config: Config, args: argparse.Namespace) -> int:
+    status = _current_status(config)
     if args.json:
         print(json.dumps(status, indent=2, sort_keys=True))
         return 0
@@ -190,7 +196,7 @@ def render_status(status: dict[str, Any]) -> str:
 def _pair(config: Config, args: argparse.Namespace) -> int:
     import segno
 
-    status = _offline_status(config)
+    status = _current_status(config)
     info = {k: status[k] for k in ("device_id", "device_key", "recipient")}
     text = json.dumps(info, separators=(",", ":"))
     segno.make(text, error="m").terminal(compact=True)

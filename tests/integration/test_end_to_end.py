@@ -167,6 +167,9 @@ def test_decline_and_rejections_send_nothing_anywhere(world: World, tmp_path: Pa
     time.sleep(2)
     assert world.uploads.uploads() == []
     assert world.shares() == []
+    paired = world.owner.device()
+    pairing = world.daemon.ctl("pair").stdout  # asks the running daemon
+    assert paired.device_key in pairing and paired.recipient in pairing
     audit = world.daemon.ctl("audit").stdout
     assert declined.id in audit and far_away.id in audit and "outside_area" in audit
     assert world.daemon.ctl("audit", "--verify").returncode == 0
