@@ -105,7 +105,9 @@ def test_named_share_approved_in_the_app_is_exact_and_verifies(world: World, spy
         sizes = [len(payload) for _, _, payload in messages]
         assert max(sizes) - min(sizes) < 1024, (leaf, sizes)
         gaps = [b[0] - a[0] for a, b in zip(messages, messages[1:], strict=False)]
-        assert all(0.5 < gap < 1.6 for gap in gaps), (leaf, gaps)
+        # one publication a period: single gaps jitter with load, their mean does not
+        assert all(0.3 < gap < 2.0 for gap in gaps), (leaf, gaps)
+        assert 0.9 < sum(gaps) / len(gaps) < 1.1, (leaf, gaps)
         # no extra publication in reaction to the arrival
         after = [t for t, _, _ in messages if before_arrival <= t <= before_arrival + 1.0]
         assert len(after) <= 2, leaf
