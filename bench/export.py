@@ -58,6 +58,14 @@ def ensure_footage(root: Path, minutes: float) -> None:
     print(f"  took {time.perf_counter() - start:.0f} s")
 
 
+def concat_command(listing: Path, out: Path) -> list[str]:
+    """What an NVR runs: ffmpeg's concat demuxer, stream copy."""
+    return [
+        "ffmpeg", "-v", "error", "-y", "-f", "concat", "-safe", "0",
+        "-i", str(listing), "-c", "copy", str(out),
+    ]  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--minutes", type=float, default=30)
@@ -84,24 +92,7 @@ def main() -> None:
     all_list.write_text("".join(f"file '{(root / s.file).resolve()}'\n" for s in segments))
     joined = work / f"joined-{args.minutes:g}min.mp4"
     if not joined.exists():
-        subprocess.run(
-            [
-                "ffmpeg",
-                "-v",
-                "error",
-                "-y",
-                "-f",
-                "concat",
-                "-safe",
-                "0",
-                "-i",
-                str(all_list),
-                "-c",
-                "copy",
-                str(joined),
-            ],
-            check=True,
-        )
+        subprocess.run(concat_command(all_list, joined), check=True)
     ss = (start - first) / 1000
     to = (end - first) / 1000
 
@@ -119,21 +110,7 @@ def main() -> None:
         "--out",
         str(work / "ours.mp4"),
     ]
-    concat_cmd = [
-        "ffmpeg",
-        "-v",
-        "error",
-        "-y",
-        "-f",
-        "concat",
-        "-safe",
-        "0",
-        "-i",
-        str(concat_list),
-        "-c",
-        "copy",
-        str(work / "concat.mp4"),
-    ]
+    concat_cmd = concat_command(concat_list, work / "concat.mp4")
     seek_cmd = [
         "ffmpeg",
         "-v",
