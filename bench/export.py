@@ -19,8 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from foundation.times import format_time
 from recorder.buffer import RollingBuffer
-from recorder.times import format_time
 
 
 def timed(cmd: list[str], out: Path) -> float:

@@ -31,7 +31,7 @@ from typing import Any
 
 import psutil
 
-from recorder.clock import SystemClock
+from foundation.clock import SystemClock
 from recorder.recorder import RecorderProcess
 from recorder.settings import CameraSettings, StorageSettings
 from sync.keys import SigningKey

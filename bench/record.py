@@ -68,8 +68,8 @@ class RawFileCamera:
 
 
 def child_ours(raw: Path, seconds: float, root: Path) -> None:
+    from foundation.clock import SystemClock
     from recorder.buffer import RollingBuffer
-    from recorder.clock import SystemClock
     from recorder.recorder import Recorder
     from recorder.settings import StorageSettings
 

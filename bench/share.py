@@ -27,12 +27,12 @@ from pathlib import Path
 
 from pyrage import x25519
 
+from foundation.times import Window
 from recorder.buffer import RollingBuffer
-from recorder.times import Window
 
 
 def record(root: Path, minutes: float) -> tuple[int, int]:
-    from recorder.clock import SystemClock
+    from foundation.clock import SystemClock
     from recorder.recorder import Recorder
     from recorder.settings import StorageSettings
     from recorder.synthetic import SyntheticCamera

@@ -26,8 +26,9 @@ from pyrage import x25519
 
 from cloud.args import duration_arg, time_arg
 from cloud.broker import BrokerError, Outgoing, publish_messages
-from recorder.errors import DoorbellError
-from recorder.times import Window, format_time
+from foundation import wire
+from foundation.errors import DoorbellError
+from foundation.times import Window, format_time
 from sync import geo
 from sync.envelope import make_envelope
 from sync.keys import (
@@ -48,14 +49,12 @@ IDENTITY_FILE = "agency-age.txt"
 PUBLIC_FILE = "agency.json"
 
 # PROTOCOL §1 and §4: the limits a device enforces.
-MAX_MESSAGE_BYTES = 16 * 1024
 MAX_RADIUS_M = 805.0
 MAX_WINDOW_MS = 12 * 3_600_000
 MAX_LIFETIME_MS = 14 * 86_400_000
 MAX_DESCRIPTION = 2000
 MAX_STRING = 256
 MAX_CASE_NUMBER = 64
-CELL_TOPIC = "rfa/v1/cell/{cell}"
 
 
 class RfaInputError(DoorbellError):
@@ -146,7 +145,7 @@ class SignedRfa:
 
     @property
     def topics(self) -> list[str]:
-        return [CELL_TOPIC.format(cell=cell) for cell in self.cells]
+        return [wire.rfa_topic(cell) for cell in self.cells]
 
 
 def rfa_problems(
@@ -247,7 +246,7 @@ def build_rfa(
     rid = rfa_id or str(uuid.uuid4())
     payload = rfa_payload(spec, rfa_id=rid, now_ms=now_ms)
     envelope = make_envelope(payload, key)
-    if len(envelope) > MAX_MESSAGE_BYTES:
+    if len(envelope) > wire.MAX_MESSAGE_BYTES:
         raise RfaInputError([f"the signed request is {len(envelope)} bytes; devices drop > 16 KiB"])
     cells = tuple(sorted(geo.cells_covering(spec.lat, spec.lon, spec.radius_m)))
     return SignedRfa(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import re
 
-from recorder.errors import TimeFormatError
-from recorder.times import parse_time
+from foundation.errors import TimeFormatError
+from foundation.times import parse_time
 
 _DURATION = re.compile(r"(?P<n>\d+(?:\.\d+)?)(?P<unit>[smhd])")
 _UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}

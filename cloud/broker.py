@@ -21,7 +21,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from recorder.errors import DoorbellError
+from foundation.errors import DoorbellError
 
 logger = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 from cloud.loopback import DaemonProcess, DeviceSetup, MosquittoBroker, TusServer
-from recorder.errors import DoorbellError
-from recorder.times import format_time
+from foundation.errors import DoorbellError
+from foundation.times import format_time
 
 BOLD, DIM, GREEN, RED, END = "\033[1m", "\033[2m", "\033[32m", "\033[31m", "\033[0m"
 

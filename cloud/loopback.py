@@ -24,7 +24,7 @@ from typing import Any
 import requests
 import yaml
 
-from recorder.errors import DoorbellError
+from foundation.errors import DoorbellError
 
 
 def free_port() -> int:

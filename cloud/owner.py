@@ -34,8 +34,9 @@ from pyrage import x25519
 
 from cloud.args import time_arg
 from cloud.broker import BrokerError, Incoming, Outgoing, listen, publish_messages
-from recorder.errors import DoorbellError, TimeFormatError
-from recorder.times import Window, format_time, parse_time
+from foundation import wire
+from foundation.errors import DoorbellError, TimeFormatError
+from foundation.times import Window, format_time, parse_time
 from sync.envelope import make_envelope, open_envelope
 from sync.errors import EnvelopeError, SealError
 from sync.keys import (
@@ -58,15 +59,10 @@ IDENTITY_FILE = "owner-age.txt"
 PUBLIC_FILE = "owner.json"
 DEVICES_DIR = "devices"
 _DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-MAX_DECISION_BYTES = 16 * 1024
 
 
 class OwnerError(DoorbellError):
     """The owner tool cannot do what was asked (no keys, not paired, bad input...)."""
-
-
-def topic(device_id: str, leaf: str) -> str:
-    return f"devices/{device_id}/owner/{leaf}"
 
 
 # ---------------------------------------------------------------------------- state
@@ -277,10 +273,10 @@ def seal_decision(payload: Mapping[str, Any], key: SigningKey, device: PairedDev
     """Sign with the owner key and seal to the pinned device recipient (unpadded: the
     decision's size says nothing the broker does not already know from its timing)."""
     envelope = make_envelope(payload, key)
-    if len(envelope) > MAX_DECISION_BYTES:
+    if len(envelope) > wire.MAX_MESSAGE_BYTES:
         raise OwnerError("the decision is larger than a device accepts")
     sealed = seal(envelope, [parse_recipient(device.recipient)], pad_block=None)
-    if len(sealed) > MAX_DECISION_BYTES:
+    if len(sealed) > wire.MAX_MESSAGE_BYTES:
         raise OwnerError("the sealed decision is larger than a device accepts")
     return sealed
 
@@ -310,7 +306,11 @@ def publish_decision(
     sealed = seal_decision(payload, home.signing_key(), device)
     publish_messages(
         broker_url,
-        [Outgoing(topic=topic(device.device_id, "decision"), payload=sealed, retain=False)],
+        [
+            Outgoing(
+                topic=wire.owner_topic(device.device_id, "decision"), payload=sealed, retain=False
+            )
+        ],
         timeout_s=timeout_s,
     )
     return payload
@@ -517,7 +517,10 @@ def watch(
     try:
         listen(
             broker_url,
-            [topic(device.device_id, "pending"), topic(device.device_id, "shares")],
+            [
+                wire.owner_topic(device.device_id, "pending"),
+                wire.owner_topic(device.device_id, "shares"),
+            ],
             view.handle,
             stop,
         )

@@ -40,8 +40,8 @@ import pyrage
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pyrage import x25519
 
-from recorder.errors import DoorbellError
-from recorder.times import Window, format_time, parse_time
+from foundation.errors import DoorbellError
+from foundation.times import Window, format_time, parse_time
 from sync.envelope import parse_envelope, verify_envelope
 from sync.errors import EnvelopeError
 from sync.keys import key_id, public_key_from_b64, raw_public
@@ -447,7 +447,7 @@ def _check_clip_bytes(m: _Manifest, clip: Path, run: _Run) -> None:
 def _check_frames(m: _Manifest, clip: Path, stamps: bool, run: _Run) -> None:
     import av
 
-    from recorder.synthetic import read_capture_ms
+    from foundation.wire import read_capture_ms
 
     times: list[int] = []
     timing_problem: str | None = None

@@ -26,11 +26,12 @@ from device.settings import camera_settings, mqtt_settings, storage_settings
 from device.state import StateStore
 from device.supervisor import RestartBudget, Supervisor
 from firmware_config import Config
+from foundation import wire
+from foundation.clock import Clock
+from foundation.errors import DoorbellError
+from foundation.times import Window, format_time, parse_time
 from recorder.buffer import RollingBuffer
-from recorder.clock import Clock
-from recorder.errors import DoorbellError
 from recorder.recorder import RecorderProcess, disk_free_bytes
-from recorder.times import Window, format_time, parse_time
 from sync import SOFTWARE_VERSION
 from sync.geo import cell_of
 from sync.keys import key_id, parse_recipient, public_key_from_b64, raw_public
@@ -171,8 +172,8 @@ class Doorbell:
 
     def start_mqtt(self) -> None:
         device_id = self.config.device.id
-        rfa_topic = f"rfa/v1/cell/{cell_of(self.config.device.lat, self.config.device.lon)}"
-        decision_topic = f"devices/{device_id}/owner/decision"
+        rfa_topic = wire.rfa_topic(cell_of(self.config.device.lat, self.config.device.lon))
+        decision_topic = wire.owner_topic(device_id, "decision")
         self.intake = Intake(
             flow=self.flow,
             audit=self.audit,
@@ -187,7 +188,7 @@ class Doorbell:
         self.mqtt = MqttLink(
             mqtt_settings(self.config),
             client_id=device_id,
-            status_topic=f"devices/{device_id}/status",
+            status_topic=wire.status_topic(device_id),
             version=SOFTWARE_VERSION,
             subscriptions=[rfa_topic, decision_topic],
             on_message=self.intake.on_message,

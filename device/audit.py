@@ -50,9 +50,9 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from recorder.clock import Clock, SystemClock
-from recorder.errors import DoorbellError, TimeFormatError
-from recorder.times import format_time, parse_time
+from foundation.clock import Clock, SystemClock
+from foundation.errors import DoorbellError, TimeFormatError
+from foundation.times import format_time, parse_time
 from sync.keys import SigningKey, b64url_decode, b64url_encode
 
 logger = logging.getLogger(__name__)

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from firmware_config import Config, ConfigError, load_config
-from recorder.errors import DoorbellError
-from recorder.times import Window, format_time, parse_time
+from foundation.errors import DoorbellError
+from foundation.times import Window, format_time, parse_time
 
 DEFAULT_CONFIG = Path(os.environ.get("DOORBELL_CONFIG", "/etc/doorbell/doorbell.yaml"))
 
@@ -309,7 +309,7 @@ def _clip(config: Config, args: argparse.Namespace) -> int:
 
 def _record(config: Config, args: argparse.Namespace) -> int:
     from device.settings import camera_settings, storage_settings
-    from recorder.clock import SystemClock
+    from foundation.clock import SystemClock
     from recorder.commands import record
 
     summary = record(

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from recorder.errors import DoorbellError
+from foundation.errors import DoorbellError
 
 logger = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from device.app import Doorbell, Hooks
 from firmware_config import ConfigError, load_config
-from recorder.clock import Clock, SteeredClock, SystemClock
-from recorder.errors import DoorbellError
+from foundation.clock import Clock, SteeredClock, SystemClock
+from foundation.errors import DoorbellError
 from recorder.recorder import SteeredFreeSpace
 
 DEFAULT_CONFIG = Path(os.environ.get("DOORBELL_CONFIG", "/etc/doorbell/doorbell.yaml"))

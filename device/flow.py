@@ -32,8 +32,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from device.identity import DeviceIdentity
 from device.state import PendingRequest, RequestState, StateStore
-from recorder.clock import Clock
-from recorder.times import Window, format_time
+from foundation.clock import Clock
+from foundation.times import Window, format_time
 from sync.decision import DecisionRejected, check_decision, local_decision
 from sync.errors import SealError
 from sync.models import ConsentMethod, Decision, Rfa

@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from device.flow import AGE_MAGIC, Outcome, RequestFlow
-from recorder.clock import Clock
-from sync.mqtt import MAX_PAYLOAD_BYTES, InboundMessage
+from foundation.clock import Clock
+from foundation.wire import MAX_MESSAGE_BYTES
+from sync.mqtt import InboundMessage
 from sync.rfa import Prechecked, Rejected, TrustedAgencyKey, precheck
 
 logger = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ class Intake:
                 return
             self._put(_Work(message, pre))
         elif message.topic == self._decision_topic:
-            if len(payload) > MAX_PAYLOAD_BYTES:
+            if len(payload) > MAX_MESSAGE_BYTES:
                 self._junk(message, "decision_oversized")
             elif not payload.startswith(AGE_MAGIC):
                 self._junk(message, "decision_malformed")

@@ -37,8 +37,9 @@ from pyrage import x25519
 
 from device.audit import AuditHead
 from device.identity import DeviceIdentity
-from recorder.clock import Clock
-from recorder.times import format_time
+from foundation import wire
+from foundation.clock import Clock
+from foundation.times import format_time
 from sync.envelope import make_envelope
 from sync.keys import SigningKey, parse_recipient
 from sync.seal import PAD_BLOCK, seal
@@ -58,8 +59,8 @@ class OwnerTopics:
     @classmethod
     def for_device(cls, device_id: str) -> OwnerTopics:
         return cls(
-            pending=f"devices/{device_id}/owner/pending",
-            shares=f"devices/{device_id}/owner/shares",
+            pending=wire.owner_topic(device_id, "pending"),
+            shares=wire.owner_topic(device_id, "shares"),
         )
 
 

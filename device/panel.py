@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from recorder.errors import DoorbellError
+from foundation.errors import DoorbellError
 
 logger = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from recorder.durable import open_durable, transaction
+from foundation.durable import open_durable, transaction
 from sync.models import (
     Decision,
     Rfa,

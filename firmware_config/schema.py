@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from recorder.errors import DoorbellError
+from foundation.errors import DoorbellError
 
 T = TypeVar("T")
 

@@ -33,11 +33,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from recorder.durable import open_durable, transaction
-from recorder.errors import BufferLockedError, RecorderError
+from foundation.durable import open_durable, transaction
+from foundation.errors import BufferLockedError, RecorderError
+from foundation.times import Window
 from recorder.retention import Pin, retention_plan
 from recorder.settings import RetentionLimits
-from recorder.times import Window
 
 logger = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from recorder.clock import Clock
-from recorder.errors import DoorbellError, NoFootageError
+from foundation.clock import Clock
+from foundation.errors import DoorbellError, NoFootageError
+from foundation.times import Window, parse_time
 from recorder.settings import CameraSettings, StorageSettings
-from recorder.times import Window, parse_time
 
 if TYPE_CHECKING:
     from recorder.export import ClipInfo
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "record":
-            from recorder.clock import SystemClock
+            from foundation.clock import SystemClock
 
             summary = record(
                 camera=CameraSettings(width=args.width, height=args.height, fps=args.fps),

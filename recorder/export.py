@@ -26,9 +26,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from foundation.errors import NoFootageError, RecorderError
+from foundation.times import Window, format_time
 from recorder.buffer import FrameTable, Segment, connect_index, query_segments, query_tables
-from recorder.errors import NoFootageError, RecorderError
-from recorder.times import Window, format_time
 
 logger = logging.getLogger(__name__)
 

@@ -27,9 +27,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from recorder.clock import Clock
+from foundation.clock import Clock
+from foundation.errors import RecorderError
 from recorder.encoding import keyframe_interval
-from recorder.errors import RecorderError
 from recorder.settings import CameraSettings
 from recorder.sources import EncodedFrame
 

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from foundation.clock import Clock
+from foundation.errors import RecorderError
 from recorder.buffer import BufferLock, RollingBuffer, Segment
-from recorder.clock import Clock
-from recorder.errors import RecorderError
 from recorder.settings import CameraSettings, StorageSettings
 from recorder.sources import CameraSource, CapturedFrame, EncodedFrame
 

@@ -19,8 +19,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from foundation.times import Window
 from recorder.settings import RetentionLimits
-from recorder.times import Window
 
 
 class SegmentLike(Protocol):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import av
 
+from foundation.errors import RecorderError
 from recorder.buffer import (
     START_TAG,
     FrameTable,
@@ -27,7 +28,6 @@ from recorder.buffer import (
     segment_file_name,
 )
 from recorder.encoding import MS
-from recorder.errors import RecorderError
 
 logger = logging.getLogger(__name__)
 

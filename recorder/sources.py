@@ -13,8 +13,8 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from recorder.clock import Clock
-from recorder.errors import RecorderError
+from foundation.clock import Clock
+from foundation.errors import RecorderError
 
 if TYPE_CHECKING:
     import numpy as np

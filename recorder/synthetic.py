@@ -1,10 +1,10 @@
-"""The synthetic camera (PROTOCOL §8): frames that carry their own capture time.
+"""The synthetic camera (docs/protocol.md §8): frames that carry their own capture time.
 
 Each frame's capture time, in epoch milliseconds, is drawn as 48 bits (most significant
 first) of 16x16 white/black blocks from the top-left corner, left to right, wrapping at
 the right edge. The rest is moving, textured, slightly noisy content so that the encoder
-works about as hard as on a real porch. `read_capture_ms` reads the stamp back from a
-decoded, lossy frame.
+works about as hard as on a real porch. The stamp itself is part of the wire contract
+(foundation.wire).
 """
 
 from __future__ import annotations
@@ -14,25 +14,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from recorder.clock import Clock
+from foundation.clock import Clock
+from foundation.wire import check_stamp_size, draw_stamp
 from recorder.sources import CapturedFrame
-
-STAMP_BITS = 48
-BLOCK = 16
-
-
-def stamp_cells(width: int) -> list[tuple[int, int]]:
-    """(y, x) of the top-left corner of each bit's block, most significant bit first."""
-    per_row = width // BLOCK
-    if per_row < 1:
-        raise ValueError("frame narrower than one stamp block")
-    return [((i // per_row) * BLOCK, (i % per_row) * BLOCK) for i in range(STAMP_BITS)]
-
-
-def _check_size(width: int, height: int) -> None:
-    rows = -(-STAMP_BITS // max(1, width // BLOCK))
-    if width < BLOCK or height < rows * BLOCK:
-        raise ValueError(f"{width}x{height} is too small for a 48-bit stamp")
 
 
 @lru_cache(maxsize=4)
@@ -61,9 +45,7 @@ def _scene(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
 
 def draw_frame(capture_ms: int, width: int, height: int, index: int) -> np.ndarray:
     """An RGB frame (height, width, 3) of moving content with `capture_ms` stamped on it."""
-    if not 0 <= capture_ms < 1 << STAMP_BITS:
-        raise ValueError("capture time does not fit in 48 bits")
-    _check_size(width, height)
+    check_stamp_size(width, height)
     texture, noise = _scene(width, height)
     x0 = (index * 3) % width
     y0 = (index * 2) % height
@@ -74,28 +56,8 @@ def draw_frame(capture_ms: int, width: int, height: int, index: int) -> np.ndarr
     by = height // 2 + int((height // 4) * np.sin(index / 9.0)) - box // 2
     by = min(max(by, 0), height - box)
     frame[by : by + box, bx : bx + box] = (230, 200, 40)
-    for bit, (y, x) in enumerate(stamp_cells(width)):
-        on = (capture_ms >> (STAMP_BITS - 1 - bit)) & 1
-        frame[y : y + BLOCK, x : x + BLOCK] = 255 if on else 0
+    draw_stamp(frame, capture_ms)
     return frame
-
-
-def read_capture_ms(frame: np.ndarray) -> int:
-    """The stamp of a decoded frame (RGB or gray). Samples the 8x8 centre of each block
-    and thresholds at mid-grey, so coding noise around block edges does not matter."""
-    if frame.ndim == 3:
-        luma = frame.mean(axis=2)
-    elif frame.ndim == 2:
-        luma = frame.astype(np.float32)
-    else:
-        raise ValueError("frame must be (H, W) or (H, W, C)")
-    height, width = luma.shape
-    _check_size(width, height)
-    value = 0
-    for y, x in stamp_cells(width):
-        centre = luma[y + 4 : y + 12, x + 4 : x + 12]
-        value = (value << 1) | int(centre.mean() >= 128)
-    return value
 
 
 class SyntheticCamera:
@@ -117,7 +79,7 @@ class SyntheticCamera:
         clock: Clock,
         fast_seconds: float | None = None,
     ) -> None:
-        _check_size(width, height)
+        check_stamp_size(width, height)
         self.width = width
         self.height = height
         self.fps = fps

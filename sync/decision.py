@@ -41,8 +41,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from recorder.errors import TimeFormatError
-from recorder.times import Window, parse_time
+from foundation.errors import TimeFormatError
+from foundation.times import Window, parse_time
 from sync.envelope import parse_envelope, verify_envelope
 from sync.errors import EnvelopeError
 from sync.models import ConsentMethod, Decision, Rfa

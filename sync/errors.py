@@ -1,6 +1,6 @@
 """Errors of the sync layer."""
 
-from recorder.errors import DoorbellError
+from foundation.errors import DoorbellError
 
 
 class ProtocolError(DoorbellError):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from recorder.times import Window, format_time
+from foundation.times import Window, format_time
 
 
 @dataclass(frozen=True, slots=True)

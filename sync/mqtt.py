@@ -43,13 +43,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from recorder.errors import DoorbellError
+from foundation.errors import DoorbellError
 
 logger = logging.getLogger(__name__)
 
 SESSION_EXPIRY_S = 14 * 24 * 3600
 MAX_PACKET_BYTES = 64 * 1024
-MAX_PAYLOAD_BYTES = 16 * 1024  # PROTOCOL §1: larger inbound messages are dropped unparsed
 
 
 class MqttSettingsError(DoorbellError):

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from recorder.durable import open_durable, transaction
-from recorder.errors import DoorbellError
+from foundation.durable import open_durable, transaction
+from foundation.errors import DoorbellError
 from sync.models import (
     Decision,
     Rfa,

@@ -37,7 +37,7 @@ Choices made where PROTOCOL.md is silent (each errs towards refusing):
 - Wrong JSON types are reported under the rule of the field: `agency` not an object is
   `agency_mismatch`, `area` fields that are not numbers (strings, booleans, null) are
   `bad_area`, `window` not an object is `bad_window`, any time that is missing or not
-  strict RFC 3339 with `Z` (recorder.times.parse_time) is `bad_time`, a non-string
+  strict RFC 3339 with `Z` (foundation.times.parse_time) is `bad_time`, a non-string
   `recipient` is `bad_recipient`, a non-string `upload_url` is `unsafe_upload_url`.
 - A request whose `expires_at` is not after its `issued_at` is `expired`.
 - `radius_m` may be any finite number with `0 < radius_m <= 805`; an integer is as good
@@ -66,8 +66,9 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from recorder.errors import TimeFormatError
-from recorder.times import Window, parse_time
+from foundation.errors import TimeFormatError
+from foundation.times import Window, parse_time
+from foundation.wire import MAX_MESSAGE_BYTES
 from sync.envelope import Envelope, parse_envelope, verify_envelope
 from sync.errors import EnvelopeError
 from sync.geo import distance_m
@@ -75,7 +76,6 @@ from sync.keys import key_id, parse_recipient, raw_public
 from sync.models import Agency, Area, Investigator, Rfa
 from sync.netpolicy import upload_url_problem
 
-MAX_MESSAGE_BYTES = 16 * 1024
 MAX_DESCRIPTION_CHARS = 2000
 MAX_STRING_CHARS = 256
 MAX_CASE_NUMBER_CHARS = 64

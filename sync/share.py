@@ -29,8 +29,8 @@ from typing import Any
 
 import pyrage
 
-from recorder.errors import DoorbellError, NoFootageError, RecorderError
-from recorder.times import format_time
+from foundation.errors import DoorbellError, NoFootageError, RecorderError
+from foundation.times import format_time
 from sync import SOFTWARE
 from sync.envelope import make_envelope
 from sync.keys import SigningKey, parse_recipient

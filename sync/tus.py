@@ -48,7 +48,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 
-from recorder.errors import DoorbellError
+from foundation.errors import DoorbellError
 from sync.netpolicy import address_allowed, upload_url_problem
 
 logger = logging.getLogger(__name__)

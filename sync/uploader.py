@@ -28,8 +28,8 @@ from typing import Any
 
 import requests
 
-from recorder.clock import Clock
-from recorder.errors import DoorbellError
+from foundation.clock import Clock
+from foundation.errors import DoorbellError
 from sync.outbox import KINDS, Outbox, ShareJob
 from sync.share import ShareError, build_share
 from sync.tus import (

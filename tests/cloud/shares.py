@@ -19,8 +19,8 @@ import numpy as np
 import pyrage
 from pyrage import x25519
 
+from foundation.times import Window, format_time
 from recorder.synthetic import draw_frame
-from recorder.times import Window, format_time
 from sync.envelope import make_envelope
 from sync.keys import SigningKey
 

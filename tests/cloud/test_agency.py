@@ -15,7 +15,7 @@ from cloud import agency
 from cloud.agency import RfaInputError, RfaSpec, build_rfa, expiry_seconds, rfa_problems
 from cloud.args import parse_duration_ms
 from cloud.broker import BrokerError, BrokerUrl, Outgoing, publish_messages
-from recorder.times import Window, format_time, parse_time
+from foundation.times import Window, format_time, parse_time
 from sync import geo
 from sync.envelope import open_envelope
 from sync.keys import (

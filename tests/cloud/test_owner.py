@@ -16,7 +16,7 @@ from pyrage import x25519
 
 from cloud import owner
 from cloud.owner import AuditHead, OwnerError, OwnerHome, head_problem, parse_pairing
-from recorder.times import format_time, parse_time
+from foundation.times import format_time, parse_time
 from sync.envelope import make_envelope, open_envelope
 from sync.errors import SealError
 from sync.keys import SigningKey, public_key_from_b64

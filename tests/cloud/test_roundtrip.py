@@ -13,7 +13,7 @@ from pyrage import x25519
 from cloud.agency import RfaSpec, build_rfa
 from cloud.owner import PairedDevice, decision_payload, seal_decision
 from cloud.verify import verify_share
-from recorder.times import Window
+from foundation.times import Window
 from sync.decision import DecisionAccepted, check_decision
 from sync.keys import SigningKey
 from sync.rfa import Accepted, DeviceFacts, TrustedAgencyKey, check_rfa

@@ -13,7 +13,7 @@ import pytest
 
 from cloud.agency import IDENTITY_FILE, SIGNING_FILE, generate_agency_keys
 from cloud.verify import verify_share
-from recorder.times import Window, format_time
+from foundation.times import Window, format_time
 from sync.keys import SigningKey, load_identity, load_signing_key
 from tests.cloud.shares import T0, Agency, ShareParts, build_share, frame_times
 

@@ -22,8 +22,8 @@ from device.flow import Outcome, RequestFlow
 from device.identity import DeviceIdentity, load_device_identity
 from device.intake import Intake
 from device.state import StateStore
+from foundation.clock import Clock, SystemClock
 from recorder.buffer import RollingBuffer
-from recorder.clock import Clock, SystemClock
 from sync.geo import cell_of
 from sync.keys import public_key_from_b64
 from sync.mqtt import Backoff, InboundMessage, MqttLink, MqttSettings

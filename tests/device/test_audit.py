@@ -20,8 +20,8 @@ from device.audit import (
     render_verify_report,
     verify_audit,
 )
-from recorder.clock import FakeClock
-from recorder.times import parse_time
+from foundation.clock import FakeClock
+from foundation.times import parse_time
 from sync.keys import SigningKey, b64url_encode
 
 T0 = parse_time("2026-11-28T13:00:00Z")
@@ -337,7 +337,7 @@ def test_values_that_look_like_keys_or_contacts_are_redacted(tmp_path, key, cloc
 
 
 def test_the_documented_events_are_accepted(tmp_path, key, clock):
-    from recorder.times import Window
+    from foundation.times import Window
 
     path = tmp_path / "audit.jsonl"
     log = AuditLog.open(path, key, clock=clock)

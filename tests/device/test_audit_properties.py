@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from device.audit import AuditLog, verify_audit
-from recorder.clock import FakeClock
+from foundation.clock import FakeClock
 from sync.keys import SigningKey
 
 KEY = SigningKey.generate()

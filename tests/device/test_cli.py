@@ -14,9 +14,9 @@ import pytest
 
 from cloud.loopback import DeviceSetup
 from device.identity import load_device_identity
+from foundation.times import format_time, parse_time
+from foundation.wire import read_capture_ms
 from recorder.buffer import BufferLock
-from recorder.synthetic import read_capture_ms
-from recorder.times import format_time, parse_time
 
 
 def ctl(config: Path, *args: str) -> subprocess.CompletedProcess[str]:

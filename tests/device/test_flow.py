@@ -18,9 +18,9 @@ from device.audit import AuditLog
 from device.flow import RequestFlow
 from device.identity import DeviceIdentity, load_device_identity
 from device.state import StateStore
+from foundation.clock import FakeClock
+from foundation.times import Window, parse_time
 from recorder.buffer import RollingBuffer
-from recorder.clock import FakeClock
-from recorder.times import Window, parse_time
 from sync.envelope import open_envelope
 from sync.keys import SigningKey, parse_recipient
 from sync.models import ConsentMethod

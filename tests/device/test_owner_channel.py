@@ -22,8 +22,8 @@ from device.owner_channel import (
     seal_owner_message,
     shares_message,
 )
-from recorder.clock import FakeClock, SystemClock
-from recorder.times import parse_time
+from foundation.clock import FakeClock, SystemClock
+from foundation.times import parse_time
 from sync.envelope import open_envelope
 from sync.keys import SigningKey, identity_file_text
 from sync.seal import unseal

@@ -8,7 +8,7 @@ import signal
 from pathlib import Path
 
 from device.state import RequestState, StateStore
-from recorder.times import Window
+from foundation.times import Window
 from sync.models import ConsentMethod, Decision, rfa_from_json, rfa_to_json
 from sync.rfa import Accepted, check_rfa
 from tests.sync.factories import HOUR_MS, NOW_MS, AgencyKeys, device_facts, rfa_envelope

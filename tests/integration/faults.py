@@ -21,9 +21,9 @@ from typing import Any
 import av
 
 from cloud.broker import Outgoing, publish_messages
-from cloud.owner import decision_payload, seal_decision, topic
-from recorder.synthetic import read_capture_ms
-from recorder.times import Window, format_time
+from cloud.owner import decision_payload, seal_decision
+from foundation.times import Window, format_time
+from foundation.wire import owner_topic, read_capture_ms
 from tests.fixtures.daemon import World, now_ms
 
 
@@ -89,7 +89,11 @@ def send_decision(world: World, sealed: bytes) -> None:
     """Publish (QoS 1, waits for the broker's PUBACK) a sealed decision as the app would."""
     publish_messages(
         world.broker.url,
-        [Outgoing(topic=topic(world.setup.device_id, "decision"), payload=sealed, retain=False)],
+        [
+            Outgoing(
+                topic=owner_topic(world.setup.device_id, "decision"), payload=sealed, retain=False
+            )
+        ],
         timeout_s=10,
     )
 

@@ -15,8 +15,8 @@ from gpiozero.pins.mock import MockFactory
 from cloud.loopback import MosquittoBroker, TusServer
 from device.app import Doorbell, Hooks
 from firmware_config import load_config
-from recorder.clock import SystemClock
-from recorder.times import Window
+from foundation.clock import SystemClock
+from foundation.times import Window
 from tests.fixtures.daemon import World, make_world, wait_for
 
 BUTTON, LED = 17, 27

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from cloud.loopback import DeviceSetup, MosquittoBroker, TusServer
-from recorder.times import parse_time
+from foundation.times import parse_time
 from tests.fixtures.daemon import World, make_world, now_ms
 from tests.integration.faults import NotifySocket, ask, recorder_pid, settle
 

@@ -15,7 +15,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud.verify import verify_share
-from recorder.times import Window
+from foundation.times import Window
 from sync.keys import load_identity, load_signing_key
 from tests.fixtures.daemon import World, wait_for
 

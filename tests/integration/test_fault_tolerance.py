@@ -19,7 +19,7 @@ from cloud.loopback import MosquittoBroker, TusServer
 from cloud.verify import Report, verify_share
 from device.audit import read_entries
 from device.state import RequestState, StateStore
-from recorder.times import Window, parse_time
+from foundation.times import Window, parse_time
 from sync.keys import load_identity, load_signing_key
 from tests.fixtures.daemon import World, make_world, now_ms, start_and_pair
 from tests.fixtures.mosquitto import read_retained

@@ -8,10 +8,10 @@ import textwrap
 
 import pytest
 
+from foundation.errors import RecorderError
+from foundation.times import Window
 from recorder.buffer import INDEX_NAME, BufferLock, RollingBuffer
-from recorder.errors import RecorderError
 from recorder.settings import RetentionLimits
-from recorder.times import Window
 from tests.fixtures.footage import copy_buffer
 
 
@@ -104,7 +104,7 @@ def test_pin_from_another_process_protects_footage(buffer_copy):
         f"""
         from pathlib import Path
         from recorder.buffer import RollingBuffer
-        from recorder.times import Window
+        from foundation.times import Window
         with RollingBuffer.open(Path({str(root)!r}), reconcile=False) as b:
             b.pin("rfa-9", Window({first}, {first + 100}), {last + 10**9})
         """

@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from foundation.errors import NoFootageError
+from foundation.times import Window, format_time
 from recorder.buffer import RollingBuffer
 from recorder.commands import clip
-from recorder.errors import NoFootageError
 from recorder.export import export_clip, frames_in
-from recorder.times import Window, format_time
 from tests.fixtures.footage import decode_stamps, record_fast, recorded_times
 
 # ---- the pure decision ---------------------------------------------------------------
@@ -253,7 +253,7 @@ def test_later_part_beside_overlapping_footage_starts_on_a_keyframe(tmp_path):
 def test_clip_across_different_encoder_settings_is_tagged_avc3_and_decodes(tmp_path):
     import threading
 
-    from recorder.clock import FakeClock
+    from foundation.clock import FakeClock
     from recorder.recorder import Recorder
     from recorder.settings import StorageSettings
     from recorder.synthetic import SyntheticCamera
@@ -304,7 +304,7 @@ def test_clip_across_different_encoder_settings_is_tagged_avc3_and_decodes(tmp_p
 
 
 def test_unwritable_destination_is_a_clear_error(footage, tmp_path):
-    from recorder.errors import RecorderError
+    from foundation.errors import RecorderError
 
     root, first, last, times, *_ = footage
     with pytest.raises(RecorderError, match="cannot write the clip"):

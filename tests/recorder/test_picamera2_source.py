@@ -9,9 +9,9 @@ import av
 import pytest
 
 import recorder.picamera2_source as pisrc
+from foundation.clock import FakeClock
+from foundation.errors import RecorderError
 from recorder.buffer import RollingBuffer
-from recorder.clock import FakeClock
-from recorder.errors import RecorderError
 from recorder.picamera2_source import Picamera2Api, Picamera2Camera
 from recorder.recorder import Recorder
 from recorder.settings import CameraSettings, StorageSettings

@@ -7,14 +7,14 @@ import time
 
 import pytest
 
+from foundation.clock import SystemClock
+from foundation.errors import BufferLockedError
+from foundation.times import Window
 from recorder.buffer import RollingBuffer
-from recorder.clock import SystemClock
 from recorder.commands import record
-from recorder.errors import BufferLockedError
 from recorder.export import export_clip
 from recorder.recorder import RecorderProcess
 from recorder.settings import CameraSettings, StorageSettings
-from recorder.times import Window
 from tests.fixtures.footage import decode_stamps, recorded_times
 
 CAMERA = CameraSettings(source="synthetic", width=320, height=240, fps=15)

@@ -5,16 +5,16 @@ import threading
 import av
 import pytest
 
+from foundation.clock import FakeClock
+from foundation.errors import BufferLockedError
+from foundation.times import Window
 from recorder.buffer import BufferLock, RollingBuffer
-from recorder.clock import FakeClock
 from recorder.commands import record
-from recorder.errors import BufferLockedError
 from recorder.export import export_clip
 from recorder.recorder import Recorder, clock_jumped
 from recorder.retention import Pin
 from recorder.settings import CameraSettings, StorageSettings
 from recorder.synthetic import SyntheticCamera
-from recorder.times import Window
 from tests.fixtures.footage import decode_stamps
 
 START_MS = 1_800_000_000_000

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from foundation.times import Window
 from recorder.retention import Pin, protected_ids, retention_plan
 from recorder.settings import RetentionLimits
-from recorder.times import Window
 
 H = 3_600_000
 NOW = 1_000 * H

@@ -8,8 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from foundation.wire import STAMP_BLOCK as BLOCK
+from foundation.wire import read_capture_ms, stamp_cells
 from recorder.encoding import open_x264
-from recorder.synthetic import BLOCK, draw_frame, read_capture_ms, stamp_cells
+from recorder.synthetic import draw_frame
 
 stamps = st.integers(min_value=0, max_value=(1 << 48) - 1)
 sizes = st.sampled_from([(320, 240), (256, 48), (64, 192), (1280, 720), (336, 64)])

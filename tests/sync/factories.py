@@ -26,7 +26,7 @@ from typing import Any
 
 from pyrage import x25519
 
-from recorder.times import format_time, parse_time
+from foundation.times import format_time, parse_time
 from sync.envelope import make_envelope
 from sync.geo import EARTH_RADIUS_M
 from sync.keys import SigningKey

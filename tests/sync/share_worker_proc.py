@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from device.identity import load_device_identity
-from recorder.clock import SystemClock
+from foundation.clock import SystemClock
 from sync.outbox import Outbox
 from sync.tus import checked_session
 from sync.uploader import ShareSettings, ShareWorker

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from device.identity import DeviceIdentity
-from recorder.times import Window, format_time
+from foundation.times import Window, format_time
 from sync.keys import SigningKey, b64url_decode
 from sync.models import Agency, Area, ConsentMethod, Decision, Investigator, Rfa
 from tests.sync.factories import AgencyKeys, decision_envelope, rfa_envelope
@@ -185,7 +185,7 @@ def decode_capture_times(clip: Path) -> list[int]:
     """Every frame's stamped capture time, decoding the clip frame by frame."""
     import av
 
-    from recorder.synthetic import read_capture_ms
+    from foundation.wire import read_capture_ms
 
     times = []
     with av.open(str(clip)) as container:
@@ -206,8 +206,8 @@ def record_footage(
     """Fill a buffer with `seconds` of stamped synthetic footage; returns (first, last) ms."""
     import threading
 
+    from foundation.clock import FakeClock, SystemClock
     from recorder.buffer import RollingBuffer
-    from recorder.clock import FakeClock, SystemClock
     from recorder.recorder import Recorder
     from recorder.settings import StorageSettings
     from recorder.synthetic import SyntheticCamera

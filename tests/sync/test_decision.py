@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recorder.times import Window, format_time
+from foundation.times import Window, format_time
 from sync.decision import (
     DecisionAccepted,
     DecisionRejected,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from recorder.times import Window
+from foundation.times import Window
 from sync.models import ConsentMethod
 from sync.outbox import Outbox, OutboxError, render_shares
 from tests.sync.factories import NOW_MS, AgencyKeys

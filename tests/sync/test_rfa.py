@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from recorder.times import Window, format_time
+from foundation.times import Window, format_time
 from sync.geo import distance_m
 from sync.keys import SigningKey
 from sync.rfa import (

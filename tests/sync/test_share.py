@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from recorder.times import Window, format_time
+from foundation.times import Window, format_time
 from sync import SOFTWARE
 from sync.models import ConsentMethod
 from sync.share import ShareError, build_share

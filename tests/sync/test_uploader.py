@@ -20,8 +20,8 @@ import pytest
 
 from cloud.loopback import TusServer
 from device.identity import load_device_identity
-from recorder.clock import SystemClock
-from recorder.times import Window, parse_time
+from foundation.clock import SystemClock
+from foundation.times import Window, parse_time
 from sync.outbox import Outbox
 from sync.uploader import ShareSettings, ShareWorker, backoff_s
 from tests.sync.factories import AgencyKeys

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from recorder.durable import open_durable, transaction
+from foundation.durable import open_durable, transaction
 
 SCHEMA = "CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY);"
 

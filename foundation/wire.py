@@ -1,0 +1,75 @@
+"""The wire contract (docs/protocol.md): every limit, topic and encoding that the device
+and the other parties' tools must agree on, written once. The device and the reference
+tools in cloud/ both import it; a test fails if one of these facts is written elsewhere."""
+
+from __future__ import annotations
+
+import numpy as np
+
+# §1: a message the device receives over this size is dropped before it is parsed.
+MAX_MESSAGE_BYTES = 16 * 1024
+
+# §3: topics.
+RFA_TOPIC_PREFIX = "rfa/v1/cell/"
+
+
+def rfa_topic(cell: str) -> str:
+    """The topic of one geohash-5 cell's requests."""
+    return f"{RFA_TOPIC_PREFIX}{cell}"
+
+
+def status_topic(device_id: str) -> str:
+    return f"devices/{device_id}/status"
+
+
+def owner_topic(device_id: str, leaf: str) -> str:
+    """`leaf` is `pending`, `shares` (device to owner) or `decision` (owner to device)."""
+    return f"devices/{device_id}/owner/{leaf}"
+
+
+# §8: the synthetic camera's frame stamp.
+STAMP_BITS = 48
+STAMP_BLOCK = 16
+
+
+def stamp_cells(width: int) -> list[tuple[int, int]]:
+    """(y, x) of the top-left corner of each bit's block, most significant bit first."""
+    per_row = width // STAMP_BLOCK
+    if per_row < 1:
+        raise ValueError("frame narrower than one stamp block")
+    return [((i // per_row) * STAMP_BLOCK, (i % per_row) * STAMP_BLOCK) for i in range(STAMP_BITS)]
+
+
+def check_stamp_size(width: int, height: int) -> None:
+    rows = -(-STAMP_BITS // max(1, width // STAMP_BLOCK))
+    if width < STAMP_BLOCK or height < rows * STAMP_BLOCK:
+        raise ValueError(f"{width}x{height} is too small for a 48-bit stamp")
+
+
+def draw_stamp(frame: np.ndarray, capture_ms: int) -> None:
+    """Write `capture_ms` into the top-left blocks of an (H, W, C) frame, in place."""
+    if not 0 <= capture_ms < 1 << STAMP_BITS:
+        raise ValueError("capture time does not fit in 48 bits")
+    height, width = frame.shape[:2]
+    check_stamp_size(width, height)
+    for bit, (y, x) in enumerate(stamp_cells(width)):
+        on = (capture_ms >> (STAMP_BITS - 1 - bit)) & 1
+        frame[y : y + STAMP_BLOCK, x : x + STAMP_BLOCK] = 255 if on else 0
+
+
+def read_capture_ms(frame: np.ndarray) -> int:
+    """The stamp of a decoded frame (RGB or gray). Samples the 8x8 centre of each block
+    and thresholds at mid-grey, so coding noise around block edges does not matter."""
+    if frame.ndim == 3:
+        luma = frame.mean(axis=2)
+    elif frame.ndim == 2:
+        luma = frame.astype(np.float32)
+    else:
+        raise ValueError("frame must be (H, W) or (H, W, C)")
+    height, width = luma.shape
+    check_stamp_size(width, height)
+    value = 0
+    for y, x in stamp_cells(width):
+        centre = luma[y + 4 : y + 12, x + 4 : x + 12]
+        value = (value << 1) | int(centre.mean() >= 128)
+    return value
