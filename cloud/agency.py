@@ -1,4 +1,4 @@
-"""`doorbell-agency`: the agency's reference tool (PROTOCOL §4, §6).
+"""`doorbell-agency`: the agency's reference tool (protocol.md §4, §6).
 
 It owns the agency's side of the protocol: making the agency's keys, building, signing
 and publishing a Request for Assistance to every geohash-5 cell its circle touches, and
@@ -48,7 +48,7 @@ SIGNING_FILE = "agency-signing.pem"
 IDENTITY_FILE = "agency-age.txt"
 PUBLIC_FILE = "agency.json"
 
-# PROTOCOL §1 and §4: the limits a device enforces.
+# protocol.md §1 and §4: the limits a device enforces.
 MAX_RADIUS_M = 805.0
 MAX_WINDOW_MS = 12 * 3_600_000
 MAX_LIFETIME_MS = 14 * 86_400_000
@@ -151,7 +151,7 @@ class SignedRfa:
 def rfa_problems(
     spec: RfaSpec, *, now_ms: int, allow_plain_http_loopback: bool = False
 ) -> list[str]:
-    """Every rule of PROTOCOL §4 (3-6, 9, 10) that these inputs break; empty when none."""
+    """Every rule of protocol.md §4 (3-6, 9, 10) that these inputs break; empty when none."""
     problems: list[str] = []
     strings = {
         "agency id": spec.agency_id,

@@ -25,7 +25,7 @@ from foundation.errors import DoorbellError
 
 logger = logging.getLogger(__name__)
 
-# What the device sends its owner may exceed the 16 KiB that devices accept (PROTOCOL §1):
+# What the device sends its owner may exceed the 16 KiB that devices accept (protocol.md §1):
 # twenty pending requests with long descriptions. Far beyond that is junk.
 MAX_INBOUND_BYTES = 1024 * 1024
 

@@ -1,4 +1,4 @@
-"""`doorbell-owner`: the owner's app, reduced to a reference tool (PROTOCOL §5).
+"""`doorbell-owner`: the owner's app, reduced to a reference tool (protocol.md §5).
 
 It owns the owner's side of the owner channel, with its state in one directory
 (`--home`, default ~/.doorbell-owner):
@@ -250,7 +250,7 @@ def decision_payload(
     now_ms: int,
     nonce: str | None = None,
 ) -> dict[str, Any]:
-    """PROTOCOL §5.2. The window is sent only when the owner narrows it."""
+    """protocol.md §5.2. The window is sent only when the owner narrows it."""
     if not rfa_id or len(rfa_id) > 256:
         raise OwnerError("give the request's id (--rfa)")
     payload: dict[str, Any] = {

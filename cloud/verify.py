@@ -1,4 +1,4 @@
-"""Verifying a received share (PROTOCOL §6), as an agency does with the two objects it got.
+"""Verifying a received share (protocol.md §6), as an agency does with the two objects it got.
 
 `verify_share` decrypts the manifest and the clip with the agency's age identity (the clip
 streamed to a temporary file, never whole in memory), then checks, each under a stable
@@ -16,7 +16,7 @@ name that the report and the exit status carry:
 - window_approved lies inside window_requested;
 - the clip's SHA-256, size, codec, picture size and frame rate;
 - every frame decoded with PyAV: its capture time (the synthetic camera's stamp,
-  PROTOCOL §8, unless `stamps=False`) inside window_approved, `first_frame_at + pts`
+  protocol.md §8, unless `stamps=False`) inside window_approved, `first_frame_at + pts`
   equal to it to the millisecond, the count, the first and last frame times.
 
 The verifier cannot tell whether the clip holds *every* frame the device recorded in the

@@ -1,4 +1,4 @@
-"""The audit log (PROTOCOL §7): append-only, hash-chained, with a signed head.
+"""The audit log (protocol.md §7): append-only, hash-chained, with a signed head.
 
 Owns two files in the state directory:
 

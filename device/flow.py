@@ -13,7 +13,7 @@ way whose job was not queued yet (the daemon died in between). Nothing else call
 `Outbox.enqueue`.
 
 Nothing here publishes anything: declined, rejected and expired requests leave no trace
-outside the device (PROTOCOL §3.1); the owner learns of requests through the sealed,
+outside the device (protocol.md §3.1); the owner learns of requests through the sealed,
 fixed-rhythm owner channel.
 
 Every public method is serialised by one lock, so the intake worker, the button and the
@@ -193,7 +193,7 @@ class RequestFlow:
         return self._store.pending()
 
     def pending_entries(self) -> list[dict[str, Any]]:
-        """PROTOCOL §5.1 entries: exactly id, agency, case_number, investigator,
+        """protocol.md §5.1 entries: exactly id, agency, case_number, investigator,
         description, area, window, expires_at, decide_by, footage_seconds."""
         entries = []
         for p in self._store.pending():

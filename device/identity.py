@@ -22,7 +22,7 @@ class DeviceIdentity:
         return str(self.age.to_public())
 
     def pairing_info(self) -> dict[str, str]:
-        """What the owner's app pins at pairing (PROTOCOL §5.0)."""
+        """What the owner's app pins at pairing (protocol.md §5.0)."""
         return {
             "device_id": self.device_id,
             "device_key": self.signing.public_b64,

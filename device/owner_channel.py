@@ -1,4 +1,4 @@
-"""The sealed owner channel (PROTOCOL §3 fixed rhythm, §5.1 pending list, §6.3 progress).
+"""The sealed owner channel (protocol.md §3 fixed rhythm, §5.1 pending list, §6.3 progress).
 
 Owns the two device-to-owner topics, ``devices/{id}/owner/pending`` and
 ``devices/{id}/owner/shares``. Each message is a signed envelope (the device key) sealed
@@ -14,7 +14,7 @@ What the broker must not learn (§3.1) decides the shape of this module:
   building and sealing; if a round overruns whole periods (a stalled broker, a suspended
   machine), the missed instants are skipped rather than sent in a burst.
 * **Size.** The envelope is padded with trailing spaces (still valid JSON) to at least
-  `min_padded_bytes` (16 KiB by default) and to a multiple of 4 KiB (PROTOCOL §3), so the
+  `min_padded_bytes` (16 KiB by default) and to a multiple of 4 KiB (protocol.md §3), so the
   ciphertext of an empty list, one request or ten typical requests is the same size. Only
   content beyond the floor (many requests with long descriptions) grows the message, in
   4 KiB steps: the broker then learns a coarse upper bound on the content, never a count.
@@ -73,7 +73,7 @@ def _head_json(audit_head: AuditHead | Mapping[str, Any]) -> dict[str, Any]:
 def pending_message(
     entries: Sequence[Mapping[str, Any]], audit_head: AuditHead | Mapping[str, Any], now_ms: int
 ) -> dict[str, Any]:
-    """PROTOCOL §5.1: the pending list (entries are `RequestFlow.pending_entries()`)."""
+    """protocol.md §5.1: the pending list (entries are `RequestFlow.pending_entries()`)."""
     return {
         "type": "pending",
         "at": format_time(now_ms),
@@ -85,7 +85,7 @@ def pending_message(
 def shares_message(
     shares: Sequence[Mapping[str, Any]], audit_head: AuditHead | Mapping[str, Any], now_ms: int
 ) -> dict[str, Any]:
-    """PROTOCOL §6.3: share progress (entries are `Outbox.shares(now_ms)`)."""
+    """protocol.md §6.3: share progress (entries are `Outbox.shares(now_ms)`)."""
     return {
         "type": "shares",
         "at": format_time(now_ms),
@@ -136,7 +136,7 @@ class OwnerChannel:
         min_padded_bytes: int = DEFAULT_MIN_PADDED_BYTES,
     ) -> None:
         if period_s < 0.2:
-            raise ValueError("the owner channel period is at least 0.2 s (PROTOCOL §3)")
+            raise ValueError("the owner channel period is at least 0.2 s (protocol.md §3)")
         self._publish = publish
         if topics is None:
             if device_id is None:

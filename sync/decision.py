@@ -1,10 +1,10 @@
-"""Is this owner's decision valid for this device and this pending request? (PROTOCOL §5.2)
+"""Is this owner's decision valid for this device and this pending request? (protocol.md §5.2)
 
 Pure functions: `check_decision` judges an app decision (the plaintext of a sealed
 message), `local_decision` makes the same record for the button and the CLI. Neither
 raises for any input; a decision that fails any check changes nothing.
 
-Choices made where PROTOCOL.md is silent:
+Choices made where docs/protocol.md is silent:
 
 - The plaintext may be at most 16 KiB once its trailing padding is removed; it must be
   UTF-8. Trailing JSON whitespace (the owner channel pads with spaces to 4 KiB) is

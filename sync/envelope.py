@@ -1,4 +1,4 @@
-"""Signed envelopes (PROTOCOL §2).
+"""Signed envelopes (protocol.md §2).
 
 The signature covers the exact UTF-8 bytes of the `payload` string, so no canonical JSON
 is needed: a verifier checks the bytes it received.

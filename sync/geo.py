@@ -1,4 +1,4 @@
-"""Geography of a request: great-circle distance and geohash-5 cells (PROTOCOL §3, §4 rule 7).
+"""Geography of a request: great-circle distance and geohash-5 cells (protocol.md §3, §4 rule 7).
 
 The publisher sends one copy of an RFA to every 5-character geohash cell its circle
 touches and a device subscribes to its own cell only, so `cells_covering` must never
@@ -6,7 +6,7 @@ miss a cell that holds a point within the radius. It is conservative instead: it
 every cell that meets the circle's latitude/longitude bounding box, widened by about a
 centimetre against rounding, so a few cells near the circle's corners may be extra.
 
-Choices made where PROTOCOL.md is silent:
+Choices made where docs/protocol.md is silent:
 
 - Distance is the haversine great-circle distance on a sphere of the mean Earth radius
   (IUGG R1 = 6,371,008.8 m). Against the WGS-84 ellipsoid this errs by up to about

@@ -39,7 +39,7 @@ def raw_public(key: Ed25519PublicKey) -> bytes:
 
 
 def key_id(public_raw: bytes) -> str:
-    """PROTOCOL §1: first 16 lowercase hex characters of SHA-256 over the raw public key."""
+    """protocol.md §1: first 16 lowercase hex characters of SHA-256 over the raw public key."""
     return hashlib.sha256(public_raw).hexdigest()[:16]
 
 

@@ -60,7 +60,7 @@ class Rfa:
     kid: str
 
     def public_json(self) -> dict[str, Any]:
-        """The request's fields as the owner sees them (PROTOCOL §5.1, without device keys)."""
+        """The request's fields as the owner sees them (protocol.md §5.1, without device keys)."""
         return {
             "id": self.id,
             "agency": {"id": self.agency.id, "name": self.agency.name},

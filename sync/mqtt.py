@@ -1,4 +1,4 @@
-"""The device's MQTT connection (PROTOCOL §3): one persistent session, manual acks.
+"""The device's MQTT connection (protocol.md §3): one persistent session, manual acks.
 
 `MqttLink` owns the paho-mqtt client: the URL and TLS settings, the persistent session
 that makes the broker keep QoS 1 messages while the device is away, the retained

@@ -1,4 +1,4 @@
-"""Where the device may send footage (PROTOCOL §4 rule 9).
+"""Where the device may send footage (protocol.md §4 rule 9).
 
 This module owns two pure checks:
 
@@ -8,7 +8,7 @@ This module owns two pure checks:
   every address it actually connects to after DNS resolution (a host name that looks
   public can resolve to a private address, so the text check alone is not enough).
 
-Choices made where PROTOCOL.md is silent, each on the side of refusing:
+Choices made where docs/protocol.md is silent, each on the side of refusing:
 
 - Scheme `https` only; `http` only when the host is a loopback address (`127.0.0.0/8`,
   `::1` or the exact name `localhost`) *and* the config allows it for testing. `https`

@@ -9,7 +9,7 @@ objects of each share. Nothing here touches the network or the recorder; `ShareW
 A job is `queued` -> `uploading` -> `done`, or ends `failed` (with its error) or
 `cancelled`. Per object the upload URL is stored before its first byte is sent and the
 server-acknowledged offset after each chunk, so a restart resumes the same upload.
-Byte counts are ciphertext bytes of both objects together (PROTOCOL §6.3).
+Byte counts are ciphertext bytes of both objects together (protocol.md §6.3).
 """
 
 from __future__ import annotations
@@ -235,7 +235,7 @@ class Outbox:
         return None, (None if later[0] is None else int(later[0]))
 
     def shares(self, now_ms: int) -> list[dict[str, Any]]:
-        """PROTOCOL §6.3 entries: the last 7 days, at most 20, newest first."""
+        """protocol.md §6.3 entries: the last 7 days, at most 20, newest first."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT j.rfa_id, j.state, j.manifest_sha256, j.error,"

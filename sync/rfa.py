@@ -1,4 +1,4 @@
-"""Is this Request for Assistance acceptable for this device, now? (PROTOCOL §4)
+"""Is this Request for Assistance acceptable for this device, now? (protocol.md §4)
 
 Pure functions over plain data: no clock, no I/O. `check_rfa` applies every rule of
 §4 and returns `Accepted` or `Rejected` with one reason per rule; it never raises,
@@ -13,7 +13,7 @@ A `Rejected` with `verified=False` failed before its signature verified: its cla
 is not trusted and the audit only counts it per reason. With `verified=True` the
 envelope verified under a trusted key and the audit may log `rfa_id` and the rule.
 
-Choices made where PROTOCOL.md is silent (each errs towards refusing):
+Choices made where docs/protocol.md is silent (each errs towards refusing):
 
 - Size: a message of exactly 16,384 bytes is accepted, 16,385 is `oversized`.
 - The message must be UTF-8 (no byte-order mark); Python's JSON reader would otherwise
@@ -281,7 +281,7 @@ def verify_and_check(
     *,
     pending_count: int,
 ) -> Accepted | Rejected:
-    """Verify the signature, then apply rules 1-11 of PROTOCOL §4 in order."""
+    """Verify the signature, then apply rules 1-11 of protocol.md §4 in order."""
     agency_key = trusted.get(pre.envelope.kid)
     if agency_key is None:
         return Rejected(RejectReason.UNKNOWN_KEY, verified=False, detail="kid not trusted")
@@ -327,7 +327,7 @@ def check_rfa(
     *,
     pending_count: int,
 ) -> Accepted | Rejected:
-    """Every rule of PROTOCOL §4: both stages in one call. Never raises."""
+    """Every rule of protocol.md §4: both stages in one call. Never raises."""
     pre = precheck(envelope_bytes, trusted, seen)
     if isinstance(pre, Rejected):
         return pre

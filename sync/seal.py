@@ -1,4 +1,4 @@
-"""Sealed messages (PROTOCOL §2): a signed envelope, age-encrypted to recipients.
+"""Sealed messages (protocol.md §2): a signed envelope, age-encrypted to recipients.
 
 Messages to the owner are padded *inside* the encryption to a multiple of 4 KiB with
 trailing spaces (still valid JSON), so that the ciphertext size says nothing about how

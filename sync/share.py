@@ -1,4 +1,4 @@
-"""Building a share (PROTOCOL §6): the frame-exact clip of the approved window, the signed
+"""Building a share (protocol.md §6): the frame-exact clip of the approved window, the signed
 manifest, and both encrypted to the requesting agency's age recipient into the outbox.
 
 One pass over the clip: the exported MP4 is read once, and that read feeds both the
@@ -127,7 +127,7 @@ def manifest_payload(
     contact: Mapping[str, Any] | None,
     now_ms: int,
 ) -> dict[str, Any]:
-    """The manifest of PROTOCOL §6.1/§6.2. `clip` is the recorder's ClipInfo."""
+    """The manifest of protocol.md §6.1/§6.2. `clip` is the recorder's ClipInfo."""
     named = decision.share_contact
     payload: dict[str, Any] = {
         "type": "share-manifest",

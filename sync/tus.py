@@ -1,5 +1,5 @@
 """A tus 1.0 client (core + creation, checksum where offered) that only talks to the
-addresses PROTOCOL §4 rule 9 allows.
+addresses protocol.md §4 rule 9 allows.
 
 Why not tuspy: tuspy's uploader opens its own `requests` calls, so it offers no hook to
 check the address a socket actually connected to (DNS rebinding), it follows redirects,
@@ -23,7 +23,7 @@ a malformed answer to a request the server should understand); `TusGone` means t
 server no longer has an upload (404/410), so the caller creates it anew; `TusTransient`
 is worth retrying later (5xx, 423/429, network failures, time-outs).
 
-Metadata: besides the keys of PROTOCOL §6.1 the client sends `filetype`
+Metadata: besides the keys of protocol.md §6.1 the client sends `filetype`
 (`application/octet-stream`): tuspyserver answers HEAD with 400 for an upload created
 without it, which would make resuming impossible there. It says nothing about the share.
 """

@@ -1,7 +1,7 @@
 """The share worker: takes approved shares from the outbox, builds them once, and uploads
 both objects with tus until they are done, failed or cancelled.
 
-Resume rules (PROTOCOL §6.1): an object's upload URL is stored before its first byte is
+Resume rules (protocol.md §6.1): an object's upload URL is stored before its first byte is
 sent; after a restart or a network cut the worker asks the server (HEAD) how much it
 holds and continues from there, never from zero and never as a new upload. Only when the
 server answers 404/410 (it lost or expired the upload) is the object created anew, from
@@ -67,7 +67,7 @@ def backoff_s(attempts: int, *, base_s: float, cap_s: float, rng: random.Random)
 
 
 def upload_metadata(job: ShareJob, kind: str, device_id: str) -> dict[str, str]:
-    """tus Upload-Metadata of PROTOCOL §6.1 (+ `filetype`, see sync.tus)."""
+    """tus Upload-Metadata of protocol.md §6.1 (+ `filetype`, see sync.tus)."""
     name = f"{job.rfa_id}.manifest.json.age" if kind == "manifest" else f"{job.rfa_id}.mp4.age"
     meta = {
         "filename": name,

@@ -1,5 +1,5 @@
 """Build shares by hand for the verifier's tests: real H.264 clips of stamped synthetic
-frames (PROTOCOL §8), a manifest signed like a device signs it, both age-encrypted to the
+frames (protocol.md §8), a manifest signed like a device signs it, both age-encrypted to the
 agency. Every part can be built wrong on purpose, one at a time.
 """
 

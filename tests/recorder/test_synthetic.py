@@ -1,4 +1,4 @@
-"""The PROTOCOL §8 stamp: drawn exactly, read back through real H.264 compression."""
+"""The protocol.md §8 stamp: drawn exactly, read back through real H.264 compression."""
 
 from fractions import Fraction
 

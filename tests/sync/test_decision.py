@@ -1,4 +1,4 @@
-"""Owner decisions (PROTOCOL §5.2): app decisions at their edges, local decisions, fuzzing."""
+"""Owner decisions (protocol.md §5.2): app decisions at their edges, local decisions, fuzzing."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Distance and geohash cover: a device anywhere inside a request's circle must find its
-own cell among the cells the publisher sends to (PROTOCOL §3)."""
+own cell among the cells the publisher sends to (protocol.md §3)."""
 
 from __future__ import annotations
 

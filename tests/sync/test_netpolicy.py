@@ -1,4 +1,4 @@
-"""Tables for the upload-destination policy (PROTOCOL §4 rule 9)."""
+"""Tables for the upload-destination policy (protocol.md §4 rule 9)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every rule of PROTOCOL §4, at its edges, and fuzzing: no input makes check_rfa raise."""
+"""Every rule of protocol.md §4, at its edges, and fuzzing: no input makes check_rfa raise."""
 
 from __future__ import annotations
 
