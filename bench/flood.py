@@ -32,7 +32,7 @@ from typing import Any
 import psutil
 
 from foundation.clock import SystemClock
-from recorder.recorder import RecorderProcess
+from recorder.process import RecorderProcess
 from recorder.settings import CameraSettings, StorageSettings
 from sync.keys import SigningKey
 from tests.device.intake_kit import rfa_topic

@@ -45,9 +45,17 @@ class MosquittoBroker:
 
     host = "127.0.0.1"
 
-    def __init__(self, root: Path, *, port: int | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        port: int | None = None,
+        log_types: Sequence[str] = ("error", "warning"),
+    ) -> None:
+        """`log_types`: what Mosquitto logs ("notice" adds every client's connection)."""
         self.root = root
         self.port = port or free_port()
+        self.log_types = tuple(log_types)
         self.data_dir = root / "data"
         self.config_path = root / "mosquitto.conf"
         self.log_path = root / "mosquitto.log"
@@ -77,8 +85,7 @@ class MosquittoBroker:
                     "max_queued_messages 100000",
                     "persistent_client_expiration 14d",
                     "log_dest stderr",
-                    "log_type error",
-                    "log_type warning",
+                    *(f"log_type {kind}" for kind in self.log_types),
                     "",
                 ]
             )
@@ -314,20 +321,33 @@ class DeviceSetup:
 
 
 class DaemonProcess:
-    """`doorbelld` as a child process: start, wait until it records, stop or kill -9."""
+    """`doorbelld` as a child process: start, wait until it records, stop or kill -9.
+    `entry` is the module that runs it: the product's, or a test's entry point that
+    builds the same daemon with test hooks (followed by that entry point's own options)."""
 
-    def __init__(self, config_path: Path, *, log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        config_path: Path,
+        *,
+        log_path: Path | None = None,
+        entry: Sequence[str] = ("device.daemon",),
+    ) -> None:
         self.config_path = config_path
         self.log_path = log_path or config_path.with_name("doorbelld.log")
+        self.entry = tuple(entry)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def command(self, module: str, *args: str) -> list[str]:
         return [sys.executable, "-m", module, "--config", str(self.config_path), *args]
 
+    def daemon_command(self, *args: str) -> list[str]:
+        module, *hook_args = self.entry
+        return [sys.executable, "-m", module, *hook_args, "--config", str(self.config_path), *args]
+
     def start(self, *, timeout: float = 60.0) -> None:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                self.command("device.daemon", "--assume-clock-synchronized"),
+                self.daemon_command("--assume-clock-synchronized"),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,

@@ -7,6 +7,7 @@ factory, systemd notifier) come in through the constructor so tests can replace 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -15,12 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from device.audit import AuditLog
-from device.control import ControlServer
+from device.commands import ControlCommands
+from device.control import ControlError, ControlServer, refuse_if_answering
 from device.flow import RequestFlow
 from device.identity import DeviceIdentity, load_device_identity
 from device.intake import Intake
 from device.notify import SystemdNotifier
 from device.owner_channel import OwnerChannel
+from device.panel import Panel
 from device.paths import StatePaths
 from device.settings import camera_settings, mqtt_settings, storage_settings
 from device.state import StateStore
@@ -28,10 +31,16 @@ from device.supervisor import RestartBudget, Supervisor
 from firmware_config import Config
 from foundation import wire
 from foundation.clock import Clock
-from foundation.errors import DoorbellError
-from foundation.times import Window, format_time, parse_time
-from recorder.buffer import RollingBuffer
-from recorder.recorder import RecorderProcess, disk_free_bytes
+from foundation.errors import (
+    AlreadyRunningError,
+    BufferLockedError,
+    DoorbellError,
+    LockHeldError,
+)
+from foundation.files import FileLock, disk_free_bytes
+from foundation.times import format_time
+from recorder.buffer import BufferLock, RollingBuffer
+from recorder.process import RecorderProcess
 from sync import SOFTWARE_VERSION
 from sync.geo import cell_of
 from sync.keys import key_id, parse_recipient, public_key_from_b64, raw_public
@@ -45,7 +54,7 @@ logger = logging.getLogger(__name__)
 
 WATCHDOG_STALL_S = 10.0  # no frame written for this long: stop pinging, let systemd act
 FIRST_FRAME_WAIT_S = 30.0
-RETRY_PIN_MS = 7 * 24 * 3_600_000  # footage of a retried share is kept this long at most
+DAEMON_LOCK_NAME = "daemon.lock"  # in the state directory, held while the daemon runs
 
 
 @dataclass(frozen=True)
@@ -65,11 +74,53 @@ class Doorbell:
         self.stop_event = threading.Event()
         self.paths = StatePaths.of(config)
         self.notifier = hooks.notifier or SystemdNotifier()
-        self.supervisor = Supervisor(self.stop_event)
-        self._closers: list[Callable[[], object]] = []
+        self.supervisor = Supervisor(self.stop_event, clock=hooks.clock.monotonic)
+        # What start() closes again, in reverse order, however far it got.
+        self._resources = contextlib.ExitStack()
+        # The parts, made by the start steps below in this order.
+        self.daemon_lock: FileLock | None = None
+        self.identity: DeviceIdentity
+        self.store: StateStore
+        self.audit: AuditLog
+        self.outbox: Outbox
+        self.buffer: RollingBuffer
+        self.recorder: RecorderProcess
+        self.recorder_budget = RestartBudget()
+        self.trusted_agencies: dict[str, TrustedAgencyKey] = {}
+        self.flow: RequestFlow
+        self.share_worker: ShareWorker
+        self.intake: Intake
+        self.mqtt: MqttLink
+        self.owner_channel: OwnerChannel
+        self.panel: Panel | None = None
+        self.control: ControlServer
+        self.commands: ControlCommands
 
     # -- start-up, in order -------------------------------------------------------------
+    def claim(self) -> None:
+        """Refuse to start, before anything is written or connected, when this device is
+        already running: a daemon holds its state directory, a process holds its buffer,
+        or a daemon answers on its control socket. (A second daemon that got as far as
+        the broker would take the running one's client id and knock it off.)"""
+        self.paths.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        lock = FileLock(self.paths.state_dir / DAEMON_LOCK_NAME)
+        try:
+            lock.acquire()
+        except LockHeldError:
+            raise AlreadyRunningError(
+                f"doorbelld is already running for {self.paths.state_dir}; stop it first"
+            ) from None
+        self.daemon_lock = lock
+        self._resources.callback(lock.release)
+        try:
+            refuse_if_answering(self.config.control.socket)
+            BufferLock(self.paths.buffer_dir).acquire().release()
+        except (ControlError, BufferLockedError) as exc:
+            raise AlreadyRunningError(str(exc)) from None
+
     def start(self) -> None:
+        if self.daemon_lock is None:
+            self.claim()
         self.init_state()
         self.start_recorder()
         self.init_flow()
@@ -83,22 +134,30 @@ class Doorbell:
         self.notifier.ready(self.status_line())
         logger.info("doorbell %s running as %s", SOFTWARE_VERSION, self.config.device.id)
 
+    def _on_stop(self, close: Callable[[], object]) -> None:
+        """Close `close` at stop; an error there is logged, and the others still run."""
+
+        def quietly() -> None:
+            try:
+                close()
+            except Exception:
+                logger.exception("error while stopping")
+
+        self._resources.callback(quietly)
+
     def init_state(self) -> None:
-        self.paths.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.paths.buffer_dir.mkdir(parents=True, exist_ok=True)
-        self.identity: DeviceIdentity = load_device_identity(
-            self.paths.state_dir, self.config.device.id
-        )
+        self.identity = load_device_identity(self.paths.state_dir, self.config.device.id)
         self.store = StateStore.open(self.paths.state_db)
-        self._closers.append(self.store.close)
+        self._on_stop(self.store.close)
         self.audit = AuditLog.open(
             self.paths.audit_log, self.identity.signing, clock=self.hooks.clock
         )
-        self._closers.append(lambda: self.audit.close(self.hooks.clock.wall_ms()))
+        self._on_stop(lambda: self.audit.close(self.hooks.clock.wall_ms()))
         self.outbox = Outbox.open(self.paths.outbox_dir)
-        self._closers.append(self.outbox.close)
+        self._on_stop(self.outbox.close)
         self.buffer = RollingBuffer.open(self.paths.buffer_dir, reconcile=False)
-        self._closers.append(self.buffer.close)
+        self._on_stop(self.buffer.close)
 
     def start_recorder(self) -> None:
         self.recorder = RecorderProcess(
@@ -108,8 +167,7 @@ class Doorbell:
             free_space=self.hooks.free_space,
         )
         self.recorder.start()
-        self.recorder_budget = RestartBudget()
-        self._closers.append(lambda: self.recorder.stop(timeout=10))
+        self._on_stop(lambda: self.recorder.stop(timeout=10))
 
     def init_flow(self) -> None:
         config = self.config
@@ -195,7 +253,7 @@ class Doorbell:
             stop=self.stop_event,
         )
         self.mqtt.start()
-        self._closers.append(self.mqtt.stop)
+        self._on_stop(self.mqtt.stop)
 
     def start_owner_channel(self) -> None:
         recipients = [parse_recipient(text) for text in self.config.owner.recipients]
@@ -221,8 +279,6 @@ class Doorbell:
         owner = self.config.owner
         if owner.button_pin is None and owner.led_pin is None:
             return
-        from device.panel import Panel
-
         self.panel = Panel(
             button_pin=owner.button_pin,
             led_pin=owner.led_pin,
@@ -239,8 +295,16 @@ class Doorbell:
         self.supervisor.start("panel", self.panel.run)
 
     def start_control(self) -> None:
+        self.commands = ControlCommands(
+            flow=self.flow,
+            outbox=self.outbox,
+            buffer=self.buffer,
+            shares=self.share_worker,
+            clock=self.hooks.clock,
+            status=self.status,
+        )
         self.control = ControlServer(
-            self.config.control.socket, self.handle_control, self.stop_event
+            self.config.control.socket, self.commands.handle, self.stop_event
         )
         self.control.bind()
         self.supervisor.start("control", self.control.serve)
@@ -309,50 +373,6 @@ class Doorbell:
         info.update(buffer_status(self.paths.buffer_dir))
         return info
 
-    def handle_control(self, request: dict[str, Any]) -> dict[str, Any]:
-        cmd = request["cmd"]
-        if cmd == "status":
-            return {"ok": True, "status": self.status()}
-        if cmd == "pending":
-            return {"ok": True, "requests": self.flow.pending_entries()}
-        if cmd == "shares":
-            return {"ok": True, "shares": self.outbox.shares(self.hooks.clock.wall_ms())}
-        rfa_id = request.get("rfa_id")
-        if not isinstance(rfa_id, str):
-            return {"ok": False, "error": "rfa_id is required"}
-        if cmd in ("approve", "deny"):
-            window = None
-            if request.get("window") is not None:
-                raw = request["window"]
-                window = Window(parse_time(raw["start"]), parse_time(raw["end"]))
-            outcome = self.flow.decide_locally(
-                rfa_id,
-                approve=cmd == "approve",
-                method=ConsentMethod.CLI,
-                window=window,
-                share_contact=None if cmd == "deny" else not request.get("anonymous", False),
-            )
-            if not outcome.accepted:
-                return {"ok": False, "error": f"{outcome.reason}: {outcome.detail}".rstrip(": ")}
-            verb = "approved: the share is queued" if cmd == "approve" else "declined"
-            return {"ok": True, "message": f"{rfa_id} {verb}"}
-        if cmd == "retry":
-            job = self.outbox.job(rfa_id)
-            if job is None:
-                return {"ok": False, "error": f"no share {rfa_id}"}
-            # the pin was released when the share failed; keep the footage while it retries
-            now = self.hooks.clock.wall_ms()
-            self.buffer.pin(rfa_id, job.decision.window, now + RETRY_PIN_MS)
-            if not self.share_worker.retry(rfa_id):
-                self.buffer.unpin(rfa_id)
-                return {"ok": False, "error": f"share {rfa_id} has not failed"}
-            return {"ok": True, "message": f"share {rfa_id} queued again"}
-        if cmd == "cancel":
-            if not self.share_worker.cancel(rfa_id):
-                return {"ok": False, "error": f"no share {rfa_id} to cancel"}
-            return {"ok": True, "message": f"share {rfa_id} cancelled"}
-        return {"ok": False, "error": f"unknown command {cmd!r}"}
-
     def wait(self) -> None:
         self.stop_event.wait()
 
@@ -364,11 +384,7 @@ class Doorbell:
         stuck = self.supervisor.join(timeout_s=10)
         if stuck:
             logger.warning("parts still running at shutdown: %s", ", ".join(stuck))
-        for close in reversed(self._closers):
-            try:
-                close()
-            except Exception:
-                logger.exception("error while stopping")
+        self._resources.close()
         failed = self.supervisor.failed_part
         if failed:
             logger.error("stopped because part %s kept failing", failed)

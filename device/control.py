@@ -52,23 +52,29 @@ def _read_line(conn: socket.socket, limit: int) -> bytes:
     return data.split(b"\n", 1)[0]
 
 
-def _claim_path(path: Path) -> None:
-    """Remove a stale socket file, refusing if a live daemon still answers on it."""
+def refuse_if_answering(path: Path) -> bool:
+    """Raise ControlError when a live daemon answers on the socket `path`. Returns
+    whether a stale socket file (left by a killed daemon) is there instead."""
     if not path.exists() and not path.is_symlink():
-        return
+        return False
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     probe.settimeout(1.0)
     try:
         probe.connect(str(path))
     except (ConnectionRefusedError, FileNotFoundError):
-        logger.info("replacing stale control socket %s", path)
-        path.unlink(missing_ok=True)
-        return
+        return True
     except OSError as exc:
         raise ControlError(f"cannot check the control socket {path}: {exc.strerror}") from exc
     finally:
         probe.close()
     raise ControlError(f"another daemon is already listening on {path}")
+
+
+def _claim_path(path: Path) -> None:
+    """Remove a stale socket file, refusing if a live daemon still answers on it."""
+    if refuse_if_answering(path):
+        logger.info("replacing stale control socket %s", path)
+        path.unlink(missing_ok=True)
 
 
 class ControlServer:

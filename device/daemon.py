@@ -1,20 +1,30 @@
-"""`doorbelld`: the process entry point. Signals, config, logging, one stop event."""
+"""`doorbelld`: the process entry point. Signals, config, logging, one stop event.
+
+Signals are received without a Python handler that does work: `signal.set_wakeup_fd`
+writes each one into a pipe, and a thread of ours reads it and sets the stop event. A
+handler that set the event itself would take the event's lock on whatever the main
+thread was doing, and a second SIGTERM landing while the main thread held that lock
+(inside `stop()`) would deadlock the daemon for good."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import select
 import signal
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from device.app import Doorbell, Hooks
 from firmware_config import ConfigError, load_config
 from foundation.arguments import ArgumentParser
-from foundation.clock import Clock, SteeredClock, SystemClock
-from foundation.errors import DoorbellError
-from recorder.recorder import SteeredFreeSpace
+from foundation.clock import SystemClock
+from foundation.errors import AlreadyRunningError, DoorbellError
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = Path(os.environ.get("DOORBELL_CONFIG", "/etc/doorbell/doorbell.yaml"))
 
@@ -27,17 +37,10 @@ def _configure_logging(level: str) -> None:
     logging.basicConfig(stream=sys.stderr, level=level.upper(), format=fmt)
 
 
-def _hooks(*, assume_synchronized: bool) -> Hooks:
-    """The real clock and disk, unless a test steers them through files (integration
-    tests move time and fill the disk of a real daemon this way, without privileges)."""
-    clock: Clock = SystemClock(assume_synchronized=assume_synchronized)
-    clock_file = os.environ.get("DOORBELL_TEST_CLOCK_FILE")
-    if clock_file:
-        clock = SteeredClock(Path(clock_file), assume_synchronized=assume_synchronized)
-    free_space_file = os.environ.get("DOORBELL_TEST_FREE_SPACE_FILE")
-    if free_space_file:
-        return Hooks(clock=clock, free_space=SteeredFreeSpace(Path(free_space_file)))
-    return Hooks(clock=clock)
+def product_hooks(*, assume_synchronized: bool) -> Hooks:
+    """The real clock and disk. (Tests build the daemon with their own hooks through
+    tests/steered_daemon.py; the product reads none from its environment.)"""
+    return Hooks(clock=SystemClock(assume_synchronized=assume_synchronized))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,7 +58,25 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def watch_stop_signals(stop: threading.Event) -> None:
+    """SIGTERM and SIGINT set `stop`, from a thread, however often they come."""
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda _signum, _frame: None)  # the wakeup fd carries it
+
+    def watch() -> None:
+        while True:
+            select.select([read_fd], [], [])
+            for signum in os.read(read_fd, 64):
+                logger.info("signal %s: stopping", signal.Signals(signum).name)
+            stop.set()
+
+    threading.Thread(target=watch, name="signals", daemon=True).start()
+
+
+def main(argv: list[str] | None = None, *, hooks: Callable[..., Hooks] = product_hooks) -> int:
     args = _parser().parse_args(argv)
     try:
         config = load_config(args.config)
@@ -69,19 +90,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     _configure_logging(args.log_level)
-    app = Doorbell(config, _hooks(assume_synchronized=args.assume_clock_synchronized))
-
-    def on_signal(signum: int, _frame: object) -> None:
-        logging.getLogger(__name__).info("signal %s: stopping", signal.Signals(signum).name)
-        app.stop_event.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    app = Doorbell(config, hooks(assume_synchronized=args.assume_clock_synchronized))
+    try:
+        app.claim()  # before anything is written or connected
+    except AlreadyRunningError as exc:
+        print(f"doorbelld: {exc}", file=sys.stderr)
+        return 1
+    watch_stop_signals(app.stop_event)
     try:
         app.start()
         app.wait()
     except DoorbellError as exc:
-        logging.getLogger(__name__).error("%s", exc)
+        logger.error("%s", exc)
         app.stop()
         return 1
     return app.stop()

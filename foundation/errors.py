@@ -11,9 +11,11 @@ command can turn any of them into one clear line instead of a traceback.
     │   └── StampError        a frame too small for, or a value too big for, a stamp
     ├── MisuseError (also a RuntimeError): a part called against its contract (a bug in
     │                 the caller, not bad input)
+    ├── LockHeldError: another process holds a lock file
+    ├── AlreadyRunningError: a daemon for this device is already running
     └── RecorderError: the recorder or the buffer could not do what was asked
         ├── NoFootageError
-        └── BufferLockedError
+        └── BufferLockedError (also a LockHeldError)
 
 Other parts root their own errors here too (sync.errors, firmware_config.ConfigError,
 device.control.ControlError, ...). The ValueError and RuntimeError bases keep the
@@ -48,6 +50,14 @@ class MisuseError(DoorbellError, RuntimeError):
     """A part was called in a way its contract forbids."""
 
 
+class LockHeldError(DoorbellError):
+    """Another process holds a lock file."""
+
+
+class AlreadyRunningError(DoorbellError):
+    """A daemon for this device (its state, its buffer or its control socket) is running."""
+
+
 class RecorderError(DoorbellError):
     """The recorder or the buffer could not do what was asked."""
 
@@ -56,5 +66,5 @@ class NoFootageError(RecorderError):
     """A window holds no recorded frame."""
 
 
-class BufferLockedError(RecorderError):
+class BufferLockedError(RecorderError, LockHeldError):
     """Another recorder process holds the buffer."""

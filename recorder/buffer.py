@@ -19,8 +19,6 @@ Deleting goes row first, then file, so a crash leaves at worst a file to re-inde
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import logging
 import os
 import re
@@ -34,7 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from foundation.durable import open_durable, transaction
-from foundation.errors import BufferLockedError, InvalidValueError, RecorderError
+from foundation.errors import BufferLockedError, InvalidValueError, LockHeldError, RecorderError
+from foundation.files import FileLock
 from foundation.times import Window
 from recorder.retention import Pin, retention_plan
 from recorder.settings import RetentionLimits
@@ -159,39 +158,27 @@ class FrameTable:
 
 
 class BufferLock:
-    """The exclusive right to write a buffer: flock on `recorder.lock`. The kernel drops
-    it when the holder dies, even by kill -9, so a stale lock never blocks a restart."""
+    """The exclusive right to write a buffer: a FileLock on `recorder.lock`."""
 
     def __init__(self, root: Path) -> None:
         self.path = Path(root) / LOCK_NAME
-        self._fd: int | None = None
+        self._lock = FileLock(self.path)
 
     def acquire(self) -> BufferLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise BufferLockedError(
-                    f"another recorder is writing to {self.path.parent} (the daemon?); "
-                    "stop it first"
-                ) from None
-            raise
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
+            self._lock.acquire()
+        except LockHeldError:
+            raise BufferLockedError(
+                f"another recorder is writing to {self.path.parent} (the daemon?); stop it first"
+            ) from None
         return self
 
     def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self._lock.release()
 
     @property
     def held(self) -> bool:
-        return self._fd is not None
+        return self._lock.held
 
     def __enter__(self) -> BufferLock:
         return self.acquire()

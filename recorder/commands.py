@@ -40,8 +40,9 @@ def record(
     synthetic camera only) the footage is made as fast as the encoder allows and its
     capture times end at the moment recording started. Raises BufferLockedError while
     another recorder holds the buffer."""
+    from foundation.files import disk_free_bytes
     from recorder.buffer import RollingBuffer
-    from recorder.recorder import Recorder, disk_free_bytes
+    from recorder.recorder import Recorder
     from recorder.sources import make_source
 
     if seconds <= 0:

@@ -8,16 +8,14 @@ a new segment starts, and the segments on both sides of a jump are marked not
 synchronized. A full disk makes retention evict and, failing that, costs the segment
 being written; it never stops the recorder.
 
-`RecorderProcess` runs a recorder in a child process so that nothing else in the daemon
-(MQTT, uploads, the GIL they hold) can stall capture and encoding; it shares the health
-counters a watchdog needs through shared memory.
+recorder/process.py runs a recorder in a child process of the daemon; recorder/health.py
+holds the counters a watchdog reads.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
 import queue
 import threading
 from collections.abc import Callable
@@ -28,7 +26,8 @@ from typing import Any, Protocol
 from foundation.clock import Clock
 from foundation.errors import RecorderError
 from recorder.buffer import BufferLock, RollingBuffer, Segment
-from recorder.settings import CameraSettings, StorageSettings
+from recorder.health import HealthCounters, RecorderHealth
+from recorder.settings import StorageSettings
 from recorder.sources import CameraSource, CapturedFrame, EncodedFrame
 
 logger = logging.getLogger(__name__)
@@ -37,7 +36,9 @@ JUMP_TOLERANCE_MS = 1000
 
 
 class StopSignal(Protocol):
-    """A threading.Event or a multiprocessing Event."""
+    """What the recorder is stopped by: a threading.Event, or anything as cheap to ask.
+    (Never a multiprocessing Event: its lock is shared with a process that can die
+    holding it.)"""
 
     def is_set(self) -> bool: ...
 
@@ -57,20 +58,6 @@ def clock_jumped(
 
 
 @dataclass(frozen=True, slots=True)
-class RecorderHealth:
-    """What a watchdog looks at. `frames_written` counts frames handed to a segment
-    file; a segment that then fails to be written (a full disk) counts its frames in
-    `frames_dropped` as well. `last_write_monotonic` is the monotonic time at which the
-    last frame was handed to a segment (None before the first)."""
-
-    frames_captured: int
-    frames_dropped: int
-    frames_written: int
-    segments_written: int
-    last_write_monotonic: float | None
-
-
-@dataclass(frozen=True, slots=True)
 class RecordSummary:
     """What a recording run put in the buffer."""
 
@@ -81,35 +68,6 @@ class RecordSummary:
     first_ms: int | None
     last_ms: int | None
     synchronized: bool
-
-
-class HealthCounters:
-    """Counters in shared memory, so a parent process can read a child recorder's health.
-    One writer (the recording process); 8-byte aligned doubles are read whole."""
-
-    _FIELDS = ("captured", "dropped", "written", "segments", "last_write")
-
-    def __init__(self, array: Any | None = None) -> None:
-        if array is None:
-            array = multiprocessing.get_context("spawn").RawArray("d", len(self._FIELDS))
-            array[4] = -1.0
-        self.array = array
-
-    def add(self, field: str, amount: float = 1) -> None:
-        self.array[self._FIELDS.index(field)] += amount
-
-    def set_last_write(self, mono: float) -> None:
-        self.array[4] = mono
-
-    def snapshot(self) -> RecorderHealth:
-        a = list(self.array)
-        return RecorderHealth(
-            frames_captured=int(a[0]),
-            frames_dropped=int(a[1]),
-            frames_written=int(a[2]),
-            segments_written=int(a[3]),
-            last_write_monotonic=None if a[4] < 0 else a[4],
-        )
 
 
 _END = object()
@@ -430,8 +388,7 @@ class _EitherStop:
         return any(e.is_set() for e in self._events)
 
     def wait(self, timeout: float | None = None) -> bool:
-        # Poll in short steps: a multiprocessing Event cannot be waited on together
-        # with a threading one.
+        # Poll in short steps: two events cannot be waited on together.
         step = 0.05
         remaining = timeout
         while not self.is_set():
@@ -446,172 +403,3 @@ class _EitherStop:
     def set(self) -> None:
         for e in self._events:
             e.set()
-
-
-def disk_free_bytes(path: Path) -> int:
-    """Bytes an unprivileged writer can still use on the file system holding `path`."""
-    import os
-
-    st = os.statvfs(path)
-    return st.f_bavail * st.f_frsize
-
-
-class SteeredFreeSpace:
-    """Free space as a test says it is: the integer in `control` when that file exists,
-    the real figure otherwise. Lets an integration test fill the disk of a real daemon
-    without privileges (the daemon's `DOORBELL_TEST_FREE_SPACE_FILE` hook)."""
-
-    def __init__(self, control: Path) -> None:
-        self.control = control
-
-    def __call__(self, path: Path) -> int:
-        try:
-            return int(self.control.read_text().strip())
-        except (OSError, ValueError):
-            return disk_free_bytes(path)
-
-
-class _Flag:
-    """A stop flag a signal handler may set: a plain attribute, no lock. (Setting a
-    multiprocessing Event from a handler can deadlock when the signal lands while the
-    main thread holds that Event's lock.)"""
-
-    def __init__(self) -> None:
-        self.value = False
-
-    def is_set(self) -> bool:
-        return self.value
-
-    def set(self) -> None:
-        self.value = True
-
-    def wait(self, timeout: float | None = None) -> bool:
-        import time
-
-        time.sleep(0.05 if timeout is None else min(timeout, 0.05))
-        return self.value
-
-
-def _follow_parent(stop: StopSignal, parent_pid: int) -> StopSignal:
-    """Finish cleanly when the daemon asks (SIGTERM) and never outlive it: a recorder
-    left behind by a SIGKILLed daemon would hold the buffer lock against its successor.
-    The parent is watched by polling (PR_SET_PDEATHSIG follows the *thread* that started
-    the child, which is not what we want). Ctrl-C in a terminal reaches the whole process
-    group; the parent coordinates, so the child ignores it."""
-    import os
-    import signal
-
-    flag = _Flag()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda _signum, _frame: flag.set())
-
-    def watch() -> None:
-        while not flag.is_set() and not stop.is_set():
-            if os.getppid() != parent_pid:
-                logger.warning("the daemon is gone; the recorder stops")
-                flag.set()
-            stop.wait(0.5)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
-    return _EitherStop(stop, flag)
-
-
-def _child_main(
-    camera: CameraSettings,
-    storage: StorageSettings,
-    stop: StopSignal,
-    array: Any,
-    clock: Clock,
-    fast_seconds: float | None,
-    free_space: Callable[[Path], int] = disk_free_bytes,
-    parent_pid: int | None = None,
-) -> None:
-    from recorder.sources import make_source
-
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if parent_pid is not None:
-        stop = _follow_parent(stop, parent_pid)
-    source = make_source(camera, clock, fast_seconds=fast_seconds)
-    buffer = RollingBuffer.open(storage.dir, reconcile=False)
-    try:
-        Recorder(
-            source,
-            buffer,
-            storage=storage,
-            clock=clock,
-            free_space=free_space,
-            stop=stop,
-            preset=camera.preset,
-            counters=HealthCounters(array),
-        ).run()
-    finally:
-        buffer.close()
-
-
-class RecorderProcess:
-    """A recorder in a child process (spawned, not forked: the parent has threads).
-    `start` and `stop` are the daemon's; `health` reads the child's shared counters."""
-
-    def __init__(
-        self,
-        *,
-        camera: CameraSettings,
-        storage: StorageSettings,
-        clock: Clock,
-        fast_seconds: float | None = None,
-        free_space: Callable[[Path], int] = disk_free_bytes,
-    ) -> None:
-        """`clock` and `free_space` must pickle: the child gets its own copies."""
-        self._ctx = multiprocessing.get_context("spawn")
-        self._args = (camera, storage, clock, fast_seconds, free_space)
-        self._stop = self._ctx.Event()
-        self._counters = HealthCounters(self._ctx.RawArray("d", 5))
-        self._counters.set_last_write(-1.0)
-        self._process: Any = None
-
-    def start(self) -> None:
-        import os
-
-        camera, storage, clock, fast, free_space = self._args
-        self._process = self._ctx.Process(
-            target=_child_main,
-            args=(
-                camera,
-                storage,
-                self._stop,
-                self._counters.array,
-                clock,
-                fast,
-                free_space,
-                os.getpid(),
-            ),
-            name="recorder",
-            daemon=True,
-        )
-        self._process.start()
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._process is None else self._process.pid
-
-    def is_alive(self) -> bool:
-        return self._process is not None and self._process.is_alive()
-
-    @property
-    def exitcode(self) -> int | None:
-        return None if self._process is None else self._process.exitcode
-
-    def health(self) -> RecorderHealth:
-        return self._counters.snapshot()
-
-    def stop(self, timeout: float = 15.0) -> int | None:
-        """Ask the child to finish its segment and exit; kill it if it will not."""
-        self._stop.set()
-        if self._process is None:
-            return None
-        self._process.join(timeout)
-        if self._process.is_alive():
-            logger.error("recorder did not stop in %.0f s; killing it", timeout)
-            self._process.kill()
-            self._process.join(5)
-        return self._process.exitcode

@@ -111,15 +111,20 @@ class SyntheticCamera:
         wait = self._next_due - now
         if wait > 0 and stop.wait(wait):
             return None
-        # Pace on the schedule but never try to catch up a backlog frame by frame.
-        self._next_due = max(self._next_due + 1.0 / self.fps, self._clock.monotonic())
+        # Pace on the schedule but never try to catch up a backlog frame by frame: after
+        # a stall the next frame is one period away, not due at once (two frames in the
+        # same millisecond would look like a clock that stood still).
+        self._next_due = max(self._next_due, self._clock.monotonic()) + 1.0 / self.fps
+        # Both clocks at the moment of capture: read after drawing, a monotonic time late
+        # by a descheduled draw would look like a wall-clock jump to the recorder.
         capture_ms = self._clock.wall_ms()
+        monotonic = self._clock.monotonic()
         index = self._index
         self._index += 1
         return CapturedFrame(
             image=draw_frame(capture_ms, self.width, self.height, index),
             capture_ms=capture_ms,
-            monotonic=self._clock.monotonic(),
+            monotonic=monotonic,
             synchronized=self._clock.synchronized(),
         )
 

@@ -392,15 +392,16 @@ def test_full_disk_keeps_recording_evicts_unpinned_and_keeps_pinned_footage(
     tmp_path: Path,
     mosquitto: MosquittoBroker,
     tus_server: TusServer,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The disk fills to its last megabytes (under storage.min_free_bytes, 16 MiB) while
     a pending request pins a window: recording goes on (the buffer's end advances), old
     unpinned footage is evicted (its start moves up to the pinned window), the pinned
     footage survives whole (footage_seconds unchanged) and its approved share verifies."""
     control = tmp_path / "free-space"
-    monkeypatch.setenv("DOORBELL_TEST_FREE_SPACE_FILE", str(control))
-    world = make_world(tmp_path, mosquitto, tus_server, segment_seconds=1)
+    world = make_world(
+        tmp_path, mosquitto, tus_server, hooks=("--free-space-file", str(control)),
+        segment_seconds=1,
+    )  # fmt: skip
     start_and_pair(world)
     disk: FillingDisk | None = None
     try:
@@ -460,7 +461,6 @@ def test_clock_jumps_do_not_crash_and_uncertain_footage_is_marked(
     tmp_path: Path,
     mosquitto: MosquittoBroker,
     tus_server: TusServer,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The wall clock steps back an hour, forward an hour, and loses and regains its
     synchronization (a Pi without RTC before NTP): the daemon keeps recording and
@@ -468,9 +468,10 @@ def test_clock_jumps_do_not_crash_and_uncertain_footage_is_marked(
     not synchronized' (and exports so), while footage from before any doubt is shared
     as synchronized."""
     control = tmp_path / "clock.json"
-    monkeypatch.setenv("DOORBELL_TEST_CLOCK_FILE", str(control))
     write_json(control, {"offset_ms": 0, "synchronized": True})
-    world = make_world(tmp_path, mosquitto, tus_server, segment_seconds=1)
+    world = make_world(
+        tmp_path, mosquitto, tus_server, hooks=("--clock-file", str(control)), segment_seconds=1
+    )
     start_and_pair(world)
 
     def steer(offset_ms: int, synchronized: bool, seconds: float) -> tuple[int, int]:

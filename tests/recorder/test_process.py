@@ -3,7 +3,10 @@
 import os
 import random
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +16,7 @@ from foundation.times import Window
 from recorder.buffer import RollingBuffer
 from recorder.commands import record
 from recorder.export import export_clip
-from recorder.recorder import RecorderProcess
+from recorder.process import RecorderProcess
 from recorder.settings import CameraSettings, StorageSettings
 from tests.fixtures.footage import decode_stamps, recorded_times
 
@@ -97,3 +100,53 @@ def test_kill_9_at_random_moments_never_corrupts_the_buffer(tmp_path):
     stamps = decode_stamps(out)
     assert [t for _p, t in stamps] == recorded_times(root)
     assert all(p == t - info.first_frame_ms for p, t in stamps)
+
+
+def process_gone(pid: int) -> bool:
+    """Exited (a zombie waiting for its new parent to reap it has closed its files)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state in ("Z", "X")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_recorder_whose_daemon_is_killed_mid_frame_always_exits_and_frees_the_buffer(
+    tmp_path,
+):
+    """20 times: a daemon (a real parent process) is SIGKILLed at a random moment while
+    its recorder writes frames. The orphaned recorder notices on its own (nothing here
+    kills it), finishes and exits within 10 s, and the next daemon's recorder gets the
+    buffer lock and writes frames (it would exit with BufferLockedError otherwise)."""
+    root = tmp_path / "b"
+    rng = random.Random(int(time.time()))
+    exits = []
+    for round_ in range(20):
+        parent = subprocess.Popen(
+            [sys.executable, "-m", "tests.recorder.recorder_parent", str(root)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            line = parent.stdout.readline().split()
+            assert line[:1] == ["recording"], f"round {round_}: {line}"
+            child = int(line[1])
+            time.sleep(rng.uniform(0.0, 0.7))
+        finally:
+            parent.kill()
+            parent.wait(timeout=10)
+            parent.stdout.close()
+        killed = time.monotonic()
+        assert wait_for(lambda c=child: process_gone(c), timeout=10), (
+            f"round {round_}: the recorder outlived its daemon by 10 s"
+        )
+        exits.append(time.monotonic() - killed)
+        assert not list(root.glob("*.part")), "the orphan finished its open segment"
+    with RollingBuffer.open(root) as buffer:
+        segments = buffer.segments()
+    assert len(segments) >= 20, "every round wrote at least one finished segment"
+    files = sorted(p.name for p in root.glob("seg-*.mp4"))
+    assert files == sorted(s.file for s in segments)
+    print(f"orphaned recorder exit after its daemon's kill -9: max {max(exits):.2f} s")

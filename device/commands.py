@@ -1,0 +1,117 @@
+"""What the control socket's commands do: one request in, one reply out.
+
+`doorbellctl` sends `{"cmd": ..., ...}`; the reply is `{"ok": true, ...}` or
+`{"ok": false, "error": "..."}` (one line a person reads). The policy lives here, not in
+the composition root: a local approval or denial goes through the request flow like the
+button's; a retried share pins its footage again (the pin was released when it failed)
+for at most `RETRY_PIN_MS`, and unpins it when the retry is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from device.flow import RequestFlow
+from foundation.clock import Clock
+from foundation.errors import InvalidValueError
+from foundation.times import Window, parse_time
+from recorder.buffer import RollingBuffer
+from sync.models import ConsentMethod
+from sync.outbox import Outbox
+
+RETRY_PIN_MS = 7 * 24 * 3_600_000  # footage of a retried share is kept this long at most
+
+Reply = dict[str, Any]
+
+
+class ShareControl(Protocol):
+    """The share worker, as far as commands go (sync.uploader.ShareWorker)."""
+
+    def retry(self, rfa_id: str) -> bool: ...
+
+    def cancel(self, rfa_id: str) -> bool: ...
+
+
+def _refused(error: str) -> Reply:
+    return {"ok": False, "error": error}
+
+
+def _window(raw: Any) -> Window | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise InvalidValueError("window must be an object with start and end")
+    return Window(parse_time(raw.get("start")), parse_time(raw.get("end")))
+
+
+class ControlCommands:
+    def __init__(
+        self,
+        *,
+        flow: RequestFlow,
+        outbox: Outbox,
+        buffer: RollingBuffer,
+        shares: ShareControl,
+        clock: Clock,
+        status: Callable[[], dict[str, Any]],
+    ) -> None:
+        self._flow = flow
+        self._outbox = outbox
+        self._buffer = buffer
+        self._shares = shares
+        self._clock = clock
+        self._status = status
+
+    def handle(self, request: dict[str, Any]) -> Reply:
+        cmd = request.get("cmd")
+        if cmd == "status":
+            return {"ok": True, "status": self._status()}
+        if cmd == "pending":
+            return {"ok": True, "requests": self._flow.pending_entries()}
+        if cmd == "shares":
+            return {"ok": True, "shares": self._outbox.shares(self._clock.wall_ms())}
+        if cmd not in ("approve", "deny", "retry", "cancel"):
+            return _refused(f"unknown command {cmd!r}")
+        rfa_id = request.get("rfa_id")
+        if not isinstance(rfa_id, str):
+            return _refused("rfa_id is required")
+        if cmd == "approve" or cmd == "deny":
+            return self.decide(rfa_id, request, approve=cmd == "approve")
+        if cmd == "retry":
+            return self.retry(rfa_id)
+        return self.cancel(rfa_id)
+
+    def decide(self, rfa_id: str, request: dict[str, Any], *, approve: bool) -> Reply:
+        try:
+            window = _window(request.get("window"))
+        except InvalidValueError as exc:
+            return _refused(f"bad window: {exc}")
+        outcome = self._flow.decide_locally(
+            rfa_id,
+            approve=approve,
+            method=ConsentMethod.CLI,
+            window=window,
+            share_contact=not request.get("anonymous", False) if approve else None,
+        )
+        if not outcome.accepted:
+            return _refused(f"{outcome.reason}: {outcome.detail}".rstrip(": "))
+        verb = "approved: the share is queued" if approve else "declined"
+        return {"ok": True, "message": f"{rfa_id} {verb}"}
+
+    def retry(self, rfa_id: str) -> Reply:
+        job = self._outbox.job(rfa_id)
+        if job is None:
+            return _refused(f"no share {rfa_id}")
+        if job.state != "failed":  # a queued share's own pin must stay as it is
+            return _refused(f"share {rfa_id} has not failed")
+        self._buffer.pin(rfa_id, job.decision.window, self._clock.wall_ms() + RETRY_PIN_MS)
+        if not self._shares.retry(rfa_id):  # it stopped being failed meanwhile
+            self._buffer.unpin(rfa_id)
+            return _refused(f"share {rfa_id} has not failed")
+        return {"ok": True, "message": f"share {rfa_id} queued again"}
+
+    def cancel(self, rfa_id: str) -> Reply:
+        if not self._shares.cancel(rfa_id):
+            return _refused(f"no share {rfa_id} to cancel")
+        return {"ok": True, "message": f"share {rfa_id} cancelled"}

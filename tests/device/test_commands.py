@@ -1,0 +1,142 @@
+"""The control socket's commands over the real request flow, outbox, buffer and share
+worker: local decisions, a retried share re-pinning its footage, cancel, and bad input."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from device.commands import RETRY_PIN_MS, ControlCommands
+from foundation.clock import FakeClock
+from foundation.times import Window
+from sync.keys import SigningKey
+from sync.uploader import ShareSettings, ShareWorker
+from tests.device.test_flow import Kit, open_kit, pins
+from tests.sync.factories import NOW_MS, AgencyKeys
+
+
+@pytest.fixture
+def kit(tmp_path: Path) -> Iterator[Kit]:
+    k = open_kit(tmp_path, FakeClock(NOW_MS), AgencyKeys.generate(), SigningKey.generate())
+    yield k
+    k.close()
+
+
+def commands(kit: Kit) -> ControlCommands:
+    worker = ShareWorker(  # never run: commands only change its outbox
+        outbox=kit.outbox,
+        buffer_root=kit.root / "buffer",
+        identity=kit.identity,
+        contact=None,
+        clock=kit.clock,
+        settings=ShareSettings(),
+        on_state=kit.flow.on_share_state,
+        stop=threading.Event(),
+    )
+    return ControlCommands(
+        flow=kit.flow,
+        outbox=kit.outbox,
+        buffer=kit.buffer,
+        shares=worker,
+        clock=kit.clock,
+        status=lambda: {"daemon": "running"},
+    )
+
+
+def approved(kit: Kit, cmds: ControlCommands) -> str:
+    rfa_id = str(uuid.uuid4())
+    kit.flow.handle_rfa(kit.rfa(rfa_id=rfa_id))
+    reply = cmds.handle({"cmd": "approve", "rfa_id": rfa_id})
+    assert reply == {"ok": True, "message": f"{rfa_id} approved: the share is queued"}
+    return rfa_id
+
+
+def test_approve_with_a_narrower_window_and_deny(kit: Kit) -> None:
+    cmds = commands(kit)
+    a, b = str(uuid.uuid4()), str(uuid.uuid4())
+    kit.flow.handle_rfa(kit.rfa(rfa_id=a))
+    kit.flow.handle_rfa(kit.rfa(rfa_id=b))
+    window = kit.store.request(a).rfa.window  # type: ignore[union-attr]
+    narrow = Window(window.start_ms + 60_000, window.end_ms - 60_000)
+    reply = cmds.handle({"cmd": "approve", "rfa_id": a, "window": narrow.to_json()})
+    assert reply["ok"], reply
+    assert kit.store.decision(a).window == narrow  # type: ignore[union-attr]
+    assert cmds.handle({"cmd": "deny", "rfa_id": b}) == {"ok": True, "message": f"{b} declined"}
+    again = cmds.handle({"cmd": "deny", "rfa_id": b})
+    assert again["ok"] is False and again["error"].startswith("not_pending")
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        {"cmd": "approve"},
+        {"cmd": "approve", "rfa_id": 7},
+        {"cmd": "reboot", "rfa_id": "x"},
+        {},
+        {"cmd": "approve", "rfa_id": "x", "window": "today"},
+        {"cmd": "approve", "rfa_id": "x", "window": {"start": "2026-11-28T10:00:00Z"}},
+        {
+            "cmd": "approve",
+            "rfa_id": "x",
+            "window": {"start": "2026-11-28T10:00:01Z", "end": "2026-11-28T10:00:00Z"},
+        },
+    ],
+)
+def test_bad_requests_get_one_line_and_change_nothing(kit: Kit, request_: dict) -> None:  # type: ignore[type-arg]
+    reply = commands(kit).handle(request_)
+    assert reply["ok"] is False and "\n" not in reply["error"] and reply["error"]
+    assert not kit.outbox.shares(NOW_MS) and pins(kit) == {}
+
+
+def test_retry_pins_the_footage_of_a_failed_share_again(kit: Kit) -> None:
+    cmds = commands(kit)
+    a = approved(kit, cmds)
+    window = kit.store.decision(a).window  # type: ignore[union-attr]
+    kit.flow.on_share_state(a, "failed", "upload server said 500")
+    kit.outbox.set_state(a, "failed", now_ms=NOW_MS, error="upload server said 500")
+    assert a not in pins(kit), "a failed share releases its pin"
+    reply = cmds.handle({"cmd": "retry", "rfa_id": a})
+    assert reply == {"ok": True, "message": f"share {a} queued again"}
+    assert pins(kit) == {a: window}
+    (pin,) = kit.buffer.pins()
+    assert pin.until_ms == NOW_MS + RETRY_PIN_MS
+    assert kit.outbox.job(a).state == "queued"  # type: ignore[union-attr]
+
+
+def test_retry_of_a_share_that_has_not_failed_keeps_its_pin(kit: Kit) -> None:
+    cmds = commands(kit)
+    a = approved(kit, cmds)
+    before = {p.pin_id: (p.window, p.until_ms) for p in kit.buffer.pins()}
+    assert a in before, "a queued share's footage is pinned"
+    reply = cmds.handle({"cmd": "retry", "rfa_id": a})
+    assert reply == {"ok": False, "error": f"share {a} has not failed"}
+    assert {p.pin_id: (p.window, p.until_ms) for p in kit.buffer.pins()} == before
+    assert cmds.handle({"cmd": "retry", "rfa_id": "nope"}) == {
+        "ok": False,
+        "error": "no share nope",
+    }
+
+
+def test_cancel(kit: Kit) -> None:
+    cmds = commands(kit)
+    a = approved(kit, cmds)
+    assert cmds.handle({"cmd": "cancel", "rfa_id": a}) == {
+        "ok": True,
+        "message": f"share {a} cancelled",
+    }
+    assert kit.outbox.job(a).state == "cancelled"  # type: ignore[union-attr]
+    refused = cmds.handle({"cmd": "cancel", "rfa_id": a})
+    assert refused == {"ok": False, "error": f"no share {a} to cancel"}
+
+
+def test_status_pending_and_shares(kit: Kit) -> None:
+    cmds = commands(kit)
+    a = approved(kit, cmds)
+    assert cmds.handle({"cmd": "status"}) == {"ok": True, "status": {"daemon": "running"}}
+    assert cmds.handle({"cmd": "pending"}) == {"ok": True, "requests": []}
+    shares = cmds.handle({"cmd": "shares"})["shares"]
+    assert [(s["rfa_id"], s["state"]) for s in shares] == [(a, "queued")]
