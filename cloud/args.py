@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import re
 
-from foundation.errors import TimeFormatError
-from foundation.times import parse_time
+from foundation.cli import time_arg
+
+__all__ = ["duration_arg", "parse_duration_ms", "time_arg"]
 
 _DURATION = re.compile(r"(?P<n>\d+(?:\.\d+)?)(?P<unit>[smhd])")
 _UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -21,14 +22,6 @@ def parse_duration_ms(text: str) -> int:
     if value <= 0:
         raise ValueError(f"duration must be positive: {text!r}")
     return value
-
-
-def time_arg(text: str) -> int:
-    """argparse type for an RFC 3339 UTC time (`2026-11-28T10:00:00Z`)."""
-    try:
-        return parse_time(text)
-    except TimeFormatError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def duration_arg(text: str) -> int:
