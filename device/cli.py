@@ -51,6 +51,16 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--cancel", metavar="RFA_ID", help="cancel a share")
     shares.add_argument("--json", action="store_true")
 
+    console_code = sub.add_parser(
+        "console-code", help="a one-time code to sign in to the web console (10 minutes)"
+    )
+    console_code.add_argument("--json", action="store_true", help="machine-readable")
+    console_sessions = sub.add_parser(
+        "console-sessions", help="the web console's signed-in sessions"
+    )
+    console_sessions.add_argument("--revoke", metavar="ID", help="sign a session out")
+    console_sessions.add_argument("--json", action="store_true")
+
     audit = sub.add_parser("audit", help="the local audit log")
     audit.add_argument("--verify", action="store_true", help="prove the chain and its signature")
 
@@ -186,6 +196,11 @@ def render_status(status: dict[str, Any]) -> str:
         lines.append(f"pending       {status['pending']} request(s)")
     if "shares_in_flight" in status:
         lines.append(f"shares        {status['shares_in_flight']} in flight")
+    if "console" in status:
+        lines.append(
+            f"console       {status['console']['url']}"
+            f"  (SHA-256 {status['console']['fingerprint']})"
+        )
     lines += [
         f"device key    {status.get('device_key')}  (kid {status.get('key_id')})",
         f"recipient     {status.get('recipient')}",
@@ -273,6 +288,41 @@ def _shares(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _console_code(config: Config, args: argparse.Namespace) -> int:
+    reply = _ask(config, {"cmd": "console-code"})
+    info = {k: reply[k] for k in ("code", "url", "fingerprint", "expires_at")}
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    import segno
+
+    segno.make(info["url"], error="m").terminal(compact=True)
+    code = info["code"]
+    print(f"console      {info['url']}")
+    print(f"code         {code[:4]} {code[4:]}  (one sign-in, until {info['expires_at']})")
+    fingerprint = info["fingerprint"].upper()
+    print("certificate  SHA-256 " + ":".join(fingerprint[i : i + 2] for i in range(0, 64, 2)))
+    print("Check that your browser shows this fingerprint before typing the code.")
+    return 0
+
+
+def _console_sessions(config: Config, args: argparse.Namespace) -> int:
+    if args.revoke is not None:
+        reply = _ask(config, {"cmd": "console-revoke", "id": args.revoke})
+        print(reply.get("message", "revoked"))
+        return 0
+    sessions = _ask(config, {"cmd": "console-sessions"})["sessions"]
+    if args.json:
+        print(json.dumps(sessions, indent=2))
+        return 0
+    if not sessions:
+        print("No one is signed in to the console.")
+        return 0
+    for s in sessions:
+        print(f"{s['id']}  since {s['created_at']}  last seen {s['last_seen_at']}  {s['client']}")
+    return 0
+
+
 def _audit(config: Config, args: argparse.Namespace) -> int:
     from device.audit import read_entries, render_audit_table, render_report, verify_audit
     from device.identity import read_device_identity
@@ -347,6 +397,8 @@ _COMMANDS = {
     "approve": _approve,
     "deny": _deny,
     "shares": _shares,
+    "console-code": _console_code,
+    "console-sessions": _console_sessions,
     "audit": _audit,
     "clip": _clip,
     "record": _record,
