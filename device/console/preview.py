@@ -22,6 +22,7 @@ import shutil
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -231,7 +232,8 @@ def _decode_keyframe(path: Path, table: FrameTable, index: int) -> bytes:
     encoder: Any = av.CodecContext.create("mjpeg", "w")
     encoder.width, encoder.height = THUMB_WIDTH, height
     encoder.pix_fmt = "yuvj420p"
-    encoder.time_base = "1/1000"
+    encoder.time_base = Fraction(1, 1000)
+    small.pts = 0
     encoder.options = {"qscale": "4"}
     out = b"".join(bytes(p) for p in encoder.encode(small))
     out += b"".join(bytes(p) for p in encoder.encode(None))
