@@ -15,14 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from firmware_config import Config, ConfigError, load_config
+from foundation.arguments import ArgumentParser, time_arg
 from foundation.errors import DoorbellError
-from foundation.times import Window, format_time, parse_time
+from foundation.times import Window, format_time
 
 DEFAULT_CONFIG = Path(os.environ.get("DOORBELL_CONFIG", "/etc/doorbell/doorbell.yaml"))
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="doorbellctl", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="doorbellctl", description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="doorbell.yaml")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -36,8 +37,8 @@ def _parser() -> argparse.ArgumentParser:
 
     approve = sub.add_parser("approve", help="approve a pending request")
     approve.add_argument("rfa_id")
-    approve.add_argument("--start", help="share less: window start (RFC 3339, Z)")
-    approve.add_argument("--end", help="share less: window end (RFC 3339, Z)")
+    approve.add_argument("--start", type=time_arg, help="share less: window start (RFC 3339, Z)")
+    approve.add_argument("--end", type=time_arg, help="share less: window end (RFC 3339, Z)")
     approve.add_argument(
         "--anonymous", action="store_true", help="share without your name, contact or device id"
     )
@@ -65,8 +66,10 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--verify", action="store_true", help="prove the chain and its signature")
 
     clip = sub.add_parser("clip", help="export a frame-exact clip from the buffer")
-    clip.add_argument("--start", required=True, help="RFC 3339 UTC, e.g. 2026-11-28T10:00:00Z")
-    clip.add_argument("--end", required=True)
+    clip.add_argument(
+        "--start", required=True, type=time_arg, help="RFC 3339 UTC, e.g. 2026-11-28T10:00:00Z"
+    )
+    clip.add_argument("--end", required=True, type=time_arg, help="RFC 3339 UTC")
     clip.add_argument("--out", required=True, type=Path)
 
     record = sub.add_parser("record", help="record into the buffer without the daemon")
@@ -83,7 +86,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    start, end = getattr(args, "start", None), getattr(args, "end", None)
+    if start is not None and end is not None and start > end:
+        parser.error(f"{args.command}: --start is after --end")  # exits 2
     try:
         if args.command == "owner":
             return _owner_keygen(args.out)
@@ -258,8 +265,7 @@ def _approve(config: Config, args: argparse.Namespace) -> int:
     if (args.start is None) != (args.end is None):
         raise DoorbellError("give both --start and --end, or neither")
     if args.start is not None:
-        window = Window(parse_time(args.start), parse_time(args.end))
-        request["window"] = window.to_json()
+        request["window"] = Window(args.start, args.end).to_json()
     request["anonymous"] = bool(args.anonymous)
     reply = _ask(config, request)
     print(reply.get("message", "approved"))
@@ -345,9 +351,7 @@ def _audit(config: Config, args: argparse.Namespace) -> int:
 def _clip(config: Config, args: argparse.Namespace) -> int:
     from recorder.commands import clip
 
-    window = Window(parse_time(args.start), parse_time(args.end))
-    if window.start_ms > window.end_ms:
-        raise DoorbellError("--start is after --end")
+    window = Window(args.start, args.end)
     info = clip(storage_dir=config.buffer_dir, window=window, out=args.out, progress=None)
     print(
         f"wrote {args.out}: {info.frames} frames, {format_time(info.first_frame_ms)} .. "

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from foundation.errors import DoorbellError
+from foundation.errors import DoorbellError, InvalidValueError
 
 T = TypeVar("T")
 
@@ -162,17 +162,17 @@ _UNITS = {
 def parse_size(value: object) -> int:
     """`8GiB`, `500MB`, `4096` (bytes) -> bytes."""
     if isinstance(value, bool):
-        raise ValueError("expected a size such as 8GiB, 500MB or a number of bytes")
+        raise InvalidValueError("expected a size such as 8GiB, 500MB or a number of bytes")
     if isinstance(value, int):
         if value < 0:
-            raise ValueError("a size cannot be negative")
+            raise InvalidValueError("a size cannot be negative")
         return value
     if isinstance(value, str):
         match = _SIZE.match(value)
         if match:
             unit = (match.group(2) or "B").lower()
             return int(float(match.group(1)) * _UNITS[unit])
-    raise ValueError("expected a size such as 8GiB, 500MB or a number of bytes")
+    raise InvalidValueError("expected a size such as 8GiB, 500MB or a number of bytes")
 
 
 class _Reader:
@@ -219,30 +219,32 @@ class _Reader:
 
 def _str(value: object) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise ValueError("expected a non-empty string")
+        raise InvalidValueError("expected a non-empty string")
     return value
 
 
 def _device_id(value: object) -> str:
     text = _str(value)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", text):
-        raise ValueError("use 1-64 letters, digits, '.', '_' or '-' (it is an MQTT topic level)")
+        raise InvalidValueError(
+            "use 1-64 letters, digits, '.', '_' or '-' (it is an MQTT topic level)"
+        )
     return text
 
 
 def _bool(value: object) -> bool:
     if not isinstance(value, bool):
-        raise ValueError("expected true or false")
+        raise InvalidValueError("expected true or false")
     return value
 
 
 def _number(lo: float, hi: float) -> Callable[[object], float]:
     def convert(value: object) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError("expected a number")
+            raise InvalidValueError("expected a number")
         number = float(value)
         if not math.isfinite(number) or not lo <= number <= hi:
-            raise ValueError(f"must be between {lo:g} and {hi:g}")
+            raise InvalidValueError(f"must be between {lo:g} and {hi:g}")
         return number
 
     return convert
@@ -251,9 +253,9 @@ def _number(lo: float, hi: float) -> Callable[[object], float]:
 def _int(lo: int, hi: int) -> Callable[[object], int]:
     def convert(value: object) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError("expected a whole number")
+            raise InvalidValueError("expected a whole number")
         if not lo <= value <= hi:
-            raise ValueError(f"must be between {lo} and {hi}")
+            raise InvalidValueError(f"must be between {lo} and {hi}")
         return value
 
     return convert
@@ -264,7 +266,7 @@ def _choice(*options: str) -> Callable[[object], str]:
         if value not in options:
             hint = difflib.get_close_matches(str(value), options, n=1)
             extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise ValueError(f"must be one of {', '.join(options)}{extra}")
+            raise InvalidValueError(f"must be one of {', '.join(options)}{extra}")
         return str(value)
 
     return convert
@@ -276,25 +278,27 @@ def _path(value: object) -> Path:
 
 def _pin(value: object) -> int | str:
     if isinstance(value, bool):
-        raise ValueError("expected a GPIO number or name such as 17 or 'GPIO17'")
+        raise InvalidValueError("expected a GPIO number or name such as 17 or 'GPIO17'")
     if isinstance(value, int) and 0 <= value <= 63:
         return value
     if isinstance(value, str) and value.strip():
         return value
-    raise ValueError("expected a GPIO number or name such as 17 or 'GPIO17'")
+    raise InvalidValueError("expected a GPIO number or name such as 17 or 'GPIO17'")
 
 
 def _mqtt_url(value: object) -> str:
     text = _str(value)
     parts = urlsplit(text)
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-        raise ValueError("expected mqtt://host[:port] or mqtts://host[:port]")
+        raise InvalidValueError("expected mqtt://host[:port] or mqtts://host[:port]")
     try:
         parts.port  # noqa: B018 - raises on a malformed port
     except ValueError as exc:
-        raise ValueError("the port is not a number from 0 to 65535") from exc
+        raise InvalidValueError("the port is not a number from 0 to 65535") from exc
     if parts.username or parts.password:
-        raise ValueError("put credentials in mqtt.username and mqtt.password_file, not the URL")
+        raise InvalidValueError(
+            "put credentials in mqtt.username and mqtt.password_file, not the URL"
+        )
     return text
 
 
@@ -316,7 +320,7 @@ def _mqtt_protocol(value: object) -> int:
         return 5
     if value in ("3.1.1", "311", 4):
         return 4
-    raise ValueError('expected "5" or "3.1.1"')
+    raise InvalidValueError('expected "5" or "3.1.1"')
 
 
 def _b64_key(value: object) -> str:
@@ -338,13 +342,13 @@ def _recipient(value: object) -> str:
 def _list(item: Callable[[object], T]) -> Callable[[object], tuple[T, ...]]:
     def convert(value: object) -> tuple[T, ...]:
         if not isinstance(value, list):
-            raise ValueError("expected a list")
+            raise InvalidValueError("expected a list")
         out = []
         for index, element in enumerate(value):
             try:
                 out.append(item(element))
             except (ValueError, TypeError) as exc:
-                raise ValueError(f"item {index}: {exc}") from exc
+                raise InvalidValueError(f"item {index}: {exc}") from exc
         return tuple(out)
 
     return convert
