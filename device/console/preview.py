@@ -18,6 +18,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import logging
+import os
 import shutil
 import threading
 from collections import OrderedDict
@@ -29,7 +30,7 @@ from typing import Any
 from foundation.errors import NoFootageError, RecorderError
 from foundation.times import Window
 from recorder.buffer import FrameTable, Segment, connect_index, query_segments, query_tables
-from recorder.export import ClipInfo, export_clip
+from recorder.export import ClipInfo, export_clip, plan_parts
 
 logger = logging.getLogger(__name__)
 
@@ -106,26 +107,17 @@ class Preview:
     # ---- what a window holds -----------------------------------------------------------
 
     def footage(self, window: Window) -> Footage:
-        """Frames captured inside `window`: whole segments are counted from the index,
-        only the two at the edges need their frame tables."""
+        """Exactly the frames a share of `window` would hold: the export's own plan
+        (which also leaves out footage that overlaps earlier footage in time)."""
         segments = self._segments(window)
-        edges = [s.id for s in segments if s.start_ms < window.start_ms or s.end_ms > window.end_ms]
-        tables = self._tables(edges) if edges else {}
-        frames, first, last = 0, None, None
-        for seg in segments:
-            table = tables.get(seg.id)
-            if table is None:
-                frames += seg.frames
-                lo, hi = seg.start_ms, seg.end_ms
-            else:
-                lo_i = bisect.bisect_left(table.times, window.start_ms)
-                hi_i = bisect.bisect_right(table.times, window.end_ms)
-                if hi_i <= lo_i:
-                    continue
-                frames += hi_i - lo_i
-                lo, hi = int(table.times[lo_i]), int(table.times[hi_i - 1])
-            first = lo if first is None else min(first, lo)
-            last = hi if last is None else max(last, hi)
+        if not segments:
+            return Footage(0, None, None)
+        parts = plan_parts(window, segments, self._tables([s.id for s in segments]))
+        if not parts:
+            return Footage(0, None, None)
+        frames = sum(len(p.frames) for p in parts)
+        first = int(parts[0].table.times[parts[0].frames.start])
+        last = int(parts[-1].table.times[parts[-1].frames.stop - 1])
         return Footage(frames, first, last)
 
     # ---- thumbnails --------------------------------------------------------------------
@@ -205,9 +197,7 @@ class Preview:
 
 
 def _decode_keyframe(path: Path, table: FrameTable, index: int) -> bytes:
-    import os
-
-    import av
+    import av  # lazily, as the recorder does: PyAV is heavy to import
 
     size = table.size[index]
     packet = av.Packet(size)

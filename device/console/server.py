@@ -36,6 +36,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -166,7 +167,6 @@ class Console:
     def api(self, handler: Callable[..., Any]) -> Callable[[Request], Any]:
         """An API endpoint: session first (401 and nothing else without one), then the
         handler on the thread pool; ApiError and bad input become a JSON error."""
-        from starlette.concurrency import run_in_threadpool
 
         async def endpoint(request: Request) -> Response:
             if await run_in_threadpool(self.session_of, request) is None:
@@ -195,8 +195,6 @@ class Console:
     # ---- pages -------------------------------------------------------------------------
 
     async def index(self, request: Request) -> Response:
-        from starlette.concurrency import run_in_threadpool
-
         if await run_in_threadpool(self.session_of, request) is None:
             return self._login_response(status=401)
         return FileResponse(str(STATIC / "index.html"), headers={"Cache-Control": "no-store"})
@@ -214,8 +212,6 @@ class Console:
         )
 
     async def login(self, request: Request) -> Response:
-        from starlette.concurrency import run_in_threadpool
-
         raw = await _read_body(request)
         # A one-field urlencoded form: the stdlib parses it, no multipart library needed.
         fields = parse_qs(raw.decode("utf-8", "replace"), max_num_fields=4)
@@ -245,8 +241,6 @@ class Console:
         return response
 
     async def logout(self, request: Request) -> Response:
-        from starlette.concurrency import run_in_threadpool
-
         info = await run_in_threadpool(self.session_of, request)
         if info is None:
             return _json({"error": "sign in first"}, 401)

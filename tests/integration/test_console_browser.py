@@ -159,7 +159,12 @@ def test_sign_in_preview_narrow_approve_anonymously_and_the_share_verifies(
     )
     assert report.ok, report.render()
     assert report.anonymous is True and report.window_approved == narrow
-    assert report.frames == frames
+    assert report.frames == frames, (
+        report.frames,
+        frames,
+        report.first_frame_ms,
+        report.last_frame_ms,
+    )
     doc = json.loads(
         parse_envelope(pyrage.decrypt(manifest.path.read_bytes(), [identity])).payload_text
     )
