@@ -25,9 +25,9 @@ from typing import Any
 import pyrage
 from pyrage import x25519
 
-from cloud.args import duration_arg, time_arg
 from cloud.broker import Outgoing, publish_messages
 from foundation import wire
+from foundation.arguments import duration_arg, time_arg
 from foundation.cli import EXIT_CODES_EPILOG, ExitCode, ToolParser, run_tool
 from foundation.errors import DoorbellError, UsageError
 from foundation.times import Window, format_time

@@ -20,7 +20,14 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from cloud.loopback import DaemonProcess, DeviceSetup, MosquittoBroker, TusServer, script
+from cloud.loopback import (
+    DaemonProcess,
+    DeviceSetup,
+    MosquittoBroker,
+    TusServer,
+    free_port,
+    script,
+)
 from foundation.cli import ExitCode, ToolParser
 from foundation.errors import DoorbellError
 from foundation.times import format_time
@@ -166,7 +173,10 @@ def _tell(story: Story, started: contextlib.ExitStack, footage_s: float) -> bool
         height=360,
         chunk_bytes="64KiB",
         # a doorbell shares its owner's uplink: cap it, which also makes progress visible
-        extra={"share": {"bandwidth_bytes_per_s": "150KB"}},
+        extra={
+            "share": {"bandwidth_bytes_per_s": "150KB"},
+            "console": {"listen": f"127.0.0.1:{free_port()}"},  # the owner's web console
+        },
     )
     config = setup.write()
     story.say(f"config {config} (the owner trusts agency 'sfpd' and enrolled the app's keys)")
@@ -256,6 +266,14 @@ def _tell(story: Story, started: contextlib.ExitStack, footage_s: float) -> bool
     story.say("For a real porch: your device id and location, a camera source, a storage dir,")
     story.say("your broker's mqtts:// URL, and the agencies you trust; drop")
     story.say("allow_plain_http_loopback. Start from firmware_config/doorbell.example.yaml.")
+
+    story.step("The owner's console: open it in a browser on this machine")
+    story.show_command("doorbellctl", f"--config={config}", "console-code")
+    console = json.loads(daemon.ctl("console-code", "--json").stdout)
+    story.say(f"{console['url']}  sign-in code {console['code']} (one use, 10 minutes)")
+    story.say(f"certificate SHA-256 {console['fingerprint']} (self-made: compare, then accept)")
+    if sys.stdin.isatty():
+        input("    press Enter to stop the demo ")
 
     elapsed = time.monotonic() - story.started
     print(

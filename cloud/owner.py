@@ -32,9 +32,9 @@ from typing import Any, TextIO
 
 from pyrage import x25519
 
-from cloud.args import time_arg
 from cloud.broker import Incoming, Outgoing, listen, publish_messages
 from foundation import wire
+from foundation.arguments import time_arg
 from foundation.cli import EXIT_CODES_EPILOG, ExitCode, ToolParser, run_tool
 from foundation.errors import DoorbellError, TimeFormatError, UnavailableError, UsageError
 from foundation.times import Window, format_time, parse_time

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from firmware_config import Config, load_config
-from foundation.cli import EXIT_CODES_EPILOG, ToolParser, run_tool, time_arg
+from foundation.arguments import time_arg
+from foundation.cli import EXIT_CODES_EPILOG, ToolParser, run_tool
 from foundation.errors import DoorbellError, UsageError
 from foundation.times import Window, format_time
 
@@ -75,6 +76,16 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--cancel", metavar="RFA_ID", help="cancel a share still in flight")
     shares.add_argument("--json", action="store_true", help="machine-readable")
 
+    console_code = sub.add_parser(
+        "console-code", help="a one-time code to sign in to the web console (10 minutes)"
+    )
+    console_code.add_argument("--json", action="store_true", help="machine-readable")
+    console_sessions = sub.add_parser(
+        "console-sessions", help="the web console's signed-in sessions"
+    )
+    console_sessions.add_argument("--revoke", metavar="ID", help="sign a session out")
+    console_sessions.add_argument("--json", action="store_true", help="machine-readable")
+
     audit = sub.add_parser("audit", help="the local audit log")
     audit.add_argument("--verify", action="store_true", help="prove the chain and its signature")
 
@@ -109,9 +120,9 @@ def _run(args: argparse.Namespace) -> int:
     return _COMMANDS[args.command](config, args)
 
 
-def _window(start_ms: int, end_ms: int) -> Window:
+def _window(command: str, start_ms: int, end_ms: int) -> Window:
     if start_ms > end_ms:
-        raise UsageError("--start is after --end")
+        raise UsageError(f"{command}: --start is after --end")
     return Window(start_ms, end_ms)
 
 
@@ -217,6 +228,11 @@ def render_status(status: dict[str, Any]) -> str:
         lines.append(f"pending       {status['pending']} request(s)")
     if "shares_in_flight" in status:
         lines.append(f"shares        {status['shares_in_flight']} in flight")
+    if "console" in status:
+        lines.append(
+            f"console       {status['console']['url']}"
+            f"  (SHA-256 {status['console']['fingerprint']})"
+        )
     lines += [
         f"device key    {status.get('device_key')}  (kid {status.get('key_id')})",
         f"recipient     {status.get('recipient')}",
@@ -298,7 +314,7 @@ def _approve(config: Config, args: argparse.Namespace) -> int:
     request: dict[str, Any] = {"cmd": "approve", "rfa_id": args.rfa_id}
     if (args.start is None) != (args.end is None):
         raise UsageError("give both --start and --end, or neither")
-    window = None if args.start is None else _window(args.start, args.end)
+    window = None if args.start is None else _window("approve", args.start, args.end)
     if window is not None:
         request["window"] = window.to_json()
     request["anonymous"] = bool(args.anonymous)
@@ -375,6 +391,41 @@ def _explain_uncancellable(config: Config, rfa_id: str) -> None:
         )
 
 
+def _console_code(config: Config, args: argparse.Namespace) -> int:
+    reply = _ask(config, {"cmd": "console-code"})
+    info = {k: reply[k] for k in ("code", "url", "fingerprint", "expires_at")}
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    import segno
+
+    segno.make(info["url"], error="m").terminal(compact=True)
+    code = info["code"]
+    print(f"console      {info['url']}")
+    print(f"code         {code[:4]} {code[4:]}  (one sign-in, until {info['expires_at']})")
+    fingerprint = info["fingerprint"].upper()
+    print("certificate  SHA-256 " + ":".join(fingerprint[i : i + 2] for i in range(0, 64, 2)))
+    print("Check that your browser shows this fingerprint before typing the code.")
+    return 0
+
+
+def _console_sessions(config: Config, args: argparse.Namespace) -> int:
+    if args.revoke is not None:
+        reply = _ask(config, {"cmd": "console-revoke", "id": args.revoke})
+        print(reply.get("message", "revoked"))
+        return 0
+    sessions = _ask(config, {"cmd": "console-sessions"})["sessions"]
+    if args.json:
+        print(json.dumps(sessions, indent=2))
+        return 0
+    if not sessions:
+        print("No one is signed in to the console.")
+        return 0
+    for s in sessions:
+        print(f"{s['id']}  since {s['created_at']}  last seen {s['last_seen_at']}  {s['client']}")
+    return 0
+
+
 def _audit(config: Config, args: argparse.Namespace) -> int:
     from device.audit import read_entries, render_audit_table, render_report, verify_audit
     from device.identity import read_device_identity
@@ -397,7 +448,7 @@ def _audit(config: Config, args: argparse.Namespace) -> int:
 def _clip(config: Config, args: argparse.Namespace) -> int:
     from recorder.commands import clip
 
-    window = _window(args.start, args.end)
+    window = _window("clip", args.start, args.end)
     info = clip(storage_dir=config.buffer_dir, window=window, out=args.out, progress=None)
     print(
         f"wrote {args.out}: {info.frames} frames, {format_time(info.first_frame_ms)} .. "
@@ -463,6 +514,8 @@ _COMMANDS = {
     "approve": _approve,
     "deny": _deny,
     "shares": _shares,
+    "console-code": _console_code,
+    "console-sessions": _console_sessions,
     "audit": _audit,
     "clip": _clip,
     "record": _record,

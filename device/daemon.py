@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import signal
@@ -40,11 +41,7 @@ def _hooks(*, assume_synchronized: bool) -> Hooks:
     return Hooks(clock=clock)
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_tool("doorbelld", lambda: _run(argv))
-
-
-def _run(argv: list[str] | None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = ToolParser(
         prog="doorbelld",
         description="The doorbell daemon.",
@@ -73,7 +70,14 @@ def _run(argv: list[str] | None) -> int:
         action="store_true",
         help="treat the wall clock as synchronized (machines without NTP status, the demo)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_tool("doorbelld", lambda: _run(_parser().parse_args(argv)))
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:

@@ -23,8 +23,8 @@ import sys
 from collections.abc import Callable
 from enum import IntEnum
 
-from foundation.errors import DoorbellError, TimeFormatError, UnavailableError, UsageError
-from foundation.times import parse_time
+from foundation.arguments import ArgumentParser
+from foundation.errors import DoorbellError, UnavailableError, UsageError
 
 
 class ExitCode(IntEnum):
@@ -53,22 +53,14 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-class ToolParser(argparse.ArgumentParser):
-    """An ArgumentParser whose help shows defaults; its sub-command parsers are of the
-    same class (argparse's add_subparsers uses the parent's type), so they do too."""
+class ToolParser(ArgumentParser):
+    """foundation.arguments' parser (values that begin with `-` are read as values),
+    whose help shows defaults; its sub-command parsers are of the same class (argparse's
+    add_subparsers uses the parent's type), so they do too."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-
-
-def time_arg(text: str) -> int:
-    """argparse type for an RFC 3339 UTC time (`2026-11-28T10:00:00Z`): a bad one is a
-    usage error (exit code 2) naming the option."""
-    try:
-        return parse_time(text)
-    except TimeFormatError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def exit_code_of(exc: DoorbellError) -> ExitCode:

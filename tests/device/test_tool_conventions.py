@@ -125,7 +125,7 @@ def test_offline_commands_follow_the_exit_table(config: Path) -> None:
         "--start=2026-11-28T10:05:00Z", "--end=2026-11-28T10:00:00Z",
     )  # fmt: skip
     assert reversed_window.returncode == ExitCode.USAGE
-    assert reversed_window.stderr == "doorbellctl: --start is after --end\n"
+    assert reversed_window.stderr == "doorbellctl: approve: --start is after --end\n"
     one_sided = run(
         "doorbellctl", f"--config={config}", "approve", "x", "--start=2026-11-28T10:05:00Z"
     )
