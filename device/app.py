@@ -17,6 +17,7 @@ from typing import Any
 
 from device.audit import AuditLog
 from device.commands import ControlCommands
+from device.console import CONSOLE_COMMANDS, ConsoleService, console_command
 from device.control import ControlError, ControlServer, refuse_if_answering
 from device.flow import RequestFlow
 from device.identity import DeviceIdentity, load_device_identity
@@ -30,7 +31,7 @@ from device.state import StateStore
 from device.supervisor import RestartBudget, Supervisor
 from firmware_config import Config
 from foundation import wire
-from foundation.clock import Clock
+from foundation.clock import Clock, sync_evidence
 from foundation.errors import (
     AlreadyRunningError,
     BufferLockedError,
@@ -89,12 +90,13 @@ class Doorbell:
         self.trusted_agencies: dict[str, TrustedAgencyKey] = {}
         self.flow: RequestFlow
         self.share_worker: ShareWorker
+        self.commands: ControlCommands
         self.intake: Intake
         self.mqtt: MqttLink
         self.owner_channel: OwnerChannel
         self.panel: Panel | None = None
         self.control: ControlServer
-        self.commands: ControlCommands
+        self.console: ConsoleService | None = None
 
     # -- start-up, in order -------------------------------------------------------------
     def claim(self) -> None:
@@ -129,6 +131,7 @@ class Doorbell:
         self.start_owner_channel()
         self.start_panel()
         self.start_control()
+        self.start_console()
         self.start_housekeeping()
         self.wait_for_first_frame()
         self.notifier.ready(self.status_line())
@@ -304,10 +307,32 @@ class Doorbell:
             status=self.status,
         )
         self.control = ControlServer(
-            self.config.control.socket, self.commands.handle, self.stop_event
+            self.config.control.socket, self.handle_control, self.stop_event
         )
         self.control.bind()
         self.supervisor.start("control", self.control.serve)
+
+    def start_console(self) -> None:
+        """The owner's web console on the home network (off unless console.listen)."""
+        if self.config.console.listen is None:
+            return
+        self.console = ConsoleService.open(
+            self.config.console,
+            state_dir=self.paths.state_dir,
+            buffer_dir=self.paths.buffer_dir,
+            runtime_dir=self.config.control.socket.parent,
+            flow=self.flow,
+            shares=lambda: self.outbox.shares(self.hooks.clock.wall_ms()),
+            control=self.handle_control,
+            audit_path=self.audit.path,
+            audit_key=self.identity.signing.public,
+            device_lat=self.config.device.lat,
+            device_lon=self.config.device.lon,
+            contact=self.config.device.contact,
+            clock=self.hooks.clock,
+        )
+        self._on_stop(self.console.stop)
+        self.console.start()
 
     def start_housekeeping(self) -> None:
         self.supervisor.start("housekeeping", self.housekeeping)
@@ -368,10 +393,20 @@ class Doorbell:
                 "pending": len(self.flow.pending()),
                 "shares_in_flight": self.outbox.active_count(),
                 "clock_synchronized": self.hooks.clock.synchronized(),
+                "clock_evidence": sync_evidence(),
             }
         )
         info.update(buffer_status(self.paths.buffer_dir))
+        if self.console is not None:
+            info["console"] = self.console.info()
         return info
+
+    def handle_control(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The control socket's requests: the console's to the console, the rest to the
+        commands (device/commands.py)."""
+        if request.get("cmd") in CONSOLE_COMMANDS:
+            return console_command(self.console, request, self.hooks.clock.wall_ms())
+        return self.commands.handle(request)
 
     def wait(self) -> None:
         self.stop_event.wait()

@@ -18,12 +18,12 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from foundation.errors import DoorbellError, InvalidValueError
+from foundation.errors import InvalidValueError, UsageError
 
 T = TypeVar("T")
 
 
-class ConfigError(DoorbellError):
+class ConfigError(UsageError):
     """The config is unusable; `problems` lists every error as 'key.path: message'."""
 
     def __init__(self, problems: list[str]) -> None:
@@ -114,6 +114,15 @@ class ControlConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ConsoleConfig:
+    """The owner's web console (device/console). `listen` None: off."""
+
+    listen: tuple[str, int] | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     device: DeviceConfig
     camera: CameraConfig
@@ -123,6 +132,7 @@ class Config:
     owner: OwnerConfig = field(default_factory=OwnerConfig)
     share: ShareConfig = field(default_factory=ShareConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
     source_path: Path | None = None
 
     @property
@@ -292,6 +302,19 @@ def _mqtt_url(value: object) -> str:
     return text
 
 
+def _listen(value: object) -> tuple[str, int]:
+    """`host:port` (IPv6 as `[::]:8443`) -> (host, port)."""
+    text = _str(value)
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([^:\[\]\s]+):(\d{1,5})", text)
+    if match is None:
+        raise ValueError('expected "host:port", e.g. "0.0.0.0:8443" or "[::]:8443"')
+    host = match.group(1) or match.group(3)
+    port = int(match.group(2) or match.group(4))
+    if not 1 <= port <= 65535:
+        raise ValueError("the port must be between 1 and 65535")
+    return host, port
+
+
 def _mqtt_protocol(value: object) -> int:
     if value in (5, "5"):
         return 5
@@ -336,7 +359,7 @@ def parse_config(data: object, *, source_path: Path | None = None) -> Config:
     top = r.section(
         data,
         "",
-        ("device", "camera", "storage", "mqtt", "rfa", "owner", "share", "control"),
+        ("device", "camera", "storage", "mqtt", "rfa", "owner", "share", "control", "console"),
     )
     if data is None:
         r.problems.append("the config file is empty")
@@ -500,6 +523,15 @@ def parse_config(data: object, *, source_path: Path | None = None) -> Config:
         or Path("/run/doorbell/control.sock")
     )
 
+    con = r.section(top.get("console"), "console", ("listen", "cert_file", "key_file"))
+    console = ConsoleConfig(
+        listen=r.get(con, "console", "listen", _listen),
+        cert_file=r.get(con, "console", "cert_file", _path),
+        key_file=r.get(con, "console", "key_file", _path),
+    )
+    if (console.cert_file is None) != (console.key_file is None):
+        r.problems.append("console.cert_file/key_file: give both or neither")
+
     if r.problems:
         raise ConfigError(r.problems)
     return Config(
@@ -511,6 +543,7 @@ def parse_config(data: object, *, source_path: Path | None = None) -> Config:
         owner=owner,
         share=share,
         control=control,
+        console=console,
         source_path=source_path,
     )
 
