@@ -32,13 +32,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from device.identity import DeviceIdentity
 from device.state import PendingRequest, RequestState, StateStore
+from foundation import wire
 from foundation.clock import Clock
 from foundation.times import Window, format_time
+from foundation.wire import MAX_MESSAGE_BYTES
 from sync.decision import DecisionRejected, check_decision, local_decision
 from sync.errors import SealError
 from sync.models import ConsentMethod, Decision, Rfa
 from sync.rfa import (
-    MAX_MESSAGE_BYTES,
     Accepted,
     DeviceFacts,
     Prechecked,
@@ -158,6 +159,11 @@ class RequestFlow:
         """The expensive half: verify the signature, apply the rules, record the result
         durably. Returns once everything the message caused is on disk."""
         with self._lock:
+            # Again, now that the copies queued behind the cheap check are serialised:
+            # a copy of a request that an earlier copy got rejected (or accepted) is a
+            # replay, however the rules would judge it now.
+            if any(key in self._store.seen_ids for key in pre.replay_keys):
+                return self._count(RejectReason.REPLAY, "id already seen")
             now = self._clock.wall_ms()
             result = verify_and_check(
                 pre,
@@ -165,18 +171,23 @@ class RequestFlow:
                 self._trusted,
                 now,
                 pending_count=self._store.pending_count(),
+                case_count=lambda agency_id, case_number: self._store.case_count(
+                    agency_id, case_number, since_ms=now - wire.CASE_PERIOD_MS
+                ),
             )
             if isinstance(result, Rejected):
                 if not result.verified:
                     return self._count(result.reason, result.detail)
                 rfa_id = result.rfa_id
-                if rfa_id is not None and rfa_id in self._store.seen_ids:
-                    return self._count(RejectReason.REPLAY, "id already seen")
                 # Audit first: a crash in between re-runs this on redelivery (a second
                 # entry) rather than losing the entry.
                 self._audit.append("rfa_rejected", {"rfa_id": rfa_id, "reason": result.reason})
-                if rfa_id is not None:
-                    self._store.mark_seen(rfa_id, now)
+                # Remembered by its id when it has a canonical one, and by its signature
+                # always: a replay of a request without a usable id is counted, not
+                # audited again.
+                keys = [pre.signature_key] if rfa_id is None else [rfa_id, pre.signature_key]
+                self._store.mark_seen(keys, now)
+                logger.info("request %s refused: %s", rfa_id or "(no id)", result.reason)
                 return Outcome(False, str(result.reason), rfa_id, result.detail)
             assert isinstance(result, Accepted)
             rfa = result.rfa

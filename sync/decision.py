@@ -43,10 +43,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from foundation.errors import TimeFormatError
 from foundation.times import Window, parse_time
-from sync.envelope import parse_envelope, verify_envelope
+from foundation.wire import MAX_MESSAGE_BYTES
+from sync.envelope import parse_envelope, strict_json_object, verify_envelope
 from sync.errors import EnvelopeError
 from sync.models import ConsentMethod, Decision, Rfa
-from sync.rfa import MAX_MESSAGE_BYTES, strict_json_object
 
 MAX_SKEW_MS = 10 * 60 * 1000
 MAX_NONCE_CHARS = 128
