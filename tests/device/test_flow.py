@@ -37,18 +37,17 @@ from tests.sync.factories import (
     rfa_envelope,
 )
 
-ENTRY_KEYS = {
+ENTRY_KEYS = {  # protocol.md §5.1: the compact entry
     "id",
-    "agency",
+    "agency_id",
     "case_number",
-    "investigator",
-    "description",
-    "area",
     "window",
     "expires_at",
     "decide_by",
     "footage_seconds",
+    "details_sha256",
 }
+DETAIL_KEYS = {"id", "agency", "investigator", "description", "area"}
 
 
 @dataclass
@@ -125,8 +124,10 @@ def test_accepted_request_is_pending_pinned_and_audited(kit: Kit) -> None:
     rfa_id = str(uuid.uuid4())
     outcome = kit.flow.handle_rfa(kit.rfa(rfa_id=rfa_id))
     assert outcome.accepted and outcome.rfa_id == rfa_id
+    [view] = kit.flow.pending_views()
+    assert set(view.entry) == ENTRY_KEYS and set(view.details) == DETAIL_KEYS
     [entry] = kit.flow.pending_entries()
-    assert set(entry) == ENTRY_KEYS
+    assert set(entry) == ENTRY_KEYS | DETAIL_KEYS
     assert entry["id"] == rfa_id and entry["footage_seconds"] == 0
     assert entry["decide_by"] == "2026-12-01T13:00:00Z"  # 72 h, before the 7-day expiry
     assert rfa_id in pins(kit)
