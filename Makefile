@@ -5,7 +5,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-DEB_PACKAGES := mosquitto mosquitto-clients age ffmpeg openssl shellcheck
+DEB_PACKAGES := mosquitto mosquitto-clients age ffmpeg openssl shellcheck chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test lint typecheck unit bench deps venv clean

@@ -40,7 +40,7 @@ from pyrage import x25519
 from device.identity import DeviceIdentity
 from foundation import wire
 from foundation.clock import Clock
-from foundation.errors import DoorbellError
+from foundation.errors import DoorbellError, InvalidValueError
 from foundation.times import format_time
 from sync.anchor import AuditHead
 from sync.envelope import make_envelope
@@ -184,11 +184,11 @@ class OwnerChannel:
         lead_s: float = DEFAULT_LEAD_S,
     ) -> None:
         if period_s < wire.MIN_SYNC_SECONDS:
-            raise ValueError("the owner channel period is at least 0.2 s (protocol.md §3)")
+            raise InvalidValueError("the owner channel period is at least 0.2 s (protocol.md §3)")
         self._publish = publish
         if topics is None:
             if device_id is None:
-                raise ValueError("give the owner channel its topics or the device id")
+                raise InvalidValueError("give the owner channel its topics or the device id")
             topics = OwnerTopics.for_device(device_id)
         self._topics = topics
         self._recipients = [

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from foundation.errors import TimeFormatError
+from foundation.errors import TimeFormatError, WindowError
 
 # ASCII digits only (protocol.md §1): `\d` would also match other scripts' digits.
 _RFC3339_Z = re.compile(
@@ -62,7 +62,7 @@ class Window:
 
     def __post_init__(self) -> None:
         if self.start_ms > self.end_ms:
-            raise ValueError("window start is after its end")
+            raise WindowError("window start is after its end")
 
     def contains(self, ms: int) -> bool:
         return self.start_ms <= ms <= self.end_ms

@@ -23,7 +23,8 @@ import rfc8785
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from sync.errors import EnvelopeError
+from foundation.errors import InvalidValueError
+from sync.errors import EnvelopeError, EnvelopeFault
 from sync.keys import SigningKey, b64url_decode, b64url_encode
 
 
@@ -46,14 +47,14 @@ class Verified:
 
 
 def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+    raise InvalidValueError(f"{name} is not JSON")
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
-            raise ValueError("a JSON object repeats a key")
+            raise InvalidValueError("a JSON object repeats a key")
         out[key] = value
     return out
 
@@ -65,7 +66,7 @@ def strict_json(text: str | bytes) -> Any:
     try:
         return json.loads(text, parse_constant=_no_constants, object_pairs_hook=_no_duplicates)
     except RecursionError as exc:
-        raise ValueError("JSON nested too deeply") from exc
+        raise InvalidValueError("JSON nested too deeply") from exc
 
 
 def strict_json_object(text: str | bytes) -> dict[str, Any] | None:
@@ -113,25 +114,25 @@ def parse_envelope(data: bytes | str) -> Envelope:
     try:
         doc = strict_json(data)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise EnvelopeError("malformed", "not strict JSON (or a repeated key)") from exc
+        raise EnvelopeError(EnvelopeFault.MALFORMED, "not strict JSON (or a repeated key)") from exc
     if not isinstance(doc, dict):
-        raise EnvelopeError("malformed", "envelope is not an object")
+        raise EnvelopeError(EnvelopeFault.MALFORMED, "envelope is not an object")
     version = doc.get("v")
     if type(version) is not int or version != 1:  # 1.0 and true are not the integer 1
-        raise EnvelopeError("malformed", "v must be the integer 1")
+        raise EnvelopeError(EnvelopeFault.MALFORMED, "v must be the integer 1")
     if doc.get("alg") != "Ed25519":
-        raise EnvelopeError("malformed", "alg must be Ed25519")
+        raise EnvelopeError(EnvelopeFault.MALFORMED, "alg must be Ed25519")
     kid, payload, sig = doc.get("kid"), doc.get("payload"), doc.get("sig")
     if not isinstance(kid, str) or not isinstance(payload, str) or not isinstance(sig, str):
-        raise EnvelopeError("malformed", "kid, payload and sig must be strings")
+        raise EnvelopeError(EnvelopeFault.MALFORMED, "kid, payload and sig must be strings")
     try:
         sig_bytes = b64url_decode(sig)
     except ValueError as exc:
-        raise EnvelopeError("malformed", "sig is not base64url") from exc
+        raise EnvelopeError(EnvelopeFault.MALFORMED, "sig is not base64url") from exc
     if len(sig_bytes) != 64:
-        raise EnvelopeError("malformed", "an Ed25519 signature is 64 bytes")
+        raise EnvelopeError(EnvelopeFault.MALFORMED, "an Ed25519 signature is 64 bytes")
     if b64url_encode(sig_bytes) != sig:  # spare bits set in the last character
-        raise EnvelopeError("malformed", "sig is not canonical base64url")
+        raise EnvelopeError(EnvelopeFault.MALFORMED, "sig is not canonical base64url")
     return Envelope(kid=kid, payload_text=payload, sig=sig_bytes)
 
 
@@ -139,14 +140,14 @@ def verify_envelope(envelope: Envelope, trusted: Mapping[str, Ed25519PublicKey])
     """Verify against the keys trusted for this message type, then parse the payload."""
     key = trusted.get(envelope.kid)
     if key is None:
-        raise EnvelopeError("unknown_key")
+        raise EnvelopeError(EnvelopeFault.UNKNOWN_KEY)
     try:
         key.verify(envelope.sig, envelope.payload_text.encode("utf-8"))
     except (InvalidSignature, UnicodeEncodeError) as exc:
-        raise EnvelopeError("bad_signature") from exc
+        raise EnvelopeError(EnvelopeFault.BAD_SIGNATURE) from exc
     payload = strict_json_object(envelope.payload_text)
     if payload is None:
-        raise EnvelopeError("malformed", "payload is not a strict JSON object")
+        raise EnvelopeError(EnvelopeFault.MALFORMED, "payload is not a strict JSON object")
     return Verified(kid=envelope.kid, payload_text=envelope.payload_text, payload=payload)
 
 

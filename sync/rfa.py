@@ -85,7 +85,7 @@ from sync.envelope import (
     strict_json_object,
     verify_envelope,
 )
-from sync.errors import EnvelopeError
+from sync.errors import EnvelopeError, EnvelopeFault
 from sync.geo import distance_m
 from sync.keys import key_id, parse_recipient, raw_public
 from sync.models import Agency, Area, Investigator, Rfa
@@ -288,9 +288,9 @@ def verify_and_check(
     try:
         verified = verify_envelope(pre.envelope, {pre.envelope.kid: agency_key.public_key})
     except EnvelopeError as exc:
-        if exc.reason == "bad_signature":
+        if exc.reason is EnvelopeFault.BAD_SIGNATURE:
             return Rejected(RejectReason.BAD_SIGNATURE, verified=False, detail="bad signature")
-        if exc.reason == "unknown_key":
+        if exc.reason is EnvelopeFault.UNKNOWN_KEY:
             return Rejected(RejectReason.UNKNOWN_KEY, verified=False, detail="kid not trusted")
         # the signature held, but the payload is not a JSON object: logged as verified
         return Rejected(RejectReason.MALFORMED, verified=True, detail="payload is not an object")
