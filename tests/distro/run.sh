@@ -4,7 +4,8 @@
 # (systemd/venv.sh: the distribution's Python, PyAV and numpy) and run the recorder,
 # export, share and whole-daemon tests there, in a chroot. On trixie, PyPI's picamera2
 # is installed over Debian's libcamera bindings first (Debian has no python3-picamera2),
-# for tests/distro/test_picamera2_api.py.
+# for tests/distro/test_picamera2_api.py. DOORBELL_DISTRO_EXTRAS names the package's
+# extras for the venv (default `dev`, the test tools).
 #
 # Runs as root. All mounts live in a private mount namespace and go with it.
 set -euo pipefail
@@ -47,8 +48,8 @@ fi
 
 # shellcheck disable=SC2016 # the inner script expands its own arguments
 unshare --mount --propagation private bash -euo pipefail -c '
-    tree=$1 pip_cache=$2 release=$3
-    shift 3
+    tree=$1 pip_cache=$2 release=$3 arch=$4 extras=$5
+    shift 5
     mount -t proc proc "$tree/proc"
     mount --rbind /dev "$tree/dev"
     mount -t tmpfs -o mode=1777,size=2g shm "$tree/dev/shm"
@@ -61,8 +62,9 @@ unshare --mount --propagation private bash -euo pipefail -c '
             PIP_CERT=/etc/ssl/certs/host-ca-certificates.crt \
             "$@"
     }
-    in_tree /src/systemd/venv.sh /opt/doorbell /src dev
-    if [[ $release == trixie ]]; then
+    # shellcheck disable=SC2086 # the extras are words
+    in_tree /src/systemd/venv.sh /opt/doorbell /src $extras
+    if [[ $release == trixie && $arch == amd64 ]]; then
         numpy=$(in_tree /usr/bin/python3 -c "import numpy; print(numpy.__version__)")
         echo "==> installing PyPI picamera2 over the distribution libcamera"
         in_tree pip install --quiet --no-deps picamera2
@@ -70,4 +72,4 @@ unshare --mount --propagation private bash -euo pipefail -c '
     fi
     cd "$tree/src"
     in_tree /bin/sh -c "cd /src && exec python -m pytest -q -p no:cacheprovider \"\$@\"" pytest "$@"
-' run "$tree" "$cache/pip-$release-$arch" "$release" "$@"
+' run "$tree" "$cache/pip-$release-$arch" "$release" "$arch" "${DOORBELL_DISTRO_EXTRAS:-dev}" "$@"
