@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from foundation.clock import Clock
-from foundation.errors import RecorderError
+from foundation.errors import DoorbellError, RecorderError
 from recorder.buffer import BufferLock, RollingBuffer, Segment
 from recorder.settings import CameraSettings, StorageSettings
 from recorder.sources import CameraSource, CapturedFrame, EncodedFrame
@@ -543,6 +543,9 @@ def _child_main(
             preset=camera.preset,
             counters=HealthCounters(array),
         ).run()
+    except DoorbellError as exc:  # a known failure (no camera, ...): one line, no traceback
+        logger.error("the recorder stopped: %s", exc)
+        raise SystemExit(1) from None
     finally:
         buffer.close()
 

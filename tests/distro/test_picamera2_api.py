@@ -6,6 +6,7 @@ picamera2 over Debian's python3-libcamera); the behaviour tests use a fake
 from __future__ import annotations
 
 import inspect
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+# Debian has no kms++ binding, which picamera2's display preview imports: a stand-in.
+STUBS = Path(__file__).parent / "stubs"
+sys.path.append(str(STUBS))
 picamera2 = pytest.importorskip("picamera2", reason="picamera2 is not installed here")
 
 from cloud.loopback import DeviceSetup  # noqa: E402
@@ -67,19 +71,51 @@ def test_frame_rate_is_a_control_picamera2_understands():
     assert any('"FrameRate"' in p.read_text(errors="ignore") for p in source.parent.glob("*.py"))
 
 
-def test_without_a_camera_record_says_so_in_one_line(tmp_path):
+def _picamera2_config(tmp_path: Path) -> Path:
     config = DeviceSetup(root=tmp_path / "device", broker_url="mqtt://127.0.0.1:1").write()
     data = yaml.safe_load(config.read_text())
     data["camera"]["source"] = "picamera2"
     data["camera"].pop("device", None)
     config.write_text(yaml.safe_dump(data))
+    return config
+
+
+def test_without_a_camera_record_says_so_in_one_line(tmp_path):
+    config = _picamera2_config(tmp_path)
     done = subprocess.run(
         [sys.executable, "-m", "device.cli", "--config", str(config), "record", "--seconds", "1"],
         capture_output=True,
         text=True,
         timeout=120,
+        env={**os.environ, "PYTHONPATH": str(STUBS)},
     )
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode != 0
     assert "Traceback" not in done.stderr, done.stderr
     assert any("no camera found: " in line for line in lines), done.stderr
+
+
+def test_without_a_camera_the_daemon_logs_one_clear_line(tmp_path):
+    import signal
+    import time
+
+    config = _picamera2_config(tmp_path)
+    log = tmp_path / "daemon.log"
+    with open(log, "w") as out:
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "device.daemon", "--config", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "PYTHONPATH": str(STUBS)},
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while "starting it again" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        os.killpg(daemon.pid, signal.SIGKILL)  # the daemon and its recorder child
+        daemon.wait(10)
+    text = log.read_text()
+    assert "the recorder stopped: no camera found: " in text, text
+    assert "Traceback" not in text, text
