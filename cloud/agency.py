@@ -24,9 +24,9 @@ from typing import Any
 
 from pyrage import x25519
 
-from cloud.args import duration_arg, time_arg
 from cloud.broker import BrokerError, Outgoing, publish_messages
 from foundation import wire
+from foundation.arguments import ArgumentParser, duration_arg, time_arg
 from foundation.errors import DoorbellError
 from foundation.times import Window, format_time
 from sync import geo
@@ -373,7 +373,7 @@ def _cmd_verify(args: argparse.Namespace, say: _Printer) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="doorbell-agency", description="An agency's reference tool for the doorbell protocol."
     )
     sub = parser.add_subparsers(dest="command", required=True)

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cloud.loopback import DaemonProcess, DeviceSetup, MosquittoBroker, TusServer
+from cloud.loopback import DaemonProcess, DeviceSetup, MosquittoBroker, TusServer, free_port
 from foundation.errors import DoorbellError
 from foundation.times import format_time
 
@@ -121,7 +121,10 @@ def _tell(
         height=360,
         chunk_bytes="64KiB",
         # a doorbell shares its owner's uplink: cap it, which also makes progress visible
-        extra={"share": {"bandwidth_bytes_per_s": "150KB"}},
+        extra={
+            "share": {"bandwidth_bytes_per_s": "150KB"},
+            "console": {"listen": f"127.0.0.1:{free_port()}"},  # the owner's web console
+        },
     )
     config = setup.write()
     story.say(f"config {config} (the owner trusts agency 'sfpd' and enrolled the app's keys)")
@@ -200,6 +203,13 @@ def _tell(
         print(f"    {story._c(DIM, '$ doorbellctl ' + ' '.join(args))}")
         for line in daemon.ctl(*args).stdout.rstrip().splitlines():
             print(f"      {line}")
+
+    story.step("The owner's console: open it in a browser on this machine")
+    console = json.loads(daemon.ctl("console-code", "--json").stdout)
+    story.say(f"{console['url']}  sign-in code {console['code']} (one use, 10 minutes)")
+    story.say(f"certificate SHA-256 {console['fingerprint']} (self-made: compare, then accept)")
+    if sys.stdin.isatty():
+        input("    press Enter to stop the demo ")
 
     elapsed = time.monotonic() - story.started
     print(

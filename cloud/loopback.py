@@ -27,6 +27,10 @@ import yaml
 from foundation.errors import DoorbellError
 
 
+class LoopbackError(DoorbellError, RuntimeError):
+    """A loopback service (broker, upload server, daemon) did not start or stay up."""
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -95,7 +99,7 @@ class MosquittoBroker:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise RuntimeError(
+                raise LoopbackError(
                     f"mosquitto exited with {self._proc.returncode}: "
                     f"{self.log_path.read_text(errors='replace')[-2000:]}"
                 )
@@ -106,7 +110,7 @@ class MosquittoBroker:
                 return
             time.sleep(0.02)
         self.kill()
-        raise RuntimeError(f"mosquitto did not listen on port {self.port} within {timeout}s")
+        raise LoopbackError(f"mosquitto did not listen on port {self.port} within {timeout}s")
 
     def stop(self, *, timeout: float = 10.0) -> None:
         proc, self._proc = self._proc, None
@@ -182,7 +186,7 @@ class TusServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"tus server exited: {self.log.read_text()[-2000:]}")
+                raise LoopbackError(f"tus server exited: {self.log.read_text()[-2000:]}")
             try:
                 r = requests.options(self.url, headers={"Tus-Resumable": "1.0.0"}, timeout=1)
                 if r.status_code == 204:
@@ -191,7 +195,7 @@ class TusServer:
                 pass
             time.sleep(0.05)
         self.kill()
-        raise RuntimeError("tus server did not start")
+        raise LoopbackError("tus server did not start")
 
     def _end(self, sig: int) -> None:
         if self.proc is None or self.proc.poll() is not None:

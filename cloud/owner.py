@@ -32,9 +32,9 @@ from typing import Any, TextIO
 
 from pyrage import x25519
 
-from cloud.args import time_arg
 from cloud.broker import BrokerError, Incoming, Outgoing, listen, publish_messages
 from foundation import wire
+from foundation.arguments import ArgumentParser, time_arg
 from foundation.errors import DoorbellError, TimeFormatError
 from foundation.times import Window, format_time, parse_time
 from sync.envelope import make_envelope, open_envelope
@@ -542,7 +542,7 @@ def _read_pairing(source: str) -> Any:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="doorbell-owner", description="The doorbell owner's reference tool."
     )
     parser.add_argument("--home", default=str(Path("~/.doorbell-owner")), help="state directory")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from device.audit import AuditLog
+from device.console import CONSOLE_COMMANDS, ConsoleService, console_command
 from device.control import ControlServer
 from device.flow import RequestFlow
 from device.identity import DeviceIdentity, load_device_identity
@@ -67,6 +68,7 @@ class Doorbell:
         self.notifier = hooks.notifier or SystemdNotifier()
         self.supervisor = Supervisor(self.stop_event)
         self._closers: list[Callable[[], object]] = []
+        self.console: ConsoleService | None = None
 
     # -- start-up, in order -------------------------------------------------------------
     def start(self) -> None:
@@ -78,6 +80,7 @@ class Doorbell:
         self.start_owner_channel()
         self.start_panel()
         self.start_control()
+        self.start_console()
         self.start_housekeeping()
         self.wait_for_first_frame()
         self.notifier.ready(self.status_line())
@@ -245,6 +248,28 @@ class Doorbell:
         self.control.bind()
         self.supervisor.start("control", self.control.serve)
 
+    def start_console(self) -> None:
+        """The owner's web console on the home network (off unless console.listen)."""
+        if self.config.console.listen is None:
+            return
+        self.console = ConsoleService.open(
+            self.config.console,
+            state_dir=self.paths.state_dir,
+            buffer_dir=self.paths.buffer_dir,
+            runtime_dir=self.config.control.socket.parent,
+            flow=self.flow,
+            shares=lambda: self.outbox.shares(self.hooks.clock.wall_ms()),
+            control=self.handle_control,
+            audit_path=self.audit.path,
+            audit_key=self.identity.signing.public,
+            device_lat=self.config.device.lat,
+            device_lon=self.config.device.lon,
+            contact=self.config.device.contact,
+            clock=self.hooks.clock,
+        )
+        self._closers.append(self.console.stop)
+        self.console.start()
+
     def start_housekeeping(self) -> None:
         self.supervisor.start("housekeeping", self.housekeeping)
 
@@ -307,6 +332,8 @@ class Doorbell:
             }
         )
         info.update(buffer_status(self.paths.buffer_dir))
+        if self.console is not None:
+            info["console"] = self.console.info()
         return info
 
     def handle_control(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -317,6 +344,8 @@ class Doorbell:
             return {"ok": True, "requests": self.flow.pending_entries()}
         if cmd == "shares":
             return {"ok": True, "shares": self.outbox.shares(self.hooks.clock.wall_ms())}
+        if cmd in CONSOLE_COMMANDS:
+            return console_command(self.console, request, self.hooks.clock.wall_ms())
         rfa_id = request.get("rfa_id")
         if not isinstance(rfa_id, str):
             return {"ok": False, "error": "rfa_id is required"}

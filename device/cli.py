@@ -15,14 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from firmware_config import Config, ConfigError, load_config
+from foundation.arguments import ArgumentParser, time_arg
 from foundation.errors import DoorbellError
-from foundation.times import Window, format_time, parse_time
+from foundation.times import Window, format_time
 
 DEFAULT_CONFIG = Path(os.environ.get("DOORBELL_CONFIG", "/etc/doorbell/doorbell.yaml"))
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="doorbellctl", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="doorbellctl", description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="doorbell.yaml")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -36,8 +37,8 @@ def _parser() -> argparse.ArgumentParser:
 
     approve = sub.add_parser("approve", help="approve a pending request")
     approve.add_argument("rfa_id")
-    approve.add_argument("--start", help="share less: window start (RFC 3339, Z)")
-    approve.add_argument("--end", help="share less: window end (RFC 3339, Z)")
+    approve.add_argument("--start", type=time_arg, help="share less: window start (RFC 3339, Z)")
+    approve.add_argument("--end", type=time_arg, help="share less: window end (RFC 3339, Z)")
     approve.add_argument(
         "--anonymous", action="store_true", help="share without your name, contact or device id"
     )
@@ -51,12 +52,24 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--cancel", metavar="RFA_ID", help="cancel a share")
     shares.add_argument("--json", action="store_true")
 
+    console_code = sub.add_parser(
+        "console-code", help="a one-time code to sign in to the web console (10 minutes)"
+    )
+    console_code.add_argument("--json", action="store_true", help="machine-readable")
+    console_sessions = sub.add_parser(
+        "console-sessions", help="the web console's signed-in sessions"
+    )
+    console_sessions.add_argument("--revoke", metavar="ID", help="sign a session out")
+    console_sessions.add_argument("--json", action="store_true")
+
     audit = sub.add_parser("audit", help="the local audit log")
     audit.add_argument("--verify", action="store_true", help="prove the chain and its signature")
 
     clip = sub.add_parser("clip", help="export a frame-exact clip from the buffer")
-    clip.add_argument("--start", required=True, help="RFC 3339 UTC, e.g. 2026-11-28T10:00:00Z")
-    clip.add_argument("--end", required=True)
+    clip.add_argument(
+        "--start", required=True, type=time_arg, help="RFC 3339 UTC, e.g. 2026-11-28T10:00:00Z"
+    )
+    clip.add_argument("--end", required=True, type=time_arg, help="RFC 3339 UTC")
     clip.add_argument("--out", required=True, type=Path)
 
     record = sub.add_parser("record", help="record into the buffer without the daemon")
@@ -73,7 +86,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    start, end = getattr(args, "start", None), getattr(args, "end", None)
+    if start is not None and end is not None and start > end:
+        parser.error(f"{args.command}: --start is after --end")  # exits 2
     try:
         if args.command == "owner":
             return _owner_keygen(args.out)
@@ -186,6 +203,11 @@ def render_status(status: dict[str, Any]) -> str:
         lines.append(f"pending       {status['pending']} request(s)")
     if "shares_in_flight" in status:
         lines.append(f"shares        {status['shares_in_flight']} in flight")
+    if "console" in status:
+        lines.append(
+            f"console       {status['console']['url']}"
+            f"  (SHA-256 {status['console']['fingerprint']})"
+        )
     lines += [
         f"device key    {status.get('device_key')}  (kid {status.get('key_id')})",
         f"recipient     {status.get('recipient')}",
@@ -243,8 +265,7 @@ def _approve(config: Config, args: argparse.Namespace) -> int:
     if (args.start is None) != (args.end is None):
         raise DoorbellError("give both --start and --end, or neither")
     if args.start is not None:
-        window = Window(parse_time(args.start), parse_time(args.end))
-        request["window"] = window.to_json()
+        request["window"] = Window(args.start, args.end).to_json()
     request["anonymous"] = bool(args.anonymous)
     reply = _ask(config, request)
     print(reply.get("message", "approved"))
@@ -273,6 +294,41 @@ def _shares(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _console_code(config: Config, args: argparse.Namespace) -> int:
+    reply = _ask(config, {"cmd": "console-code"})
+    info = {k: reply[k] for k in ("code", "url", "fingerprint", "expires_at")}
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    import segno
+
+    segno.make(info["url"], error="m").terminal(compact=True)
+    code = info["code"]
+    print(f"console      {info['url']}")
+    print(f"code         {code[:4]} {code[4:]}  (one sign-in, until {info['expires_at']})")
+    fingerprint = info["fingerprint"].upper()
+    print("certificate  SHA-256 " + ":".join(fingerprint[i : i + 2] for i in range(0, 64, 2)))
+    print("Check that your browser shows this fingerprint before typing the code.")
+    return 0
+
+
+def _console_sessions(config: Config, args: argparse.Namespace) -> int:
+    if args.revoke is not None:
+        reply = _ask(config, {"cmd": "console-revoke", "id": args.revoke})
+        print(reply.get("message", "revoked"))
+        return 0
+    sessions = _ask(config, {"cmd": "console-sessions"})["sessions"]
+    if args.json:
+        print(json.dumps(sessions, indent=2))
+        return 0
+    if not sessions:
+        print("No one is signed in to the console.")
+        return 0
+    for s in sessions:
+        print(f"{s['id']}  since {s['created_at']}  last seen {s['last_seen_at']}  {s['client']}")
+    return 0
+
+
 def _audit(config: Config, args: argparse.Namespace) -> int:
     from device.audit import read_entries, render_audit_table, render_report, verify_audit
     from device.identity import read_device_identity
@@ -295,9 +351,7 @@ def _audit(config: Config, args: argparse.Namespace) -> int:
 def _clip(config: Config, args: argparse.Namespace) -> int:
     from recorder.commands import clip
 
-    window = Window(parse_time(args.start), parse_time(args.end))
-    if window.start_ms > window.end_ms:
-        raise DoorbellError("--start is after --end")
+    window = Window(args.start, args.end)
     info = clip(storage_dir=config.buffer_dir, window=window, out=args.out, progress=None)
     print(
         f"wrote {args.out}: {info.frames} frames, {format_time(info.first_frame_ms)} .. "
@@ -347,6 +401,8 @@ _COMMANDS = {
     "approve": _approve,
     "deny": _deny,
     "shares": _shares,
+    "console-code": _console_code,
+    "console-sessions": _console_sessions,
     "audit": _audit,
     "clip": _clip,
     "record": _record,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from device.app import Doorbell, Hooks
 from firmware_config import ConfigError, load_config
+from foundation.arguments import ArgumentParser
 from foundation.clock import Clock, SteeredClock, SystemClock
 from foundation.errors import DoorbellError
 from recorder.recorder import SteeredFreeSpace
@@ -39,8 +40,8 @@ def _hooks(*, assume_synchronized: bool) -> Hooks:
     return Hooks(clock=clock)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="doorbelld", description="The doorbell daemon.")
+def _parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(prog="doorbelld", description="The doorbell daemon.")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument(
         "--check-config", action="store_true", help="report every config problem and exit"
@@ -51,7 +52,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="treat the wall clock as synchronized (machines without NTP status, the demo)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     try:
         config = load_config(args.config)
     except ConfigError as exc:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -159,9 +159,12 @@ class RequestFlow:
         durably. Returns once everything the message caused is on disk."""
         with self._lock:
             now = self._clock.wall_ms()
+            facts = self._facts
+            if self._store.requests_paused():  # the owner's opt-out, rule 8
+                facts = replace(facts, requests_enabled=False)
             result = verify_and_check(
                 pre,
-                self._facts,
+                facts,
                 self._trusted,
                 now,
                 pending_count=self._store.pending_count(),
@@ -218,6 +221,20 @@ class RequestFlow:
                 }
             )
         return entries
+
+    @property
+    def requests_paused(self) -> bool:
+        return self._store.requests_paused()
+
+    def pause_requests(self, paused: bool) -> None:
+        """The owner's opt-out (protocol.md §4 rule 8), kept across restarts: while paused,
+        every new request is refused by that rule. Pending ones stay for the owner."""
+        with self._lock:
+            if self._store.requests_paused() == paused:
+                return
+            self._audit.append("requests_paused" if paused else "requests_resumed", {})
+            self._store.set_requests_paused(paused)
+            logger.info("requests %s by the owner", "paused" if paused else "resumed")
 
     # ---- decisions -------------------------------------------------------------------
 

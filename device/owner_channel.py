@@ -39,6 +39,7 @@ from device.audit import AuditHead
 from device.identity import DeviceIdentity
 from foundation import wire
 from foundation.clock import Clock
+from foundation.errors import InvalidValueError
 from foundation.times import format_time
 from sync.envelope import make_envelope
 from sync.keys import SigningKey, parse_recipient
@@ -136,11 +137,11 @@ class OwnerChannel:
         min_padded_bytes: int = DEFAULT_MIN_PADDED_BYTES,
     ) -> None:
         if period_s < 0.2:
-            raise ValueError("the owner channel period is at least 0.2 s (protocol.md §3)")
+            raise InvalidValueError("the owner channel period is at least 0.2 s (protocol.md §3)")
         self._publish = publish
         if topics is None:
             if device_id is None:
-                raise ValueError("give the owner channel its topics or the device id")
+                raise InvalidValueError("give the owner channel its topics or the device id")
             topics = OwnerTopics.for_device(device_id)
         self._topics = topics
         self._recipients = [

@@ -60,6 +60,10 @@ CREATE TABLE IF NOT EXISTS decisions (
     rfa_id TEXT PRIMARY KEY,
     decision_json TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS owner_settings (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
 
 
@@ -107,6 +111,9 @@ class StateStore:
 
     def __init__(self, conn: sqlite3.Connection, seen: set[str], nonces: set[str]) -> None:
         self._conn = conn
+        row = conn.execute("SELECT value FROM owner_settings WHERE name = 'requests_paused'")
+        found = row.fetchone()
+        self._paused = found is not None and found[0] == "1"
         self._lock = threading.Lock()
         self._seen = seen
         self._nonces = nonces
@@ -244,6 +251,19 @@ class StateStore:
         with self._lock, self._tx() as cur:
             cur.execute("INSERT OR IGNORE INTO nonces VALUES (?, ?)", (nonce, now_ms))
         self._nonces.add(nonce)
+
+    # ---- the owner's opt-out (protocol.md §4 rule 8) -------------------------------------
+
+    def requests_paused(self) -> bool:
+        return self._paused
+
+    def set_requests_paused(self, paused: bool) -> None:
+        with self._lock, self._tx() as cur:
+            cur.execute(
+                "INSERT OR REPLACE INTO owner_settings VALUES ('requests_paused', ?)",
+                ("1" if paused else "0",),
+            )
+        self._paused = paused
 
     # ---- decisions ---------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from foundation.errors import DoorbellError
+from foundation.errors import DoorbellError, InvalidValueError
 
 T = TypeVar("T")
 
@@ -114,6 +114,15 @@ class ControlConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ConsoleConfig:
+    """The owner's web console (device/console). `listen` None: off."""
+
+    listen: tuple[str, int] | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     device: DeviceConfig
     camera: CameraConfig
@@ -123,6 +132,7 @@ class Config:
     owner: OwnerConfig = field(default_factory=OwnerConfig)
     share: ShareConfig = field(default_factory=ShareConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
     source_path: Path | None = None
 
     @property
@@ -152,17 +162,17 @@ _UNITS = {
 def parse_size(value: object) -> int:
     """`8GiB`, `500MB`, `4096` (bytes) -> bytes."""
     if isinstance(value, bool):
-        raise ValueError("expected a size such as 8GiB, 500MB or a number of bytes")
+        raise InvalidValueError("expected a size such as 8GiB, 500MB or a number of bytes")
     if isinstance(value, int):
         if value < 0:
-            raise ValueError("a size cannot be negative")
+            raise InvalidValueError("a size cannot be negative")
         return value
     if isinstance(value, str):
         match = _SIZE.match(value)
         if match:
             unit = (match.group(2) or "B").lower()
             return int(float(match.group(1)) * _UNITS[unit])
-    raise ValueError("expected a size such as 8GiB, 500MB or a number of bytes")
+    raise InvalidValueError("expected a size such as 8GiB, 500MB or a number of bytes")
 
 
 class _Reader:
@@ -209,30 +219,32 @@ class _Reader:
 
 def _str(value: object) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise ValueError("expected a non-empty string")
+        raise InvalidValueError("expected a non-empty string")
     return value
 
 
 def _device_id(value: object) -> str:
     text = _str(value)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", text):
-        raise ValueError("use 1-64 letters, digits, '.', '_' or '-' (it is an MQTT topic level)")
+        raise InvalidValueError(
+            "use 1-64 letters, digits, '.', '_' or '-' (it is an MQTT topic level)"
+        )
     return text
 
 
 def _bool(value: object) -> bool:
     if not isinstance(value, bool):
-        raise ValueError("expected true or false")
+        raise InvalidValueError("expected true or false")
     return value
 
 
 def _number(lo: float, hi: float) -> Callable[[object], float]:
     def convert(value: object) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError("expected a number")
+            raise InvalidValueError("expected a number")
         number = float(value)
         if not math.isfinite(number) or not lo <= number <= hi:
-            raise ValueError(f"must be between {lo:g} and {hi:g}")
+            raise InvalidValueError(f"must be between {lo:g} and {hi:g}")
         return number
 
     return convert
@@ -241,9 +253,9 @@ def _number(lo: float, hi: float) -> Callable[[object], float]:
 def _int(lo: int, hi: int) -> Callable[[object], int]:
     def convert(value: object) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError("expected a whole number")
+            raise InvalidValueError("expected a whole number")
         if not lo <= value <= hi:
-            raise ValueError(f"must be between {lo} and {hi}")
+            raise InvalidValueError(f"must be between {lo} and {hi}")
         return value
 
     return convert
@@ -254,7 +266,7 @@ def _choice(*options: str) -> Callable[[object], str]:
         if value not in options:
             hint = difflib.get_close_matches(str(value), options, n=1)
             extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise ValueError(f"must be one of {', '.join(options)}{extra}")
+            raise InvalidValueError(f"must be one of {', '.join(options)}{extra}")
         return str(value)
 
     return convert
@@ -266,26 +278,41 @@ def _path(value: object) -> Path:
 
 def _pin(value: object) -> int | str:
     if isinstance(value, bool):
-        raise ValueError("expected a GPIO number or name such as 17 or 'GPIO17'")
+        raise InvalidValueError("expected a GPIO number or name such as 17 or 'GPIO17'")
     if isinstance(value, int) and 0 <= value <= 63:
         return value
     if isinstance(value, str) and value.strip():
         return value
-    raise ValueError("expected a GPIO number or name such as 17 or 'GPIO17'")
+    raise InvalidValueError("expected a GPIO number or name such as 17 or 'GPIO17'")
 
 
 def _mqtt_url(value: object) -> str:
     text = _str(value)
     parts = urlsplit(text)
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-        raise ValueError("expected mqtt://host[:port] or mqtts://host[:port]")
+        raise InvalidValueError("expected mqtt://host[:port] or mqtts://host[:port]")
     try:
         parts.port  # noqa: B018 - raises on a malformed port
     except ValueError as exc:
-        raise ValueError("the port is not a number from 0 to 65535") from exc
+        raise InvalidValueError("the port is not a number from 0 to 65535") from exc
     if parts.username or parts.password:
-        raise ValueError("put credentials in mqtt.username and mqtt.password_file, not the URL")
+        raise InvalidValueError(
+            "put credentials in mqtt.username and mqtt.password_file, not the URL"
+        )
     return text
+
+
+def _listen(value: object) -> tuple[str, int]:
+    """`host:port` (IPv6 as `[::]:8443`) -> (host, port)."""
+    text = _str(value)
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([^:\[\]\s]+):(\d{1,5})", text)
+    if match is None:
+        raise ValueError('expected "host:port", e.g. "0.0.0.0:8443" or "[::]:8443"')
+    host = match.group(1) or match.group(3)
+    port = int(match.group(2) or match.group(4))
+    if not 1 <= port <= 65535:
+        raise ValueError("the port must be between 1 and 65535")
+    return host, port
 
 
 def _mqtt_protocol(value: object) -> int:
@@ -293,7 +320,7 @@ def _mqtt_protocol(value: object) -> int:
         return 5
     if value in ("3.1.1", "311", 4):
         return 4
-    raise ValueError('expected "5" or "3.1.1"')
+    raise InvalidValueError('expected "5" or "3.1.1"')
 
 
 def _b64_key(value: object) -> str:
@@ -315,13 +342,13 @@ def _recipient(value: object) -> str:
 def _list(item: Callable[[object], T]) -> Callable[[object], tuple[T, ...]]:
     def convert(value: object) -> tuple[T, ...]:
         if not isinstance(value, list):
-            raise ValueError("expected a list")
+            raise InvalidValueError("expected a list")
         out = []
         for index, element in enumerate(value):
             try:
                 out.append(item(element))
             except (ValueError, TypeError) as exc:
-                raise ValueError(f"item {index}: {exc}") from exc
+                raise InvalidValueError(f"item {index}: {exc}") from exc
         return tuple(out)
 
     return convert
@@ -332,7 +359,7 @@ def parse_config(data: object, *, source_path: Path | None = None) -> Config:
     top = r.section(
         data,
         "",
-        ("device", "camera", "storage", "mqtt", "rfa", "owner", "share", "control"),
+        ("device", "camera", "storage", "mqtt", "rfa", "owner", "share", "control", "console"),
     )
     if data is None:
         r.problems.append("the config file is empty")
@@ -496,6 +523,15 @@ def parse_config(data: object, *, source_path: Path | None = None) -> Config:
         or Path("/run/doorbell/control.sock")
     )
 
+    con = r.section(top.get("console"), "console", ("listen", "cert_file", "key_file"))
+    console = ConsoleConfig(
+        listen=r.get(con, "console", "listen", _listen),
+        cert_file=r.get(con, "console", "cert_file", _path),
+        key_file=r.get(con, "console", "key_file", _path),
+    )
+    if (console.cert_file is None) != (console.key_file is None):
+        r.problems.append("console.cert_file/key_file: give both or neither")
+
     if r.problems:
         raise ConfigError(r.problems)
     return Config(
@@ -507,6 +543,7 @@ def parse_config(data: object, *, source_path: Path | None = None) -> Config:
         owner=owner,
         share=share,
         control=control,
+        console=console,
         source_path=source_path,
     )
 

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from foundation.errors import TimeFormatError
+from foundation.errors import TimeFormatError, WindowError
 
 _RFC3339_Z = re.compile(
     r"(?P<date>\d{4}-\d{2}-\d{2})T(?P<h>\d{2}):(?P<m>\d{2}):(?P<s>\d{2})(?:\.(?P<frac>\d{1,9}))?Z"
@@ -60,7 +60,7 @@ class Window:
 
     def __post_init__(self) -> None:
         if self.start_ms > self.end_ms:
-            raise ValueError("window start is after its end")
+            raise WindowError("window start is after its end")
 
     def contains(self, ms: int) -> bool:
         return self.start_ms <= ms <= self.end_ms

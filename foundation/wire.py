@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from foundation.errors import StampError
+
 # §1: a message the device receives over this size is dropped before it is parsed.
 MAX_MESSAGE_BYTES = 16 * 1024
 
@@ -36,20 +38,20 @@ def stamp_cells(width: int) -> list[tuple[int, int]]:
     """(y, x) of the top-left corner of each bit's block, most significant bit first."""
     per_row = width // STAMP_BLOCK
     if per_row < 1:
-        raise ValueError("frame narrower than one stamp block")
+        raise StampError("frame narrower than one stamp block")
     return [((i // per_row) * STAMP_BLOCK, (i % per_row) * STAMP_BLOCK) for i in range(STAMP_BITS)]
 
 
 def check_stamp_size(width: int, height: int) -> None:
     rows = -(-STAMP_BITS // max(1, width // STAMP_BLOCK))
     if width < STAMP_BLOCK or height < rows * STAMP_BLOCK:
-        raise ValueError(f"{width}x{height} is too small for a 48-bit stamp")
+        raise StampError(f"{width}x{height} is too small for a 48-bit stamp")
 
 
 def draw_stamp(frame: np.ndarray, capture_ms: int) -> None:
     """Write `capture_ms` into the top-left blocks of an (H, W, C) frame, in place."""
     if not 0 <= capture_ms < 1 << STAMP_BITS:
-        raise ValueError("capture time does not fit in 48 bits")
+        raise StampError("capture time does not fit in 48 bits")
     height, width = frame.shape[:2]
     check_stamp_size(width, height)
     for bit, (y, x) in enumerate(stamp_cells(width)):
@@ -65,7 +67,7 @@ def read_capture_ms(frame: np.ndarray) -> int:
     elif frame.ndim == 2:
         luma = frame.astype(np.float32)
     else:
-        raise ValueError("frame must be (H, W) or (H, W, C)")
+        raise StampError("frame must be (H, W) or (H, W, C)")
     height, width = luma.shape
     check_stamp_size(width, height)
     value = 0

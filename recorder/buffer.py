@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from foundation.durable import open_durable, transaction
-from foundation.errors import BufferLockedError, RecorderError
+from foundation.errors import BufferLockedError, InvalidValueError, RecorderError
 from foundation.times import Window
 from recorder.retention import Pin, retention_plan
 from recorder.settings import RetentionLimits
@@ -114,7 +114,7 @@ class FrameTable:
     def __post_init__(self) -> None:
         n = len(self.times)
         if not (len(self.pos) == len(self.size) == len(self.key) == n):
-            raise ValueError("frame table columns differ in length")
+            raise InvalidValueError("frame table columns differ in length")
 
     def __len__(self) -> int:
         return len(self.times)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from foundation.arguments import ArgumentParser
 from foundation.clock import Clock
 from foundation.errors import DoorbellError, NoFootageError
 from foundation.times import Window, parse_time
@@ -73,10 +74,8 @@ def clip(
     return export_clip(Path(storage_dir), window, Path(out), progress=progress)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m recorder.commands clip --dir D --start T --end T --out F`, and
-    `... record --dir D --seconds N [--fast]` with the synthetic camera."""
-    parser = argparse.ArgumentParser(prog="python -m recorder.commands")
+def _parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(prog="python -m recorder.commands")
     sub = parser.add_subparsers(dest="command", required=True)
     p_clip = sub.add_parser("clip", help="export a frame-exact clip")
     p_clip.add_argument("--dir", required=True, type=Path)
@@ -90,7 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     p_rec.add_argument("--width", type=int, default=1280)
     p_rec.add_argument("--height", type=int, default=720)
     p_rec.add_argument("--fps", type=float, default=15)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m recorder.commands clip --dir D --start T --end T --out F`, and
+    `... record --dir D --seconds N [--fast]` with the synthetic camera."""
+    args = _parser().parse_args(argv)
     try:
         if args.command == "record":
             from foundation.clock import SystemClock
@@ -106,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         window = Window(parse_time(args.start), parse_time(args.end))
         info = clip(storage_dir=args.dir, window=window, out=args.out)
-    except (DoorbellError, ValueError) as exc:
+    except DoorbellError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"{info.path}: {info.frames} frames, {info.bytes} bytes")

@@ -9,6 +9,8 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
+from foundation.errors import InvalidValueError
+
 if TYPE_CHECKING:
     import av.video.codeccontext
 
@@ -64,7 +66,7 @@ def _split_annexb(data: bytes) -> list[bytes]:
     units: list[bytes] = []
     i = data.find(b"\x00\x00\x01")
     if i < 0:
-        raise ValueError("not an Annex-B H.264 access unit")
+        raise InvalidValueError("not an Annex-B H.264 access unit")
     start = i + 3
     while True:
         j = data.find(b"\x00\x00\x01", start)

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from foundation.errors import InvalidValueError
+
 SourceKind = Literal["synthetic", "opencv", "picamera2"]
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast")
 
@@ -30,15 +32,15 @@ class CameraSettings:
 
     def __post_init__(self) -> None:
         if self.source not in ("synthetic", "opencv", "picamera2"):
-            raise ValueError(f"unknown camera source {self.source!r}")
+            raise InvalidValueError(f"unknown camera source {self.source!r}")
         if not (16 <= self.width <= 7680 and 16 <= self.height <= 4320):
-            raise ValueError("camera size out of range")
+            raise InvalidValueError("camera size out of range")
         if self.width % 2 or self.height % 2:
-            raise ValueError("camera width and height must be even (4:2:0 video)")
+            raise InvalidValueError("camera width and height must be even (4:2:0 video)")
         if not (0 < self.fps <= 120):
-            raise ValueError("camera fps must be in (0, 120]")
+            raise InvalidValueError("camera fps must be in (0, 120]")
         if self.preset not in PRESETS:
-            raise ValueError(f"preset must be one of {', '.join(PRESETS)}")
+            raise InvalidValueError(f"preset must be one of {', '.join(PRESETS)}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -51,7 +53,7 @@ class RetentionLimits:
 
     def __post_init__(self) -> None:
         if self.max_age_hours <= 0 or self.max_bytes <= 0 or self.min_free_bytes < 0:
-            raise ValueError("retention limits must be positive")
+            raise InvalidValueError("retention limits must be positive")
 
     @property
     def max_age_ms(self) -> int:
@@ -75,7 +77,7 @@ class StorageSettings:
 
     def __post_init__(self) -> None:
         if not (0.5 <= self.segment_seconds <= 60):
-            raise ValueError("segment_seconds must be in [0.5, 60]")
+            raise InvalidValueError("segment_seconds must be in [0.5, 60]")
         self.limits()  # validates the retention numbers
 
     def limits(self) -> RetentionLimits:

@@ -41,10 +41,10 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from foundation.errors import TimeFormatError
+from foundation.errors import MisuseError, TimeFormatError
 from foundation.times import Window, parse_time
 from sync.envelope import parse_envelope, verify_envelope
-from sync.errors import EnvelopeError
+from sync.errors import EnvelopeError, EnvelopeFault
 from sync.models import ConsentMethod, Decision, Rfa
 from sync.rfa import MAX_MESSAGE_BYTES, strict_json_object
 
@@ -128,9 +128,9 @@ def check_decision(
     try:
         verified = verify_envelope(envelope, owner_keys)
     except EnvelopeError as exc:
-        if exc.reason == "unknown_key":
+        if exc.reason is EnvelopeFault.UNKNOWN_KEY:
             return DecisionRejected(D.UNKNOWN_KEY, "kid is not an enrolled owner key")
-        if exc.reason == "bad_signature":
+        if exc.reason is EnvelopeFault.BAD_SIGNATURE:
             return DecisionRejected(D.BAD_SIGNATURE, "bad signature")
         return DecisionRejected(D.MALFORMED, "payload is not an object", verified=True)
     payload = strict_json_object(verified.payload_text)
@@ -233,7 +233,7 @@ def local_decision(
     envelope, so it can only come from `check_decision`.
     """
     if method is ConsentMethod.APP:
-        raise ValueError("app decisions come from check_decision")
+        raise MisuseError("app decisions come from check_decision")
     if now_ms >= rfa.expires_at_ms:
         return DecisionRejected(D.EXPIRED, "the request has expired")
     if window is not None and not window_within(rfa.window, window):

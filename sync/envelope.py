@@ -14,7 +14,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from sync.errors import EnvelopeError
+from sync.errors import EnvelopeError, EnvelopeFault
 from sync.keys import SigningKey, b64url_decode, b64url_encode
 
 
@@ -53,22 +53,22 @@ def parse_envelope(data: bytes | str) -> Envelope:
     try:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise EnvelopeError("malformed", "not JSON") from exc
+        raise EnvelopeError(EnvelopeFault.MALFORMED, "not JSON") from exc
     if not isinstance(doc, dict):
-        raise EnvelopeError("malformed", "envelope is not an object")
+        raise EnvelopeError(EnvelopeFault.MALFORMED, "envelope is not an object")
     if doc.get("v") != 1 or isinstance(doc.get("v"), bool):
-        raise EnvelopeError("malformed", "v must be 1")
+        raise EnvelopeError(EnvelopeFault.MALFORMED, "v must be 1")
     if doc.get("alg") != "Ed25519":
-        raise EnvelopeError("malformed", "alg must be Ed25519")
+        raise EnvelopeError(EnvelopeFault.MALFORMED, "alg must be Ed25519")
     kid, payload, sig = doc.get("kid"), doc.get("payload"), doc.get("sig")
     if not isinstance(kid, str) or not isinstance(payload, str) or not isinstance(sig, str):
-        raise EnvelopeError("malformed", "kid, payload and sig must be strings")
+        raise EnvelopeError(EnvelopeFault.MALFORMED, "kid, payload and sig must be strings")
     try:
         sig_bytes = b64url_decode(sig)
     except ValueError as exc:
-        raise EnvelopeError("malformed", "sig is not base64url") from exc
+        raise EnvelopeError(EnvelopeFault.MALFORMED, "sig is not base64url") from exc
     if len(sig_bytes) != 64:
-        raise EnvelopeError("malformed", "an Ed25519 signature is 64 bytes")
+        raise EnvelopeError(EnvelopeFault.MALFORMED, "an Ed25519 signature is 64 bytes")
     return Envelope(kid=kid, payload_text=payload, sig=sig_bytes)
 
 
@@ -76,17 +76,17 @@ def verify_envelope(envelope: Envelope, trusted: Mapping[str, Ed25519PublicKey])
     """Verify against the keys trusted for this message type, then parse the payload."""
     key = trusted.get(envelope.kid)
     if key is None:
-        raise EnvelopeError("unknown_key")
+        raise EnvelopeError(EnvelopeFault.UNKNOWN_KEY)
     try:
         key.verify(envelope.sig, envelope.payload_text.encode("utf-8"))
     except (InvalidSignature, UnicodeEncodeError) as exc:
-        raise EnvelopeError("bad_signature") from exc
+        raise EnvelopeError(EnvelopeFault.BAD_SIGNATURE) from exc
     try:
         payload = json.loads(envelope.payload_text)
     except (ValueError, RecursionError) as exc:
-        raise EnvelopeError("malformed", "payload is not JSON") from exc
+        raise EnvelopeError(EnvelopeFault.MALFORMED, "payload is not JSON") from exc
     if not isinstance(payload, dict):
-        raise EnvelopeError("malformed", "payload is not an object")
+        raise EnvelopeError(EnvelopeFault.MALFORMED, "payload is not an object")
     return Verified(kid=envelope.kid, payload_text=envelope.payload_text, payload=payload)
 
 

@@ -1,5 +1,7 @@
 """Errors of the sync layer."""
 
+from enum import StrEnum
+
 from foundation.errors import DoorbellError
 
 
@@ -7,12 +9,18 @@ class ProtocolError(DoorbellError):
     """A message does not follow the wire protocol."""
 
 
+class EnvelopeFault(StrEnum):
+    """What is wrong with a signed envelope (stable tokens, for audit counters)."""
+
+    MALFORMED = "malformed"
+    UNKNOWN_KEY = "unknown_key"
+    BAD_SIGNATURE = "bad_signature"
+
+
 class EnvelopeError(ProtocolError):
-    """A signed envelope is malformed, signed by an unknown key, or its signature is bad.
+    """A signed envelope is malformed, signed by an unknown key, or its signature is bad."""
 
-    `reason` is a short stable token for audit counters."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
+    def __init__(self, reason: EnvelopeFault, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
 

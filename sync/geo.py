@@ -27,6 +27,8 @@ from fractions import Fraction
 
 import geohash
 
+from foundation.errors import InvalidValueError
+
 EARTH_RADIUS_M = 6_371_008.8
 CELL_PRECISION = 5
 MAX_COVER_RADIUS_M = 10_000.0
@@ -44,9 +46,9 @@ _SLACK_DEG = 1e-7
 
 def _check_point(lat: float, lon: float) -> None:
     if not (math.isfinite(lat) and math.isfinite(lon)):
-        raise ValueError("coordinates must be finite")
+        raise InvalidValueError("coordinates must be finite")
     if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
-        raise ValueError("latitude must lie in [-90, 90] and longitude in [-180, 180]")
+        raise InvalidValueError("latitude must lie in [-90, 90] and longitude in [-180, 180]")
 
 
 def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -85,7 +87,7 @@ def cells_covering(lat: float, lon: float, radius_m: float) -> set[str]:
     """Every geohash-5 cell that a point within `radius_m` of (lat, lon) can lie in."""
     _check_point(lat, lon)
     if not math.isfinite(radius_m) or radius_m < 0 or radius_m > MAX_COVER_RADIUS_M:
-        raise ValueError(f"radius must be finite and in [0, {MAX_COVER_RADIUS_M:.0f}] m")
+        raise InvalidValueError(f"radius must be finite and in [0, {MAX_COVER_RADIUS_M:.0f}] m")
     angle = radius_m / EARTH_RADIUS_M  # radians of arc
     dlat = math.degrees(angle) * (1 + 1e-9) + _SLACK_DEG
     south, north = lat - dlat, lat + dlat

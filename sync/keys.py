@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pyrage import x25519
 
+from foundation.errors import KeyFormatError
 from sync.errors import KeyFileError
 
 
@@ -27,11 +28,11 @@ def b64url_encode(data: bytes) -> str:
 def b64url_decode(text: str) -> bytes:
     """Strict RFC 4648 §5 without padding: no '=', no '+', '/' or whitespace."""
     if not isinstance(text, str) or any(c in text for c in "=+/ \t\r\n"):
-        raise ValueError("not unpadded base64url")
+        raise KeyFormatError("not unpadded base64url")
     try:
         return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError) as exc:
-        raise ValueError("not unpadded base64url") from exc
+        raise KeyFormatError("not unpadded base64url") from exc
 
 
 def raw_public(key: Ed25519PublicKey) -> bytes:
@@ -46,17 +47,17 @@ def key_id(public_raw: bytes) -> str:
 def public_key_from_b64(text: str) -> Ed25519PublicKey:
     raw = b64url_decode(text)
     if len(raw) != 32:
-        raise ValueError("an Ed25519 public key is 32 bytes")
+        raise KeyFormatError("an Ed25519 public key is 32 bytes")
     return Ed25519PublicKey.from_public_bytes(raw)
 
 
 def parse_recipient(text: object) -> x25519.Recipient:
     if not isinstance(text, str) or not text.startswith("age1"):
-        raise ValueError("not an age X25519 recipient")
+        raise KeyFormatError("not an age X25519 recipient")
     try:
         return x25519.Recipient.from_str(text)
     except Exception as exc:  # pyrage raises its own RecipientError or ValueError
-        raise ValueError("not an age X25519 recipient") from exc
+        raise KeyFormatError("not an age X25519 recipient") from exc
 
 
 @dataclass(frozen=True)

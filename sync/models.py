@@ -77,6 +77,7 @@ class ConsentMethod(StrEnum):
     BUTTON = "button"
     APP = "app"
     CLI = "cli"
+    CONSOLE = "console"  # the owner's web console on the home network (device/console)
 
 
 @dataclass(frozen=True, slots=True)

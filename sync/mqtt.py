@@ -43,7 +43,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from foundation.errors import DoorbellError
+from foundation.errors import DoorbellError, MisuseError
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class MqttLink:
 
     def start(self) -> None:
         if self._client is not None:
-            raise RuntimeError("MqttLink already started")
+            raise MisuseError("MqttLink already started")
         host, port, tls = self._settings.endpoint()
         client = self._make_client(tls)
         self._client = client

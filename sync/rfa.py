@@ -66,11 +66,11 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from foundation.errors import TimeFormatError
+from foundation.errors import InvalidValueError, TimeFormatError
 from foundation.times import Window, parse_time
 from foundation.wire import MAX_MESSAGE_BYTES
 from sync.envelope import Envelope, parse_envelope, verify_envelope
-from sync.errors import EnvelopeError
+from sync.errors import EnvelopeError, EnvelopeFault
 from sync.geo import distance_m
 from sync.keys import key_id, parse_recipient, raw_public
 from sync.models import Agency, Area, Investigator, Rfa
@@ -177,14 +177,14 @@ class _Refuse(Exception):  # noqa: N818 - internal control flow, never escapes t
 
 
 def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+    raise InvalidValueError(f"{name} is not JSON")
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
-            raise ValueError("duplicate key")
+            raise InvalidValueError("duplicate key")
         out[key] = value
     return out
 
@@ -288,9 +288,9 @@ def verify_and_check(
     try:
         verified = verify_envelope(pre.envelope, {pre.envelope.kid: agency_key.public_key})
     except EnvelopeError as exc:
-        if exc.reason == "bad_signature":
+        if exc.reason is EnvelopeFault.BAD_SIGNATURE:
             return Rejected(RejectReason.BAD_SIGNATURE, verified=False, detail="bad signature")
-        if exc.reason == "unknown_key":
+        if exc.reason is EnvelopeFault.UNKNOWN_KEY:
             return Rejected(RejectReason.UNKNOWN_KEY, verified=False, detail="kid not trusted")
         # the signature held, but the payload is not a JSON object: logged as verified
         return Rejected(RejectReason.MALFORMED, verified=True, detail="payload is not an object")

@@ -13,8 +13,9 @@ import pytest
 
 from cloud import agency
 from cloud.agency import RfaInputError, RfaSpec, build_rfa, expiry_seconds, rfa_problems
-from cloud.args import parse_duration_ms
 from cloud.broker import BrokerError, BrokerUrl, Outgoing, publish_messages
+from foundation.arguments import parse_duration_ms
+from foundation.errors import InvalidValueError
 from foundation.times import Window, format_time, parse_time
 from sync import geo
 from sync.envelope import open_envelope
@@ -106,7 +107,7 @@ def test_expiry_seconds_round_up() -> None:
     assert expiry_seconds(NOW + 1500, NOW) == 2
     assert expiry_seconds(NOW + 7 * 86_400_000, NOW) == 7 * 86_400
     assert parse_duration_ms("7d") == 7 * 86_400_000
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidValueError):
         parse_duration_ms("7 days")
 
 

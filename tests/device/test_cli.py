@@ -119,9 +119,10 @@ def test_record_then_clip_round_trip_and_the_errors(config: Path, tmp_path: Path
     backwards = ctl(
         config, "clip", "--start", span["end"], "--end", span["start"], "--out", str(empty)
     )
-    assert backwards.returncode != 0 and not empty.exists()
+    assert backwards.returncode == 2 and "--start is after --end" in backwards.stderr
+    assert "Traceback" not in backwards.stderr and not empty.exists()
     bad_time = ctl(config, "clip", "--start", "yesterday", "--end", span["end"], "--out", "x")
-    assert bad_time.returncode == 1 and "RFC 3339" in bad_time.stderr
+    assert bad_time.returncode == 2 and "RFC 3339" in bad_time.stderr
 
     lock = BufferLock(config.parent / "var" / "buffer").acquire()
     try:
@@ -129,6 +130,29 @@ def test_record_then_clip_round_trip_and_the_errors(config: Path, tmp_path: Path
     finally:
         lock.release()
     assert refused.returncode == 1 and "another recorder" in refused.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["clip", "--out", "never.mp4"],
+        ["approve", "0b8e6c2e-3f0f-4b8e-9d3c-8e5a4f1d2c3b"],
+    ],
+)
+def test_start_after_end_is_a_usage_error_not_a_traceback(
+    config: Path, tmp_path: Path, command: list[str]
+) -> None:
+    # the installed console script, as a person runs it
+    doorbellctl = Path(sys.executable).parent / "doorbellctl"
+    result = subprocess.run(
+        [str(doorbellctl), "--config", str(config), *command,
+         "--start", "2026-11-28T10:00:10Z", "--end", "2026-11-28T10:00:00Z"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert f"{command[0]}: --start is after --end" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "never.mp4").exists()
+    assert result.stdout == ""
 
 
 def test_daemon_commands_without_a_daemon_say_so(config: Path) -> None:

@@ -7,6 +7,7 @@ import yaml
 
 from firmware_config import ConfigError, example_config_text, load_config, parse_config
 from firmware_config.schema import parse_size
+from foundation.errors import InvalidValueError
 from sync.keys import SigningKey
 
 MINIMAL = {
@@ -128,7 +129,7 @@ def test_sizes(text: object, size: int) -> None:
 
 @pytest.mark.parametrize("bad", ["8 parsecs", -1, True, "", None, 1.5])
 def test_bad_sizes(bad: object) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidValueError):
         parse_size(bad)
 
 

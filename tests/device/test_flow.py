@@ -243,6 +243,24 @@ def test_button_and_cli_make_the_same_decision_record(kit: Kit) -> None:
     assert not kit.outbox.has_job(c)
 
 
+def test_paused_requests_are_refused_by_the_opt_out_rule_across_restarts(kit: Kit) -> None:
+    waiting = str(uuid.uuid4())
+    kit.flow.handle_rfa(kit.rfa(rfa_id=waiting))
+    kit.flow.pause_requests(True)
+    kit = kit.reopen()
+    assert kit.flow.requests_paused
+    refused = str(uuid.uuid4())
+    out = kit.flow.handle_rfa(kit.rfa(rfa_id=refused))
+    assert (out.accepted, out.reason) == (False, "requests_off")
+    assert [p.rfa.id for p in kit.flow.pending()] == [waiting]  # the owner still decides it
+    assert kit.flow.decide_locally(waiting, approve=False, method=ConsentMethod.CONSOLE).accepted
+    kit.flow.pause_requests(False)
+    assert kit.flow.handle_rfa(kit.rfa(rfa_id=str(uuid.uuid4()))).accepted
+    events = [e for e, _ in kit.events()]
+    assert events.count("requests_paused") == 1 and events.count("requests_resumed") == 1
+    assert ("rfa_rejected", {"rfa_id": refused, "reason": "requests_off"}) in kit.events()
+
+
 def test_undecided_requests_expire_and_release_their_pins(kit: Kit) -> None:
     a, b = str(uuid.uuid4()), str(uuid.uuid4())
     kit.flow.handle_rfa(kit.rfa(rfa_id=a))  # decide_by = now + 72 h

@@ -23,6 +23,7 @@ from device.owner_channel import (
     shares_message,
 )
 from foundation.clock import FakeClock, SystemClock
+from foundation.errors import InvalidValueError
 from foundation.times import parse_time
 from sync.envelope import open_envelope
 from sync.keys import SigningKey, identity_file_text
@@ -277,7 +278,7 @@ def test_without_owner_recipients_nothing_is_published(device, caplog):
 
 
 def test_a_period_below_the_protocol_minimum_is_refused(device, owner):
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidValueError):
         make_channel(device, owner, FakeClock(T0), threading.Event(), publish=print,
                      pending=list, period=0.1)  # fmt: skip
 

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from foundation.errors import StampError
 from foundation.wire import STAMP_BLOCK as BLOCK
 from foundation.wire import read_capture_ms, stamp_cells
 from recorder.encoding import open_x264
@@ -48,14 +49,14 @@ def test_content_moves_between_frames():
 
 @pytest.mark.parametrize("bad", [-1, 1 << 48])
 def test_out_of_range_stamp_refused(bad):
-    with pytest.raises(ValueError):
+    with pytest.raises(StampError):
         draw_frame(bad, 320, 240, 0)
 
 
 def test_too_small_frame_refused():
-    with pytest.raises(ValueError):
+    with pytest.raises(StampError):
         draw_frame(0, 64, 32, 0)
-    with pytest.raises(ValueError):
+    with pytest.raises(StampError):
         read_capture_ms(np.zeros((32, 64), np.uint8))
 
 

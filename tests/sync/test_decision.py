@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from foundation.errors import MisuseError
 from foundation.times import Window, format_time
 from sync.decision import (
     DecisionAccepted,
@@ -268,7 +269,7 @@ def test_local_decision_refuses_expired_and_app() -> None:
         share_contact=True,
     )
     assert isinstance(d, DecisionRejected) and d.reason is D.EXPIRED
-    with pytest.raises(ValueError):
+    with pytest.raises(MisuseError):
         local_decision(
             RFA,
             approve=True,

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
+from foundation.errors import InvalidValueError
 from sync.geo import (
     EARTH_RADIUS_M,
     MAX_COVER_RADIUS_M,
@@ -73,13 +74,13 @@ def test_cell_of_matches_library_and_edges() -> None:
     ("lat", "lon"), [(91, 0), (-90.0001, 0), (0, 180.5), (0, -181), (math.nan, 0), (0, math.inf)]
 )
 def test_cell_of_refuses_impossible_points(lat: float, lon: float) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidValueError):
         cell_of(lat, lon)
 
 
 @pytest.mark.parametrize("radius", [-1.0, math.nan, math.inf, MAX_COVER_RADIUS_M + 1])
 def test_cells_covering_refuses_bad_radius(radius: float) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidValueError):
         cells_covering(0, 0, radius)
 
 

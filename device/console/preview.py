@@ -1,0 +1,230 @@
+"""What the owner sees of a requested window before deciding: a strip of thumbnails and
+short preview clips.
+
+Thumbnails come from keyframes alone: the buffer's index says where each keyframe's
+sample lies in its segment file, so one thumbnail is one `pread` and one intra-frame
+decode (no demuxer, no decoding of the frames in between), scaled down and encoded as
+JPEG by FFmpeg's own encoder through PyAV. A 12-hour window's strip is a few dozen such
+decodes. Preview clips are the very export that shares use (recorder/export.py,
+frame-exact), written to the runtime directory (tmpfs under systemd), a handful kept
+and the rest deleted; thumbnails are kept in memory. Nothing here writes to the SD card.
+
+Every time asked for is checked against the window it belongs to by the caller's
+window argument: a frame outside it is never read.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import logging
+import os
+import shutil
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from foundation.errors import NoFootageError, RecorderError
+from foundation.times import Window
+from recorder.buffer import FrameTable, Segment, connect_index, query_segments, query_tables
+from recorder.export import ClipInfo, export_clip, plan_parts
+
+logger = logging.getLogger(__name__)
+
+STRIP_THUMBNAILS = 48
+THUMB_WIDTH = 160
+THUMB_CACHE = 512
+CLIPS_KEPT = 4
+MAX_CLIP_MS = 10 * 60_000
+
+
+@dataclass(frozen=True, slots=True)
+class Footage:
+    frames: int
+    first_ms: int | None
+    last_ms: int | None
+
+
+def strip_points(window: Window, count: int) -> list[int]:
+    """`count` evenly spaced moments across `window`, each in the middle of its slice."""
+    if count <= 0:
+        return []
+    step = window.duration_ms / count
+    return [window.start_ms + int(step * (i + 0.5)) for i in range(count)]
+
+
+def keyframe_from(table: FrameTable, at_ms: int, window: Window) -> int | None:
+    """The capture time of the first keyframe at or after `at_ms` inside `window`."""
+    i = bisect.bisect_left(table.times, max(at_ms, window.start_ms))
+    while i < len(table):
+        t = table.times[i]
+        if t > window.end_ms:
+            return None
+        if table.key[i]:
+            return int(t)
+        i += 1
+    return None
+
+
+class Preview:
+    """Thumbnails and preview clips of the buffer at `buffer_root`."""
+
+    def __init__(self, buffer_root: Path, clip_dir: Path) -> None:
+        self._root = buffer_root
+        self._clip_dir = clip_dir
+        self._thumbs: OrderedDict[int, bytes] = OrderedDict()
+        self._clips: OrderedDict[tuple[int, int], ClipInfo] = OrderedDict()
+        self._lock = threading.Lock()
+        self._clip_lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._clip_lock:
+            self._clips.clear()
+            shutil.rmtree(self._clip_dir, ignore_errors=True)
+
+    # ---- the index ---------------------------------------------------------------------
+
+    def _segments(self, window: Window) -> list[Segment]:
+        try:
+            conn = connect_index(self._root, readonly=True)
+        except RecorderError:
+            return []
+        try:
+            return query_segments(conn, window)
+        finally:
+            conn.close()
+
+    def _tables(self, ids: list[int]) -> dict[int, FrameTable]:
+        conn = connect_index(self._root, readonly=True)
+        try:
+            return query_tables(conn, ids)
+        finally:
+            conn.close()
+
+    # ---- what a window holds -----------------------------------------------------------
+
+    def footage(self, window: Window) -> Footage:
+        """Exactly the frames a share of `window` would hold: the export's own plan
+        (which also leaves out footage that overlaps earlier footage in time)."""
+        segments = self._segments(window)
+        if not segments:
+            return Footage(0, None, None)
+        parts = plan_parts(window, segments, self._tables([s.id for s in segments]))
+        if not parts:
+            return Footage(0, None, None)
+        frames = sum(len(p.frames) for p in parts)
+        first = int(parts[0].table.times[parts[0].frames.start])
+        last = int(parts[-1].table.times[parts[-1].frames.stop - 1])
+        return Footage(frames, first, last)
+
+    # ---- thumbnails --------------------------------------------------------------------
+
+    def strip(self, window: Window, count: int = STRIP_THUMBNAILS) -> list[int]:
+        """Capture times of up to `count` keyframes spread across `window`, in order."""
+        segments = self._segments(window)
+        if not segments:
+            return []
+        starts = [s.start_ms for s in segments]
+        chosen: dict[int, Segment] = {}
+        wanted: list[tuple[int, Segment]] = []
+        for at in strip_points(window, count):
+            i = max(0, bisect.bisect_right(starts, at) - 1)
+            seg = segments[i]
+            if seg.end_ms < at and i + 1 < len(segments):
+                seg = segments[i + 1]  # a gap: the next footage after it
+            wanted.append((at, seg))
+            chosen[seg.id] = seg
+        tables = self._tables(list(chosen))
+        times: list[int] = []
+        for at, seg in wanted:
+            table = tables.get(seg.id)
+            if table is None:
+                continue
+            t = keyframe_from(table, at, window)
+            if t is not None and (not times or t > times[-1]):
+                times.append(t)
+        return times
+
+    def thumbnail(self, window: Window, at_ms: int) -> bytes | None:
+        """A JPEG of the keyframe captured at exactly `at_ms`, or None when there is no
+        such keyframe inside `window`."""
+        if not window.contains(at_ms):
+            return None
+        with self._lock:
+            cached = self._thumbs.get(at_ms)
+            if cached is not None:
+                self._thumbs.move_to_end(at_ms)
+                return cached
+        segments = self._segments(Window(at_ms, at_ms))
+        tables = self._tables([s.id for s in segments]) if segments else {}
+        for seg in segments:
+            table = tables.get(seg.id)
+            if table is None:
+                continue
+            i = bisect.bisect_left(table.times, at_ms)
+            if i < len(table) and table.times[i] == at_ms and table.key[i]:
+                jpeg = _decode_keyframe(self._root / seg.file, table, i)
+                with self._lock:
+                    self._thumbs[at_ms] = jpeg
+                    while len(self._thumbs) > THUMB_CACHE:
+                        self._thumbs.popitem(last=False)
+                return jpeg
+        return None
+
+    # ---- clips -------------------------------------------------------------------------
+
+    def clip(self, window: Window) -> ClipInfo:
+        """The frame-exact MP4 of `window` (made on demand, a few kept). Raises
+        NoFootageError when the window holds no frame."""
+        key = (window.start_ms, window.end_ms)
+        with self._clip_lock:
+            info = self._clips.get(key)
+            if info is not None and info.path.exists():
+                self._clips.move_to_end(key)
+                return info
+            self._clip_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            out = self._clip_dir / f"preview-{key[0]}-{key[1]}.mp4"
+            info = export_clip(self._root, window, out)
+            self._clips[key] = info
+            while len(self._clips) > CLIPS_KEPT:
+                _, old = self._clips.popitem(last=False)
+                with contextlib.suppress(OSError):
+                    old.path.unlink()
+            return info
+
+
+def _decode_keyframe(path: Path, table: FrameTable, index: int) -> bytes:
+    import av  # lazily, as the recorder does: PyAV is heavy to import
+
+    size = table.size[index]
+    packet = av.Packet(size)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        raise NoFootageError("that footage was just deleted (retention)") from None
+    try:
+        if os.preadv(fd, [memoryview(packet)], table.pos[index]) != size:
+            raise RecorderError(f"{path.name} is shorter than its index says")
+    finally:
+        os.close(fd)
+    decoder: Any = av.CodecContext.create("h264", "r")
+    decoder.extradata = table.extradata
+    decoder.thread_count = 1
+    frames = list(decoder.decode(packet)) + list(decoder.decode(None))
+    if not frames:
+        raise RecorderError(f"could not decode a keyframe of {path.name}")
+    frame = frames[0]
+    height = max(2, round(frame.height * THUMB_WIDTH / frame.width / 2) * 2)
+    small = frame.reformat(width=THUMB_WIDTH, height=height, format="yuvj420p")
+    encoder: Any = av.CodecContext.create("mjpeg", "w")
+    encoder.width, encoder.height = THUMB_WIDTH, height
+    encoder.pix_fmt = "yuvj420p"
+    encoder.time_base = Fraction(1, 1000)
+    small.pts = 0
+    encoder.options = {"qscale": "4"}
+    out = b"".join(bytes(p) for p in encoder.encode(small))
+    out += b"".join(bytes(p) for p in encoder.encode(None))
+    return out

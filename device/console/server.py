@@ -1,0 +1,541 @@
+"""The owner's console: an HTTPS web app on the home network (docs/console.md).
+
+Built on Starlette, served by uvicorn in a thread of the daemon's process. Why these:
+both are maintained and small, Starlette's routing, responses (FileResponse answers
+Range requests, which the browser's video player uses to seek) and thread pool for
+plain functions cover everything here without a framework's worth of dependencies,
+and uvicorn runs in a thread (it installs no signal handlers off the main thread), takes
+the stdlib `ssl` certificate and key directly and stops on a flag. The daemon already
+runs the same pair in its tests (the tus server). Blocking work (SQLite, decoding,
+exporting) is written as plain functions, which Starlette runs on its thread pool.
+
+What the console guarantees, whatever is asked of it:
+- every path but the sign-in page, its stylesheet and `/login` answers 401 without a
+  live session, before reading anything;
+- state-changing calls (POST) must carry an `Origin` naming this console, and every
+  request a `Host` that the certificate names (DNS rebinding gets nothing);
+- a strict Content-Security-Policy (scripts, styles, images and media from here only,
+  no inline script), no caching of answers, no referrer;
+- nothing of it goes to the broker: the console talks to the request flow, the outbox
+  and the buffer directly.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from device.console.auth import SESSION_TTL_MS, ConsoleAuth, Verdict
+from device.console.preview import MAX_CLIP_MS, Preview
+from device.console.tls import ConsoleCertificate
+from device.flow import RequestFlow
+from firmware_config.schema import Contact
+from foundation.clock import Clock
+from foundation.errors import DoorbellError, NoFootageError, TimeFormatError
+from foundation.times import Window, format_time, parse_time
+from sync.geo import distance_m
+from sync.models import ConsentMethod
+
+logger = logging.getLogger(__name__)
+
+COOKIE = "__Host-doorbell-session"
+MAX_BODY_BYTES = 16 * 1024
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "media-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; "
+    "base-uri 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    # same-origin, not no-referrer: under no-referrer Chrome sends `Origin: null` even on
+    # the sign-in form posted to its own page, which the Origin check must refuse.
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Strict-Transport-Security": "max-age=31536000",
+}
+STATIC = files("device.console") / "static"
+
+
+@dataclass(frozen=True)
+class ConsoleParts:
+    """What the console works with, handed over by the composition root."""
+
+    flow: RequestFlow
+    preview: Preview
+    auth: ConsoleAuth
+    shares: Callable[[], list[dict[str, Any]]]
+    control: Callable[[dict[str, Any]], dict[str, Any]]  # retry / cancel, as the CLI does
+    audit_path: Path
+    audit_key: Ed25519PublicKey
+    device_lat: float
+    device_lon: float
+    contact: Contact
+    clock: Clock
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _json(data: Any, status: int = 200) -> JSONResponse:
+    return JSONResponse(data, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+def _host_of(netloc: str) -> str:
+    """The host part of a Host header or an origin's netloc, lower case, no brackets."""
+    parsed = urlsplit("//" + netloc)
+    return (parsed.hostname or "").lower()
+
+
+class Console:
+    """The web app itself (a Starlette app in `.app`), without the listener."""
+
+    def __init__(self, parts: ConsoleParts, *, hosts: frozenset[str], port: int) -> None:
+        self.parts = parts
+        self._hosts = hosts
+        self._port = port
+        routes = [
+            Route("/", self.index),
+            Route("/login", self.login_page, methods=["GET"]),
+            Route("/login", self.login, methods=["POST"]),
+            Route("/logout", self.logout, methods=["POST"]),
+            Route("/api/pending", self.api(self.pending)),
+            Route("/api/requests/{rfa_id}", self.api(self.request_detail)),
+            Route("/api/requests/{rfa_id}/footage", self.api(self.footage)),
+            Route("/api/requests/{rfa_id}/thumbnails", self.api(self.thumbnails)),
+            Route("/api/requests/{rfa_id}/thumbnails/{at_ms:int}", self.api(self.thumbnail)),
+            Route("/api/requests/{rfa_id}/clip", self.api(self.clip)),
+            Route("/api/requests/{rfa_id}/decision", self.api(self.decision), methods=["POST"]),
+            Route("/api/shares", self.api(self.shares)),
+            Route("/api/shares/{rfa_id}/cancel", self.api(self.share_cancel), methods=["POST"]),
+            Route("/api/shares/{rfa_id}/retry", self.api(self.share_retry), methods=["POST"]),
+            Route("/api/audit", self.api(self.audit)),
+            Route("/api/requests-paused", self.api(self.paused), methods=["GET", "POST"]),
+            Route("/api/{rest:path}", self.api(self.not_found), methods=["GET", "POST"]),
+            Mount("/static", app=StaticFiles(directory=str(STATIC))),
+        ]
+        self.app = Starlette(routes=routes)
+        self.app.add_middleware(_Guard, console=self)
+
+    # ---- checks ------------------------------------------------------------------------
+
+    def host_allowed(self, host_header: str) -> bool:
+        return _host_of(host_header) in self._hosts
+
+    def origin_allowed(self, origin: str | None) -> bool:
+        if not origin:
+            return False
+        parts = urlsplit(origin)
+        try:
+            port = parts.port or 443
+        except ValueError:
+            return False
+        return (
+            parts.scheme == "https"
+            and (parts.hostname or "").lower() in self._hosts
+            and port == self._port
+        )
+
+    def session_of(self, request: Request) -> Any:
+        return self.parts.auth.session(
+            request.cookies.get(COOKIE), now_ms=self.parts.clock.wall_ms()
+        )
+
+    def api(self, handler: Callable[..., Any]) -> Callable[[Request], Any]:
+        """An API endpoint: session first (401 and nothing else without one), then the
+        handler on the thread pool; ApiError and bad input become a JSON error."""
+
+        async def endpoint(request: Request) -> Response:
+            if await run_in_threadpool(self.session_of, request) is None:
+                return _json({"error": "sign in first"}, 401)
+            body: Any = None
+            if request.method == "POST":
+                raw = await _read_body(request)
+                if raw:
+                    try:
+                        body = json.loads(raw)
+                    except ValueError:
+                        return _json({"error": "the body is not JSON"}, 400)
+            try:
+                result = await run_in_threadpool(handler, request, body)
+            except ApiError as exc:
+                return _json({"error": exc.message}, exc.status)
+            except (TimeFormatError, ValueError) as exc:
+                return _json({"error": str(exc)}, 400)
+            except DoorbellError as exc:
+                logger.warning("console: %s", exc)
+                return _json({"error": str(exc)}, 409)
+            return result if isinstance(result, Response) else _json(result)
+
+        return endpoint
+
+    # ---- pages -------------------------------------------------------------------------
+
+    async def index(self, request: Request) -> Response:
+        if await run_in_threadpool(self.session_of, request) is None:
+            return self._login_response(status=401)
+        return FileResponse(str(STATIC / "index.html"), headers={"Cache-Control": "no-store"})
+
+    async def login_page(self, request: Request) -> Response:
+        return self._login_response()
+
+    def _login_response(self, message: str = "", status: int = 200) -> HTMLResponse:
+        page = (STATIC / "login.html").read_text(encoding="utf-8")
+        note = f'<p class="error" role="alert">{html.escape(message)}</p>' if message else ""
+        return HTMLResponse(
+            page.replace("<!--message-->", note),
+            status_code=status,
+            headers={"Cache-Control": "no-store"},
+        )
+
+    async def login(self, request: Request) -> Response:
+        raw = await _read_body(request)
+        # A one-field urlencoded form: the stdlib parses it, no multipart library needed.
+        fields = parse_qs(raw.decode("utf-8", "replace"), max_num_fields=4)
+        code = (fields.get("code") or [""])[0]
+        client = request.headers.get("user-agent", "")
+        verdict, session = await run_in_threadpool(
+            lambda: self.parts.auth.sign_in(code, now_ms=self.parts.clock.wall_ms(), client=client)
+        )
+        if session is None:
+            message = {
+                Verdict.LOCKED: "Too many wrong codes: code entry is locked for a minute.",
+                Verdict.EXPIRED: "That code has expired: ask the device for a new one.",
+                Verdict.USED: "That code was already used: ask the device for a new one.",
+            }.get(verdict, "That code is not right.")
+            return self._login_response(message, status=429 if verdict is Verdict.LOCKED else 401)
+        logger.info("console: a new session %s signed in", session.id)
+        response = RedirectResponse("/", status_code=303)
+        response.set_cookie(
+            COOKIE,
+            session.token,
+            max_age=SESSION_TTL_MS // 1000,
+            path="/",
+            secure=True,
+            httponly=True,
+            samesite="strict",
+        )
+        return response
+
+    async def logout(self, request: Request) -> Response:
+        info = await run_in_threadpool(self.session_of, request)
+        if info is None:
+            return _json({"error": "sign in first"}, 401)
+        now = self.parts.clock.wall_ms()
+        await run_in_threadpool(lambda: self.parts.auth.revoke(info.id, now_ms=now))
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="strict")
+        return response
+
+    # ---- the API (plain functions, run on the thread pool) -----------------------------
+
+    def not_found(self, request: Request, body: Any) -> Any:
+        raise ApiError(404, "no such API path")
+
+    def pending(self, request: Request, body: Any) -> Any:
+        entries = self.parts.flow.pending_entries()
+        for entry in entries:
+            entry["agency_id"] = entry["agency"]["id"]
+        return {"requests": entries, "requests_paused": self.parts.flow.requests_paused}
+
+    def _pending(self, rfa_id: str) -> Any:
+        for p in self.parts.flow.pending():
+            if p.rfa.id == rfa_id:
+                return p
+        raise ApiError(404, "no such pending request")
+
+    def _window(self, request: Request, rfa_window: Window) -> Window:
+        """The part of the request's window asked for (all of it by default); a part
+        reaching outside the request's window is refused."""
+        start = request.query_params.get("start")
+        end = request.query_params.get("end")
+        if start is None and end is None:
+            return rfa_window
+        if start is None or end is None:
+            raise ApiError(400, "give both start and end, or neither")
+        s, e = parse_time(start), parse_time(end)
+        if s > e:
+            raise ApiError(400, "start is after end")
+        if s < rfa_window.start_ms or e > rfa_window.end_ms:
+            raise ApiError(403, "that is outside the request's window")
+        return Window(s, e)
+
+    def request_detail(self, request: Request, body: Any) -> Any:
+        rfa_id = request.path_params["rfa_id"]
+        pending = self._pending(rfa_id)
+        entry = next((e for e in self.parts.flow.pending_entries() if e["id"] == rfa_id), None)
+        if entry is None:
+            raise ApiError(404, "no such pending request")
+        area = pending.rfa.area
+        entry["agency_id"] = entry["agency"]["id"]
+        entry["key_id"] = pending.rfa.kid
+        entry["camera"] = {
+            "distance_m": round(
+                distance_m(area.lat, area.lon, self.parts.device_lat, self.parts.device_lon), 1
+            ),
+            "east_m": round(distance_m(area.lat, area.lon, area.lat, self.parts.device_lon), 1)
+            * (1 if self.parts.device_lon >= area.lon else -1),
+            "north_m": round(distance_m(area.lat, area.lon, self.parts.device_lat, area.lon), 1)
+            * (1 if self.parts.device_lat >= area.lat else -1),
+        }
+        contact = self.parts.contact
+        entry["named_share_sends"] = {
+            "name": contact.name is not None,
+            "email": contact.email is not None,
+            "address": contact.address is not None,
+            "position": True,
+            "device_id": True,
+        }
+        return entry
+
+    def footage(self, request: Request, body: Any) -> Any:
+        pending = self._pending(request.path_params["rfa_id"])
+        window = self._window(request, pending.rfa.window)
+        found = self.parts.preview.footage(window)
+        duration = 0.0
+        if found.first_ms is not None and found.last_ms is not None:
+            duration = (found.last_ms - found.first_ms) / 1000
+        return {
+            "window": window.to_json(),
+            "frames": found.frames,
+            "duration_seconds": duration,
+            "first_frame_at": None if found.first_ms is None else format_time(found.first_ms),
+            "last_frame_at": None if found.last_ms is None else format_time(found.last_ms),
+        }
+
+    def thumbnails(self, request: Request, body: Any) -> Any:
+        rfa_id = request.path_params["rfa_id"]
+        pending = self._pending(rfa_id)
+        times = self.parts.preview.strip(pending.rfa.window)
+        return {
+            "window": pending.rfa.window.to_json(),
+            "thumbnails": [
+                {"at": format_time(t), "src": f"/api/requests/{rfa_id}/thumbnails/{t}"}
+                for t in times
+            ],
+        }
+
+    def thumbnail(self, request: Request, body: Any) -> Any:
+        pending = self._pending(request.path_params["rfa_id"])
+        jpeg = self.parts.preview.thumbnail(pending.rfa.window, request.path_params["at_ms"])
+        if jpeg is None:
+            raise ApiError(404, "no keyframe at that time inside the request's window")
+        return Response(
+            jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"}
+        )
+
+    def clip(self, request: Request, body: Any) -> Any:
+        pending = self._pending(request.path_params["rfa_id"])
+        if "start" not in request.query_params or "end" not in request.query_params:
+            raise ApiError(400, "give start and end")
+        window = self._window(request, pending.rfa.window)
+        if window.duration_ms > MAX_CLIP_MS:
+            raise ApiError(400, f"a preview clip is at most {MAX_CLIP_MS // 60_000} minutes")
+        try:
+            info = self.parts.preview.clip(window)
+        except NoFootageError as exc:
+            raise ApiError(404, str(exc)) from None
+        return FileResponse(
+            str(info.path),
+            media_type="video/mp4",
+            headers={
+                "Cache-Control": "no-store",
+                "X-First-Frame-At": format_time(info.first_frame_ms),
+            },
+        )
+
+    def decision(self, request: Request, body: Any) -> Any:
+        rfa_id = request.path_params["rfa_id"]
+        if not isinstance(body, dict) or set(body) - {"decision", "share_contact", "window"}:
+            raise ApiError(400, 'expected {"decision", "share_contact", "window"}')
+        choice = body.get("decision")
+        if choice not in ("approve", "deny"):
+            raise ApiError(400, 'decision is "approve" or "deny"')
+        share_contact = body.get("share_contact", False)
+        if not isinstance(share_contact, bool):
+            raise ApiError(400, "share_contact is true or false")
+        window = None
+        raw = body.get("window")
+        if raw is not None:
+            if not isinstance(raw, dict) or set(raw) != {"start", "end"}:
+                raise ApiError(400, 'window is {"start", "end"}')
+            window = Window(parse_time(raw["start"]), parse_time(raw["end"]))
+        outcome = self.parts.flow.decide_locally(
+            rfa_id,
+            approve=choice == "approve",
+            method=ConsentMethod.CONSOLE,
+            window=window,
+            share_contact=share_contact if choice == "approve" else None,
+        )
+        if not outcome.accepted:
+            status = 404 if outcome.reason == "not_pending" else 409
+            return _json({"error": f"{outcome.reason}: {outcome.detail}".rstrip(": ")}, status)
+        return {"ok": True, "outcome": outcome.reason, "rfa_id": rfa_id}
+
+    def shares(self, request: Request, body: Any) -> Any:
+        return {"shares": self.parts.shares()}
+
+    def _share_command(self, cmd: str, request: Request) -> Any:
+        reply = self.parts.control({"cmd": cmd, "rfa_id": request.path_params["rfa_id"]})
+        if not reply.get("ok"):
+            raise ApiError(409, str(reply.get("error", "refused")))
+        return {"ok": True, "message": reply.get("message", "")}
+
+    def share_cancel(self, request: Request, body: Any) -> Any:
+        return self._share_command("cancel", request)
+
+    def share_retry(self, request: Request, body: Any) -> Any:
+        return self._share_command("retry", request)
+
+    def audit(self, request: Request, body: Any) -> Any:
+        from device.audit import read_audit, verify_audit
+
+        report = verify_audit(self.parts.audit_path, self.parts.audit_key)
+        entries = read_audit(self.parts.audit_path)[-500:]
+        return {
+            "verification": {
+                "ok": report.ok,
+                "entries": report.entries,
+                "first_broken": report.first_broken,
+                "problem": report.problem,
+            },
+            "entries": [
+                {"seq": e.seq, "at": e.at, "event": e.event, "fields": e.fields}
+                for e in reversed(entries)
+            ],
+        }
+
+    def paused(self, request: Request, body: Any) -> Any:
+        if request.method == "POST":
+            if not isinstance(body, dict) or not isinstance(body.get("paused"), bool):
+                raise ApiError(400, 'expected {"paused": true | false}')
+            self.parts.flow.pause_requests(body["paused"])
+        return {"paused": self.parts.flow.requests_paused}
+
+
+async def _read_body(request: Request) -> bytes:
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise ApiError(413, "the body is too large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class _Guard:
+    """Checks every request before routing: the Host must be one the certificate
+    names, a POST must come from this console's own origin; adds the security headers
+    to every answer."""
+
+    def __init__(self, app: Any, console: Console) -> None:
+        self.app = app
+        self.console = console
+
+    async def __call__(self, scope: Mapping[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        refusal: Response | None = None
+        if not self.console.host_allowed(headers.get("host", "")):
+            refusal = _json({"error": "unknown host name"}, 421)
+        elif scope["method"] not in ("GET", "HEAD", "POST"):
+            refusal = _json({"error": "method not allowed"}, 405)
+        elif scope["method"] == "POST" and not self.console.origin_allowed(headers.get("origin")):
+            refusal = _json({"error": "the request did not come from this console"}, 403)
+
+        async def send_with_headers(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                extra = [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+                message = dict(message, headers=list(message.get("headers", [])) + extra)
+            await send(message)
+
+        if refusal is not None:
+            await refusal(scope, receive, send_with_headers)  # type: ignore[arg-type]
+            return
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except ApiError as exc:  # a body over the limit, raised while reading it
+            await _json({"error": exc.message}, exc.status)(scope, receive, send_with_headers)  # type: ignore[arg-type]
+
+
+class ConsoleServer:
+    """The HTTPS listener: uvicorn in a thread, stopped through its exit flag."""
+
+    def __init__(
+        self, console: Console, certificate: ConsoleCertificate, *, host: str, port: int
+    ) -> None:
+        import uvicorn
+
+        self.console = console
+        self.certificate = certificate
+        self.host, self.port = host, port
+        config = uvicorn.Config(
+            console.app,
+            host=host,
+            port=port,
+            ssl_certfile=str(certificate.cert_file),
+            ssl_keyfile=str(certificate.key_file),
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            server_header=False,
+            proxy_headers=False,
+            timeout_graceful_shutdown=3,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        from device.console.tls import host_names
+
+        host = self.host
+        if host in ("0.0.0.0", "::", ""):  # noqa: S104 - a name, not a bind
+            host = host_names()[0]
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"https://{host}:{self.port}/"
+
+    def start(self, timeout_s: float = 15.0) -> None:
+        self._thread = threading.Thread(target=self._server.run, name="console", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self._server.started:
+            if not self._thread.is_alive():
+                raise DoorbellError(
+                    f"the console could not listen on {self.host}:{self.port} (see the log)"
+                )
+            if time.monotonic() > deadline:
+                raise DoorbellError("the console did not start in time")
+            time.sleep(0.02)
+        logger.info("console listening at %s", self.url)
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)

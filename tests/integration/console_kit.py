@@ -1,0 +1,114 @@
+"""The console's test world: the whole doorbell world (real broker, real tus server, the
+daemon as a child process) with the console listening on a free loopback port, and an
+HTTPS client that trusts exactly the device's own certificate."""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from cloud.loopback import MosquittoBroker, TusServer, free_port
+from foundation.times import Window
+from tests.fixtures.daemon import World, make_world, now_ms, start_and_pair, wait_for
+
+
+def console_world(root: Path, broker: MosquittoBroker, uploads: TusServer) -> World:
+    port = free_port()
+    world = make_world(root, broker, uploads, extra={"console": {"listen": f"127.0.0.1:{port}"}})
+    start_and_pair(world)
+    wait_for(world.buffer_span, 30, "footage in the buffer")
+    return world
+
+
+@pytest.fixture
+def cworld(tmp_path: Path, mosquitto: MosquittoBroker, tus_server: TusServer) -> Iterator[World]:
+    made = console_world(tmp_path, mosquitto, tus_server)
+    try:
+        yield made
+    finally:
+        made.daemon.stop()
+
+
+def console_code(world: World) -> dict[str, Any]:
+    return dict(json.loads(world.daemon.ctl("console-code", "--json").stdout))
+
+
+def cert_path(world: World) -> Path:
+    return world.setup.root / "var" / "state" / "console-cert.pem"
+
+
+class _PinnedAdapter(requests.adapters.HTTPAdapter):
+    """Trusts the device's self-signed certificate as its own anchor (OpenSSL wants a
+    CA otherwise), with host name checking on: the certificate names 127.0.0.1."""
+
+    def __init__(self, cafile: Path) -> None:
+        self._context = ssl.create_default_context(cafile=str(cafile))
+        self._context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["ssl_context"] = self._context
+        super().init_poolmanager(*args, **kwargs)
+
+
+def trusting_session(world: World) -> requests.Session:
+    session = requests.Session()
+    session.mount("https://", _PinnedAdapter(cert_path(world)))
+    return session
+
+
+class ConsoleHttp:
+    """A client of the console as a browser on the home network would be, minus the
+    page: cookies kept, the device's certificate trusted, Origin set on POSTs."""
+
+    def __init__(self, world: World, *, origin: str | None = "own") -> None:
+        self.base = console_code(world)["url"].rstrip("/")
+        self.session = trusting_session(world)
+        self.origin = self.base if origin == "own" else origin
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.session.get(self.base + path, allow_redirects=False, timeout=30, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> requests.Response:
+        headers = dict(kwargs.pop("headers", {}))
+        if self.origin is not None:
+            headers.setdefault("Origin", self.origin)
+        return self.session.post(
+            self.base + path, headers=headers, allow_redirects=False, timeout=60, **kwargs
+        )
+
+    def sign_in(self, code: str) -> requests.Response:
+        return self.post("/login", data={"code": code})
+
+
+def signed_in(world: World) -> ConsoleHttp:
+    client = ConsoleHttp(world)
+    reply = client.sign_in(console_code(world)["code"])
+    assert reply.status_code == 303, reply.text
+    return client
+
+
+def recent_window(world: World, seconds: float = 6.0) -> Window:
+    """A window of footage the buffer holds now."""
+    span = wait_for(
+        lambda: (s := world.buffer_span()) and s[1] - s[0] >= seconds * 1000 and s,
+        60,
+        "enough footage",
+    )
+    return Window(span[1] - int(seconds * 1000), span[1])
+
+
+def publish_pending(world: World, window: Window, **changes: Any) -> str:
+    rfa = world.rfa(window, **changes)
+    world.publish(rfa)
+    wait_for(lambda: rfa.id in world.pending_ids(), 30, "the request pending")
+    return rfa.id
+
+
+__all__ = ["ConsoleHttp", "cworld", "now_ms"]

@@ -1,0 +1,262 @@
+"""The console's HTTPS API against the real daemon: what it refuses (no session, a
+reused or expired code, the lockout, a forged Origin, a revoked cookie, plain HTTP,
+clips outside the request's window) and that nothing it holds goes out without a
+session."""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+
+import pytest
+import requests
+
+from foundation.times import Window, format_time
+from tests.integration.console_kit import (
+    ConsoleHttp,
+    console_code,
+    cworld,  # noqa: F401 - a fixture
+    publish_pending,
+    recent_window,
+    signed_in,
+    trusting_session,
+)
+
+pytestmark = pytest.mark.xdist_group("console")
+
+API_GETS = [
+    "/",
+    "/api/pending",
+    "/api/requests/{id}",
+    "/api/requests/{id}/footage",
+    "/api/requests/{id}/thumbnails",
+    "/api/requests/{id}/thumbnails/{t}",
+    "/api/requests/{id}/clip?start={s}&end={e}",
+    "/api/shares",
+    "/api/audit",
+    "/api/requests-paused",
+    "/api/nothing-here",
+]
+API_POSTS = [
+    "/api/requests/{id}/decision",
+    "/api/shares/{id}/cancel",
+    "/api/shares/{id}/retry",
+    "/api/requests-paused",
+    "/logout",
+]
+
+
+def _paths(paths: list[str], rfa_id: str, window: Window) -> list[str]:
+    s, e = format_time(window.start_ms), format_time(window.end_ms)
+    return [p.format(id=rfa_id, t=window.start_ms, s=s, e=e) for p in paths]
+
+
+def test_every_path_refuses_without_a_session_and_sends_nothing(cworld) -> None:  # noqa: F811
+    window = recent_window(cworld)
+    rfa_id = publish_pending(cworld, window, description="SECRET-DESCRIPTION")
+    anonymous = ConsoleHttp(cworld)
+    for path in _paths(API_GETS, rfa_id, window):
+        reply = anonymous.get(path)
+        assert reply.status_code == 401, path
+        assert b"SECRET-DESCRIPTION" not in reply.content and rfa_id.encode() not in reply.content
+        assert not reply.headers.get("content-type", "").startswith(("video", "image"))
+    for path in _paths(API_POSTS, rfa_id, window):
+        reply = anonymous.post(path, json={"decision": "approve", "paused": True})
+        assert reply.status_code == 401, path
+    # and nothing changed
+    assert rfa_id in cworld.pending_ids()
+    client = signed_in(cworld)
+    assert client.get("/api/requests-paused").json() == {"paused": False}
+    # the sign-in page and its stylesheet are the exceptions
+    assert anonymous.get("/login").status_code == 200
+    assert anonymous.get("/static/style.css").status_code == 200
+
+
+def test_a_code_signs_in_once_and_the_session_answers(cworld) -> None:  # noqa: F811
+    window = recent_window(cworld)
+    rfa_id = publish_pending(cworld, window)
+    info = console_code(cworld)
+    assert set(info) == {"code", "url", "fingerprint", "expires_at"}
+    client = ConsoleHttp(cworld)
+    reply = client.sign_in(info["code"])
+    assert reply.status_code == 303
+    cookie = reply.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "Secure" in cookie and "SameSite=strict" in cookie
+    assert "Max-Age=2592000" in cookie
+    pending = client.get("/api/pending").json()
+    entry = next(r for r in pending["requests"] if r["id"] == rfa_id)
+    assert {"id", "agency_id", "case_number", "window", "decide_by"} <= set(entry)
+    assert entry["agency_id"] == "sfpd"
+    # the same code again, from another client: refused
+    again = ConsoleHttp(cworld).sign_in(info["code"])
+    assert again.status_code == 401 and "already used" in again.text
+    csp = client.get("/").headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+
+
+def test_the_fingerprint_is_the_sha256_of_the_certificate_served(cworld) -> None:  # noqa: F811
+    import hashlib
+
+    info = console_code(cworld)
+    port = int(info["url"].rsplit(":", 1)[1].strip("/"))
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        context.wrap_socket(raw) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None and hashlib.sha256(der).hexdigest() == info["fingerprint"]
+    status = json.loads(cworld.daemon.ctl("status", "--json").stdout)
+    assert status["console"]["fingerprint"] == info["fingerprint"]
+
+
+def test_plain_http_on_the_port_gets_nothing(cworld) -> None:  # noqa: F811
+    window = recent_window(cworld)
+    publish_pending(cworld, window, description="SECRET-DESCRIPTION")
+    url = console_code(cworld)["url"]
+    port = int(url.rsplit(":", 1)[1].strip("/"))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET /api/pending HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        sock.settimeout(10)
+        received = b""
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except (ConnectionResetError, TimeoutError):
+            pass
+    assert b"SECRET" not in received and b"HTTP/1.1 200" not in received
+
+
+def test_an_expired_code_is_refused(cworld) -> None:  # noqa: F811
+    from device.console.auth import CODE_TTL_MS
+    from foundation.times import parse_time
+
+    info = console_code(cworld)
+    assert parse_time(info["expires_at"]) - _now() <= CODE_TTL_MS + 1000
+    _expire_codes(cworld)
+    reply = ConsoleHttp(cworld).sign_in(info["code"])
+    assert reply.status_code == 401 and "expired" in reply.text
+
+
+def _now() -> int:
+    import time
+
+    return time.time_ns() // 1_000_000
+
+
+def _expire_codes(world) -> None:  # noqa: ANN001
+    """Age every stored code by 11 minutes, in the device's own code store (the code's
+    lifetime is the store's rule; the test moves the stored time instead of waiting)."""
+    import sqlite3
+
+    db = world.setup.root / "var" / "state" / "console.db"
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("UPDATE codes SET expires_ms = expires_ms - 660000")
+    conn.close()
+
+
+def test_five_wrong_codes_lock_code_entry(cworld) -> None:  # noqa: F811
+    good = console_code(cworld)["code"]
+    client = ConsoleHttp(cworld)
+    wrong = "00000000" if good != "00000000" else "11111111"
+    for _ in range(5):
+        assert client.sign_in(wrong).status_code == 401
+    locked = client.sign_in(good)
+    assert locked.status_code == 429 and "locked" in locked.text
+    assert client.get("/api/pending").status_code == 401
+
+
+def test_a_forged_origin_changes_nothing(cworld) -> None:  # noqa: F811
+    window = recent_window(cworld)
+    rfa_id = publish_pending(cworld, window)
+    client = signed_in(cworld)
+    for origin in ("https://evil.example", "http://127.0.0.1", None, "null"):
+        client.origin = origin
+        reply = client.post(f"/api/requests/{rfa_id}/decision", json={"decision": "deny"})
+        assert reply.status_code == 403, origin
+        assert client.post("/api/requests-paused", json={"paused": True}).status_code == 403
+    assert rfa_id in cworld.pending_ids()
+    client.origin = client.base
+    assert client.get("/api/requests-paused").json() == {"paused": False}
+    # a code typed into another site's form is refused too (login CSRF)
+    other = ConsoleHttp(cworld, origin="https://evil.example")
+    assert other.sign_in(console_code(cworld)["code"]).status_code == 403
+
+
+def test_an_unknown_host_name_gets_nothing(cworld) -> None:  # noqa: F811
+    client = signed_in(cworld)
+    reply = client.get("/api/pending", headers={"Host": "rebound.example:1234"})
+    assert reply.status_code == 421
+
+
+def test_a_stolen_cookie_is_useless_after_revocation(cworld) -> None:  # noqa: F811
+    client = signed_in(cworld)
+    assert client.get("/api/pending").status_code == 200
+    thief = trusting_session(cworld)
+    thief.cookies.update(client.session.cookies)
+    assert thief.get(client.base + "/api/pending", timeout=10).status_code == 200
+    sessions = json.loads(cworld.daemon.ctl("console-sessions", "--json").stdout)
+    assert len(sessions) == 1
+    cworld.daemon.ctl("console-sessions", "--revoke", sessions[0]["id"])
+    assert thief.get(client.base + "/api/pending", timeout=10).status_code == 401
+    assert client.get("/api/pending").status_code == 401
+    assert json.loads(cworld.daemon.ctl("console-sessions", "--json").stdout) == []
+
+
+def test_a_clip_outside_the_request_window_gives_nothing(cworld) -> None:  # noqa: F811
+    window = recent_window(cworld, seconds=8)
+    inner = Window(window.start_ms + 2000, window.end_ms - 2000)
+    rfa_id = publish_pending(cworld, inner)
+    client = signed_in(cworld)
+
+    def clip(start: int, end: int) -> requests.Response:
+        return client.get(
+            f"/api/requests/{rfa_id}/clip",
+            params={"start": format_time(start), "end": format_time(end)},
+        )
+
+    for start, end in [
+        (window.start_ms, inner.end_ms),  # starts before
+        (inner.start_ms, window.end_ms),  # ends after
+        (window.start_ms, inner.start_ms - 1),  # wholly before
+    ]:
+        reply = clip(start, end)
+        assert 400 <= reply.status_code < 500
+        assert reply.headers["content-type"].startswith("application/json")
+        assert b"ftyp" not in reply.content and b"mdat" not in reply.content
+    # a thumbnail outside the window, even at a real keyframe, is refused
+    assert client.get(f"/api/requests/{rfa_id}/thumbnails/{window.start_ms}").status_code == 404
+    ok = clip(inner.start_ms, inner.start_ms + 2000)
+    assert ok.status_code == 200 and ok.headers["content-type"] == "video/mp4"
+    assert b"ftyp" in ok.content[:64]
+
+
+def test_a_decision_with_bad_fields_is_refused(cworld) -> None:  # noqa: F811
+    window = recent_window(cworld)
+    rfa_id = publish_pending(cworld, window)
+    client = signed_in(cworld)
+    for body in (
+        {"decision": "maybe"},
+        {"decision": "approve", "share_contact": "yes"},
+        {"decision": "approve", "window": {"start": "yesterday", "end": "today"}},
+        {"decision": "approve", "extra": 1},
+        [1, 2],
+    ):
+        reply = client.post(f"/api/requests/{rfa_id}/decision", json=body)
+        assert reply.status_code == 400, body
+    wider = {"start": format_time(window.start_ms - 60_000), "end": format_time(window.end_ms)}
+    reply = client.post(
+        f"/api/requests/{rfa_id}/decision", json={"decision": "approve", "window": wider}
+    )
+    assert reply.status_code == 409
+    assert rfa_id in cworld.pending_ids()
+    too_big = client.post(
+        f"/api/requests/{rfa_id}/decision",
+        data=b"{" + b" " * 70_000 + b"}",
+        headers={"Content-Type": "application/json"},
+    )
+    assert too_big.status_code == 413

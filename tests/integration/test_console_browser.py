@@ -1,0 +1,254 @@
+"""The console in a real browser (Debian's Chromium, driven by Playwright) against the
+real daemon, broker and tus server: sign in with a code, see a published request, scrub
+the strip, play a moment, narrow, approve anonymously and verify what the agency
+received; decline; pause. And: whatever an agency writes in a request is shown as text."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from typing import Any
+
+import pyrage
+import pytest
+
+from cloud.verify import verify_share
+from foundation.times import Window, format_time, parse_time
+from sync.envelope import parse_envelope
+from sync.keys import load_identity, load_signing_key
+from tests.fixtures.daemon import World, wait_for
+from tests.integration.console_kit import (
+    console_code,
+    cworld,  # noqa: F401 - a fixture
+    publish_pending,
+    recent_window,
+)
+
+pytestmark = pytest.mark.xdist_group("console")
+
+CHROMIUM = "/usr/bin/chromium"
+HOSTILE = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>&amp;"\''
+SHORT_HOSTILE = "<b>1</b><script>window.__pwned=3</script>&amp;\"'"  # case numbers: 64 chars
+ESCAPES = "\x1b[31mred\x1b[0m \x07 \u202e reversed"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if shutil.which(CHROMIUM) is None:
+        pytest.skip("Debian's chromium is not installed (make test installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        launched = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    # The device's certificate is self-made: a person compares its fingerprint once;
+    # the test checks that fingerprint in test_console_api and lets the browser in.
+    context = browser.new_context(ignore_https_errors=True, viewport={"width": 390, "height": 844})
+    context.set_default_timeout(30_000)
+    opened = context.new_page()
+    dialogs: list[str] = []
+    opened.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    opened.dialogs = dialogs
+    try:
+        yield opened
+    finally:
+        context.close()
+
+
+def sign_in(page: Any, world: World) -> None:
+    info = console_code(world)
+    page.goto(info["url"])
+    page.get_by_label("Sign-in code").fill(info["code"])
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_selector("#pending-heading")
+
+
+def open_request(page: Any, rfa_id: str) -> None:
+    page.wait_for_selector(f'button[data-id="{rfa_id}"]').click()
+    page.wait_for_function(
+        "id => document.querySelector('#fields') && "
+        "document.querySelector('#fields').textContent.includes(id)",
+        arg=rfa_id,
+    )
+
+
+def confirm(page: Any) -> None:
+    page.wait_for_selector("#confirm[open]")
+    page.click("#confirm-yes")
+
+
+def test_sign_in_preview_narrow_approve_anonymously_and_the_share_verifies(
+    cworld: World,  # noqa: F811
+    page: Any,
+) -> None:
+    window = recent_window(cworld, seconds=10)
+    rfa_id = publish_pending(cworld, window)
+    sign_in(page, cworld)
+    page.wait_for_selector(f'button[data-id="{rfa_id}"]')
+    assert "2026-004512" in page.text_content("#pending-list")
+    open_request(page, rfa_id)
+    assert page.locator("#area circle.area").count() == 1
+    assert "m from its centre" in page.text_content("#area-caption")
+
+    # the strip: thumbnails across the window, real JPEGs decoded by the browser
+    page.wait_for_function(
+        "() => { const imgs = [...document.querySelectorAll('#strip img')];"
+        " return imgs.length > 2 && imgs.every(i => i.complete && i.naturalWidth > 0); }"
+    )
+    buttons = page.locator("#strip button")
+    times = [parse_time(buttons.nth(i).get_attribute("data-at")) for i in range(buttons.count())]
+    assert times == sorted(times) and all(window.contains(t) for t in times)
+
+    # scrub along the strip with the keyboard, then play a moment
+    buttons.nth(0).focus()
+    page.keyboard.press("Tab")
+    chosen = buttons.nth(buttons.count() // 2)
+    chosen.click()
+    page.wait_for_function(
+        "() => { const v = document.querySelector('#player');"
+        " return v.readyState >= 2 && v.currentTime > 0 && v.videoWidth > 0; }"
+    )
+    assert page.eval_on_selector("#player", "v => v.videoWidth") == 320
+    assert chosen.get_attribute("aria-pressed") == "true"
+
+    # narrow: type a start and end inside the window
+    narrow = Window(window.start_ms + 2000, window.start_ms + 6000)
+    page.fill("#start-time", format_time(narrow.start_ms))
+    page.dispatch_event("#start-time", "change")
+    page.fill("#end-time", format_time(narrow.end_ms))
+    page.dispatch_event("#end-time", "change")
+    page.wait_for_function(
+        "t => document.querySelector('#summary').textContent.includes(t)",
+        arg=format_time(narrow.start_ms) + " to " + format_time(narrow.end_ms),
+    )
+    summary = page.text_content("#summary")
+    assert "anonymously" in summary
+    frames = int(summary.split("Will send ")[1].split(" frames")[0])
+    assert 45 <= frames <= 75  # 4 s at 15 fps, give or take the edges
+    assert "no name" in page.text_content("#learns")
+    page.check("input[value=named]")
+    assert "name, email and address" in page.text_content("#learns")
+    page.check("input[value=anonymous]")
+
+    # approve, with a confirmation step
+    page.click("#approve")
+    assert "anonymously" in page.text_content("#confirm-text")
+    confirm(page)
+    page.wait_for_function(
+        "() => document.querySelector('#decision-status').textContent.includes('Approved')"
+    )
+    share = cworld.wait_share(rfa_id)
+    assert share["state"] == "done"
+    manifest = cworld.uploads.upload_of("manifest")
+    clip = cworld.uploads.upload_of("clip")
+    identity = load_identity(cworld.agency_dir / "agency-age.txt")
+    report = verify_share(
+        manifest.path,
+        clip.path,
+        identity=identity,
+        agency_keys=[load_signing_key(cworld.agency_dir / "agency-signing.pem").public],
+        owner_keys=[cworld.owner.signing_key().public],
+    )
+    assert report.ok, report.render()
+    assert report.anonymous is True and report.window_approved == narrow
+    assert report.frames == frames, (
+        report.frames,
+        frames,
+        report.first_frame_ms,
+        report.last_frame_ms,
+    )
+    doc = json.loads(
+        parse_envelope(pyrage.decrypt(manifest.path.read_bytes(), [identity])).payload_text
+    )
+    assert doc["consent"]["method"] == "console" and doc["contact"] is None
+    assert "device_id" not in manifest.metadata
+    # the page follows the share to its receipt
+    page.wait_for_function(
+        "id => { const li = document.querySelector(`#shares-list li[data-id='${id}']`);"
+        " return li && li.dataset.state === 'done' && li.textContent.includes('SHA-256'); }",
+        arg=rfa_id,
+    )
+    assert share["manifest_sha256"] in page.text_content("#shares-list")
+    assert page.dialogs == []
+
+
+def test_decline_and_pause_from_the_browser(cworld: World, page: Any) -> None:  # noqa: F811
+    window = recent_window(cworld)
+    rfa_id = publish_pending(cworld, window)
+    sign_in(page, cworld)
+    open_request(page, rfa_id)
+    page.click("#deny")
+    page.click("#confirm-no")  # going back changes nothing
+    assert rfa_id in cworld.pending_ids()
+    page.click("#deny")
+    confirm(page)
+    page.wait_for_function(
+        "() => document.querySelector('#decision-status').textContent.includes('Declined')"
+    )
+    assert rfa_id not in cworld.pending_ids()
+    assert cworld.share(rfa_id) is None and cworld.uploads.uploads() == []
+
+    # pause: the banner shows, and a new request is refused by the opt-out rule
+    assert page.is_hidden("#paused-banner")
+    page.click("#pause")
+    confirm(page)
+    page.wait_for_selector("#paused-banner", state="visible")
+    refused = cworld.rfa(window)
+    cworld.publish(refused)
+    page.click("#audit-load")
+
+    def rejected() -> bool:
+        page.click("#audit-load")
+        page.wait_for_function("() => !document.querySelector('#audit-table').hidden")
+        return "requests_off" in page.text_content("#audit-table")
+
+    wait_for(rejected, 30, "the paused request refused")
+    assert refused.id not in cworld.pending_ids()
+    assert "Verified" in page.text_content("#audit-result")
+    # the pause outlives the page and the daemon's answer says so
+    page.reload()
+    page.wait_for_selector("#paused-banner", state="visible")
+    page.click("#pause")
+    confirm(page)
+    page.wait_for_selector("#paused-banner", state="hidden")
+    page.click("#audit-load")
+    page.wait_for_function(
+        "() => document.querySelector('#audit-table').textContent.includes('requests_resumed')"
+    )
+    audit = page.text_content("#audit-table")
+    assert "decision" in audit and "console" in audit
+
+
+def test_every_request_field_renders_as_text(cworld: World, page: Any) -> None:  # noqa: F811
+    window = recent_window(cworld)
+    rfa_id = publish_pending(
+        cworld,
+        window,
+        agency_name=HOSTILE + ESCAPES,
+        case_number=SHORT_HOSTILE,
+        investigator_name=HOSTILE + ESCAPES,
+        email=HOSTILE,
+        phone=ESCAPES,
+        description=HOSTILE + "\n" + ESCAPES,
+    )
+    sign_in(page, cworld)
+    open_request(page, rfa_id)
+    fields = page.eval_on_selector_all("#fields dd", "dds => dds.map(d => d.textContent)")
+    assert HOSTILE + ESCAPES in fields  # agency name and investigator, exactly as sent
+    assert HOSTILE in fields and ESCAPES in fields and SHORT_HOSTILE in fields
+    assert HOSTILE + "\n" + ESCAPES in fields
+    assert page.locator("#fields img, #fields script, #pending-list img").count() == 0
+    assert HOSTILE in page.text_content("#pending-list")
+    assert page.evaluate("() => window.__pwned") is None
+    assert page.dialogs == []
+    # and the API hands the same characters back as JSON strings
+    reply = page.evaluate("id => fetch('/api/requests/' + id).then(r => r.text())", rfa_id)
+    assert json.loads(reply)["description"] == HOSTILE + "\n" + ESCAPES
