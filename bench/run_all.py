@@ -17,6 +17,7 @@ BENCHMARKS = {
     "flood": ["bench.flood"],
     "upload": ["bench.upload"],
     "share": ["bench.share"],
+    "console": ["bench.console"],
 }
 QUICK = {
     "export": ["--minutes", "4", "--window-minutes", "2"],
@@ -24,6 +25,7 @@ QUICK = {
     "flood": ["--messages", "4000"],
     "upload": ["--mb", "128"],
     "share": ["--minutes", "5", "--rss-mb", "256"],
+    "console": ["--base-minutes", "1", "--hours", "12", "--window-hours", "4", "--runs", "2"],
 }
 
 

@@ -76,6 +76,9 @@ class Preview:
         self._root = buffer_root
         self._clip_dir = clip_dir
         self._thumbs: OrderedDict[int, bytes] = OrderedDict()
+        # Where the keyframes that strip() named lie, so their thumbnails need no query
+        # of the index (a point query over 72 hours of rows costs more than the decode).
+        self._where: OrderedDict[int, tuple[str, FrameTable, int]] = OrderedDict()
         self._clips: OrderedDict[tuple[int, int], ClipInfo] = OrderedDict()
         self._lock = threading.Lock()
         self._clip_lock = threading.Lock()
@@ -146,6 +149,10 @@ class Preview:
             t = keyframe_from(table, at, window)
             if t is not None and (not times or t > times[-1]):
                 times.append(t)
+                with self._lock:
+                    self._where[t] = (seg.file, table, bisect.bisect_left(table.times, t))
+                    while len(self._where) > THUMB_CACHE:
+                        self._where.popitem(last=False)
         return times
 
     def thumbnail(self, window: Window, at_ms: int) -> bytes | None:
@@ -158,6 +165,20 @@ class Preview:
             if cached is not None:
                 self._thumbs.move_to_end(at_ms)
                 return cached
+            where = self._where.get(at_ms)
+        if where is None:
+            where = self._find_keyframe(at_ms)
+            if where is None:
+                return None
+        name, table, i = where
+        jpeg = _decode_keyframe(self._root / name, table, i)
+        with self._lock:
+            self._thumbs[at_ms] = jpeg
+            while len(self._thumbs) > THUMB_CACHE:
+                self._thumbs.popitem(last=False)
+        return jpeg
+
+    def _find_keyframe(self, at_ms: int) -> tuple[str, FrameTable, int] | None:
         segments = self._segments(Window(at_ms, at_ms))
         tables = self._tables([s.id for s in segments]) if segments else {}
         for seg in segments:
@@ -166,12 +187,7 @@ class Preview:
                 continue
             i = bisect.bisect_left(table.times, at_ms)
             if i < len(table) and table.times[i] == at_ms and table.key[i]:
-                jpeg = _decode_keyframe(self._root / seg.file, table, i)
-                with self._lock:
-                    self._thumbs[at_ms] = jpeg
-                    while len(self._thumbs) > THUMB_CACHE:
-                        self._thumbs.popitem(last=False)
-                return jpeg
+                return seg.file, table, i
         return None
 
     # ---- clips -------------------------------------------------------------------------

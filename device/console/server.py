@@ -525,6 +525,7 @@ class ConsoleServer:
         self._thread = threading.Thread(target=self._server.run, name="console", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + timeout_s
+        pause = threading.Event()  # never set: a wait that no signal cuts short
         while not self._server.started:
             if not self._thread.is_alive():
                 raise DoorbellError(
@@ -532,7 +533,7 @@ class ConsoleServer:
                 )
             if time.monotonic() > deadline:
                 raise DoorbellError("the console did not start in time")
-            time.sleep(0.02)
+            pause.wait(0.02)
         logger.info("console listening at %s", self.url)
 
     def stop(self) -> None:

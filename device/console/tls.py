@@ -19,6 +19,7 @@ import ipaddress
 import logging
 import socket
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,7 +138,7 @@ def console_certificate(
     cert_file: Path | None,
     key_file: Path | None,
     *,
-    extra_hosts: list[str] = (),  # type: ignore[assignment]
+    extra_hosts: Sequence[str] = (),
 ) -> ConsoleCertificate:
     """The owner's certificate when configured, else the device's own (made on first
     start, and again when it no longer names the device's names and addresses)."""

@@ -260,3 +260,47 @@ def test_a_decision_with_bad_fields_is_refused(cworld) -> None:  # noqa: F811
         headers={"Content-Type": "application/json"},
     )
     assert too_big.status_code == 413
+
+
+def test_shares_are_listed_and_refuse_what_cannot_be_done(cworld) -> None:  # noqa: F811
+    window = recent_window(cworld)
+    rfa_id = publish_pending(cworld, window)
+    client = signed_in(cworld)
+    assert client.get("/api/shares").json() == {"shares": []}
+    assert client.post(f"/api/shares/{rfa_id}/retry", json={}).status_code == 409
+    assert client.post(f"/api/shares/{rfa_id}/cancel", json={}).status_code == 409
+    reply = client.post(
+        f"/api/requests/{rfa_id}/decision", json={"decision": "approve", "share_contact": True}
+    )
+    assert reply.json() == {"ok": True, "outcome": "approved", "rfa_id": rfa_id}
+    cworld.wait_share(rfa_id)
+    [share] = client.get("/api/shares").json()["shares"]
+    assert share["rfa_id"] == rfa_id and share["state"] == "done" and share["manifest_sha256"]
+    assert client.post(f"/api/shares/{rfa_id}/retry", json={}).status_code == 409
+    # a decided request is not pending: no detail, no footage, no second decision
+    assert client.get(f"/api/requests/{rfa_id}").status_code == 404
+    assert client.get(f"/api/requests/{rfa_id}/thumbnails").status_code == 404
+    again = client.post(f"/api/requests/{rfa_id}/decision", json={"decision": "deny"})
+    assert again.status_code == 404
+    audit = client.get("/api/audit").json()
+    assert audit["verification"]["ok"] is True
+    decision = next(e for e in audit["entries"] if e["event"] == "decision")
+    assert decision["fields"]["method"] == "console" and decision["fields"]["rfa_id"] == rfa_id
+
+
+def test_the_cli_prints_code_url_and_fingerprint(cworld) -> None:  # noqa: F811
+    out = cworld.daemon.ctl("console-code").stdout
+    info = console_code(cworld)
+    assert info["url"] in out and "SHA-256" in out
+    fingerprint = info["fingerprint"].upper()
+    assert ":".join(fingerprint[i : i + 2] for i in range(0, 64, 2)) in out
+    assert "No one is signed in" in cworld.daemon.ctl("console-sessions").stdout
+    gone = cworld.daemon.ctl("console-sessions", "--revoke", "nosuchid", check=False)
+    assert gone.returncode == 1 and "no live session" in gone.stderr
+    assert "Traceback" not in gone.stderr
+
+
+def test_console_commands_say_when_the_console_is_off(world) -> None:
+    result = world.daemon.ctl("console-code", check=False)
+    assert result.returncode == 1 and "console is off" in result.stderr
+    assert "console" not in json.loads(world.daemon.ctl("status", "--json").stdout)
