@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from device.audit_verify import AuditEntry, AuditReport
+from foundation.display import shown
 
 
 def _describe(value: Any) -> str:
@@ -25,10 +26,10 @@ def render_audit_table(entries: Iterable[AuditEntry]) -> str:
         rows.append(
             (
                 str(entry.seq),
-                entry.at,
-                entry.event,
-                _describe(entry.fields.get("rfa_id")),
-                details,
+                shown(entry.at),
+                shown(entry.event),
+                shown(_describe(entry.fields.get("rfa_id"))),
+                shown(details),
             )
         )
     if len(rows) == 1:
