@@ -5,10 +5,10 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-DEB_PACKAGES := mosquitto mosquitto-clients age ffmpeg openssl shellcheck chromium chromium-driver
+DEB_PACKAGES := mosquitto mosquitto-clients age ffmpeg openssl shellcheck chromium chromium-driver debootstrap
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint typecheck unit bench deps venv clean
+.PHONY: demo test lint typecheck unit distro pi-smoke bench deps venv clean
 
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \
@@ -39,7 +39,20 @@ typecheck: venv
 unit: deps venv
 	$(BIN)/pytest -q -n 2 --dist loadgroup
 
-test: deps venv lint typecheck unit
+# The Pi path: the recorder, export, share and daemon tests in Debian 13 and 12 user
+# spaces (debootstrap, cached in $$DOORBELL_ROOTFS_CACHE or /var/cache/doorbell-rootfs)
+# with the distribution's Python, PyAV and numpy, the venv made by systemd/venv.sh.
+distro: deps
+	$(SUDO) bash tests/distro/run.sh trixie
+	$(SUDO) bash tests/distro/run.sh bookworm
+
+test: deps venv lint typecheck unit distro
+
+# The same on arm64 as on the Pi (Debian 13 under qemu-user-static; slow, not in `test`).
+pi-smoke: deps
+	@dpkg-query -W -f='$${Status}' qemu-user-static 2>/dev/null | grep -q "ok installed" || \
+	  { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq qemu-user-static; }
+	$(SUDO) bash tests/distro/pi_smoke.sh
 
 demo: deps venv
 	$(BIN)/python -m cloud.demo

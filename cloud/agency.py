@@ -22,12 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyrage
 from pyrage import x25519
 
-from cloud.broker import BrokerError, Outgoing, publish_messages
+from cloud.broker import Outgoing, publish_messages
 from foundation import wire
-from foundation.arguments import ArgumentParser, duration_arg, time_arg
-from foundation.errors import DoorbellError
+from foundation.arguments import duration_arg, time_arg
+from foundation.cli import EXIT_CODES_EPILOG, ExitCode, ToolParser, run_tool
+from foundation.errors import DoorbellError, UsageError
 from foundation.times import Window, format_time
 from sync import geo
 from sync.envelope import make_envelope
@@ -351,6 +353,7 @@ def _cmd_rfa(args: argparse.Namespace, say: _Printer, now_ms: int) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace, say: _Printer) -> int:
+    from cloud.tus_storage import StoredShare, find_shares
     from cloud.verify import verify_share
 
     identity = load_identity(Path(args.identity))
@@ -358,25 +361,58 @@ def _cmd_verify(args: argparse.Namespace, say: _Printer) -> int:
     if args.key:
         agency_keys.append(load_signing_key(Path(args.key)).public)
     if not agency_keys:
-        raise DoorbellError("give the agency's signing key (--key FILE or --trust-key B64)")
+        raise UsageError("give the agency's signing key (--key FILE or --trust-key B64)")
     owner_keys = [public_key_from_b64(text) for text in args.owner_key or ()]
-    report = verify_share(
-        Path(args.manifest),
-        Path(args.clip),
-        identity=identity,
-        agency_keys=agency_keys,
-        owner_keys=owner_keys,
-        stamps=not args.no_stamps,
-    )
-    say(report.render())
-    return 0 if report.ok else 1
+    if args.storage is not None:
+        if args.objects:
+            raise UsageError("give --storage DIR or the two objects, not both")
+        shares = find_shares(Path(args.storage), args.rfa)
+    elif len(args.objects) == 2:
+        manifest, clip = _manifest_first(Path(args.objects[0]), Path(args.objects[1]), identity)
+        shares = [StoredShare(rfa_id="", manifest=manifest, clip=clip)]
+    else:
+        raise UsageError("give the share's two objects (in any order), or --storage DIR")
+    all_ok = True
+    for share in shares:
+        if share.rfa_id:
+            say(f"share of request {share.rfa_id}: {share.manifest.name}, {share.clip.name}")
+        report = verify_share(
+            share.manifest,
+            share.clip,
+            identity=identity,
+            agency_keys=agency_keys,
+            owner_keys=owner_keys,
+            stamps=not args.no_stamps,
+        )
+        say(report.render())
+        all_ok = all_ok and report.ok
+    return ExitCode.OK if all_ok else ExitCode.REFUSED
+
+
+def _manifest_first(a: Path, b: Path, identity: x25519.Identity) -> tuple[Path, Path]:
+    """Which of two received objects is the manifest: tus servers name them at random.
+    The smaller is decrypted (a manifest is at most MAX_MANIFEST_BYTES): an MP4 file
+    has its `ftyp` box at byte 4, a manifest envelope is JSON. When neither can be told
+    (it does not decrypt), the order given stands and the verification says why."""
+    from cloud.verify import MAX_MANIFEST_BYTES
+
+    small, large = sorted((a, b), key=lambda p: p.stat().st_size)
+    if small.stat().st_size > MAX_MANIFEST_BYTES:
+        return a, b
+    try:
+        head = bytes(pyrage.decrypt(small.read_bytes(), [identity]))[:8]
+    except Exception:  # pyrage.DecryptError and malformed headers: the report says so
+        return a, b
+    return (large, small) if head[4:8] == b"ftyp" else (small, large)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(
-        prog="doorbell-agency", description="An agency's reference tool for the doorbell protocol."
+    parser = ToolParser(
+        prog="doorbell-agency",
+        description="An agency's reference tool for the doorbell protocol.",
+        epilog=EXIT_CODES_EPILOG,
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     kg = sub.add_parser("keygen", help="make the agency's signing key and age identity")
     kg.add_argument("--out", required=True, help="directory for the key files")
@@ -384,22 +420,24 @@ def _parser() -> argparse.ArgumentParser:
 
     rfa = sub.add_parser("rfa", help="build, sign and publish a Request for Assistance")
     rfa.add_argument("--key", required=True, help="the agency's signing key (from keygen)")
-    rfa.add_argument("--agency-id")
-    rfa.add_argument("--agency-name", required=True)
+    rfa.add_argument("--agency-id", help="the agency's id (default: the one keygen remembered)")
+    rfa.add_argument("--agency-name", required=True, help="shown to the owner")
     rfa.add_argument("--case", required=True, help="case number")
-    rfa.add_argument("--investigator-name", required=True)
-    rfa.add_argument("--email")
-    rfa.add_argument("--phone")
-    rfa.add_argument("--description", required=True)
-    rfa.add_argument("--lat", type=float, required=True)
-    rfa.add_argument("--lon", type=float, required=True)
-    rfa.add_argument("--radius-m", type=float, required=True)
+    rfa.add_argument("--investigator-name", required=True, help="shown to the owner")
+    rfa.add_argument("--email", help="the investigator's email, shown to the owner")
+    rfa.add_argument("--phone", help="the investigator's phone, shown to the owner")
+    rfa.add_argument("--description", required=True, help="what happened, for the owner")
+    rfa.add_argument("--lat", type=float, required=True, help="area centre, degrees")
+    rfa.add_argument("--lon", type=float, required=True, help="area centre, degrees")
+    rfa.add_argument("--radius-m", type=float, required=True, help="area radius, at most 805")
     rfa.add_argument("--start", type=time_arg, required=True, help="RFC 3339 UTC")
     rfa.add_argument("--end", type=time_arg, required=True, help="RFC 3339 UTC")
     rfa.add_argument("--expires", type=time_arg, help="RFC 3339 UTC")
-    rfa.add_argument("--expires-in", type=duration_arg, help="e.g. 7d (default 7d)")
+    rfa.add_argument("--expires-in", type=duration_arg, help="e.g. 7d (default: 7d)")
     rfa.add_argument("--recipient", help="age recipient (default: the keygen directory's)")
-    rfa.add_argument("--upload-url", required=True)
+    rfa.add_argument(
+        "--upload-url", required=True, help="the agency's tus server (https://.../files/)"
+    )
     rfa.add_argument("--publish", metavar="MQTT_URL", help="mqtt://host:port")
     rfa.add_argument("--out", help="also write the signed envelope to this file")
     rfa.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the broker")
@@ -417,30 +455,43 @@ def _parser() -> argparse.ArgumentParser:
         "--owner-key", action="append", help="owner public key (base64url) to check the decision"
     )
     ver.add_argument("--no-stamps", action="store_true", help="real camera: no time stamps")
-    ver.add_argument("manifest", help="{rfa_id}.manifest.json.age")
-    ver.add_argument("clip", help="{rfa_id}.mp4.age")
+    ver.add_argument(
+        "--storage",
+        metavar="DIR",
+        help="the tus server's storage folder: find each share's manifest and clip there "
+        "by their Upload-Metadata (tuspyserver's and tusd's .info files)",
+    )
+    ver.add_argument("--rfa", metavar="RFA_ID", help="with --storage: only this request's share")
+    ver.add_argument(
+        "objects",
+        nargs="*",
+        metavar="OBJECT",
+        help="the share's two received objects, the manifest and the clip, in any order",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None, *, now_ms: int | None = None) -> int:
     import time
 
-    args = _parser().parse_args(argv)
-    say = _Printer()
-    now = now_ms if now_ms is not None else time.time_ns() // 1_000_000
-    try:
-        if args.command == "keygen":
-            return _cmd_keygen(args, say)
-        if args.command == "rfa":
-            return _cmd_rfa(args, say, now)
-        return _cmd_verify(args, say)
-    except RfaInputError as exc:
-        for problem in exc.problems:
-            print(f"doorbell-agency: {problem}", file=sys.stderr)
-        return 2
-    except (DoorbellError, BrokerError, ValueError, OSError) as exc:
-        print(f"doorbell-agency: error: {exc}", file=sys.stderr)
-        return 1
+    def body() -> int:
+        args = _parser().parse_args(argv)
+        say = _Printer()
+        now = now_ms if now_ms is not None else time.time_ns() // 1_000_000
+        try:
+            if args.command == "keygen":
+                return _cmd_keygen(args, say)
+            if args.command == "rfa":
+                return _cmd_rfa(args, say, now)
+            return _cmd_verify(args, say)
+        except RfaInputError as exc:
+            for problem in exc.problems:
+                print(f"doorbell-agency: {problem}", file=sys.stderr)
+            return ExitCode.USAGE
+        except ValueError as exc:  # a key or file that does not parse
+            raise DoorbellError(str(exc)) from exc
+
+    return run_tool("doorbell-agency", body)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from foundation.errors import DoorbellError
+from foundation.errors import UnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 MAX_INBOUND_BYTES = 1024 * 1024
 
 
-class BrokerError(DoorbellError):
+class BrokerError(UnavailableError):
     """The broker could not be reached, refused us, or did not acknowledge in time."""
 
 

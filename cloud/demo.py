@@ -9,16 +9,26 @@ agency's verification passed.
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from types import FrameType
 
-from cloud.loopback import DaemonProcess, DeviceSetup, MosquittoBroker, TusServer, free_port
+from cloud.loopback import (
+    DaemonProcess,
+    DeviceSetup,
+    MosquittoBroker,
+    TusServer,
+    free_port,
+    script,
+)
+from foundation.cli import ExitCode, ToolParser
 from foundation.errors import DoorbellError
 from foundation.times import format_time
 
@@ -38,16 +48,24 @@ class Story:
     def step(self, title: str) -> None:
         self.step_no += 1
         elapsed = time.monotonic() - self.started
-        print(f"\n{self._c(BOLD, f'[{self.step_no}] {title}')}  {self._c(DIM, f'+{elapsed:.0f}s')}")
+        print(
+            f"\n{self._c(BOLD, f'[{self.step_no}] {title}')}  {self._c(DIM, f'+{elapsed:.0f}s')}",
+            flush=True,
+        )
 
     def say(self, text: str) -> None:
-        print(f"    {text}")
+        print(f"    {text}", flush=True)
 
-    def run(self, *args: str, stdin: str | None = None, show: bool = True) -> str:
-        shown = " ".join(a if len(a) < 60 else a[:57] + "..." for a in args)
-        print(f"    {self._c(DIM, '$ ' + shown)}")
+    def show_command(self, name: str, *args: str) -> None:
+        """The command as a person types it (the installed name, `--opt=value` so that a
+        value starting with `-`, like one base64url key in 64, is never an option)."""
+        shown = " ".join([name, *(a if len(a) < 60 else a[:57] + "..." for a in args)])
+        print(f"    {self._c(DIM, '$ ' + shown)}", flush=True)
+
+    def run(self, name: str, *args: str, stdin: str | None = None, show: bool = True) -> str:
+        self.show_command(name, *args)
         result = subprocess.run(
-            [sys.executable, "-m", *args],
+            [*script(name), *args],
             input=stdin,
             capture_output=True,
             text=True,
@@ -55,7 +73,7 @@ class Story:
         )
         if result.returncode != 0:
             raise DoorbellError(
-                f"{args[0]} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+                f"{name} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
             )
         if show:
             for line in result.stdout.rstrip().splitlines():
@@ -63,50 +81,84 @@ class Story:
         return result.stdout
 
 
+class _Stopped(Exception):
+    """SIGTERM or SIGHUP: unwind like Ctrl-C so that everything started is stopped."""
+
+
+def _raise_stopped(signum: int, _frame: FrameType | None) -> None:
+    raise _Stopped(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="doorbell-demo", description=__doc__.splitlines()[0])
+    parser = ToolParser(prog="doorbell-demo", description=__doc__.splitlines()[0])
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
-    parser.add_argument("--footage-seconds", type=float, default=14.0)
+    parser.add_argument(
+        "--footage-seconds",
+        type=float,
+        default=14.0,
+        help="how long the camera films before the request",
+    )
     args = parser.parse_args(argv)
+    if args.footage_seconds < 8:
+        parser.error("--footage-seconds: at least 8 (the request asks for part of it)")
     root = Path(tempfile.mkdtemp(prefix="doorbell-demo-"))
     story = Story(root, color=sys.stdout.isatty())
-    broker = MosquittoBroker(root / "broker")
-    uploads = TusServer(root / "agency-uploads")
-    daemon: DaemonProcess | None = None
-    try:
-        ok, daemon = _tell(story, broker, uploads, args.footage_seconds)
-    except (DoorbellError, subprocess.TimeoutExpired) as exc:
-        print(f"\n{story._c(RED, 'demo failed:')} {exc}")
-        if daemon is not None:
-            print("doorbelld's log, last lines:\n" + daemon.log_tail())
-        ok = False
-    finally:
-        if daemon is not None:
-            daemon.stop()
-        uploads.stop()
-        broker.stop()
-        if args.keep:
-            print(f"\nworking directory kept: {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
-    return 0 if ok else 1
+    ok = False
+    code = ExitCode.REFUSED
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _raise_stopped)
+    # Whatever is started is pushed here at once, so that success, a failed step, Ctrl-C
+    # and SIGTERM all stop it, in reverse order.
+    with contextlib.ExitStack() as started:
+        started.callback(_cleanup_dir, root, keep=args.keep)
+        try:
+            ok = _tell(story, started, args.footage_seconds)
+            code = ExitCode.OK if ok else ExitCode.REFUSED
+        except (DoorbellError, RuntimeError, subprocess.TimeoutExpired) as exc:
+            print(f"\n{story._c(RED, 'demo failed:')} {exc}", flush=True)
+        except (KeyboardInterrupt, _Stopped) as exc:
+            print(f"\ndemo interrupted ({exc or 'SIGINT'}): stopping what it started", flush=True)
+            code = ExitCode.INTERRUPTED
+        finally:
+            # a second Ctrl-C must not cut the clean-up short and leave processes behind
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(signum, signal.SIG_IGN)
+    return code
 
 
-def _tell(
-    story: Story, broker: MosquittoBroker, uploads: TusServer, footage_s: float
-) -> tuple[bool, DaemonProcess | None]:
+def _cleanup_dir(root: Path, *, keep: bool) -> None:
+    if keep:
+        print(f"\nworking directory kept: {root}")
+    else:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _stop_daemon(daemon: DaemonProcess, story: Story) -> None:
+    if daemon.proc is not None and daemon.proc.poll() is not None and daemon.proc.returncode:
+        print("doorbelld's log, last lines:\n" + daemon.log_tail())
+    daemon.stop()
+
+
+def _tell(story: Story, started: contextlib.ExitStack, footage_s: float) -> bool:
     root = story.root
     story.step("Local services: an MQTT broker and the agency's tus upload server")
+    broker = MosquittoBroker(root / "broker")
+    uploads = TusServer(root / "agency-uploads")
     broker.root.mkdir(parents=True, exist_ok=True)
+    started.callback(broker.stop)
     broker.start()
+    started.callback(uploads.stop)
     uploads.start()
-    story.say(f"broker  {broker.url}")
+    story.say(f"broker  {broker.url}   (mosquitto)")
     story.say(f"uploads {uploads.url}")
+    story.show_command(
+        "doorbell-tus-server", f"--storage={uploads.storage}", f"--port={uploads.port}"
+    )
 
     story.step("Keys: the agency and the owner's phone app make theirs")
     agency_dir, owner_home = root / "agency", root / "owner-app"
-    story.run("cloud.agency", "keygen", "--out", str(agency_dir), "--agency-id", "sfpd")
-    story.run("cloud.owner", "--home", str(owner_home), "keygen")
+    story.run("doorbell-agency", "keygen", f"--out={agency_dir}", "--agency-id=sfpd")
+    story.run("doorbell-owner", f"--home={owner_home}", "keygen")
     agency_public = json.loads((agency_dir / "agency.json").read_text())
     owner_public = json.loads((owner_home / "owner.json").read_text())
 
@@ -128,29 +180,33 @@ def _tell(
     )
     config = setup.write()
     story.say(f"config {config} (the owner trusts agency 'sfpd' and enrolled the app's keys)")
+    story.run("doorbelld", f"--config={config}", "--check-config")
     daemon = DaemonProcess(config)
+    started.callback(_stop_daemon, daemon, story)
+    story.show_command("doorbelld", f"--config={config}", "--assume-clock-synchronized")
     daemon.start()
     t0 = int(time.time() * 1000)
     story.say(f"recording since {format_time(t0)}; letting the porch be filmed for a while")
     time.sleep(footage_s)
 
     story.step("Pairing: the owner's app pins the device's keys, read from the device itself")
-    pairing = daemon.ctl("status", "--json").stdout
-    story.run("cloud.owner", "--home", str(owner_home), "pair", "--from-json", "-", stdin=pairing)
+    story.show_command("doorbellctl", f"--config={config}", "pair")
+    pairing = daemon.ctl("pair").stdout
+    story.run("doorbell-owner", f"--home={owner_home}", "pair", "--from-json=-", stdin=pairing)
 
     story.step("The agency publishes a signed Request for Assistance")
     start, end = t0 + 1000, t0 + int(footage_s * 1000) - 2000
     out = story.run(
-        "cloud.agency", "rfa",
-        "--key", str(agency_dir / "agency-signing.pem"),
-        "--agency-id", "sfpd", "--agency-name", "San Francisco Police Department",
-        "--case", "2026-004512", "--investigator-name", "Det. A. Rivera",
-        "--email", "a.rivera@example.gov",
-        "--description", "Package theft from porches on Elm St.",
-        "--lat", "37.7752", "--lon", "-122.4190", "--radius-m", "800",
-        "--start", format_time(start), "--end", format_time(end), "--expires-in", "7d",
-        "--upload-url", uploads.url, "--allow-plain-http-loopback",
-        "--publish", broker.url,
+        "doorbell-agency", "rfa",
+        f"--key={agency_dir / 'agency-signing.pem'}",
+        "--agency-id=sfpd", "--agency-name=San Francisco Police Department",
+        "--case=2026-004512", "--investigator-name=Det. A. Rivera",
+        "--email=a.rivera@example.gov",
+        "--description=Package theft from porches on Elm St.",
+        "--lat=37.7752", "--lon=-122.4190", "--radius-m=800",
+        f"--start={format_time(start)}", f"--end={format_time(end)}", "--expires-in=7d",
+        f"--upload-url={uploads.url}", "--allow-plain-http-loopback",
+        f"--publish={broker.url}",
     )  # fmt: skip
     rfa_id = _rfa_id(out)
 
@@ -160,8 +216,8 @@ def _tell(
     deadline = time.monotonic() + 30
     while rfa_id not in watched and time.monotonic() < deadline:
         watched = story.run(
-            "cloud.owner", "--home", str(owner_home), "watch",
-            "--broker", broker.url, "--once", "--timeout", "15", show=False,
+            "doorbell-owner", f"--home={owner_home}", "watch",
+            f"--broker={broker.url}", "--once", "--timeout=15", show=False,
         )  # fmt: skip
     if rfa_id not in watched:
         raise DoorbellError("the owner's app never saw the request")
@@ -169,30 +225,30 @@ def _tell(
         print(f"      {line}")
 
     story.step("The owner approves a narrower window than asked (share less, never more)")
-    narrow_start, narrow_end = start + 2000, end - 3000
+    trim = (end - start) // 5  # a fifth off each end
+    narrow_start, narrow_end = start + trim, end - trim
     story.run(
-        "cloud.owner", "--home", str(owner_home), "decide", "--rfa", rfa_id, "approve",
-        "--start", format_time(narrow_start), "--end", format_time(narrow_end),
-        "--publish", broker.url,
+        "doorbell-owner", f"--home={owner_home}", "decide", f"--rfa={rfa_id}", "approve",
+        f"--start={format_time(narrow_start)}", f"--end={format_time(narrow_end)}",
+        f"--publish={broker.url}",
     )  # fmt: skip
 
     story.step("The doorbell cuts exactly that window, signs, encrypts and uploads it")
     share = _follow_upload(story, daemon, rfa_id)
     story.say(f"receipt: manifest sha256 {share.get('manifest_sha256')}")
 
-    story.step("The agency decrypts and verifies what it received")
-    manifest = uploads.upload_of("manifest").path
-    clip = uploads.upload_of("clip").path
-    verification = subprocess.run(
-        [
-            sys.executable, "-m", "cloud.agency", "verify",
-            "--identity", str(agency_dir / "agency-age.txt"),
-            "--key", str(agency_dir / "agency-signing.pem"),
-            "--owner-key", owner_public["public_key"],
-            str(manifest), str(clip),
-        ],
-        capture_output=True, text=True, timeout=120,
+    story.step("The agency finds the share's two uploads by their metadata, decrypts, verifies")
+    verify = (
+        "doorbell-agency", "verify",
+        f"--identity={agency_dir / 'agency-age.txt'}",
+        f"--key={agency_dir / 'agency-signing.pem'}",
+        f"--owner-key={owner_public['public_key']}",
+        f"--storage={uploads.storage}", f"--rfa={rfa_id}",
     )  # fmt: skip
+    story.show_command(*verify)
+    verification = subprocess.run(
+        [*script(verify[0]), *verify[1:]], capture_output=True, text=True, timeout=120
+    )
     for line in verification.stdout.rstrip().splitlines():
         print(f"      {line}")
     if verification.returncode != 0:
@@ -200,11 +256,19 @@ def _tell(
 
     story.step("On the device: the share's receipt and the audit log, hash-chained and signed")
     for args in (("shares",), ("audit",), ("audit", "--verify")):
-        print(f"    {story._c(DIM, '$ doorbellctl ' + ' '.join(args))}")
+        story.show_command("doorbellctl", f"--config={config}", *args)
         for line in daemon.ctl(*args).stdout.rstrip().splitlines():
             print(f"      {line}")
 
+    story.step("A starting template: the demo doorbell's config (docs/walkthrough.md explains it)")
+    for line in config.read_text().rstrip().splitlines():
+        print(f"      {line}")
+    story.say("For a real porch: your device id and location, a camera source, a storage dir,")
+    story.say("your broker's mqtts:// URL, and the agencies you trust; drop")
+    story.say("allow_plain_http_loopback. Start from firmware_config/doorbell.example.yaml.")
+
     story.step("The owner's console: open it in a browser on this machine")
+    story.show_command("doorbellctl", f"--config={config}", "console-code")
     console = json.loads(daemon.ctl("console-code", "--json").stdout)
     story.say(f"{console['url']}  sign-in code {console['code']} (one use, 10 minutes)")
     story.say(f"certificate SHA-256 {console['fingerprint']} (self-made: compare, then accept)")
@@ -214,9 +278,10 @@ def _tell(
     elapsed = time.monotonic() - story.started
     print(
         f"\n{story._c(GREEN, 'share verified')}: the agency holds exactly the approved window "
-        f"({elapsed:.0f} s)."
+        f"({elapsed:.0f} s).",
+        flush=True,
     )
-    return True, daemon
+    return True
 
 
 def _rfa_id(output: str) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import getpass
-import json
 import os
 import shutil
 import signal
@@ -24,6 +23,7 @@ from typing import Any
 import requests
 import yaml
 
+from cloud.tus_storage import StoredUpload, read_uploads
 from foundation.errors import DoorbellError
 
 
@@ -38,6 +38,25 @@ def free_port() -> int:
 
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+# The project's console scripts and the modules behind them (setup.cfg's entry points).
+SCRIPTS = {
+    "doorbelld": "device.daemon",
+    "doorbellctl": "device.cli",
+    "doorbell-agency": "cloud.agency",
+    "doorbell-owner": "cloud.owner",
+    "doorbell-tus-server": "cloud.tus_server",
+}
+
+
+def script(name: str) -> list[str]:
+    """How to run one of the project's commands as a person would: the installed console
+    script beside this interpreter (the venv's bin/), or its module where it is not
+    installed (a source checkout run with PYTHONPATH)."""
+    installed = Path(sys.executable).parent / name
+    if installed.exists():
+        return [str(installed)]
+    return [sys.executable, "-m", SCRIPTS[name]]
 
 
 class MosquittoBroker:
@@ -139,22 +158,6 @@ class MosquittoBroker:
         return self._proc is not None and self._proc.poll() is None
 
 
-@dataclass(frozen=True)
-class StoredUpload:
-    uid: str
-    path: Path
-    metadata: dict[str, str]
-    size: int | None
-    offset: int
-
-    @property
-    def complete(self) -> bool:
-        return self.size is not None and self.offset == self.size
-
-    def read_bytes(self) -> bytes:
-        return self.path.read_bytes()
-
-
 class TusServer:
     def __init__(self, storage: Path, *, port: int | None = None, max_size: int = 1 << 40):
         self.storage = storage
@@ -176,9 +179,9 @@ class TusServer:
                     sys.executable,
                     "-m",
                     "cloud.tus_server",
-                    str(self.port),
-                    str(self.storage),
-                    str(self.max_size),
+                    f"--port={self.port}",
+                    f"--storage={self.storage}",
+                    f"--max-size={self.max_size}",
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -218,23 +221,7 @@ class TusServer:
         self.start()
 
     def uploads(self) -> list[StoredUpload]:
-        found = []
-        for info in sorted(self.storage.glob("*.info")):
-            try:
-                doc = json.loads(info.read_text())
-            except (OSError, ValueError):
-                continue
-            uid = info.name[: -len(".info")]
-            found.append(
-                StoredUpload(
-                    uid=uid,
-                    path=self.storage / uid,
-                    metadata={str(k): str(v) for k, v in doc.get("metadata", {}).items()},
-                    size=doc.get("size"),
-                    offset=int(doc.get("offset", 0)),
-                )
-            )
-        return found
+        return read_uploads(self.storage)
 
     def upload_of(self, kind: str) -> StoredUpload:
         matches = [u for u in self.uploads() if u.metadata.get("kind") == kind]
@@ -307,7 +294,7 @@ class DeviceSetup:
         return data
 
     def write(self) -> Path:
-        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "run").mkdir(parents=True, exist_ok=True)  # the control socket's
         path = self.root / "doorbell.yaml"
         path.write_text(yaml.safe_dump(self.config(), sort_keys=False))
         return path
@@ -321,13 +308,13 @@ class DaemonProcess:
         self.log_path = log_path or config_path.with_name("doorbelld.log")
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def command(self, module: str, *args: str) -> list[str]:
-        return [sys.executable, "-m", module, "--config", str(self.config_path), *args]
+    def command(self, name: str, *args: str) -> list[str]:
+        return [*script(name), f"--config={self.config_path}", *args]
 
     def start(self, *, timeout: float = 60.0) -> None:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                self.command("device.daemon", "--assume-clock-synchronized"),
+                self.command("doorbelld", "--assume-clock-synchronized"),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -337,7 +324,7 @@ class DaemonProcess:
 
     def ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            self.command("device.cli", *args), capture_output=True, text=True, timeout=120
+            self.command("doorbellctl", *args), capture_output=True, text=True, timeout=120
         )
         if check and result.returncode != 0:
             raise DoorbellError(f"doorbellctl {' '.join(args)} failed: {result.stderr.strip()}")
@@ -384,8 +371,11 @@ class DaemonProcess:
         _wait_orphans(orphans)
 
     def stop(self, *, timeout: float = 20.0) -> int:
+        """SIGTERM, then SIGKILL after `timeout`; either way its recorder child is waited
+        for (and killed if it lingers), so nothing of the daemon outlives this call."""
         if self.proc is None:
             return 0
+        children = _children(self.proc.pid)
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -393,6 +383,7 @@ class DaemonProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
+        _wait_orphans(children)
         return int(self.proc.returncode or 0)
 
 

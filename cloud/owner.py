@@ -32,10 +32,11 @@ from typing import Any, TextIO
 
 from pyrage import x25519
 
-from cloud.broker import BrokerError, Incoming, Outgoing, listen, publish_messages
+from cloud.broker import Incoming, Outgoing, listen, publish_messages
 from foundation import wire
-from foundation.arguments import ArgumentParser, time_arg
-from foundation.errors import DoorbellError, TimeFormatError
+from foundation.arguments import time_arg
+from foundation.cli import EXIT_CODES_EPILOG, ExitCode, ToolParser, run_tool
+from foundation.errors import DoorbellError, TimeFormatError, UnavailableError, UsageError
 from foundation.times import Window, format_time, parse_time
 from sync.envelope import make_envelope, open_envelope
 from sync.errors import EnvelopeError, SealError
@@ -534,98 +535,125 @@ def watch(
 
 
 def _read_pairing(source: str) -> Any:
+    """The JSON object of `doorbellctl status --json` or of `doorbellctl pair`, whose
+    output holds the same object between a QR code and a hint: the outermost braces."""
     text = sys.stdin.read() if source == "-" else Path(source).read_text()
+    start, end = text.find("{"), text.rfind("}")
     try:
-        return json.loads(text)
+        if start < 0 or end < start:
+            raise ValueError("no JSON object")
+        return json.loads(text[start : end + 1])
     except ValueError as exc:
-        raise OwnerError("pairing data is not JSON") from exc
+        raise OwnerError(
+            "pairing data is not JSON: pass the output of `doorbellctl pair` or "
+            "`doorbellctl status --json`"
+        ) from exc
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(
-        prog="doorbell-owner", description="The doorbell owner's reference tool."
+    parser = ToolParser(
+        prog="doorbell-owner",
+        description="The doorbell owner's reference tool.",
+        epilog=EXIT_CODES_EPILOG,
     )
-    parser.add_argument("--home", default=str(Path("~/.doorbell-owner")), help="state directory")
+    parser.add_argument(
+        "--home",
+        default=str(Path("~/.doorbell-owner")),
+        help="the app's state directory: its keys and the paired devices",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("keygen", help="make the owner's signing key and age identity")
-    pair = sub.add_parser("pair", help="pin a device from `doorbellctl status --json`")
-    pair.add_argument("--from-json", required=True, metavar="FILE|-")
+    pair = sub.add_parser(
+        "pair", help="pin a device from the output of `doorbellctl pair` (or `status --json`)"
+    )
+    pair.add_argument(
+        "--from-json", required=True, metavar="FILE|-", help="that output, in a file or on stdin"
+    )
     pair.add_argument("--force", action="store_true", help="replace a pinned device's keys")
     watch_p = sub.add_parser("watch", help="show the pending requests and the shares")
-    watch_p.add_argument("--broker", required=True, metavar="MQTT_URL")
-    watch_p.add_argument("--device")
+    watch_p.add_argument(
+        "--broker", required=True, metavar="MQTT_URL", help="the broker the device uses"
+    )
+    watch_p.add_argument("--device", help="device id (default: the one paired device)")
     watch_p.add_argument("--once", action="store_true", help="exit once both lists arrived")
     watch_p.add_argument("--timeout", type=float, help="seconds before giving up")
     decide = sub.add_parser("decide", help="approve or deny a pending request")
-    decide.add_argument("--rfa", required=True, metavar="RFA_ID")
-    decide.add_argument("verdict", choices=("approve", "deny"))
+    decide.add_argument("--rfa", required=True, metavar="RFA_ID", help="the request's id")
+    decide.add_argument("verdict", choices=("approve", "deny"), help="the owner's decision")
     decide.add_argument("--start", type=time_arg, help="share from (RFC 3339 UTC)")
     decide.add_argument("--end", type=time_arg, help="share until (RFC 3339 UTC)")
     decide.add_argument("--anonymous", action="store_true", help="share without the contact")
-    decide.add_argument("--publish", required=True, metavar="MQTT_URL")
-    decide.add_argument("--device")
-    decide.add_argument("--timeout", type=float, default=10.0)
+    decide.add_argument(
+        "--publish", required=True, metavar="MQTT_URL", help="the broker the device uses"
+    )
+    decide.add_argument("--device", help="device id (default: the one paired device)")
+    decide.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds to wait for the broker"
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None, *, now_ms: int | None = None) -> int:
-    args = _parser().parse_args(argv)
-    home = OwnerHome(Path(args.home).expanduser())
-    now = now_ms if now_ms is not None else time.time_ns() // 1_000_000
-    try:
-        if args.command == "keygen":
-            public = home.keygen()
-            print(f"public_key: {public.public_key}")
-            print(f"kid:        {public.kid}")
-            print(f"recipient:  {public.recipient}")
-            print("device config:")
-            print(
-                f"  owner:\n    keys: [{public.public_key}]\n    recipients: [{public.recipient}]"
-            )
-            return 0
-        if args.command == "pair":
-            device = parse_pairing(_read_pairing(args.from_json))
-            changed = home.pair(device, force=args.force)
-            state = "paired" if changed else "already paired"
-            print(f"{state}: {device.device_id} (device kid {device.kid})")
-            return 0
-        if args.command == "watch":
-            view = watch(
-                home,
-                args.broker,
-                device_id=args.device,
-                once=args.once,
-                timeout_s=args.timeout,
-            )
-            if view.warnings:
-                return 3
-            if args.once and {"pending", "shares"} - view.seen:
-                print("doorbell-owner: timed out before both lists arrived", file=sys.stderr)
-                return 1
-            return 0
-        if (args.start is None) != (args.end is None):
-            raise OwnerError("give both --start and --end, or neither")
-        window = Window(args.start, args.end) if args.start is not None else None
-        if window is not None and args.verdict == "deny":
-            raise OwnerError("a window only makes sense when approving")
-        payload = publish_decision(
+    def body() -> int:
+        args = _parser().parse_args(argv)
+        home = OwnerHome(Path(args.home).expanduser())
+        now = now_ms if now_ms is not None else time.time_ns() // 1_000_000
+        try:
+            return _run(args, home, now)
+        except ValueError as exc:  # a key, time or file that does not parse
+            raise DoorbellError(str(exc)) from exc
+
+    return run_tool("doorbell-owner", body)
+
+
+def _run(args: argparse.Namespace, home: OwnerHome, now: int) -> int:
+    if args.command == "keygen":
+        public = home.keygen()
+        print(f"public_key: {public.public_key}")
+        print(f"kid:        {public.kid}")
+        print(f"recipient:  {public.recipient}")
+        print("device config:")
+        print(f"  owner:\n    keys: [{public.public_key}]\n    recipients: [{public.recipient}]")
+        return 0
+    if args.command == "pair":
+        device = parse_pairing(_read_pairing(args.from_json))
+        changed = home.pair(device, force=args.force)
+        state = "paired" if changed else "already paired"
+        print(f"{state}: {device.device_id} (device kid {device.kid})")
+        return 0
+    if args.command == "watch":
+        view = watch(
             home,
-            rfa_id=args.rfa,
-            approve=args.verdict == "approve",
-            window=window,
-            anonymous=args.anonymous,
-            broker_url=args.publish,
-            now_ms=now,
+            args.broker,
             device_id=args.device,
+            once=args.once,
             timeout_s=args.timeout,
         )
-        print(f"sent: {payload['decision']} {payload['rfa_id']} to {payload['device_id']}")
-        return 0
-    except KeyboardInterrupt:
-        return 130
-    except (DoorbellError, BrokerError, OSError, ValueError) as exc:
-        print(f"doorbell-owner: error: {exc}", file=sys.stderr)
-        return 1
+        if view.warnings:
+            return ExitCode.REFUSED
+        if args.once and {"pending", "shares"} - view.seen:
+            raise UnavailableError("timed out before both lists arrived")
+        return ExitCode.OK
+    if (args.start is None) != (args.end is None):
+        raise OwnerError("give both --start and --end, or neither")
+    if args.start is not None and args.start > args.end:
+        raise UsageError("--start is after --end")
+    window = Window(args.start, args.end) if args.start is not None else None
+    if window is not None and args.verdict == "deny":
+        raise OwnerError("a window only makes sense when approving")
+    payload = publish_decision(
+        home,
+        rfa_id=args.rfa,
+        approve=args.verdict == "approve",
+        window=window,
+        anonymous=args.anonymous,
+        broker_url=args.publish,
+        now_ms=now,
+        device_id=args.device,
+        timeout_s=args.timeout,
+    )
+    print(f"sent: {payload['decision']} {payload['rfa_id']} to {payload['device_id']}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from device.state import StateStore
 from device.supervisor import RestartBudget, Supervisor
 from firmware_config import Config
 from foundation import wire
-from foundation.clock import Clock
+from foundation.clock import Clock, sync_evidence
 from foundation.errors import DoorbellError
 from foundation.times import Window, format_time, parse_time
 from recorder.buffer import RollingBuffer
@@ -329,6 +329,7 @@ class Doorbell:
                 "pending": len(self.flow.pending()),
                 "shares_in_flight": self.outbox.active_count(),
                 "clock_synchronized": self.hooks.clock.synchronized(),
+                "clock_evidence": sync_evidence(),
             }
         )
         info.update(buffer_status(self.paths.buffer_dir))

@@ -12,45 +12,69 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from firmware_config import Config, ConfigError, load_config
-from foundation.arguments import ArgumentParser, time_arg
-from foundation.errors import DoorbellError
+from firmware_config import Config, load_config
+from foundation.arguments import time_arg
+from foundation.cli import EXIT_CODES_EPILOG, ToolParser, run_tool
+from foundation.errors import DoorbellError, UsageError
 from foundation.times import Window, format_time
+
+if TYPE_CHECKING:
+    from recorder.recorder import RecordSummary
 
 DEFAULT_CONFIG = Path(os.environ.get("DOORBELL_CONFIG", "/etc/doorbell/doorbell.yaml"))
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(prog="doorbellctl", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="doorbell.yaml")
+    parser = ToolParser(
+        prog="doorbellctl",
+        description=__doc__.splitlines()[0],
+        epilog=EXIT_CODES_EPILOG,
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        help="the device's doorbell.yaml ($DOORBELL_CONFIG overrides the default)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     status = sub.add_parser("status", help="recording, buffer, broker, requests, keys")
     status.add_argument("--json", action="store_true", help="machine-readable (for pairing)")
 
-    sub.add_parser("pair", help="show the pairing data for the owner's app, with a QR code")
+    pair = sub.add_parser(
+        "pair",
+        help="show the pairing data for the owner's app, with a QR code; "
+        "`doorbellctl pair | doorbell-owner pair --from-json -` pairs the reference app",
+    )
+    pair.add_argument("--json", action="store_true", help="the JSON only, without the QR code")
 
     pending = sub.add_parser("pending", help="requests waiting for your decision")
-    pending.add_argument("--json", action="store_true")
+    pending.add_argument("--json", action="store_true", help="machine-readable")
 
     approve = sub.add_parser("approve", help="approve a pending request")
-    approve.add_argument("rfa_id")
+    approve.add_argument("rfa_id", help="the request's id (from `doorbellctl pending`)")
     approve.add_argument("--start", type=time_arg, help="share less: window start (RFC 3339, Z)")
     approve.add_argument("--end", type=time_arg, help="share less: window end (RFC 3339, Z)")
     approve.add_argument(
         "--anonymous", action="store_true", help="share without your name, contact or device id"
     )
+    approve.add_argument(
+        "--without-footage",
+        action="store_true",
+        help="approve even though the buffer holds no footage in the window (the share "
+        "will fail and nothing will be sent)",
+    )
 
     deny = sub.add_parser("deny", help="decline a pending request (nothing is sent anywhere)")
-    deny.add_argument("rfa_id")
+    deny.add_argument("rfa_id", help="the request's id (from `doorbellctl pending`)")
 
     shares = sub.add_parser("shares", help="shares of the last 7 days and their progress")
     group = shares.add_mutually_exclusive_group()
     group.add_argument("--retry", metavar="RFA_ID", help="retry a failed share")
-    group.add_argument("--cancel", metavar="RFA_ID", help="cancel a share")
-    shares.add_argument("--json", action="store_true")
+    group.add_argument("--cancel", metavar="RFA_ID", help="cancel a share still in flight")
+    shares.add_argument("--json", action="store_true", help="machine-readable")
 
     console_code = sub.add_parser(
         "console-code", help="a one-time code to sign in to the web console (10 minutes)"
@@ -60,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
         "console-sessions", help="the web console's signed-in sessions"
     )
     console_sessions.add_argument("--revoke", metavar="ID", help="sign a session out")
-    console_sessions.add_argument("--json", action="store_true")
+    console_sessions.add_argument("--json", action="store_true", help="machine-readable")
 
     audit = sub.add_parser("audit", help="the local audit log")
     audit.add_argument("--verify", action="store_true", help="prove the chain and its signature")
@@ -70,40 +94,36 @@ def _parser() -> argparse.ArgumentParser:
         "--start", required=True, type=time_arg, help="RFC 3339 UTC, e.g. 2026-11-28T10:00:00Z"
     )
     clip.add_argument("--end", required=True, type=time_arg, help="RFC 3339 UTC")
-    clip.add_argument("--out", required=True, type=Path)
+    clip.add_argument("--out", required=True, type=Path, help="the MP4 file to write")
 
     record = sub.add_parser("record", help="record into the buffer without the daemon")
-    record.add_argument("--seconds", required=True, type=float)
+    record.add_argument("--seconds", required=True, type=float, help="how long to record")
     record.add_argument(
         "--fast", action="store_true", help="synthetic camera: as fast as the encoder allows"
     )
 
     owner = sub.add_parser("owner", help="the owner's keys (for a phone app or tests)")
-    owner_sub = owner.add_subparsers(dest="owner_command", required=True)
+    owner_sub = owner.add_subparsers(dest="owner_command", required=True, metavar="COMMAND")
     keygen = owner_sub.add_parser("keygen", help="make an owner signing key and age identity")
-    keygen.add_argument("--out", required=True, type=Path)
+    keygen.add_argument("--out", required=True, type=Path, help="directory for the key files")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    start, end = getattr(args, "start", None), getattr(args, "end", None)
-    if start is not None and end is not None and start > end:
-        parser.error(f"{args.command}: --start is after --end")  # exits 2
-    try:
-        if args.command == "owner":
-            return _owner_keygen(args.out)
-        config = load_config(args.config)
-        return _COMMANDS[args.command](config, args)
-    except ConfigError as exc:
-        print(f"doorbellctl: {exc}", file=sys.stderr)
-        return 2
-    except DoorbellError as exc:
-        print(f"doorbellctl: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    return run_tool("doorbellctl", lambda: _run(_parser().parse_args(argv)))
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "owner":
+        return _owner_keygen(args.out)
+    config = load_config(args.config)
+    return _COMMANDS[args.command](config, args)
+
+
+def _window(command: str, start_ms: int, end_ms: int) -> Window:
+    if start_ms > end_ms:
+        raise UsageError(f"{command}: --start is after --end")
+    return Window(start_ms, end_ms)
 
 
 def _ask(config: Config, request: dict[str, Any]) -> dict[str, Any]:
@@ -140,6 +160,7 @@ def _offline_status(config: Config) -> dict[str, Any]:
     not create files that the service user then cannot use)."""
     from device.identity import read_device_identity
     from device.paths import StatePaths
+    from foundation.clock import SystemClock, sync_evidence
     from sync import SOFTWARE_VERSION
 
     paths = StatePaths.of(config)
@@ -155,6 +176,8 @@ def _offline_status(config: Config) -> dict[str, Any]:
             "recording": False,
             "version": SOFTWARE_VERSION,
             "key_id": identity.signing.kid,
+            "clock_synchronized": SystemClock().synchronized(),
+            "clock_evidence": sync_evidence(),
         }
     )
     status.update(buffer_status(paths.buffer_dir))
@@ -197,6 +220,8 @@ def render_status(status: dict[str, Any]) -> str:
         f"  ({_size(status.get('buffer_bytes'))})",
         f"disk free     {_size(status.get('disk_free_bytes'))}",
     ]
+    if "clock_synchronized" in status:
+        lines.append(f"clock         {render_clock(status)}")
     if "broker" in status:
         lines.append(f"broker        {status['broker']}")
     if "pending" in status:
@@ -215,15 +240,40 @@ def render_status(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _pair(config: Config, args: argparse.Namespace) -> int:
-    import segno
+def render_clock(status: dict[str, Any]) -> str:
+    """Whether the wall clock is synchronized, and what says so: footage recorded while
+    it is not is marked unsynchronized in every share's manifest."""
+    evidence = status.get("clock_evidence") or {}
+    says = []
+    if evidence.get("timesyncd"):
+        says.append("systemd-timesyncd has synchronized it (NTP)")
+    if evidence.get("kernel_ntp"):
+        says.append("the kernel reports NTP synchronization")
+    elif evidence.get("kernel_ntp") is False:
+        says.append("the kernel reports no NTP synchronization")
+    rtc = evidence.get("rtc")
+    says.append(f"RTC {rtc} present" if rtc else "no RTC")
+    how = "; ".join(says)
+    if status.get("clock_synchronized"):
+        if not (evidence.get("timesyncd") or evidence.get("kernel_ntp")):
+            how = "assumed by --assume-clock-synchronized; " + how
+        return f"synchronized  ({how})"
+    return f"NOT synchronized: footage recorded now is marked so in shares  ({how})"
 
+
+def _pair(config: Config, args: argparse.Namespace) -> int:
     status = _current_status(config)
     info = {k: status[k] for k in ("device_id", "device_key", "recipient")}
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    import segno
+
     text = json.dumps(info, separators=(",", ":"))
     segno.make(text, error="m").terminal(compact=True)
     print(json.dumps(info, indent=2))
-    print("Scan the code with the owner's app, or pass the JSON to `doorbell-owner pair`.")
+    print("Scan the code with the owner's app; for the reference app, run:")
+    print(f"  doorbellctl --config {config.source_path} pair | doorbell-owner pair --from-json -")
     return 0
 
 
@@ -263,13 +313,37 @@ def render_pending(entry: dict[str, Any]) -> str:
 def _approve(config: Config, args: argparse.Namespace) -> int:
     request: dict[str, Any] = {"cmd": "approve", "rfa_id": args.rfa_id}
     if (args.start is None) != (args.end is None):
-        raise DoorbellError("give both --start and --end, or neither")
-    if args.start is not None:
-        request["window"] = Window(args.start, args.end).to_json()
+        raise UsageError("give both --start and --end, or neither")
+    window = None if args.start is None else _window("approve", args.start, args.end)
+    if window is not None:
+        request["window"] = window.to_json()
     request["anonymous"] = bool(args.anonymous)
+    if not args.without_footage:
+        _refuse_without_footage(config, args.rfa_id, window)
     reply = _ask(config, request)
     print(reply.get("message", "approved"))
     return 0
+
+
+def _refuse_without_footage(config: Config, rfa_id: str, window: Window | None) -> None:
+    """An approval of a window the buffer holds nothing of would fail later, at export:
+    say so now, before anything is recorded as the owner's decision."""
+    from recorder.buffer import read_summary
+
+    pending = _ask(config, {"cmd": "pending"})["requests"]
+    entry = next((e for e in pending if e.get("id") == rfa_id), None)
+    if entry is None:
+        return  # the daemon names the reason (unknown, already decided, expired)
+    empty = entry.get("footage_seconds", 0) <= 0
+    if not empty and window is not None:
+        span = read_summary(config.buffer_dir).span
+        empty = span is None or not window.overlaps(*span)
+    if empty:
+        raise DoorbellError(
+            "warning: the buffer holds no footage in that window, so the share would fail "
+            "and send nothing; `doorbellctl deny` it, or pass --without-footage to approve "
+            "anyway"
+        )
 
 
 def _deny(config: Config, args: argparse.Namespace) -> int:
@@ -281,7 +355,13 @@ def _deny(config: Config, args: argparse.Namespace) -> int:
 def _shares(config: Config, args: argparse.Namespace) -> int:
     if args.retry or args.cancel:
         cmd = "retry" if args.retry else "cancel"
-        reply = _ask(config, {"cmd": cmd, "rfa_id": args.retry or args.cancel})
+        rfa_id = args.retry or args.cancel
+        try:
+            reply = _ask(config, {"cmd": cmd, "rfa_id": rfa_id})
+        except DoorbellError:
+            if cmd == "cancel":
+                _explain_uncancellable(config, rfa_id)
+            raise
         print(reply.get("message", "done"))
         return 0
     shares = _ask(config, {"cmd": "shares"})["shares"]
@@ -292,6 +372,23 @@ def _shares(config: Config, args: argparse.Namespace) -> int:
 
     render_shares(shares, sys.stdout)
     return 0
+
+
+_FINISHED = {
+    "done": "finished: the agency has it",
+    "failed": "failed",
+    "cancelled": "was cancelled",
+}
+
+
+def _explain_uncancellable(config: Config, rfa_id: str) -> None:
+    """The daemon cancels only shares in flight; say what became of a finished one."""
+    shares = _ask(config, {"cmd": "shares"})["shares"]
+    share = next((s for s in shares if s.get("rfa_id") == rfa_id), None)
+    if share is not None and share.get("state") in _FINISHED:
+        raise DoorbellError(
+            f"share {rfa_id} already {_FINISHED[share['state']]}; nothing to cancel"
+        )
 
 
 def _console_code(config: Config, args: argparse.Namespace) -> int:
@@ -351,7 +448,7 @@ def _audit(config: Config, args: argparse.Namespace) -> int:
 def _clip(config: Config, args: argparse.Namespace) -> int:
     from recorder.commands import clip
 
-    window = Window(args.start, args.end)
+    window = _window("clip", args.start, args.end)
     info = clip(storage_dir=config.buffer_dir, window=window, out=args.out, progress=None)
     print(
         f"wrote {args.out}: {info.frames} frames, {format_time(info.first_frame_ms)} .. "
@@ -373,8 +470,24 @@ def _record(config: Config, args: argparse.Namespace) -> int:
         fast=args.fast,
         clock=SystemClock(),
     )
-    print(summary)
+    print(render_record(summary))
     return 0
+
+
+def render_record(summary: RecordSummary) -> str:
+    if summary.first_ms is None or summary.last_ms is None:
+        span = "no frames"
+    else:
+        span = f"{format_time(summary.first_ms)} .. {format_time(summary.last_ms)}"
+    return "\n".join(
+        [
+            f"recorded      {span}",
+            f"frames        {summary.frames} ({summary.frames_dropped} dropped)",
+            f"segments      {summary.segments}, {_size(summary.bytes)}",
+            "clock         "
+            + ("synchronized" if summary.synchronized else "NOT synchronized for part of it"),
+        ]
+    )
 
 
 def _owner_keygen(out: Path) -> int:

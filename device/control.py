@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from foundation.errors import DoorbellError
+from foundation.errors import DoorbellError, UnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class ControlError(DoorbellError):
     """The control socket could not be used."""
 
 
-class DaemonNotRunning(ControlError):
+class DaemonNotRunning(ControlError, UnavailableError):
     """Nothing is listening on the control socket."""
 
 
@@ -81,7 +81,10 @@ class ControlServer:
         self._sock: socket.socket | None = None
 
     def bind(self) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
+        # The folder is not created here: as root that would make a directory nobody
+        # configured (doorbelld's start check refuses a missing one first).
+        if not self._path.parent.is_dir():
+            raise ControlError(f"the control socket's folder {self._path.parent} does not exist")
         _claim_path(self._path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old_umask = os.umask(0o117)  # the file is born 0660, never briefly world-writable

@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 
 from device.app import Doorbell, Hooks
+from device.preflight import check_start
 from firmware_config import ConfigError, load_config
-from foundation.arguments import ArgumentParser
+from foundation.cli import ToolParser, run_tool
 from foundation.clock import Clock, SteeredClock, SystemClock
 from foundation.errors import DoorbellError
 from recorder.recorder import SteeredFreeSpace
@@ -41,12 +42,29 @@ def _hooks(*, assume_synchronized: bool) -> Hooks:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(prog="doorbelld", description="The doorbell daemon.")
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
-    parser.add_argument(
-        "--check-config", action="store_true", help="report every config problem and exit"
+    parser = ToolParser(
+        prog="doorbelld",
+        description="The doorbell daemon.",
+        epilog="Exit codes: 0 stopped cleanly, 1 a part kept failing, 2 usage or config.",
     )
-    parser.add_argument("--log-level", default=os.environ.get("DOORBELL_LOG_LEVEL", "info"))
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        help="doorbell.yaml ($DOORBELL_CONFIG overrides the default)",
+    )
+    parser.add_argument(
+        "--check-config",
+        action="store_true",
+        help="report every problem that would stop the start (and warnings), then exit",
+    )
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("DOORBELL_LOG_LEVEL", "info"),
+        type=str.lower,
+        choices=("debug", "info", "warning", "error"),
+        help="log level ($DOORBELL_LOG_LEVEL overrides the default)",
+    )
     parser.add_argument(
         "--assume-clock-synchronized",
         action="store_true",
@@ -56,7 +74,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    return run_tool("doorbelld", lambda: _run(_parser().parse_args(argv)))
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -64,8 +85,18 @@ def main(argv: list[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return 2
+    checked = check_start(config)
+    if checked.problems:
+        count = len(checked.problems)
+        print(f"doorbelld: {args.config}: {count} problem(s):", file=sys.stderr)
+        for problem in checked.problems:
+            print(f"  {problem}", file=sys.stderr)
+    for warning in checked.warnings:
+        print(f"doorbelld: warning: {warning}", file=sys.stderr)
+    if not checked.ok:
+        return 2
     if args.check_config:
-        print(f"{args.config}: OK")
+        print(f"{args.config}: OK" + (" (with warnings)" if checked.warnings else ""))
         return 0
 
     _configure_logging(args.log_level)

@@ -18,12 +18,12 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from foundation.errors import DoorbellError, InvalidValueError
+from foundation.errors import InvalidValueError, UsageError
 
 T = TypeVar("T")
 
 
-class ConfigError(DoorbellError):
+class ConfigError(UsageError):
     """The config is unusable; `problems` lists every error as 'key.path: message'."""
 
     def __init__(self, problems: list[str]) -> None:

@@ -57,6 +57,22 @@ def _kernel_says_synchronized() -> bool | None:
     return state != 5 and not (timex.status & _STA_UNSYNC)
 
 
+_RTC_DIR = Path("/sys/class/rtc")
+
+
+def sync_evidence() -> dict[str, object]:
+    """How this machine's clock synchronization is decided, for `doorbellctl status`:
+    systemd-timesyncd's flag file, the kernel's NTP status (adjtimex, set by any NTP
+    daemon: timesyncd, chrony, ntpd) and whether a battery-backed RTC exists (one keeps
+    the time across power cuts; it does not make the clock synchronized)."""
+    rtcs = sorted(p.name for p in _RTC_DIR.iterdir()) if _RTC_DIR.is_dir() else []
+    return {
+        "timesyncd": _TIMESYNCD_FLAG.exists(),
+        "kernel_ntp": _kernel_says_synchronized(),
+        "rtc": rtcs[0] if rtcs else None,
+    }
+
+
 class SystemClock:
     """The machine's clocks. Synchronization is what the kernel or timesyncd reports;
     `assume_synchronized` is for machines whose clock is disciplined some other way

@@ -58,3 +58,12 @@ class NoFootageError(RecorderError):
 
 class BufferLockedError(RecorderError):
     """Another recorder process holds the buffer."""
+
+
+class UsageError(DoorbellError):
+    """The command was given bad arguments or a bad config (exit code 2)."""
+
+
+class UnavailableError(DoorbellError):
+    """What the command needs is not there: the daemon is not running, a broker or a
+    server cannot be reached (exit code 3)."""

@@ -111,8 +111,12 @@ class SyntheticCamera:
         wait = self._next_due - now
         if wait > 0 and stop.wait(wait):
             return None
-        # Pace on the schedule but never try to catch up a backlog frame by frame.
-        self._next_due = max(self._next_due + 1.0 / self.fps, self._clock.monotonic())
+        # Pace on the schedule but never try to catch up a backlog frame by frame, and
+        # after a stall (a slow consumer, as on a Pi) keep half a frame between frames so
+        # that two never share a capture millisecond.
+        self._next_due = max(
+            self._next_due + 1.0 / self.fps, self._clock.monotonic() + 0.5 / self.fps
+        )
         capture_ms = self._clock.wall_ms()
         index = self._index
         self._index += 1

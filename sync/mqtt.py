@@ -30,6 +30,7 @@ import json
 import logging
 import random
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -273,7 +274,9 @@ class MqttLink:
         self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
         if reason.is_failure:
-            logger.warning("broker refused the connection: %s", reason)
+            logger.warning(
+                "the MQTT broker at %s refused the connection: %s", self._settings.url, reason
+            )
             self._schedule_retry(client)
             return
         with self._lock:
@@ -281,7 +284,9 @@ class MqttLink:
             self._attempt = 0
         self.connections += 1
         session = getattr(flags, "session_present", None)
-        logger.info("connected to the MQTT broker (session present: %s)", session)
+        logger.info(
+            "connected to the MQTT broker at %s (session present: %s)", self._settings.url, session
+        )
         client.publish(
             self._status_topic, status_payload("online", self._version), qos=1, retain=True
         )
@@ -294,11 +299,19 @@ class MqttLink:
     ) -> None:
         self._connected.clear()
         if not self._closed.is_set():
-            logger.warning("disconnected from the MQTT broker: %s", reason)
+            logger.warning(
+                "disconnected from the MQTT broker at %s: %s", self._settings.url, reason
+            )
             self._schedule_retry(client)
 
     def _handle_connect_fail(self, client: paho.Client, userdata: Any) -> None:
-        logger.warning("could not connect to the MQTT broker; retrying")
+        # paho calls this inside its `except OSError` around the connection attempt and
+        # passes no reason: the exception being handled is the reason.
+        exc = sys.exc_info()[1]
+        reason = (exc.strerror or str(exc)) if isinstance(exc, OSError) else "unknown reason"
+        logger.warning(
+            "cannot reach the MQTT broker at %s: %s; retrying", self._settings.url, reason
+        )
         self._schedule_retry(client)
 
     def _schedule_retry(self, client: paho.Client) -> None:

@@ -11,6 +11,7 @@ from device.control import ControlError, ControlServer, DaemonNotRunning, contro
 
 
 def start(path: Path, handler) -> tuple[ControlServer, threading.Event, threading.Thread]:
+    path.parent.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
     server = ControlServer(path, handler, stop)
     server.bind()
@@ -80,3 +81,11 @@ def test_stale_socket_is_replaced_but_a_live_one_is_not(tmp_path: Path) -> None:
 def test_no_daemon_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(DaemonNotRunning, match="not running"):
         control_request(tmp_path / "absent.sock", {"cmd": "status"})
+
+
+def test_bind_never_creates_the_socket_folder(tmp_path: Path) -> None:
+    """As root, creating it would make a directory nobody configured."""
+    path = tmp_path / "missing" / "control.sock"
+    with pytest.raises(ControlError, match="does not exist"):
+        ControlServer(path, echo, threading.Event()).bind()
+    assert not path.parent.exists()

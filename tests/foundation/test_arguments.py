@@ -66,7 +66,8 @@ def test_the_table_covers_the_keys_times_recipients_and_ids() -> None:
 
 def run(script: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     cwd.mkdir(exist_ok=True)
-    env = {**os.environ, "HOME": str(cwd), "DOORBELL_CONFIG": str(cwd / "none.yaml")}
+    # one missing config for both runs: an error naming it must read the same in both
+    env = {**os.environ, "HOME": str(cwd), "DOORBELL_CONFIG": str(cwd.parent / "none.yaml")}
     return subprocess.run(
         [str(BIN / script), *args], capture_output=True, text=True, timeout=60, cwd=cwd, env=env
     )

@@ -1,0 +1,81 @@
+"""Everything the daemon checks before it starts, in one place: `doorbelld` runs it
+before it touches the buffer, the broker or the control socket, and
+`doorbelld --check-config` runs the same function, so the check never says OK to a
+config the daemon then refuses.
+
+`problems` stop the start; `warnings` do not, but name what can never work (no agency
+trusted: every request is rejected; no owner key: the app cannot decide).
+The config schema (firmware_config) checks each value alone; this checks the values
+against each other and against the machine (files that must exist and be readable).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from firmware_config import Config
+
+
+@dataclass(frozen=True)
+class StartCheck:
+    problems: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _readable(key: str, path: Path | None) -> list[str]:
+    if path is None:
+        return []
+    if not path.is_file():
+        return [f"{key}: {path} does not exist or is not a file"]
+    if not os.access(path, os.R_OK):
+        return [f"{key}: {path} is not readable by this user"]
+    return []
+
+
+def check_start(config: Config) -> StartCheck:
+    problems: list[str] = []
+    warnings: list[str] = []
+    mqtt = config.mqtt
+    tls = urlsplit(mqtt.url).scheme == "mqtts"
+    if not tls:
+        for key, value in (("ca_file", mqtt.ca_file), ("cert_file", mqtt.cert_file)):
+            if value is not None:
+                problems.append(f"mqtt.{key}: needs an mqtts:// URL, not {mqtt.url}")
+    if mqtt.password_file is not None and mqtt.username is None:
+        problems.append("mqtt.password_file: needs mqtt.username (a password alone is never sent)")
+    problems += _readable("mqtt.password_file", mqtt.password_file)
+    problems += _readable("mqtt.ca_file", mqtt.ca_file)
+    problems += _readable("mqtt.cert_file", mqtt.cert_file)
+    problems += _readable("mqtt.key_file", mqtt.key_file)
+
+    socket_dir = config.control.socket.parent
+    if not socket_dir.is_dir():
+        problems.append(
+            f"control.socket: the folder {socket_dir} does not exist (systemd's "
+            "RuntimeDirectory= makes /run/doorbell for the service; elsewhere create it "
+            "or choose a socket path in an existing folder)"
+        )
+
+    if config.rfa.enabled and not config.rfa.trusted_agencies:
+        warnings.append(
+            "rfa.trusted_agencies: empty, so every request will be rejected "
+            "(add the agencies you trust, see docs/walkthrough.md)"
+        )
+    if not config.owner.keys:
+        warnings.append(
+            "owner.keys: empty, so the owner's app cannot decide "
+            "(only doorbellctl and the indoor button can)"
+        )
+    if not config.owner.recipients:
+        warnings.append(
+            "owner.recipients: empty, so the owner's app is never told of pending "
+            "requests or shares"
+        )
+    return StartCheck(problems=tuple(problems), warnings=tuple(warnings))
