@@ -1,11 +1,15 @@
 # Two commands do all the set-up: `make demo` and `make test`.
 # Each installs what it needs (Debian packages, a virtual environment, Python packages),
-# skipping what is already there.
+# skipping what is already there. A truly fresh Debian 12 needs make itself first:
+#   su -c 'apt-get update && apt-get install -y make'     (the README's one line)
 
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-DEB_PACKAGES := mosquitto mosquitto-clients age ffmpeg openssl shellcheck chromium chromium-driver debootstrap
+# python3-venv: Debian's python3 cannot make a venv without it; systemd: systemd-analyze,
+# which the unit-file tests use; ca-certificates: pip's HTTPS to PyPI.
+DEB_PACKAGES := python3 python3-venv ca-certificates systemd mosquitto mosquitto-clients age \
+	ffmpeg openssl shellcheck chromium chromium-driver debootstrap
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test lint typecheck unit distro pi-smoke bench deps venv clean
@@ -15,11 +19,15 @@ deps:
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
+	  if [ -n "$(SUDO)" ] && ! command -v sudo >/dev/null; then \
+	    echo "make: missing Debian packages:$$missing; install them as root (su -c 'apt-get install$$missing'), or install sudo"; \
+	    exit 1; \
+	  fi; \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 
-$(BIN)/python:
+$(BIN)/python: | deps
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
