@@ -1,25 +1,33 @@
 # Two commands do all the set-up: `make demo` and `make test`.
 # Each installs what it needs (Debian packages, a virtual environment, Python packages),
-# skipping what is already there.
+# skipping what is already there. A truly fresh Debian 12 needs make itself first:
+#   su -c 'apt-get update && apt-get install -y make'     (the README's one line)
 
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-DEB_PACKAGES := mosquitto mosquitto-clients age ffmpeg openssl shellcheck chromium chromium-driver
+# python3-venv: Debian's python3 cannot make a venv without it; systemd: systemd-analyze,
+# which the unit-file tests use; ca-certificates: pip's HTTPS to PyPI.
+DEB_PACKAGES := python3 python3-venv ca-certificates systemd mosquitto mosquitto-clients age \
+	ffmpeg openssl shellcheck chromium chromium-driver debootstrap
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint typecheck unit bench deps venv clean
+.PHONY: demo test lint typecheck unit distro pi-smoke bench deps venv clean
 
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
+	  if [ -n "$(SUDO)" ] && ! command -v sudo >/dev/null; then \
+	    echo "make: missing Debian packages:$$missing; install them as root (su -c 'apt-get install$$missing'), or install sudo"; \
+	    exit 1; \
+	  fi; \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 
-$(BIN)/python:
+$(BIN)/python: | deps
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
@@ -39,7 +47,20 @@ typecheck: venv
 unit: deps venv
 	$(BIN)/pytest -q -n 2 --dist loadgroup
 
-test: deps venv lint typecheck unit
+# The Pi path: the recorder, export, share and daemon tests in Debian 13 and 12 user
+# spaces (debootstrap, cached in $$DOORBELL_ROOTFS_CACHE or /var/cache/doorbell-rootfs)
+# with the distribution's Python, PyAV and numpy, the venv made by systemd/venv.sh.
+distro: deps
+	$(SUDO) bash tests/distro/run.sh trixie
+	$(SUDO) bash tests/distro/run.sh bookworm
+
+test: deps venv lint typecheck unit distro
+
+# The same on arm64 as on the Pi (Debian 13 under qemu-user-static; slow, not in `test`).
+pi-smoke: deps
+	@dpkg-query -W -f='$${Status}' qemu-user-static 2>/dev/null | grep -q "ok installed" || \
+	  { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq qemu-user-static; }
+	$(SUDO) bash tests/distro/pi_smoke.sh
 
 demo: deps venv
 	$(BIN)/python -m cloud.demo

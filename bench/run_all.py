@@ -18,6 +18,7 @@ BENCHMARKS = {
     "upload": ["bench.upload"],
     "share": ["bench.share"],
     "console": ["bench.console"],
+    "owner_channel": ["bench.owner_channel"],
 }
 QUICK = {
     "export": ["--minutes", "4", "--window-minutes", "2"],
@@ -26,6 +27,7 @@ QUICK = {
     "upload": ["--mb", "128"],
     "share": ["--minutes", "5", "--rss-mb", "256"],
     "console": ["--base-minutes", "1", "--hours", "12", "--window-hours", "4", "--runs", "2"],
+    "owner_channel": ["--hours", "24", "--rounds", "5"],
 }
 
 

@@ -38,25 +38,16 @@ from sync.keys import (
     identity_file_text,
     load_identity,
     load_signing_key,
-    parse_recipient,
     public_key_from_b64,
     write_secret,
 )
-from sync.netpolicy import upload_url_problem
+from sync.rfa import DeviceFacts, Rejected, TrustedAgencyKey, check_rfa
 
 logger = logging.getLogger(__name__)
 
 SIGNING_FILE = "agency-signing.pem"
 IDENTITY_FILE = "agency-age.txt"
 PUBLIC_FILE = "agency.json"
-
-# protocol.md §1 and §4: the limits a device enforces.
-MAX_RADIUS_M = 805.0
-MAX_WINDOW_MS = 12 * 3_600_000
-MAX_LIFETIME_MS = 14 * 86_400_000
-MAX_DESCRIPTION = 2000
-MAX_STRING = 256
-MAX_CASE_NUMBER = 64
 
 
 class RfaInputError(DoorbellError):
@@ -151,61 +142,37 @@ class SignedRfa:
 
 
 def rfa_problems(
-    spec: RfaSpec, *, now_ms: int, allow_plain_http_loopback: bool = False
+    spec: RfaSpec,
+    *,
+    now_ms: int,
+    allow_plain_http_loopback: bool = False,
+    key: SigningKey | None = None,
 ) -> list[str]:
-    """Every rule of protocol.md §4 (3-6, 9, 10) that these inputs break; empty when none."""
-    problems: list[str] = []
-    strings = {
-        "agency id": spec.agency_id,
-        "agency name": spec.agency_name,
-        "investigator name": spec.investigator_name,
-        "email": spec.email,
-        "phone": spec.phone,
-        "recipient": spec.recipient,
-        "upload URL": spec.upload_url,
-    }
-    for label, value in strings.items():
-        if value is not None and len(value) > MAX_STRING:
-            problems.append(f"{label} is longer than {MAX_STRING} characters")
-    if not spec.agency_id.strip():
-        problems.append("agency id is empty")
-    if not spec.agency_name.strip():
-        problems.append("agency name is empty")
-    if not (1 <= len(spec.case_number) <= MAX_CASE_NUMBER and spec.case_number.isprintable()):
-        problems.append(f"case number must be 1-{MAX_CASE_NUMBER} printable characters")
-    if not spec.investigator_name.strip():
-        problems.append("investigator name is empty")
-    if not spec.email and not spec.phone:
-        problems.append("give the investigator's email or phone")
-    if len(spec.description) > MAX_DESCRIPTION:
-        problems.append(f"description is longer than {MAX_DESCRIPTION} characters")
-    if not (math.isfinite(spec.lat) and -90 <= spec.lat <= 90):
-        problems.append("latitude must be a number in [-90, 90]")
-    if not (math.isfinite(spec.lon) and -180 <= spec.lon <= 180):
-        problems.append("longitude must be a number in [-180, 180]")
-    if not (math.isfinite(spec.radius_m) and 0 < spec.radius_m <= MAX_RADIUS_M):
-        problems.append(f"radius must be more than 0 and at most {MAX_RADIUS_M:g} m")
-    window = spec.window
-    if window.start_ms >= window.end_ms:
-        problems.append("window start must be before its end")
-    if window.duration_ms > MAX_WINDOW_MS:
-        problems.append("window is longer than 12 h")
-    if window.end_ms > now_ms:
-        problems.append("window ends in the future (no request for future footage)")
-    if spec.expires_at_ms <= now_ms:
-        problems.append("expiry is not in the future")
-    if spec.expires_at_ms - now_ms > MAX_LIFETIME_MS:
-        problems.append("expiry is more than 14 days after issue")
+    """The rule of protocol.md §4 these inputs break, judged by the device's own rules
+    (sync.rfa.check_rfa) on the request as it would be signed; empty when none.
+
+    The device-only facts are taken as favourable (a device at the area's centre, requests
+    on, nothing pending, no earlier request of the case): the agency cannot know them."""
+    key = key or SigningKey.generate()
+    rid = str(uuid.uuid4())
     try:
-        parse_recipient(spec.recipient)
-    except ValueError:
-        problems.append("recipient is not an age X25519 recipient (age1...)")
-    url_problem = upload_url_problem(
-        spec.upload_url, allow_plain_http_loopback=allow_plain_http_loopback
+        envelope = make_envelope(rfa_payload(spec, rfa_id=rid, now_ms=now_ms), key)
+    except ValueError as exc:  # NaN or infinite numbers
+        return [f"the request cannot be written as JSON: {exc}"]
+    if len(envelope) > wire.MAX_MESSAGE_BYTES:
+        return [f"the signed request is {len(envelope)} bytes; devices drop > 16 KiB"]
+    facts = DeviceFacts(
+        device_id="any",
+        lat=spec.lat if math.isfinite(spec.lat) else 0.0,
+        lon=spec.lon if math.isfinite(spec.lon) else 0.0,
+        requests_enabled=True,
+        allow_plain_http_loopback=allow_plain_http_loopback,
     )
-    if url_problem:
-        problems.append(f"upload URL refused: {url_problem}")
-    return problems
+    trusted = {key.kid: TrustedAgencyKey(agency_id=spec.agency_id, public_key=key.public)}
+    result = check_rfa(envelope, facts, trusted, set(), now_ms, pending_count=0, case_count=0)
+    if isinstance(result, Rejected):
+        return [f"{result.reason}: {result.detail}"]
+    return []
 
 
 def rfa_payload(spec: RfaSpec, *, rfa_id: str, now_ms: int) -> dict[str, Any]:
@@ -241,15 +208,13 @@ def build_rfa(
 ) -> SignedRfa:
     """Check the inputs, then sign the RFA and work out the cells it goes to."""
     problems = rfa_problems(
-        spec, now_ms=now_ms, allow_plain_http_loopback=allow_plain_http_loopback
+        spec, now_ms=now_ms, allow_plain_http_loopback=allow_plain_http_loopback, key=key
     )
     if problems:
         raise RfaInputError(problems)
     rid = rfa_id or str(uuid.uuid4())
     payload = rfa_payload(spec, rfa_id=rid, now_ms=now_ms)
     envelope = make_envelope(payload, key)
-    if len(envelope) > wire.MAX_MESSAGE_BYTES:
-        raise RfaInputError([f"the signed request is {len(envelope)} bytes; devices drop > 16 KiB"])
     cells = tuple(sorted(geo.cells_covering(spec.lat, spec.lon, spec.radius_m)))
     return SignedRfa(
         id=rid, payload=payload, envelope=envelope, cells=cells, expires_at_ms=spec.expires_at_ms

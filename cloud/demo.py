@@ -107,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     code = ExitCode.REFUSED
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _raise_stopped)
+    # Ctrl-C always stops it, even when started from a shell that ignores SIGINT for
+    # background jobs (Python then leaves SIGINT ignored)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     # Whatever is started is pushed here at once, so that success, a failed step, Ctrl-C
     # and SIGTERM all stop it, in reverse order.
     with contextlib.ExitStack() as started:

@@ -18,6 +18,7 @@ device recipient.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import re
@@ -26,7 +27,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -36,9 +37,11 @@ from cloud.broker import Incoming, Outgoing, listen, publish_messages
 from foundation import wire
 from foundation.arguments import time_arg
 from foundation.cli import EXIT_CODES_EPILOG, ExitCode, ToolParser, run_tool
+from foundation.display import agency_label, shown
 from foundation.errors import DoorbellError, TimeFormatError, UnavailableError, UsageError
 from foundation.times import Window, format_time, parse_time
-from sync.envelope import make_envelope, open_envelope
+from sync.anchor import AuditHead, Continuity, continuity
+from sync.envelope import canonical_json, make_envelope, open_envelope
 from sync.errors import EnvelopeError, SealError
 from sync.keys import (
     SigningKey,
@@ -95,15 +98,6 @@ class PairedDevice:
             "device_key": self.device_key,
             "recipient": self.recipient,
         }
-
-
-@dataclass(frozen=True, slots=True)
-class AuditHead:
-    entries: int
-    sha256: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"entries": self.entries, "sha256": self.sha256}
 
 
 def parse_pairing(info: object) -> PairedDevice:
@@ -212,7 +206,7 @@ class OwnerHome:
         if not folder.is_dir():
             return []
         names = sorted(p.name[: -len(".json")] for p in folder.glob("*.json"))
-        return [self.device(name) for name in names if not name.endswith(".head")]
+        return [self.device(name) for name in names if "." not in name]
 
     # audit heads
     def last_head(self, device_id: str) -> tuple[AuditHead, int] | None:
@@ -220,7 +214,7 @@ class OwnerHome:
         path = self._device_file(device_id, "head.json")
         try:
             doc = json.loads(path.read_text())
-            return AuditHead(int(doc["entries"]), str(doc["sha256"])), int(doc["at_ms"])
+            return AuditHead.from_json(doc), int(doc["at_ms"])
         except FileNotFoundError:
             return None
         except (ValueError, KeyError, TypeError) as exc:
@@ -230,6 +224,25 @@ class OwnerHome:
         path = self._device_file(device_id, "head.json")
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         _write_json(path, {**head.to_json(), "at_ms": at_ms})
+
+    # the pending list last seen, which `decide` checks a decision against
+    def save_pending(self, device_id: str, requests: Sequence[Mapping[str, Any]]) -> None:
+        path = self._device_file(device_id, "pending.json")
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _write_json(path, {"requests": [dict(r) for r in requests]})
+
+    def pending(self, device_id: str) -> list[dict[str, Any]] | None:
+        path = self._device_file(device_id, "pending.json")
+        try:
+            doc = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except ValueError as exc:
+            raise OwnerError(f"{path} is damaged") from exc
+        requests = doc.get("requests") if isinstance(doc, dict) else None
+        if not isinstance(requests, list):
+            raise OwnerError(f"{path} is damaged")
+        return [r for r in requests if isinstance(r, dict)]
 
 
 def _write_json(path: Path, doc: Mapping[str, Any]) -> None:
@@ -261,8 +274,8 @@ def decision_payload(
         "decision": "approve" if approve else "deny",
     }
     if window is not None:
-        if window.start_ms >= window.end_ms:
-            raise OwnerError("the window's start must be before its end")
+        if window.start_ms > window.end_ms:  # a single instant is a valid window
+            raise OwnerError("the window's start must not be after its end")
         payload["window"] = window.to_json()
     payload["share_contact"] = share_contact
     payload["issued_at"] = format_time(now_ms)
@@ -271,15 +284,46 @@ def decision_payload(
 
 
 def seal_decision(payload: Mapping[str, Any], key: SigningKey, device: PairedDevice) -> bytes:
-    """Sign with the owner key and seal to the pinned device recipient (unpadded: the
-    decision's size says nothing the broker does not already know from its timing)."""
+    """Sign with the owner key, pad with spaces to exactly 4,096 bytes and seal to the
+    pinned device recipient (protocol.md §5.2): approvals, denials, narrowed and
+    anonymous decisions all look alike to the broker."""
     envelope = make_envelope(payload, key)
-    if len(envelope) > wire.MAX_MESSAGE_BYTES:
+    if len(envelope) > wire.DECISION_BYTES:
         raise OwnerError("the decision is larger than a device accepts")
-    sealed = seal(envelope, [parse_recipient(device.recipient)], pad_block=None)
-    if len(sealed) > wire.MAX_MESSAGE_BYTES:
-        raise OwnerError("the sealed decision is larger than a device accepts")
-    return sealed
+    padded = envelope + b" " * (wire.DECISION_BYTES - len(envelope))
+    return seal(padded, [parse_recipient(device.recipient)], pad_block=None)
+
+
+def decision_problem(
+    pending: Sequence[Mapping[str, Any]] | None,
+    *,
+    rfa_id: str,
+    window: Window | None,
+    now_ms: int,
+) -> str | None:
+    """Would the device refuse this decision, judged from the pending list this tool
+    last saw? None when it looks acceptable."""
+    if pending is None:
+        return "no pending list seen yet; run `doorbell-owner watch` first"
+    entry = next((r for r in pending if r.get("id") == rfa_id), None)
+    if entry is None:
+        return f"{shown(rfa_id)} is not in the pending list last seen (decided, expired or unknown)"
+    try:
+        requested = Window(parse_time(entry["window"]["start"]), parse_time(entry["window"]["end"]))
+        deadline = min(parse_time(entry["decide_by"]), parse_time(entry["expires_at"]))
+    except (KeyError, TypeError, TimeFormatError, DoorbellError):
+        return "the pending entry for this request is damaged"
+    if now_ms >= deadline:
+        return "the time to decide on this request has passed"
+    if window is not None and not (
+        requested.start_ms <= window.start_ms and window.end_ms <= requested.end_ms
+    ):
+        return (
+            f"the window {format_time(window.start_ms)} .. {format_time(window.end_ms)} is not "
+            f"inside the request's {format_time(requested.start_ms)} .. "
+            f"{format_time(requested.end_ms)} (share less, never more)"
+        )
+    return None
 
 
 def publish_decision(
@@ -294,8 +338,14 @@ def publish_decision(
     device_id: str | None = None,
     timeout_s: float = 10.0,
 ) -> dict[str, Any]:
-    """Build, sign, seal and publish a decision (QoS 1, not retained); returns the payload."""
+    """Check it against the pending list last seen, then build, sign, seal and publish a
+    decision (QoS 1, not retained); returns the payload."""
     device = home.device(device_id)
+    problem = decision_problem(
+        home.pending(device.device_id), rfa_id=rfa_id, window=window, now_ms=now_ms
+    )
+    if problem is not None:
+        raise OwnerError(f"not sent: {problem}")
     payload = decision_payload(
         device_id=device.device_id,
         rfa_id=rfa_id,
@@ -328,6 +378,28 @@ class OwnerMessage:
     at_ms: int
     audit_head: AuditHead
     items: list[dict[str, Any]]
+    details: list[dict[str, Any]] = field(default_factory=list)  # pending only
+
+
+PENDING_ENTRY_KEYS = frozenset(
+    {
+        "id",
+        "agency_id",
+        "case_number",
+        "window",
+        "expires_at",
+        "decide_by",
+        "footage_seconds",
+        "details_sha256",
+    }
+)
+
+
+def details_sha256(details: Mapping[str, Any]) -> str:
+    """protocol.md §5.1: hex SHA-256 of the RFC 8785 form of the details without `id`."""
+    return hashlib.sha256(
+        canonical_json({k: v for k, v in details.items() if k != "id"})
+    ).hexdigest()
 
 
 def open_owner_message(
@@ -342,26 +414,32 @@ def open_owner_message(
         raise OwnerError("cannot decrypt (not sealed to this owner)") from exc
     except EnvelopeError as exc:
         raise OwnerError(f"not signed by the paired device ({exc.reason})") from exc
+    if len(plain) != wire.OWNER_MESSAGE_BYTES:
+        raise OwnerError(f"not exactly {wire.OWNER_MESSAGE_BYTES} bytes (protocol.md §3)")
     doc = verified.payload
-    field = "requests" if kind == "pending" else "shares"
+    list_key = "requests" if kind == "pending" else "shares"
     if doc.get("type") != kind:
-        raise OwnerError(f"expected a {kind} message, got type {doc.get('type')!r}")
-    items = doc.get(field)
-    head = doc.get("audit_head")
+        raise OwnerError(f"expected a {kind} message, got type {shown(doc.get('type'))!r}")
+    items = doc.get(list_key)
     if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
-        raise OwnerError(f"{field} must be a list of objects")
-    if not isinstance(head, dict):
-        raise OwnerError("audit_head missing")
-    entries, digest = head.get("entries"), head.get("sha256")
-    if not isinstance(entries, int) or isinstance(entries, bool) or entries < 0:
-        raise OwnerError("audit_head.entries must be a non-negative integer")
-    if not isinstance(digest, str):
-        raise OwnerError("audit_head.sha256 must be a string")
+        raise OwnerError(f"{list_key} must be a list of objects")
+    details: list[dict[str, Any]] = []
+    if kind == "pending":
+        if any(set(i) != PENDING_ENTRY_KEYS for i in items):
+            raise OwnerError("a pending entry does not have exactly the keys of §5.1")
+        raw_details = doc.get("details")
+        if not isinstance(raw_details, list) or not all(isinstance(d, dict) for d in raw_details):
+            raise OwnerError("details must be a list of objects")
+        details = raw_details
+    try:
+        head = AuditHead.from_json(doc.get("audit_head"))
+    except ValueError as exc:
+        raise OwnerError(str(exc)) from exc
     try:
         at_ms = parse_time(doc.get("at"))
     except TimeFormatError as exc:
         raise OwnerError(f"at: {exc}") from exc
-    return OwnerMessage(kind=kind, at_ms=at_ms, audit_head=AuditHead(entries, digest), items=items)
+    return OwnerMessage(kind=kind, at_ms=at_ms, audit_head=head, items=items, details=details)
 
 
 def head_problem(
@@ -370,45 +448,73 @@ def head_problem(
     """Compare a message's audit head with the newest seen: (warning or None, is newer).
 
     A message older than the newest seen (a retained message from the previous round, or
-    one the broker replays) is not compared: its head is older by nature. Among newer
-    messages, fewer entries means the log was cut or rolled back; as many entries with
-    another hash means it was rewritten.
+    one the broker replays) is not compared: its head is older by nature. A newer head
+    must *extend* the one seen before (protocol.md §7): recomputed from the old chain
+    value and the new entries' hashes, so a rewritten history is caught however long it
+    is; fewer entries means the log was cut or rolled back.
     """
     if last is None:
         return None, True
     previous, last_at = last
     if at_ms < last_at:
         return None, False
-    if head.entries < previous.entries:
+    verdict = continuity(previous, head)
+    if verdict is Continuity.ROLLED_BACK:
         return (
             f"AUDIT LOG WENT BACKWARDS: {head.entries} entries, "
             f"{previous.entries} were seen before (rolled back or cut)"
         ), True
-    if head.entries == previous.entries and head.sha256 != previous.sha256:
+    if verdict is Continuity.REWRITTEN:
         return (
-            f"AUDIT LOG REWRITTEN: {head.entries} entries as before, but a different hash"
+            f"AUDIT LOG REWRITTEN: the head of {head.entries} entries does not extend the "
+            f"one of {previous.entries} entries seen before"
         ), True
     return None, True
 
 
-def render_pending(items: Sequence[Mapping[str, Any]]) -> str:
+def _shown_window(window: object) -> str:
+    if not isinstance(window, dict):
+        return "?"
+    return f"{shown(window.get('start'))} .. {shown(window.get('end'))}"
+
+
+def render_pending(
+    items: Sequence[Mapping[str, Any]], details: Mapping[str, Mapping[str, Any]] | None = None
+) -> str:
+    """The pending list; a request is shown only once its details arrived and match
+    `details_sha256` (until then, only that it is awaited). Every string is escaped."""
+    details = details or {}
     if not items:
         return "pending: none"
     lines = [f"pending: {len(items)}"]
     for item in items:
-        agency = item.get("agency") if isinstance(item.get("agency"), dict) else {}
-        window = item.get("window") if isinstance(item.get("window"), dict) else {}
-        assert isinstance(agency, dict) and isinstance(window, dict)
+        rfa_id = shown(item.get("id"))
+        held = details.get(str(item.get("id")))
+        if held is None:
+            lines.append(f"  {rfa_id}  (details not received yet: shown once they arrive)")
+            continue
+        agency = held.get("agency") if isinstance(held.get("agency"), dict) else {}
+        inv = held.get("investigator") if isinstance(held.get("investigator"), dict) else {}
+        area = held.get("area") if isinstance(held.get("area"), dict) else {}
+        assert isinstance(agency, dict) and isinstance(inv, dict) and isinstance(area, dict)
         lines.append(
-            f"  {item.get('id')}  {agency.get('name', '?')} case {item.get('case_number', '?')}"
+            f"  {rfa_id}  agency {agency_label(item.get('agency_id'), agency.get('name'))}"
+            f" case {shown(item.get('case_number'))}"
         )
-        lines.append(f"      window {window.get('start')} .. {window.get('end')}")
+        lines.append(f"      window {_shown_window(item.get('window'))}")
         lines.append(
-            f"      footage {item.get('footage_seconds', '?')} s, decide by {item.get('decide_by')}"
+            f"      footage {shown(item.get('footage_seconds'))} s, "
+            f"decide by {shown(item.get('decide_by'))}"
         )
-        description = str(item.get("description", ""))
+        contact = inv.get("email") or inv.get("phone")
+        lines.append(f"      investigator {shown(inv.get('name'))} <{shown(contact)}>")
+        lines.append(
+            f"      area {shown(area.get('lat'))}, {shown(area.get('lon'))} "
+            f"radius {shown(area.get('radius_m'))} m"
+        )
+        description = held.get("description")
         if description:
-            lines.append(f"      {description[:200]}")
+            lines.append(f"      {shown(description, limit=300)}")
     return "\n".join(lines)
 
 
@@ -421,15 +527,16 @@ def render_shares(items: Sequence[Mapping[str, Any]]) -> str:
         progress = ""
         if isinstance(sent, int) and isinstance(total, int) and total > 0:
             progress = f" {sent}/{total} bytes ({100 * sent // total}%)"
-        error = f" error: {item['error']}" if item.get("error") else ""
-        lines.append(f"  {item.get('rfa_id')}  {item.get('state')}{progress}{error}")
+        error = f" error: {shown(item['error'])}" if item.get("error") else ""
+        lines.append(f"  {shown(item.get('rfa_id'))}  {shown(item.get('state'))}{progress}{error}")
         if item.get("manifest_sha256"):
-            lines.append(f"      manifest sha256 {item['manifest_sha256']}")
+            lines.append(f"      manifest sha256 {shown(item['manifest_sha256'])}")
     return "\n".join(lines)
 
 
 class OwnerWatch:
-    """Turns incoming sealed messages into printed lists and audit-head warnings."""
+    """Turns incoming sealed messages into printed lists and audit-head warnings, and
+    reassembles the pending requests' details (they may arrive over several messages)."""
 
     def __init__(
         self,
@@ -450,6 +557,23 @@ class OwnerWatch:
         self._lock = threading.Lock()
         self.seen: set[str] = set()
         self.warnings: list[str] = []
+        self.details: dict[str, dict[str, Any]] = {}  # rfa id -> details that matched
+        self.complete = False  # every pending request's details are held
+
+    def _take_details(self, opened: OwnerMessage) -> None:
+        wanted = {str(i.get("id")): i.get("details_sha256") for i in opened.items}
+        for details in opened.details:
+            rfa_id = str(details.get("id"))
+            if rfa_id in wanted and details_sha256(details) == wanted[rfa_id]:
+                self.details[rfa_id] = dict(details)
+            elif rfa_id in wanted:
+                print(
+                    f"WARNING: details of {shown(rfa_id)} do not match their details_sha256",
+                    file=self._err,
+                    flush=True,
+                )
+        self.details = {k: v for k, v in self.details.items() if k in wanted}
+        self.complete = set(wanted) <= set(self.details)
 
     def handle(self, message: Incoming) -> None:
         kind = message.topic.rsplit("/", 1)[-1]
@@ -468,6 +592,18 @@ class OwnerWatch:
             if warning:
                 self.warnings.append(warning)
                 print(f"!!! WARNING: {warning} !!!", file=self._err, flush=True)
+            if (
+                newer
+                and last is not None
+                and warning is None
+                and continuity(last[0], opened.audit_head) is Continuity.UNCHECKABLE
+            ):
+                print(
+                    "note: the audit log grew by more than 32 entries since the last head "
+                    "seen; only the device can check it (doorbellctl audit --verify)",
+                    file=self._err,
+                    flush=True,
+                )
             if newer and warning is None:
                 # A warned-about head is not adopted: the good head stays the reference.
                 self._home.save_head(self._device.device_id, opened.audit_head, opened.at_ms)
@@ -478,12 +614,26 @@ class OwnerWatch:
                     file=self._err,
                     flush=True,
                 )
-            render = render_pending if kind == "pending" else render_shares
-            print(f"[{format_time(opened.at_ms)}] {render(opened.items)}", file=self._out)
+            if kind == "pending":
+                if newer:
+                    self._take_details(opened)
+                    self._home.save_pending(
+                        self._device.device_id,
+                        [
+                            {**self.details[str(i["id"])], **i}
+                            for i in opened.items
+                            if str(i["id"]) in self.details
+                        ],
+                    )
+                text = render_pending(opened.items, self.details)
+            else:
+                text = render_shares(opened.items)
+            print(f"[{format_time(opened.at_ms)}] {text}", file=self._out)
             head = opened.audit_head
             print(f"    audit head: {head.entries} entries, {head.sha256[:16]}", file=self._out)
             self._out.flush()
-            self.seen.add(kind)
+            if kind == "shares" or self.complete:
+                self.seen.add(kind)
         self._on_update()
 
 

@@ -40,9 +40,9 @@ import pyrage
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pyrage import x25519
 
-from foundation.errors import DoorbellError
+from foundation.errors import DoorbellError, TimeFormatError
 from foundation.times import Window, format_time, parse_time
-from sync.envelope import parse_envelope, verify_envelope
+from sync.envelope import canonical_envelope, parse_envelope, verify_envelope
 from sync.errors import EnvelopeError
 from sync.keys import key_id, public_key_from_b64, raw_public
 
@@ -247,6 +247,7 @@ class _Manifest:
     consent: dict[str, Any]
     contact: Any
     has_device_id: bool
+    created_at: Any = None
 
 
 def _parse_manifest(doc: dict[str, Any], run: _Run) -> _Manifest:
@@ -292,6 +293,7 @@ def _parse_manifest(doc: dict[str, Any], run: _Run) -> _Manifest:
             consent=_obj(doc, "consent"),
             contact=doc.get("contact"),
             has_device_id="device_id" in doc,
+            created_at=doc.get("created_at"),
         )
     except _Shape as exc:
         raise run.abort("manifest_shape", str(exc)) from exc
@@ -321,6 +323,13 @@ def _check_share_kind(m: _Manifest, run: _Run) -> None:
             )
             if bad
         ]
+        for label in ("created_at", "consent.at"):
+            doc = m.consent if label == "consent.at" else {"at": m.created_at}
+            try:
+                if parse_time(doc.get("at")) % 60_000:
+                    problems.append(f"{label} is not a whole minute")
+            except TimeFormatError:
+                problems.append(f"{label} is not an RFC 3339 time")
         run.expect(
             "share_kind",
             not problems,
@@ -351,6 +360,13 @@ def _check_request(
         run.fail("request_signature", f"the embedded request is not signed by the agency ({exc})")
         return None
     run.passed("request_signature", f"kid {verified.kid}")
+    # §2/§6.1: the device re-emits the request in its canonical form, whatever spelling
+    # it received; any other text could be a mark that links the share to its device.
+    run.expect(
+        "request_canonical",
+        m.request == canonical_envelope(parse_envelope(m.request)),
+        "the embedded request is not in its canonical (RFC 8785) form",
+    )
     rfa = verified.payload
     try:
         agency = _obj(rfa, "agency")

@@ -265,7 +265,7 @@ class Doorbell:
             device_id=self.config.device.id,
             recipients=recipients,
             identity=self.identity,
-            pending_entries=self.flow.pending_entries,
+            pending=self.flow.pending_views,
             shares=lambda: self.outbox.shares(self.hooks.clock.wall_ms()),
             audit_head=self.audit.head,
             clock=self.hooks.clock,

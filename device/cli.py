@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from firmware_config import Config, load_config
 from foundation.arguments import time_arg
 from foundation.cli import EXIT_CODES_EPILOG, ToolParser, run_tool
+from foundation.display import agency_label, shown
 from foundation.errors import DoorbellError, UsageError
 from foundation.times import Window, format_time
 
@@ -292,20 +293,23 @@ def _pending(config: Config, args: argparse.Namespace) -> int:
 
 
 def render_pending(entry: dict[str, Any]) -> str:
+    """One pending request for a person to read: every string from the network escaped
+    (foundation.display), the key-bound agency id beside the agency's own name."""
     inv = entry.get("investigator", {})
-    contact = ", ".join(v for v in (inv.get("email"), inv.get("phone")) if v)
+    contact = ", ".join(shown(v) for v in (inv.get("email"), inv.get("phone")) if v)
+    rfa_id = shown(entry["id"])
     return "\n".join(
         [
-            f"request      {entry['id']}",
-            f"agency       {entry['agency']['name']} ({entry['agency']['id']}),"
-            f" case {entry['case_number']}",
-            f"investigator {inv.get('name')} <{contact}>",
-            f"window       {entry['window']['start']} .. {entry['window']['end']}"
+            f"request      {rfa_id}",
+            f"agency       {agency_label(entry['agency']['id'], entry['agency']['name'])},"
+            f" case {shown(entry['case_number'])}",
+            f"investigator {shown(inv.get('name'))} <{contact}>",
+            f"window       {shown(entry['window']['start'])} .. {shown(entry['window']['end'])}"
             f"  ({entry['footage_seconds']:.0f} s of footage here)",
-            f"decide by    {entry['decide_by']}",
-            f"description  {entry['description']}",
-            f"approve:     doorbellctl approve {entry['id']} [--start T --end T] [--anonymous]",
-            f"decline:     doorbellctl deny {entry['id']}",
+            f"decide by    {shown(entry['decide_by'])}",
+            f"description  {shown(entry['description'])}",
+            f"approve:     doorbellctl approve {rfa_id} [--start T --end T] [--anonymous]",
+            f"decline:     doorbellctl deny {rfa_id}",
         ]
     )
 

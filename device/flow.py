@@ -22,6 +22,7 @@ control socket can call in from their own threads.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections.abc import Mapping
@@ -31,14 +32,17 @@ from typing import Any, Protocol
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from device.identity import DeviceIdentity
+from device.owner_channel import PendingView
 from device.state import PendingRequest, RequestState, StateStore
+from foundation import wire
 from foundation.clock import Clock
 from foundation.times import Window, format_time
+from foundation.wire import MAX_MESSAGE_BYTES
 from sync.decision import DecisionRejected, check_decision, local_decision
+from sync.envelope import canonical_json
 from sync.errors import SealError
 from sync.models import ConsentMethod, Decision, Rfa
 from sync.rfa import (
-    MAX_MESSAGE_BYTES,
     Accepted,
     DeviceFacts,
     Prechecked,
@@ -57,6 +61,7 @@ logger = logging.getLogger(__name__)
 SHARE_PIN_MS = 14 * 24 * 3600 * 1000
 FINAL_SHARE_STATES = frozenset({"done", "failed", "cancelled"})
 AGE_MAGIC = b"age-encryption.org/v1\n"
+_REFUSAL_LINES = 10
 
 
 class AuditSink(Protocol):
@@ -95,6 +100,18 @@ class Outcome:
     counted: bool = False
 
 
+def details_of(rfa: Rfa) -> dict[str, Any]:
+    """protocol.md §5.1: a request's long fields, as the owner channel carries them."""
+    public = rfa.public_json()
+    return {key: public[key] for key in ("id", "agency", "investigator", "description", "area")}
+
+
+def details_sha256(details: Mapping[str, Any]) -> str:
+    """Hex SHA-256 of the RFC 8785 form of the details object without `id` (§5.1)."""
+    body = {key: value for key, value in details.items() if key != "id"}
+    return hashlib.sha256(canonical_json(body)).hexdigest()
+
+
 class RequestFlow:
     def __init__(
         self,
@@ -123,6 +140,8 @@ class RequestFlow:
         self._decide_within_ms = decide_within_ms
         self._share_contact_default = share_contact_by_default
         self._lock = threading.RLock()
+        self._footage_s: dict[str, float] = {}  # pending request id -> seconds of footage
+        self._refusal_minute, self._refusal_lines = -1, 0
 
     @property
     def trusted_agencies(self) -> Mapping[str, TrustedAgencyKey]:
@@ -143,6 +162,7 @@ class RequestFlow:
                 self._enqueue(rfa, decision)
             for pending in self._store.pending():
                 self._pin(pending.rfa.id, pending.rfa.window, pending.decide_by_ms)
+                self._footage(pending.rfa)
             self.expire_due()
 
     # ---- requests --------------------------------------------------------------------
@@ -158,6 +178,11 @@ class RequestFlow:
         """The expensive half: verify the signature, apply the rules, record the result
         durably. Returns once everything the message caused is on disk."""
         with self._lock:
+            # Again, now that the copies queued behind the cheap check are serialised:
+            # a copy of a request that an earlier copy got rejected (or accepted) is a
+            # replay, however the rules would judge it now.
+            if any(key in self._store.seen_ids for key in pre.replay_keys):
+                return self._count(RejectReason.REPLAY, "id already seen")
             now = self._clock.wall_ms()
             facts = self._facts
             if self._store.requests_paused():  # the owner's opt-out, rule 8
@@ -168,18 +193,23 @@ class RequestFlow:
                 self._trusted,
                 now,
                 pending_count=self._store.pending_count(),
+                case_count=lambda agency_id, case_number: self._store.case_count(
+                    agency_id, case_number, since_ms=now - wire.CASE_PERIOD_MS
+                ),
             )
             if isinstance(result, Rejected):
                 if not result.verified:
                     return self._count(result.reason, result.detail)
                 rfa_id = result.rfa_id
-                if rfa_id is not None and rfa_id in self._store.seen_ids:
-                    return self._count(RejectReason.REPLAY, "id already seen")
                 # Audit first: a crash in between re-runs this on redelivery (a second
                 # entry) rather than losing the entry.
                 self._audit.append("rfa_rejected", {"rfa_id": rfa_id, "reason": result.reason})
-                if rfa_id is not None:
-                    self._store.mark_seen(rfa_id, now)
+                # Remembered by its id when it has a canonical one, and by its signature
+                # always: a replay of a request without a usable id is counted, not
+                # audited again.
+                keys = [pre.signature_key] if rfa_id is None else [rfa_id, pre.signature_key]
+                self._store.mark_seen(keys, now)
+                logger.info("request %s refused: %s", rfa_id or "(no id)", result.reason)
                 return Outcome(False, str(result.reason), rfa_id, result.detail)
             assert isinstance(result, Accepted)
             rfa = result.rfa
@@ -188,6 +218,7 @@ class RequestFlow:
                 # Another copy was queued behind the precheck and got here first.
                 return self._count(RejectReason.REPLAY, "id already seen")
             self._pin(rfa.id, rfa.window, decide_by)
+            self._footage(rfa)  # measured once, now, not when the owner channel publishes
             self._audit_state(rfa.id, RequestState.PENDING, rfa)
             logger.info("request %s from %s is pending", rfa.id, rfa.agency.id)
             return Outcome(True, "accepted", rfa.id)
@@ -195,32 +226,48 @@ class RequestFlow:
     def pending(self) -> list[PendingRequest]:
         return self._store.pending()
 
-    def pending_entries(self) -> list[dict[str, Any]]:
-        """protocol.md §5.1 entries: exactly id, agency, case_number, investigator,
-        description, area, window, expires_at, decide_by, footage_seconds."""
-        entries = []
-        for p in self._store.pending():
-            public = p.rfa.public_json()
-            try:
-                footage_s = self._buffer.footage_ms(p.rfa.window) / 1000
-            except Exception:  # the owner still sees the request without a figure
-                logger.exception("could not measure the footage of request %s", p.rfa.id)
-                footage_s = 0.0
-            entries.append(
-                {
-                    "id": public["id"],
-                    "agency": public["agency"],
-                    "case_number": public["case_number"],
-                    "investigator": public["investigator"],
-                    "description": public["description"],
-                    "area": public["area"],
-                    "window": public["window"],
-                    "expires_at": public["expires_at"],
+    def pending_views(self) -> list[PendingView]:
+        """protocol.md §5.1: per pending request, the compact entry (exactly id,
+        agency_id, case_number, window, expires_at, decide_by, footage_seconds,
+        details_sha256) and its details (id, agency, investigator, description, area).
+
+        Cheap and independent of the buffer's size: a request's footage is measured once
+        (its window is in the past and pinned, so the figure cannot change) and kept."""
+        views = []
+        with self._lock:
+            pending = self._store.pending()
+            self._footage_s = {
+                p.rfa.id: self._footage_s[p.rfa.id] for p in pending if p.rfa.id in self._footage_s
+            }
+            for p in pending:
+                details = details_of(p.rfa)
+                entry = {
+                    "id": p.rfa.id,
+                    "agency_id": p.rfa.agency.id,
+                    "case_number": p.rfa.case_number,
+                    "window": p.rfa.window.to_json(),
+                    "expires_at": format_time(p.rfa.expires_at_ms),
                     "decide_by": format_time(p.decide_by_ms),
-                    "footage_seconds": footage_s,
+                    "footage_seconds": self._footage(p.rfa),
+                    "details_sha256": details_sha256(details),
                 }
-            )
-        return entries
+                views.append(PendingView(entry, details))
+        return views
+
+    def pending_entries(self) -> list[dict[str, Any]]:
+        """What the local CLI shows: each compact entry with its details."""
+        return [{**view.details, **view.entry} for view in self.pending_views()]
+
+    def _footage(self, rfa: Rfa) -> float:
+        cached = self._footage_s.get(rfa.id)
+        if cached is None:
+            try:
+                cached = self._buffer.footage_ms(rfa.window) / 1000
+            except Exception:  # the owner still sees the request without a figure
+                logger.exception("could not measure the footage of request %s", rfa.id)
+                return 0.0
+            self._footage_s[rfa.id] = cached
+        return cached
 
     @property
     def requests_paused(self) -> bool:
@@ -261,6 +308,7 @@ class RequestFlow:
                 now_ms=now,
             )
             if isinstance(result, DecisionRejected):
+                self._log_refused_decision(str(result.reason), result.detail, now)
                 return self._count(f"decision_{result.reason}", result.detail)
             decision = result.decision
             rfa = pending.get(decision.rfa_id)
@@ -347,6 +395,19 @@ class RequestFlow:
                 self._unpin(rfa_id)
 
     # ---- helpers ---------------------------------------------------------------------
+
+    def _log_refused_decision(self, reason: str, detail: str, now_ms: int) -> None:
+        """One line naming the rule that refused a decision that decrypted for this device,
+        so the owner can tell why nothing happened; at most `_REFUSAL_LINES` a minute, as
+        anyone who knows the device's recipient can send them."""
+        minute = now_ms // 60_000
+        if minute != self._refusal_minute:
+            self._refusal_minute, self._refusal_lines = minute, 0
+        self._refusal_lines += 1
+        if self._refusal_lines <= _REFUSAL_LINES:
+            logger.warning("a decision was refused by rule %s: %s", reason, detail)
+        elif self._refusal_lines == _REFUSAL_LINES + 1:
+            logger.warning("more decisions refused this minute; counted in the audit log only")
 
     def _count(self, reason: str, detail: str) -> Outcome:
         self._audit.count_rejection(str(reason), self._clock.wall_ms())

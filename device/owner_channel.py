@@ -1,27 +1,29 @@
-"""The sealed owner channel (protocol.md §3 fixed rhythm, §5.1 pending list, §6.3 progress).
+"""The sealed owner channel (protocol.md §3 fixed rhythm and size, §5.1 pending list,
+§6.3 progress).
 
 Owns the two device-to-owner topics, ``devices/{id}/owner/pending`` and
-``devices/{id}/owner/shares``. Each message is a signed envelope (the device key) sealed
-with age to the owner's recipients, padded inside the encryption, and published retained
-with QoS 1.
+``devices/{id}/owner/shares``. Each message is a signed envelope (the device key), padded
+with ASCII spaces to exactly `wire.OWNER_MESSAGE_BYTES` (16,384) bytes, sealed with age to
+the owner's recipients and published retained with QoS 1.
 
 What the broker must not learn (§3.1) decides the shape of this module:
 
+* **Size.** Every message is the encryption of exactly 16,384 bytes, whatever it holds:
+  an empty list, ten requests at every limit, twenty shares. The pending list holds
+  compact entries for every pending request; the long fields (`details`) go in as many as
+  fit, rotating, so each request's details travel at least once in every `len(requests)`
+  messages (`pending_message`). The request rules' byte limits (§4) make any pending list
+  the protocol allows fit (tests/device/test_owner_channel.py proves it at the limits). The
+  age implementation (rage, under pyrage) adds a random "grease" stanza to every header,
+  so ciphertext sizes jitter by a few hundred bytes; that jitter is random and independent
+  of the content, and the encrypted payload itself is always the same length.
 * **Timing.** `OwnerChannel.run` publishes both topics at ``start + k * period`` on the
-  monotonic clock, whether or not anything changed. There is deliberately no ``wake()``:
-  nothing that happens on the device (a request arriving, a decision, a share finishing)
-  can make a message go out sooner. The schedule does not drift with the time spent
-  building and sealing; if a round overruns whole periods (a stalled broker, a suspended
-  machine), the missed instants are skipped rather than sent in a burst.
-* **Size.** The envelope is padded with trailing spaces (still valid JSON) to at least
-  `min_padded_bytes` (16 KiB by default) and to a multiple of 4 KiB (protocol.md §3), so the
-  ciphertext of an empty list, one request or ten typical requests is the same size. Only
-  content beyond the floor (many requests with long descriptions) grows the message, in
-  4 KiB steps: the broker then learns a coarse upper bound on the content, never a count.
-  A larger floor hides more at the cost of upload volume on every period
-  (2 x 16 KiB every 300 s is about 9 MB a day). The age implementation (rage, under
-  pyrage) adds a random "grease" stanza to every header, so ciphertext sizes jitter by a
-  few hundred bytes at most; that jitter is random and independent of the content.
+  monotonic clock, whether or not anything changed, and never in reaction to an event:
+  there is deliberately no ``wake()``. The messages for instant k are built and sealed
+  ahead of it, at ``instant - lead`` (a scheduled moment too), so neither their content
+  nor the work of building them shows in when they are published. If a round overruns
+  whole periods (a stalled broker, a suspended machine), the missed instants are skipped
+  rather than sent in a burst.
 """
 
 from __future__ import annotations
@@ -35,21 +37,25 @@ from typing import Any
 
 from pyrage import x25519
 
-from device.audit import AuditHead
 from device.identity import DeviceIdentity
 from foundation import wire
 from foundation.clock import Clock
-from foundation.errors import InvalidValueError
+from foundation.errors import DoorbellError, InvalidValueError
 from foundation.times import format_time
+from sync.anchor import AuditHead
 from sync.envelope import make_envelope
 from sync.keys import SigningKey, parse_recipient
-from sync.seal import PAD_BLOCK, seal
+from sync.seal import seal
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MIN_PADDED_BYTES = 4 * PAD_BLOCK
+# How long before its instant a round is built and sealed (at most half a period).
+DEFAULT_LEAD_S = 2.0
 
-_Builder = Callable[[Sequence[Mapping[str, Any]], AuditHead, int], dict[str, Any]]
+
+class OwnerMessageTooLarge(DoorbellError):
+    """A message does not fit in the fixed size: a bug, since §4's limits make any
+    content the protocol allows fit."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,49 +71,90 @@ class OwnerTopics:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class PendingView:
+    """One pending request as the owner channel carries it: the compact §5.1 entry and
+    its details object (with `id`)."""
+
+    entry: Mapping[str, Any]
+    details: Mapping[str, Any]
+
+
 def _head_json(audit_head: AuditHead | Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(audit_head, AuditHead):
         return audit_head.to_json()
-    return {"entries": int(audit_head["entries"]), "sha256": str(audit_head["sha256"])}
+    return AuditHead.from_json(audit_head).to_json()
+
+
+def pad_to(envelope: bytes, size: int) -> bytes:
+    """The envelope followed by ASCII spaces up to exactly `size` bytes (still JSON)."""
+    if len(envelope) > size:
+        raise OwnerMessageTooLarge(f"a {len(envelope)}-byte envelope does not fit in {size}")
+    return envelope + b" " * (size - len(envelope))
+
+
+def _fits(message: Mapping[str, Any], signing: SigningKey) -> bytes | None:
+    envelope = make_envelope(message, signing)
+    return envelope if len(envelope) <= wire.OWNER_MESSAGE_BYTES else None
 
 
 def pending_message(
-    entries: Sequence[Mapping[str, Any]], audit_head: AuditHead | Mapping[str, Any], now_ms: int
-) -> dict[str, Any]:
-    """protocol.md §5.1: the pending list (entries are `RequestFlow.pending_entries()`)."""
-    return {
+    views: Sequence[PendingView],
+    audit_head: AuditHead | Mapping[str, Any],
+    now_ms: int,
+    *,
+    signing: SigningKey,
+    rotation: int = 0,
+) -> bytes:
+    """protocol.md §5.1: the signed pending list, unpadded. Every compact entry; the
+    details of as many requests as fit, starting with request `rotation % n` (the
+    caller advances `rotation` by one per message)."""
+    base: dict[str, Any] = {
         "type": "pending",
         "at": format_time(now_ms),
         "audit_head": _head_json(audit_head),
-        "requests": [dict(entry) for entry in entries],
+        "requests": [dict(v.entry) for v in views],
+        "details": [],
     }
+    best = _fits(base, signing)
+    if best is None:
+        raise OwnerMessageTooLarge("the compact pending entries alone do not fit")
+    n = len(views)
+    chosen: list[dict[str, Any]] = []
+    for i in range(n):
+        candidate = chosen + [dict(views[(rotation + i) % n].details)]
+        envelope = _fits({**base, "details": candidate}, signing)
+        if envelope is None:
+            if not chosen:
+                raise OwnerMessageTooLarge("one request's details do not fit")
+            continue  # a smaller one further on may still fit
+        chosen, best = candidate, envelope
+    return best
 
 
 def shares_message(
-    shares: Sequence[Mapping[str, Any]], audit_head: AuditHead | Mapping[str, Any], now_ms: int
-) -> dict[str, Any]:
-    """protocol.md §6.3: share progress (entries are `Outbox.shares(now_ms)`)."""
-    return {
+    shares: Sequence[Mapping[str, Any]],
+    audit_head: AuditHead | Mapping[str, Any],
+    now_ms: int,
+    *,
+    signing: SigningKey,
+) -> bytes:
+    """protocol.md §6.3: the signed share progress (entries are `Outbox.shares(now_ms)`)."""
+    message = {
         "type": "shares",
         "at": format_time(now_ms),
         "audit_head": _head_json(audit_head),
         "shares": [dict(share) for share in shares],
     }
+    envelope = _fits(message, signing)
+    if envelope is None:
+        raise OwnerMessageTooLarge("the shares message does not fit")
+    return envelope
 
 
-def seal_owner_message(
-    message: Mapping[str, Any],
-    *,
-    signing: SigningKey,
-    recipients: Sequence[x25519.Recipient],
-    min_padded_bytes: int = DEFAULT_MIN_PADDED_BYTES,
-) -> bytes:
-    """Sign as an envelope, pad to at least `min_padded_bytes`, then seal (which pads
-    to a multiple of 4 KiB inside the encryption)."""
-    envelope = make_envelope(message, signing)
-    if len(envelope) < min_padded_bytes:
-        envelope += b" " * (min_padded_bytes - len(envelope))
-    return seal(envelope, recipients, pad_block=PAD_BLOCK)
+def seal_owner_envelope(envelope: bytes, recipients: Sequence[x25519.Recipient]) -> bytes:
+    """Pad to exactly 16,384 bytes and seal (protocol.md §3)."""
+    return seal(pad_to(envelope, wire.OWNER_MESSAGE_BYTES), recipients, pad_block=None)
 
 
 def next_instant(start: float, period: float, now: float, after_k: int) -> tuple[int, float]:
@@ -128,15 +175,15 @@ class OwnerChannel:
         device_id: str | None = None,
         recipients: Sequence[str | x25519.Recipient],
         identity: DeviceIdentity,
-        pending_entries: Callable[[], list[dict[str, Any]]],
+        pending: Callable[[], Sequence[PendingView]],
         shares: Callable[[], list[dict[str, Any]]],
         audit_head: Callable[[], AuditHead],
         clock: Clock,
         period_s: float,
         stop: threading.Event,
-        min_padded_bytes: int = DEFAULT_MIN_PADDED_BYTES,
+        lead_s: float = DEFAULT_LEAD_S,
     ) -> None:
-        if period_s < 0.2:
+        if period_s < wire.MIN_SYNC_SECONDS:
             raise InvalidValueError("the owner channel period is at least 0.2 s (protocol.md §3)")
         self._publish = publish
         if topics is None:
@@ -148,13 +195,14 @@ class OwnerChannel:
             r if isinstance(r, x25519.Recipient) else parse_recipient(r) for r in recipients
         ]
         self._identity = identity
-        self._pending_entries = pending_entries
+        self._pending = pending
         self._shares = shares
         self._audit_head = audit_head
         self._clock = clock
         self._period = float(period_s)
+        self._lead = min(float(lead_s), self._period / 2)
         self._stop = stop
-        self._min_padded = min_padded_bytes
+        self._rotation = 0
         self.rounds = 0  # completed rounds, for health reporting
         self.failures = 0
         self._failing = False
@@ -164,44 +212,67 @@ class OwnerChannel:
             logger.warning("owner channel: no owner.recipients configured; publishing nothing")
             return
         start = self._clock.monotonic()
-        k = 0
-        target = start
+        k, target = 0, start
+        prepared = self.prepare(self._clock.wall_ms())
         while not self._stop.is_set():
             delay = target - self._clock.monotonic()
             if delay > 0 and self._stop.wait(delay):
                 break
-            self.publish_round()
+            self.send(prepared)
             k, target = next_instant(start, self._period, self._clock.monotonic(), k)
+            build_at = target - self._lead
+            delay = build_at - self._clock.monotonic()
+            if delay > 0 and self._stop.wait(delay):
+                break
+            # The wall time the message will be published at, to the precision it says.
+            wall_at = self._clock.wall_ms() + round((target - self._clock.monotonic()) * 1000)
+            prepared = self.prepare(wall_at)
 
-    def publish_round(self) -> None:
-        """Build, seal and publish both topics once. Failures are logged, never raised:
-        the next round comes on schedule regardless."""
-        now_ms = self._clock.wall_ms()
+    def prepare(self, at_ms: int) -> list[tuple[str, bytes]]:
+        """Build and seal both messages for publishing at `at_ms`. Failures are logged,
+        never raised: that topic is skipped this round, the next comes on schedule."""
         try:
             head = self._audit_head()
         except Exception:  # a loop boundary
             self._failed("audit head")
-            return
-        rounds: tuple[tuple[str, Callable[[], list[dict[str, Any]]], _Builder], ...] = (
-            (self._topics.pending, self._pending_entries, pending_message),
-            (self._topics.shares, self._shares, shares_message),
+            return []
+        signing = self._identity.signing
+        builders: tuple[tuple[str, Callable[[], bytes]], ...] = (
+            (
+                self._topics.pending,
+                lambda: pending_message(
+                    self._pending(), head, at_ms, signing=signing, rotation=self._rotation
+                ),
+            ),
+            (
+                self._topics.shares,
+                lambda: shares_message(self._shares(), head, at_ms, signing=signing),
+            ),
         )
-        ok = True
-        for topic, source, build in rounds:
+        out = []
+        for topic, build in builders:
             try:
-                sealed = seal_owner_message(
-                    build(source(), head, now_ms),
-                    signing=self._identity.signing,
-                    recipients=self._recipients,
-                    min_padded_bytes=self._min_padded,
-                )
+                out.append((topic, seal_owner_envelope(build(), self._recipients)))
+            except Exception:  # a loop boundary: a source may fail
+                self._failed(topic)
+        self._rotation += 1
+        return out
+
+    def send(self, prepared: Sequence[tuple[str, bytes]]) -> None:
+        ok = len(prepared) == 2
+        for topic, sealed in prepared:
+            try:
                 self._publish(topic, sealed)
-            except Exception:  # a loop boundary: the broker may be down, a source may fail
+            except Exception:  # a loop boundary: the broker may be down
                 ok = False
                 self._failed(topic)
         self.rounds += 1
         if ok:
             self._failing = False
+
+    def publish_round(self) -> None:
+        """Build, seal and publish both topics once, now (tests and start-up checks)."""
+        self.send(self.prepare(self._clock.wall_ms()))
 
     def _failed(self, what: str) -> None:
         self.failures += 1

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -56,6 +56,13 @@ CREATE TABLE IF NOT EXISTS requests (
     audited INTEGER NOT NULL DEFAULT 0   -- the state's audit entry is written
 );
 CREATE INDEX IF NOT EXISTS requests_state ON requests(state);
+CREATE TABLE IF NOT EXISTS accepted_cases (  -- protocol.md §4 rule 12
+    rfa_id TEXT PRIMARY KEY,
+    agency_id TEXT NOT NULL,
+    case_number TEXT NOT NULL,
+    at_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS accepted_cases_case ON accepted_cases(agency_id, case_number);
 CREATE TABLE IF NOT EXISTS decisions (
     rfa_id TEXT PRIMARY KEY,
     decision_json TEXT NOT NULL
@@ -137,19 +144,40 @@ class StateStore:
 
     # ---- seen ids ----------------------------------------------------------------------
 
-    def mark_seen(self, rfa_id: str, now_ms: int) -> None:
-        """Remember a verified request's id (rejected ones too, so a replay is cheap)."""
+    def mark_seen(self, keys: str | Sequence[str], now_ms: int) -> None:
+        """Remember a verified request's id or signature key (rejected ones too, so a
+        replay is cheap)."""
+        keys = [keys] if isinstance(keys, str) else list(keys)
         with self._lock, self._tx() as cur:
-            cur.execute("INSERT OR IGNORE INTO seen_ids VALUES (?, ?)", (rfa_id, now_ms))
-        self._seen.add(rfa_id)
+            cur.executemany(
+                "INSERT OR IGNORE INTO seen_ids VALUES (?, ?)", [(k, now_ms) for k in keys]
+            )
+        self._seen.update(keys)
+
+    def case_count(self, agency_id: str, case_number: str, *, since_ms: int) -> int:
+        """Requests of this agency and case accepted after `since_ms` (rule 12: one
+        accepted exactly 30 days ago no longer counts)."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT COUNT(*) FROM accepted_cases WHERE agency_id = ? AND case_number = ? "
+                "AND at_ms > ?",
+                (agency_id, case_number, since_ms),
+            ).fetchone()
+        return int(row[0])
 
     # ---- requests ----------------------------------------------------------------------
 
     def add_pending(self, rfa: Rfa, *, received_at_ms: int, decide_by_ms: int) -> bool:
-        """Persist an accepted request and its seen id in one transaction. False (and no
-        change) if the id was already known."""
+        """Persist an accepted request, its seen id and its case count in one transaction.
+        False (and no change) if the id was already seen, accepted or rejected."""
         with self._lock, self._tx() as cur:
-            cur.execute("INSERT OR IGNORE INTO seen_ids VALUES (?, ?)", (rfa.id, received_at_ms))
+            if cur.execute("SELECT 1 FROM seen_ids WHERE rfa_id = ?", (rfa.id,)).fetchone():
+                return False
+            cur.execute("INSERT INTO seen_ids VALUES (?, ?)", (rfa.id, received_at_ms))
+            cur.execute(
+                "INSERT OR IGNORE INTO accepted_cases VALUES (?, ?, ?, ?)",
+                (rfa.id, rfa.agency.id, rfa.case_number, received_at_ms),
+            )
             cur.execute(
                 "INSERT OR IGNORE INTO requests (rfa_id, rfa_json, received_at_ms, "
                 "decide_by_ms, state) VALUES (?, ?, ?, ?, ?)",

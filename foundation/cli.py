@@ -75,8 +75,11 @@ def run_tool(prog: str, body: Callable[[], int]) -> int:
     """Run a command's body and map what it raises onto the exit-code table, one line
     on stderr each, never a traceback."""
     try:
-        code = body()
-        sys.stdout.flush()
+        try:
+            code = body()
+        except SystemExit as done:  # argparse's --help and usage errors
+            code = done.code if isinstance(done.code, int) else (0 if done.code is None else 2)
+        sys.stdout.flush()  # here, not at exit, so a closed pipe is seen and handled
         return code
     except BrokenPipeError:
         _silence_stdout()

@@ -13,8 +13,10 @@ from datetime import UTC, datetime
 
 from foundation.errors import TimeFormatError, WindowError
 
+# ASCII digits only (protocol.md §1): `\d` would also match other scripts' digits.
 _RFC3339_Z = re.compile(
-    r"(?P<date>\d{4}-\d{2}-\d{2})T(?P<h>\d{2}):(?P<m>\d{2}):(?P<s>\d{2})(?:\.(?P<frac>\d{1,9}))?Z"
+    r"(?P<date>\d{4}-\d{2}-\d{2})T(?P<h>\d{2}):(?P<m>\d{2}):(?P<s>\d{2})(?:\.(?P<frac>\d{1,9}))?Z",
+    re.ASCII,
 )
 
 

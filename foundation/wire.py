@@ -11,6 +11,34 @@ from foundation.errors import StampError
 # §1: a message the device receives over this size is dropped before it is parsed.
 MAX_MESSAGE_BYTES = 16 * 1024
 
+# §3: every sealed owner message is the encryption of exactly this many bytes.
+OWNER_MESSAGE_BYTES = 16_384
+# §3: the owner channel's shortest period (config owner.sync_seconds).
+MIN_SYNC_SECONDS = 0.2
+# §5.2: every sealed decision is the encryption of exactly this many bytes.
+DECISION_BYTES = 4_096
+# §5.2: a decision's issued_at within this much of the device's clock.
+MAX_DECISION_SKEW_MS = 10 * 60 * 1000
+
+# §4: the request rules' limits.
+AGENCY_ID_PATTERN = r"[a-z0-9-]{1,32}"
+MAX_CASE_NUMBER_CHARS = 64
+MIN_RADIUS_M = 150
+MAX_RADIUS_M = 805
+MAX_WINDOW_MS = 12 * 3600 * 1000
+MAX_ISSUED_AHEAD_MS = 5 * 60 * 1000
+MAX_LIFETIME_MS = 14 * 24 * 3600 * 1000
+MAX_DESCRIPTION_BYTES = 1_000
+MAX_STRING_BYTES = 128
+MAX_PENDING = 10  # rule 11: a request is accepted only while fewer are pending
+MAX_REQUESTS_PER_CASE = 2  # rule 12: per agency.id and case_number ...
+CASE_PERIOD_MS = 30 * 24 * 3600 * 1000  # ... within this period
+# rule 10: control and bidirectional-formatting characters, refused in every string.
+FORBIDDEN_CHARS_PATTERN = "[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+
+# §5.1 / §7: the audit head lists the entry hashes of this many newest entries.
+AUDIT_RECENT = 32
+
 # §3: topics.
 RFA_TOPIC_PREFIX = "rfa/v1/cell/"
 

@@ -261,6 +261,7 @@ def _write_clip(
 ) -> tuple[int, int, int]:
     import av
 
+    from recorder.avcompat import add_stream_from_template, set_duration, set_keyframe
     from recorder.encoding import MS
 
     total = sum(len(p.frames) for p in parts)
@@ -306,8 +307,7 @@ def _write_clip(
                 options={"movflags": "use_metadata_tags", "video_track_timescale": "1000"},
             )
             try:
-                stream = container.add_stream_from_template(template)
-                stream.time_base = MS
+                stream = add_stream_from_template(container, template, time_base=MS)
                 if len(extradatas) > 1 or (
                     head and _param_sets(head[0][0]) != _avcc_param_sets(head_part.table.extradata)
                 ):
@@ -330,9 +330,9 @@ def _write_clip(
                 for packet, key in packets():
                     t = times[done]
                     packet.pts = packet.dts = t - t0
-                    packet.duration = times[done + 1] - t if done + 1 < total else nominal
+                    set_duration(packet, times[done + 1] - t if done + 1 < total else nominal)
                     packet.time_base = MS
-                    packet.is_keyframe = bool(key)
+                    set_keyframe(packet, bool(key))
                     packet.stream = stream
                     container.mux_one(packet)
                     done += 1

@@ -149,7 +149,16 @@ class Picamera2Camera:
     def open(self) -> None:
         api = self._api or load_picamera2()
         camera_num = int(self._settings.device) if str(self._settings.device).isdigit() else 0
-        camera = api.picamera2(camera_num)
+        cameras = getattr(api.picamera2, "global_camera_info", None)
+        if cameras is not None and not cameras():
+            raise RecorderError(
+                "no camera found: libcamera lists none (is the ribbon cable seated and the "
+                "camera enabled?)"
+            )
+        try:
+            camera = api.picamera2(camera_num)
+        except (IndexError, RuntimeError) as exc:
+            raise RecorderError(f"no camera found: camera {camera_num}: {exc}") from exc
         config = camera.create_video_configuration(
             main={"size": (self.width, self.height), "format": "YUV420"},
             controls={"FrameRate": float(self.fps)},

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from foundation.clock import Clock
+from foundation.errors import DoorbellError
 from foundation.files import disk_free_bytes
 from recorder.buffer import RollingBuffer
 from recorder.health import HealthCounters, RecorderHealth
@@ -100,6 +101,9 @@ def _child_main(
             preset=camera.preset,
             counters=HealthCounters(array),
         ).run()
+    except DoorbellError as exc:  # a known failure (no camera, ...): one line, no traceback
+        logger.error("the recorder stopped: %s", exc)
+        raise SystemExit(1) from None
     finally:
         buffer.close()
 

@@ -233,6 +233,7 @@ class Recorder:
         import av
         import numpy as np
 
+        from recorder.avcompat import frame_from_rgb
         from recorder.encoding import MS, open_x264
 
         if self._encoder is None:
@@ -245,11 +246,9 @@ class Recorder:
         image = item.image
         if image.shape[0] != self._source.height or image.shape[1] != self._source.width:
             raise RecorderError("camera frame size differs from the configured size")
-        # from_numpy_buffer wraps the array without the copy from_ndarray makes (which
-        # cost about as much as the colour conversion); the array outlives the wrapper
-        # because reformat makes a new frame at once.
+        # The array outlives the wrapper: reformat makes a new frame at once.
         image = np.ascontiguousarray(image)
-        frame = av.VideoFrame.from_numpy_buffer(image, format="rgb24").reformat(format="yuv420p")
+        frame = frame_from_rgb(image).reformat(format="yuv420p")
         # Encoder pts follow monotonic time (strictly increasing whatever the wall clock
         # does); the capture time travels beside it, keyed by pts.
         self._enc_pts = max(self._enc_pts + 1, round(item.monotonic * 1000))

@@ -18,6 +18,7 @@ from pathlib import Path
 import av
 
 from foundation.errors import RecorderError
+from recorder.avcompat import add_h264_mux_stream, set_duration, set_keyframe
 from recorder.buffer import (
     START_TAG,
     FrameTable,
@@ -66,11 +67,9 @@ class SegmentWriter:
             options={"movflags": "use_metadata_tags", "video_track_timescale": "1000"},
         )
         container.metadata[START_TAG] = str(self.start_ms)
-        stream = container.add_mux_stream(
-            "h264", width=self.width, height=self.height, time_base=MS
-        )
+        stream = add_h264_mux_stream(container, width=self.width, height=self.height, time_base=MS)
         self._container = container
-        self._stream = stream  # type: ignore[assignment]
+        self._stream = stream
 
     @property
     def frames(self) -> int:
@@ -90,7 +89,7 @@ class SegmentWriter:
         if isinstance(packet, bytes):
             data = packet
             packet = av.Packet(data)
-        packet.is_keyframe = keyframe
+        set_keyframe(packet, keyframe)
         self.synchronized = self.synchronized and synchronized
         if self._pending is not None:
             if capture_ms <= self._pending.capture_ms:
@@ -104,7 +103,7 @@ class SegmentWriter:
         rel = pending.capture_ms - self.start_ms
         packet.pts = rel
         packet.dts = rel
-        packet.duration = duration
+        set_duration(packet, duration)
         packet.time_base = MS
         packet.stream = self._stream
         self._container.mux(packet)

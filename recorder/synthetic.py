@@ -111,10 +111,12 @@ class SyntheticCamera:
         wait = self._next_due - now
         if wait > 0 and stop.wait(wait):
             return None
-        # Pace on the schedule but never try to catch up a backlog frame by frame: after
-        # a stall the next frame is one period away, not due at once (two frames in the
-        # same millisecond would look like a clock that stood still).
-        self._next_due = max(self._next_due, self._clock.monotonic()) + 1.0 / self.fps
+        # Pace on the schedule but never try to catch up a backlog frame by frame, and
+        # after a stall (a slow consumer, as on a Pi) keep half a frame between frames so
+        # that two never share a capture millisecond.
+        self._next_due = max(
+            self._next_due + 1.0 / self.fps, self._clock.monotonic() + 0.5 / self.fps
+        )
         # Both clocks at the moment of capture: read after drawing, a monotonic time late
         # by a descheduled draw would look like a wall-clock jump to the recorder.
         capture_ms = self._clock.wall_ms()

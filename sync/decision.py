@@ -6,10 +6,10 @@ raises for any input; a decision that fails any check changes nothing.
 
 Choices made where docs/protocol.md is silent:
 
-- The plaintext may be at most 16 KiB once its trailing padding is removed; it must be
-  UTF-8. Trailing JSON whitespace (the owner channel pads with spaces to 4 KiB) is
-  accepted and is not part of `Decision.envelope_text`, which is the envelope's JSON
-  text as received without that padding.
+- The plaintext must be exactly 4,096 bytes (`wire.DECISION_BYTES`): the envelope's
+  text followed by ASCII spaces (§5.2), so that every kind of decision looks alike; any
+  other size is `wrong_size`, before anything is parsed. It must be UTF-8. The padding
+  is not part of `Decision.envelope_text`, the envelope's JSON text as received.
 - The payload is parsed strictly, as for requests: `NaN`/`Infinity` literals and
   duplicate keys are `malformed`.
 - `share_contact` must be present and a JSON boolean; a missing or non-boolean value
@@ -43,19 +43,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from foundation.errors import MisuseError, TimeFormatError
 from foundation.times import Window, parse_time
-from sync.envelope import parse_envelope, verify_envelope
+from foundation.wire import DECISION_BYTES, MAX_DECISION_SKEW_MS
+from sync.envelope import parse_envelope, strict_json_object, verify_envelope
 from sync.errors import EnvelopeError, EnvelopeFault
 from sync.models import ConsentMethod, Decision, Rfa
-from sync.rfa import MAX_MESSAGE_BYTES, strict_json_object
 
-MAX_SKEW_MS = 10 * 60 * 1000
 MAX_NONCE_CHARS = 128
 _NONCE = re.compile(rf"[\x21-\x7e]{{1,{MAX_NONCE_CHARS}}}")
-_PADDING = " \t\r\n"
 
 
 class DecisionRejectReason(StrEnum):
     OVERSIZED = "oversized"
+    WRONG_SIZE = "wrong_size"
     MALFORMED = "malformed"
     UNKNOWN_KEY = "unknown_key"
     BAD_SIGNATURE = "bad_signature"
@@ -114,9 +113,9 @@ def check_decision(
     """Judge an owner's decision: the decrypted plaintext of `owner/decision`."""
     if not isinstance(sealed_plaintext, bytes | bytearray):
         return DecisionRejected(D.MALFORMED, "not bytes")
-    body = bytes(sealed_plaintext).rstrip(_PADDING.encode())
-    if len(body) > MAX_MESSAGE_BYTES:
-        return DecisionRejected(D.OVERSIZED, "over 16 KiB")
+    if len(sealed_plaintext) != DECISION_BYTES:
+        return DecisionRejected(D.WRONG_SIZE, f"not exactly {DECISION_BYTES} bytes")
+    body = bytes(sealed_plaintext).rstrip(b" ")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -195,7 +194,7 @@ def _apply_rules(
         issued_at = parse_time(p.get("issued_at"))
     except TimeFormatError:
         raise _Refuse(D.BAD_TIME, "issued_at is not an RFC 3339 UTC time") from None
-    if abs(issued_at - now_ms) > MAX_SKEW_MS:
+    if abs(issued_at - now_ms) > MAX_DECISION_SKEW_MS:
         raise _Refuse(D.CLOCK_SKEW, "issued_at is more than 10 min from the device's clock")
     nonce = p.get("nonce")
     if not isinstance(nonce, str) or not _NONCE.fullmatch(nonce):

@@ -112,6 +112,39 @@ def status_payload(state: str, version: str | None = None) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode("utf-8")
 
 
+class PacketTooLarge(OSError):
+    """An incoming MQTT packet announced more than MAX_PACKET_BYTES."""
+
+
+class BoundedClient(paho.Client):
+    """paho's client, refusing incoming packets over `MAX_PACKET_BYTES` at the socket.
+
+    paho asks the broker for a Maximum Packet Size but does not enforce it on what it
+    reads: once it has decoded a packet's remaining length it calls `_sock_recv` with the
+    whole of it, and `socket.recv(n)` allocates n bytes at once (up to 256 MiB). A hostile
+    broker could make the daemon allocate that for one PUBLISH, and, never acked, it
+    would come back after every reconnect. paho has no hook for this, so we override its
+    one read primitive: when the packet being read announced more than the limit, the
+    read fails before anything is allocated, paho treats it as a lost connection, drops
+    the socket and reconnects (the broker may redeliver; it is refused the same way, for
+    the cost of a header). Reads are also never asked for more than 64 KiB at once."""
+
+    refused_packets = 0
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        packet = getattr(self, "_in_packet", None)
+        announced = packet["remaining_length"] if packet and packet.get("have_remaining") else 0
+        if announced > MAX_PACKET_BYTES:
+            type(self).refused_packets += 1
+            logger.warning(
+                "MQTT: the broker sent a packet of %d bytes (limit %d); dropping the connection",
+                announced,
+                MAX_PACKET_BYTES,
+            )
+            raise PacketTooLarge("incoming MQTT packet over the limit")
+        return bytes(super()._sock_recv(min(bufsize, 64 * 1024)))
+
+
 class MqttLink:
     """The connection to the broker. `start()` returns at once; connecting, reconnecting
     and delivery happen on paho's network thread. Setting `stop` (or calling `.stop()`)
@@ -224,14 +257,14 @@ class MqttLink:
     def _make_client(self, tls: bool) -> paho.Client:
         s = self._settings
         if s.protocol == 5:
-            client = paho.Client(
+            client = BoundedClient(
                 CallbackAPIVersion.VERSION2,
                 client_id=self._client_id,
                 protocol=paho.MQTTv5,
                 manual_ack=True,
             )
         elif s.protocol == 4:
-            client = paho.Client(
+            client = BoundedClient(
                 CallbackAPIVersion.VERSION2,
                 client_id=self._client_id,
                 protocol=paho.MQTTv311,

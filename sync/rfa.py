@@ -18,16 +18,18 @@ Choices made where docs/protocol.md is silent (each errs towards refusing):
 - Size: a message of exactly 16,384 bytes is accepted, 16,385 is `oversized`.
 - The message must be UTF-8 (no byte-order mark); Python's JSON reader would otherwise
   guess UTF-16/32.
-- The payload is parsed strictly: `NaN`, `Infinity` and `-Infinity` (which Python
-  accepts) and duplicate object keys (which parsers resolve differently, so an agency's
-  verifier and the device could read different requests) make it `malformed`.
+- The envelope and the payload are parsed strictly (sync.envelope.strict_json):
+  `NaN`, `Infinity` and `-Infinity` (which Python accepts) and repeated object keys
+  (which parsers resolve differently, so an agency's verifier and the device could read
+  different requests) make it `malformed`.
 - `id` must be a UUID in canonical form: 36 characters, lowercase hex, hyphenated
   (`str(uuid.UUID(id)) == id`). Any version is accepted. One spelling per request keeps
   the replay check exact; braces, `urn:uuid:` or upper case are `bad_id`.
-- Lengths count Unicode code points. Rule 10 is applied first, to every known string
+- Rule 10's limits count UTF-8 bytes. Rule 10 is applied first, to every known string
   field that is a string, before the other rules; strings in unknown fields are ignored
-  with their fields. A known string holding a lone surrogate (which JSON escapes can
-  express but UTF-8 cannot) is `malformed`.
+  with their fields (they are never stored, shown or forwarded). A known string holding
+  a lone surrogate (which JSON escapes can express but UTF-8 cannot) is `malformed`; one
+  holding a control or bidirectional-formatting character is `bad_characters`.
 - `agency.name` and `description` are not demanded by §4, so a request without them is
   accepted: the name defaults to the agency id and the description to "". When present
   they must be strings (else `malformed`).
@@ -40,50 +42,58 @@ Choices made where docs/protocol.md is silent (each errs towards refusing):
   strict RFC 3339 with `Z` (foundation.times.parse_time) is `bad_time`, a non-string
   `recipient` is `bad_recipient`, a non-string `upload_url` is `unsafe_upload_url`.
 - A request whose `expires_at` is not after its `issued_at` is `expired`.
-- `radius_m` may be any finite number with `0 < radius_m <= 805`; an integer is as good
-  as a float. The device is inside when its great-circle distance (sync.geo) to the
+- `radius_m` may be any finite number with `150 <= radius_m <= 805`; an integer is as
+  good as a float. The device is inside when its great-circle distance (sync.geo) to the
   centre is `<= radius_m`.
 - Rules are checked in the order of §4 (with rule 10 first, as said): the first broken
   rule is the reason reported.
 - `rfa_id` is set on a verified rejection only when the payload's `id` is a canonical
-  UUID; the caller should record such ids as seen whether accepted or rejected, since §4
-  says an id is accepted only if never seen before. When the two stages run apart (a
-  queue between them), the caller checks `Accepted.rfa.id` against the seen ids again
-  as it records the acceptance, in the same transaction.
+  UUID; the caller records such ids as seen whether accepted or rejected, since §4
+  says an id is accepted only if never seen before. A verified rejection without a
+  canonical id is remembered by its signature instead (`Prechecked.replay_keys`), so
+  replaying it is a counted `replay`, not a second audit entry. When the two stages run
+  apart (a queue between them), the caller checks `Prechecked.replay_keys` against the
+  seen ids again before the expensive stage, and as it records the acceptance, in the
+  same transaction.
+- Rule 12 counts the requests this device *accepted* for the same agency id and case
+  number whose acceptance is less than 30 days old; the caller passes that count.
 - `investigator.name` must hold a non-blank character; `case_number` may hold spaces
-  (`str.isprintable`: no control, format, surrogate or line/paragraph separators).
+  (ASCII 0x20-0x7e except `"` and `\\`).
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import math
+import re
 import uuid
-from collections.abc import Container, Mapping
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from foundation.errors import InvalidValueError, TimeFormatError
+from foundation import wire
+from foundation.errors import TimeFormatError
 from foundation.times import Window, parse_time
 from foundation.wire import MAX_MESSAGE_BYTES
-from sync.envelope import Envelope, parse_envelope, verify_envelope
+from sync.envelope import (
+    Envelope,
+    canonical_envelope,
+    parse_envelope,
+    strict_json_object,
+    verify_envelope,
+)
 from sync.errors import EnvelopeError, EnvelopeFault
 from sync.geo import distance_m
 from sync.keys import key_id, parse_recipient, raw_public
 from sync.models import Agency, Area, Investigator, Rfa
 from sync.netpolicy import upload_url_problem
 
-MAX_DESCRIPTION_CHARS = 2000
-MAX_STRING_CHARS = 256
-MAX_CASE_NUMBER_CHARS = 64
-MAX_RADIUS_M = 805
-MAX_WINDOW_MS = 12 * 3600 * 1000
-MAX_ISSUED_AHEAD_MS = 5 * 60 * 1000
-MAX_LIFETIME_MS = 14 * 24 * 3600 * 1000
-MAX_PENDING = 20
+_AGENCY_ID = re.compile(wire.AGENCY_ID_PATTERN)
+_CASE_NUMBER = re.compile(rf"[\x20-\x21\x23-\x5b\x5d-\x7e]{{1,{wire.MAX_CASE_NUMBER_CHARS}}}")
+_FORBIDDEN_CHARS = re.compile(wire.FORBIDDEN_CHARS_PATTERN)
 
 
 class RejectReason(StrEnum):
@@ -97,13 +107,16 @@ class RejectReason(StrEnum):
     REPLAY = "replay"
     # after the signature verifies (logged with the id)
     OVERSIZED_FIELD = "oversized_field"  # rule 10
+    BAD_CHARACTERS = "bad_characters"  # rule 10
     AGENCY_MISMATCH = "agency_mismatch"  # rule 1
     BAD_TYPE = "bad_type"  # rule 2
     BAD_ID = "bad_id"  # rule 2
+    BAD_AGENCY_ID = "bad_agency_id"  # rule 3
     MISSING_CASE_NUMBER = "missing_case_number"  # rule 3
     BAD_CASE_NUMBER = "bad_case_number"  # rule 3
     MISSING_CONTACT = "missing_contact"  # rule 3
     BAD_AREA = "bad_area"  # rule 4
+    RADIUS_TOO_SMALL = "radius_too_small"  # rule 4
     RADIUS_TOO_LARGE = "radius_too_large"  # rule 4
     BAD_TIME = "bad_time"  # rules 5 and 6: a time that does not parse
     BAD_WINDOW = "bad_window"  # rule 5
@@ -117,6 +130,7 @@ class RejectReason(StrEnum):
     BAD_RECIPIENT = "bad_recipient"  # rule 9
     UNSAFE_UPLOAD_URL = "unsafe_upload_url"  # rule 9
     TOO_MANY_PENDING = "too_many_pending"  # rule 11
+    CASE_LIMIT = "case_limit"  # rule 12
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +179,21 @@ class Prechecked:
     envelope_text: str
     claimed_id: str | None
 
+    @property
+    def signature_key(self) -> str:
+        """The seen-id key of a request without a canonical id: its signature's hash
+        (canonical base64url is enforced, so a replay carries the same bytes)."""
+        return signature_key(self.envelope.sig)
+
+    @property
+    def replay_keys(self) -> tuple[str, ...]:
+        keys = (self.signature_key,)
+        return keys if self.claimed_id is None else (self.claimed_id, *keys)
+
+
+def signature_key(sig: bytes) -> str:
+    return "sig:" + hashlib.sha256(sig).hexdigest()
+
 
 class _Refuse(Exception):  # noqa: N818 - internal control flow, never escapes this module
     def __init__(self, reason: RejectReason, detail: str) -> None:
@@ -173,29 +202,7 @@ class _Refuse(Exception):  # noqa: N818 - internal control flow, never escapes t
         self.detail = detail
 
 
-# --- strict JSON ------------------------------------------------------------------------
-
-
-def _no_constants(name: str) -> Any:
-    raise InvalidValueError(f"{name} is not JSON")
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise InvalidValueError("duplicate key")
-        out[key] = value
-    return out
-
-
-def strict_json_object(text: str) -> dict[str, Any] | None:
-    """Parse a JSON object refusing NaN/Infinity literals and duplicate keys; None if not."""
-    try:
-        doc = json.loads(text, parse_constant=_no_constants, object_pairs_hook=_no_duplicates)
-    except (ValueError, RecursionError):
-        return None
-    return doc if isinstance(doc, dict) else None
+# --- helpers ----------------------------------------------------------------------------
 
 
 def is_canonical_uuid(value: object) -> bool:
@@ -222,14 +229,6 @@ def _number(value: object) -> float | None:
     return float(value) if is_json_number(value) else None  # type: ignore[arg-type]
 
 
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 # --- stage 1: cheap checks --------------------------------------------------------------
 
 
@@ -253,20 +252,17 @@ def precheck(
         return Rejected(RejectReason.MALFORMED, verified=False, detail=str(exc)[:80])
     if envelope.kid not in trusted:
         return Rejected(RejectReason.UNKNOWN_KEY, verified=False, detail="kid not trusted")
-    claimed = _claimed_id(envelope.payload_text)
-    if claimed is not None and claimed in seen:
+    pre = Prechecked(
+        envelope=envelope, envelope_text=text, claimed_id=_claimed_id(envelope.payload_text)
+    )
+    if any(key in seen for key in pre.replay_keys):
         return Rejected(RejectReason.REPLAY, verified=False, detail="id already seen")
-    return Prechecked(envelope=envelope, envelope_text=text, claimed_id=claimed)
+    return pre
 
 
 def _claimed_id(payload_text: str) -> str | None:
-    try:
-        doc = json.loads(payload_text)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(doc, dict):
-        return None
-    claimed = doc.get("id")
+    doc = strict_json_object(payload_text)
+    claimed = None if doc is None else doc.get("id")
     return claimed if isinstance(claimed, str) else None
 
 
@@ -280,8 +276,12 @@ def verify_and_check(
     now_ms: int,
     *,
     pending_count: int,
+    case_count: Callable[[str, str], int] | int = 0,
 ) -> Accepted | Rejected:
-    """Verify the signature, then apply rules 1-11 of protocol.md §4 in order."""
+    """Verify the signature, then apply rules 1-12 of protocol.md §4 in order.
+
+    `case_count(agency_id, case_number)` (or a fixed int) is how many requests with that
+    agency id and case number this device accepted in the last 30 days (rule 12)."""
     agency_key = trusted.get(pre.envelope.kid)
     if agency_key is None:
         return Rejected(RejectReason.UNKNOWN_KEY, verified=False, detail="kid not trusted")
@@ -307,11 +307,12 @@ def verify_and_check(
         rfa = _apply_rules(
             payload,
             kid=verified.kid,
-            envelope_text=pre.envelope_text,
+            envelope_text=canonical_envelope(pre.envelope),
             agency_key=agency_key,
             device=device,
             now_ms=now_ms,
             pending_count=pending_count,
+            case_count=case_count,
         )
     except _Refuse as refusal:
         return Rejected(refusal.reason, verified=True, rfa_id=rfa_id, detail=refusal.detail)
@@ -326,12 +327,15 @@ def check_rfa(
     now_ms: int,
     *,
     pending_count: int,
+    case_count: Callable[[str, str], int] | int = 0,
 ) -> Accepted | Rejected:
     """Every rule of protocol.md §4: both stages in one call. Never raises."""
     pre = precheck(envelope_bytes, trusted, seen)
     if isinstance(pre, Rejected):
         return pre
-    return verify_and_check(pre, device, trusted, now_ms, pending_count=pending_count)
+    return verify_and_check(
+        pre, device, trusted, now_ms, pending_count=pending_count, case_count=case_count
+    )
 
 
 def _get(doc: Mapping[str, Any], *path: str) -> Any:
@@ -345,22 +349,36 @@ def _get(doc: Mapping[str, Any], *path: str) -> Any:
 
 
 _STRING_FIELDS: tuple[tuple[tuple[str, ...], int], ...] = (
-    (("type",), MAX_STRING_CHARS),
-    (("id",), MAX_STRING_CHARS),
-    (("agency", "id"), MAX_STRING_CHARS),
-    (("agency", "name"), MAX_STRING_CHARS),
-    (("case_number",), MAX_STRING_CHARS),
-    (("investigator", "name"), MAX_STRING_CHARS),
-    (("investigator", "email"), MAX_STRING_CHARS),
-    (("investigator", "phone"), MAX_STRING_CHARS),
-    (("description",), MAX_DESCRIPTION_CHARS),
-    (("window", "start"), MAX_STRING_CHARS),
-    (("window", "end"), MAX_STRING_CHARS),
-    (("issued_at",), MAX_STRING_CHARS),
-    (("expires_at",), MAX_STRING_CHARS),
-    (("recipient",), MAX_STRING_CHARS),
-    (("upload_url",), MAX_STRING_CHARS),
+    (("type",), wire.MAX_STRING_BYTES),
+    (("id",), wire.MAX_STRING_BYTES),
+    (("agency", "id"), wire.MAX_STRING_BYTES),
+    (("agency", "name"), wire.MAX_STRING_BYTES),
+    (("case_number",), wire.MAX_STRING_BYTES),
+    (("investigator", "name"), wire.MAX_STRING_BYTES),
+    (("investigator", "email"), wire.MAX_STRING_BYTES),
+    (("investigator", "phone"), wire.MAX_STRING_BYTES),
+    (("description",), wire.MAX_DESCRIPTION_BYTES),
+    (("window", "start"), wire.MAX_STRING_BYTES),
+    (("window", "end"), wire.MAX_STRING_BYTES),
+    (("issued_at",), wire.MAX_STRING_BYTES),
+    (("expires_at",), wire.MAX_STRING_BYTES),
+    (("recipient",), wire.MAX_STRING_BYTES),
+    (("upload_url",), wire.MAX_STRING_BYTES),
 )
+
+
+def string_problem(value: str, limit: int) -> RejectReason | None:
+    """Rule 10 for one string: at most `limit` UTF-8 bytes, no control or
+    bidirectional-formatting character. MALFORMED for a lone surrogate."""
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        return RejectReason.MALFORMED
+    if size > limit:
+        return RejectReason.OVERSIZED_FIELD
+    if _FORBIDDEN_CHARS.search(value) is not None:
+        return RejectReason.BAD_CHARACTERS
+    return None
 
 
 def _time(value: Any, name: str) -> int:
@@ -387,15 +405,20 @@ def _apply_rules(
     device: DeviceFacts,
     now_ms: int,
     pending_count: int,
+    case_count: Callable[[str, str], int] | int,
 ) -> Rfa:
     # Rule 10 first: it bounds every string before anything else looks at it.
     for path, limit in _STRING_FIELDS:
         value = _get(p, *path)
         if isinstance(value, str):
-            if len(value) > limit:
-                raise _Refuse(RejectReason.OVERSIZED_FIELD, f"{'.'.join(path)} over {limit}")
-            if not _encodable(value):
-                raise _Refuse(RejectReason.MALFORMED, f"{'.'.join(path)} is not valid Unicode")
+            broken = string_problem(value, limit)
+            if broken is not None:
+                where = ".".join(path)
+                detail = {
+                    RejectReason.MALFORMED: f"{where} is not valid Unicode",
+                    RejectReason.OVERSIZED_FIELD: f"{where} over {limit} bytes",
+                }.get(broken, f"{where} holds a control or bidi-formatting character")
+                raise _Refuse(broken, detail)
 
     # Rule 1: the key's agency is the request's agency.
     agency = p.get("agency")
@@ -414,15 +437,16 @@ def _apply_rules(
     assert isinstance(rfa_id, str)
 
     # Rule 3.
+    if not _AGENCY_ID.fullmatch(agency_key.agency_id):
+        raise _Refuse(RejectReason.BAD_AGENCY_ID, "agency.id is not 1-32 of [a-z0-9-]")
     case_number = p.get("case_number")
     if case_number is None or case_number == "":
         raise _Refuse(RejectReason.MISSING_CASE_NUMBER, "case_number missing or empty")
-    if (
-        not isinstance(case_number, str)
-        or len(case_number) > MAX_CASE_NUMBER_CHARS
-        or not case_number.isprintable()
-    ):
-        raise _Refuse(RejectReason.BAD_CASE_NUMBER, "case_number is not 1-64 printable characters")
+    if not isinstance(case_number, str) or not _CASE_NUMBER.fullmatch(case_number):
+        raise _Refuse(
+            RejectReason.BAD_CASE_NUMBER,
+            "case_number is not 1-64 printable ASCII characters without quote or backslash",
+        )
     investigator = p.get("investigator")
     if not isinstance(investigator, dict):
         raise _Refuse(RejectReason.MISSING_CONTACT, "investigator is not an object")
@@ -447,10 +471,10 @@ def _apply_rules(
         raise _Refuse(RejectReason.BAD_AREA, "area lat, lon and radius_m must be finite numbers")
     if not (-90 <= lat <= 90 and -180 <= lon <= 180):
         raise _Refuse(RejectReason.BAD_AREA, "area centre out of range")
-    if not radius > 0:
-        raise _Refuse(RejectReason.BAD_AREA, "radius_m must be positive")
-    if radius > MAX_RADIUS_M:
-        raise _Refuse(RejectReason.RADIUS_TOO_LARGE, f"radius_m over {MAX_RADIUS_M}")
+    if radius < wire.MIN_RADIUS_M:
+        raise _Refuse(RejectReason.RADIUS_TOO_SMALL, f"radius_m under {wire.MIN_RADIUS_M}")
+    if radius > wire.MAX_RADIUS_M:
+        raise _Refuse(RejectReason.RADIUS_TOO_LARGE, f"radius_m over {wire.MAX_RADIUS_M}")
 
     # Rule 5.
     window = p.get("window")
@@ -462,19 +486,21 @@ def _apply_rules(
     expires_at = _time(p.get("expires_at"), "expires_at")
     if not start < end:
         raise _Refuse(RejectReason.BAD_WINDOW, "window start is not before its end")
-    if end - start > MAX_WINDOW_MS:
+    if end - start > wire.MAX_WINDOW_MS:
         raise _Refuse(RejectReason.WINDOW_TOO_LONG, "window longer than 12 h")
     if end > issued_at:
         raise _Refuse(RejectReason.WINDOW_IN_FUTURE, "window ends after issued_at")
+    if end > now_ms:
+        raise _Refuse(RejectReason.WINDOW_IN_FUTURE, "window ends after the device's clock")
 
     # Rule 6.
-    if issued_at > now_ms + MAX_ISSUED_AHEAD_MS:
+    if issued_at > now_ms + wire.MAX_ISSUED_AHEAD_MS:
         raise _Refuse(RejectReason.ISSUED_IN_FUTURE, "issued_at more than 5 min ahead")
     if not now_ms < expires_at:
         raise _Refuse(RejectReason.EXPIRED, "expires_at has passed")
     if expires_at <= issued_at:
         raise _Refuse(RejectReason.EXPIRED, "expires_at is not after issued_at")
-    if expires_at - issued_at > MAX_LIFETIME_MS:
+    if expires_at - issued_at > wire.MAX_LIFETIME_MS:
         raise _Refuse(RejectReason.LIFETIME_TOO_LONG, "lifetime over 14 days")
 
     # Rule 7.
@@ -502,8 +528,18 @@ def _apply_rules(
         raise _Refuse(RejectReason.UNSAFE_UPLOAD_URL, problem)
 
     # Rule 11.
-    if pending_count >= MAX_PENDING:
-        raise _Refuse(RejectReason.TOO_MANY_PENDING, f"{MAX_PENDING} requests already pending")
+    if pending_count >= wire.MAX_PENDING:
+        raise _Refuse(RejectReason.TOO_MANY_PENDING, f"{wire.MAX_PENDING} requests already pending")
+
+    # Rule 12.
+    count = (
+        case_count if isinstance(case_count, int) else case_count(agency_key.agency_id, case_number)
+    )
+    if count >= wire.MAX_REQUESTS_PER_CASE:
+        raise _Refuse(
+            RejectReason.CASE_LIMIT,
+            f"{wire.MAX_REQUESTS_PER_CASE} requests of this case accepted in the last 30 days",
+        )
 
     return Rfa(
         id=rfa_id,

@@ -32,11 +32,13 @@ import pyrage
 from foundation.errors import DoorbellError, NoFootageError, RecorderError
 from foundation.times import format_time
 from sync import SOFTWARE
-from sync.envelope import make_envelope
+from sync.envelope import canonical_envelope, make_envelope, parse_envelope
 from sync.keys import SigningKey, parse_recipient
 from sync.models import ConsentMethod, Decision, Rfa
 
 logger = logging.getLogger(__name__)
+
+MINUTE_MS = 60_000
 
 CONTACT_KEYS = ("name", "email", "address", "lat", "lon")
 
@@ -127,8 +129,17 @@ def manifest_payload(
     contact: Mapping[str, Any] | None,
     now_ms: int,
 ) -> dict[str, Any]:
-    """The manifest of protocol.md §6.1/§6.2. `clip` is the recorder's ClipInfo."""
+    """The manifest of protocol.md §6.1/§6.2. `clip` is the recorder's ClipInfo.
+
+    The request is embedded in its canonical form (§2), re-derived here so that even a
+    request stored before the device wrote canonical forms carries no spelling; an
+    anonymous manifest's own times are cut to the whole minute (§6.2), so they cannot be
+    lined up with the instant the broker saw the owner's decision go by."""
     named = decision.share_contact
+
+    def own_time(ms: int) -> str:
+        return format_time(ms if named else ms - ms % MINUTE_MS)
+
     payload: dict[str, Any] = {
         "type": "share-manifest",
         "rfa_id": rfa.id,
@@ -144,7 +155,7 @@ def manifest_payload(
     payload.update(
         {
             "device_key": signer.public_b64,
-            "request": rfa.envelope_text,
+            "request": canonical_envelope(parse_envelope(rfa.envelope_text)),
             "decision": decision_text,
             "window_requested": rfa.window.to_json(),
             "window_approved": decision.window.to_json(),
@@ -162,13 +173,13 @@ def manifest_payload(
             "clock": {"synchronized": bool(clip.synchronized)},
             "consent": {
                 "method": decision.method.value,
-                "at": format_time(decision.at_ms),
+                "at": own_time(decision.at_ms),
                 "owner_kid": decision.owner_kid if named else None,
             },
             "contact": (
                 {k: contact.get(k) for k in CONTACT_KEYS} if named and contact is not None else None
             ),
-            "created_at": format_time(now_ms),
+            "created_at": own_time(now_ms),
             "software": SOFTWARE,
         }
     )

@@ -31,6 +31,7 @@ without it, which would make resuming impossible there. It says nothing about th
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import logging
 import socket
@@ -44,6 +45,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3 import exceptions as urllib3_exceptions
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
@@ -113,6 +115,9 @@ def connect_checked(
             peer = str(sock.getpeername()[0])
             if not address_allowed(peer, allow_loopback=allow_loopback):
                 raise AddressRefused(f"connected peer {peer} is not an allowed address")
+            exchange = getattr(_EXCHANGE, "sockets", None)
+            if exchange is not None:
+                exchange.append(sock)  # so the exchange's deadline can cut it
             return sock
         except AddressRefused:
             sock.close()
@@ -125,6 +130,20 @@ def connect_checked(
     raise AddressRefused(
         f"{host} resolves only to addresses uploads may not reach ({', '.join(refused[:4])})"
     )
+
+
+# The sockets opened by the HTTP exchange running on this thread (TusClient._request).
+_EXCHANGE = threading.local()
+# At most this much of any response body is read; tus answers carry their news in headers.
+MAX_RESPONSE_BODY = 4096
+# The slowest uplink an exchange's deadline allows for (bytes per second of request body).
+MIN_UPLOAD_RATE = 32 * 1024
+
+
+def _cut(sockets: list[socket.socket]) -> None:
+    for sock in list(sockets):
+        with contextlib.suppress(OSError):  # already closed by the other side
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def _timeout_value(timeout: Any) -> float | None:
@@ -338,22 +357,71 @@ class TusClient:
     def _request(
         self, method: str, url: str, *, headers: Mapping[str, str] | None = None, data: Any = None
     ) -> requests.Response:
-        all_headers = {"Tus-Resumable": TUS_VERSION}
+        """One bounded HTTP exchange. requests' timeout bounds each socket read, not the
+        exchange, and it would read a body of any size: a hostile or broken server could
+        hold the share worker (and every share queued behind it, to other servers) for
+        ever, or fill memory. So each exchange opens its own connection (`Connection:
+        close`: every socket it uses is one it opened), a watcher shuts those sockets down
+        at the exchange's deadline or as soon as `stop` is set (cancel), and at most
+        `MAX_RESPONSE_BODY` bytes of the answer are read before the connection is dropped.
+        The deadline is the timeout plus the body's size at `MIN_UPLOAD_RATE` (or at the
+        configured bandwidth cap, if lower)."""
+        all_headers = {"Tus-Resumable": TUS_VERSION, "Connection": "close"}
         all_headers.update(headers or {})
+        size = len(data) if data is not None else 0
+        rate = min(MIN_UPLOAD_RATE, self._options.bandwidth_bytes_per_s or MIN_UPLOAD_RATE)
+        deadline = time.monotonic() + self._options.timeout_s + size / rate
+        sockets: list[socket.socket] = []
+        done = threading.Event()
+        cut = threading.Event()
+
+        def watch() -> None:
+            while not done.wait(0.05):
+                if self._stop.is_set() or time.monotonic() >= deadline:
+                    cut.set()
+                    _cut(sockets)
+                    return
+
+        watcher = threading.Thread(target=watch, name="tus-deadline", daemon=True)
+        _EXCHANGE.sockets = sockets
+        watcher.start()
         try:
-            response = self._session.request(
-                method,
-                url,
-                headers=all_headers,
-                data=data,
-                allow_redirects=False,
-                timeout=self._options.timeout_s,
+            try:
+                response = self._session.request(
+                    method,
+                    url,
+                    headers=all_headers,
+                    data=data,
+                    allow_redirects=False,
+                    timeout=self._options.timeout_s,
+                    stream=True,
+                )
+                try:
+                    response.raw.read(MAX_RESPONSE_BODY, decode_content=False)
+                finally:
+                    response.close()
+            except requests.RequestException as exc:
+                refusal = _refusal_in(exc)
+                if refusal is not None:
+                    raise TusRefused(f"address refused: {refusal}") from exc
+                if cut.is_set():
+                    why = "cancelled" if self._stop.is_set() else "took too long"
+                    raise TusTransient(f"{method} {why}") from exc
+                raise TusTransient(f"{method} failed: {type(exc).__name__}") from exc
+            except Exception as exc:  # urllib3 errors while reading the capped body
+                if cut.is_set() or isinstance(exc, OSError | urllib3_exceptions.HTTPError):
+                    raise TusTransient(f"{method} failed: {type(exc).__name__}") from exc
+                raise
+        finally:
+            done.set()
+            _EXCHANGE.sockets = None
+            _cut(sockets)
+            for sock in sockets:
+                sock.close()
+        if cut.is_set():
+            raise TusTransient(
+                f"{method} {'cancelled' if self._stop.is_set() else 'took too long'}"
             )
-        except requests.RequestException as exc:
-            refusal = _refusal_in(exc)
-            if refusal is not None:
-                raise TusRefused(f"address refused: {refusal}") from exc
-            raise TusTransient(f"{method} failed: {type(exc).__name__}") from exc
         if 300 <= response.status_code < 400:
             raise TusRefused(f"{method} answered with a redirect ({response.status_code})")
         return response

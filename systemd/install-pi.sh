@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # install-pi.sh: install doorbelld as a systemd service on 64-bit Raspberry Pi OS
-# (Bookworm), from the checkout this script lives in.
+# (Debian 13 "trixie" or Debian 12 "bookworm" based), from the checkout this script
+# lives in.
 #
 # Safe to run again: it installs what is missing, upgrades the program from the
 # checkout, keeps an existing /etc/doorbell/doorbell.yaml and restarts the service.
@@ -23,7 +24,8 @@ usage() {
     cat <<'EOF'
 Usage: sudo systemd/install-pi.sh [--with-mqtt-tools] [--no-start]
 
-Installs the doorbell daemon from this checkout on 64-bit Raspberry Pi OS (Bookworm):
+Installs the doorbell daemon from this checkout on 64-bit Raspberry Pi OS (trixie or
+bookworm):
 Debian packages, a venv in /opt/doorbell, the systemd unit, the service user and
 /etc/doorbell. Run it again to upgrade.
 
@@ -74,30 +76,39 @@ arch="$(dpkg --print-architecture)"
     warn "architecture is $arch, not arm64: this script targets 64-bit Raspberry Pi OS"
 # shellcheck source=/dev/null
 codename="$(. /etc/os-release && printf '%s' "${VERSION_CODENAME:-unknown}")"
-[[ $codename == bookworm ]] ||
-    warn "OS release is '$codename', not bookworm: package names may differ"
+case "$codename" in
+    trixie | bookworm) ;;
+    *) warn "OS release is '$codename', not trixie or bookworm (the releases this is tested on): package names may differ" ;;
+esac
 
 # --- 1. Debian packages ----------------------------------------------------------------
 # python3-picamera2 brings libcamera and its Python bindings, which exist only as Debian
 # packages: hence the venv below sees the system site packages.
 # python3-av and python3-numpy are the builds picamera2 is built and tested against;
-# the venv reuses them rather than installing its own (see step 4).
-# g++ and python3-dev build python-geohash's C++ extension (step 4).
+# the venv reuses them rather than installing its own (see step 3 and systemd/venv.sh).
+# g++ and python3-dev build python-geohash's C++ extension (step 3).
 packages=(python3-venv python3-picamera2 python3-av python3-numpy python3-lgpio g++ python3-dev)
 ((with_mqtt_tools)) && packages+=(mosquitto-clients)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$pkg")
 done
+candidate() { apt-cache policy "$1" 2>/dev/null | sed -n 's/^ *Candidate: *//p'; }
 if ((${#missing[@]} > 0)); then
     say "installing Debian packages: ${missing[*]}"
     apt-get update -q
+    [[ -n $(candidate python3-picamera2) && $(candidate python3-picamera2) != "(none)" ]] ||
+        die "python3-picamera2 is not available from apt: this script needs Raspberry Pi OS (its archive provides picamera2 and the Pi's libcamera)"
     # --no-install-recommends: picamera2 recommends the Qt/OpenGL preview stack, which a
     # headless doorbell does not need.
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 else
     say "Debian packages already installed"
 fi
+version() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || printf 'missing'; }
+say "using $codename on $arch: Python $(/usr/bin/python3 -c 'import platform; print(platform.python_version())')," \
+    "python3-av $(version python3-av), python3-numpy $(version python3-numpy)," \
+    "python3-picamera2 $(version python3-picamera2)"
 
 # --- 2. user, groups and directories ----------------------------------------------------
 say "installing the service user (sysusers.d) and /etc/doorbell (tmpfiles.d)"
@@ -106,88 +117,12 @@ install -D -m 0644 "$SRC_DIR/systemd/doorbell.tmpfiles" /etc/tmpfiles.d/doorbell
 systemd-sysusers /etc/sysusers.d/doorbell.conf
 systemd-tmpfiles --create /etc/tmpfiles.d/doorbell.conf
 
-# --- 3. the venv --------------------------------------------------------------------------
-if [[ -x $VENV/bin/python ]]; then
-    grep -Eq '^include-system-site-packages *= *true' "$VENV/pyvenv.cfg" ||
-        die "$VENV exists without system site packages (picamera2 would be missing): remove it (systemd/uninstall-pi.sh) and run this script again"
-    say "reusing the venv in $VENV"
-else
-    say "creating the venv in $VENV (with the system site packages)"
-    python3 -m venv --system-site-packages "$VENV"
-fi
+# --- 3. the venv and the program ------------------------------------------------------
+# systemd/venv.sh (shared with the distro tests, which run the very same steps): a venv
+# on the system's Python, PyAV and numpy (which picamera2 is built against).
+"$SRC_DIR/systemd/venv.sh" "$VENV" "$SRC_DIR" pi || die "setting up the venv in $VENV failed"
 
-# --- 4. the program ---------------------------------------------------------------------
-# PyAV must exist once in the process: picamera2 imports `av` too, and a venv copy would
-# shadow the Debian python3-av that picamera2 is built against (a second FFmpeg build
-# loaded beside the system's). Likewise numpy: Debian's compiled modules (simplejpeg,
-# python3-av) are built against the system numpy, and a newer numpy in the venv breaks
-# them. So:
-#   a) the project is installed with --no-deps, so pip never resolves its `av` pin;
-#   b) its requirements (with the `pi` extra) are read back from the installed metadata,
-#      `av` dropped, and installed under a constraints file that pins numpy to the
-#      system's version (pip then picks an opencv-python-headless built for it);
-#   c) python-geohash is pinned to 0.8.5 (a C++ extension that builds here): 0.9 has
-#      x86-64 wheels only and its source build needs a Rust toolchain.
-# A check at the end refuses the install if `av` resolves anywhere but the system.
-workdir="$(mktemp -d)"
-trap 'rm -rf "$workdir"' EXIT
-system_numpy="$(/usr/bin/python3 -c 'import numpy; print(numpy.__version__)')"
-cat >"$workdir/constraints.txt" <<EOF
-numpy==$system_numpy
-python-geohash==0.8.5
-EOF
-
-say "installing the doorbell package from $SRC_DIR"
-"$VENV/bin/pip" install --quiet --no-deps --force-reinstall "$SRC_DIR"
-
-"$VENV/bin/python" - "$workdir/requirements.txt" <<'EOF'
-"""Write the installed doorbell package's requirements, with the `pi` extra and
-without PyAV, one per line."""
-import re
-import sys
-from importlib.metadata import requires
-
-EXCLUDED = {"av"}
-lines = []
-for requirement in requires("doorbell") or []:
-    spec, _, marker = requirement.partition(";")
-    name = re.match(r"[A-Za-z0-9._-]+", spec.strip()).group(0).lower()
-    if name in EXCLUDED:
-        continue
-    extra = re.search(r"""extra\s*==\s*["']([^"']+)["']""", marker)
-    if extra:
-        if extra.group(1) != "pi":
-            continue
-        marker = ""
-    lines.append(f"{spec.strip()}; {marker.strip()}" if marker.strip() else spec.strip())
-with open(sys.argv[1], "w", encoding="utf-8") as out:
-    out.write("\n".join(lines) + "\n")
-EOF
-
-say "installing its dependencies (PyAV and numpy come from Debian)"
-"$VENV/bin/pip" install --quiet -c "$workdir/constraints.txt" -r "$workdir/requirements.txt"
-
-# An earlier install may have left a PyAV in the venv; it must go (it would shadow
-# python3-av). pip does not touch the system's copy from inside the venv.
-av_path="$("$VENV/bin/python" -c 'import av; print(av.__file__)')"
-if [[ $av_path == "$VENV"/* ]]; then
-    say "removing a PyAV copy from the venv: $av_path"
-    "$VENV/bin/pip" uninstall --quiet -y av
-fi
-"$VENV/bin/python" - <<'EOF' || die "the venv does not use the system's PyAV, numpy and picamera2"
-import sys
-
-import av
-import numpy
-import picamera2  # noqa: F401
-
-for module in (av, numpy, picamera2):
-    if not module.__file__.startswith("/usr/lib/python3/"):
-        sys.exit(f"{module.__name__} comes from {module.__file__}, not from Debian")
-print(f"==> using Debian's PyAV {av.__version__} and numpy {numpy.__version__}")
-EOF
-
-# --- 5. configuration -------------------------------------------------------------------
+# --- 4. configuration -------------------------------------------------------------------
 fresh_config=0
 if [[ -e $CONFIG ]]; then
     say "keeping the existing $CONFIG"
@@ -204,7 +139,7 @@ say "checking $CONFIG"
 runuser -u doorbell -- "$VENV/bin/doorbelld" --config "$CONFIG" --check-config ||
     die "$CONFIG has errors (listed above); fix them and run this script again"
 
-# --- 6. the unit --------------------------------------------------------------------------
+# --- 5. the unit --------------------------------------------------------------------------
 say "installing $UNIT_DIR/$SERVICE"
 install -m 0644 "$SRC_DIR/systemd/$SERVICE" "$UNIT_DIR/$SERVICE"
 systemctl daemon-reload

@@ -21,11 +21,11 @@ from pyrage import x25519
 
 from foundation.times import Window, format_time
 from recorder.synthetic import draw_frame
-from sync.envelope import make_envelope
+from sync.envelope import canonical_envelope, make_envelope, parse_envelope
 from sync.keys import SigningKey
 
 WIDTH, HEIGHT, FPS = 320, 240, 15
-T0 = 1_795_000_000_000  # 2026-11-18, a round moment for request windows
+T0 = 1_794_999_960_000  # 2026-11-18, a whole minute, a round moment for request windows
 
 
 def frame_times(first_ms: int, count: int, fps: int = FPS) -> list[int]:
@@ -163,7 +163,9 @@ def build_share(
     if tamper_plain_clip is not None:
         tamper_plain_clip(clip_plain)
     data = clip_plain.read_bytes()
-    request = rfa_envelope(agency, rfa_id=rfa_id, window=requested, signer=request_signer)
+    request = canonical_envelope(
+        parse_envelope(rfa_envelope(agency, rfa_id=rfa_id, window=requested, signer=request_signer))
+    )
     decision: str | None = None
     if not anonymous:
         window = approved if decision_window == "approved" else decision_window
@@ -197,7 +199,7 @@ def build_share(
         "clock": {"synchronized": True},
         "consent": {
             "method": "button" if anonymous else "app",
-            "at": format_time(T0 + 700_000),
+            "at": format_time(T0 + (660_000 if anonymous else 700_000)),
             "owner_kid": None if anonymous else owner_key.kid,
         },
         "contact": None
@@ -209,7 +211,7 @@ def build_share(
             "lat": 37.775,
             "lon": -122.419,
         },
-        "created_at": format_time(T0 + 710_000),
+        "created_at": format_time(T0 + (720_000 if anonymous else 710_000)),
         "software": "doorbell 0.1.0",
     }
     if anonymous:

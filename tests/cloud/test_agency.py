@@ -68,24 +68,28 @@ def test_a_valid_rfa_is_signed_and_covers_its_circle() -> None:
 @pytest.mark.parametrize(
     ("changes", "fragment"),
     [
-        ({"radius_m": 806.0}, "radius"),
-        ({"radius_m": 0.0}, "radius"),
-        ({"window": Window(NOW - 13 * 3_600_000 - 1, NOW - 3_600_000)}, "12 h"),
-        ({"window": Window(NOW - 3_600_000, NOW + 1)}, "future"),
-        ({"window": Window(NOW - 1000, NOW - 1000)}, "before its end"),
-        ({"expires_at_ms": NOW}, "expiry"),
-        ({"expires_at_ms": NOW + 15 * 86_400_000}, "14 days"),
-        ({"email": None}, "email or phone"),
-        ({"case_number": ""}, "case number"),
-        ({"case_number": "x" * 65}, "case number"),
-        ({"case_number": "bad\nline"}, "case number"),
-        ({"description": "d" * 2001}, "description"),
-        ({"agency_name": "n" * 257}, "agency name"),
-        ({"lat": 91.0}, "latitude"),
-        ({"lon": float("nan")}, "longitude"),
-        ({"recipient": "age1nope"}, "recipient"),
-        ({"upload_url": "http://uploads.example.gov/"}, "upload URL"),
-        ({"upload_url": "https://10.0.0.5/files/"}, "upload URL"),
+        ({"radius_m": 806.0}, "radius_too_large"),
+        ({"radius_m": 149.0}, "radius_too_small"),
+        ({"radius_m": 0.0}, "radius_too_small"),
+        ({"window": Window(NOW - 13 * 3_600_000 - 1, NOW - 3_600_000)}, "window_too_long"),
+        ({"window": Window(NOW - 3_600_000, NOW + 1)}, "window_in_future"),
+        ({"window": Window(NOW - 1000, NOW - 1000)}, "bad_window"),
+        ({"expires_at_ms": NOW}, "expired"),
+        ({"expires_at_ms": NOW + 15 * 86_400_000}, "lifetime_too_long"),
+        ({"email": None}, "missing_contact"),
+        ({"case_number": ""}, "missing_case_number"),
+        ({"case_number": "x" * 65}, "bad_case_number"),
+        ({"case_number": 'say "hi"'}, "bad_case_number"),
+        ({"case_number": "bad\nline"}, "bad_characters"),
+        ({"description": "d" * 1001}, "oversized_field"),
+        ({"description": "\u202eevil"}, "bad_characters"),
+        ({"agency_name": "n" * 129}, "oversized_field"),
+        ({"agency_id": "SFPD"}, "bad_agency_id"),
+        ({"lat": 91.0}, "bad_area"),
+        ({"lon": float("nan")}, "JSON"),
+        ({"recipient": "age1nope"}, "bad_recipient"),
+        ({"upload_url": "http://uploads.example.gov/"}, "unsafe_upload_url"),
+        ({"upload_url": "https://10.0.0.5/files/"}, "unsafe_upload_url"),
     ],
 )
 def test_inputs_a_device_would_refuse_are_refused_first(
@@ -173,7 +177,7 @@ def test_rfa_publishes_to_every_covering_cell_with_message_expiry(
     assert all(cell in printed for cell in cells)
 
 
-def test_rfa_with_bad_inputs_names_each_problem_and_publishes_nothing(
+def test_rfa_with_bad_inputs_names_the_device_rule_and_publishes_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     keys = tmp_path / "keys"
@@ -183,7 +187,12 @@ def test_rfa_with_bad_inputs_names_each_problem_and_publishes_nothing(
     args[args.index("--end") + 1] = format_time(NOW + 60_000)
     assert agency.main(args, now_ms=NOW) == 2
     err = capsys.readouterr().err
-    assert "radius" in err and "future" in err
+    # the device's own rules judge, in their order: the first broken rule is named
+    assert "radius_too_large" in err
+    assert not (tmp_path / "x.json").exists()
+    args[args.index("--radius-m") + 1] = "800"
+    assert agency.main(args, now_ms=NOW) == 2
+    assert "window_in_future" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
 
 

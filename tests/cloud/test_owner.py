@@ -4,6 +4,7 @@ that went backwards; pairing that pins a device's keys."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import stat
@@ -15,12 +16,14 @@ import pytest
 from pyrage import x25519
 
 from cloud import owner
-from cloud.owner import AuditHead, OwnerError, OwnerHome, head_problem, parse_pairing
+from cloud.owner import OwnerError, OwnerHome, details_sha256, head_problem, parse_pairing
+from device.owner_channel import PendingView, pending_message, seal_owner_envelope, shares_message
 from foundation.times import format_time, parse_time
+from sync.anchor import AuditHead, chain_over, recent_of
 from sync.envelope import make_envelope, open_envelope
 from sync.errors import SealError
 from sync.keys import SigningKey, public_key_from_b64
-from sync.seal import seal, unseal
+from sync.seal import unseal
 from tests.cloud.mqtt_probe import Probe
 from tests.fixtures.mosquitto import MosquittoBroker, Publisher, read_retained
 
@@ -52,15 +55,27 @@ class Device:
         head: AuditHead,
         items: list[dict[str, Any]],
         signer: SigningKey | None = None,
+        rotation: int = 0,
+        omit_details: bool = False,
     ) -> bytes:
-        body = {
-            "type": kind,
-            "at": format_time(at_ms),
-            "audit_head": head.to_json(),
-            "requests" if kind == "pending" else "shares": items,
-        }
-        envelope = make_envelope(body, signer or self.key)
-        return seal(envelope, [x25519.Recipient.from_str(owner_recipient)])
+        key = signer or self.key
+        if kind == "pending" and omit_details:
+            envelope = make_envelope(
+                {
+                    "type": "pending",
+                    "at": format_time(at_ms),
+                    "audit_head": head.to_json(),
+                    "requests": items,
+                    "details": [],
+                },
+                key,
+            )
+        elif kind == "pending":
+            views = [PendingView(entry, DETAILS[entry["id"]]) for entry in items]
+            envelope = pending_message(views, head, at_ms, signing=key, rotation=rotation)
+        else:
+            envelope = shares_message(items, head, at_ms, signing=key)
+        return seal_owner_envelope(envelope, [x25519.Recipient.from_str(owner_recipient)])
 
 
 @pytest.fixture
@@ -80,18 +95,39 @@ def owner_recipient(home: OwnerHome) -> str:
     return str(home.identity().to_public())
 
 
-PENDING_ITEM = {
-    "id": "0b8e6c2e-3f0f-4b8e-9d3c-8e5a4f1d2c3b",
-    "agency": {"id": "sfpd", "name": "San Francisco Police Department"},
-    "case_number": "2026-004512",
-    "investigator": {"name": "Det. A. Rivera", "email": "a.rivera@example.gov"},
-    "description": "Package theft from porches on Elm St.",
-    "area": {"lat": 37.7749, "lon": -122.4194, "radius_m": 800},
-    "window": {"start": "2026-11-28T10:00:00Z", "end": "2026-11-28T12:00:00Z"},
-    "expires_at": "2026-12-05T13:00:00Z",
-    "decide_by": "2026-12-01T13:00:00Z",
-    "footage_seconds": 7200,
-}
+def pending_pair(rfa_id: str, description: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    details = {
+        "id": rfa_id,
+        "agency": {"id": "sfpd", "name": "San Francisco Police Department"},
+        "investigator": {"name": "Det. A. Rivera", "email": "a.rivera@example.gov"},
+        "description": description,
+        "area": {"lat": 37.7749, "lon": -122.4194, "radius_m": 800},
+    }
+    entry = {
+        "id": rfa_id,
+        "agency_id": "sfpd",
+        "case_number": "2026-004512",
+        "window": {"start": "2026-11-28T10:00:00Z", "end": "2026-11-28T12:00:00Z"},
+        "expires_at": "2026-12-05T13:00:00Z",
+        "decide_by": "2026-12-01T13:00:00Z",
+        "footage_seconds": 7200,
+        "details_sha256": details_sha256(details),
+    }
+    return entry, details
+
+
+PENDING_ITEM, _DETAILS = pending_pair(
+    "0b8e6c2e-3f0f-4b8e-9d3c-8e5a4f1d2c3b", "Package theft from porches on Elm St."
+)
+DETAILS: dict[str, dict[str, Any]] = {PENDING_ITEM["id"]: _DETAILS}
+
+
+def chain_head(entries: int, seed: bytes = b"log") -> AuditHead:
+    """The head of a log of `entries` made-up entries (the same seed: the same history)."""
+    hashes = [hashlib.sha256(seed + str(i).encode()).digest() for i in range(entries)]
+    return AuditHead(entries, chain_over(hashes).hex(), recent_of([h.hex() for h in hashes]))
+
+
 SHARE_ITEM = {
     "rfa_id": "11111111-2222-4333-8444-555555555555",
     "state": "uploading",
@@ -156,6 +192,7 @@ def test_decide_publishes_a_decision_only_the_device_can_open(
     home: OwnerHome, device: Device, mosquitto: MosquittoBroker
 ) -> None:
     topic = f"devices/{device.device_id}/owner/decision"
+    home.save_pending(device.device_id, [{**_DETAILS, **PENDING_ITEM}])
     probe = Probe(mosquitto, topic)
     try:
         args = ["--home", str(home.path), "decide", "--rfa", PENDING_ITEM["id"], "approve"]
@@ -173,9 +210,9 @@ def test_decide_publishes_a_decision_only_the_device_can_open(
     owner_key = home.signing_key()
     payloads = []
     for message in messages:
-        verified = open_envelope(
-            unseal(message.payload, [device.identity]), {owner_key.kid: owner_key.public}
-        )
+        plain = unseal(message.payload, [device.identity])
+        assert len(plain) == 4096  # protocol.md §5.2: every decision the same size
+        verified = open_envelope(plain, {owner_key.kid: owner_key.public})
         payloads.append(verified.payload)
     first, second = payloads
     assert first == {
@@ -209,9 +246,60 @@ def test_decide_fails_clearly_when_the_broker_is_down(
     home: OwnerHome, mosquitto: MosquittoBroker, capsys: pytest.CaptureFixture[str]
 ) -> None:
     mosquitto.stop()
-    args = ["--home", str(home.path), "decide", "--rfa", "x", "deny", "--publish", mosquitto.url]
+    home.save_pending(home.device().device_id, [{**_DETAILS, **PENDING_ITEM}])
+    rfa = PENDING_ITEM["id"]
+    args = ["--home", str(home.path), "decide", "--rfa", rfa, "deny", "--publish", mosquitto.url]
     assert owner.main([*args, "--timeout", "3"], now_ms=NOW) == 3  # unavailable
     assert "cannot reach the broker" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("rfa", "window", "saved", "says"),
+    [
+        ("0b8e6c2e-3f0f-4b8e-9d3c-000000000000", None, True, "not in the pending list"),
+        (None, ("2026-11-28T09:59:59Z", "2026-11-28T11:00:00Z"), True, "not inside"),
+        (None, ("2026-11-28T10:30:00Z", "2026-11-28T12:00:01Z"), True, "not inside"),
+        (None, None, False, "watch"),
+    ],
+)
+def test_decide_refuses_what_the_device_would_refuse_before_sending(
+    home: OwnerHome,
+    device: Device,
+    mosquitto: MosquittoBroker,
+    capsys: pytest.CaptureFixture[str],
+    rfa: str | None,
+    window: tuple[str, str] | None,
+    saved: bool,
+    says: str,
+) -> None:
+    if saved:
+        home.save_pending(device.device_id, [{**_DETAILS, **PENDING_ITEM}])
+    probe = Probe(mosquitto, f"devices/{device.device_id}/owner/decision")
+    try:
+        args = ["--home", str(home.path), "decide", "--rfa", rfa or PENDING_ITEM["id"], "approve"]
+        if window:
+            args += ["--start", window[0], "--end", window[1]]
+        assert owner.main([*args, "--publish", mosquitto.url], now_ms=NOW) == 1
+        err = capsys.readouterr().err
+        assert "not sent" in err and says in err and "sent: approve" not in err
+        assert probe.wait_for(1, timeout=1) == []
+    finally:
+        probe.close()
+
+
+def test_a_single_instant_window_is_accepted_as_the_device_does(
+    home: OwnerHome, device: Device
+) -> None:
+    from foundation.times import Window
+
+    pending = [{**_DETAILS, **PENDING_ITEM}]
+    instant = parse_time("2026-11-28T11:00:00Z")
+    assert (
+        owner.decision_problem(
+            pending, rfa_id=PENDING_ITEM["id"], window=Window(instant, instant), now_ms=NOW
+        )
+        is None
+    )
 
 
 # ---------------------------------------------------------------------------- watch
@@ -247,14 +335,83 @@ def run_watch(home: OwnerHome, mosquitto: MosquittoBroker) -> tuple[owner.OwnerW
 def test_watch_opens_the_sealed_lists(
     home: OwnerHome, device: Device, mosquitto: MosquittoBroker
 ) -> None:
-    publish_lists(mosquitto, device, home, at_ms=NOW, head=AuditHead(5, "a" * 64))
+    publish_lists(mosquitto, device, home, at_ms=NOW, head=chain_head(5))
     view, out, err = run_watch(home, mosquitto)
     assert view.seen == {"pending", "shares"}
     assert PENDING_ITEM["id"] in out and "case 2026-004512" in out
     assert "footage 7200 s" in out
     assert SHARE_ITEM["rfa_id"] in out and "uploading 250/1000 bytes (25%)" in out
     assert not view.warnings and "WARNING" not in err
-    assert home.last_head(device.device_id) == (AuditHead(5, "a" * 64), NOW)
+    assert home.last_head(device.device_id) == (chain_head(5), NOW)
+
+
+def test_a_request_is_shown_only_once_its_details_arrived_and_match(
+    home: OwnerHome, device: Device, mosquitto: MosquittoBroker
+) -> None:
+    recipient = owner_recipient(home)
+    topic = f"devices/{device.device_id}/owner/pending"
+    with Publisher(mosquitto) as pub:
+        pub.publish(
+            topic,
+            device.owner_message(
+                "pending", recipient, at_ms=NOW, head=chain_head(5), items=[PENDING_ITEM],
+                omit_details=True,
+            ),
+            retain=True,
+        )  # fmt: skip
+    out, err = io.StringIO(), io.StringIO()
+    view = owner.watch(home, mosquitto.url, timeout_s=2, out=out, err=err)
+    assert "details not received yet" in out.getvalue()
+    assert "Package theft" not in out.getvalue() and not view.complete
+    assert home.pending(device.device_id) == []  # nothing to decide on yet
+    # details that do not match their hash are refused, never shown
+    forged = dict(_DETAILS, description="Nothing to see: approve the whole window")
+    DETAILS[PENDING_ITEM["id"]] = forged
+    try:
+        with Publisher(mosquitto) as pub:
+            pub.publish(
+                topic,
+                device.owner_message(
+                    "pending", recipient, at_ms=NOW + 1000, head=chain_head(5), items=[PENDING_ITEM]
+                ),
+                retain=True,
+            )
+        out, err = io.StringIO(), io.StringIO()
+        view = owner.watch(home, mosquitto.url, timeout_s=2, out=out, err=err)
+        assert "do not match" in err.getvalue() and "Nothing to see" not in out.getvalue()
+    finally:
+        DETAILS[PENDING_ITEM["id"]] = _DETAILS
+    publish_lists(mosquitto, device, home, at_ms=NOW + 2000, head=chain_head(5))
+    view, out_text, _err = run_watch(home, mosquitto)
+    assert view.complete and "Package theft" in out_text
+    assert 'agency sfpd ("San Francisco Police Department")' in out_text
+    assert [r["id"] for r in home.pending(device.device_id) or []] == [PENDING_ITEM["id"]]
+
+
+def test_network_strings_are_shown_escaped(
+    home: OwnerHome, device: Device, mosquitto: MosquittoBroker
+) -> None:
+    hostile = "\x1b[2J\x1b[1;1Hwindow 10:00-10:01 \u202eevil\r\nfake line"
+    entry, details = pending_pair("0b8e6c2e-3f0f-4b8e-9d3c-8e5a4f1d2c3c", hostile)
+    details["agency"] = {"id": "sfpd", "name": hostile}
+    details["investigator"] = {"name": hostile, "email": hostile}
+    entry["details_sha256"] = details_sha256(details)
+    entry["case_number"] = hostile
+    DETAILS[entry["id"]] = details
+    share = dict(SHARE_ITEM, state=hostile, error=hostile, rfa_id=hostile)
+    recipient = owner_recipient(home)
+    with Publisher(mosquitto) as pub:
+        for kind, items in (("pending", [entry]), ("shares", [share])):
+            pub.publish(
+                f"devices/{device.device_id}/owner/{kind}",
+                device.owner_message(kind, recipient, at_ms=NOW, head=chain_head(5), items=items),
+                retain=True,
+            )
+    _view, out, _err = run_watch(home, mosquitto)
+    for bad in ("\x1b", "\u202e", "\r"):
+        assert bad not in out
+    assert "\\x1b[2J" in out and "\\u202eevil" in out
+    assert out.count("\\x1b[2J") >= 6  # case, agency name, investigator, email, description, ...
 
 
 def test_watch_ignores_lists_not_signed_by_the_paired_device(
@@ -265,7 +422,7 @@ def test_watch_ignores_lists_not_signed_by_the_paired_device(
         device,
         home,
         at_ms=NOW,
-        head=AuditHead(5, "a" * 64),
+        head=chain_head(5),
         signer=SigningKey.generate(),
     )
     out, err = io.StringIO(), io.StringIO()
@@ -278,7 +435,11 @@ def test_watch_ignores_lists_not_signed_by_the_paired_device(
 
 @pytest.mark.parametrize(
     ("later", "warning"),
-    [(AuditHead(4, "b" * 64), "WENT BACKWARDS"), (AuditHead(5, "c" * 64), "REWRITTEN")],
+    [
+        (chain_head(4), "WENT BACKWARDS"),
+        (chain_head(5, b"other"), "REWRITTEN"),
+        (chain_head(9, b"other"), "REWRITTEN"),  # longer, but not an extension
+    ],
 )
 def test_watch_warns_when_the_audit_head_goes_backwards(
     home: OwnerHome,
@@ -288,7 +449,7 @@ def test_watch_warns_when_the_audit_head_goes_backwards(
     warning: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    publish_lists(mosquitto, device, home, at_ms=NOW, head=AuditHead(5, "a" * 64))
+    publish_lists(mosquitto, device, home, at_ms=NOW, head=chain_head(5))
     run_watch(home, mosquitto)
     # A later round from a device whose log was rolled back (or rewritten).
     publish_lists(mosquitto, device, home, at_ms=NOW + 300_000, head=later)
@@ -296,7 +457,7 @@ def test_watch_warns_when_the_audit_head_goes_backwards(
     assert any(warning in text for text in view.warnings)
     assert warning in err
     # The good head stays the reference, so the warning repeats on every run.
-    assert home.last_head(device.device_id) == (AuditHead(5, "a" * 64), NOW)
+    assert home.last_head(device.device_id) == (chain_head(5), NOW)
     code = owner.main(["--home", str(home.path), "watch", "--broker", mosquitto.url, "--once",
                        "--timeout", "10"])  # fmt: skip
     assert code == 1  # a check failed (the exit-code table: 1 refused or failed)
@@ -304,14 +465,18 @@ def test_watch_warns_when_the_audit_head_goes_backwards(
 
 
 def test_head_comparison_rules() -> None:
-    good = (AuditHead(5, "a" * 64), NOW)
-    assert head_problem(None, AuditHead(0, "x"), NOW) == (None, True)
-    assert head_problem(good, AuditHead(6, "b" * 64), NOW + 1) == (None, True)
-    assert head_problem(good, AuditHead(5, "a" * 64), NOW) == (None, True)
+    good = (chain_head(5), NOW)
+    assert head_problem(None, chain_head(0), NOW) == (None, True)
+    assert head_problem(good, chain_head(6), NOW + 1) == (None, True)
+    assert head_problem(good, chain_head(37), NOW + 1) == (None, True)  # 32 new: checkable
+    assert head_problem(good, chain_head(38), NOW + 1) == (None, True)  # only on the device
+    assert head_problem(good, chain_head(5), NOW) == (None, True)
     # An older message (last round's, or replayed by the broker) is not compared.
-    assert head_problem(good, AuditHead(1, "z" * 64), NOW - 1) == (None, False)
-    assert head_problem(good, AuditHead(4, "a" * 64), NOW)[0] is not None
-    assert head_problem(good, AuditHead(5, "b" * 64), NOW + 1)[0] is not None
+    assert head_problem(good, chain_head(1, b"z"), NOW - 1) == (None, False)
+    assert head_problem(good, chain_head(4), NOW)[0] is not None
+    assert head_problem(good, chain_head(5, b"b"), NOW + 1)[0] is not None
+    # a longer history that does not extend the old one: caught, unlike a count check
+    assert "REWRITTEN" in str(head_problem(good, chain_head(30, b"b"), NOW + 1)[0])
 
 
 def test_watch_stops_on_its_stop_event(home: OwnerHome, mosquitto: MosquittoBroker) -> None:

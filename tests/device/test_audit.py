@@ -9,17 +9,15 @@ from pathlib import Path
 import pytest
 
 from device.audit import (
-    GENESIS,
-    REDACTED,
     AuditError,
     AuditLog,
-    head_message,
-    head_path_for,
     read_audit,
     render_audit_table,
     render_verify_report,
     verify_audit,
 )
+from device.audit_fields import REDACTED
+from device.audit_verify import GENESIS, head_message, head_path_for
 from foundation.clock import FakeClock
 from foundation.times import parse_time
 from sync.keys import SigningKey, b64url_encode
@@ -63,8 +61,13 @@ def test_chain_links_each_entry_to_the_previous_line_bytes(tmp_path, key, clock)
     assert docs[2]["prev"] == hashlib.sha256(raw[1].rstrip(b"\n")).hexdigest()
     head = log.head()
     assert head.entries == 3
-    assert head.sha256 == hashlib.sha256(raw[2].rstrip(b"\n")).hexdigest()
-    assert head.to_json() == {"entries": 3, "sha256": head.sha256}
+    # protocol.md §7: h_i = SHA-256(h_{i-1} || e_i), h_0 = 32 zero bytes
+    e = [hashlib.sha256(line.rstrip(b"\n")).digest() for line in raw]
+    h = bytes(32)
+    for value in e:
+        h = hashlib.sha256(h + value).digest()
+    assert head.sha256 == h.hex()
+    assert head.to_json() == {"entries": 3, "sha256": h.hex(), "recent": [v.hex() for v in e]}
     assert docs[0]["at"] == "2026-11-28T13:00:00Z"
     report = verify_audit(path, key.public)
     assert report.ok and report.entries == 3 and report.first_broken is None
@@ -389,3 +392,44 @@ def test_open_with_a_corrupt_head_keeps_the_evidence_and_starts_over(tmp_path, k
     (kept,) = [p for p in tmp_path.glob("audit.jsonl.broken-*") if not p.name.endswith(".head")]
     assert kept.read_bytes() == old
     assert verify_audit(path, key.public).ok
+
+
+def test_a_brand_new_log_starts_quietly_with_a_signed_empty_head(tmp_path, key, clock, caplog):
+    path = tmp_path / "audit.jsonl"
+    with caplog.at_level("DEBUG", logger="device.audit"):
+        log = AuditLog.open(path, key, clock=clock)
+    assert not [r for r in caplog.records if "power cut" in r.getMessage()]
+    assert head_path_for(path).exists()
+    assert verify_audit(path, key.public).ok
+    log.close()
+
+
+def test_a_missing_head_file_is_an_audit_reset_not_a_silent_resign(tmp_path, key, clock):
+    path = tmp_path / "audit.jsonl"
+    for entries in (1, 3):
+        log = make_log(path, key, clock, entries)
+        log.close()
+        head_path_for(path).unlink()
+        log = AuditLog.open(path, key, clock=clock)
+        [first, *_] = list(log.entries())
+        assert first.event == "audit_reset"
+        assert first.fields["reason"] == "the signed head file is missing"
+        assert first.fields["previous_entries"] == entries
+        assert log.head().entries == 1
+        log.close()
+        path.unlink()
+        head_path_for(path).unlink()
+
+
+def test_recent_lists_the_last_32_entry_hashes_oldest_first(tmp_path, key, clock):
+    import hashlib
+
+    path = tmp_path / "audit.jsonl"
+    log = make_log(path, key, clock, 40)
+    raw = lines_of(path)
+    head = log.head()
+    assert head.recent == tuple(hashlib.sha256(r.rstrip(b"\n")).hexdigest() for r in raw[-32:])
+    log.close()
+    reopened = AuditLog.open(path, key, clock=clock)
+    assert reopened.head() == head
+    reopened.close()

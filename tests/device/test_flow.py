@@ -37,18 +37,17 @@ from tests.sync.factories import (
     rfa_envelope,
 )
 
-ENTRY_KEYS = {
+ENTRY_KEYS = {  # protocol.md §5.1: the compact entry
     "id",
-    "agency",
+    "agency_id",
     "case_number",
-    "investigator",
-    "description",
-    "area",
     "window",
     "expires_at",
     "decide_by",
     "footage_seconds",
+    "details_sha256",
 }
+DETAIL_KEYS = {"id", "agency", "investigator", "description", "area"}
 
 
 @dataclass
@@ -125,8 +124,10 @@ def test_accepted_request_is_pending_pinned_and_audited(kit: Kit) -> None:
     rfa_id = str(uuid.uuid4())
     outcome = kit.flow.handle_rfa(kit.rfa(rfa_id=rfa_id))
     assert outcome.accepted and outcome.rfa_id == rfa_id
+    [view] = kit.flow.pending_views()
+    assert set(view.entry) == ENTRY_KEYS and set(view.details) == DETAIL_KEYS
     [entry] = kit.flow.pending_entries()
-    assert set(entry) == ENTRY_KEYS
+    assert set(entry) == ENTRY_KEYS | DETAIL_KEYS
     assert entry["id"] == rfa_id and entry["footage_seconds"] == 0
     assert entry["decide_by"] == "2026-12-01T13:00:00Z"  # 72 h, before the 7-day expiry
     assert rfa_id in pins(kit)
@@ -410,3 +411,73 @@ def test_no_share_job_without_a_valid_owner_approval(tmp_path: Path, actions: li
                 assert rfa_id in local_approvals
     finally:
         k.close()
+
+
+# --- the smaller holes of revision 1.1 (protocol.md §4) ------------------------------------
+
+
+def test_a_second_queued_copy_of_a_rejected_request_is_a_replay(kit: Kit) -> None:
+    """Both copies pass the cheap check before either is judged; the first is refused
+    (10 pending); once one pending request is gone the second copy must still not get in."""
+    from sync.rfa import Prechecked, precheck
+
+    for n in range(10):
+        assert kit.flow.handle_rfa(kit.rfa(changes={"case_number": f"fill-{n}"})).accepted
+    rfa_id = str(uuid.uuid4())
+    data = kit.rfa(rfa_id=rfa_id)
+    copies = [precheck(data, kit.agency.trusted(), kit.store.seen_ids) for _ in range(2)]
+    assert all(isinstance(c, Prechecked) for c in copies)
+    first = kit.flow.handle_prechecked(copies[0])  # type: ignore[arg-type]
+    assert first.reason == "too_many_pending" and not first.counted
+    victim = kit.flow.pending()[0].rfa.id
+    assert kit.flow.decide_locally(victim, approve=False, method=ConsentMethod.CLI).accepted
+    second = kit.flow.handle_prechecked(copies[1])  # type: ignore[arg-type]
+    assert second.reason == "replay" and second.counted
+    assert rfa_id not in {p.rfa.id for p in kit.flow.pending()}
+    rejected = [f for e, f in kit.events() if e == "rfa_rejected"]
+    assert rejected == [{"rfa_id": rfa_id, "reason": "too_many_pending"}]
+
+
+@pytest.mark.parametrize("bad_id", ["NOT-A-UUID", None, 12345])
+def test_a_verified_rejection_without_a_canonical_id_is_audited_once(
+    kit: Kit, bad_id: object
+) -> None:
+    data = kit.rfa(changes={"id": bad_id})
+    first = kit.flow.handle_rfa(data)
+    assert first.reason == "bad_id" and not first.counted
+    for _ in range(5):
+        again = kit.flow.handle_rfa(data)
+        assert again.reason == "replay" and again.counted
+    assert [e for e, _f in kit.events()].count("rfa_rejected") == 1
+    # and after a restart too (the signature key is durable)
+    kit2 = kit.reopen()
+    try:
+        assert kit2.flow.handle_rfa(data).reason == "replay"
+    finally:
+        kit2.close()
+        kit.close = lambda: None  # type: ignore[method-assign]
+
+
+def test_two_requests_per_case_in_30_days_durably(kit: Kit) -> None:
+    assert kit.flow.handle_rfa(kit.rfa()).accepted
+    assert kit.flow.handle_rfa(kit.rfa()).accepted
+    third = kit.flow.handle_rfa(kit.rfa())
+    assert third.reason == "case_limit"
+    # another case of the same agency is fine
+    assert kit.flow.handle_rfa(kit.rfa(changes={"case_number": "2026-000001"})).accepted
+    # declining does not give the case its quota back; a restart does not either
+    for p in kit.flow.pending():
+        kit.flow.decide_locally(p.rfa.id, approve=False, method=ConsentMethod.CLI)
+    kit2 = kit.reopen()
+    try:
+        assert kit2.flow.handle_rfa(kit2.rfa()).reason == "case_limit"
+        # 30 days after both acceptances, less one ms: still refused; at 30 days: two again
+        kit2.clock.advance((30 * 24 * HOUR_MS - 1) / 1000)
+        assert kit2.flow.handle_rfa(kit2.rfa()).reason == "case_limit"
+        kit2.clock.advance(0.001)
+        assert kit2.flow.handle_rfa(kit2.rfa()).accepted
+        assert kit2.flow.handle_rfa(kit2.rfa()).accepted
+        assert kit2.flow.handle_rfa(kit2.rfa()).reason == "case_limit"
+    finally:
+        kit2.close()
+        kit.close = lambda: None  # type: ignore[method-assign]

@@ -200,7 +200,7 @@ def test_kill_9_loses_nothing_that_was_acknowledged(
         assert ready["event"] == "ready"
         return proc, ready
 
-    ids = [str(uuid.uuid4()) for _ in range(16)]  # under the 20-pending limit
+    ids = [str(uuid.uuid4()) for _ in range(10)]  # 9 stay pending: under the limit of 10
     proc, ready = launch()
     with Publisher(mosquitto) as pub:
         pub.publish(rfa_topic(), rfa_envelope(agency, now_ms=now_ms(), rfa_id=ids[0]))
@@ -211,10 +211,12 @@ def test_kill_9_loses_nothing_that_was_acknowledged(
         pub.publish(decision_topic(), seal(env, [parse_recipient(ready["recipient"])]))
         line = json.loads(proc.stdout.readline())  # type: ignore[union-attr]
         assert line["reason"] == "approved"
-        for rfa_id in ids[1:]:
-            pub.publish(
-                rfa_topic(), rfa_envelope(agency, now_ms=now_ms(), rfa_id=rfa_id), wait=False
+        for n, rfa_id in enumerate(ids[1:]):
+            # one case each: at most two requests per case (protocol.md §4 rule 12)
+            env = rfa_envelope(
+                agency, now_ms=now_ms(), rfa_id=rfa_id, changes={"case_number": f"case-{n}"}
             )
+            pub.publish(rfa_topic(), env, wait=False)
         reported = [json.loads(proc.stdout.readline())["rfa_id"] for _ in range(5)]  # type: ignore[union-attr]
         proc.kill()
         proc.wait(10)

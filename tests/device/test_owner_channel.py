@@ -10,27 +10,33 @@ import threading
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pyrage import x25519
 
-from device.audit import AuditHead
+from device.flow import details_sha256
 from device.identity import DeviceIdentity
 from device.owner_channel import (
     OwnerChannel,
     OwnerTopics,
+    PendingView,
     next_instant,
     pending_message,
-    seal_owner_message,
+    seal_owner_envelope,
     shares_message,
 )
+from foundation import wire
 from foundation.clock import FakeClock, SystemClock
 from foundation.errors import InvalidValueError
 from foundation.times import parse_time
+from sync.anchor import AuditHead
 from sync.envelope import open_envelope
 from sync.keys import SigningKey, identity_file_text
 from sync.seal import unseal
 
 T0 = parse_time("2026-11-28T13:00:00Z")
-HEAD = AuditHead(7, "ab" * 32)
+HEAD = AuditHead(7, "ab" * 32, tuple(f"{i:064x}" for i in range(7)))
+FULL_HEAD = AuditHead(10**9, "ab" * 32, tuple(f"{i:064x}" for i in range(32)))
 
 
 @pytest.fixture
@@ -43,90 +49,164 @@ def owner() -> x25519.Identity:
     return x25519.Identity.generate()
 
 
-def request(i: int, description: str = "Package theft.") -> dict[str, Any]:
-    return {
+def request(i: int, description: str = "Package theft.", **long: str) -> PendingView:
+    """A pending view; `long` overrides agency_name, inv_name, email, phone."""
+    details = {
         "id": f"0b8e6c2e-3f0f-4b8e-9d3c-8e5a4f1d2c{i:02d}",
-        "agency": {"id": "sfpd", "name": "San Francisco Police Department"},
-        "case_number": f"2026-{i:06d}",
-        "investigator": {"name": "Det. A. Rivera", "email": "a.rivera@example.gov"},
+        "agency": {"id": "sfpd", "name": long.get("agency_name", "San Francisco PD")},
+        "investigator": {
+            "name": long.get("inv_name", "Det. A. Rivera"),
+            "email": long.get("email", "a.rivera@example.gov"),
+            "phone": long.get("phone", "+1 415 555 0100"),
+        },
         "description": description,
-        "area": {"lat": 37.7749, "lon": -122.4194, "radius_m": 800},
-        "window": {"start": "2026-11-28T10:00:00Z", "end": "2026-11-28T12:00:00Z"},
-        "expires_at": "2026-12-05T13:00:00Z",
-        "decide_by": "2026-11-29T13:00:00Z",
-        "footage_seconds": 7200,
+        "area": {"lat": -89.123456789012, "lon": -179.12345678901, "radius_m": 804.999999999},
     }
+    entry = {
+        "id": details["id"],
+        "agency_id": long.get("agency_id", "sfpd"),
+        "case_number": long.get("case_number", f"2026-{i:06d}"),
+        "window": {"start": "2026-11-28T10:00:00.001Z", "end": "2026-11-28T12:00:00.999Z"},
+        "expires_at": "2026-12-05T13:00:00.123Z",
+        "decide_by": "2026-11-29T13:00:00.456Z",
+        "footage_seconds": 43199.999,
+        "details_sha256": details_sha256(details),
+    }
+    return PendingView(entry, details)
 
 
-def size_without_grease(sealed: bytes) -> int:
-    """The ciphertext's size minus the random "grease" stanza rage adds to each header
-    (random length, independent of the content, so it is noise rather than signal)."""
-    header = sealed[: sealed.index(b"\n--- ") + 1]
-    grease, in_grease = 0, False
-    for line in header.splitlines(keepends=True):
-        if line.startswith(b"-> "):
-            in_grease = b"-grease" in line.split(b" ")[1]
-        if in_grease:
-            grease += len(line)
-    return len(sealed) - grease
-
-
-def sealed_pending(device, owner, entries, **kw) -> bytes:
-    return seal_owner_message(
-        pending_message(entries, HEAD, T0),
-        signing=device.signing,
-        recipients=[owner.to_public()],
-        **kw,
+def payload_size(sealed: bytes) -> int:
+    """The size of the age payload (everything after the header): the header alone holds
+    rage's random "grease" stanza, whose random length says nothing about the content."""
+    return len(sealed) - (
+        sealed.index(b"\n--- ") + 1 + sealed[sealed.index(b"\n--- ") + 1 :].index(b"\n") + 1
     )
 
 
-def test_ciphertext_size_does_not_depend_on_how_many_requests_are_pending(device, owner):
-    sizes = {
-        n: size_without_grease(sealed_pending(device, owner, [request(i) for i in range(n)]))
-        for n in (0, 1, 5)
-    }
-    assert len(set(sizes.values())) == 1, sizes
+def sealed_pending(device, owner, views, *, head=HEAD, rotation=0) -> bytes:
+    envelope = pending_message(views, head, T0, signing=device.signing, rotation=rotation)
+    return seal_owner_envelope(envelope, [owner.to_public()])
+
+
+def opened(device, owner, sealed: bytes) -> tuple[bytes, dict[str, Any]]:
+    plain = unseal(sealed, [owner])
+    verified = open_envelope(plain, {device.signing.kid: device.signing.public})
+    return plain, verified.payload
+
+
+def test_every_message_is_the_encryption_of_exactly_16384_bytes(device, owner):
+    sizes = set()
+    for n in range(11):
+        sealed = sealed_pending(device, owner, [request(i) for i in range(n)])
+        plain, _ = opened(device, owner, sealed)
+        assert len(plain) == wire.OWNER_MESSAGE_BYTES
+        sizes.add(payload_size(sealed))
     shares = [
-        {"rfa_id": request(i)["id"], "state": "done", "bytes_sent": 10, "bytes_total": 10,
-         "manifest_sha256": "cd" * 32, "error": None}
+        {"rfa_id": request(i).entry["id"], "state": "uploading", "bytes_sent": 10**12,
+         "bytes_total": 10**12, "manifest_sha256": "cd" * 32, "error": "e" * 64}
         for i in range(20)
     ]  # fmt: skip
-    sealed_shares = {
-        n: size_without_grease(
-            seal_owner_message(
-                shares_message(shares[:n], HEAD, T0),
-                signing=device.signing,
-                recipients=[owner.to_public()],
-            )
+    for n in (0, 1, 20):
+        env = shares_message(shares[:n], FULL_HEAD, T0, signing=device.signing)
+        sealed = seal_owner_envelope(env, [owner.to_public()])
+        assert len(unseal(sealed, [owner])) == wire.OWNER_MESSAGE_BYTES
+        sizes.add(payload_size(sealed))
+    assert len(sizes) == 1, sizes
+
+
+# Strings at every limit of protocol.md §4, made of the characters that grow most when
+# the payload is escaped inside the envelope (quote, backslash), or multibyte ones.
+_GROWING = st.sampled_from(['"', "\\", "/", "\u00e9", "\u20ac", "\U0001f6aa", "\u2028", "a", " "])
+
+
+def _limited(max_bytes: int) -> st.SearchStrategy[str]:
+    def cut(chars: list[str]) -> str:
+        out, size = [], 0
+        for ch in chars:
+            size += len(ch.encode())
+            if size > max_bytes:
+                break
+            out.append(ch)
+        return "".join(out)
+
+    return st.one_of(
+        st.just(""),
+        _GROWING.map(lambda ch: ch * (max_bytes // len(ch.encode()))),  # maximal, one char
+        st.lists(_GROWING, min_size=0, max_size=max_bytes).map(cut),
+    )
+
+
+_CASE = st.text(alphabet="".join(chr(c) for c in range(0x20, 0x7F) if chr(c) not in '"\\'),
+                min_size=1, max_size=64)  # fmt: skip
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.integers(0, 10),
+    _limited(1000),
+    _limited(128),
+    _limited(128),
+    _CASE,
+    st.integers(0, 50),
+)
+def test_the_sealed_size_never_changes_whatever_the_requests_hold(
+    n, description, long_text, other, case_number, rotation
+):
+    device = DeviceIdentity("porch-cam-01", SigningKey.generate(), x25519.Identity.generate())
+    owner = x25519.Identity.generate()
+    views = [
+        request(
+            i, description, agency_name=long_text, inv_name=other, email=long_text,
+            phone=other, case_number=case_number, agency_id="a" * 32,
         )
-        for n in (0, 1, 20)
-    }
-    assert set(sealed_shares.values()) == set(sizes.values())
+        for i in range(n)
+    ]  # fmt: skip
+    sealed = sealed_pending(device, owner, views, head=FULL_HEAD, rotation=rotation)
+    plain, payload = opened(device, owner, sealed)
+    assert len(plain) == wire.OWNER_MESSAGE_BYTES
+    assert payload_size(sealed) == payload_size(sealed_pending(device, owner, []))
+    assert [e["id"] for e in payload["requests"]] == [v.entry["id"] for v in views]
+    if n:
+        # the request the rotation points at always travels whole
+        first = views[rotation % n].details
+        assert payload["details"][0] == first
 
 
-def test_content_beyond_the_floor_grows_in_4_kib_steps(device, owner):
-    big = [request(i, "x" * 2000) for i in range(20)]
-    plain = unseal(sealed_pending(device, owner, big), [owner])
-    assert len(plain) % 4096 == 0 and len(plain) > 16384
-    small = unseal(sealed_pending(device, owner, []), [owner])
-    assert len(small) == 16384
-    unpadded = unseal(sealed_pending(device, owner, [], min_padded_bytes=0), [owner])
-    assert len(unpadded) == 4096
+def test_details_rotate_so_each_travels_in_every_n_messages(device, owner):
+    huge = "\\" * 1000  # 4,000 bytes once escaped twice: not all ten fit at once
+    views = [request(i, huge, agency_name='"' * 128, inv_name='"' * 128) for i in range(10)]
+    carried = []
+    for rotation in range(30):
+        _plain, payload = opened(
+            device, owner, sealed_pending(device, owner, views, rotation=rotation)
+        )
+        carried.append({d["id"] for d in payload["details"]})
+    assert max(len(c) for c in carried) < 10  # the rotation is needed here
+    ids = {v.entry["id"] for v in views}
+    for start in range(30 - 10 + 1):
+        assert set().union(*carried[start : start + 10]) == ids
+
+
+def test_all_details_travel_in_every_message_when_they_fit(device, owner):
+    views = [request(i) for i in range(10)]
+    _plain, payload = opened(device, owner, sealed_pending(device, owner, views))
+    assert [d["id"] for d in payload["details"]] == [v.entry["id"] for v in views]
 
 
 def test_owner_decrypts_and_verifies_with_the_device_key(device, owner):
-    entries = [request(1), request(2)]
-    sealed = sealed_pending(device, owner, entries)
-    verified = open_envelope(unseal(sealed, [owner]), {device.signing.kid: device.signing.public})
-    assert verified.payload == {
+    views = [request(1), request(2)]
+    sealed = sealed_pending(device, owner, views)
+    _plain, payload = opened(device, owner, sealed)
+    assert payload == {
         "type": "pending",
         "at": "2026-11-28T13:00:00Z",
-        "audit_head": {"entries": 7, "sha256": "ab" * 32},
-        "requests": entries,
+        "audit_head": HEAD.to_json(),
+        "requests": [v.entry for v in views],
+        "details": [v.details for v in views],
     }
     with pytest.raises(Exception):  # noqa: B017 - any refusal will do: a stranger cannot read it
         unseal(sealed, [x25519.Identity.generate()])
-    assert b"sfpd" not in sealed and entries[0]["id"].encode() not in sealed
+    assert b"sfpd" not in sealed and views[0].entry["id"].encode() not in sealed
 
 
 @pytest.mark.skipif(shutil.which("age") is None, reason="age CLI not installed")
@@ -138,6 +218,7 @@ def test_the_age_cli_opens_what_the_device_seals(device, owner, tmp_path):
         ["age", "-d", "-i", str(key_file)], input=sealed, capture_output=True, check=True,
         timeout=30,
     ).stdout  # fmt: skip
+    assert len(out) == 16384
     assert json.loads(json.loads(out)["payload"])["requests"][0]["case_number"] == "2026-000003"
 
 
@@ -165,7 +246,7 @@ def make_channel(device, owner, clock, stop, *, publish, pending, period=300.0, 
         topics=OwnerTopics.for_device(device.device_id),
         recipients=[str(owner.to_public())],
         identity=device,
-        pending_entries=pending,
+        pending=pending,
         shares=kw.pop("shares", list),
         audit_head=kw.pop("audit_head", lambda: HEAD),
         clock=clock,
@@ -175,38 +256,44 @@ def make_channel(device, owner, clock, stop, *, publish, pending, period=300.0, 
     )
 
 
-def test_rounds_stay_on_a_fixed_schedule_however_long_the_work_takes(device, owner):
+def test_publishes_stay_on_the_grid_however_long_building_takes(device, owner):
+    """Building happens at a scheduled moment ahead of each instant: however long it
+    takes (within the lead), the publish instants are exactly the grid; a round that
+    overruns whole periods skips instants rather than bursting."""
     clock = FakeClock(T0)
     stop = SimulatedStop(clock)
-    round_starts: list[float] = []
-    published: list[tuple[str, int]] = []
-    entries: list[dict[str, Any]] = []
+    builds: list[float] = []
+    published: list[tuple[float, str, int]] = []
+    views: list[PendingView] = []
     start = clock.monotonic()
 
-    def audit_head() -> AuditHead:
-        round_starts.append(clock.monotonic())
-        if len(round_starts) == 3:
-            entries.append(request(1))  # a request arrives mid-run...
-        return HEAD
-
-    def pending() -> list[dict[str, Any]]:
-        clock.advance(40.0 * len(entries))  # ...and building gets slower
-        if len(round_starts) == 6:
-            clock.advance(700.0)  # one round overruns two whole periods
-        return list(entries)
+    def pending() -> list[PendingView]:
+        builds.append(clock.monotonic())
+        if len(builds) == 3:
+            views.extend(request(i) for i in range(9))  # requests arrive mid-run...
+        clock.advance(0.15 * len(views))  # ...and building gets slower (up to 1.35 s)
+        if len(builds) == 6:
+            clock.advance(700.0)  # one build overruns two whole periods
+        return list(views)
 
     def publish(topic: str, payload: bytes) -> None:
-        published.append((topic, size_without_grease(payload)))
+        published.append((clock.monotonic(), topic, payload_size(payload)))
         if len(published) == 16:
             stop.set()
 
-    make_channel(device, owner, clock, stop, publish=publish, pending=pending,
-                 audit_head=audit_head).run()  # fmt: skip
-    grid = [start + 300.0 * k for k in (0, 1, 2, 3, 4, 5, 8, 9)]
-    assert round_starts == pytest.approx(grid)
+    make_channel(device, owner, clock, stop, publish=publish, pending=pending).run()
     topics = OwnerTopics.for_device("porch-cam-01")
-    assert [t for t, _ in published] == [topics.pending, topics.shares] * 8
-    assert len({size for _, size in published}) == 1  # and the size never changed
+    assert [t for _, t, _ in published] == [topics.pending, topics.shares] * 8
+    instants = [when for when, topic, _ in published if topic == topics.pending]
+    # the build for instant 5 ran 700 s: that round goes out late, 6 and 7 are skipped,
+    # and 8 and 9 come on time again
+    grid = [start + 300.0 * k for k in (0, 1, 2, 3, 4, 8, 9)]
+    assert instants[:5] == pytest.approx(grid[:5], abs=1e-9)
+    assert instants[5] > start + 300.0 * 5
+    assert instants[6:] == pytest.approx(grid[5:], abs=1e-9)
+    assert len({size for _, _, size in published}) == 1  # and the size never changed
+    # each build starts a lead ahead of its instant, never in reaction to anything
+    assert builds[1:5] == pytest.approx([start + 300.0 * k - 2.0 for k in (1, 2, 3, 4)])
 
 
 def test_next_instant_skips_missed_instants_instead_of_bursting():
@@ -264,7 +351,7 @@ def test_without_owner_recipients_nothing_is_published(device, caplog):
         topics=OwnerTopics.for_device(device.device_id),
         recipients=[],
         identity=device,
-        pending_entries=list,
+        pending=list,
         shares=list,
         audit_head=lambda: HEAD,
         clock=FakeClock(T0),
@@ -333,7 +420,7 @@ def test_topics_follow_from_the_device_id(device, owner):
 
     OwnerChannel(
         publish=publish, device_id="porch-cam-01", recipients=[owner.to_public()],
-        identity=device, pending_entries=list, shares=list, audit_head=lambda: HEAD,
+        identity=device, pending=list, shares=list, audit_head=lambda: HEAD,
         clock=clock, period_s=1.0, stop=stop,
     ).run()  # fmt: skip
     assert got == ["devices/porch-cam-01/owner/pending", "devices/porch-cam-01/owner/shares"]

@@ -181,3 +181,12 @@ def test_record_prints_rfc3339_times_not_a_repr(config: Path) -> None:
     assert re.search(
         r"^recorded +\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \.\. \d{4}-", recorded.stdout, re.M
     ), recorded.stdout
+
+
+def test_the_readme_names_the_packages_the_makefile_installs() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    block = makefile.split("DEB_PACKAGES :=", 1)[1].split("\nSUDO", 1)[0]
+    packages = block.replace("\\", " ").split()
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert f"`{' '.join(packages)}`" in readme, packages
+    assert "apt-get install -y make" in readme  # make cannot install make

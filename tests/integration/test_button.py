@@ -107,7 +107,7 @@ def test_long_press_declines_and_two_pending_make_the_button_do_nothing(panel_wo
     assert device.share_state(first.id) is None
 
     a = world.rfa(Window(now - 2500, now - 1500))
-    b = world.rfa(Window(now - 1500, now - 500))
+    b = world.rfa(Window(now - 1500, now - 500), case_number="2026-000002")
     world.publish(a)
     world.publish(b)
     wait_for(lambda: {a.id, b.id} <= set(device.pending_ids()), 20, "two pending")

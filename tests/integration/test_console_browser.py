@@ -29,8 +29,10 @@ pytestmark = pytest.mark.xdist_group("console")
 
 CHROMIUM = "/usr/bin/chromium"
 HOSTILE = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>&amp;"\''
-SHORT_HOSTILE = "<b>1</b><script>window.__pwned=3</script>&amp;\"'"  # case numbers: 64 chars
-ESCAPES = "\x1b[31mred\x1b[0m \x07 \u202e reversed"
+SHORT_HOSTILE = "<b>1</b><script>window.__pwned=3</script>&amp;"  # case numbers: 64 ASCII
+# Control and bidi characters are refused on the device (protocol.md §4), so what can
+# arrive are escape sequences spelt out, entities, and template or URL syntax.
+ESCAPES = "\\x1b[31mred\\u202e &lt;b&gt; %3Cscript%3E ${document.title='x'} {{7*7}}"
 
 
 @pytest.fixture(scope="module")
@@ -232,23 +234,22 @@ def test_every_request_field_renders_as_text(cworld: World, page: Any) -> None: 
     rfa_id = publish_pending(
         cworld,
         window,
-        agency_name=HOSTILE + ESCAPES,
+        agency_name=HOSTILE,
         case_number=SHORT_HOSTILE,
-        investigator_name=HOSTILE + ESCAPES,
+        investigator_name=ESCAPES,
         email=HOSTILE,
         phone=ESCAPES,
-        description=HOSTILE + "\n" + ESCAPES,
+        description=HOSTILE + " " + ESCAPES,
     )
     sign_in(page, cworld)
     open_request(page, rfa_id)
     fields = page.eval_on_selector_all("#fields dd", "dds => dds.map(d => d.textContent)")
-    assert HOSTILE + ESCAPES in fields  # agency name and investigator, exactly as sent
     assert HOSTILE in fields and ESCAPES in fields and SHORT_HOSTILE in fields
-    assert HOSTILE + "\n" + ESCAPES in fields
+    assert HOSTILE + " " + ESCAPES in fields
     assert page.locator("#fields img, #fields script, #pending-list img").count() == 0
     assert HOSTILE in page.text_content("#pending-list")
     assert page.evaluate("() => window.__pwned") is None
     assert page.dialogs == []
     # and the API hands the same characters back as JSON strings
     reply = page.evaluate("id => fetch('/api/requests/' + id).then(r => r.text())", rfa_id)
-    assert json.loads(reply)["description"] == HOSTILE + "\n" + ESCAPES
+    assert json.loads(reply)["description"] == HOSTILE + " " + ESCAPES

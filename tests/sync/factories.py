@@ -149,7 +149,10 @@ def rfa_payload(
 
 
 def sign(payload: Mapping[str, Any] | str, key: SigningKey) -> bytes:
-    """A signed envelope over `payload` (a string is signed exactly as given)."""
+    """A signed envelope over `payload` (a string is signed exactly as given). A mapping
+    may hold NaN or Infinity, as a hostile agency's could: it is written as Python would."""
+    if not isinstance(payload, str):
+        payload = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
     return make_envelope(payload, key)
 
 

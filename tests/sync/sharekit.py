@@ -12,6 +12,7 @@ from typing import Any
 
 from device.identity import DeviceIdentity
 from foundation.times import Window, format_time
+from sync.envelope import canonical_envelope, parse_envelope
 from sync.keys import SigningKey, b64url_decode
 from sync.models import Agency, Area, ConsentMethod, Decision, Investigator, Rfa
 from tests.sync.factories import AgencyKeys, decision_envelope, rfa_envelope
@@ -64,7 +65,7 @@ def make_rfa(
         expires_at_ms=now_ms + 7 * 86_400_000,
         recipient=recipient or agency.recipient,
         upload_url=upload_url,
-        envelope_text=envelope.decode("utf-8"),
+        envelope_text=canonical_envelope(parse_envelope(envelope)),
         kid=agency.kid,
     )
 

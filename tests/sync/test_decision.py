@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from foundation.errors import MisuseError
 from foundation.times import Window, format_time
+from foundation.wire import DECISION_BYTES
 from sync.decision import (
     DecisionAccepted,
     DecisionRejected,
@@ -55,9 +56,16 @@ RFA = make_rfa()
 W = RFA.window
 
 
-def judge(data: bytes, *, nonces: set[str] | None = None, now_ms: int = NOW_MS) -> Any:
+def padded(data: bytes) -> bytes:
+    """As the owner's tool sends it: the envelope and spaces up to exactly 4,096 bytes."""
+    return data + b" " * (DECISION_BYTES - len(data))
+
+
+def judge(
+    data: bytes, *, nonces: set[str] | None = None, now_ms: int = NOW_MS, raw: bool = False
+) -> Any:
     return check_decision(
-        data,
+        data if raw or len(data) >= DECISION_BYTES else padded(data),
         owner_keys=OWNER_KEYS,
         device_id=DEVICE_ID,
         pending={RFA.id: RFA},
@@ -201,7 +209,8 @@ def test_signature_failures() -> None:
 )
 def test_malformed_plaintext(data: bytes) -> None:
     result = judge(data)
-    assert result.reason is D.MALFORMED and not result.verified
+    expected = D.WRONG_SIZE if len(data) > DECISION_BYTES else D.MALFORMED
+    assert result.reason is expected and not result.verified
 
 
 def test_strict_payload_json() -> None:
@@ -211,12 +220,30 @@ def test_strict_payload_json() -> None:
     assert judge(sign(dup, OWNER)).reason is D.MALFORMED
 
 
-def test_size_limit_ignores_padding() -> None:
-    data = decision_envelope(OWNER, rfa_id=RFA.id, changes={"extra": "x" * 15000})
-    assert len(data) < 16384
-    assert isinstance(judge(pad(data) + b" " * 8192), DecisionAccepted)
-    big = decision_envelope(OWNER, rfa_id=RFA.id, changes={"extra": "x" * 17000})
-    assert judge(big).reason is D.OVERSIZED
+@pytest.mark.parametrize("delta", [-4096, -1, 1, 8192])
+def test_a_decision_of_any_other_size_than_4096_bytes_is_refused(delta: int) -> None:
+    """protocol.md §5.2: approvals, denials, narrowed and anonymous decisions look alike;
+    the device refuses a decision of another size before it parses anything."""
+    data = decision_envelope(OWNER, rfa_id=RFA.id)
+    exact = padded(data)
+    assert isinstance(judge(exact, raw=True), DecisionAccepted)
+    wrong = exact[: len(exact) + delta] if delta < 0 else exact + b" " * delta
+    if delta == -4096:
+        wrong = data  # unpadded, as the old owner tool sent it
+    result = judge(wrong, raw=True)
+    assert result.reason is D.WRONG_SIZE and not result.verified
+
+
+def test_every_kind_of_decision_fits_in_4096_bytes() -> None:
+    for changes in (
+        {"decision": "deny"},
+        {"share_contact": False},
+        {"window": {"start": format_time(W.start_ms + 1), "end": format_time(W.end_ms - 1)}},
+        {"nonce": "n" * 128},
+    ):
+        data = decision_envelope(OWNER, rfa_id=RFA.id, changes=changes)
+        assert len(data) <= DECISION_BYTES
+        assert isinstance(judge(padded(data), raw=True), DecisionAccepted), changes
 
 
 # --- local decisions --------------------------------------------------------------------

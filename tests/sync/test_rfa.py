@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 import pytest
+import rfc8785
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -83,15 +84,15 @@ def test_valid_request_is_accepted_with_every_field() -> None:
     assert rfa.recipient == AGENCY.recipient
     assert rfa.upload_url == "https://uploads.example.gov/files/"
     assert rfa.kid == AGENCY.kid
-    assert rfa.envelope_text == data.decode("utf-8")
+    assert rfa.envelope_text == rfc8785.dumps(json.loads(data)).decode("utf-8")
 
 
-def test_envelope_text_is_kept_exactly_as_received_even_pretty_printed() -> None:
+def test_envelope_text_is_the_canonical_form_whatever_the_spelling() -> None:
     compact = json.loads(rfa_envelope(AGENCY))
     pretty = json.dumps(compact, indent=3, ensure_ascii=True).encode() + b"\n  "
     result = check(pretty)
     assert isinstance(result, Accepted)
-    assert result.rfa.envelope_text == pretty.decode()
+    assert result.rfa.envelope_text == rfc8785.dumps(compact).decode()
 
 
 def test_unknown_fields_are_ignored() -> None:
@@ -289,13 +290,17 @@ TABLE: list[tuple[str, dict[str, Any], RejectReason | None]] = [
     ("case 1 char", {"case_number": "7"}, None),
     ("case 64 chars", {"case_number": "x" * 64}, None),
     ("case 65 chars", {"case_number": "x" * 65}, R.BAD_CASE_NUMBER),
-    ("case newline", {"case_number": "2026\n0045"}, R.BAD_CASE_NUMBER),
-    ("case tab", {"case_number": "2026\t0045"}, R.BAD_CASE_NUMBER),
-    ("case nul", {"case_number": "2026\x000045"}, R.BAD_CASE_NUMBER),
-    ("case rtl override", {"case_number": "2026\u202e0045"}, R.BAD_CASE_NUMBER),
+    ("case newline", {"case_number": "2026\n0045"}, R.BAD_CHARACTERS),
+    ("case tab", {"case_number": "2026\t0045"}, R.BAD_CHARACTERS),
+    ("case nul", {"case_number": "2026\x000045"}, R.BAD_CHARACTERS),
+    ("case rtl override", {"case_number": "2026\u202e0045"}, R.BAD_CHARACTERS),
+    ("case quote", {"case_number": '2026"0045'}, R.BAD_CASE_NUMBER),
+    ("case backslash", {"case_number": "2026\\0045"}, R.BAD_CASE_NUMBER),
+    ("case tilde", {"case_number": "~2026 !#$%&'()*+,-./:;<=>?@[]^_`{|}"}, None),
     ("case number type", {"case_number": 2026004512}, R.BAD_CASE_NUMBER),
     ("case with spaces", {"case_number": "SF 2026 / 12"}, None),
-    ("case unicode", {"case_number": "Aktenzeichen-Ä-12"}, None),
+    ("case unicode", {"case_number": "Aktenzeichen-Ä-12"}, R.BAD_CASE_NUMBER),
+    ("case arabic digits", {"case_number": "\u0661\u0662"}, R.BAD_CASE_NUMBER),
     ("investigator missing", {"investigator": DELETE}, R.MISSING_CONTACT),
     ("investigator string", {"investigator": "Rivera"}, R.MISSING_CONTACT),
     ("inv name missing", {"investigator.name": DELETE}, R.MISSING_CONTACT),
@@ -332,10 +337,15 @@ TABLE: list[tuple[str, dict[str, Any], RejectReason | None]] = [
     ("radius huge int", {"area.radius_m": 10**400}, R.BAD_AREA),
     ("lat huge int", {"area.lat": -(10**400)}, R.BAD_AREA),
     ("radius 1e999 (inf)", {"area.radius_m": math.inf}, R.MALFORMED),
-    ("radius 0", {"area.radius_m": 0}, R.BAD_AREA),
-    ("radius 0.0", {"area.radius_m": 0.0}, R.BAD_AREA),
-    ("radius negative", {"area.radius_m": -5}, R.BAD_AREA),
-    ("radius tiny", {"area.radius_m": 5e-324}, None),
+    ("radius 0", {"area.radius_m": 0}, R.RADIUS_TOO_SMALL),
+    ("radius 0.0", {"area.radius_m": 0.0}, R.RADIUS_TOO_SMALL),
+    ("radius negative", {"area.radius_m": -5}, R.RADIUS_TOO_SMALL),
+    ("radius tiny", {"area.radius_m": 5e-324}, R.RADIUS_TOO_SMALL),
+    ("radius 20", {"area.radius_m": 20}, R.RADIUS_TOO_SMALL),
+    ("radius 149.999", {"area.radius_m": 149.999}, R.RADIUS_TOO_SMALL),
+    ("radius prev float 150", {"area.radius_m": math.nextafter(150.0, 0)}, R.RADIUS_TOO_SMALL),
+    ("radius 150", {"area.radius_m": 150}, None),
+    ("radius 150.0", {"area.radius_m": 150.0}, None),
     ("radius 805", {"area.radius_m": 805}, None),
     ("radius 805.0", {"area.radius_m": 805.0}, None),
     ("radius 805.0001", {"area.radius_m": 805.0001}, R.RADIUS_TOO_LARGE),
@@ -370,6 +380,26 @@ TABLE: list[tuple[str, dict[str, Any], RejectReason | None]] = [
     ),
     ("end == issued_at", {"window.end": format_time(NOW_MS)}, None),
     ("end == issued_at + 1 ms", {"window.end": format_time(NOW_MS + 1)}, R.WINDOW_IN_FUTURE),
+    (
+        "end == now, issued ahead",
+        {"issued_at": format_time(NOW_MS + 5 * MINUTE_MS), "window.end": format_time(NOW_MS)},
+        None,
+    ),
+    (
+        "end == now + 1 ms, issued ahead",
+        {"issued_at": format_time(NOW_MS + 5 * MINUTE_MS), "window.end": format_time(NOW_MS + 1)},
+        R.WINDOW_IN_FUTURE,
+    ),
+    (
+        "end == now + 5 min, issued ahead",
+        {
+            "issued_at": format_time(NOW_MS + 5 * MINUTE_MS),
+            "window.end": format_time(NOW_MS + 5 * MINUTE_MS),
+        },
+        R.WINDOW_IN_FUTURE,
+    ),
+    ("end arabic-indic digit", {"window.end": "2026-11-28T12:00:0\u0660Z"}, R.BAD_TIME),
+    ("issued fullwidth digit", {"issued_at": "2026-11-28T13:00:0\uff10Z"}, R.BAD_TIME),
     # rule 6
     ("issued now + 5 min", {"issued_at": format_time(NOW_MS + 5 * MINUTE_MS)}, None),
     (
@@ -417,21 +447,38 @@ TABLE: list[tuple[str, dict[str, Any], RejectReason | None]] = [
     ("url loopback http", {"upload_url": "http://127.0.0.1:1080/files/"}, R.UNSAFE_UPLOAD_URL),
     ("url userinfo", {"upload_url": "https://a@uploads.example.gov/"}, R.UNSAFE_UPLOAD_URL),
     # rule 10
-    ("description 2000", {"description": "d" * 2000}, None),
-    ("description 2001", {"description": "d" * 2001}, R.OVERSIZED_FIELD),
-    ("case number 257", {"case_number": "x" * 257}, R.OVERSIZED_FIELD),
-    ("agency name 256", {"agency.name": "n" * 256}, None),
-    ("agency name 257", {"agency.name": "n" * 257}, R.OVERSIZED_FIELD),
-    ("agency id 257", {"agency.id": "n" * 257}, R.OVERSIZED_FIELD),
-    ("inv name 257", {"investigator.name": "n" * 257}, R.OVERSIZED_FIELD),
-    ("email 257", {"investigator.email": "e" * 257}, R.OVERSIZED_FIELD),
-    ("phone 257", {"investigator.phone": "1" * 257}, R.OVERSIZED_FIELD),
-    ("url 257", {"upload_url": "https://u.example.gov/" + "a" * 235}, R.OVERSIZED_FIELD),
-    ("url 256", {"upload_url": "https://u.example.gov/" + "a" * 234}, None),
-    ("recipient 257", {"recipient": "age1" + "q" * 253}, R.OVERSIZED_FIELD),
-    ("type 257", {"type": "t" * 257}, R.OVERSIZED_FIELD),
-    ("start 257", {"window.start": "t" * 257}, R.OVERSIZED_FIELD),
-    ("description 2000 emoji", {"description": "\U0001f6aa" * 2000}, None),
+    ("description 1000", {"description": "d" * 1000}, None),
+    ("description 1001", {"description": "d" * 1001}, R.OVERSIZED_FIELD),
+    ("description 1000 bytes of é", {"description": "\u00e9" * 500}, None),
+    ("description 1002 bytes of é", {"description": "\u00e9" * 501}, R.OVERSIZED_FIELD),
+    ("description newline", {"description": "two\nlines"}, R.BAD_CHARACTERS),
+    ("description escape", {"description": "\x1b[2J\x1b[1;1H"}, R.BAD_CHARACTERS),
+    ("description c1", {"description": "x\x9by"}, R.BAD_CHARACTERS),
+    ("description del", {"description": "x\x7fy"}, R.BAD_CHARACTERS),
+    ("description U+009F", {"description": "x\x9fy"}, R.BAD_CHARACTERS),
+    ("description U+00A0 ok", {"description": "x\xa0y"}, None),
+    ("description lrm", {"description": "x\u200ey"}, R.BAD_CHARACTERS),
+    ("description alm", {"description": "x\u061cy"}, R.BAD_CHARACTERS),
+    ("description isolate", {"description": "x\u2069y"}, R.BAD_CHARACTERS),
+    ("agency name bidi", {"agency.name": "\u202eDPFS"}, R.BAD_CHARACTERS),
+    ("inv name control", {"investigator.name": "Det.\rX"}, R.BAD_CHARACTERS),
+    ("email bidi", {"investigator.email": "a\u2066@example.gov"}, R.BAD_CHARACTERS),
+    ("phone newline", {"investigator.phone": "+1\n555"}, R.BAD_CHARACTERS),
+    ("case number 129", {"case_number": "x" * 129}, R.OVERSIZED_FIELD),
+    ("agency name 128", {"agency.name": "n" * 128}, None),
+    ("agency name 129", {"agency.name": "n" * 129}, R.OVERSIZED_FIELD),
+    ("agency name 129 bytes", {"agency.name": "n" * 127 + "\u00e9"}, R.OVERSIZED_FIELD),
+    ("agency id 129", {"agency.id": "n" * 129}, R.OVERSIZED_FIELD),
+    ("inv name 129", {"investigator.name": "n" * 129}, R.OVERSIZED_FIELD),
+    ("email 129", {"investigator.email": "e" * 129}, R.OVERSIZED_FIELD),
+    ("phone 129", {"investigator.phone": "1" * 129}, R.OVERSIZED_FIELD),
+    ("url 129", {"upload_url": "https://u.example.gov/" + "a" * 107}, R.OVERSIZED_FIELD),
+    ("url 128", {"upload_url": "https://u.example.gov/" + "a" * 106}, None),
+    ("recipient 129", {"recipient": "age1" + "q" * 125}, R.OVERSIZED_FIELD),
+    ("type 129", {"type": "t" * 129}, R.OVERSIZED_FIELD),
+    ("start 129", {"window.start": "t" * 129}, R.OVERSIZED_FIELD),
+    ("description 1000 bytes emoji", {"description": "\U0001f6aa" * 250}, None),
+    ("description 1004 bytes emoji", {"description": "\U0001f6aa" * 251}, R.OVERSIZED_FIELD),
 ]
 
 
@@ -461,7 +508,7 @@ def test_plain_http_loopback_only_with_the_testing_switch() -> None:
     assert reason_of(changes, allow_plain_http_loopback=True) is R.UNSAFE_UPLOAD_URL
 
 
-@pytest.mark.parametrize(("pending", "ok"), [(0, True), (19, True), (20, False), (500, False)])
+@pytest.mark.parametrize(("pending", "ok"), [(0, True), (9, True), (10, False), (500, False)])
 def test_pending_limit(pending: int, ok: bool) -> None:
     result = reason_of({}, pending=pending)
     assert result is (None if ok else R.TOO_MANY_PENDING)
@@ -500,7 +547,7 @@ def test_first_broken_rule_is_reported() -> None:
     # agency mismatch (rule 1) outranks a bad area (rule 4) and requests off (rule 8)
     changes = {"agency.id": "x", "area.radius_m": 0}
     assert reason_of(changes, requests_enabled=False) is R.AGENCY_MISMATCH
-    assert reason_of({"area.radius_m": 0}, requests_enabled=False) is R.BAD_AREA
+    assert reason_of({"area.radius_m": 0}, requests_enabled=False) is R.RADIUS_TOO_SMALL
 
 
 def test_details_never_hold_contact_details_even_in_urls() -> None:
@@ -627,3 +674,37 @@ def test_fuzz_valid_request_with_fields_mutated(
         assert result.rfa.agency.id == "sfpd"
     else:
         assert result.verified
+
+
+# --- rules 3 and 12 of revision 1.1 ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("agency_id", "ok"),
+    [("a", True), ("x" * 32, True), ("x" * 33, False), ("SFPD", False), ("sf_pd", False)],
+)
+def test_agency_id_is_1_to_32_of_lowercase_digits_and_hyphen(agency_id: str, ok: bool) -> None:
+    keys = AgencyKeys.generate(agency_id)
+    data = rfa_envelope(keys, changes={"agency.id": agency_id})
+    result = check_rfa(data, device_facts(), keys.trusted(), set(), NOW_MS, pending_count=0)
+    assert isinstance(result, Accepted) is ok
+    if not ok:
+        assert result.reason is R.BAD_AGENCY_ID
+
+
+@pytest.mark.parametrize(("accepted_before", "ok"), [(0, True), (1, True), (2, False), (7, False)])
+def test_at_most_two_requests_per_agency_and_case(accepted_before: int, ok: bool) -> None:
+    asked: list[tuple[str, str]] = []
+
+    def count(agency_id: str, case_number: str) -> int:
+        asked.append((agency_id, case_number))
+        return accepted_before
+
+    data = rfa_envelope(AGENCY)
+    result = check_rfa(
+        data, device_facts(), AGENCY.trusted(), set(), NOW_MS, pending_count=0, case_count=count
+    )
+    assert isinstance(result, Accepted) is ok
+    assert asked == [("sfpd", "2026-004512")]
+    if not ok:
+        assert result.reason is R.CASE_LIMIT and result.verified

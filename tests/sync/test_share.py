@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from foundation.times import Window, format_time
+from foundation.times import Window, format_time, parse_time
 from sync import SOFTWARE
 from sync.models import ConsentMethod
 from sync.share import ShareError, build_share
@@ -82,7 +82,7 @@ def test_named_share_decrypts_verifies_and_holds_exactly_the_window(tmp_path: Pa
     assert m["rfa_id"] == rfa.id and m["agency_id"] == rfa.agency.id
     assert m["device_id"] == identity.device_id
     assert m["device_key"] == identity.signing.public_b64
-    assert m["request"] == rfa.envelope_text  # exactly as received
+    assert m["request"] == rfa.envelope_text  # the canonical form (protocol.md §2)
     assert m["decision"] == decision.envelope_text
     assert m["window_requested"] == rfa.window.to_json()
     assert m["window_approved"] == decision.window.to_json()
@@ -118,6 +118,10 @@ def test_anonymous_share_names_nobody(tmp_path: Path, footage):
     assert m["consent"]["owner_kid"] is None
     assert m["device_key"] != identity.signing.public_b64  # a one-time key
     assert opened.envelope["kid"] != identity.signing.kid
+    # coarse times (protocol.md §6.2): nothing to line up with the decision's instant
+    for at in (m["created_at"], m["consent"]["at"]):
+        assert parse_time(at) % 60_000 == 0, at
+    assert parse_time(m["consent"]["at"]) == decision.at_ms - decision.at_ms % 60_000
     assert openssl_verify(opened.envelope, tmp_path / "agency")
     for secret in (
         identity.device_id,
