@@ -11,6 +11,9 @@ from foundation.errors import StampError
 # §1: a message the device receives over this size is dropped before it is parsed.
 MAX_MESSAGE_BYTES = 16 * 1024
 
+# §3: sealed messages to the owner are padded inside the encryption in steps of this.
+PAD_BLOCK = 4096
+
 # §3: every sealed owner message is the encryption of exactly this many bytes.
 OWNER_MESSAGE_BYTES = 16_384
 # §3: the owner channel's shortest period (config owner.sync_seconds).

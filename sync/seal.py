@@ -12,9 +12,10 @@ from collections.abc import Sequence
 import pyrage
 from pyrage import x25519
 
+from foundation.wire import PAD_BLOCK
 from sync.errors import SealError
 
-PAD_BLOCK = 4096
+__all__ = ["PAD_BLOCK", "pad", "seal", "unseal"]
 
 
 def pad(data: bytes, block: int = PAD_BLOCK) -> bytes:
