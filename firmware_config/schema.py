@@ -6,6 +6,7 @@ and reported with their key path and, for a misspelt key, a "did you mean" hint.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 import re
@@ -19,8 +20,17 @@ from urllib.parse import urlsplit
 import yaml
 
 from foundation.errors import InvalidValueError, UsageError
+from recorder.settings import PRESETS, CameraSettings, StorageSettings
+from sync.mqtt import MqttSettings
+from sync.uploader import ShareSettings
 
 T = TypeVar("T")
+
+
+def _default_of(cls: type, name: str) -> Any:
+    """The default of field `name` of dataclass `cls`: each default is written once, in
+    the settings of the part that uses it or, for keys only the config has, below."""
+    return next(f.default for f in dataclasses.fields(cls) if f.name == name)
 
 
 class ConfigError(UsageError):
@@ -50,19 +60,19 @@ class DeviceConfig:
 class CameraConfig:
     source: str
     device: str | int = 0
-    width: int = 1280
-    height: int = 720
-    fps: int = 15
-    preset: str = "ultrafast"
+    width: int = _default_of(CameraSettings, "width")
+    height: int = _default_of(CameraSettings, "height")
+    fps: int = int(_default_of(CameraSettings, "fps"))
+    preset: str = _default_of(CameraSettings, "preset")
 
 
 @dataclass(frozen=True, slots=True)
 class StorageConfig:
     dir: Path
-    segment_seconds: int = 4
-    max_age_hours: float = 72.0
-    max_bytes: int = 8 * 1024**3
-    min_free_bytes: int = 256 * 1024**2
+    segment_seconds: int = int(_default_of(StorageSettings, "segment_seconds"))
+    max_age_hours: float = _default_of(StorageSettings, "max_age_hours")
+    max_bytes: int = _default_of(StorageSettings, "max_bytes")
+    min_free_bytes: int = _default_of(StorageSettings, "min_free_bytes")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +83,8 @@ class MqttConfig:
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
-    protocol: int = 5  # 5 or 4 (3.1.1)
-    keepalive: int = 60
+    protocol: int = _default_of(MqttSettings, "protocol")  # 5 or 4 (3.1.1)
+    keepalive: int = _default_of(MqttSettings, "keepalive")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,9 +113,9 @@ class OwnerConfig:
 
 @dataclass(frozen=True, slots=True)
 class ShareConfig:
-    chunk_bytes: int = 8 * 1024**2
+    chunk_bytes: int = _default_of(ShareSettings, "chunk_bytes")
     bandwidth_bytes_per_s: int | None = None
-    max_attempts: int = 12
+    max_attempts: int = _default_of(ShareSettings, "max_attempts")
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +225,33 @@ class _Reader:
         except (ValueError, TypeError) as exc:
             self.problems.append(f"{where}: {exc}")
             return default
+
+    def value(
+        self, data: Mapping[str, Any], path: str, key: str, convert: Callable[[object], T], of: type
+    ) -> Any:
+        """Key `key`, or the default of the field of that name of config dataclass `of`
+        when it is absent or wrong (a wrong value is a problem already). Never `x or
+        default`: a 0 that is out of range is an error naming its key, not a default."""
+        default = _default_of(of, key)
+        got = self.get(data, path, key, convert, default)
+        return default if got is None else got
+
+
+def _size(at_least: int) -> Callable[[object], int]:
+    def convert(value: object) -> int:
+        size = parse_size(value)
+        if size < at_least:
+            raise InvalidValueError(f"must be at least {_human_size(at_least)}")
+        return size
+
+    return convert
+
+
+def _human_size(n: int) -> str:
+    for unit, factor in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= factor and n % factor == 0:
+            return f"{n // factor}{unit}"
+    return f"{n} bytes"
 
 
 def _str(value: object) -> str:
@@ -398,17 +435,10 @@ def parse_config(data: object, *, source_path: Path | None = None) -> Config:
         )
         or "synthetic",
         device=camera_device,
-        width=r.get(cam, "camera", "width", _int(16, 7680), 1280) or 1280,
-        height=r.get(cam, "camera", "height", _int(16, 4320), 720) or 720,
-        fps=r.get(cam, "camera", "fps", _int(1, 60), 15) or 15,
-        preset=r.get(
-            cam,
-            "camera",
-            "preset",
-            _choice("ultrafast", "superfast", "veryfast", "faster", "fast"),
-            "ultrafast",
-        )
-        or "ultrafast",
+        width=r.value(cam, "camera", "width", _int(16, 7680), CameraConfig),
+        height=r.value(cam, "camera", "height", _int(16, 4320), CameraConfig),
+        fps=r.value(cam, "camera", "fps", _int(1, 60), CameraConfig),
+        preset=r.value(cam, "camera", "preset", _choice(*PRESETS), CameraConfig),
     )
     if camera.width % 2 or camera.height % 2:
         r.problems.append("camera.width/height: H.264 needs even dimensions")
@@ -422,13 +452,13 @@ def parse_config(data: object, *, source_path: Path | None = None) -> Config:
         r.problems.append("storage: required")
     storage = StorageConfig(
         dir=r.get(sto, "storage", "dir", _path, Path("."), required=True) or Path("."),
-        segment_seconds=r.get(sto, "storage", "segment_seconds", _int(1, 60), 4) or 4,
-        max_age_hours=r.get(sto, "storage", "max_age_hours", _number(0.01, 24 * 365), 72.0) or 72.0,
-        max_bytes=r.get(sto, "storage", "max_bytes", parse_size, 8 * 1024**3) or 8 * 1024**3,
-        min_free_bytes=r.get(sto, "storage", "min_free_bytes", parse_size, 256 * 1024**2) or 0,
+        segment_seconds=r.value(sto, "storage", "segment_seconds", _int(1, 60), StorageConfig),
+        max_age_hours=r.value(
+            sto, "storage", "max_age_hours", _number(0.01, 24 * 365), StorageConfig
+        ),
+        max_bytes=r.value(sto, "storage", "max_bytes", _size(16 * 1024**2), StorageConfig),
+        min_free_bytes=r.value(sto, "storage", "min_free_bytes", _size(0), StorageConfig),
     )
-    if storage.max_bytes < 16 * 1024**2:
-        r.problems.append("storage.max_bytes: must be at least 16MiB")
 
     mq = r.section(
         top.get("mqtt"),
@@ -453,8 +483,8 @@ def parse_config(data: object, *, source_path: Path | None = None) -> Config:
         ca_file=r.get(mq, "mqtt", "ca_file", _path),
         cert_file=r.get(mq, "mqtt", "cert_file", _path),
         key_file=r.get(mq, "mqtt", "key_file", _path),
-        protocol=r.get(mq, "mqtt", "protocol", _mqtt_protocol, 5) or 5,
-        keepalive=r.get(mq, "mqtt", "keepalive", _int(5, 3600), 60) or 60,
+        protocol=r.value(mq, "mqtt", "protocol", _mqtt_protocol, MqttConfig),
+        keepalive=r.value(mq, "mqtt", "keepalive", _int(5, 3600), MqttConfig),
     )
     if (mqtt.cert_file is None) != (mqtt.key_file is None):
         r.problems.append("mqtt.cert_file/key_file: give both or neither")
@@ -477,11 +507,11 @@ def parse_config(data: object, *, source_path: Path | None = None) -> Config:
         if agency_id and key:
             agencies.append(TrustedAgency(agency_id=agency_id, public_key=key))
     rfa = RfaConfig(
-        enabled=r.get(rf, "rfa", "enabled", _bool, True),  # type: ignore[arg-type]
-        decide_within_hours=r.get(rf, "rfa", "decide_within_hours", _number(0.01, 24 * 14), 72.0)
-        or 72.0,
-        allow_plain_http_loopback=r.get(rf, "rfa", "allow_plain_http_loopback", _bool, False)
-        or False,
+        enabled=r.value(rf, "rfa", "enabled", _bool, RfaConfig),
+        decide_within_hours=r.value(
+            rf, "rfa", "decide_within_hours", _number(0.01, 24 * 14), RfaConfig
+        ),
+        allow_plain_http_loopback=r.value(rf, "rfa", "allow_plain_http_loopback", _bool, RfaConfig),
         trusted_agencies=tuple(agencies),
     )
 
@@ -498,10 +528,12 @@ def parse_config(data: object, *, source_path: Path | None = None) -> Config:
         ),
     )
     owner = OwnerConfig(
-        keys=r.get(ow, "owner", "keys", _list(_b64_key), ()) or (),
-        recipients=r.get(ow, "owner", "recipients", _list(_recipient), ()) or (),
-        share_contact_by_default=r.get(ow, "owner", "share_contact_by_default", _bool, True),  # type: ignore[arg-type]
-        sync_seconds=r.get(ow, "owner", "sync_seconds", _number(0.2, 86400), 300.0) or 300.0,
+        keys=r.value(ow, "owner", "keys", _list(_b64_key), OwnerConfig),
+        recipients=r.value(ow, "owner", "recipients", _list(_recipient), OwnerConfig),
+        share_contact_by_default=r.value(
+            ow, "owner", "share_contact_by_default", _bool, OwnerConfig
+        ),
+        sync_seconds=r.value(ow, "owner", "sync_seconds", _number(0.2, 86400), OwnerConfig),
         button_pin=r.get(ow, "owner", "button_pin", _pin),
         led_pin=r.get(ow, "owner", "led_pin", _pin),
     )
@@ -510,18 +542,13 @@ def parse_config(data: object, *, source_path: Path | None = None) -> Config:
         top.get("share"), "share", ("chunk_bytes", "bandwidth_bytes_per_s", "max_attempts")
     )
     share = ShareConfig(
-        chunk_bytes=r.get(sh, "share", "chunk_bytes", parse_size, 8 * 1024**2) or 8 * 1024**2,
-        bandwidth_bytes_per_s=r.get(sh, "share", "bandwidth_bytes_per_s", parse_size),
-        max_attempts=r.get(sh, "share", "max_attempts", _int(1, 1000), 12) or 12,
+        chunk_bytes=r.value(sh, "share", "chunk_bytes", _size(64 * 1024), ShareConfig),
+        bandwidth_bytes_per_s=r.get(sh, "share", "bandwidth_bytes_per_s", _size(1024)),
+        max_attempts=r.value(sh, "share", "max_attempts", _int(1, 1000), ShareConfig),
     )
-    if share.chunk_bytes < 64 * 1024:
-        r.problems.append("share.chunk_bytes: must be at least 64KiB")
 
     ctl = r.section(top.get("control"), "control", ("socket",))
-    control = ControlConfig(
-        socket=r.get(ctl, "control", "socket", _path, Path("/run/doorbell/control.sock"))
-        or Path("/run/doorbell/control.sock")
-    )
+    control = ControlConfig(socket=r.value(ctl, "control", "socket", _path, ControlConfig))
 
     con = r.section(top.get("console"), "console", ("listen", "cert_file", "key_file"))
     console = ConsoleConfig(

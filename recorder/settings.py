@@ -13,6 +13,12 @@ from typing import Literal
 from foundation.errors import InvalidValueError
 
 SourceKind = Literal["synthetic", "opencv", "picamera2"]
+
+# Retention defaults, written once: RetentionLimits, StorageSettings and the config
+# schema (firmware_config) all take them from here.
+DEFAULT_MAX_AGE_HOURS = 72.0
+DEFAULT_MAX_BYTES = 8 * 1024**3
+DEFAULT_MIN_FREE_BYTES = 256 * 1024**2
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast")
 
 
@@ -47,9 +53,9 @@ class CameraSettings:
 class RetentionLimits:
     """What retention enforces: age, total bytes, and a floor of free disk space."""
 
-    max_age_hours: float = 72.0
-    max_bytes: int = 8 * 1024**3
-    min_free_bytes: int = 512 * 1024**2
+    max_age_hours: float = DEFAULT_MAX_AGE_HOURS
+    max_bytes: int = DEFAULT_MAX_BYTES
+    min_free_bytes: int = DEFAULT_MIN_FREE_BYTES
 
     def __post_init__(self) -> None:
         if self.max_age_hours <= 0 or self.max_bytes <= 0 or self.min_free_bytes < 0:
@@ -71,9 +77,9 @@ class StorageSettings:
 
     dir: Path
     segment_seconds: float = 4.0
-    max_age_hours: float = 72.0
-    max_bytes: int = 8 * 1024**3
-    min_free_bytes: int = 512 * 1024**2
+    max_age_hours: float = DEFAULT_MAX_AGE_HOURS
+    max_bytes: int = DEFAULT_MAX_BYTES
+    min_free_bytes: int = DEFAULT_MIN_FREE_BYTES
 
     def __post_init__(self) -> None:
         if not (0.5 <= self.segment_seconds <= 60):

@@ -144,3 +144,59 @@ def test_load_config_reports_unreadable_and_bad_yaml(tmp_path: Path) -> None:
     empty.write_text("")
     with pytest.raises(ConfigError, match="empty"):
         load_config(empty)
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "needs"),
+    [
+        ("storage", "max_bytes", "16MiB"),
+        ("share", "chunk_bytes", "64KiB"),
+        ("share", "bandwidth_bytes_per_s", "1KiB"),
+        ("storage", "segment_seconds", "between 1 and 60"),
+        ("storage", "max_age_hours", "between"),
+        ("mqtt", "keepalive", "between"),
+        ("share", "max_attempts", "between"),
+        ("camera", "fps", "between"),
+        ("owner", "sync_seconds", "between"),
+        ("rfa", "decide_within_hours", "between"),
+    ],
+)
+def test_zero_is_an_error_that_names_its_key_never_a_silent_default(
+    section: str, key: str, needs: str
+) -> None:
+    data = with_(**{section: {**MINIMAL.get(section, {}), key: 0}})
+    found = [p for p in problems(data) if p.startswith(f"{section}.{key}:")]
+    assert found and needs in found[0], problems(data)
+
+
+def test_min_free_bytes_may_be_zero_and_defaults_to_the_recorders_own_value() -> None:
+    from recorder.settings import RetentionLimits, StorageSettings
+
+    assert (
+        parse_config(with_(storage={"dir": "/x", "min_free_bytes": 0})).storage.min_free_bytes == 0
+    )
+    default = parse_config(MINIMAL).storage.min_free_bytes
+    assert (
+        default
+        == RetentionLimits().min_free_bytes
+        == StorageSettings(dir=Path("/x")).min_free_bytes
+    )
+
+
+def test_every_default_of_the_config_is_the_one_the_part_uses() -> None:
+    """A config left at its defaults gives each part exactly its own defaults."""
+    from device.settings import camera_settings, mqtt_settings, storage_settings
+    from recorder.settings import CameraSettings, StorageSettings
+    from sync.mqtt import MqttSettings
+    from sync.uploader import ShareSettings
+
+    config = parse_config(MINIMAL)
+    assert camera_settings(config) == CameraSettings(source="synthetic")
+    assert storage_settings(config) == StorageSettings(
+        dir=config.buffer_dir, segment_seconds=StorageSettings(dir=Path("/x")).segment_seconds
+    )
+    assert mqtt_settings(config) == MqttSettings(url=config.mqtt.url)
+    assert (config.share.chunk_bytes, config.share.max_attempts) == (
+        ShareSettings().chunk_bytes,
+        ShareSettings().max_attempts,
+    )
