@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -194,7 +193,7 @@ class Picamera2Camera:
         except queue.Full:
             self.dropped += 1
 
-    def read(self, stop: threading.Event) -> EncodedFrame | None:
+    def read(self, stop: StopSignal) -> EncodedFrame | None:
         while not stop.is_set():
             try:
                 return self._queue.get(timeout=0.2)

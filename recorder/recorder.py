@@ -21,30 +21,18 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from foundation.clock import Clock
 from foundation.errors import RecorderError
 from recorder.buffer import BufferLock, RollingBuffer, Segment
 from recorder.health import HealthCounters, RecorderHealth
 from recorder.settings import StorageSettings
-from recorder.sources import CameraSource, CapturedFrame, EncodedFrame
+from recorder.sources import CameraSource, CapturedFrame, EncodedFrame, StopSignal
 
 logger = logging.getLogger(__name__)
 
 JUMP_TOLERANCE_MS = 1000
-
-
-class StopSignal(Protocol):
-    """What the recorder is stopped by: a threading.Event, or anything as cheap to ask.
-    (Never a multiprocessing Event: its lock is shared with a process that can die
-    holding it.)"""
-
-    def is_set(self) -> bool: ...
-
-    def wait(self, timeout: float | None = None) -> bool: ...
-
-    def set(self) -> None: ...
 
 
 def clock_jumped(
@@ -169,15 +157,15 @@ class Recorder:
     def _capture_loop(self) -> None:
         halt = self._halt
         stop = _EitherStop(self._stop, halt)
-        source_dropped = getattr(self._source, "dropped", 0)
+        source_dropped = self._source.dropped
         try:
             while not stop.is_set():
-                item = self._source.read(stop)  # type: ignore[arg-type]
+                item = self._source.read(stop)
                 if item is None:
                     break
                 self.counters.add("captured")
                 # A camera with its own encoder may drop frames before we see them.
-                lost = getattr(self._source, "dropped", 0) - source_dropped
+                lost = self._source.dropped - source_dropped
                 if lost > 0:
                     self.counters.add("captured", lost)
                     self.counters.add("dropped", lost)

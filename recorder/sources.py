@@ -9,7 +9,6 @@ time it was taken and whether the clock was known to be synchronized then.
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -45,6 +44,18 @@ class EncodedFrame:
     synchronized: bool
 
 
+class StopSignal(Protocol):
+    """What the recorder is stopped by: a threading.Event, or anything as cheap to ask.
+    (Never a multiprocessing Event: its lock is shared with a process that can die
+    holding it.)"""
+
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+    def set(self) -> None: ...
+
+
 class CameraSource(Protocol):
     """What the recorder needs from a camera. `read` blocks until a frame is ready and
     returns None at the end of the stream (a file ran out, `stop` was set)."""
@@ -54,10 +65,11 @@ class CameraSource(Protocol):
     fps: float
     encoded: bool
     live: bool  # a live camera drops frames when the encoder falls behind; a file waits
+    dropped: int  # frames the camera itself lost before `read` (its own encoder fell behind)
 
     def open(self) -> None: ...
 
-    def read(self, stop: threading.Event) -> CapturedFrame | EncodedFrame | None: ...
+    def read(self, stop: StopSignal) -> CapturedFrame | EncodedFrame | None: ...
 
     def close(self) -> None: ...
 
@@ -67,6 +79,7 @@ class OpenCVCamera:
     video file. Frames are resized to the configured size when the device ignores it."""
 
     encoded = False
+    dropped = 0  # OpenCV hands over every frame it grabbed; the recorder counts its own drops
 
     def __init__(self, *, device: str | int, width: int, height: int, fps: float, clock: Clock):
         self.width = width
@@ -100,7 +113,7 @@ class OpenCVCamera:
             self._capture.release()  # type: ignore[attr-defined]
             self._capture = None
 
-    def read(self, stop: threading.Event) -> CapturedFrame | None:
+    def read(self, stop: StopSignal) -> CapturedFrame | None:
         import cv2
 
         capture = self._capture

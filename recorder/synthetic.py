@@ -9,14 +9,13 @@ works about as hard as on a real porch. The stamp itself is part of the wire con
 
 from __future__ import annotations
 
-import threading
 from functools import lru_cache
 
 import numpy as np
 
 from foundation.clock import Clock
 from foundation.wire import check_stamp_size, draw_stamp
-from recorder.sources import CapturedFrame
+from recorder.sources import CapturedFrame, StopSignal
 
 
 @lru_cache(maxsize=4)
@@ -102,7 +101,7 @@ class SyntheticCamera:
     def close(self) -> None:
         pass
 
-    def read(self, stop: threading.Event) -> CapturedFrame | None:
+    def read(self, stop: StopSignal) -> CapturedFrame | None:
         if self._fast_frames is not None:
             return self._read_fast()
         now = self._clock.monotonic()
