@@ -30,7 +30,7 @@ from foundation.clock import Clock
 from foundation.errors import RecorderError
 from recorder.encoding import keyframe_interval
 from recorder.settings import CameraSettings
-from recorder.sources import EncodedFrame
+from recorder.sources import EncodedFrame, StopSignal
 
 logger = logging.getLogger(__name__)
 
