@@ -29,6 +29,7 @@ class RawFileCamera:
 
     encoded = False
     live = False
+    dropped = 0
 
     def __init__(self, path: Path, seconds: float) -> None:
         self.width, self.height, self.fps = WIDTH, HEIGHT, float(FPS)

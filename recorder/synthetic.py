@@ -68,6 +68,7 @@ class SyntheticCamera:
     the camera was opened, for filling a buffer with hours of footage in minutes."""
 
     encoded = False
+    dropped = 0  # it draws every frame asked for; the recorder counts its own drops
 
     def __init__(
         self,
