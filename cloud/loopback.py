@@ -342,7 +342,11 @@ class DaemonProcess:
                 stderr=log,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
-        self.wait_until(lambda status: bool(status.get("recording")), timeout=timeout)
+        try:
+            self.wait_until(lambda status: bool(status.get("recording")), timeout=timeout)
+        except BaseException:
+            self.stop()  # a daemon that never became ready must not outlive its test
+            raise
 
     def ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
