@@ -20,6 +20,7 @@ from foundation.cli import EXIT_CODES_EPILOG, ToolParser, run_tool
 from foundation.display import agency_label, shown
 from foundation.errors import DoorbellError, UsageError
 from foundation.times import Window, format_time
+from foundation.wire import ShareState
 
 if TYPE_CHECKING:
     from recorder.recorder import RecordSummary
@@ -379,9 +380,9 @@ def _shares(config: Config, args: argparse.Namespace) -> int:
 
 
 _FINISHED = {
-    "done": "finished: the agency has it",
-    "failed": "failed",
-    "cancelled": "was cancelled",
+    ShareState.DONE: "finished: the agency has it",
+    ShareState.FAILED: "failed",
+    ShareState.CANCELLED: "was cancelled",
 }
 
 

@@ -4,6 +4,8 @@ tools in cloud/ both import it; a test fails if one of these facts is written el
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 import numpy as np
 
 from foundation.errors import StampError
@@ -41,6 +43,22 @@ FORBIDDEN_CHARS_PATTERN = "[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\
 
 # §5.1 / §7: the audit head lists the entry hashes of this many newest entries.
 AUDIT_RECENT = 32
+
+
+class ShareState(StrEnum):
+    """§6.3: where a share is. `queued` -> `uploading` -> `done`, or it ends `failed`
+    (with its error) or `cancelled`; a failed share may be queued again."""
+
+    QUEUED = "queued"
+    UPLOADING = "uploading"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+# §6.3: a share in one of these states is still under way; every other state is final.
+ACTIVE_SHARE_STATES = (ShareState.QUEUED, ShareState.UPLOADING)
+FINAL_SHARE_STATES = frozenset(ShareState) - frozenset(ACTIVE_SHARE_STATES)
 
 # §3: topics.
 RFA_TOPIC_PREFIX = "rfa/v1/cell/"

@@ -30,6 +30,7 @@ import requests
 
 from foundation.clock import Clock
 from foundation.errors import DoorbellError
+from foundation.wire import ShareState
 from sync.outbox import KINDS, Outbox, ShareJob
 from sync.share import ShareError, build_share
 from sync.tus import (
@@ -45,7 +46,7 @@ from sync.tus import (
 
 logger = logging.getLogger(__name__)
 
-StateCallback = Callable[[str, str, str | None], None]
+StateCallback = Callable[[str, ShareState, str | None], None]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,14 +126,14 @@ class ShareWorker:
     def retry(self, rfa_id: str) -> bool:
         if not self._outbox.retry(rfa_id, now_ms=self._clock.wall_ms()):
             return False
-        self._notify(rfa_id, "queued", None)
+        self._notify(rfa_id, ShareState.QUEUED, None)
         self.wake()
         return True
 
     def cancel(self, rfa_id: str) -> bool:
         if not self._outbox.cancel(rfa_id, now_ms=self._clock.wall_ms()):
             return False
-        self._notify(rfa_id, "cancelled", None)
+        self._notify(rfa_id, ShareState.CANCELLED, None)
         self.wake()
         return True
 
@@ -161,13 +162,13 @@ class ShareWorker:
 
     # -- one job
 
-    def _notify(self, rfa_id: str, state: str, error: str | None) -> None:
+    def _notify(self, rfa_id: str, state: ShareState, error: str | None) -> None:
         try:
             self._on_state(rfa_id, state, error)
         except Exception:
             logger.exception("on_state callback failed for share %s", rfa_id)
 
-    def _set_state(self, job: ShareJob, state: str, error: str | None = None) -> bool:
+    def _set_state(self, job: ShareJob, state: ShareState, error: str | None = None) -> bool:
         changed = self._outbox.set_state(
             job.rfa_id, state, now_ms=self._clock.wall_ms(), error=error
         )
@@ -176,7 +177,7 @@ class ShareWorker:
         return changed
 
     def _process(self, job: ShareJob) -> None:
-        if job.state == "queued" and not self._set_state(job, "uploading"):
+        if job.state is ShareState.QUEUED and not self._set_state(job, ShareState.UPLOADING):
             return
         progressed = [False]
         try:
@@ -205,14 +206,14 @@ class ShareWorker:
             self._retry_later(job, message, progressed[0])
             return
         self._outbox.delete_files(job.rfa_id)
-        self._set_state(job, "done")
+        self._set_state(job, ShareState.DONE)
         logger.info("share %s done", job.rfa_id)
 
     def _fail(self, job: ShareJob, error: str) -> None:
         logger.warning("share %s failed: %s", job.rfa_id, error)
         if not job.built:
             self._outbox.delete_files(job.rfa_id)
-        self._set_state(job, "failed", error)
+        self._set_state(job, ShareState.FAILED, error)
 
     def _retry_later(self, job: ShareJob, error: str, progressed: bool) -> None:
         current = self._outbox.job(job.rfa_id)
@@ -342,7 +343,7 @@ class ShareWorker:
             self._outbox.set_offset(job.rfa_id, kind, new_offset)
 
         def keep_going() -> bool:
-            if self._outbox.state(job.rfa_id) != "uploading":
+            if self._outbox.state(job.rfa_id) is not ShareState.UPLOADING:
                 raise _Cancelled()
             return True
 
