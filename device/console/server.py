@@ -50,6 +50,7 @@ from firmware_config.schema import Contact
 from foundation.clock import Clock
 from foundation.errors import DoorbellError, NoFootageError, TimeFormatError
 from foundation.times import Window, format_time, parse_time
+from sync.decision import DecisionRejectReason
 from sync.geo import distance_m
 from sync.models import ConsentMethod
 
@@ -391,7 +392,7 @@ class Console:
             share_contact=share_contact if choice == "approve" else None,
         )
         if not outcome.accepted:
-            status = 404 if outcome.reason == "not_pending" else 409
+            status = 404 if outcome.reason is DecisionRejectReason.NOT_PENDING else 409
             return _json({"error": f"{outcome.reason}: {outcome.detail}".rstrip(": ")}, status)
         return {"ok": True, "outcome": outcome.reason, "rfa_id": rfa_id}
 

@@ -190,10 +190,19 @@ def test_app_approval_queues_a_share_and_a_reused_nonce_does_nothing(kit: Kit) -
 
 
 @pytest.mark.parametrize(
-    "sealed_for",
-    ["wrong_key", "wrong_device", "stale", "not_sealed", "garbage_age", "oversized"],
+    ("sealed_for", "counter"),
+    [
+        ("wrong_key", "decision_unknown_key"),
+        ("wrong_device", "decision_wrong_device"),
+        ("stale", "decision_clock_skew"),
+        ("not_sealed", "decision_malformed"),
+        ("garbage_age", "decision_undecryptable"),
+        ("oversized", "decision_oversized"),
+    ],
 )
-def test_junk_on_the_decision_topic_changes_nothing(kit: Kit, sealed_for: str) -> None:
+def test_junk_on_the_decision_topic_changes_nothing(
+    kit: Kit, sealed_for: str, counter: str
+) -> None:
     rfa_id = str(uuid.uuid4())
     kit.flow.handle_rfa(kit.rfa(rfa_id=rfa_id))
     before = (kit.store.pending(), kit.audit.head().entries, pins(kit))
@@ -216,6 +225,10 @@ def test_junk_on_the_decision_topic_changes_nothing(kit: Kit, sealed_for: str) -
     assert not out.accepted and out.counted
     assert (kit.store.pending(), kit.audit.head().entries, pins(kit)) == before
     assert not kit.outbox.has_job(rfa_id)
+    # The outcome names the decision rule; the audit counts it as a decision's.
+    assert f"decision_{out.reason}" == counter
+    kit.audit.flush(kit.clock.wall_ms(), force=True)
+    assert [f["reason"] for e, f in kit.events() if e == "rejections"] == [counter]
 
 
 def test_button_and_cli_make_the_same_decision_record(kit: Kit) -> None:
