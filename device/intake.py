@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -126,7 +125,7 @@ class Intake:
         try:
             self._queue.put_nowait(work)
         except queue.Full:
-            started = time.monotonic()
+            started = self._clock.monotonic()
             while True:
                 try:
                     self._queue.put(work, timeout=0.5)
@@ -134,16 +133,16 @@ class Intake:
                 except queue.Full:
                     if self._stop.is_set():
                         return  # not acked: the broker redelivers it next time
-            self.stats.blocked_s += time.monotonic() - started
+            self.stats.blocked_s += self._clock.monotonic() - started
         self.stats.queued += 1
 
     # ---- worker thread ---------------------------------------------------------------
 
     def run(self) -> None:
         """The worker loop (run it in a thread); returns when `stop` is set."""
-        next_housekeeping = time.monotonic()
+        next_housekeeping = self._clock.monotonic()
         while not self._stop.is_set():
-            now = time.monotonic()
+            now = self._clock.monotonic()
             if now >= next_housekeeping:
                 self._housekeeping()
                 next_housekeeping = now + self._housekeeping_s
