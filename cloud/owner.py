@@ -381,20 +381,6 @@ class OwnerMessage:
     details: list[dict[str, Any]] = field(default_factory=list)  # pending only
 
 
-PENDING_ENTRY_KEYS = frozenset(
-    {
-        "id",
-        "agency_id",
-        "case_number",
-        "window",
-        "expires_at",
-        "decide_by",
-        "footage_seconds",
-        "details_sha256",
-    }
-)
-
-
 def details_sha256(details: Mapping[str, Any]) -> str:
     """protocol.md §5.1: hex SHA-256 of the RFC 8785 form of the details without `id`."""
     return hashlib.sha256(
@@ -425,7 +411,7 @@ def open_owner_message(
         raise OwnerError(f"{list_key} must be a list of objects")
     details: list[dict[str, Any]] = []
     if kind == "pending":
-        if any(set(i) != PENDING_ENTRY_KEYS for i in items):
+        if any(set(i) != set(wire.PENDING_ENTRY_KEYS) for i in items):
             raise OwnerError("a pending entry does not have exactly the keys of §5.1")
         raw_details = doc.get("details")
         if not isinstance(raw_details, list) or not all(isinstance(d, dict) for d in raw_details):

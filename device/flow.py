@@ -129,7 +129,7 @@ class Outcome:
 def details_of(rfa: Rfa) -> dict[str, Any]:
     """protocol.md §5.1: a request's long fields, as the owner channel carries them."""
     public = rfa.public_json()
-    return {key: public[key] for key in ("id", "agency", "investigator", "description", "area")}
+    return {key: public[key] for key in wire.PENDING_DETAIL_KEYS}
 
 
 def details_sha256(details: Mapping[str, Any]) -> str:
@@ -253,9 +253,8 @@ class RequestFlow:
         return self._store.pending()
 
     def pending_views(self) -> list[PendingView]:
-        """protocol.md §5.1: per pending request, the compact entry (exactly id,
-        agency_id, case_number, window, expires_at, decide_by, footage_seconds,
-        details_sha256) and its details (id, agency, investigator, description, area).
+        """protocol.md §5.1: per pending request, the compact entry (exactly the keys
+        wire.PENDING_ENTRY_KEYS) and its details (wire.PENDING_DETAIL_KEYS).
 
         Cheap and independent of the buffer's size: a request's footage is measured once
         (its window is in the past and pinned, so the figure cannot change) and kept."""
@@ -267,7 +266,7 @@ class RequestFlow:
             }
             for p in pending:
                 details = details_of(p.rfa)
-                entry = {
+                values = {
                     "id": p.rfa.id,
                     "agency_id": p.rfa.agency.id,
                     "case_number": p.rfa.case_number,
@@ -277,6 +276,8 @@ class RequestFlow:
                     "footage_seconds": self._footage(p.rfa),
                     "details_sha256": details_sha256(details),
                 }
+                # exactly the keys of the contract: one missing here fails loudly
+                entry = {key: values[key] for key in wire.PENDING_ENTRY_KEYS}
                 views.append(PendingView(entry, details))
         return views
 

@@ -41,6 +41,20 @@ CASE_PERIOD_MS = 30 * 24 * 3600 * 1000  # ... within this period
 # rule 10: control and bidirectional-formatting characters, refused in every string.
 FORBIDDEN_CHARS_PATTERN = "[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
 
+# §5.1: a pending list's compact entry has exactly these keys, and a request's details
+# these; in this order the device writes them.
+PENDING_ENTRY_KEYS = (
+    "id",
+    "agency_id",
+    "case_number",
+    "window",
+    "expires_at",
+    "decide_by",
+    "footage_seconds",
+    "details_sha256",
+)
+PENDING_DETAIL_KEYS = ("id", "agency", "investigator", "description", "area")
+
 # §5.1 / §7: the audit head lists the entry hashes of this many newest entries.
 AUDIT_RECENT = 32
 

@@ -18,6 +18,7 @@ from device.audit import AuditLog
 from device.flow import RequestFlow
 from device.identity import DeviceIdentity, load_device_identity
 from device.state import StateStore
+from foundation import wire
 from foundation.clock import FakeClock
 from foundation.times import Window, parse_time
 from recorder.buffer import RollingBuffer
@@ -126,6 +127,10 @@ def test_accepted_request_is_pending_pinned_and_audited(kit: Kit) -> None:
     assert outcome.accepted and outcome.rfa_id == rfa_id
     [view] = kit.flow.pending_views()
     assert set(view.entry) == ENTRY_KEYS and set(view.details) == DETAIL_KEYS
+    # the contract module says the same as this test's own copy of §5.1
+    assert (
+        set(wire.PENDING_ENTRY_KEYS) == ENTRY_KEYS and set(wire.PENDING_DETAIL_KEYS) == DETAIL_KEYS
+    )
     [entry] = kit.flow.pending_entries()
     assert set(entry) == ENTRY_KEYS | DETAIL_KEYS
     assert entry["id"] == rfa_id and entry["footage_seconds"] == 0
