@@ -35,11 +35,10 @@ from sync import geo
 from sync.envelope import make_envelope
 from sync.keys import (
     SigningKey,
-    identity_file_text,
+    create_key_pair,
     load_identity,
     load_signing_key,
     public_key_from_b64,
-    write_secret,
 )
 from sync.rfa import DeviceFacts, Rejected, TrustedAgencyKey, check_rfa
 
@@ -81,15 +80,7 @@ class AgencyPublic:
 
 def generate_agency_keys(out: Path, *, agency_id: str | None = None) -> AgencyPublic:
     """Make the agency's signing key and age identity in `out` (0600). Refuses to overwrite."""
-    signing_path, identity_path = out / SIGNING_FILE, out / IDENTITY_FILE
-    for path in (signing_path, identity_path):
-        if path.exists():
-            raise DoorbellError(f"{path} already exists; refusing to overwrite a key")
-    out.mkdir(parents=True, exist_ok=True, mode=0o700)
-    key = SigningKey.generate()
-    identity = x25519.Identity.generate()
-    write_secret(signing_path, key.to_pem())
-    write_secret(identity_path, identity_file_text(identity))
+    key, identity = create_key_pair(out / SIGNING_FILE, out / IDENTITY_FILE)
     public = AgencyPublic(
         public_key=key.public_b64,
         kid=key.kid,

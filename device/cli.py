@@ -496,16 +496,9 @@ def render_record(summary: RecordSummary) -> str:
 
 
 def _owner_keygen(out: Path) -> int:
-    from pyrage import x25519
+    from sync.keys import create_key_pair
 
-    from sync.keys import SigningKey, identity_file_text, write_secret
-
-    key = SigningKey.generate()
-    identity = x25519.Identity.generate()
-    if (out / "owner-signing.pem").exists() or (out / "owner-age.txt").exists():
-        raise DoorbellError(f"{out} already holds owner keys; not overwriting them")
-    write_secret(out / "owner-signing.pem", key.to_pem())
-    write_secret(out / "owner-age.txt", identity_file_text(identity))
+    key, identity = create_key_pair(out / "owner-signing.pem", out / "owner-age.txt")
     print("Add these to the device's config (owner.keys and owner.recipients):")
     print(f"  owner.keys:       [{key.public_b64}]")
     print(f"  owner.recipients: [{identity.to_public()}]")

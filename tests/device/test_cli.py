@@ -89,7 +89,7 @@ def test_owner_keygen_writes_private_files_and_refuses_to_overwrite(tmp_path: Pa
         text=True,
         timeout=60,
     )
-    assert again.returncode == 1 and "not overwriting" in again.stderr
+    assert again.returncode == 1 and "refusing to overwrite a key" in again.stderr
     assert (out / "owner-signing.pem").read_bytes() == before
 
 
