@@ -28,6 +28,7 @@ from typing import Any
 
 import requests
 
+from foundation.backoff import backoff_s
 from foundation.clock import Clock
 from foundation.errors import DoorbellError
 from foundation.wire import ShareState
@@ -59,12 +60,6 @@ class ShareSettings:
     retry_cap_s: float = 600.0
     timeout_s: float = 60.0
     idle_wait_s: float = 1.0  # how often an idle worker looks at the outbox again
-
-
-def backoff_s(attempts: int, *, base_s: float, cap_s: float, rng: random.Random) -> float:
-    """Capped exponential backoff with full jitter in the upper half (never zero)."""
-    ceiling = min(cap_s, base_s * (2 ** max(0, attempts - 1)))
-    return ceiling * (0.5 + rng.random() / 2)
 
 
 def upload_metadata(job: ShareJob, kind: str, device_id: str) -> dict[str, str]:
@@ -222,7 +217,7 @@ class ShareWorker:
             self._fail(job, f"{error} (gave up after {attempts} attempts)")
             return
         delay = backoff_s(
-            attempts,
+            attempts - 1,  # the first failed attempt waits about retry_base_s
             base_s=self._settings.retry_base_s,
             cap_s=self._settings.retry_cap_s,
             rng=self._rng,
