@@ -29,8 +29,8 @@ from typing import Any
 from foundation.clock import Clock
 from foundation.errors import RecorderError
 from recorder.encoding import keyframe_interval
+from recorder.frames import EncodedFrame, StopSignal
 from recorder.settings import CameraSettings
-from recorder.sources import EncodedFrame, StopSignal
 
 logger = logging.getLogger(__name__)
 

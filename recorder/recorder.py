@@ -26,9 +26,9 @@ from typing import Any
 from foundation.clock import Clock
 from foundation.errors import RecorderError
 from recorder.buffer import BufferLock, RollingBuffer, Segment
+from recorder.frames import CameraSource, CapturedFrame, EncodedFrame, StopSignal
 from recorder.health import HealthCounters, RecorderHealth
 from recorder.settings import StorageSettings
-from recorder.sources import CameraSource, CapturedFrame, EncodedFrame, StopSignal
 
 logger = logging.getLogger(__name__)
 

@@ -1,77 +1,19 @@
-"""Camera sources behind one small interface.
-
-A source yields either raw RGB frames (`CapturedFrame`, which the recorder encodes with
-libx264) or frames its own hardware encoder already compressed (`EncodedFrame`, which
-the recorder only muxes). Each frame carries its wall-clock capture time, the monotonic
-time it was taken and whether the clock was known to be synchronized then.
-"""
+"""The cameras: an OpenCV one here, the synthetic and the picamera2 one in their own
+modules, and `make_source`, which picks the one the settings name. The interface they
+share and the frames they hand over are in recorder.frames."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
 
 from foundation.clock import Clock
 from foundation.errors import RecorderError
-
-if TYPE_CHECKING:
-    import numpy as np
-
-    from recorder.settings import CameraSettings
+from recorder.frames import CameraSource, CapturedFrame, StopSignal
+from recorder.picamera2_source import Picamera2Camera
+from recorder.settings import CameraSettings
+from recorder.synthetic import SyntheticCamera
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class CapturedFrame:
-    """A raw RGB picture (height, width, 3) and when it was taken."""
-
-    image: np.ndarray
-    capture_ms: int
-    monotonic: float
-    synchronized: bool
-
-
-@dataclass(frozen=True, slots=True)
-class EncodedFrame:
-    """One H.264 access unit (Annex-B) from a hardware encoder and when it was taken."""
-
-    data: bytes
-    keyframe: bool
-    capture_ms: int
-    monotonic: float
-    synchronized: bool
-
-
-class StopSignal(Protocol):
-    """What the recorder is stopped by: a threading.Event, or anything as cheap to ask.
-    (Never a multiprocessing Event: its lock is shared with a process that can die
-    holding it.)"""
-
-    def is_set(self) -> bool: ...
-
-    def wait(self, timeout: float | None = None) -> bool: ...
-
-    def set(self) -> None: ...
-
-
-class CameraSource(Protocol):
-    """What the recorder needs from a camera. `read` blocks until a frame is ready and
-    returns None at the end of the stream (a file ran out, `stop` was set)."""
-
-    width: int
-    height: int
-    fps: float
-    encoded: bool
-    live: bool  # a live camera drops frames when the encoder falls behind; a file waits
-    dropped: int  # frames the camera itself lost before `read` (its own encoder fell behind)
-
-    def open(self) -> None: ...
-
-    def read(self, stop: StopSignal) -> CapturedFrame | EncodedFrame | None: ...
-
-    def close(self) -> None: ...
 
 
 class OpenCVCamera:
@@ -170,8 +112,6 @@ def make_source(
     if fast_seconds is not None and settings.source != "synthetic":
         raise RecorderError("--fast works only with the synthetic camera")
     if settings.source == "synthetic":
-        from recorder.synthetic import SyntheticCamera
-
         return SyntheticCamera(
             width=settings.width,
             height=settings.height,
@@ -187,6 +127,4 @@ def make_source(
             fps=settings.fps,
             clock=clock,
         )
-    from recorder.picamera2_source import Picamera2Camera
-
     return Picamera2Camera(settings=settings, clock=clock)

@@ -15,7 +15,7 @@ import numpy as np
 
 from foundation.clock import Clock
 from foundation.wire import check_stamp_size, draw_stamp
-from recorder.sources import CapturedFrame, StopSignal
+from recorder.frames import CapturedFrame, StopSignal
 
 
 @lru_cache(maxsize=4)
