@@ -12,7 +12,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from firmware_config import Config, load_config
 from foundation.arguments import time_arg
@@ -373,10 +373,40 @@ def _shares(config: Config, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(shares, indent=2))
         return 0
-    from sync.outbox import render_shares
-
     render_shares(shares, sys.stdout)
     return 0
+
+
+def render_shares(entries: list[dict[str, Any]], stream: TextIO) -> None:
+    """Print §6.3 entries for `doorbellctl shares`: one line each, a progress bar for
+    shares under way (tqdm's bar, so it looks like every other progress bar)."""
+    from tqdm import tqdm  # only `doorbellctl shares` draws bars: no import cost for others
+
+    if not entries:
+        stream.write("no shares in the last 7 days\n")
+        return
+    for entry in entries:
+        total = int(entry.get("bytes_total") or 0)
+        sent = int(entry.get("bytes_sent") or 0)
+        label = f"{entry['rfa_id']} {entry['state']:<9}"
+        if total > 0:
+            bar = tqdm.format_meter(
+                n=sent,
+                total=total,
+                elapsed=0,
+                ncols=100,
+                prefix=label,
+                unit="B",
+                unit_scale=True,
+                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt}",
+            )
+            stream.write(bar + "\n")
+        else:
+            stream.write(f"{label} (not built yet)\n")
+        if entry.get("error"):
+            stream.write(f"    error: {entry['error']}\n")
+        if entry.get("manifest_sha256"):
+            stream.write(f"    manifest sha256: {entry['manifest_sha256']}\n")
 
 
 _FINISHED = {

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from foundation.durable import open_durable, transaction
 from foundation.errors import DoorbellError
@@ -378,38 +378,3 @@ class Outbox:
     def reset_attempts(self, rfa_id: str) -> None:
         with self._tx() as db:
             db.execute("UPDATE jobs SET attempts = 0 WHERE rfa_id = ?", (rfa_id,))
-
-
-# --- for a person at a terminal -----------------------------------------------------------
-
-
-def render_shares(entries: list[dict[str, Any]], stream: TextIO) -> None:
-    """Print §6.3 entries for `doorbellctl shares`: one line each, a progress bar for
-    shares under way (tqdm's bar, so it looks like every other progress bar)."""
-    from tqdm import tqdm
-
-    if not entries:
-        stream.write("no shares in the last 7 days\n")
-        return
-    for entry in entries:
-        total = int(entry.get("bytes_total") or 0)
-        sent = int(entry.get("bytes_sent") or 0)
-        label = f"{entry['rfa_id']} {entry['state']:<9}"
-        if total > 0:
-            bar = tqdm.format_meter(
-                n=sent,
-                total=total,
-                elapsed=0,
-                ncols=100,
-                prefix=label,
-                unit="B",
-                unit_scale=True,
-                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt}",
-            )
-            stream.write(bar + "\n")
-        else:
-            stream.write(f"{label} (not built yet)\n")
-        if entry.get("error"):
-            stream.write(f"    error: {entry['error']}\n")
-        if entry.get("manifest_sha256"):
-            stream.write(f"    manifest sha256: {entry['manifest_sha256']}\n")

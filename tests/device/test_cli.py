@@ -3,6 +3,7 @@ for everything that goes wrong."""
 
 from __future__ import annotations
 
+import io
 import json
 import stat
 import subprocess
@@ -13,6 +14,7 @@ import av
 import pytest
 
 from cloud.loopback import DeviceSetup
+from device.cli import render_shares
 from device.identity import load_device_identity
 from foundation.times import format_time, parse_time
 from foundation.wire import read_capture_ms
@@ -177,3 +179,34 @@ def test_bad_config_names_the_key(tmp_path: Path) -> None:
         timeout=60,
     )
     assert daemon.returncode == 2 and "device.location.lat" in daemon.stderr
+
+
+def test_render_shares_for_a_terminal():
+    out = io.StringIO()
+    render_shares(
+        [
+            {
+                "rfa_id": "a1",
+                "state": "uploading",
+                "bytes_sent": 5 * 1024**2,
+                "bytes_total": 10 * 1024**2,
+                "manifest_sha256": "ff" * 32,
+                "error": None,
+            },
+            {
+                "rfa_id": "b2",
+                "state": "failed",
+                "bytes_sent": 0,
+                "bytes_total": 0,
+                "manifest_sha256": None,
+                "error": "no footage",
+            },
+        ],
+        out,
+    )
+    text = out.getvalue()
+    assert "a1 uploading" in text and "50%" in text and "5.24M/10.5M" in text
+    assert "b2 failed" in text and "error: no footage" in text
+    empty = io.StringIO()
+    render_shares([], empty)
+    assert "no shares" in empty.getvalue()

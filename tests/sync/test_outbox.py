@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import sqlite3
 from pathlib import Path
@@ -13,7 +12,7 @@ from foundation.times import Window
 from foundation.wire import FINAL_SHARE_STATES, ShareState
 from sync.envelope import canonical_json
 from sync.models import ConsentMethod
-from sync.outbox import Outbox, OutboxError, render_shares
+from sync.outbox import Outbox, OutboxError
 from tests.sync.factories import NOW_MS, AgencyKeys
 from tests.sync.sharekit import make_decision, make_rfa
 
@@ -204,34 +203,3 @@ def test_a_second_process_sees_committed_progress(tmp_path: Path):
     outbox.set_offset(rfa.id, "clip", 1)
     other = sqlite3.connect(tmp_path / "o" / "outbox.sqlite")
     assert other.execute("SELECT offset FROM objects WHERE kind = 'clip'").fetchone()[0] == 1
-
-
-def test_render_shares_for_a_terminal():
-    out = io.StringIO()
-    render_shares(
-        [
-            {
-                "rfa_id": "a1",
-                "state": "uploading",
-                "bytes_sent": 5 * 1024**2,
-                "bytes_total": 10 * 1024**2,
-                "manifest_sha256": "ff" * 32,
-                "error": None,
-            },
-            {
-                "rfa_id": "b2",
-                "state": "failed",
-                "bytes_sent": 0,
-                "bytes_total": 0,
-                "manifest_sha256": None,
-                "error": "no footage",
-            },
-        ],
-        out,
-    )
-    text = out.getvalue()
-    assert "a1 uploading" in text and "50%" in text and "5.24M/10.5M" in text
-    assert "b2 failed" in text and "error: no footage" in text
-    empty = io.StringIO()
-    render_shares([], empty)
-    assert "no shares" in empty.getvalue()
