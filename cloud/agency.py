@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import sys
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ import pyrage
 from pyrage import x25519
 
 from cloud.broker import Outgoing, publish_messages
+from cloud.tus_storage import StoredShare, find_shares
+from cloud.verify import MAX_MANIFEST_BYTES, verify_share
 from foundation import wire
 from foundation.arguments import duration_arg, time_arg
 from foundation.cli import EXIT_CODES_EPILOG, ExitCode, ToolParser, run_tool
@@ -309,9 +312,6 @@ def _cmd_rfa(args: argparse.Namespace, say: _Printer, now_ms: int) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace, say: _Printer) -> int:
-    from cloud.tus_storage import StoredShare, find_shares
-    from cloud.verify import verify_share
-
     identity = load_identity(Path(args.identity))
     agency_keys = [public_key_from_b64(text) for text in args.trust_key or ()]
     if args.key:
@@ -350,8 +350,6 @@ def _manifest_first(a: Path, b: Path, identity: x25519.Identity) -> tuple[Path, 
     The smaller is decrypted (a manifest is at most MAX_MANIFEST_BYTES): an MP4 file
     has its `ftyp` box at byte 4, a manifest envelope is JSON. When neither can be told
     (it does not decrypt), the order given stands and the verification says why."""
-    from cloud.verify import MAX_MANIFEST_BYTES
-
     small, large = sorted((a, b), key=lambda p: p.stat().st_size)
     if small.stat().st_size > MAX_MANIFEST_BYTES:
         return a, b
@@ -428,8 +426,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, *, now_ms: int | None = None) -> int:
-    import time
-
     def body() -> int:
         args = _parser().parse_args(argv)
         say = _Printer()

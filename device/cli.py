@@ -10,17 +10,28 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from device.audit import read_entries, render_audit_table, render_report, verify_audit
+from device.control import DaemonNotRunning, control_request
+from device.identity import read_device_identity
+from device.paths import StatePaths
+from device.settings import camera_settings, storage_settings
 from firmware_config import Config, load_config
 from foundation.arguments import time_arg
 from foundation.cli import EXIT_CODES_EPILOG, ToolParser, run_tool
+from foundation.clock import SystemClock, sync_evidence
 from foundation.display import agency_label, shown
 from foundation.errors import DoorbellError, UsageError
 from foundation.times import Window, format_time
 from foundation.wire import ShareState
+from recorder.buffer import read_summary
+from recorder.commands import clip, record
+from sync import SOFTWARE_VERSION
+from sync.keys import create_key_pair
 
 if TYPE_CHECKING:
     from recorder.recorder import RecordSummary
@@ -129,8 +140,6 @@ def _window(command: str, start_ms: int, end_ms: int) -> Window:
 
 
 def _ask(config: Config, request: dict[str, Any]) -> dict[str, Any]:
-    from device.control import control_request
-
     reply = control_request(config.control.socket, request)
     if not reply.get("ok"):
         raise DoorbellError(str(reply.get("error", "the daemon refused")))
@@ -140,8 +149,6 @@ def _ask(config: Config, request: dict[str, Any]) -> dict[str, Any]:
 def _current_status(config: Config) -> dict[str, Any]:
     """From the daemon when it runs (it can read its own keys whoever asks), else from
     the files."""
-    from device.control import DaemonNotRunning
-
     try:
         return dict(_ask(config, {"cmd": "status"})["status"])
     except DaemonNotRunning:
@@ -160,11 +167,6 @@ def _status(config: Config, args: argparse.Namespace) -> int:
 def _offline_status(config: Config) -> dict[str, Any]:
     """What can be told without the daemon, reading files only (a CLI run as root must
     not create files that the service user then cannot use)."""
-    from device.identity import read_device_identity
-    from device.paths import StatePaths
-    from foundation.clock import SystemClock, sync_evidence
-    from sync import SOFTWARE_VERSION
-
     paths = StatePaths.of(config)
     identity = read_device_identity(paths.state_dir, config.device.id)
     if identity is None:
@@ -187,10 +189,6 @@ def _offline_status(config: Config) -> dict[str, Any]:
 
 
 def buffer_status(buffer_dir: Path) -> dict[str, Any]:
-    import shutil
-
-    from recorder.buffer import read_summary
-
     summary = read_summary(buffer_dir)
     out: dict[str, Any] = {"buffer_span": None, "buffer_bytes": summary.bytes}
     if summary.span:
@@ -269,7 +267,7 @@ def _pair(config: Config, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    import segno
+    import segno  # ~0.2 s to load: only pair and console-code draw QR codes
 
     text = json.dumps(info, separators=(",", ":"))
     segno.make(text, error="m").terminal(compact=True)
@@ -333,8 +331,6 @@ def _approve(config: Config, args: argparse.Namespace) -> int:
 def _refuse_without_footage(config: Config, rfa_id: str, window: Window | None) -> None:
     """An approval of a window the buffer holds nothing of would fail later, at export:
     say so now, before anything is recorded as the owner's decision."""
-    from recorder.buffer import read_summary
-
     pending = _ask(config, {"cmd": "pending"})["requests"]
     entry = next((e for e in pending if e.get("id") == rfa_id), None)
     if entry is None:
@@ -432,7 +428,7 @@ def _console_code(config: Config, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    import segno
+    import segno  # ~0.2 s to load: only pair and console-code draw QR codes
 
     segno.make(info["url"], error="m").terminal(compact=True)
     code = info["code"]
@@ -462,10 +458,6 @@ def _console_sessions(config: Config, args: argparse.Namespace) -> int:
 
 
 def _audit(config: Config, args: argparse.Namespace) -> int:
-    from device.audit import read_entries, render_audit_table, render_report, verify_audit
-    from device.identity import read_device_identity
-    from device.paths import StatePaths
-
     paths = StatePaths.of(config)
     if not paths.audit_log.exists():
         raise DoorbellError(f"no audit log at {paths.audit_log} yet")
@@ -481,8 +473,6 @@ def _audit(config: Config, args: argparse.Namespace) -> int:
 
 
 def _clip(config: Config, args: argparse.Namespace) -> int:
-    from recorder.commands import clip
-
     window = _window("clip", args.start, args.end)
     info = clip(storage_dir=config.buffer_dir, window=window, out=args.out, progress=None)
     print(
@@ -494,10 +484,6 @@ def _clip(config: Config, args: argparse.Namespace) -> int:
 
 
 def _record(config: Config, args: argparse.Namespace) -> int:
-    from device.settings import camera_settings, storage_settings
-    from foundation.clock import SystemClock
-    from recorder.commands import record
-
     summary = record(
         camera=camera_settings(config),
         storage=storage_settings(config),
@@ -526,8 +512,6 @@ def render_record(summary: RecordSummary) -> str:
 
 
 def _owner_keygen(out: Path) -> int:
-    from sync.keys import create_key_pair
-
     key, identity = create_key_pair(out / "owner-signing.pem", out / "owner-age.txt")
     print("Add these to the device's config (owner.keys and owner.recipients):")
     print(f"  owner.keys:       [{key.public_b64}]")

@@ -50,7 +50,7 @@ class Picamera2Api:
 
 def load_picamera2() -> Picamera2Api:
     """The real picamera2, or a clear error where it is not installed."""
-    try:
+    try:  # here: python3-picamera2 exists only on Raspberry Pi OS, and only this camera needs it
         from picamera2 import Picamera2  # type: ignore[import-not-found]
         from picamera2.encoders import (  # type: ignore[import-not-found]
             H264Encoder,

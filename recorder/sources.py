@@ -34,7 +34,7 @@ class OpenCVCamera:
         self._failures = 0
 
     def open(self) -> None:
-        import cv2
+        import cv2  # OpenCV is optional and slow to load (~0.3 s)
 
         device: str | int = self._device
         if isinstance(device, str) and device.isdigit():
@@ -56,7 +56,7 @@ class OpenCVCamera:
             self._capture = None
 
     def read(self, stop: StopSignal) -> CapturedFrame | None:
-        import cv2
+        import cv2  # optional, see open()
 
         capture = self._capture
         if capture is None:
