@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -279,15 +280,30 @@ def _pair(config: Config, args: argparse.Namespace) -> int:
 
 def _pending(config: Config, args: argparse.Namespace) -> int:
     requests = _ask(config, {"cmd": "pending"})["requests"]
-    if args.json:
-        print(json.dumps(requests, indent=2))
-        return 0
-    if not requests:
-        print("No request is waiting for your decision.")
-        return 0
-    for entry in requests:
-        print(render_pending(entry))
-        print()
+    return _print_list(
+        requests,
+        as_json=args.json,
+        empty="No request is waiting for your decision.",
+        line=lambda entry: render_pending(entry) + "\n",
+    )
+
+
+def _print_list(
+    items: list[dict[str, Any]],
+    *,
+    as_json: bool,
+    empty: str,
+    line: Callable[[dict[str, Any]], str],
+) -> int:
+    """A list the daemon answered with: as JSON, or a sentence when it is empty, or a
+    line (or block) per item."""
+    if as_json:
+        print(json.dumps(items, indent=2))
+    elif not items:
+        print(empty)
+    else:
+        for item in items:
+            print(line(item))
     return 0
 
 
@@ -446,15 +462,14 @@ def _console_sessions(config: Config, args: argparse.Namespace) -> int:
         print(reply.get("message", "revoked"))
         return 0
     sessions = _ask(config, {"cmd": "console-sessions"})["sessions"]
-    if args.json:
-        print(json.dumps(sessions, indent=2))
-        return 0
-    if not sessions:
-        print("No one is signed in to the console.")
-        return 0
-    for s in sessions:
-        print(f"{s['id']}  since {s['created_at']}  last seen {s['last_seen_at']}  {s['client']}")
-    return 0
+    return _print_list(
+        sessions,
+        as_json=args.json,
+        empty="No one is signed in to the console.",
+        line=lambda s: (
+            f"{s['id']}  since {s['created_at']}  last seen {s['last_seen_at']}  {s['client']}"
+        ),
+    )
 
 
 def _audit(config: Config, args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ import av
 import pytest
 
 from cloud.loopback import DeviceSetup
-from device.cli import render_shares
+from device.cli import _print_list, render_shares
 from device.identity import load_device_identity
 from foundation.times import format_time, parse_time
 from foundation.wire import read_capture_ms
@@ -210,3 +210,18 @@ def test_render_shares_for_a_terminal():
     empty = io.StringIO()
     render_shares([], empty)
     assert "no shares" in empty.getvalue()
+
+
+def test_a_list_from_the_daemon_prints_as_json_a_sentence_or_a_line_each(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    items = [{"id": "a"}, {"id": "b"}]
+
+    def show(items: list, as_json: bool) -> str:  # type: ignore[type-arg]
+        assert _print_list(items, as_json=as_json, empty="None.", line=lambda i: i["id"]) == 0
+        return capsys.readouterr().out
+
+    assert json.loads(show(items, True)) == items
+    assert show([], True) == "[]\n"
+    assert show([], False) == "None.\n"
+    assert show(items, False) == "a\nb\n"
