@@ -9,6 +9,9 @@ HTTP to be believed.
   never finishes and never fails. It counts the request-body bytes it received (what an
   upload has cost the device) and notices when the device hangs up on an answer it is
   still holding back.
+- `HostileBroker`: enough MQTT 5 to accept every CONNECT; once `attack` is set, it sends
+  on every connection one QoS 1 PUBLISH whose remaining length announces `size` bytes,
+  then its payload as fast as the socket takes it, and records how each one ended.
 """
 
 from __future__ import annotations
@@ -180,3 +183,59 @@ def _peek(conn: socket.socket) -> bytes:
         return conn.recv(1, socket.MSG_PEEK)
     except OSError:  # reset: hung up as well
         return b""
+
+
+def remaining_length(n: int) -> bytes:
+    """MQTT's variable-length integer."""
+    out = bytearray()
+    while True:
+        byte, n = n % 128, n // 128
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+CONNACK_V5 = bytes([0x20, 3, 0, 0, 0])  # session not present, success, no properties
+
+
+class HostileBroker(_LoopbackServer):
+    def __init__(self, size: int, topic: str = "rfa/v1/cell/9q8yy") -> None:
+        self.size = size
+        self.topic = topic.encode()
+        self.attack = threading.Event()
+        self.connections = 0
+        self.publishes: list[tuple[str, int]] = []  # (how it ended, payload bytes sent)
+        super().__init__()
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def _answer(self, conn: socket.socket) -> None:
+        if not conn.recv(65536):  # CONNECT
+            return
+        conn.sendall(CONNACK_V5)
+        self.connections += 1
+        conn.settimeout(0.2)
+        while not self.attack.is_set() and not self._stop.is_set():
+            try:  # SUBSCRIBE, the status PUBLISH, PINGREQ: read and ignored
+                if not conn.recv(65536):
+                    return
+            except TimeoutError:
+                continue
+        variable = len(self.topic).to_bytes(2, "big") + self.topic + b"\x00\x01" + b"\x00"
+        head = bytes([0x32]) + remaining_length(self.size) + variable
+        conn.settimeout(10)  # a client that neither reads nor hangs up ends as "timeout"
+        sent = 0
+        block = b"x" * 65536
+        try:
+            conn.sendall(head)
+            while sent < self.size - len(variable) and not self._stop.is_set():
+                conn.sendall(block)
+                sent += len(block)
+            ended = "complete"
+        except TimeoutError:
+            ended = "timeout"
+        except OSError:
+            ended = "hung up"
+        self.publishes.append((ended, sent))
