@@ -397,15 +397,14 @@ class ShareWorker:
             info = info or client.server_info()
             if "termination" not in info.extensions:
                 return
-            for obj in partial:
-                try:
-                    client.terminate(obj.upload_url or "")
-                except TusError as exc:
-                    logger.info(
-                        "share %s: could not delete the %s upload: %s", rfa_id, obj.kind, exc
-                    )
         except TusError as exc:
             logger.info("share %s: could not ask to delete its uploads: %s", rfa_id, exc)
+            return
+        for obj in partial:
+            try:
+                client.terminate(obj.upload_url or "")
+            except TusError as exc:
+                logger.info("share %s: could not delete the %s upload: %s", rfa_id, obj.kind, exc)
 
     def _upload_object(
         self,
