@@ -100,7 +100,7 @@ class SlowTusServer(_LoopbackServer):
         self.received = 0  # request-body bytes read from the device
         self.exchanges: list[str] = []  # methods, in the order they arrived
         self.hung_up = 0  # exchanges the device abandoned while the answer was held back
-        self.holding = 0  # answers being held back now
+        self.holding: list[float] = []  # the delays of the answers being held back now
         self.offsets: dict[str, int] = {}
         self._lock = threading.Lock()
         super().__init__()
@@ -133,9 +133,10 @@ class SlowTusServer(_LoopbackServer):
 
     def _hold_back(self, conn: socket.socket) -> bool:
         """Wait `delay_s`; False as soon as the device hangs up."""
-        deadline = time.monotonic() + self.delay_s
+        delay = self.delay_s
+        deadline = time.monotonic() + delay
         with self._lock:
-            self.holding += 1
+            self.holding.append(delay)
         try:
             while (left := deadline - time.monotonic()) > 0 and not self._stop.is_set():
                 readable, _, _ = select.select([conn], [], [], min(left, 0.05))
@@ -146,7 +147,7 @@ class SlowTusServer(_LoopbackServer):
             return True
         finally:
             with self._lock:
-                self.holding -= 1
+                self.holding.remove(delay)
 
     def _answer(self, conn: socket.socket) -> None:
         request = self._read_request(conn)

@@ -442,7 +442,7 @@ def test_cancel_cuts_a_share_in_the_middle_of_an_exchange(tmp_path: Path, footag
     try:
         _wait(lambda: "PATCH" in slow.exchanges, 60, "a first PATCH")
         slow.delay_s = 50.0  # the next answer comes 50 s late: well inside the 60 s deadline
-        _wait(lambda: slow.holding > 0 and slow.exchanges[-1] == "PATCH", 30, "a held PATCH")
+        _wait(lambda: 50.0 in slow.holding and slow.exchanges[-1] == "PATCH", 30, "a held PATCH")
         slow.delay_s = 0.05  # what comes after the cancel is answered at once
         cancelled_at = time.monotonic()
         assert rig.worker.cancel(rfa_id)
