@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from foundation.stop import StopSignal
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -36,18 +38,6 @@ class EncodedFrame:
     capture_ms: int
     monotonic: float
     synchronized: bool
-
-
-class StopSignal(Protocol):
-    """What the recorder is stopped by: a threading.Event, or anything as cheap to ask.
-    (Never a multiprocessing Event: its lock is shared with a process that can die
-    holding it.)"""
-
-    def is_set(self) -> bool: ...
-
-    def wait(self, timeout: float | None = None) -> bool: ...
-
-    def set(self) -> None: ...
 
 
 class CameraSource(Protocol):

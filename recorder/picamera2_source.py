@@ -28,8 +28,9 @@ from typing import Any
 
 from foundation.clock import Clock
 from foundation.errors import RecorderError
+from foundation.stop import StopSignal
 from recorder.encoding import keyframe_interval
-from recorder.frames import EncodedFrame, StopSignal
+from recorder.frames import EncodedFrame
 from recorder.settings import CameraSettings
 
 logger = logging.getLogger(__name__)

@@ -8,7 +8,8 @@ import logging
 
 from foundation.clock import Clock
 from foundation.errors import RecorderError
-from recorder.frames import CameraSource, CapturedFrame, StopSignal
+from foundation.stop import StopSignal
+from recorder.frames import CameraSource, CapturedFrame
 from recorder.picamera2_source import Picamera2Camera
 from recorder.settings import CameraSettings
 from recorder.synthetic import SyntheticCamera
