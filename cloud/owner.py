@@ -18,7 +18,6 @@ device recipient.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import re
@@ -41,7 +40,7 @@ from foundation.display import agency_label, shown
 from foundation.errors import DoorbellError, TimeFormatError, UnavailableError, UsageError
 from foundation.times import Window, format_time, parse_time
 from sync.anchor import AuditHead, Continuity, continuity
-from sync.envelope import canonical_json, make_envelope, open_envelope
+from sync.envelope import make_envelope, open_envelope
 from sync.errors import EnvelopeError, SealError
 from sync.keys import (
     SigningKey,
@@ -372,13 +371,6 @@ class OwnerMessage:
     details: list[dict[str, Any]] = field(default_factory=list)  # pending only
 
 
-def details_sha256(details: Mapping[str, Any]) -> str:
-    """protocol.md §5.1: hex SHA-256 of the RFC 8785 form of the details without `id`."""
-    return hashlib.sha256(
-        canonical_json({k: v for k, v in details.items() if k != "id"})
-    ).hexdigest()
-
-
 def open_owner_message(
     payload: bytes, *, kind: str, identity: x25519.Identity, device: PairedDevice
 ) -> OwnerMessage:
@@ -541,7 +533,7 @@ class OwnerWatch:
         wanted = {str(i.get("id")): i.get("details_sha256") for i in opened.items}
         for details in opened.details:
             rfa_id = str(details.get("id"))
-            if rfa_id in wanted and details_sha256(details) == wanted[rfa_id]:
+            if rfa_id in wanted and wire.details_sha256(details) == wanted[rfa_id]:
                 self.details[rfa_id] = dict(details)
             elif rfa_id in wanted:
                 print(

@@ -22,7 +22,6 @@ control socket can call in from their own threads.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 from collections.abc import Mapping
@@ -45,7 +44,6 @@ from sync.decision import (
     check_decision,
     local_decision,
 )
-from sync.envelope import canonical_json
 from sync.errors import SealError
 from sync.models import ConsentMethod, Decision, Rfa
 from sync.rfa import (
@@ -130,12 +128,6 @@ def details_of(rfa: Rfa) -> dict[str, Any]:
     """protocol.md §5.1: a request's long fields, as the owner channel carries them."""
     public = rfa.public_json()
     return {key: public[key] for key in wire.PENDING_DETAIL_KEYS}
-
-
-def details_sha256(details: Mapping[str, Any]) -> str:
-    """Hex SHA-256 of the RFC 8785 form of the details object without `id` (§5.1)."""
-    body = {key: value for key, value in details.items() if key != "id"}
-    return hashlib.sha256(canonical_json(body)).hexdigest()
 
 
 class RequestFlow:
@@ -274,7 +266,7 @@ class RequestFlow:
                     "expires_at": format_time(p.rfa.expires_at_ms),
                     "decide_by": format_time(p.decide_by_ms),
                     "footage_seconds": self._footage(p.rfa),
-                    "details_sha256": details_sha256(details),
+                    "details_sha256": wire.details_sha256(details),
                 }
                 # exactly the keys of the contract: one missing here fails loudly
                 entry = {key: values[key] for key in wire.PENDING_ENTRY_KEYS}

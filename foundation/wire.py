@@ -4,9 +4,13 @@ tools in cloud/ both import it; a test fails if one of these facts is written el
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
+import rfc8785
 
 from foundation.errors import StampError
 
@@ -54,6 +58,22 @@ PENDING_ENTRY_KEYS = (
     "details_sha256",
 )
 PENDING_DETAIL_KEYS = ("id", "agency", "investigator", "description", "area")
+
+
+def canonical_json(value: Any) -> bytes:
+    """§2: the RFC 8785 (JCS) serialisation of a JSON value. It comes from the `rfc8785`
+    package (Trail of Bits), not from our own code: number and string serialisation rules
+    are easy to get subtly wrong."""
+    return bytes(rfc8785.dumps(value))
+
+
+def details_sha256(details: Mapping[str, Any]) -> str:
+    """§5.1: the pending entry's check over a request's details, the hex SHA-256 of the
+    RFC 8785 form of the details object without `id`."""
+    return hashlib.sha256(
+        canonical_json({key: value for key, value in details.items() if key != "id"})
+    ).hexdigest()
+
 
 # §5.1 / §7: the audit head lists the entry hashes of this many newest entries.
 AUDIT_RECENT = 32

@@ -6,10 +6,8 @@ party: no repeated key anywhere, no NaN/Infinity, `v` the integer 1, `sig` the c
 base64url of 64 bytes), so one signed request has exactly one meaning; and whenever the
 device re-emits an envelope it writes its canonical form (RFC 8785, `canonical_envelope`),
 so that the spelling an envelope arrived in cannot travel further (an anonymous share
-must not carry a mark the broker chose for one device).
-
-RFC 8785 comes from the `rfc8785` package (Trail of Bits), not from our own code: number
-and string serialisation rules are easy to get subtly wrong.
+must not carry a mark the broker chose for one device). The RFC 8785 serialisation itself
+is the wire contract's (`foundation.wire.canonical_json`).
 """
 
 from __future__ import annotations
@@ -19,11 +17,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import rfc8785
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from foundation.errors import InvalidValueError
+from foundation.wire import canonical_json
 from sync.errors import EnvelopeError, EnvelopeFault
 from sync.keys import SigningKey, b64url_decode, b64url_encode
 
@@ -76,11 +74,6 @@ def strict_json_object(text: str | bytes) -> dict[str, Any] | None:
     except (ValueError, UnicodeDecodeError):
         return None
     return doc if isinstance(doc, dict) else None
-
-
-def canonical_json(value: Any) -> bytes:
-    """The RFC 8785 (JCS) serialisation of a JSON value."""
-    return bytes(rfc8785.dumps(value))
 
 
 def canonical_envelope(envelope: Envelope) -> str:

@@ -16,9 +16,10 @@ import pytest
 from pyrage import x25519
 
 from cloud import owner
-from cloud.owner import OwnerError, OwnerHome, details_sha256, head_problem, parse_pairing
+from cloud.owner import OwnerError, OwnerHome, head_problem, parse_pairing
 from device.owner_channel import PendingView, pending_message, seal_owner_envelope, shares_message
 from foundation.times import format_time, parse_time
+from foundation.wire import details_sha256
 from sync.anchor import AuditHead, chain_over, recent_of
 from sync.envelope import make_envelope, open_envelope
 from sync.errors import SealError

@@ -14,7 +14,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyrage import x25519
 
-from device.flow import details_sha256
 from device.identity import DeviceIdentity
 from device.owner_channel import (
     OwnerChannel,
@@ -70,7 +69,7 @@ def request(i: int, description: str = "Package theft.", **long: str) -> Pending
         "expires_at": "2026-12-05T13:00:00.123Z",
         "decide_by": "2026-11-29T13:00:00.456Z",
         "footage_seconds": 43199.999,
-        "details_sha256": details_sha256(details),
+        "details_sha256": wire.details_sha256(details),
     }
     return PendingView(entry, details)
 

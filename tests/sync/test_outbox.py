@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from foundation.times import Window
-from foundation.wire import FINAL_SHARE_STATES, ShareState
-from sync.envelope import canonical_json
+from foundation.wire import FINAL_SHARE_STATES, ShareState, canonical_json
 from sync.models import ConsentMethod
 from sync.outbox import Outbox, OutboxError
 from tests.sync.factories import NOW_MS, AgencyKeys
