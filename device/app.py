@@ -27,7 +27,7 @@ from device.notify import SystemdNotifier
 from device.owner_channel import OwnerChannel
 from device.panel import Panel
 from device.paths import StatePaths
-from device.settings import camera_settings, mqtt_settings, storage_settings
+from device.settings import camera_settings, storage_settings
 from device.state import StateStore
 from device.supervisor import RestartBudget, Supervisor
 from firmware_config import Config
@@ -50,7 +50,8 @@ from sync.models import ConsentMethod
 from sync.mqtt import MqttLink
 from sync.outbox import Outbox
 from sync.rfa import DeviceFacts, TrustedAgencyKey
-from sync.uploader import ShareSettings, ShareWorker
+from sync.settings import ShareSettings
+from sync.uploader import ShareWorker
 
 logger = logging.getLogger(__name__)
 
@@ -248,7 +249,7 @@ class Doorbell:
         )
         self.supervisor.start("intake", self.intake.run)
         self.mqtt = MqttLink(
-            mqtt_settings(self.config),
+            self.config.mqtt,
             client_id=device_id,
             status_topic=wire.status_topic(device_id),
             version=SOFTWARE_VERSION,

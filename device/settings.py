@@ -1,4 +1,5 @@
-"""Maps the config onto the settings each part takes, so parts never import the config."""
+"""Maps the config onto the settings each part takes, so parts never import the config.
+(The config's `mqtt` needs no mapping: it is the sync part's `MqttSettings` itself.)"""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ from typing import cast
 
 from firmware_config import Config
 from recorder.settings import CameraSettings, SourceKind, StorageSettings
-from sync.mqtt import MqttSettings
 
 
 def camera_settings(config: Config) -> CameraSettings:
@@ -29,18 +29,4 @@ def storage_settings(config: Config) -> StorageSettings:
         max_age_hours=sto.max_age_hours,
         max_bytes=sto.max_bytes,
         min_free_bytes=sto.min_free_bytes,
-    )
-
-
-def mqtt_settings(config: Config) -> MqttSettings:
-    mqtt = config.mqtt
-    return MqttSettings(
-        url=mqtt.url,
-        username=mqtt.username,
-        password_file=mqtt.password_file,
-        ca_file=mqtt.ca_file,
-        cert_file=mqtt.cert_file,
-        key_file=mqtt.key_file,
-        protocol=mqtt.protocol,
-        keepalive=mqtt.keepalive,
     )

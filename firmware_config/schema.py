@@ -22,8 +22,7 @@ import yaml
 from foundation.errors import InvalidValueError, UsageError
 from recorder.settings import PRESETS, CameraSettings, StorageSettings
 from sync.keys import parse_recipient, public_key_from_b64
-from sync.mqtt import MqttSettings
-from sync.uploader import ShareSettings
+from sync.settings import MqttSettings, ShareSettings
 
 T = TypeVar("T")
 
@@ -77,18 +76,6 @@ class StorageConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class MqttConfig:
-    url: str
-    username: str | None = None
-    password_file: Path | None = None
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    protocol: int = _default_of(MqttSettings, "protocol")  # 5 or 4 (3.1.1)
-    keepalive: int = _default_of(MqttSettings, "keepalive")
-
-
-@dataclass(frozen=True, slots=True)
 class TrustedAgency:
     agency_id: str
     public_key: str  # base64url raw Ed25519
@@ -138,7 +125,7 @@ class Config:
     device: DeviceConfig
     camera: CameraConfig
     storage: StorageConfig
-    mqtt: MqttConfig
+    mqtt: MqttSettings  # the sync part's own settings, built here (each default once)
     rfa: RfaConfig = field(default_factory=RfaConfig)
     owner: OwnerConfig = field(default_factory=OwnerConfig)
     share: ShareConfig = field(default_factory=ShareConfig)
@@ -473,15 +460,15 @@ def parse_config(data: object, *, source_path: Path | None = None) -> Config:
     )
     if "mqtt" not in top:
         r.problems.append("mqtt: required")
-    mqtt = MqttConfig(
+    mqtt = MqttSettings(
         url=r.get(mq, "mqtt", "url", _mqtt_url, "", required=True) or "",
         username=r.get(mq, "mqtt", "username", _str),
         password_file=r.get(mq, "mqtt", "password_file", _path),
         ca_file=r.get(mq, "mqtt", "ca_file", _path),
         cert_file=r.get(mq, "mqtt", "cert_file", _path),
         key_file=r.get(mq, "mqtt", "key_file", _path),
-        protocol=r.value(mq, "mqtt", "protocol", _mqtt_protocol, MqttConfig),
-        keepalive=r.value(mq, "mqtt", "keepalive", _int(5, 3600), MqttConfig),
+        protocol=r.value(mq, "mqtt", "protocol", _mqtt_protocol, MqttSettings),
+        keepalive=r.value(mq, "mqtt", "keepalive", _int(5, 3600), MqttSettings),
     )
     if (mqtt.cert_file is None) != (mqtt.key_file is None):
         r.problems.append("mqtt.cert_file/key_file: give both or neither")

@@ -31,3 +31,7 @@ class SealError(ProtocolError):
 
 class KeyFileError(DoorbellError):
     """A key file is missing, unreadable or malformed."""
+
+
+class MqttSettingsError(DoorbellError):
+    """The MQTT settings cannot be used (bad URL, unreadable password file, ...)."""

@@ -35,9 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -45,42 +43,14 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from foundation.backoff import backoff_s
-from foundation.errors import DoorbellError, MisuseError
+from foundation.errors import MisuseError
+from sync.errors import MqttSettingsError
+from sync.settings import MqttSettings
 
 logger = logging.getLogger(__name__)
 
 SESSION_EXPIRY_S = 14 * 24 * 3600
 MAX_PACKET_BYTES = 64 * 1024
-
-
-class MqttSettingsError(DoorbellError):
-    """The MQTT settings cannot be used (bad URL, unreadable password file, ...)."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MqttSettings:
-    url: str
-    username: str | None = None
-    password_file: Path | None = None
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    protocol: int = 5  # 5, or 4 for MQTT 3.1.1
-    keepalive: int = 60
-    receive_maximum: int = 64  # MQTT 5: unacked messages the broker may have in flight to us
-
-    def endpoint(self) -> tuple[str, int, bool]:
-        """(host, port, tls) from the URL."""
-        parts = urlsplit(self.url)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise MqttSettingsError(f"not an mqtt:// or mqtts:// URL: {self.url!r}")
-        tls = parts.scheme == "mqtts"
-        try:
-            port = parts.port or (8883 if tls else 1883)
-        except ValueError as exc:
-            raise MqttSettingsError(f"bad port in {self.url!r}") from exc
-        return parts.hostname, port, tls
-
 
 _JITTER = random.Random()  # noqa: S311 (jitter, not secrets)
 

@@ -54,11 +54,11 @@ from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConn
 from foundation.errors import DoorbellError
 from foundation.stop import StopSignal
 from sync.netpolicy import address_allowed, upload_url_problem
+from sync.settings import DEFAULT_CHUNK_BYTES
 
 logger = logging.getLogger(__name__)
 
 TUS_VERSION = "1.0.0"
-DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024
 # A pacing slice: small enough that a capped upload is smooth, large enough that an
 # uncapped one is not slowed by per-call overhead.
 _PACE_SLICE = 256 * 1024

@@ -37,7 +37,6 @@ import logging
 import random
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +48,9 @@ from foundation.errors import DoorbellError
 from foundation.stop import EitherStop, StopSignal
 from foundation.wire import ShareState
 from sync.outbox import KINDS, Outbox, ShareJob
+from sync.settings import ShareSettings
 from sync.share import ShareError, build_share
 from sync.tus import (
-    DEFAULT_CHUNK_BYTES,
     ServerInfo,
     TusClient,
     TusError,
@@ -66,19 +65,6 @@ from sync.tus import (
 logger = logging.getLogger(__name__)
 
 StateCallback = Callable[[str, ShareState, str | None], None]
-
-
-@dataclass(frozen=True, kw_only=True)
-class ShareSettings:
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES
-    bandwidth_bytes_per_s: int | None = None
-    max_attempts: int = 12
-    allow_plain_http_loopback: bool = False
-    retry_base_s: float = 2.0
-    retry_cap_s: float = 600.0
-    timeout_s: float = 60.0
-    idle_wait_s: float = 1.0  # how often an idle worker looks at the outbox again
-    max_origins: int = 4  # lanes at once: shares to this many origins run side by side
 
 
 def upload_metadata(job: ShareJob, kind: str, device_id: str) -> dict[str, str]:

@@ -26,9 +26,10 @@ from foundation.clock import Clock, SystemClock
 from recorder.buffer import RollingBuffer
 from sync.geo import cell_of
 from sync.keys import public_key_from_b64
-from sync.mqtt import Backoff, InboundMessage, MqttLink, MqttSettings
+from sync.mqtt import Backoff, InboundMessage, MqttLink
 from sync.outbox import Outbox
 from sync.rfa import DeviceFacts, TrustedAgencyKey
+from sync.settings import MqttSettings
 from tests.sync.factories import DEVICE_ID, DEVICE_LAT, DEVICE_LON
 
 HOUR_MS = 3600 * 1000

@@ -15,7 +15,8 @@ from foundation.clock import FakeClock
 from foundation.times import Window
 from foundation.wire import ShareState
 from sync.keys import SigningKey
-from sync.uploader import ShareSettings, ShareWorker
+from sync.settings import ShareSettings
+from sync.uploader import ShareWorker
 from tests.device.test_flow import Kit, open_kit, pins
 from tests.sync.factories import NOW_MS, AgencyKeys
 

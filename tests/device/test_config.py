@@ -1,5 +1,7 @@
 """The config tree: defaults, every problem reported with its key path, sizes."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -185,18 +187,26 @@ def test_min_free_bytes_may_be_zero_and_defaults_to_the_recorders_own_value() ->
 
 def test_every_default_of_the_config_is_the_one_the_part_uses() -> None:
     """A config left at its defaults gives each part exactly its own defaults."""
-    from device.settings import camera_settings, mqtt_settings, storage_settings
+    from device.settings import camera_settings, storage_settings
     from recorder.settings import CameraSettings, StorageSettings
-    from sync.mqtt import MqttSettings
-    from sync.uploader import ShareSettings
+    from sync.settings import MqttSettings, ShareSettings
 
     config = parse_config(MINIMAL)
     assert camera_settings(config) == CameraSettings(source="synthetic")
     assert storage_settings(config) == StorageSettings(
         dir=config.buffer_dir, segment_seconds=StorageSettings(dir=Path("/x")).segment_seconds
     )
-    assert mqtt_settings(config) == MqttSettings(url=config.mqtt.url)
+    assert config.mqtt == MqttSettings(url=config.mqtt.url)
     assert (config.share.chunk_bytes, config.share.max_attempts) == (
         ShareSettings().chunk_bytes,
         ShareSettings().max_attempts,
     )
+
+
+def test_loading_the_config_does_not_import_the_parts_it_configures() -> None:
+    """The schema takes its defaults from the parts' settings modules, not from the MQTT
+    client or the uploader (paho, requests, numpy: most of a second on a Pi)."""
+    code = "import sys, firmware_config; print(' '.join(sys.modules))"
+    run = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    heavy = {"sync.mqtt", "sync.uploader", "sync.tus", "paho", "requests", "numpy"}
+    assert heavy.isdisjoint(run.stdout.split())

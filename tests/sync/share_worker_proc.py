@@ -19,8 +19,9 @@ from typing import Any
 from device.identity import load_device_identity
 from foundation.clock import SystemClock
 from sync.outbox import Outbox
+from sync.settings import ShareSettings
 from sync.tus import checked_session
-from sync.uploader import ShareSettings, ShareWorker
+from sync.uploader import ShareWorker
 
 
 def main() -> None:

@@ -12,7 +12,9 @@ from contextlib import contextmanager
 
 import pytest
 
-from sync.mqtt import Backoff, InboundMessage, MqttLink, MqttSettings, MqttSettingsError
+from sync.errors import MqttSettingsError
+from sync.mqtt import Backoff, InboundMessage, MqttLink
+from sync.settings import MqttSettings
 from tests.fixtures.mosquitto import MosquittoBroker, Publisher, read_retained
 
 FAST = Backoff(initial_s=0.05, cap_s=0.3)

@@ -27,7 +27,8 @@ from cryptography.x509.oid import NameOID
 from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud.loopback import MOSQUITTO, free_port
-from sync.mqtt import Backoff, InboundMessage, MqttLink, MqttSettings
+from sync.mqtt import Backoff, InboundMessage, MqttLink
+from sync.settings import MqttSettings
 
 TOPIC = "rfa/v1/cell/9q8yy"
 

@@ -23,7 +23,8 @@ from device.identity import load_device_identity
 from foundation.clock import SystemClock
 from foundation.times import Window, parse_time
 from sync.outbox import Outbox
-from sync.uploader import ShareSettings, ShareWorker
+from sync.settings import ShareSettings
+from sync.uploader import ShareWorker
 from tests.sync.factories import AgencyKeys
 from tests.sync.hostile import SlowTusServer
 from tests.sync.sharekit import (

@@ -1,0 +1,56 @@
+"""The sync part's own settings: how to reach the broker and how to upload shares.
+
+The config (firmware_config) builds `MqttSettings` directly and takes `ShareSettings`'
+defaults from here, so each default is written once. This module imports nothing heavy
+(no paho, requests or crypto): loading the config does not pay for the parts it
+configures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from sync.errors import MqttSettingsError
+
+# One tus PATCH carries at most this many bytes (sync.tus).
+DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MqttSettings:
+    url: str
+    username: str | None = None
+    password_file: Path | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    protocol: int = 5  # 5, or 4 for MQTT 3.1.1
+    keepalive: int = 60
+    receive_maximum: int = 64  # MQTT 5: unacked messages the broker may have in flight to us
+
+    def endpoint(self) -> tuple[str, int, bool]:
+        """(host, port, tls) from the URL."""
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise MqttSettingsError(f"not an mqtt:// or mqtts:// URL: {self.url!r}")
+        tls = parts.scheme == "mqtts"
+        try:
+            port = parts.port or (8883 if tls else 1883)
+        except ValueError as exc:
+            raise MqttSettingsError(f"bad port in {self.url!r}") from exc
+        return parts.hostname, port, tls
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShareSettings:
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    bandwidth_bytes_per_s: int | None = None
+    max_attempts: int = 12
+    allow_plain_http_loopback: bool = False
+    retry_base_s: float = 2.0
+    retry_cap_s: float = 600.0
+    timeout_s: float = 60.0
+    idle_wait_s: float = 1.0  # how often an idle worker looks at the outbox again
+    max_origins: int = 4  # lanes at once: shares to this many origins run side by side
