@@ -585,7 +585,9 @@ class OwnerWatch:
                     message.payload, kind=kind, identity=self._identity, device=self._device
                 )
             except OwnerError as exc:
-                print(f"WARNING: ignored a {kind} message: {exc}", file=self._err, flush=True)
+                print(
+                    f"WARNING: ignored a {kind} message: {shown(exc)}", file=self._err, flush=True
+                )
                 return
             last = self._home.last_head(self._device.device_id)
             warning, newer = head_problem(last, opened.audit_head, opened.at_ms)

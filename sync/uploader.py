@@ -44,6 +44,7 @@ from typing import Any
 import requests
 
 from foundation.clock import Clock
+from foundation.display import shown
 from foundation.errors import DoorbellError
 from foundation.stop import EitherStop, StopSignal
 from sync.outbox import KINDS, Outbox, ShareJob
@@ -237,7 +238,7 @@ class ShareWorker:
         try:
             self._on_state(rfa_id, state, error)
         except Exception:
-            logger.exception("on_state callback failed for share %s", rfa_id)
+            logger.exception("on_state callback failed for share %s", shown(rfa_id))
 
     def _set_state(self, job: ShareJob, state: str, error: str | None = None) -> bool:
         changed = self._outbox.set_state(
@@ -273,7 +274,7 @@ class ShareWorker:
                 job = refreshed
             self._upload(job, progressed, share_stop)
         except _Cancelled:
-            logger.info("share %s cancelled during upload", job.rfa_id)
+            logger.info("share %s cancelled during upload", shown(job.rfa_id))
             self._outbox.delete_files(job.rfa_id)  # a build may have finished meanwhile
             return
         except (ShareError, TusRefused) as exc:
@@ -291,10 +292,10 @@ class ShareWorker:
             return
         self._outbox.delete_files(job.rfa_id)
         self._set_state(job, "done")
-        logger.info("share %s done", job.rfa_id)
+        logger.info("share %s done", shown(job.rfa_id))
 
     def _fail(self, job: ShareJob, error: str) -> None:
-        logger.warning("share %s failed: %s", job.rfa_id, error)
+        logger.warning("share %s failed: %s", shown(job.rfa_id), shown(error))
         if not job.built:
             self._outbox.delete_files(job.rfa_id)
         self._set_state(job, "failed", error)
@@ -312,7 +313,7 @@ class ShareWorker:
             rng=self._rng,
         )
         now = self._clock.wall_ms()
-        logger.info("share %s: %s; retrying in %.1f s", job.rfa_id, error, delay)
+        logger.info("share %s: %s; retrying in %.1f s", shown(job.rfa_id), shown(error), delay)
         self._outbox.record_failure(
             job.rfa_id,
             error=error,
@@ -398,13 +399,20 @@ class ShareWorker:
             if "termination" not in info.extensions:
                 return
         except TusError as exc:
-            logger.info("share %s: could not ask to delete its uploads: %s", rfa_id, exc)
+            logger.info(
+                "share %s: could not ask to delete its uploads: %s", shown(rfa_id), shown(exc)
+            )
             return
         for obj in partial:
             try:
                 client.terminate(obj.upload_url or "")
             except TusError as exc:
-                logger.info("share %s: could not delete the %s upload: %s", rfa_id, obj.kind, exc)
+                logger.info(
+                    "share %s: could not delete the %s upload: %s",
+                    shown(rfa_id),
+                    obj.kind,
+                    shown(exc),
+                )
 
     def _upload_object(
         self,
@@ -423,7 +431,7 @@ class ShareWorker:
                 offset = client.offset(location)
             except TusGone:
                 logger.info(
-                    "share %s: server lost the %s upload; creating it anew", job.rfa_id, kind
+                    "share %s: server lost the %s upload; creating it anew", shown(job.rfa_id), kind
                 )
                 location = None
             else:
