@@ -60,9 +60,7 @@ def test_hostile_strings_reach_the_log_only_escaped(world: World) -> None:
         span = world.buffer_span()
         assert span is not None
         window = Window(span[1] - 2000, span[1])
-        base = world.rfa(
-            window, upload_url=evil_server.url, email=SECRET_EMAIL, phone=SECRET_PHONE
-        )
+        base = world.rfa(window, upload_url=evil_server.url, email=SECRET_EMAIL, phone=SECRET_PHONE)
         refused = {
             "id": signed(world, base, id=EVIL + str(uuid.uuid4())),
             "agency.name": signed(world, base, id=str(uuid.uuid4()), **{"agency.name": EVIL}),
