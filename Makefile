@@ -7,9 +7,11 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 # python3-venv: Debian's python3 cannot make a venv without it; systemd: systemd-analyze,
-# which the unit-file tests use; ca-certificates: pip's HTTPS to PyPI.
+# which the unit-file tests use; ca-certificates: pip's HTTPS to PyPI; chromium: the
+# console's browser tests, driven by Playwright, whose own node needs libatomic1 (which
+# nothing else here pulls in on a minimal Debian 12).
 DEB_PACKAGES := python3 python3-venv ca-certificates systemd mosquitto mosquitto-clients age \
-	ffmpeg openssl shellcheck chromium chromium-driver debootstrap
+	ffmpeg openssl shellcheck chromium libatomic1 debootstrap
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test lint typecheck unit distro pi-smoke bench deps venv clean
@@ -20,7 +22,7 @@ deps:
 	done; \
 	if [ -n "$$missing" ]; then \
 	  if [ -n "$(SUDO)" ] && ! command -v sudo >/dev/null; then \
-	    echo "make: missing Debian packages:$$missing; install them as root (su -c 'apt-get install$$missing'), or install sudo"; \
+	    echo "make: missing Debian packages:$$missing; install them as root (su -c 'apt-get update && apt-get install -y$$missing'), or install sudo"; \
 	    exit 1; \
 	  fi; \
 	  echo "installing Debian packages:$$missing"; \
