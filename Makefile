@@ -42,7 +42,7 @@ $(BIN)/python: | deps
 
 $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[test,dev]"
 	touch $@
 
 venv: $(VENV)/.installed

@@ -26,6 +26,13 @@ truncates away, and the rejection counts of the current minute, which are held i
 message. An entry that reached the disk but whose head was not yet rewritten is signed on
 the next open.
 
+A head written by protocol revision 1.0 names e_n, the hash of entry n, instead of the
+chain value h_n (same file, same signed message). `open` upgrades it: when its signature
+verifies and e_n is the hash of the last entry of an intact chain (or of the one before
+it, an append a power cut interrupted), it signs the 1.1 head of that chain, logs one
+line and appends ``audit_upgraded`` (the revision, n and e_n). Anything else that does
+not verify is still set aside as below.
+
 A brand-new log gets its empty head (n = 0) when it is created, so a head file that is
 missing while entries exist is never mistaken for a first start. If the files on disk do
 not extend the signed head (edited, cut, head deleted), `open` never signs over them: it
@@ -162,7 +169,16 @@ class AuditLog:
             and report.entries == signed.entries + 1
         )
         kept_as: str | None = None
-        if interrupted:
+        upgraded = report.legacy
+        if upgraded:
+            # Verified above: the head is this chain's protocol 1.0 head. Re-sign it in
+            # the 1.1 form rather than report a reset the owner would take for tampering.
+            logger.info(
+                "audit log: upgraded its protocol 1.0 head (%d entries, verified) to the "
+                "1.1 chain value",
+                report.entries,
+            )
+        elif interrupted:
             logger.info("audit log: signing the head of an append a power cut interrupted")
         elif not report.ok and not brand_new:
             # Edited, cut, or its head file missing while entries exist: never re-sign it.
@@ -191,6 +207,12 @@ class AuditLog:
                     "first_broken": report.first_broken,
                     "kept_as": kept_as,
                 },
+            )
+        elif upgraded:
+            log._write_head()
+            log.append(
+                "audit_upgraded",
+                {"from_revision": "1.0", "entries": report.entries, "entry_sha256": last},
             )
         elif interrupted or brand_new:
             log._write_head()

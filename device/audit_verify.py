@@ -50,6 +50,9 @@ class AuditReport:
     problem: str | None
     head: AuditHead | None = None
     torn_tail: bool = False
+    # The head is a valid protocol 1.0 head of this chain (see `_legacy_head`): the
+    # daemon upgrades it to the 1.1 form when it starts.
+    legacy: bool = False
 
 
 def head_path_for(path: Path) -> Path:
@@ -169,6 +172,21 @@ def _check_head(raw: bytes | None, public_key: Ed25519PublicKey) -> _SignedHead:
     return _SignedHead(entries, sha, None)
 
 
+def _legacy_head(chain: _Chain, vouched: int, sha256: str) -> bool:
+    """Is a verified head `(vouched, sha256)` the protocol 1.0 head of this intact chain?
+
+    Revision 1.0 signed the hash e_n of the last entry instead of the chain value h_n
+    (same file, same signed message). Since every entry's line holds the hash of the one
+    before, e_n commits to the whole history up to n just as h_n does, so such a head
+    vouches for the same entries and can be re-signed in the 1.1 form without trusting
+    anything the signature did not cover. Only the whole log (n = all entries), or all
+    but one (an append whose head a power cut lost, as in 1.1), qualify."""
+    count = len(chain.entries)
+    if chain.problem is not None or vouched not in (count, count - 1) or vouched < 1:
+        return False
+    return chain.entries[vouched - 1].sha256 == sha256
+
+
 def _read_optional(path: Path) -> bytes | None:
     try:
         return path.read_bytes()
@@ -197,6 +215,17 @@ def _inspect(data: bytes, head_raw: bytes | None, public_key: Ed25519PublicKey) 
             torn,
         )
     head = chain.head(vouched)
+    if head.sha256 != signed.sha256 and _legacy_head(chain, vouched, signed.sha256):
+        return AuditReport(
+            False,
+            count,
+            None,
+            f"the signed head of {vouched} entries is in the protocol 1.0 form (it names "
+            "the last entry's hash, not the chain value); doorbelld upgrades it when it starts",
+            None,
+            torn,
+            legacy=True,
+        )
     if head.sha256 != signed.sha256:
         return AuditReport(
             False,

@@ -25,6 +25,7 @@ from typing import Any
 
 from foundation.clock import Clock
 from foundation.errors import RecorderError
+from foundation.stop import EitherStop
 from recorder.buffer import BufferLock, RollingBuffer, Segment
 from recorder.health import HealthCounters, RecorderHealth
 from recorder.settings import StorageSettings
@@ -156,7 +157,7 @@ class Recorder:
 
     def _capture_loop(self) -> None:
         halt = self._halt
-        stop = _EitherStop(self._stop, halt)
+        stop = EitherStop(self._stop, halt)
         source_dropped = self._source.dropped
         try:
             while not stop.is_set():
@@ -363,30 +364,3 @@ class Recorder:
             last_ms=max((s.end_ms for s in segs), default=None),
             synchronized=all(s.synchronized for s in segs),
         )
-
-
-class _EitherStop:
-    """Set when either the caller's stop or the recorder's own halt is set."""
-
-    def __init__(self, *events: StopSignal) -> None:
-        self._events = events
-
-    def is_set(self) -> bool:
-        return any(e.is_set() for e in self._events)
-
-    def wait(self, timeout: float | None = None) -> bool:
-        # Poll in short steps: two events cannot be waited on together.
-        step = 0.05
-        remaining = timeout
-        while not self.is_set():
-            if remaining is not None and remaining <= 0:
-                return False
-            delay = step if remaining is None else min(step, remaining)
-            self._events[0].wait(delay)
-            if remaining is not None:
-                remaining -= delay
-        return True
-
-    def set(self) -> None:
-        for e in self._events:
-            e.set()

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from foundation.clock import Clock
 from foundation.errors import RecorderError
+from foundation.stop import StopSignal
 
 if TYPE_CHECKING:
     import numpy as np
@@ -42,18 +43,6 @@ class EncodedFrame:
     capture_ms: int
     monotonic: float
     synchronized: bool
-
-
-class StopSignal(Protocol):
-    """What the recorder is stopped by: a threading.Event, or anything as cheap to ask.
-    (Never a multiprocessing Event: its lock is shared with a process that can die
-    holding it.)"""
-
-    def is_set(self) -> bool: ...
-
-    def wait(self, timeout: float | None = None) -> bool: ...
-
-    def set(self) -> None: ...
 
 
 class CameraSource(Protocol):

@@ -219,20 +219,25 @@ class Outbox:
             objects=objects,
         )
 
-    def next_due(self, now_ms: int) -> tuple[ShareJob | None, int | None]:
-        """The oldest active job whose time has come, else the moment the next one is due."""
+    def due(self, now_ms: int) -> tuple[list[ShareJob], int | None]:
+        """The active jobs whose time has come, oldest first, and the moment the next of
+        the others is due (None: no other active job)."""
         with self._lock:
-            row = self._db.execute(
-                "SELECT rfa_id FROM jobs WHERE state IN ('queued','uploading')"
-                " AND next_attempt_ms <= ? ORDER BY created_ms, rfa_id LIMIT 1",
-                (now_ms,),
-            ).fetchone()
-            if row is not None:
-                return self.job(row[0]), None
+            ids = [
+                row[0]
+                for row in self._db.execute(
+                    "SELECT rfa_id FROM jobs WHERE state IN ('queued','uploading')"
+                    " AND next_attempt_ms <= ? ORDER BY created_ms, rfa_id",
+                    (now_ms,),
+                )
+            ]
             later = self._db.execute(
                 "SELECT MIN(next_attempt_ms) FROM jobs WHERE state IN ('queued','uploading')"
+                " AND next_attempt_ms > ?",
+                (now_ms,),
             ).fetchone()
-        return None, (None if later[0] is None else int(later[0]))
+            jobs = [job for job in map(self.job, ids) if job is not None]
+        return jobs, (None if later[0] is None else int(later[0]))
 
     def shares(self, now_ms: int) -> list[dict[str, Any]]:
         """protocol.md §6.3 entries: the last 7 days, at most 20, newest first."""

@@ -51,6 +51,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 
 from foundation.errors import DoorbellError
+from foundation.stop import StopSignal
 from sync.netpolicy import address_allowed, upload_url_problem
 
 logger = logging.getLogger(__name__)
@@ -237,7 +238,7 @@ class TokenBucket:
         self,
         rate: int,
         *,
-        stop: threading.Event,
+        stop: StopSignal,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if rate <= 0:
@@ -300,7 +301,8 @@ def encode_metadata(metadata: Mapping[str, str]) -> str:
     return ",".join(parts)
 
 
-def _origin(url: str) -> tuple[str, str, int]:
+def origin_of(url: str) -> tuple[str, str, int]:
+    """An upload URL's origin: (scheme, host, port), the port filled in by its scheme."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     port = parts.port or (443 if scheme == "https" else 80)
@@ -335,7 +337,7 @@ class TusClient:
         upload_url: str,
         options: TusOptions,
         session: requests.Session,
-        stop: threading.Event,
+        stop: StopSignal,
     ) -> None:
         problem = upload_url_problem(
             upload_url, allow_plain_http_loopback=options.allow_plain_http_loopback
@@ -439,7 +441,11 @@ class TusClient:
         if not value:
             raise TusRefused("creation answered without a Location")
         location = urljoin(self.upload_url, value)
-        if _origin(location) != _origin(self.upload_url):
+        try:
+            same_origin = origin_of(location) == origin_of(self.upload_url)
+        except ValueError:  # a port that is not a number
+            raise TusRefused("server returned a malformed Location") from None
+        if not same_origin:
             raise TusRefused("server returned a Location on another origin")
         problem = upload_url_problem(
             location, allow_plain_http_loopback=self._options.allow_plain_http_loopback

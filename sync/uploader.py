@@ -12,8 +12,23 @@ Failures: a permanent error (a 4xx, a refused address or Location, a bad recipie
 footage, a full disk) ends the share `failed` at once; a transient one (5xx, network) is
 retried after a capped exponential backoff with jitter, and after `max_attempts`
 consecutive attempts without progress the share ends `failed` with the last error.
-`on_state(rfa_id, state, error)` is called on every state change; the daemon audits it
-and releases the pin on done/failed/cancelled.
+`on_state(rfa_id, state, error)` is called on every state change (from the lane that
+made it, or from the caller of `cancel`/`retry`); the daemon audits it and releases the
+pin on done/failed/cancelled.
+
+Lanes: shares to one upload origin (scheme, host, port) run one after another, each
+origin in a lane (a thread) of its own, at most `ShareSettings.max_origins` lanes at
+once. One slow or hostile server then holds back only the shares to its own origin:
+a share to another origin never waits for it (unless every lane is busy, see
+docs/security.md). A lane lives while its origin has a due share; the dispatcher
+(`run`) starts lanes and nothing else. The active count bounds the lanes as well, so
+their memory is at most one chunk each. Builds run one at a time, whichever lane
+asks: a build reads the buffer and encrypts (work for the Pi's cores, shared with
+the recorder) and never waits on a server.
+
+Cancel: each share attempt watches a stop of its own, set by `cancel` or by the
+daemon's stop, so a cancel cuts the share's HTTP exchange at once (sync.tus) instead of
+waiting for the exchange, or the chunk, to end.
 """
 
 from __future__ import annotations
@@ -30,10 +45,12 @@ import requests
 
 from foundation.clock import Clock
 from foundation.errors import DoorbellError
+from foundation.stop import EitherStop, StopSignal
 from sync.outbox import KINDS, Outbox, ShareJob
 from sync.share import ShareError, build_share
 from sync.tus import (
     DEFAULT_CHUNK_BYTES,
+    ServerInfo,
     TusClient,
     TusError,
     TusGone,
@@ -41,6 +58,7 @@ from sync.tus import (
     TusRefused,
     TusTransient,
     checked_session,
+    origin_of,
 )
 
 logger = logging.getLogger(__name__)
@@ -58,6 +76,7 @@ class ShareSettings:
     retry_cap_s: float = 600.0
     timeout_s: float = 60.0
     idle_wait_s: float = 1.0  # how often an idle worker looks at the outbox again
+    max_origins: int = 4  # lanes at once: shares to this many origins run side by side
 
 
 def backoff_s(attempts: int, *, base_s: float, cap_s: float, rng: random.Random) -> float:
@@ -85,8 +104,18 @@ class _Cancelled(DoorbellError):
     pass
 
 
+def lane_of(upload_url: str) -> tuple[str, str, int]:
+    """The lane a share runs in: its upload origin. (A URL whose port is not a number is
+    refused by the client; it still gets a lane of its own, so the refusal is recorded.)"""
+    try:
+        return origin_of(upload_url)
+    except ValueError:
+        return ("", upload_url, 0)
+
+
 class ShareWorker:
-    """One thread's loop over the outbox. Collaborators come in; nothing opens in here."""
+    """The dispatcher over the outbox and its lanes. Collaborators come in; nothing
+    opens in here."""
 
     def __init__(
         self,
@@ -115,11 +144,15 @@ class ShareWorker:
         )
         self._rng = rng or random.Random()  # noqa: S311 (jitter, not secrets)
         self._wake = threading.Event()
+        self._lock = threading.Lock()  # guards the two maps below
+        self._lanes: dict[tuple[str, str, int], threading.Thread] = {}
+        self._cancels: dict[str, threading.Event] = {}  # share under way -> its cancel
+        self._build_lock = threading.Lock()
 
     # -- control
 
     def wake(self) -> None:
-        """Look at the outbox now (a new job, a retry)."""
+        """Look at the outbox now (a new job, a retry, a lane that ended)."""
         self._wake.set()
 
     def retry(self, rfa_id: str) -> bool:
@@ -133,31 +166,70 @@ class ShareWorker:
         if not self._outbox.cancel(rfa_id, now_ms=self._clock.wall_ms()):
             return False
         self._notify(rfa_id, "cancelled", None)
+        with self._lock:
+            under_way = self._cancels.get(rfa_id)
+        if under_way is not None:
+            under_way.set()  # cuts the share's exchange now
         self.wake()
         return True
 
-    def run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                delay = self.run_once()
-            except Exception:  # a loop boundary: log and carry on after a pause
-                logger.exception("share worker step failed")
-                delay = self._settings.retry_base_s
-            if delay is None:
-                continue
-            self._wake.wait(min(delay, self._settings.idle_wait_s))
-            self._wake.clear()
+    def lanes(self) -> int:
+        """How many lanes are running (for tests and status)."""
+        with self._lock:
+            return len(self._lanes)
 
-    def run_once(self) -> float | None:
-        """Work on the next due job; returns how long to wait (None: look again now)."""
+    def run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self._wake.clear()
+                try:
+                    delay = self.run_once()
+                except Exception:  # a loop boundary: log and carry on after a pause
+                    logger.exception("share dispatcher step failed")
+                    delay = self._settings.retry_base_s
+                self._wake.wait(min(delay, self._settings.idle_wait_s))
+        finally:
+            # The lanes watch the same stop and end within one poll of it.
+            with self._lock:
+                running = list(self._lanes.values())
+            for lane in running:
+                lane.join(timeout=30)
+
+    def run_once(self) -> float:
+        """Start a lane for each origin with a due share and none yet (while lanes are
+        free); returns how long until the outbox is worth another look."""
         now = self._clock.wall_ms()
-        job, due_ms = self._outbox.next_due(now)
-        if job is None:
-            if due_ms is None:
-                return self._settings.idle_wait_s
-            return max(0.0, (due_ms - now) / 1000)
-        self._process(job)
-        return None
+        due, later_ms = self._outbox.due(now)
+        with self._lock:
+            for job in due:
+                origin = lane_of(job.rfa.upload_url)
+                if origin in self._lanes or len(self._lanes) >= self._settings.max_origins:
+                    continue
+                lane = threading.Thread(
+                    target=self._lane, args=(origin,), name="share-lane", daemon=True
+                )
+                self._lanes[origin] = lane
+                lane.start()
+        if later_ms is None:
+            return self._settings.idle_wait_s
+        return max(0.0, (later_ms - now) / 1000)
+
+    def _lane(self, origin: tuple[str, str, int]) -> None:
+        """Work on the due shares of one origin, oldest first, until none is due."""
+        try:
+            while not self._stop.is_set():
+                due, _later = self._outbox.due(self._clock.wall_ms())
+                job = next((j for j in due if lane_of(j.rfa.upload_url) == origin), None)
+                if job is None:
+                    return
+                self._process(job)
+        except Exception:  # a loop boundary: log, pause, and let the dispatcher restart it
+            logger.exception("share lane step failed")
+            self._stop.wait(self._settings.retry_base_s)
+        finally:
+            with self._lock:
+                self._lanes.pop(origin, None)
+            self.wake()
 
     # -- one job
 
@@ -176,17 +248,30 @@ class ShareWorker:
         return changed
 
     def _process(self, job: ShareJob) -> None:
+        cancelled = threading.Event()
+        with self._lock:
+            self._cancels[job.rfa_id] = cancelled
+        try:
+            self._attempt(job, EitherStop(cancelled, self._stop))
+        finally:
+            with self._lock:
+                self._cancels.pop(job.rfa_id, None)
+
+    def _attempt(self, job: ShareJob, share_stop: StopSignal) -> None:
         if job.state == "queued" and not self._set_state(job, "uploading"):
             return
+        if self._outbox.state(job.rfa_id) != "uploading":
+            return  # cancelled before its cancel could reach this attempt
         progressed = [False]
         try:
             if not job.built:
-                self._build(job)
+                with self._build_lock:
+                    self._build(job)
                 refreshed = self._outbox.job(job.rfa_id)
                 if refreshed is None:
                     return
                 job = refreshed
-            self._upload(job, progressed)
+            self._upload(job, progressed, share_stop)
         except _Cancelled:
             logger.info("share %s cancelled during upload", job.rfa_id)
             self._outbox.delete_files(job.rfa_id)  # a build may have finished meanwhile
@@ -258,7 +343,7 @@ class ShareWorker:
             sizes={"manifest": built.manifest_bytes, "clip": built.clip_bytes},
         )
 
-    def _upload(self, job: ShareJob, progressed: list[bool]) -> None:
+    def _upload(self, job: ShareJob, progressed: list[bool], share_stop: StopSignal) -> None:
         url = job.rfa.upload_url
         loopback = self._settings.allow_plain_http_loopback and url.startswith("http://")
         options = TusOptions(
@@ -269,43 +354,57 @@ class ShareWorker:
         )
         session = self._session_factory(loopback)
         try:
-            client = TusClient(upload_url=url, options=options, session=session, stop=self._stop)
+            client = TusClient(upload_url=url, options=options, session=session, stop=share_stop)
             info = None
-            for kind in KINDS:
-                obj = job.object(kind)
-                if obj is None:
-                    raise ShareError("outbox lost track of an object", permanent=False)
-                if obj.done:
-                    continue  # a finished object is never sent again
-                path = self._outbox.object_path(job.rfa_id, kind)
-                if not path.exists():
-                    raise ShareError(f"the encrypted {kind} is missing from the outbox")
-                if info is None:
-                    info = client.server_info()
-                    if info.max_size is not None and obj.size > info.max_size:
-                        raise TusRefused("the share is larger than the server accepts")
-                try:
+            try:
+                for kind in KINDS:
+                    obj = job.object(kind)
+                    if obj is None:
+                        raise ShareError("outbox lost track of an object", permanent=False)
+                    if obj.done:
+                        continue  # a finished object is never sent again
+                    path = self._outbox.object_path(job.rfa_id, kind)
+                    if not path.exists():
+                        raise ShareError(f"the encrypted {kind} is missing from the outbox")
+                    if info is None:
+                        info = client.server_info()
+                        if info.max_size is not None and obj.size > info.max_size:
+                            raise TusRefused("the share is larger than the server accepts")
                     self._upload_object(
                         job, kind, obj, path, client, info.sha1_checksum, progressed
                     )
-                except _Cancelled:
-                    if "termination" in info.extensions:
-                        self._terminate(job.rfa_id, client)
+            except (_Cancelled, TusError, ShareError, OSError):
+                if self._stop.is_set() or self._outbox.state(job.rfa_id) != "cancelled":
                     raise
+                # Cancelled, between chunks or in the middle of an exchange: the share's
+                # own client is stopped, so the clean-up goes through one that is not.
+                cleanup = TusClient(
+                    upload_url=url, options=options, session=session, stop=self._stop
+                )
+                self._terminate(job.rfa_id, cleanup, info)
+                raise _Cancelled() from None
         finally:
             session.close()
 
-    def _terminate(self, rfa_id: str, client: TusClient) -> None:
-        """Best effort: ask the server to drop the partial uploads of a cancelled share."""
+    def _terminate(self, rfa_id: str, client: TusClient, info: ServerInfo | None) -> None:
+        """Best effort: ask the server to drop the partial uploads of a cancelled share
+        (when it offers termination; asked first if the cancel came before its answer)."""
         current = self._outbox.job(rfa_id)
-        for obj in current.objects if current else ():
-            if obj.upload_url and not obj.done:
-                try:
-                    client.terminate(obj.upload_url)
-                except TusError as exc:
-                    logger.info(
-                        "share %s: could not delete the %s upload: %s", rfa_id, obj.kind, exc
-                    )
+        partial = [o for o in (current.objects if current else ()) if o.upload_url and not o.done]
+        if not partial:
+            return
+        try:
+            info = info or client.server_info()
+            if "termination" not in info.extensions:
+                return
+        except TusError as exc:
+            logger.info("share %s: could not ask to delete its uploads: %s", rfa_id, exc)
+            return
+        for obj in partial:
+            try:
+                client.terminate(obj.upload_url or "")
+            except TusError as exc:
+                logger.info("share %s: could not delete the %s upload: %s", rfa_id, obj.kind, exc)
 
     def _upload_object(
         self,

@@ -3,7 +3,7 @@
 # checkout SRC_DIR, on top of the distribution's Python, PyAV and numpy.
 #
 # install-pi.sh runs it with the `pi` extra; the distro tests (tests/distro/run.sh) run
-# the very same script inside Debian trees with the `dev` extra (test tools; the `pi`
+# the very same script inside Debian trees with the `test` extra (the tools that run the suite; the `pi`
 # extra's lgpio exists as a Debian package only on Raspberry Pi OS).
 #
 # PyAV must exist once in the process: picamera2 imports `av` too, and a venv copy would
@@ -83,8 +83,22 @@ with open(sys.argv[1], "w", encoding="utf-8") as out:
     out.write("\n".join(lines) + "\n")
 EOF
 
+# lgpio (the `pi` extra, gpiozero's pin backend): Raspberry Pi OS has it as python3-lgpio,
+# which the venv sees and pip then leaves alone. Elsewhere (plain Debian arm64, which has
+# no python3-lgpio) PyPI has wheels only up to Python 3.12, so pip builds its source;
+# PYPI=1 tells lgpio's own setup.py to link its C library in statically (Debian has no
+# liblgpio either), and swig must be there to generate the wrapper.
+pip_env=()
+if grep -q '^lgpio' "$workdir/requirements.txt" && ! /usr/bin/python3 -c 'import lgpio' 2>/dev/null; then
+    command -v swig >/dev/null ||
+        die "lgpio must be built from source here (no python3-lgpio): apt-get install python3-lgpio on Raspberry Pi OS, or swig elsewhere"
+    say "building lgpio from source (the system has no python3-lgpio)"
+    pip_env=(PYPI=1)
+fi
+
 say "installing its dependencies (PyAV and numpy come from the distribution)"
-"$venv/bin/pip" install --quiet -c "$workdir/constraints.txt" -r "$workdir/requirements.txt"
+env "${pip_env[@]}" "$venv/bin/pip" install --quiet -c "$workdir/constraints.txt" \
+    -r "$workdir/requirements.txt"
 
 # An earlier install may have left a PyAV in the venv; it must go (it would shadow
 # python3-av). pip does not touch the system's copy from inside the venv.

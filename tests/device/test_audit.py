@@ -433,3 +433,94 @@ def test_recent_lists_the_last_32_entry_hashes_oldest_first(tmp_path, key, clock
     reopened = AuditLog.open(path, key, clock=clock)
     assert reopened.head() == head
     reopened.close()
+
+
+# --- upgrading from protocol revision 1.0 --------------------------------------------------
+
+
+def write_1_0_log(path: Path, key: SigningKey, n: int, *, vouched: int | None = None) -> None:
+    """A log as revision 1.0 wrote it, by its rules (git history, device/audit.py before
+    the chain values): the same entry lines, and a head naming e_n, the SHA-256 of entry
+    n's line (64 zeros when empty), signed over `doorbell-audit-head\\n{n}\\n{e_n}`."""
+    import hashlib
+
+    lines = []
+    prev = GENESIS
+    for i in range(n):
+        doc = {
+            "seq": i + 1,
+            "at": f"2026-11-2{i % 8 + 1}T10:00:00Z",
+            "event": "rfa_accepted",
+            "fields": {"rfa_id": f"id-{i}", "agency_id": "sfpd", "case_number": str(i)},
+            "prev": prev,
+        }
+        line = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        lines.append(line)
+        prev = hashlib.sha256(line).hexdigest()
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    count = n if vouched is None else vouched
+    sha = GENESIS if count == 0 else hashlib.sha256(lines[count - 1]).hexdigest()
+    head = {
+        "v": 1,
+        "entries": count,
+        "sha256": sha,
+        "kid": key.kid,
+        "sig": b64url_encode(key.sign(head_message(count, sha))),
+    }
+    head_path_for(path).write_bytes(json.dumps(head, separators=(",", ":")).encode() + b"\n")
+
+
+@pytest.mark.parametrize("vouched", [5, 4], ids=["whole-log", "interrupted-append"])
+def test_a_1_0_head_is_verified_and_upgraded_not_reported_as_a_reset(
+    tmp_path, key, clock, caplog, vouched
+):
+    path = tmp_path / "audit.jsonl"
+    write_1_0_log(path, key, 5, vouched=vouched)
+    before = path.read_bytes()
+    report = verify_audit(path, key.public)
+    assert not report.ok and report.legacy and "1.0" in (report.problem or "")
+    with caplog.at_level("INFO", logger="device.audit"):
+        log = AuditLog.open(path, key, clock=clock)
+    events = [e.event for e in log.entries()]
+    assert events == ["rfa_accepted"] * 5 + ["audit_upgraded"]  # history kept, no reset
+    assert path.read_bytes().startswith(before)  # not one byte of it rewritten
+    assert not list(tmp_path.glob("*.broken-*"))
+    upgraded = list(log.entries())[-1]
+    assert upgraded.fields["from_revision"] == "1.0" and upgraded.fields["entries"] == 5
+    assert upgraded.fields["entry_sha256"] == upgraded.prev
+    lines = [r.getMessage() for r in caplog.records if "protocol 1.0" in r.getMessage()]
+    assert len(lines) == 1 and "upgraded" in lines[0]
+    assert verify_audit(path, key.public).ok
+    assert log.head().entries == 6 and len(log.head().recent) == 6
+    log.append("expired", {"rfa_id": RFA_ID})
+    log.close()
+    reopened = AuditLog.open(path, key, clock=clock)  # the upgrade happens once
+    assert [e.event for e in reopened.entries()][-2:] == ["audit_upgraded", "expired"]
+
+
+def test_a_1_0_log_that_was_edited_is_still_a_reset(tmp_path, key, clock):
+    path = tmp_path / "audit.jsonl"
+    write_1_0_log(path, key, 4)
+    path.write_bytes(path.read_bytes().replace(b'"id-3"', b'"id-X"'))  # the last entry
+    assert not verify_audit(path, key.public).legacy
+    log = AuditLog.open(path, key, clock=clock)
+    assert [e.event for e in log.entries()] == ["audit_reset"]
+
+
+def test_a_1_0_log_cut_short_is_still_a_reset(tmp_path, key, clock):
+    path = tmp_path / "audit.jsonl"
+    write_1_0_log(path, key, 4, vouched=2)  # two entries beyond what the head vouches for
+    assert not verify_audit(path, key.public).legacy
+    log = AuditLog.open(path, key, clock=clock)
+    assert [e.event for e in log.entries()] == ["audit_reset"]
+
+
+def test_a_1_0_head_signed_by_another_key_or_deleted_is_still_a_reset(tmp_path, key, clock):
+    path = tmp_path / "audit.jsonl"
+    write_1_0_log(path, SigningKey.generate(), 3)
+    assert [e.event for e in AuditLog.open(path, key, clock=clock).entries()] == ["audit_reset"]
+    other = tmp_path / "other" / "audit.jsonl"
+    other.parent.mkdir()
+    write_1_0_log(other, key, 3)
+    head_path_for(other).unlink()
+    assert [e.event for e in AuditLog.open(other, key, clock=clock).entries()] == ["audit_reset"]

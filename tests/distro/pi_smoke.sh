@@ -3,7 +3,8 @@
 # user space run under qemu-user-static, make the venv as install-pi.sh does
 # (systemd/venv.sh with the `pi` extra: real aarch64 wheels, python-geohash built from
 # source, an opencv-python-headless that fits the system numpy), then record, export,
-# and build and verify a share there, through the suite's own tests for those.
+# and build a share and check it with the agency's verifier there, through the suite's own
+# tests for those.
 #
 # Slow (everything runs emulated), so not part of `make test`. Runs as root; registers
 # qemu's aarch64 binfmt handler if this machine has none.
@@ -27,8 +28,10 @@ fi
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 start=$SECONDS
-DOORBELL_DISTRO_EXTRAS="pi dev" "$here/run.sh" trixie arm64 \
+DOORBELL_DISTRO_EXTRAS="pi test" "$here/run.sh" trixie arm64 \
     tests/distro/test_avcompat.py \
     "tests/device/test_cli.py::test_record_then_clip_round_trip_and_the_errors" \
-    "tests/sync/test_share.py::test_named_share_decrypts_verifies_and_holds_exactly_the_window"
+    "tests/sync/test_share.py::test_named_share_decrypts_verifies_and_holds_exactly_the_window" \
+    "tests/cloud/test_verify.py::test_a_good_named_share_verifies" \
+    "tests/cloud/test_verify.py::test_a_frame_outside_the_approved_window_fails"
 printf '==> pi-smoke passed in %d s\n' $((SECONDS - start))

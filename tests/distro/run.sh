@@ -5,7 +5,7 @@
 # export, share and whole-daemon tests there, in a chroot. On trixie, PyPI's picamera2
 # is installed over Debian's libcamera bindings first (Debian has no python3-picamera2),
 # for tests/distro/test_picamera2_api.py. DOORBELL_DISTRO_EXTRAS names the package's
-# extras for the venv (default `dev`, the test tools).
+# extras for the venv (default `test`, the tools that run the suite).
 #
 # Runs as root. All mounts live in a private mount namespace and go with it.
 set -euo pipefail
@@ -28,6 +28,7 @@ repo="$(cd "$here/../.." && pwd)"
 cache=${DOORBELL_ROOTFS_CACHE:-/var/cache/doorbell-rootfs}
 
 tree="$("$here/rootfs.sh" "$release" "$arch")"
+echo "==> $release $arch tree ready after $SECONDS s"
 exec 9>"$cache/.lock-run-$release-$arch"
 flock 9 # one run per tree at a time
 
@@ -85,6 +86,7 @@ unshare --mount --propagation private bash -euo pipefail -c '
     }
     # shellcheck disable=SC2086 # the extras are words
     in_tree /src/systemd/venv.sh /opt/doorbell /src $extras
+    echo "==> venv made in $SECONDS s"
     if [[ $release == trixie && $arch == amd64 ]]; then
         numpy=$(in_tree /usr/bin/python3 -c "import numpy; print(numpy.__version__)")
         echo "==> installing PyPI picamera2 over the distribution libcamera"
@@ -93,4 +95,4 @@ unshare --mount --propagation private bash -euo pipefail -c '
     fi
     cd "$tree/src"
     in_tree /bin/sh -c "cd /src && exec python -m pytest -q -p no:cacheprovider \"\$@\"" pytest "$@"
-' run "$tree" "$cache/pip-$release-$arch" "$release" "$arch" "${DOORBELL_DISTRO_EXTRAS:-dev}" "$@"
+' run "$tree" "$cache/pip-$release-$arch" "$release" "$arch" "${DOORBELL_DISTRO_EXTRAS:-test}" "$@"

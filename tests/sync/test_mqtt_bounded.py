@@ -12,17 +12,9 @@ import psutil
 from paho.mqtt.enums import CallbackAPIVersion
 
 from sync.mqtt import MAX_PACKET_BYTES, BoundedClient
+from tests.sync.hostile import remaining_length
 
 HUGE = 200 * 1024 * 1024
-
-
-def remaining_length(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 class FakeBroker:

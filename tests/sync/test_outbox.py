@@ -156,20 +156,30 @@ def test_orphan_object_folders_are_removed_on_open(tmp_path: Path):
     assert (tmp_path / "o" / "objects" / rfa.id).exists()
 
 
-def test_next_due_respects_backoff(tmp_path: Path):
+def test_due_respects_backoff(tmp_path: Path):
     agency = AgencyKeys.generate()
     outbox = Outbox.open(tmp_path / "o")
     rfa, decision = job(agency)
     outbox.enqueue(rfa, decision, now_ms=NOW_MS)
-    found, _ = outbox.next_due(NOW_MS)
-    assert found is not None and found.rfa_id == rfa.id
+    found, later = outbox.due(NOW_MS)
+    assert [j.rfa_id for j in found] == [rfa.id] and later is None
     outbox.record_failure(
         rfa.id, error="503", attempts=1, next_attempt_ms=NOW_MS + 5000, now_ms=NOW_MS
     )
-    found, due = outbox.next_due(NOW_MS)
-    assert found is None and due == NOW_MS + 5000
-    found, _ = outbox.next_due(NOW_MS + 5000)
-    assert found is not None
+    found, later = outbox.due(NOW_MS)
+    assert found == [] and later == NOW_MS + 5000
+    found, later = outbox.due(NOW_MS + 5000)
+    assert [j.rfa_id for j in found] == [rfa.id] and later is None
+
+
+def test_due_lists_every_due_job_oldest_first(tmp_path: Path):
+    agency = AgencyKeys.generate()
+    outbox = Outbox.open(tmp_path / "o")
+    made = [job(agency) for _ in range(3)]
+    for n, (rfa, decision) in enumerate(made):
+        outbox.enqueue(rfa, decision, now_ms=NOW_MS + n)
+    found, _ = outbox.due(NOW_MS + 10)
+    assert [j.rfa_id for j in found] == [rfa.id for rfa, _d in made]
 
 
 def test_a_second_process_sees_committed_progress(tmp_path: Path):

@@ -4,7 +4,6 @@ most a few KiB of any body, and a cancel interrupts it at once."""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -13,60 +12,7 @@ import psutil
 import pytest
 
 from sync.tus import MAX_RESPONSE_BODY, TusClient, TusOptions, TusTransient, checked_session
-
-
-class HostileServer:
-    """A socket server speaking just enough HTTP: `mode` is "drip" (headers then one body
-    byte a second, for ever) or "huge" (a 512 MiB body sent as fast as possible)."""
-
-    def __init__(self, mode: str) -> None:
-        self.mode = mode
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.port = self.sock.getsockname()[1]
-        self.sent = 0
-        self._stop = threading.Event()
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        self.sock.settimeout(0.2)
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:  # closed by close()
-                return
-            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
-
-    def _answer(self, conn: socket.socket) -> None:
-        try:
-            conn.recv(65536)
-            if self.mode == "drip":
-                conn.sendall(b"HTTP/1.1 204 No Content\r\n")
-                while not self._stop.is_set():  # headers that never end
-                    conn.sendall(b"X")
-                    self.sent += 1
-                    time.sleep(1)
-            else:
-                size = 512 * 1024 * 1024
-                conn.sendall(
-                    b"HTTP/1.1 200 OK\r\nTus-Resumable: 1.0.0\r\nTus-Extension: creation\r\n"
-                    + f"Content-Length: {size}\r\n\r\n".encode()
-                )
-                block = b"x" * 65536
-                while self.sent < size and not self._stop.is_set():
-                    conn.sendall(block)
-                    self.sent += len(block)
-        except OSError:
-            pass
-        finally:
-            conn.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self.sock.close()
+from tests.sync.hostile import HostileServer
 
 
 @pytest.fixture(params=["drip", "huge"])

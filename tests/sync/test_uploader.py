@@ -25,6 +25,7 @@ from foundation.times import Window, parse_time
 from sync.outbox import Outbox
 from sync.uploader import ShareSettings, ShareWorker, backoff_s
 from tests.sync.factories import AgencyKeys
+from tests.sync.hostile import SlowTusServer
 from tests.sync.sharekit import (
     CONTACT,
     RequestLog,
@@ -355,17 +356,21 @@ def test_cancel_mid_upload_stops_and_deletes(tmp_path: Path, footage, tus_server
                 break
             time.sleep(0.02)
         assert rig.worker.cancel(rfa_id)
-        # the worker notices between chunks and asks the server to drop the upload
+        # the cancel cuts the exchange under way and asks the server to drop the upload
         deadline = time.monotonic() + 30
         while "DELETE" not in rig.log.methods() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        while rig.worker.lanes() and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:
         rig.stop.set()
         thread.join(timeout=30)
     assert rig.outbox.state(rfa_id) == "cancelled"
     assert not rig.outbox.job_dir(rfa_id).exists()
-    # the server offers termination, so the partial upload was deleted there too
-    assert [u.metadata["kind"] for u in tus_server.uploads()] == ["manifest"]
+    # the server offers termination, so the partial upload was deleted there too: no
+    # clip bytes are left. (tuspyserver's DELETE does not wait for the PATCH the cancel
+    # cut, which may write the upload's .info back afterwards, without its data.)
+    assert [u.metadata["kind"] for u in tus_server.uploads() if u.path.exists()] == ["manifest"]
     assert "DELETE" in rig.log.methods()
     assert "cancelled" in [s for _i, s, _e in rig.states]
 
@@ -378,3 +383,78 @@ def test_backoff_is_capped_and_jittered():
     assert 1 <= waits[0] <= 2
     assert all(30 <= w <= 60 for w in waits[6:])
     assert len({round(w, 6) for w in waits[6:]}) > 1  # jitter
+
+
+def _wait(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def test_a_slow_server_does_not_hold_back_a_share_to_another_origin(
+    tmp_path: Path, footage, tus_server: TusServer
+):
+    """Origin B answers every exchange just before its deadline and takes one byte per
+    PATCH, so its share never ends; the share to origin A, queued after it, is uploaded
+    in full meanwhile (as A's server stores it), while B's server holds a few bytes."""
+    slow = SlowTusServer(delay_s=1.5)  # the deadline of an exchange is >= timeout_s = 2 s
+    rig = Rig(tmp_path, footage, timeout_s=2, max_attempts=1000)
+    stuck = rig.enqueue(slow.url)  # older: first in the queue
+    quick = rig.enqueue(tus_server.url)
+    thread = threading.Thread(target=rig.worker.run, daemon=True)
+    started = time.monotonic()
+    thread.start()
+    try:
+        _wait(lambda: rig.outbox.state(quick) in ("done", "failed"), 90, "the share to A")
+        took = time.monotonic() - started
+        at_b = (dict(slow.offsets), list(slow.exchanges), slow.received)
+        stuck_state = rig.outbox.state(stuck)
+    finally:
+        rig.stop.set()
+        thread.join(timeout=30)
+        slow.close()
+    assert not thread.is_alive()
+    print(f"share to A done in {took:.1f} s while B dripped; B: {at_b[1]}, {at_b[2]} bytes in")
+    assert rig.outbox.state(quick) == "done"
+    assert tus_server.upload_of("manifest").complete and tus_server.upload_of("clip").complete
+    entries = {e["rfa_id"]: e for e in rig.outbox.shares(rig.last + 1)}
+    assert entries[quick]["bytes_sent"] == entries[quick]["bytes_total"]
+    stored = tus_server.upload_of("manifest").size + tus_server.upload_of("clip").size
+    assert stored == entries[quick]["bytes_total"]  # measured at A's server
+    acknowledged, exchanges, _received = at_b
+    assert exchanges and exchanges[0] == "OPTIONS"  # B's share was under way first
+    assert stuck_state == "uploading"  # and still is
+    assert sum(acknowledged.values()) < entries[stuck]["bytes_total"]  # B holds a few bytes
+    assert [s for i, s, _e in rig.states if i == quick] == ["uploading", "done"]
+    assert "failed" not in [s for i, s, _e in rig.states if i == stuck]
+
+
+def test_cancel_cuts_a_share_in_the_middle_of_an_exchange(tmp_path: Path, footage):
+    """A cancel while the server holds a PATCH's answer back (for less than the exchange's
+    deadline) hangs up on it at once, then asks the server to drop the upload."""
+    slow = SlowTusServer(delay_s=0.05)
+    rig = Rig(tmp_path, footage, timeout_s=60)
+    rfa_id = rig.enqueue(slow.url)
+    thread = threading.Thread(target=rig.worker.run, daemon=True)
+    thread.start()
+    try:
+        _wait(lambda: "PATCH" in slow.exchanges, 60, "a first PATCH")
+        slow.delay_s = 50.0  # the next answer comes 50 s late: well inside the 60 s deadline
+        _wait(lambda: 50.0 in slow.holding and slow.exchanges[-1] == "PATCH", 30, "a held PATCH")
+        slow.delay_s = 0.05  # what comes after the cancel is answered at once
+        cancelled_at = time.monotonic()
+        assert rig.worker.cancel(rfa_id)
+        _wait(lambda: slow.hung_up > 0, 20, "the device to hang up")  # not the 50 s answer
+        cut_after = time.monotonic() - cancelled_at
+        _wait(lambda: "DELETE" in slow.exchanges, 20, "the DELETE of the partial upload")
+        _wait(lambda: rig.worker.lanes() == 0, 20, "the lane to end")
+    finally:
+        rig.stop.set()
+        thread.join(timeout=30)
+        slow.close()
+    print(f"cancel cut the exchange after {cut_after:.2f} s")
+    assert rig.outbox.state(rfa_id) == "cancelled"
+    assert not rig.outbox.job_dir(rfa_id).exists()
+    assert [s for _i, s, _e in rig.states] == ["uploading", "cancelled"]
