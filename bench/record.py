@@ -49,7 +49,7 @@ class RawFileCamera:
         os.close(self._fd)
 
     def read(self, stop: threading.Event):  # noqa: ANN201
-        from recorder.sources import CapturedFrame
+        from recorder.frames import CapturedFrame
 
         if self._i >= self._total:
             return None

@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import sys
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ import pyrage
 from pyrage import x25519
 
 from cloud.broker import Outgoing, publish_messages
+from cloud.tus_storage import StoredShare, find_shares
+from cloud.verify import MAX_MANIFEST_BYTES, verify_share
 from foundation import wire
 from foundation.arguments import duration_arg, time_arg
 from foundation.cli import EXIT_CODES_EPILOG, ExitCode, ToolParser, run_tool
@@ -35,11 +38,10 @@ from sync import geo
 from sync.envelope import make_envelope
 from sync.keys import (
     SigningKey,
-    identity_file_text,
+    create_key_pair,
     load_identity,
     load_signing_key,
     public_key_from_b64,
-    write_secret,
 )
 from sync.rfa import DeviceFacts, Rejected, TrustedAgencyKey, check_rfa
 
@@ -81,15 +83,7 @@ class AgencyPublic:
 
 def generate_agency_keys(out: Path, *, agency_id: str | None = None) -> AgencyPublic:
     """Make the agency's signing key and age identity in `out` (0600). Refuses to overwrite."""
-    signing_path, identity_path = out / SIGNING_FILE, out / IDENTITY_FILE
-    for path in (signing_path, identity_path):
-        if path.exists():
-            raise DoorbellError(f"{path} already exists; refusing to overwrite a key")
-    out.mkdir(parents=True, exist_ok=True, mode=0o700)
-    key = SigningKey.generate()
-    identity = x25519.Identity.generate()
-    write_secret(signing_path, key.to_pem())
-    write_secret(identity_path, identity_file_text(identity))
+    key, identity = create_key_pair(out / SIGNING_FILE, out / IDENTITY_FILE)
     public = AgencyPublic(
         public_key=key.public_b64,
         kid=key.kid,
@@ -318,9 +312,6 @@ def _cmd_rfa(args: argparse.Namespace, say: _Printer, now_ms: int) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace, say: _Printer) -> int:
-    from cloud.tus_storage import StoredShare, find_shares
-    from cloud.verify import verify_share
-
     identity = load_identity(Path(args.identity))
     agency_keys = [public_key_from_b64(text) for text in args.trust_key or ()]
     if args.key:
@@ -359,8 +350,6 @@ def _manifest_first(a: Path, b: Path, identity: x25519.Identity) -> tuple[Path, 
     The smaller is decrypted (a manifest is at most MAX_MANIFEST_BYTES): an MP4 file
     has its `ftyp` box at byte 4, a manifest envelope is JSON. When neither can be told
     (it does not decrypt), the order given stands and the verification says why."""
-    from cloud.verify import MAX_MANIFEST_BYTES
-
     small, large = sorted((a, b), key=lambda p: p.stat().st_size)
     if small.stat().st_size > MAX_MANIFEST_BYTES:
         return a, b
@@ -437,8 +426,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, *, now_ms: int | None = None) -> int:
-    import time
-
     def body() -> int:
         args = _parser().parse_args(argv)
         say = _Printer()

@@ -31,6 +31,7 @@ from cloud.loopback import (
 from foundation.cli import ExitCode, ToolParser
 from foundation.errors import DoorbellError
 from foundation.times import format_time
+from foundation.wire import FINAL_SHARE_STATES, ShareState
 
 BOLD, DIM, GREEN, RED, END = "\033[1m", "\033[2m", "\033[32m", "\033[31m", "\033[0m"
 
@@ -316,9 +317,9 @@ def _follow_upload(story: Story, daemon: DaemonProcess, rfa_id: str) -> dict:
             if line != last:
                 story.say(line)
                 last = line
-            if share["state"] == "done":
+            if share["state"] == ShareState.DONE:
                 return share
-            if share["state"] in ("failed", "cancelled"):
+            if share["state"] in FINAL_SHARE_STATES:
                 raise DoorbellError(f"the share ended {share['state']}: {share.get('error')}")
         time.sleep(0.3)
     raise DoorbellError("the upload did not finish in 90 s")

@@ -24,6 +24,8 @@ import requests
 import yaml
 
 from cloud.tus_storage import StoredUpload, read_uploads
+from device.control import control_request
+from firmware_config import load_config
 from foundation.errors import DoorbellError
 
 
@@ -357,9 +359,6 @@ class DaemonProcess:
         return result
 
     def status(self) -> dict[str, Any]:
-        from device.control import control_request
-        from firmware_config import load_config
-
         config = load_config(self.config_path)
         reply = control_request(config.control.socket, {"cmd": "status"}, timeout=10)
         return dict(reply.get("status") or {})

@@ -45,14 +45,13 @@ from sync.envelope import canonical_json, make_envelope, open_envelope
 from sync.errors import EnvelopeError, SealError
 from sync.keys import (
     SigningKey,
-    identity_file_text,
+    create_key_pair,
     key_id,
     load_identity,
     load_signing_key,
     parse_recipient,
     public_key_from_b64,
     raw_public,
-    write_secret,
 )
 from sync.seal import seal, unseal
 
@@ -133,15 +132,7 @@ class OwnerHome:
 
     # keys
     def keygen(self) -> OwnerPublic:
-        signing, ident = self.path / SIGNING_FILE, self.path / IDENTITY_FILE
-        for existing in (signing, ident):
-            if existing.exists():
-                raise OwnerError(f"{existing} already exists; refusing to overwrite a key")
-        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        key = SigningKey.generate()
-        identity = x25519.Identity.generate()
-        write_secret(signing, key.to_pem())
-        write_secret(ident, identity_file_text(identity))
+        key, identity = create_key_pair(self.path / SIGNING_FILE, self.path / IDENTITY_FILE)
         public = OwnerPublic(
             public_key=key.public_b64, kid=key.kid, recipient=str(identity.to_public())
         )
@@ -381,20 +372,6 @@ class OwnerMessage:
     details: list[dict[str, Any]] = field(default_factory=list)  # pending only
 
 
-PENDING_ENTRY_KEYS = frozenset(
-    {
-        "id",
-        "agency_id",
-        "case_number",
-        "window",
-        "expires_at",
-        "decide_by",
-        "footage_seconds",
-        "details_sha256",
-    }
-)
-
-
 def details_sha256(details: Mapping[str, Any]) -> str:
     """protocol.md §5.1: hex SHA-256 of the RFC 8785 form of the details without `id`."""
     return hashlib.sha256(
@@ -425,7 +402,7 @@ def open_owner_message(
         raise OwnerError(f"{list_key} must be a list of objects")
     details: list[dict[str, Any]] = []
     if kind == "pending":
-        if any(set(i) != PENDING_ENTRY_KEYS for i in items):
+        if any(set(i) != set(wire.PENDING_ENTRY_KEYS) for i in items):
             raise OwnerError("a pending entry does not have exactly the keys of §5.1")
         raw_details = doc.get("details")
         if not isinstance(raw_details, list) or not all(isinstance(d, dict) for d in raw_details):

@@ -42,6 +42,7 @@ from pyrage import x25519
 
 from foundation.errors import DoorbellError, TimeFormatError
 from foundation.times import Window, format_time, parse_time
+from foundation.wire import read_capture_ms
 from sync.envelope import canonical_envelope, parse_envelope, verify_envelope
 from sync.errors import EnvelopeError
 from sync.keys import key_id, public_key_from_b64, raw_public
@@ -461,9 +462,7 @@ def _check_clip_bytes(m: _Manifest, clip: Path, run: _Run) -> None:
 
 
 def _check_frames(m: _Manifest, clip: Path, stamps: bool, run: _Run) -> None:
-    import av
-
-    from foundation.wire import read_capture_ms
+    import av  # PyAV is heavy to load: only code that codes frames pays for it
 
     times: list[int] = []
     timing_problem: str | None = None

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from device.audit import AuditLog
+from device.cli import buffer_status
 from device.commands import ControlCommands
 from device.console import CONSOLE_COMMANDS, ConsoleService, console_command
 from device.control import ControlError, ControlServer, refuse_if_answering
@@ -379,8 +380,6 @@ class Doorbell:
         return f"{recording}; broker {broker}; {pending} request(s) pending"
 
     def status(self) -> dict[str, Any]:
-        from device.cli import buffer_status
-
         info: dict[str, Any] = dict(self.identity.pairing_info())
         info.update(
             {

@@ -10,16 +10,29 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
+from device.audit import read_entries, render_audit_table, render_report, verify_audit
+from device.control import DaemonNotRunning, control_request
+from device.identity import read_device_identity
+from device.paths import StatePaths
+from device.settings import camera_settings, storage_settings
 from firmware_config import Config, load_config
 from foundation.arguments import time_arg
 from foundation.cli import EXIT_CODES_EPILOG, ToolParser, run_tool
+from foundation.clock import SystemClock, sync_evidence
 from foundation.display import agency_label, shown
 from foundation.errors import DoorbellError, UsageError
 from foundation.times import Window, format_time
+from foundation.wire import ShareState
+from recorder.buffer import read_summary
+from recorder.commands import clip, record
+from sync import SOFTWARE_VERSION
+from sync.keys import create_key_pair
 
 if TYPE_CHECKING:
     from recorder.recorder import RecordSummary
@@ -128,8 +141,6 @@ def _window(command: str, start_ms: int, end_ms: int) -> Window:
 
 
 def _ask(config: Config, request: dict[str, Any]) -> dict[str, Any]:
-    from device.control import control_request
-
     reply = control_request(config.control.socket, request)
     if not reply.get("ok"):
         raise DoorbellError(str(reply.get("error", "the daemon refused")))
@@ -139,8 +150,6 @@ def _ask(config: Config, request: dict[str, Any]) -> dict[str, Any]:
 def _current_status(config: Config) -> dict[str, Any]:
     """From the daemon when it runs (it can read its own keys whoever asks), else from
     the files."""
-    from device.control import DaemonNotRunning
-
     try:
         return dict(_ask(config, {"cmd": "status"})["status"])
     except DaemonNotRunning:
@@ -159,11 +168,6 @@ def _status(config: Config, args: argparse.Namespace) -> int:
 def _offline_status(config: Config) -> dict[str, Any]:
     """What can be told without the daemon, reading files only (a CLI run as root must
     not create files that the service user then cannot use)."""
-    from device.identity import read_device_identity
-    from device.paths import StatePaths
-    from foundation.clock import SystemClock, sync_evidence
-    from sync import SOFTWARE_VERSION
-
     paths = StatePaths.of(config)
     identity = read_device_identity(paths.state_dir, config.device.id)
     if identity is None:
@@ -186,10 +190,6 @@ def _offline_status(config: Config) -> dict[str, Any]:
 
 
 def buffer_status(buffer_dir: Path) -> dict[str, Any]:
-    import shutil
-
-    from recorder.buffer import read_summary
-
     summary = read_summary(buffer_dir)
     out: dict[str, Any] = {"buffer_span": None, "buffer_bytes": summary.bytes}
     if summary.span:
@@ -268,7 +268,7 @@ def _pair(config: Config, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    import segno
+    import segno  # ~0.2 s to load: only pair and console-code draw QR codes
 
     text = json.dumps(info, separators=(",", ":"))
     segno.make(text, error="m").terminal(compact=True)
@@ -280,15 +280,30 @@ def _pair(config: Config, args: argparse.Namespace) -> int:
 
 def _pending(config: Config, args: argparse.Namespace) -> int:
     requests = _ask(config, {"cmd": "pending"})["requests"]
-    if args.json:
-        print(json.dumps(requests, indent=2))
-        return 0
-    if not requests:
-        print("No request is waiting for your decision.")
-        return 0
-    for entry in requests:
-        print(render_pending(entry))
-        print()
+    return _print_list(
+        requests,
+        as_json=args.json,
+        empty="No request is waiting for your decision.",
+        line=lambda entry: render_pending(entry) + "\n",
+    )
+
+
+def _print_list(
+    items: list[dict[str, Any]],
+    *,
+    as_json: bool,
+    empty: str,
+    line: Callable[[dict[str, Any]], str],
+) -> int:
+    """A list the daemon answered with: as JSON, or a sentence when it is empty, or a
+    line (or block) per item."""
+    if as_json:
+        print(json.dumps(items, indent=2))
+    elif not items:
+        print(empty)
+    else:
+        for item in items:
+            print(line(item))
     return 0
 
 
@@ -332,8 +347,6 @@ def _approve(config: Config, args: argparse.Namespace) -> int:
 def _refuse_without_footage(config: Config, rfa_id: str, window: Window | None) -> None:
     """An approval of a window the buffer holds nothing of would fail later, at export:
     say so now, before anything is recorded as the owner's decision."""
-    from recorder.buffer import read_summary
-
     pending = _ask(config, {"cmd": "pending"})["requests"]
     entry = next((e for e in pending if e.get("id") == rfa_id), None)
     if entry is None:
@@ -372,16 +385,46 @@ def _shares(config: Config, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(shares, indent=2))
         return 0
-    from sync.outbox import render_shares
-
     render_shares(shares, sys.stdout)
     return 0
 
 
+def render_shares(entries: list[dict[str, Any]], stream: TextIO) -> None:
+    """Print §6.3 entries for `doorbellctl shares`: one line each, a progress bar for
+    shares under way (tqdm's bar, so it looks like every other progress bar)."""
+    from tqdm import tqdm  # only `doorbellctl shares` draws bars: no import cost for others
+
+    if not entries:
+        stream.write("no shares in the last 7 days\n")
+        return
+    for entry in entries:
+        total = int(entry.get("bytes_total") or 0)
+        sent = int(entry.get("bytes_sent") or 0)
+        label = f"{entry['rfa_id']} {entry['state']:<9}"
+        if total > 0:
+            bar = tqdm.format_meter(
+                n=sent,
+                total=total,
+                elapsed=0,
+                ncols=100,
+                prefix=label,
+                unit="B",
+                unit_scale=True,
+                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt}",
+            )
+            stream.write(bar + "\n")
+        else:
+            stream.write(f"{label} (not built yet)\n")
+        if entry.get("error"):
+            stream.write(f"    error: {entry['error']}\n")
+        if entry.get("manifest_sha256"):
+            stream.write(f"    manifest sha256: {entry['manifest_sha256']}\n")
+
+
 _FINISHED = {
-    "done": "finished: the agency has it",
-    "failed": "failed",
-    "cancelled": "was cancelled",
+    ShareState.DONE: "finished: the agency has it",
+    ShareState.FAILED: "failed",
+    ShareState.CANCELLED: "was cancelled",
 }
 
 
@@ -401,7 +444,7 @@ def _console_code(config: Config, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    import segno
+    import segno  # ~0.2 s to load: only pair and console-code draw QR codes
 
     segno.make(info["url"], error="m").terminal(compact=True)
     code = info["code"]
@@ -419,22 +462,17 @@ def _console_sessions(config: Config, args: argparse.Namespace) -> int:
         print(reply.get("message", "revoked"))
         return 0
     sessions = _ask(config, {"cmd": "console-sessions"})["sessions"]
-    if args.json:
-        print(json.dumps(sessions, indent=2))
-        return 0
-    if not sessions:
-        print("No one is signed in to the console.")
-        return 0
-    for s in sessions:
-        print(f"{s['id']}  since {s['created_at']}  last seen {s['last_seen_at']}  {s['client']}")
-    return 0
+    return _print_list(
+        sessions,
+        as_json=args.json,
+        empty="No one is signed in to the console.",
+        line=lambda s: (
+            f"{s['id']}  since {s['created_at']}  last seen {s['last_seen_at']}  {s['client']}"
+        ),
+    )
 
 
 def _audit(config: Config, args: argparse.Namespace) -> int:
-    from device.audit import read_entries, render_audit_table, render_report, verify_audit
-    from device.identity import read_device_identity
-    from device.paths import StatePaths
-
     paths = StatePaths.of(config)
     if not paths.audit_log.exists():
         raise DoorbellError(f"no audit log at {paths.audit_log} yet")
@@ -450,8 +488,6 @@ def _audit(config: Config, args: argparse.Namespace) -> int:
 
 
 def _clip(config: Config, args: argparse.Namespace) -> int:
-    from recorder.commands import clip
-
     window = _window("clip", args.start, args.end)
     info = clip(storage_dir=config.buffer_dir, window=window, out=args.out, progress=None)
     print(
@@ -463,10 +499,6 @@ def _clip(config: Config, args: argparse.Namespace) -> int:
 
 
 def _record(config: Config, args: argparse.Namespace) -> int:
-    from device.settings import camera_settings, storage_settings
-    from foundation.clock import SystemClock
-    from recorder.commands import record
-
     summary = record(
         camera=camera_settings(config),
         storage=storage_settings(config),
@@ -495,16 +527,7 @@ def render_record(summary: RecordSummary) -> str:
 
 
 def _owner_keygen(out: Path) -> int:
-    from pyrage import x25519
-
-    from sync.keys import SigningKey, identity_file_text, write_secret
-
-    key = SigningKey.generate()
-    identity = x25519.Identity.generate()
-    if (out / "owner-signing.pem").exists() or (out / "owner-age.txt").exists():
-        raise DoorbellError(f"{out} already holds owner keys; not overwriting them")
-    write_secret(out / "owner-signing.pem", key.to_pem())
-    write_secret(out / "owner-age.txt", identity_file_text(identity))
+    key, identity = create_key_pair(out / "owner-signing.pem", out / "owner-age.txt")
     print("Add these to the device's config (owner.keys and owner.recipients):")
     print(f"  owner.keys:       [{key.public_b64}]")
     print(f"  owner.recipients: [{identity.to_public()}]")

@@ -16,6 +16,7 @@ from device.flow import RequestFlow
 from foundation.clock import Clock
 from foundation.errors import InvalidValueError
 from foundation.times import Window, parse_time
+from foundation.wire import ShareState
 from recorder.buffer import RollingBuffer
 from sync.models import ConsentMethod
 from sync.outbox import Outbox
@@ -103,7 +104,7 @@ class ControlCommands:
         job = self._outbox.job(rfa_id)
         if job is None:
             return _refused(f"no share {rfa_id}")
-        if job.state != "failed":  # a queued share's own pin must stay as it is
+        if job.state is not ShareState.FAILED:  # a queued share's own pin must stay as it is
             return _refused(f"share {rfa_id} has not failed")
         self._buffer.pin(rfa_id, job.decision.window, self._clock.wall_ms() + RETRY_PIN_MS)
         if not self._shares.retry(rfa_id):  # it stopped being failed meanwhile

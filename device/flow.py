@@ -27,6 +27,7 @@ import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -37,8 +38,13 @@ from device.state import PendingRequest, RequestState, StateStore
 from foundation import wire
 from foundation.clock import Clock
 from foundation.times import Window, format_time
-from foundation.wire import MAX_MESSAGE_BYTES
-from sync.decision import DecisionRejected, check_decision, local_decision
+from foundation.wire import FINAL_SHARE_STATES, MAX_MESSAGE_BYTES, ShareState
+from sync.decision import (
+    DecisionRejected,
+    DecisionRejectReason,
+    check_decision,
+    local_decision,
+)
 from sync.envelope import canonical_json
 from sync.errors import SealError
 from sync.models import ConsentMethod, Decision, Rfa
@@ -57,9 +63,8 @@ from sync.seal import unseal
 logger = logging.getLogger(__name__)
 
 # An approved window stays pinned while its share runs; the uploader's final state
-# (done/failed/cancelled) releases it, and this bounds it if that never comes.
+# (foundation.wire.FINAL_SHARE_STATES) releases it, and this bounds it if that never comes.
 SHARE_PIN_MS = 14 * 24 * 3600 * 1000
-FINAL_SHARE_STATES = frozenset({"done", "failed", "cancelled"})
 AGE_MAGIC = b"age-encryption.org/v1\n"
 _REFUSAL_LINES = 10
 
@@ -84,17 +89,38 @@ class ShareQueue(Protocol):
     def has_job(self, rfa_id: str) -> bool: ...
 
 
+class FlowReason(StrEnum):
+    """The reasons of an `Outcome` that are the flow's own, not a rule's."""
+
+    ACCEPTED = "accepted"  # a request, now pending
+    APPROVED = "approved"
+    DENIED = "denied"
+    BAD_METHOD = "bad_method"  # a local decision that claims to come from the app
+    UNEXPECTED_TOPIC = "unexpected_topic"  # a message on a topic the device reads not
+
+
+D = DecisionRejectReason
+Reason = FlowReason | RejectReason | DecisionRejectReason
+
+
+def counter_name(reason: Reason) -> str:
+    """The audit log's rejection counter for `reason`: a decision's rule is prefixed
+    `decision_`, so that it is not taken for the request rule of the same name."""
+    return f"decision_{reason}" if isinstance(reason, DecisionRejectReason) else str(reason)
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What became of one message or command, for logs, the intake and the CLI.
 
-    `reason` is "accepted", "approved" or "denied" when `accepted`; otherwise the rule
-    broken (a sync.rfa.RejectReason, a decision rejection reason, "not_pending", ...).
+    `reason` is accepted, approved or denied (`FlowReason`) when `accepted`; otherwise
+    the rule broken: a request's (sync.rfa.RejectReason), a decision's
+    (sync.decision.DecisionRejectReason, not_pending among them) or the flow's own.
     `counted` is true when the rejection was only counted (it failed before a signature
     verified, or repeated a seen id), false when it was logged with its id."""
 
     accepted: bool
-    reason: str
+    reason: Reason
     rfa_id: str | None = None
     detail: str = ""
     counted: bool = False
@@ -103,7 +129,7 @@ class Outcome:
 def details_of(rfa: Rfa) -> dict[str, Any]:
     """protocol.md §5.1: a request's long fields, as the owner channel carries them."""
     public = rfa.public_json()
-    return {key: public[key] for key in ("id", "agency", "investigator", "description", "area")}
+    return {key: public[key] for key in wire.PENDING_DETAIL_KEYS}
 
 
 def details_sha256(details: Mapping[str, Any]) -> str:
@@ -210,7 +236,7 @@ class RequestFlow:
                 keys = [pre.signature_key] if rfa_id is None else [rfa_id, pre.signature_key]
                 self._store.mark_seen(keys, now)
                 logger.info("request %s refused: %s", rfa_id or "(no id)", result.reason)
-                return Outcome(False, str(result.reason), rfa_id, result.detail)
+                return Outcome(False, result.reason, rfa_id, result.detail)
             assert isinstance(result, Accepted)
             rfa = result.rfa
             decide_by = min(rfa.expires_at_ms, now + self._decide_within_ms)
@@ -221,15 +247,14 @@ class RequestFlow:
             self._footage(rfa)  # measured once, now, not when the owner channel publishes
             self._audit_state(rfa.id, RequestState.PENDING, rfa)
             logger.info("request %s from %s is pending", rfa.id, rfa.agency.id)
-            return Outcome(True, "accepted", rfa.id)
+            return Outcome(True, FlowReason.ACCEPTED, rfa.id)
 
     def pending(self) -> list[PendingRequest]:
         return self._store.pending()
 
     def pending_views(self) -> list[PendingView]:
-        """protocol.md §5.1: per pending request, the compact entry (exactly id,
-        agency_id, case_number, window, expires_at, decide_by, footage_seconds,
-        details_sha256) and its details (id, agency, investigator, description, area).
+        """protocol.md §5.1: per pending request, the compact entry (exactly the keys
+        wire.PENDING_ENTRY_KEYS) and its details (wire.PENDING_DETAIL_KEYS).
 
         Cheap and independent of the buffer's size: a request's footage is measured once
         (its window is in the past and pinned, so the figure cannot change) and kept."""
@@ -241,7 +266,7 @@ class RequestFlow:
             }
             for p in pending:
                 details = details_of(p.rfa)
-                entry = {
+                values = {
                     "id": p.rfa.id,
                     "agency_id": p.rfa.agency.id,
                     "case_number": p.rfa.case_number,
@@ -251,6 +276,8 @@ class RequestFlow:
                     "footage_seconds": self._footage(p.rfa),
                     "details_sha256": details_sha256(details),
                 }
+                # exactly the keys of the contract: one missing here fails loudly
+                entry = {key: values[key] for key in wire.PENDING_ENTRY_KEYS}
                 views.append(PendingView(entry, details))
         return views
 
@@ -289,13 +316,13 @@ class RequestFlow:
         """A message from the owner's decision topic: sealed to this device, signed by an
         owner key. Anything that fails a check changes nothing (it is only counted)."""
         if len(sealed) > MAX_MESSAGE_BYTES:
-            return self._count("decision_oversized", "over 16 KiB")
+            return self._count(D.OVERSIZED, "over 16 KiB")
         if not sealed.startswith(AGE_MAGIC):
-            return self._count("decision_malformed", "not an age file")
+            return self._count(D.MALFORMED, "not an age file")
         try:
             plaintext = unseal(sealed, [self._identity.age])
         except SealError:
-            return self._count("decision_undecryptable", "cannot decrypt")
+            return self._count(D.UNDECRYPTABLE, "cannot decrypt")
         with self._lock:
             now = self._clock.wall_ms()
             pending = {p.rfa.id: p.rfa for p in self._store.pending()}
@@ -309,11 +336,11 @@ class RequestFlow:
             )
             if isinstance(result, DecisionRejected):
                 self._log_refused_decision(str(result.reason), result.detail, now)
-                return self._count(f"decision_{result.reason}", result.detail)
+                return self._count(result.reason, result.detail)
             decision = result.decision
             rfa = pending.get(decision.rfa_id)
             if rfa is None:  # check_decision demands a pending request; belt and braces
-                return self._count("decision_not_pending", "no such pending request")
+                return self._count(D.NOT_PENDING, "no such pending request")
             return self._apply(rfa, decision)
 
     def decide_locally(
@@ -327,11 +354,11 @@ class RequestFlow:
     ) -> Outcome:
         """The button or the CLI decided (the caller authenticated the owner locally)."""
         if method is ConsentMethod.APP:
-            return Outcome(False, "bad_method", rfa_id, "app decisions arrive sealed")
+            return Outcome(False, FlowReason.BAD_METHOD, rfa_id, "app decisions arrive sealed")
         with self._lock:
             record = self._store.request(rfa_id)
             if record is None or record.state is not RequestState.PENDING or record.rfa is None:
-                return Outcome(False, "not_pending", rfa_id, "no such pending request")
+                return Outcome(False, D.NOT_PENDING, rfa_id, "no such pending request")
             contact = self._share_contact_default if share_contact is None else share_contact
             made = local_decision(
                 record.rfa,
@@ -342,24 +369,24 @@ class RequestFlow:
                 share_contact=contact,
             )
             if isinstance(made, DecisionRejected):
-                return Outcome(False, str(made.reason), rfa_id, made.detail)
+                return Outcome(False, made.reason, rfa_id, made.detail)
             return self._apply(record.rfa, made)
 
     def _apply(self, rfa: Rfa, decision: Decision) -> Outcome:
         if decision.rfa_id != rfa.id:
-            return Outcome(False, "not_pending", decision.rfa_id, "decision names another request")
+            return Outcome(False, D.NOT_PENDING, decision.rfa_id, "decision names another request")
         if not self._store.record_decision(decision):
-            return Outcome(False, "not_pending", rfa.id, "already decided or expired")
+            return Outcome(False, D.NOT_PENDING, rfa.id, "already decided or expired")
         state = RequestState.APPROVED if decision.approve else RequestState.DENIED
         self._audit_state(rfa.id, state, rfa)
         if decision.approve:
             self._pin(rfa.id, decision.window, decision.at_ms + SHARE_PIN_MS)
             self._enqueue(rfa, decision)
             logger.info("request %s approved (%s); share queued", rfa.id, decision.method)
-            return Outcome(True, "approved", rfa.id)
+            return Outcome(True, FlowReason.APPROVED, rfa.id)
         self._unpin(rfa.id)
         logger.info("request %s denied (%s)", rfa.id, decision.method)
-        return Outcome(True, "denied", rfa.id)
+        return Outcome(True, FlowReason.DENIED, rfa.id)
 
     def _enqueue(self, rfa: Rfa, decision: Decision) -> None:
         # Outbox.enqueue is idempotent by rfa_id and durable when it returns; marking the
@@ -387,7 +414,7 @@ class RequestFlow:
 
     # ---- shares ----------------------------------------------------------------------
 
-    def on_share_state(self, rfa_id: str, state: str, error: str | None) -> None:
+    def on_share_state(self, rfa_id: str, state: ShareState, error: str | None) -> None:
         """The uploader's progress: audited; the pin goes once the share has ended."""
         with self._lock:
             self._audit.append("share", {"rfa_id": rfa_id, "state": state, "error": error})
@@ -409,9 +436,9 @@ class RequestFlow:
         elif self._refusal_lines == _REFUSAL_LINES + 1:
             logger.warning("more decisions refused this minute; counted in the audit log only")
 
-    def _count(self, reason: str, detail: str) -> Outcome:
-        self._audit.count_rejection(str(reason), self._clock.wall_ms())
-        return Outcome(False, str(reason), None, detail, counted=True)
+    def _count(self, reason: Reason, detail: str) -> Outcome:
+        self._audit.count_rejection(counter_name(reason), self._clock.wall_ms())
+        return Outcome(False, reason, None, detail, counted=True)
 
     def _audit_state(self, rfa_id: str, state: RequestState, rfa: Rfa | None) -> None:
         if state is RequestState.PENDING:

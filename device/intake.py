@@ -22,14 +22,14 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from device.flow import AGE_MAGIC, Outcome, RequestFlow
+from device.flow import AGE_MAGIC, FlowReason, Outcome, Reason, RequestFlow, counter_name
 from foundation.clock import Clock
 from foundation.wire import MAX_MESSAGE_BYTES
+from sync.decision import DecisionRejectReason
 from sync.mqtt import InboundMessage
 from sync.rfa import Prechecked, Rejected, TrustedAgencyKey, precheck
 
@@ -101,30 +101,31 @@ class Intake:
         if message.topic == self._rfa_topic:
             pre = precheck(payload, self._trusted, self._seen)
             if isinstance(pre, Rejected):
-                self._junk(message, str(pre.reason))
+                self._junk(message, pre.reason)
                 return
             self._put(_Work(message, pre))
         elif message.topic == self._decision_topic:
             if len(payload) > MAX_MESSAGE_BYTES:
-                self._junk(message, "decision_oversized")
+                self._junk(message, DecisionRejectReason.OVERSIZED)
             elif not payload.startswith(AGE_MAGIC):
-                self._junk(message, "decision_malformed")
+                self._junk(message, DecisionRejectReason.MALFORMED)
             else:
                 self._put(_Work(message, None))
         else:
-            self._junk(message, "unexpected_topic")
+            self._junk(message, FlowReason.UNEXPECTED_TOPIC)
 
-    def _junk(self, message: InboundMessage, reason: str) -> None:
-        self._audit.count_rejection(reason, self._clock.wall_ms())
+    def _junk(self, message: InboundMessage, reason: Reason) -> None:
+        counter = counter_name(reason)
+        self._audit.count_rejection(counter, self._clock.wall_ms())
         self.stats.junk += 1
-        self.stats.junk_reasons[reason] = self.stats.junk_reasons.get(reason, 0) + 1
+        self.stats.junk_reasons[counter] = self.stats.junk_reasons.get(counter, 0) + 1
         message.ack()
 
     def _put(self, work: _Work) -> None:
         try:
             self._queue.put_nowait(work)
         except queue.Full:
-            started = time.monotonic()
+            started = self._clock.monotonic()
             while True:
                 try:
                     self._queue.put(work, timeout=0.5)
@@ -132,16 +133,16 @@ class Intake:
                 except queue.Full:
                     if self._stop.is_set():
                         return  # not acked: the broker redelivers it next time
-            self.stats.blocked_s += time.monotonic() - started
+            self.stats.blocked_s += self._clock.monotonic() - started
         self.stats.queued += 1
 
     # ---- worker thread ---------------------------------------------------------------
 
     def run(self) -> None:
         """The worker loop (run it in a thread); returns when `stop` is set."""
-        next_housekeeping = time.monotonic()
+        next_housekeeping = self._clock.monotonic()
         while not self._stop.is_set():
-            now = time.monotonic()
+            now = self._clock.monotonic()
             if now >= next_housekeeping:
                 self._housekeeping()
                 next_housekeeping = now + self._housekeeping_s
@@ -167,7 +168,8 @@ class Intake:
         if outcome.accepted:
             self.stats.accepted += 1
         else:
-            self.stats.reasons[outcome.reason] = self.stats.reasons.get(outcome.reason, 0) + 1
+            counter = counter_name(outcome.reason)
+            self.stats.reasons[counter] = self.stats.reasons.get(counter, 0) + 1
         if self._on_outcome is not None:
             try:
                 self._on_outcome(work.message, outcome)

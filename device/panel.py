@@ -132,7 +132,7 @@ class Panel:
 
     def open(self) -> None:
         try:
-            from gpiozero import LED, Button  # only the device layer touches GPIO
+            from gpiozero import LED, Button  # optional: only a Pi with a button needs it
         except ImportError as exc:
             raise DoorbellError(
                 "owner.button_pin/led_pin need gpiozero: install the 'pi' extra"

@@ -21,6 +21,7 @@ import yaml
 
 from foundation.errors import InvalidValueError, UsageError
 from recorder.settings import PRESETS, CameraSettings, StorageSettings
+from sync.keys import parse_recipient, public_key_from_b64
 from sync.mqtt import MqttSettings
 from sync.uploader import ShareSettings
 
@@ -361,16 +362,12 @@ def _mqtt_protocol(value: object) -> int:
 
 
 def _b64_key(value: object) -> str:
-    from sync.keys import public_key_from_b64  # local: config must import no crypto at load
-
     text = _str(value)
     public_key_from_b64(text)
     return text
 
 
 def _recipient(value: object) -> str:
-    from sync.keys import parse_recipient
-
     text = _str(value)
     parse_recipient(text)
     return text

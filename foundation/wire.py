@@ -4,6 +4,8 @@ tools in cloud/ both import it; a test fails if one of these facts is written el
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 import numpy as np
 
 from foundation.errors import StampError
@@ -39,8 +41,38 @@ CASE_PERIOD_MS = 30 * 24 * 3600 * 1000  # ... within this period
 # rule 10: control and bidirectional-formatting characters, refused in every string.
 FORBIDDEN_CHARS_PATTERN = "[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
 
+# §5.1: a pending list's compact entry has exactly these keys, and a request's details
+# these; in this order the device writes them.
+PENDING_ENTRY_KEYS = (
+    "id",
+    "agency_id",
+    "case_number",
+    "window",
+    "expires_at",
+    "decide_by",
+    "footage_seconds",
+    "details_sha256",
+)
+PENDING_DETAIL_KEYS = ("id", "agency", "investigator", "description", "area")
+
 # §5.1 / §7: the audit head lists the entry hashes of this many newest entries.
 AUDIT_RECENT = 32
+
+
+class ShareState(StrEnum):
+    """§6.3: where a share is. `queued` -> `uploading` -> `done`, or it ends `failed`
+    (with its error) or `cancelled`; a failed share may be queued again."""
+
+    QUEUED = "queued"
+    UPLOADING = "uploading"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+# §6.3: a share in one of these states is still under way; every other state is final.
+ACTIVE_SHARE_STATES = (ShareState.QUEUED, ShareState.UPLOADING)
+FINAL_SHARE_STATES = frozenset(ShareState) - frozenset(ACTIVE_SHARE_STATES)
 
 # §3: topics.
 RFA_TOPIC_PREFIX = "rfa/v1/cell/"

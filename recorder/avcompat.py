@@ -22,6 +22,8 @@ import re
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from foundation.errors import RecorderError
 
 if TYPE_CHECKING:
@@ -35,7 +37,7 @@ OLDEST_AV = (10, 0)
 def av_version(text: str | None = None) -> tuple[int, int]:
     """PyAV's (major, minor), from `text` or the installed `av.__version__`."""
     if text is None:
-        import av
+        import av  # PyAV is heavy to load: only code that codes frames pays for it
 
         text = av.__version__
     match = re.match(r"(\d+)\.(\d+)", text)
@@ -46,7 +48,7 @@ def av_version(text: str | None = None) -> tuple[int, int]:
 
 def require_supported_av() -> None:
     """A clear error when the installed PyAV is older than any the suite has run."""
-    import av
+    import av  # PyAV is heavy to load: only code that codes frames pays for it
 
     if av_version() < OLDEST_AV:
         oldest = ".".join(map(str, OLDEST_AV))
@@ -84,7 +86,7 @@ def _clear_global_header(ctx: Any) -> None:
     if hasattr(ctx, "global_header"):  # PyAV <= 13: one boolean property per flag
         ctx.global_header = False
         return
-    from av.codec.context import Flags
+    from av.codec.context import Flags  # PyAV 14+ only (older ones have no Flags)
 
     ctx.flags = int(ctx.flags) & ~int(Flags.global_header)
 
@@ -117,7 +119,7 @@ def frame_from_rgb(image: np.ndarray) -> av.VideoFrame:
     PyAV 12 wraps the array without copying it (from_numpy_buffer), which saves about
     as much time as the colour conversion that follows; older PyAV copies it. Either
     way the caller must keep the array alive while the frame is used."""
-    import av
+    import av  # PyAV is heavy to load: only code that codes frames pays for it
 
     from_buffer = getattr(av.VideoFrame, "from_numpy_buffer", None)
     if from_buffer is not None:
@@ -162,7 +164,6 @@ def _avpacket(packet: Any) -> int:
     through /proc/self/mem so that no wrong guess can fault, and checked every time;
     the callers then read the value back through PyAV's getter."""
     global _ptr_offset  # noqa: PLW0603 - found once per process, then fixed
-    import numpy as np
 
     size = packet.size
     if size <= 0:

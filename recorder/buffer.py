@@ -259,7 +259,7 @@ def query_tables(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, Fram
 def probe_segment(path: Path) -> tuple[FrameTable, int, int, float]:
     """Read a complete segment file's frame table: (table, width, height, fps). Capture
     times come from the file's `capture_start_ms` tag plus each frame's pts (ms)."""
-    import av
+    import av  # PyAV is heavy to load: only code that codes frames pays for it
 
     with av.open(str(path)) as container:
         stream = container.streams.video[0]

@@ -1,8 +1,8 @@
 """Plain-Python entry points behind `doorbellctl record` and `doorbellctl clip`.
 
 The CLI maps its arguments onto these; `python -m recorder.commands clip ...` exists for
-the export benchmark (it measures the whole command, start-up included), so imports at
-the top stay lean.
+the export benchmark (it measures the whole command, start-up included), so the cameras
+(numpy, OpenCV) are imported only by `record`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from foundation.arguments import ArgumentParser
-from foundation.clock import Clock
+from foundation.clock import Clock, SystemClock
 from foundation.errors import DoorbellError, NoFootageError
+from foundation.files import disk_free_bytes
 from foundation.times import Window, parse_time
+from recorder.buffer import RollingBuffer
+from recorder.export import export_clip
+from recorder.recorder import Recorder
 from recorder.settings import CameraSettings, StorageSettings
 
 if TYPE_CHECKING:
@@ -40,10 +44,7 @@ def record(
     synthetic camera only) the footage is made as fast as the encoder allows and its
     capture times end at the moment recording started. Raises BufferLockedError while
     another recorder holds the buffer."""
-    from foundation.files import disk_free_bytes
-    from recorder.buffer import RollingBuffer
-    from recorder.recorder import Recorder
-    from recorder.sources import make_source
+    from recorder.sources import make_source  # cameras (numpy, cv2) only for record, not clip
 
     if seconds <= 0:
         raise DoorbellError("seconds must be positive")
@@ -70,8 +71,6 @@ def clip(
 ) -> ClipInfo:
     """Export the frames of `window` to the MP4 `out`. Works while a recorder runs.
     Raises NoFootageError (leaving no file) when the window holds no footage."""
-    from recorder.export import export_clip
-
     return export_clip(Path(storage_dir), window, Path(out), progress=progress)
 
 
@@ -99,8 +98,6 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "record":
-            from foundation.clock import SystemClock
-
             summary = record(
                 camera=CameraSettings(width=args.width, height=args.height, fps=args.fps),
                 storage=StorageSettings(dir=args.dir, max_bytes=1 << 42, min_free_bytes=0),

@@ -35,7 +35,7 @@ def open_x264(
     *, width: int, height: int, fps: float, preset: str
 ) -> av.video.codeccontext.VideoCodecContext:
     """An opened libx264 encoder taking yuv420p frames with pts in milliseconds."""
-    import av
+    import av  # PyAV is heavy to load: only code that codes frames pays for it
 
     encoder = av.CodecContext.create("libx264", "w")
     assert isinstance(encoder, av.video.codeccontext.VideoCodecContext)

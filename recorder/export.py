@@ -20,6 +20,7 @@ from __future__ import annotations
 import bisect
 import logging
 import os
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,7 +29,9 @@ from typing import Any
 
 from foundation.errors import NoFootageError, RecorderError
 from foundation.times import Window, format_time
+from recorder.avcompat import add_stream_from_template, set_duration, set_keyframe
 from recorder.buffer import FrameTable, Segment, connect_index, query_segments, query_tables
+from recorder.encoding import MS, annexb_to_avcc, open_x264
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +136,7 @@ class _Samples:
     def packet(self, name: str, pos: int, size: int) -> Any:
         """The sample as an av.Packet, read straight into the packet's own buffer (one
         copy fewer than going through bytes: this loop moves hundreds of MB)."""
-        import av
+        import av  # PyAV is heavy to load: only code that codes frames pays for it
 
         packet = av.Packet(size)
         if os.preadv(self._open(name), [memoryview(packet)], pos) != size:
@@ -151,9 +154,7 @@ def _reencode_head(part: _Part, samples: _Samples, end: int) -> list[tuple[bytes
     """Decode the GOP holding the window's first frame and re-encode its frames from
     that first frame up to (not including) index `end`. Returns Annex-B access units in
     MP4 sample form, in order."""
-    import av
-
-    from recorder.encoding import annexb_to_avcc, open_x264
+    import av  # PyAV is heavy to load: only code that codes frames pays for it
 
     table = part.table
     first = part.frames.start
@@ -259,10 +260,7 @@ PREFETCH_BYTES = 64 * 1024 * 1024
 def _write_clip(
     root: Path, parts: list[_Part], tmp: Path, progress: Progress | None
 ) -> tuple[int, int, int]:
-    import av
-
-    from recorder.avcompat import add_stream_from_template, set_duration, set_keyframe
-    from recorder.encoding import MS
+    import av  # PyAV is heavy to load: only code that codes frames pays for it
 
     total = sum(len(p.frames) for p in parts)
     # All capture times of the clip, in order, to give every sample its true duration.
@@ -354,8 +352,6 @@ class _HeadJob:
     """`_reencode_head` on a worker thread, with its own file handles."""
 
     def __init__(self, part: _Part, root: Path, end: int) -> None:
-        import threading
-
         self.done = threading.Event()
         self._part, self._root, self._end = part, root, end
         self._result: list[tuple[bytes, bool]] = []

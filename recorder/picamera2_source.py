@@ -28,9 +28,10 @@ from typing import Any
 
 from foundation.clock import Clock
 from foundation.errors import RecorderError
+from foundation.stop import StopSignal
 from recorder.encoding import keyframe_interval
+from recorder.frames import EncodedFrame
 from recorder.settings import CameraSettings
-from recorder.sources import EncodedFrame, StopSignal
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class Picamera2Api:
 
 def load_picamera2() -> Picamera2Api:
     """The real picamera2, or a clear error where it is not installed."""
-    try:
+    try:  # here: python3-picamera2 exists only on Raspberry Pi OS, and only this camera needs it
         from picamera2 import Picamera2  # type: ignore[import-not-found]
         from picamera2.encoders import (  # type: ignore[import-not-found]
             H264Encoder,

@@ -23,13 +23,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from foundation.clock import Clock
 from foundation.errors import RecorderError
-from foundation.stop import EitherStop
+from foundation.stop import EitherStop, StopSignal
+from recorder.avcompat import frame_from_rgb
 from recorder.buffer import BufferLock, RollingBuffer, Segment
+from recorder.encoding import MS, open_x264
+from recorder.frames import CameraSource, CapturedFrame, EncodedFrame
 from recorder.health import HealthCounters, RecorderHealth
 from recorder.settings import StorageSettings
-from recorder.sources import CameraSource, CapturedFrame, EncodedFrame, StopSignal
 
 logger = logging.getLogger(__name__)
 
@@ -219,11 +223,7 @@ class Recorder:
             self._encode(item, split)
 
     def _encode(self, item: CapturedFrame, split: bool) -> None:
-        import av
-        import numpy as np
-
-        from recorder.avcompat import frame_from_rgb
-        from recorder.encoding import MS, open_x264
+        import av  # PyAV is heavy to load: only code that codes frames pays for it
 
         if self._encoder is None:
             self._encoder = open_x264(
@@ -298,6 +298,7 @@ class Recorder:
         self.counters.set_last_write(self._clock.monotonic())
 
     def _open_segment(self, start_ms: int, sync: bool) -> Any:
+        # here: it imports PyAV, and the daemon imports this module but never writes segments
         from recorder.segment_writer import SegmentWriter
 
         try:

@@ -1,66 +1,20 @@
-"""Camera sources behind one small interface.
-
-A source yields either raw RGB frames (`CapturedFrame`, which the recorder encodes with
-libx264) or frames its own hardware encoder already compressed (`EncodedFrame`, which
-the recorder only muxes). Each frame carries its wall-clock capture time, the monotonic
-time it was taken and whether the clock was known to be synchronized then.
-"""
+"""The cameras: an OpenCV one here, the synthetic and the picamera2 one in their own
+modules, and `make_source`, which picks the one the settings name. The interface they
+share and the frames they hand over are in recorder.frames."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
 
 from foundation.clock import Clock
 from foundation.errors import RecorderError
 from foundation.stop import StopSignal
-
-if TYPE_CHECKING:
-    import numpy as np
-
-    from recorder.settings import CameraSettings
+from recorder.frames import CameraSource, CapturedFrame
+from recorder.picamera2_source import Picamera2Camera
+from recorder.settings import CameraSettings
+from recorder.synthetic import SyntheticCamera
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class CapturedFrame:
-    """A raw RGB picture (height, width, 3) and when it was taken."""
-
-    image: np.ndarray
-    capture_ms: int
-    monotonic: float
-    synchronized: bool
-
-
-@dataclass(frozen=True, slots=True)
-class EncodedFrame:
-    """One H.264 access unit (Annex-B) from a hardware encoder and when it was taken."""
-
-    data: bytes
-    keyframe: bool
-    capture_ms: int
-    monotonic: float
-    synchronized: bool
-
-
-class CameraSource(Protocol):
-    """What the recorder needs from a camera. `read` blocks until a frame is ready and
-    returns None at the end of the stream (a file ran out, `stop` was set)."""
-
-    width: int
-    height: int
-    fps: float
-    encoded: bool
-    live: bool  # a live camera drops frames when the encoder falls behind; a file waits
-    dropped: int  # frames the camera itself lost before `read` (its own encoder fell behind)
-
-    def open(self) -> None: ...
-
-    def read(self, stop: StopSignal) -> CapturedFrame | EncodedFrame | None: ...
-
-    def close(self) -> None: ...
 
 
 class OpenCVCamera:
@@ -81,7 +35,7 @@ class OpenCVCamera:
         self._failures = 0
 
     def open(self) -> None:
-        import cv2
+        import cv2  # OpenCV is optional and slow to load (~0.3 s)
 
         device: str | int = self._device
         if isinstance(device, str) and device.isdigit():
@@ -103,7 +57,7 @@ class OpenCVCamera:
             self._capture = None
 
     def read(self, stop: StopSignal) -> CapturedFrame | None:
-        import cv2
+        import cv2  # optional, see open()
 
         capture = self._capture
         if capture is None:
@@ -159,8 +113,6 @@ def make_source(
     if fast_seconds is not None and settings.source != "synthetic":
         raise RecorderError("--fast works only with the synthetic camera")
     if settings.source == "synthetic":
-        from recorder.synthetic import SyntheticCamera
-
         return SyntheticCamera(
             width=settings.width,
             height=settings.height,
@@ -176,6 +128,4 @@ def make_source(
             fps=settings.fps,
             clock=clock,
         )
-    from recorder.picamera2_source import Picamera2Camera
-
     return Picamera2Camera(settings=settings, clock=clock)

@@ -14,8 +14,9 @@ from functools import lru_cache
 import numpy as np
 
 from foundation.clock import Clock
+from foundation.stop import StopSignal
 from foundation.wire import check_stamp_size, draw_stamp
-from recorder.sources import CapturedFrame, StopSignal
+from recorder.frames import CapturedFrame
 
 
 @lru_cache(maxsize=4)

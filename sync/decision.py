@@ -69,6 +69,8 @@ class DecisionRejectReason(StrEnum):
     NONCE_REUSED = "nonce_reused"
     BAD_WINDOW = "bad_window"
     WINDOW_OUTSIDE_REQUEST = "window_outside_request"
+    # found by the device before these checks: a sealed decision it cannot open
+    UNDECRYPTABLE = "undecryptable"
 
 
 @dataclass(frozen=True, slots=True)

@@ -156,17 +156,33 @@ def identity_file_text(identity: x25519.Identity) -> bytes:
     return f"# public key: {identity.to_public()}\n{identity}\n".encode("ascii")
 
 
-def load_or_create_signing_key(path: Path) -> SigningKey:
-    if path.exists():
-        return load_signing_key(path)
+def _new_signing_key(path: Path) -> SigningKey:
     key = SigningKey.generate()
     write_secret(path, key.to_pem())
     return key
 
 
-def load_or_create_identity(path: Path) -> x25519.Identity:
-    if path.exists():
-        return load_identity(path)
+def _new_identity(path: Path) -> x25519.Identity:
     identity = x25519.Identity.generate()
     write_secret(path, identity_file_text(identity))
     return identity
+
+
+def load_or_create_signing_key(path: Path) -> SigningKey:
+    return load_signing_key(path) if path.exists() else _new_signing_key(path)
+
+
+def load_or_create_identity(path: Path) -> x25519.Identity:
+    return load_identity(path) if path.exists() else _new_identity(path)
+
+
+def create_key_pair(signing_path: Path, identity_path: Path) -> tuple[SigningKey, x25519.Identity]:
+    """A party's new keys (the owner's, an agency's): an Ed25519 signing key and an age
+    identity, each written 0600 in a 0700 folder. Refuses when either file exists, so
+    that a second run never destroys keys."""
+    for path in (signing_path, identity_path):
+        if path.exists():
+            raise KeyFileError(f"{path} already exists; refusing to overwrite a key")
+    for folder in {signing_path.parent, identity_path.parent}:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return _new_signing_key(signing_path), _new_identity(identity_path)

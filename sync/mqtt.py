@@ -44,6 +44,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from foundation.backoff import backoff_s
 from foundation.errors import DoorbellError, MisuseError
 
 logger = logging.getLogger(__name__)
@@ -81,17 +82,19 @@ class MqttSettings:
         return parts.hostname, port, tls
 
 
+_JITTER = random.Random()  # noqa: S311 (jitter, not secrets)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Backoff:
-    """Capped exponential delay with jitter: attempt n waits between half and all of
-    min(cap, initial * 2**n), so reconnecting devices spread out."""
+    """The reconnect's delays (foundation.backoff): attempt n waits between half and all
+    of min(cap, initial * 2**n), so reconnecting devices spread out."""
 
     initial_s: float = 1.0
     cap_s: float = 60.0
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
-        ceiling = min(self.cap_s, self.initial_s * (2 ** min(attempt, 30)))
-        return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
+        return backoff_s(attempt, base_s=self.initial_s, cap_s=self.cap_s, rng=rng or _JITTER)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,14 +6,16 @@ survives a power cut once it returns) and `objects/{rfa_id}/` with the two encry
 objects of each share. Nothing here touches the network or the recorder; `ShareWorker`
 (sync.uploader) drives the jobs.
 
-A job is `queued` -> `uploading` -> `done`, or ends `failed` (with its error) or
-`cancelled`. Per object the upload URL is stored before its first byte is sent and the
-server-acknowledged offset after each chunk, so a restart resumes the same upload.
+A job's state is a `ShareState` (foundation.wire, protocol.md §6.3): `queued` ->
+`uploading` -> `done`, or it ends `failed` (with its error) or `cancelled`. Per object
+the upload URL is stored before its first byte is sent and the server-acknowledged
+offset after each chunk, so a restart resumes the same upload.
 Byte counts are ciphertext bytes of both objects together (protocol.md §6.3).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shutil
@@ -23,10 +25,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from foundation.durable import open_durable, transaction
 from foundation.errors import DoorbellError
+from foundation.wire import ACTIVE_SHARE_STATES, ShareState
 from sync.models import (
     Decision,
     Rfa,
@@ -38,8 +41,8 @@ from sync.models import (
 
 logger = logging.getLogger(__name__)
 
-STATES = ("queued", "uploading", "done", "failed", "cancelled")
-ACTIVE = ("queued", "uploading")
+# A share in these states keeps its object files: it may still be (or be again) sent.
+KEEPS_FILES = (*ACTIVE_SHARE_STATES, ShareState.FAILED)
 KINDS = ("manifest", "clip")
 LIST_DAYS_MS = 7 * 24 * 3600 * 1000
 LIST_MAX = 20
@@ -71,6 +74,16 @@ CREATE TABLE IF NOT EXISTS objects (
 """
 
 
+def _states(states: tuple[ShareState, ...]) -> str:
+    """A set of states as one query parameter, a JSON list, for `state IN (SELECT value
+    FROM json_each(?))`: the states go in as data, no SQL text is built from them."""
+    return json.dumps(list(states))
+
+
+_ACTIVE = _states(ACTIVE_SHARE_STATES)
+_KEEPS_FILES = _states(KEEPS_FILES)
+
+
 class OutboxError(DoorbellError):
     """The outbox was asked something it cannot do."""
 
@@ -88,7 +101,7 @@ class UploadObject:
 class ShareJob:
     rfa: Rfa
     decision: Decision
-    state: str
+    state: ShareState
     created_ms: int
     attempts: int
     next_attempt_ms: int
@@ -137,7 +150,8 @@ class Outbox:
         keep = {
             row[0]
             for row in self._db.execute(
-                "SELECT rfa_id FROM jobs WHERE state IN ('queued','uploading','failed')"
+                "SELECT rfa_id FROM jobs WHERE state IN (SELECT value FROM json_each(?))",
+                (_KEEPS_FILES,),
             )
         }
         for folder in (self.root / "objects").iterdir():
@@ -168,8 +182,15 @@ class Outbox:
         with self._tx() as db:
             db.execute(
                 "INSERT OR IGNORE INTO jobs (rfa_id, rfa, decision, state, created_ms, updated_ms)"
-                " VALUES (?, ?, ?, 'queued', ?, ?)",
-                (rfa.id, rfa_to_json(rfa), decision_to_json(decision), now_ms, now_ms),
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    rfa.id,
+                    rfa_to_json(rfa),
+                    decision_to_json(decision),
+                    ShareState.QUEUED,
+                    now_ms,
+                    now_ms,
+                ),
             )
 
     def has_job(self, rfa_id: str) -> bool:
@@ -180,14 +201,15 @@ class Outbox:
     def active_count(self) -> int:
         with self._lock:
             row = self._db.execute(
-                "SELECT COUNT(*) FROM jobs WHERE state IN ('queued','uploading')"
+                "SELECT COUNT(*) FROM jobs WHERE state IN (SELECT value FROM json_each(?))",
+                (_ACTIVE,),
             ).fetchone()
         return int(row[0])
 
-    def state(self, rfa_id: str) -> str | None:
+    def state(self, rfa_id: str) -> ShareState | None:
         with self._lock:
             row = self._db.execute("SELECT state FROM jobs WHERE rfa_id = ?", (rfa_id,)).fetchone()
-        return None if row is None else str(row[0])
+        return None if row is None else ShareState(row[0])
 
     def job(self, rfa_id: str) -> ShareJob | None:
         with self._lock:
@@ -209,7 +231,7 @@ class Outbox:
         return ShareJob(
             rfa=rfa_from_json(row[0]),
             decision=decision_from_json(row[1]),
-            state=row[2],
+            state=ShareState(row[2]),
             created_ms=row[3],
             attempts=row[4],
             next_attempt_ms=row[5],
@@ -226,15 +248,15 @@ class Outbox:
             ids = [
                 row[0]
                 for row in self._db.execute(
-                    "SELECT rfa_id FROM jobs WHERE state IN ('queued','uploading')"
+                    "SELECT rfa_id FROM jobs WHERE state IN (SELECT value FROM json_each(?))"
                     " AND next_attempt_ms <= ? ORDER BY created_ms, rfa_id",
-                    (now_ms,),
+                    (_ACTIVE, now_ms),
                 )
             ]
             later = self._db.execute(
-                "SELECT MIN(next_attempt_ms) FROM jobs WHERE state IN ('queued','uploading')"
-                " AND next_attempt_ms > ?",
-                (now_ms,),
+                "SELECT MIN(next_attempt_ms) FROM jobs"
+                " WHERE state IN (SELECT value FROM json_each(?)) AND next_attempt_ms > ?",
+                (_ACTIVE, now_ms),
             ).fetchone()
             jobs = [job for job in map(self.job, ids) if job is not None]
         return jobs, (None if later[0] is None else int(later[0]))
@@ -247,14 +269,14 @@ class Outbox:
                 " COALESCE(SUM(CASE WHEN o.done THEN o.size ELSE o.offset END), 0),"
                 " COALESCE(SUM(o.size), 0)"
                 " FROM jobs j LEFT JOIN objects o ON o.rfa_id = j.rfa_id"
-                " WHERE j.updated_ms >= ? OR j.state IN ('queued','uploading')"
+                " WHERE j.updated_ms >= ? OR j.state IN (SELECT value FROM json_each(?))"
                 " GROUP BY j.rfa_id ORDER BY j.created_ms DESC, j.rfa_id LIMIT ?",
-                (now_ms - LIST_DAYS_MS, LIST_MAX),
+                (now_ms - LIST_DAYS_MS, _ACTIVE, LIST_MAX),
             ).fetchall()
         return [
             {
                 "rfa_id": rfa_id,
-                "state": state,
+                "state": ShareState(state),
                 "bytes_sent": int(sent),
                 "bytes_total": int(total),
                 "manifest_sha256": sha,
@@ -267,10 +289,10 @@ class Outbox:
         """Queue a failed share again (attempts start over); False when it is not failed."""
         with self._tx() as db:
             cur = db.execute(
-                "UPDATE jobs SET state = 'queued', attempts = 0, next_attempt_ms = 0,"
+                "UPDATE jobs SET state = ?, attempts = 0, next_attempt_ms = 0,"
                 " error = NULL, updated_ms = MAX(updated_ms, ?)"
-                " WHERE rfa_id = ? AND state = 'failed'",
-                (now_ms, rfa_id),
+                " WHERE rfa_id = ? AND state = ?",
+                (ShareState.QUEUED, now_ms, rfa_id, ShareState.FAILED),
             )
         return cur.rowcount == 1
 
@@ -278,9 +300,9 @@ class Outbox:
         """Cancel a share that is not done and delete its outbox files; False otherwise."""
         with self._tx() as db:
             cur = db.execute(
-                "UPDATE jobs SET state = 'cancelled', updated_ms = MAX(updated_ms, ?)"
-                " WHERE rfa_id = ? AND state IN ('queued','uploading','failed')",
-                (now_ms, rfa_id),
+                "UPDATE jobs SET state = ?, updated_ms = MAX(updated_ms, ?)"
+                " WHERE rfa_id = ? AND state IN (SELECT value FROM json_each(?))",
+                (ShareState.CANCELLED, now_ms, rfa_id, _KEEPS_FILES),
             )
         if cur.rowcount == 1:
             self.delete_files(rfa_id)
@@ -292,21 +314,22 @@ class Outbox:
     def set_state(
         self,
         rfa_id: str,
-        state: str,
+        state: ShareState,
         *,
         now_ms: int,
         error: str | None = None,
-        only_from: tuple[str, ...] = ACTIVE,
+        only_from: tuple[ShareState, ...] = ACTIVE_SHARE_STATES,
     ) -> bool:
         """Move an active job to `state`; False when it was cancelled (or finished) meanwhile."""
-        if state not in STATES:
-            raise OutboxError(f"unknown state {state}")
-        marks = ",".join("?" * len(only_from))
+        try:
+            state = ShareState(state)
+        except ValueError:
+            raise OutboxError(f"unknown share state {state!r}") from None
         with self._tx() as db:
             cur = db.execute(
-                f"UPDATE jobs SET state = ?, error = ?, updated_ms = ?"  # noqa: S608 (marks only)
-                f" WHERE rfa_id = ? AND state IN ({marks})",
-                (state, error, now_ms, rfa_id, *only_from),
+                "UPDATE jobs SET state = ?, error = ?, updated_ms = ?"
+                " WHERE rfa_id = ? AND state IN (SELECT value FROM json_each(?))",
+                (state, error, now_ms, rfa_id, _states(only_from)),
             )
         return cur.rowcount == 1
 
@@ -358,38 +381,3 @@ class Outbox:
     def reset_attempts(self, rfa_id: str) -> None:
         with self._tx() as db:
             db.execute("UPDATE jobs SET attempts = 0 WHERE rfa_id = ?", (rfa_id,))
-
-
-# --- for a person at a terminal -----------------------------------------------------------
-
-
-def render_shares(entries: list[dict[str, Any]], stream: TextIO) -> None:
-    """Print §6.3 entries for `doorbellctl shares`: one line each, a progress bar for
-    shares under way (tqdm's bar, so it looks like every other progress bar)."""
-    from tqdm import tqdm
-
-    if not entries:
-        stream.write("no shares in the last 7 days\n")
-        return
-    for entry in entries:
-        total = int(entry.get("bytes_total") or 0)
-        sent = int(entry.get("bytes_sent") or 0)
-        label = f"{entry['rfa_id']} {entry['state']:<9}"
-        if total > 0:
-            bar = tqdm.format_meter(
-                n=sent,
-                total=total,
-                elapsed=0,
-                ncols=100,
-                prefix=label,
-                unit="B",
-                unit_scale=True,
-                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt}",
-            )
-            stream.write(bar + "\n")
-        else:
-            stream.write(f"{label} (not built yet)\n")
-        if entry.get("error"):
-            stream.write(f"    error: {entry['error']}\n")
-        if entry.get("manifest_sha256"):
-            stream.write(f"    manifest sha256: {entry['manifest_sha256']}\n")

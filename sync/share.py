@@ -31,6 +31,7 @@ import pyrage
 
 from foundation.errors import DoorbellError, NoFootageError, RecorderError
 from foundation.times import format_time
+from recorder.export import export_clip
 from sync import SOFTWARE
 from sync.envelope import canonical_envelope, make_envelope, parse_envelope
 from sync.keys import SigningKey, parse_recipient
@@ -199,8 +200,6 @@ def build_share(
     now_ms: int,
 ) -> BuiltShare:
     """Export, hash, sign and encrypt one share into `clip_path` / `manifest_path`."""
-    from recorder.export import export_clip  # the recorder's frame-exact export
-
     if not decision.approve:
         raise ShareError("the request was not approved")
     try:

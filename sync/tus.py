@@ -39,6 +39,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urljoin, urlsplit
@@ -77,6 +78,13 @@ class TusGone(TusError):
 
 class TusTransient(TusError):
     """Temporary: a network failure, a time-out or a server error."""
+
+
+class CutShort(StrEnum):
+    """Why an exchange's sockets were shut down before it finished (in its TusTransient)."""
+
+    CANCELLED = "cancelled"  # `stop` was set: the share was cancelled or the daemon stops
+    TOO_SLOW = "took too long"  # its deadline passed
 
 
 class AddressRefused(OSError):
@@ -407,8 +415,7 @@ class TusClient:
                 if refusal is not None:
                     raise TusRefused(f"address refused: {refusal}") from exc
                 if cut.is_set():
-                    why = "cancelled" if self._stop.is_set() else "took too long"
-                    raise TusTransient(f"{method} {why}") from exc
+                    raise TusTransient(f"{method} {self._cut_short()}") from exc
                 raise TusTransient(f"{method} failed: {type(exc).__name__}") from exc
             except Exception as exc:  # urllib3 errors while reading the capped body
                 if cut.is_set() or isinstance(exc, OSError | urllib3_exceptions.HTTPError):
@@ -421,12 +428,13 @@ class TusClient:
             for sock in sockets:
                 sock.close()
         if cut.is_set():
-            raise TusTransient(
-                f"{method} {'cancelled' if self._stop.is_set() else 'took too long'}"
-            )
+            raise TusTransient(f"{method} {self._cut_short()}")
         if 300 <= response.status_code < 400:
             raise TusRefused(f"{method} answered with a redirect ({response.status_code})")
         return response
+
+    def _cut_short(self) -> CutShort:
+        return CutShort.CANCELLED if self._stop.is_set() else CutShort.TOO_SLOW
 
     @staticmethod
     def _raise_for(method: str, response: requests.Response) -> None:

@@ -43,9 +43,11 @@ from typing import Any
 
 import requests
 
+from foundation.backoff import backoff_s
 from foundation.clock import Clock
 from foundation.errors import DoorbellError
 from foundation.stop import EitherStop, StopSignal
+from foundation.wire import ShareState
 from sync.outbox import KINDS, Outbox, ShareJob
 from sync.share import ShareError, build_share
 from sync.tus import (
@@ -63,7 +65,7 @@ from sync.tus import (
 
 logger = logging.getLogger(__name__)
 
-StateCallback = Callable[[str, str, str | None], None]
+StateCallback = Callable[[str, ShareState, str | None], None]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,12 +79,6 @@ class ShareSettings:
     timeout_s: float = 60.0
     idle_wait_s: float = 1.0  # how often an idle worker looks at the outbox again
     max_origins: int = 4  # lanes at once: shares to this many origins run side by side
-
-
-def backoff_s(attempts: int, *, base_s: float, cap_s: float, rng: random.Random) -> float:
-    """Capped exponential backoff with full jitter in the upper half (never zero)."""
-    ceiling = min(cap_s, base_s * (2 ** max(0, attempts - 1)))
-    return ceiling * (0.5 + rng.random() / 2)
 
 
 def upload_metadata(job: ShareJob, kind: str, device_id: str) -> dict[str, str]:
@@ -158,14 +154,14 @@ class ShareWorker:
     def retry(self, rfa_id: str) -> bool:
         if not self._outbox.retry(rfa_id, now_ms=self._clock.wall_ms()):
             return False
-        self._notify(rfa_id, "queued", None)
+        self._notify(rfa_id, ShareState.QUEUED, None)
         self.wake()
         return True
 
     def cancel(self, rfa_id: str) -> bool:
         if not self._outbox.cancel(rfa_id, now_ms=self._clock.wall_ms()):
             return False
-        self._notify(rfa_id, "cancelled", None)
+        self._notify(rfa_id, ShareState.CANCELLED, None)
         with self._lock:
             under_way = self._cancels.get(rfa_id)
         if under_way is not None:
@@ -233,13 +229,13 @@ class ShareWorker:
 
     # -- one job
 
-    def _notify(self, rfa_id: str, state: str, error: str | None) -> None:
+    def _notify(self, rfa_id: str, state: ShareState, error: str | None) -> None:
         try:
             self._on_state(rfa_id, state, error)
         except Exception:
             logger.exception("on_state callback failed for share %s", rfa_id)
 
-    def _set_state(self, job: ShareJob, state: str, error: str | None = None) -> bool:
+    def _set_state(self, job: ShareJob, state: ShareState, error: str | None = None) -> bool:
         changed = self._outbox.set_state(
             job.rfa_id, state, now_ms=self._clock.wall_ms(), error=error
         )
@@ -258,9 +254,9 @@ class ShareWorker:
                 self._cancels.pop(job.rfa_id, None)
 
     def _attempt(self, job: ShareJob, share_stop: StopSignal) -> None:
-        if job.state == "queued" and not self._set_state(job, "uploading"):
+        if job.state is ShareState.QUEUED and not self._set_state(job, ShareState.UPLOADING):
             return
-        if self._outbox.state(job.rfa_id) != "uploading":
+        if self._outbox.state(job.rfa_id) is not ShareState.UPLOADING:
             return  # cancelled before its cancel could reach this attempt
         progressed = [False]
         try:
@@ -290,14 +286,14 @@ class ShareWorker:
             self._retry_later(job, message, progressed[0])
             return
         self._outbox.delete_files(job.rfa_id)
-        self._set_state(job, "done")
+        self._set_state(job, ShareState.DONE)
         logger.info("share %s done", job.rfa_id)
 
     def _fail(self, job: ShareJob, error: str) -> None:
         logger.warning("share %s failed: %s", job.rfa_id, error)
         if not job.built:
             self._outbox.delete_files(job.rfa_id)
-        self._set_state(job, "failed", error)
+        self._set_state(job, ShareState.FAILED, error)
 
     def _retry_later(self, job: ShareJob, error: str, progressed: bool) -> None:
         current = self._outbox.job(job.rfa_id)
@@ -306,7 +302,7 @@ class ShareWorker:
             self._fail(job, f"{error} (gave up after {attempts} attempts)")
             return
         delay = backoff_s(
-            attempts,
+            attempts - 1,  # the first failed attempt waits about retry_base_s
             base_s=self._settings.retry_base_s,
             cap_s=self._settings.retry_cap_s,
             rng=self._rng,
@@ -374,7 +370,10 @@ class ShareWorker:
                         job, kind, obj, path, client, info.sha1_checksum, progressed
                     )
             except (_Cancelled, TusError, ShareError, OSError):
-                if self._stop.is_set() or self._outbox.state(job.rfa_id) != "cancelled":
+                if (
+                    self._stop.is_set()
+                    or self._outbox.state(job.rfa_id) is not ShareState.CANCELLED
+                ):
                     raise
                 # Cancelled, between chunks or in the middle of an exchange: the share's
                 # own client is stopped, so the clean-up goes through one that is not.
@@ -441,7 +440,7 @@ class ShareWorker:
             self._outbox.set_offset(job.rfa_id, kind, new_offset)
 
         def keep_going() -> bool:
-            if self._outbox.state(job.rfa_id) != "uploading":
+            if self._outbox.state(job.rfa_id) is not ShareState.UPLOADING:
                 raise _Cancelled()
             return True
 

@@ -32,6 +32,8 @@ class ConsoleService:
     ) -> ConsoleService:
         """Make the certificate (on first start), open the session store and build the
         app; nothing listens until `start()`. `parts` are ConsoleParts' other fields."""
+        # Here, not at the top: the console is off by default, and its web stack
+        # (Starlette, uvicorn) loads only when it is on.
         from device.console.auth import ConsoleAuth
         from device.console.preview import Preview
         from device.console.server import Console, ConsoleParts, ConsoleServer

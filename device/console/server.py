@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import uvicorn
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -42,14 +43,16 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Redire
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from device.audit import read_audit, verify_audit
 from device.console.auth import SESSION_TTL_MS, ConsoleAuth, Verdict
 from device.console.preview import MAX_CLIP_MS, Preview
-from device.console.tls import ConsoleCertificate
+from device.console.tls import ConsoleCertificate, host_names
 from device.flow import RequestFlow
 from firmware_config.schema import Contact
 from foundation.clock import Clock
 from foundation.errors import DoorbellError, NoFootageError, TimeFormatError
 from foundation.times import Window, format_time, parse_time
+from sync.decision import DecisionRejectReason
 from sync.geo import distance_m
 from sync.models import ConsentMethod
 
@@ -391,7 +394,7 @@ class Console:
             share_contact=share_contact if choice == "approve" else None,
         )
         if not outcome.accepted:
-            status = 404 if outcome.reason == "not_pending" else 409
+            status = 404 if outcome.reason is DecisionRejectReason.NOT_PENDING else 409
             return _json({"error": f"{outcome.reason}: {outcome.detail}".rstrip(": ")}, status)
         return {"ok": True, "outcome": outcome.reason, "rfa_id": rfa_id}
 
@@ -411,8 +414,6 @@ class Console:
         return self._share_command("retry", request)
 
     def audit(self, request: Request, body: Any) -> Any:
-        from device.audit import read_audit, verify_audit
-
         report = verify_audit(self.parts.audit_path, self.parts.audit_key)
         entries = read_audit(self.parts.audit_path)[-500:]
         return {
@@ -489,8 +490,6 @@ class ConsoleServer:
     def __init__(
         self, console: Console, certificate: ConsoleCertificate, *, host: str, port: int
     ) -> None:
-        import uvicorn
-
         self.console = console
         self.certificate = certificate
         self.host, self.port = host, port
@@ -512,8 +511,6 @@ class ConsoleServer:
 
     @property
     def url(self) -> str:
-        from device.console.tls import host_names
-
         host = self.host
         if host in ("0.0.0.0", "::", ""):  # noqa: S104 - a name, not a bind
             host = host_names()[0]

@@ -23,6 +23,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
 from foundation.errors import DoorbellError
 from sync.keys import write_secret
 
@@ -73,9 +78,6 @@ def local_addresses() -> list[str]:
 
 
 def load_certificate(cert_file: Path, key_file: Path) -> ConsoleCertificate:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-
     try:
         pem = cert_file.read_bytes()
         cert = x509.load_pem_x509_certificate(pem)
@@ -99,11 +101,6 @@ def load_certificate(cert_file: Path, key_file: Path) -> ConsoleCertificate:
 def make_certificate(
     cert_file: Path, key_file: Path, *, names: list[str], addresses: list[str], now: dt.datetime
 ) -> ConsoleCertificate:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
     alt: list[x509.GeneralName] = [x509.DNSName(n) for n in names]

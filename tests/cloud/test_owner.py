@@ -345,6 +345,36 @@ def test_watch_opens_the_sealed_lists(
     assert home.last_head(device.device_id) == (chain_head(5), NOW)
 
 
+@pytest.mark.parametrize("change", [None, "missing", "extra"])
+def test_a_pending_entry_must_have_exactly_the_keys_of_section_5_1(
+    home: OwnerHome, device: Device, change: str | None
+) -> None:
+    entry = dict(PENDING_ITEM)  # written out above, key by key, as protocol.md §5.1 says
+    if change == "missing":
+        del entry["footage_seconds"]
+    elif change == "extra":
+        entry["note"] = "not in the protocol"
+    sealed = device.owner_message(
+        "pending",
+        owner_recipient(home),
+        at_ms=NOW,
+        head=chain_head(1),
+        items=[entry],
+        omit_details=True,
+    )
+
+    def opened() -> owner.OwnerMessage:
+        return owner.open_owner_message(
+            sealed, kind="pending", identity=home.identity(), device=home.device()
+        )
+
+    if change is None:
+        assert opened().items == [PENDING_ITEM]
+    else:
+        with pytest.raises(OwnerError, match="exactly the keys of §5.1"):
+            opened()
+
+
 def test_a_request_is_shown_only_once_its_details_arrived_and_match(
     home: OwnerHome, device: Device, mosquitto: MosquittoBroker
 ) -> None:

@@ -3,6 +3,7 @@ for everything that goes wrong."""
 
 from __future__ import annotations
 
+import io
 import json
 import stat
 import subprocess
@@ -13,6 +14,7 @@ import av
 import pytest
 
 from cloud.loopback import DeviceSetup
+from device.cli import _print_list, render_shares
 from device.identity import load_device_identity
 from foundation.times import format_time, parse_time
 from foundation.wire import read_capture_ms
@@ -89,7 +91,7 @@ def test_owner_keygen_writes_private_files_and_refuses_to_overwrite(tmp_path: Pa
         text=True,
         timeout=60,
     )
-    assert again.returncode == 1 and "not overwriting" in again.stderr
+    assert again.returncode == 1 and "refusing to overwrite a key" in again.stderr
     assert (out / "owner-signing.pem").read_bytes() == before
 
 
@@ -177,3 +179,49 @@ def test_bad_config_names_the_key(tmp_path: Path) -> None:
         timeout=60,
     )
     assert daemon.returncode == 2 and "device.location.lat" in daemon.stderr
+
+
+def test_render_shares_for_a_terminal():
+    out = io.StringIO()
+    render_shares(
+        [
+            {
+                "rfa_id": "a1",
+                "state": "uploading",
+                "bytes_sent": 5 * 1024**2,
+                "bytes_total": 10 * 1024**2,
+                "manifest_sha256": "ff" * 32,
+                "error": None,
+            },
+            {
+                "rfa_id": "b2",
+                "state": "failed",
+                "bytes_sent": 0,
+                "bytes_total": 0,
+                "manifest_sha256": None,
+                "error": "no footage",
+            },
+        ],
+        out,
+    )
+    text = out.getvalue()
+    assert "a1 uploading" in text and "50%" in text and "5.24M/10.5M" in text
+    assert "b2 failed" in text and "error: no footage" in text
+    empty = io.StringIO()
+    render_shares([], empty)
+    assert "no shares" in empty.getvalue()
+
+
+def test_a_list_from_the_daemon_prints_as_json_a_sentence_or_a_line_each(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    items = [{"id": "a"}, {"id": "b"}]
+
+    def show(items: list, as_json: bool) -> str:  # type: ignore[type-arg]
+        assert _print_list(items, as_json=as_json, empty="None.", line=lambda i: i["id"]) == 0
+        return capsys.readouterr().out
+
+    assert json.loads(show(items, True)) == items
+    assert show([], True) == "[]\n"
+    assert show([], False) == "None.\n"
+    assert show(items, False) == "a\nb\n"

@@ -13,6 +13,7 @@ import pytest
 from device.commands import RETRY_PIN_MS, ControlCommands
 from foundation.clock import FakeClock
 from foundation.times import Window
+from foundation.wire import ShareState
 from sync.keys import SigningKey
 from sync.uploader import ShareSettings, ShareWorker
 from tests.device.test_flow import Kit, open_kit, pins
@@ -97,7 +98,7 @@ def test_retry_pins_the_footage_of_a_failed_share_again(kit: Kit) -> None:
     a = approved(kit, cmds)
     window = kit.store.decision(a).window  # type: ignore[union-attr]
     kit.flow.on_share_state(a, "failed", "upload server said 500")
-    kit.outbox.set_state(a, "failed", now_ms=NOW_MS, error="upload server said 500")
+    kit.outbox.set_state(a, ShareState.FAILED, now_ms=NOW_MS, error="upload server said 500")
     assert a not in pins(kit), "a failed share releases its pin"
     reply = cmds.handle({"cmd": "retry", "rfa_id": a})
     assert reply == {"ok": True, "message": f"share {a} queued again"}

@@ -18,6 +18,7 @@ from device.audit import AuditLog
 from device.flow import RequestFlow
 from device.identity import DeviceIdentity, load_device_identity
 from device.state import StateStore
+from foundation import wire
 from foundation.clock import FakeClock
 from foundation.times import Window, parse_time
 from recorder.buffer import RollingBuffer
@@ -126,6 +127,10 @@ def test_accepted_request_is_pending_pinned_and_audited(kit: Kit) -> None:
     assert outcome.accepted and outcome.rfa_id == rfa_id
     [view] = kit.flow.pending_views()
     assert set(view.entry) == ENTRY_KEYS and set(view.details) == DETAIL_KEYS
+    # the contract module says the same as this test's own copy of §5.1
+    assert (
+        set(wire.PENDING_ENTRY_KEYS) == ENTRY_KEYS and set(wire.PENDING_DETAIL_KEYS) == DETAIL_KEYS
+    )
     [entry] = kit.flow.pending_entries()
     assert set(entry) == ENTRY_KEYS | DETAIL_KEYS
     assert entry["id"] == rfa_id and entry["footage_seconds"] == 0
@@ -190,10 +195,19 @@ def test_app_approval_queues_a_share_and_a_reused_nonce_does_nothing(kit: Kit) -
 
 
 @pytest.mark.parametrize(
-    "sealed_for",
-    ["wrong_key", "wrong_device", "stale", "not_sealed", "garbage_age", "oversized"],
+    ("sealed_for", "counter"),
+    [
+        ("wrong_key", "decision_unknown_key"),
+        ("wrong_device", "decision_wrong_device"),
+        ("stale", "decision_clock_skew"),
+        ("not_sealed", "decision_malformed"),
+        ("garbage_age", "decision_undecryptable"),
+        ("oversized", "decision_oversized"),
+    ],
 )
-def test_junk_on_the_decision_topic_changes_nothing(kit: Kit, sealed_for: str) -> None:
+def test_junk_on_the_decision_topic_changes_nothing(
+    kit: Kit, sealed_for: str, counter: str
+) -> None:
     rfa_id = str(uuid.uuid4())
     kit.flow.handle_rfa(kit.rfa(rfa_id=rfa_id))
     before = (kit.store.pending(), kit.audit.head().entries, pins(kit))
@@ -216,6 +230,10 @@ def test_junk_on_the_decision_topic_changes_nothing(kit: Kit, sealed_for: str) -
     assert not out.accepted and out.counted
     assert (kit.store.pending(), kit.audit.head().entries, pins(kit)) == before
     assert not kit.outbox.has_job(rfa_id)
+    # The outcome names the decision rule; the audit counts it as a decision's.
+    assert f"decision_{out.reason}" == counter
+    kit.audit.flush(kit.clock.wall_ms(), force=True)
+    assert [f["reason"] for e, f in kit.events() if e == "rejections"] == [counter]
 
 
 def test_button_and_cli_make_the_same_decision_record(kit: Kit) -> None:

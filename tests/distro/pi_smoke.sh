@@ -34,4 +34,13 @@ DOORBELL_DISTRO_EXTRAS="pi test" "$here/run.sh" trixie arm64 \
     "tests/sync/test_share.py::test_named_share_decrypts_verifies_and_holds_exactly_the_window" \
     "tests/cloud/test_verify.py::test_a_good_named_share_verifies" \
     "tests/cloud/test_verify.py::test_a_frame_outside_the_approved_window_fails"
+# What the venv holds on arm64: the wheels pip chose and the two source builds, each loaded.
+tree="$("$here/rootfs.sh" trixie arm64)"
+chroot "$tree" /opt/doorbell/bin/python -c '
+from importlib.metadata import version
+import cv2, geohash, lgpio
+names = ("av", "numpy", "opencv-python-headless", "python-geohash", "lgpio", "cryptography",
+         "pyrage", "paho-mqtt", "gpiozero")
+print("==> on arm64: " + ", ".join(f"{name} {version(name)}" for name in names))
+'
 printf '==> pi-smoke passed in %d s\n' $((SECONDS - start))

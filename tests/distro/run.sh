@@ -65,7 +65,8 @@ cp /etc/ssl/certs/ca-certificates.crt "$tree/etc/ssl/certs/host-ca-certificates.
 
 if (($# == 0)); then
     set -- tests/distro tests/recorder tests/sync/test_share.py tests/cloud/test_verify.py \
-        tests/integration/test_daemon_process.py -n 2 --dist loadgroup
+        tests/integration/test_daemon_process.py tests/integration/test_end_to_end.py \
+        tests/integration/test_recorder_supervision.py -n 2 --dist loadgroup
 fi
 
 # shellcheck disable=SC2016 # the inner script expands its own arguments

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import io
+import json
 import sqlite3
 from pathlib import Path
 
 import pytest
 
 from foundation.times import Window
+from foundation.wire import FINAL_SHARE_STATES, ShareState
+from sync.envelope import canonical_json
 from sync.models import ConsentMethod
-from sync.outbox import Outbox, OutboxError, render_shares
+from sync.outbox import Outbox, OutboxError
 from tests.sync.factories import NOW_MS, AgencyKeys
 from tests.sync.sharekit import make_decision, make_rfa
 
@@ -52,6 +54,26 @@ def test_enqueue_is_durable_idempotent_and_round_trips(tmp_path: Path):
             "error": None,
         }
     ]
+
+
+def test_share_states_are_the_protocol_s_words_on_the_wire(tmp_path: Path):
+    """protocol.md §6.3's states, written here again so that a renamed one fails; what
+    the owner channel signs (RFC 8785) and the CLI prints (json) is the plain word."""
+    assert [str(s) for s in ShareState] == ["queued", "uploading", "done", "failed", "cancelled"]
+    assert set(FINAL_SHARE_STATES) == {"done", "failed", "cancelled"}
+    agency = AgencyKeys.generate()
+    outbox = Outbox.open(tmp_path / "o")
+    rfa, decision = job(agency)
+    outbox.enqueue(rfa, decision, now_ms=NOW_MS)
+    outbox.set_state(rfa.id, ShareState.UPLOADING, now_ms=NOW_MS)
+    entry = outbox.shares(NOW_MS)[0]
+    assert json.dumps(entry["state"]) == '"uploading"'
+    assert canonical_json({"state": entry["state"]}) == b'{"state":"uploading"}'
+    raw = sqlite3.connect(tmp_path / "o" / "outbox.sqlite")
+    assert raw.execute("SELECT state FROM jobs").fetchone() == ("uploading",)
+    with pytest.raises(OutboxError, match="unknown share state 'sent'"):
+        outbox.set_state(rfa.id, "sent", now_ms=NOW_MS)  # type: ignore[arg-type]
+    assert outbox.state(rfa.id) is ShareState.UPLOADING
 
 
 def test_database_is_wal_with_full_sync(tmp_path: Path):
@@ -107,7 +129,7 @@ def test_shares_lists_last_7_days_at_most_20_newest_first(tmp_path: Path):
         outbox.enqueue(rfa, decision, now_ms=NOW_MS - 30 * DAY + i * DAY)
         ids.append(rfa.id)
     for rfa_id in ids[:20]:  # old and finished
-        outbox.set_state(rfa_id, "done", now_ms=NOW_MS - 30 * DAY)
+        outbox.set_state(rfa_id, ShareState.DONE, now_ms=NOW_MS - 30 * DAY)
     listed = outbox.shares(NOW_MS)
     assert [e["rfa_id"] for e in listed] == list(reversed(ids[20:]))
     many = outbox.shares(NOW_MS - 29 * DAY)  # from a point of view where all are recent
@@ -122,7 +144,7 @@ def test_retry_and_cancel(tmp_path: Path):
     outbox.enqueue(rfa, decision, now_ms=NOW_MS)
     assert not outbox.retry(rfa.id)  # only failed shares are retried
     outbox.record_failure(rfa.id, error="x", attempts=5, next_attempt_ms=NOW_MS + 10, now_ms=NOW_MS)
-    assert outbox.set_state(rfa.id, "failed", now_ms=NOW_MS, error="server said 500")
+    assert outbox.set_state(rfa.id, ShareState.FAILED, now_ms=NOW_MS, error="server said 500")
     assert outbox.shares(NOW_MS)[0]["error"] == "server said 500"
     assert outbox.retry(rfa.id)
     stored = outbox.job(rfa.id)
@@ -138,7 +160,7 @@ def test_retry_and_cancel(tmp_path: Path):
     assert not outbox.cancel(rfa.id)
     assert not outbox.retry(rfa.id)
     # a cancelled job cannot be moved by the worker any more
-    assert not outbox.set_state(rfa.id, "uploading", now_ms=NOW_MS)
+    assert not outbox.set_state(rfa.id, ShareState.UPLOADING, now_ms=NOW_MS)
     assert outbox.active_count() == 0
 
 
@@ -191,34 +213,3 @@ def test_a_second_process_sees_committed_progress(tmp_path: Path):
     outbox.set_offset(rfa.id, "clip", 1)
     other = sqlite3.connect(tmp_path / "o" / "outbox.sqlite")
     assert other.execute("SELECT offset FROM objects WHERE kind = 'clip'").fetchone()[0] == 1
-
-
-def test_render_shares_for_a_terminal():
-    out = io.StringIO()
-    render_shares(
-        [
-            {
-                "rfa_id": "a1",
-                "state": "uploading",
-                "bytes_sent": 5 * 1024**2,
-                "bytes_total": 10 * 1024**2,
-                "manifest_sha256": "ff" * 32,
-                "error": None,
-            },
-            {
-                "rfa_id": "b2",
-                "state": "failed",
-                "bytes_sent": 0,
-                "bytes_total": 0,
-                "manifest_sha256": None,
-                "error": "no footage",
-            },
-        ],
-        out,
-    )
-    text = out.getvalue()
-    assert "a1 uploading" in text and "50%" in text and "5.24M/10.5M" in text
-    assert "b2 failed" in text and "error: no footage" in text
-    empty = io.StringIO()
-    render_shares([], empty)
-    assert "no shares" in empty.getvalue()

@@ -23,7 +23,7 @@ from device.identity import load_device_identity
 from foundation.clock import SystemClock
 from foundation.times import Window, parse_time
 from sync.outbox import Outbox
-from sync.uploader import ShareSettings, ShareWorker, backoff_s
+from sync.uploader import ShareSettings, ShareWorker
 from tests.sync.factories import AgencyKeys
 from tests.sync.hostile import SlowTusServer
 from tests.sync.sharekit import (
@@ -373,16 +373,6 @@ def test_cancel_mid_upload_stops_and_deletes(tmp_path: Path, footage, tus_server
     assert [u.metadata["kind"] for u in tus_server.uploads() if u.path.exists()] == ["manifest"]
     assert "DELETE" in rig.log.methods()
     assert "cancelled" in [s for _i, s, _e in rig.states]
-
-
-def test_backoff_is_capped_and_jittered():
-    import random
-
-    rng = random.Random(7)
-    waits = [backoff_s(n, base_s=2, cap_s=60, rng=rng) for n in range(1, 12)]
-    assert 1 <= waits[0] <= 2
-    assert all(30 <= w <= 60 for w in waits[6:])
-    assert len({round(w, 6) for w in waits[6:]}) > 1  # jitter
 
 
 def _wait(predicate: Any, timeout: float, what: str) -> None:
