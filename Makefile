@@ -7,12 +7,14 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 # python3-venv: Debian's python3 cannot make a venv without it; systemd: systemd-analyze,
-# which the unit-file tests use; ca-certificates: pip's HTTPS to PyPI.
+# which the unit-file tests use; ca-certificates: pip's HTTPS to PyPI; chromium: the
+# console's browser tests, driven by Playwright, whose own node needs libatomic1 (which
+# nothing else here pulls in on a minimal Debian 12).
 DEB_PACKAGES := python3 python3-venv ca-certificates systemd mosquitto mosquitto-clients age \
-	ffmpeg openssl shellcheck chromium chromium-driver debootstrap
+	ffmpeg openssl shellcheck chromium libatomic1 debootstrap
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint typecheck unit distro pi-smoke bench deps venv clean
+.PHONY: demo test lint typecheck unit distro pi-smoke bench deps root venv clean
 
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \
@@ -20,11 +22,19 @@ deps:
 	done; \
 	if [ -n "$$missing" ]; then \
 	  if [ -n "$(SUDO)" ] && ! command -v sudo >/dev/null; then \
-	    echo "make: missing Debian packages:$$missing; install them as root (su -c 'apt-get install$$missing'), or install sudo"; \
+	    echo "make: missing Debian packages:$$missing; install them as root (su -c 'apt-get update && apt-get install -y$$missing'), or install sudo"; \
 	    exit 1; \
 	  fi; \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+# distro and pi-smoke build Debian trees (debootstrap, chroot, mount): as root, or with
+# sudo. Without either, say so in one line before anything else runs.
+root:
+	@if [ -n "$(SUDO)" ] && ! command -v sudo >/dev/null; then \
+	  echo "make: make distro (the end of make test) builds Debian trees with debootstrap and chroot, which needs root: install sudo, or run make lint typecheck unit, then su -c 'make distro'"; \
+	  exit 1; \
 	fi
 
 $(BIN)/python: | deps
@@ -50,14 +60,14 @@ unit: deps venv
 # The Pi path: the recorder, export, share and daemon tests in Debian 13 and 12 user
 # spaces (debootstrap, cached in $$DOORBELL_ROOTFS_CACHE or /var/cache/doorbell-rootfs)
 # with the distribution's Python, PyAV and numpy, the venv made by systemd/venv.sh.
-distro: deps
+distro: root deps
 	$(SUDO) bash tests/distro/run.sh trixie
 	$(SUDO) bash tests/distro/run.sh bookworm
 
-test: deps venv lint typecheck unit distro
+test: root deps venv lint typecheck unit distro
 
 # The same on arm64 as on the Pi (Debian 13 under qemu-user-static; slow, not in `test`).
-pi-smoke: deps
+pi-smoke: root deps
 	@dpkg-query -W -f='$${Status}' qemu-user-static 2>/dev/null | grep -q "ok installed" || \
 	  { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq qemu-user-static; }
 	$(SUDO) bash tests/distro/pi_smoke.sh

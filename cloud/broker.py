@@ -21,6 +21,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from foundation.display import shown
 from foundation.errors import UnavailableError
 
 logger = logging.getLogger(__name__)
@@ -236,7 +237,7 @@ def listen(
 
     def on_message_cb(_client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
         if len(msg.payload) > MAX_INBOUND_BYTES:
-            logger.warning("dropped an oversized message on %s", msg.topic)
+            logger.warning("dropped an oversized message on %s", shown(msg.topic))
             return
         expiry = getattr(msg.properties, "MessageExpiryInterval", None)
         try:
@@ -246,7 +247,7 @@ def listen(
                 )
             )
         except Exception:  # a bad message must not kill the network thread
-            logger.exception("handling a message on %s failed", msg.topic)
+            logger.exception("handling a message on %s failed", shown(msg.topic))
 
     client.on_subscribe = on_subscribe
     client.on_message = on_message_cb

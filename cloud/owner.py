@@ -39,7 +39,7 @@ from foundation.cli import EXIT_CODES_EPILOG, ExitCode, ToolParser, run_tool
 from foundation.display import agency_label, shown
 from foundation.errors import DoorbellError, TimeFormatError, UnavailableError, UsageError
 from foundation.times import Window, format_time, parse_time
-from sync.anchor import AuditHead, Continuity, continuity
+from sync.anchor import AuditHead, Continuity, LegacyHead, continuity
 from sync.envelope import make_envelope, open_envelope
 from sync.errors import EnvelopeError, SealError
 from sync.keys import (
@@ -199,11 +199,16 @@ class OwnerHome:
         return [self.device(name) for name in names if "." not in name]
 
     # audit heads
-    def last_head(self, device_id: str) -> tuple[AuditHead, int] | None:
-        """The newest head seen for this device and the `at` of the message that carried it."""
+    def last_head(self, device_id: str) -> tuple[AuditHead | LegacyHead, int] | None:
+        """The newest head seen for this device and the `at` of the message that carried it.
+        A head the 1.0 owner tool remembered (no `recent`) is read as a `LegacyHead`: an
+        anchor checked once against the device's 1.1 head, then replaced by it
+        (protocol.md §7)."""
         path = self._device_file(device_id, "head.json")
         try:
             doc = json.loads(path.read_text())
+            if isinstance(doc, dict) and "recent" not in doc:
+                return LegacyHead.from_json(doc), int(doc["at_ms"])
             return AuditHead.from_json(doc), int(doc["at_ms"])
         except FileNotFoundError:
             return None
@@ -412,7 +417,7 @@ def open_owner_message(
 
 
 def head_problem(
-    last: tuple[AuditHead, int] | None, head: AuditHead, at_ms: int
+    last: tuple[AuditHead | LegacyHead, int] | None, head: AuditHead, at_ms: int
 ) -> tuple[str | None, bool]:
     """Compare a message's audit head with the newest seen: (warning or None, is newer).
 
@@ -554,7 +559,9 @@ class OwnerWatch:
                     message.payload, kind=kind, identity=self._identity, device=self._device
                 )
             except OwnerError as exc:
-                print(f"WARNING: ignored a {kind} message: {exc}", file=self._err, flush=True)
+                print(
+                    f"WARNING: ignored a {kind} message: {shown(exc)}", file=self._err, flush=True
+                )
                 return
             last = self._home.last_head(self._device.device_id)
             warning, newer = head_problem(last, opened.audit_head, opened.at_ms)
@@ -570,6 +577,14 @@ class OwnerWatch:
                 print(
                     "note: the audit log grew by more than 32 entries since the last head "
                     "seen; only the device can check it (doorbellctl audit --verify)",
+                    file=self._err,
+                    flush=True,
+                )
+            if newer and warning is None and last is not None and isinstance(last[0], LegacyHead):
+                print(
+                    f"note: the audit head remembered by the protocol 1.0 owner tool "
+                    f"({last[0].entries} entries) is replaced by the device's 1.1 head "
+                    f"({opened.audit_head.entries} entries)",
                     file=self._err,
                     flush=True,
                 )

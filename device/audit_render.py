@@ -57,7 +57,7 @@ def render_verify_report(report: AuditReport) -> str:
         if report.first_broken is not None
         else "first broken entry: unknown (the head itself is bad)\n"
     )
-    return f"audit log BROKEN: {report.problem}\n{where}"
+    return f"audit log BROKEN: {shown(report.problem)}\n{where}"
 
 
 render_report = render_verify_report

@@ -23,6 +23,7 @@ from device.preflight import check_start
 from firmware_config import ConfigError, load_config
 from foundation.cli import ToolParser, run_tool
 from foundation.clock import SystemClock
+from foundation.display import log_to, shown
 from foundation.errors import AlreadyRunningError, DoorbellError
 
 logger = logging.getLogger(__name__)
@@ -32,10 +33,11 @@ DEFAULT_CONFIG = Path(os.environ.get("DOORBELL_CONFIG", "/etc/doorbell/doorbell.
 
 def _configure_logging(level: str) -> None:
     # journald adds its own timestamps; a plain "level name: message" reads well there.
+    # Every line is safe to read in a terminal (foundation/display.py).
     fmt = "%(levelname)s %(name)s: %(message)s"
     if not os.environ.get("JOURNAL_STREAM"):
         fmt = "%(asctime)s " + fmt
-    logging.basicConfig(stream=sys.stderr, level=level.upper(), format=fmt)
+    log_to(sys.stderr, level=level.upper(), fmt=fmt)
 
 
 def product_hooks(*, assume_synchronized: bool) -> Hooks:
@@ -133,7 +135,7 @@ def _run(args: argparse.Namespace, hooks: Callable[..., Hooks]) -> int:
         app.start()
         app.wait()
     except DoorbellError as exc:
-        logger.error("%s", exc)
+        logger.error("%s", shown(exc))
         app.stop()
         return 1
     return app.stop()

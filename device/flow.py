@@ -36,6 +36,7 @@ from device.owner_channel import PendingView
 from device.state import PendingRequest, RequestState, StateStore
 from foundation import wire
 from foundation.clock import Clock
+from foundation.display import agency_label, shown
 from foundation.times import Window, format_time
 from foundation.wire import FINAL_SHARE_STATES, MAX_MESSAGE_BYTES, ShareState
 from sync.decision import (
@@ -227,7 +228,14 @@ class RequestFlow:
                 # audited again.
                 keys = [pre.signature_key] if rfa_id is None else [rfa_id, pre.signature_key]
                 self._store.mark_seen(keys, now)
-                logger.info("request %s refused: %s", rfa_id or "(no id)", result.reason)
+                # The id it claims when it has no canonical one: whatever the agency wrote,
+                # escaped (foundation/display.py) and cut, as is the detail.
+                logger.info(
+                    "request %s refused: %s (%s)",
+                    shown(rfa_id or pre.claimed_id, limit=80),
+                    result.reason,
+                    shown(result.detail),
+                )
                 return Outcome(False, result.reason, rfa_id, result.detail)
             assert isinstance(result, Accepted)
             rfa = result.rfa
@@ -238,7 +246,12 @@ class RequestFlow:
             self._pin(rfa.id, rfa.window, decide_by)
             self._footage(rfa)  # measured once, now, not when the owner channel publishes
             self._audit_state(rfa.id, RequestState.PENDING, rfa)
-            logger.info("request %s from %s is pending", rfa.id, rfa.agency.id)
+            logger.info(
+                "request %s from %s, case %s, is pending",
+                shown(rfa.id),
+                agency_label(rfa.agency.id, rfa.agency.name),
+                shown(rfa.case_number),
+            )
             return Outcome(True, FlowReason.ACCEPTED, rfa.id)
 
     def pending(self) -> list[PendingRequest]:
@@ -283,7 +296,7 @@ class RequestFlow:
             try:
                 cached = self._buffer.footage_ms(rfa.window) / 1000
             except Exception:  # the owner still sees the request without a figure
-                logger.exception("could not measure the footage of request %s", rfa.id)
+                logger.exception("could not measure the footage of request %s", shown(rfa.id))
                 return 0.0
             self._footage_s[rfa.id] = cached
         return cached
@@ -374,10 +387,10 @@ class RequestFlow:
         if decision.approve:
             self._pin(rfa.id, decision.window, decision.at_ms + SHARE_PIN_MS)
             self._enqueue(rfa, decision)
-            logger.info("request %s approved (%s); share queued", rfa.id, decision.method)
+            logger.info("request %s approved (%s); share queued", shown(rfa.id), decision.method)
             return Outcome(True, FlowReason.APPROVED, rfa.id)
         self._unpin(rfa.id)
-        logger.info("request %s denied (%s)", rfa.id, decision.method)
+        logger.info("request %s denied (%s)", shown(rfa.id), decision.method)
         return Outcome(True, FlowReason.DENIED, rfa.id)
 
     def _enqueue(self, rfa: Rfa, decision: Decision) -> None:
@@ -401,7 +414,7 @@ class RequestFlow:
                     self._audit_state(p.rfa.id, RequestState.EXPIRED, None)
                     self._unpin(p.rfa.id)
                     expired.append(p.rfa.id)
-                    logger.info("request %s expired undecided", p.rfa.id)
+                    logger.info("request %s expired undecided", shown(p.rfa.id))
         return expired
 
     # ---- shares ----------------------------------------------------------------------
@@ -424,7 +437,7 @@ class RequestFlow:
             self._refusal_minute, self._refusal_lines = minute, 0
         self._refusal_lines += 1
         if self._refusal_lines <= _REFUSAL_LINES:
-            logger.warning("a decision was refused by rule %s: %s", reason, detail)
+            logger.warning("a decision was refused by rule %s: %s", shown(reason), shown(detail))
         elif self._refusal_lines == _REFUSAL_LINES + 1:
             logger.warning("more decisions refused this minute; counted in the audit log only")
 
@@ -462,10 +475,10 @@ class RequestFlow:
             self._buffer.pin(rfa_id, window, until_ms)
         except Exception:
             # The request still stands; recover() pins again at the next start.
-            logger.exception("could not pin the window of request %s", rfa_id)
+            logger.exception("could not pin the window of request %s", shown(rfa_id))
 
     def _unpin(self, rfa_id: str) -> None:
         try:
             self._buffer.unpin(rfa_id)
         except Exception:
-            logger.exception("could not release the pin of request %s", rfa_id)
+            logger.exception("could not release the pin of request %s", shown(rfa_id))

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from device.flow import AGE_MAGIC, FlowReason, Outcome, Reason, RequestFlow, counter_name
 from foundation.clock import Clock
+from foundation.display import shown
 from foundation.wire import MAX_MESSAGE_BYTES
 from sync.decision import DecisionRejectReason
 from sync.mqtt import InboundMessage
@@ -161,7 +162,9 @@ class Intake:
         except Exception:
             # A failure to record (disk full, I/O error): leave it unacked, so the broker
             # redelivers it after the next reconnect instead of it being lost.
-            logger.exception("could not record the outcome of a message on %s", work.message.topic)
+            logger.exception(
+                "could not record the outcome of a message on %s", shown(work.message.topic)
+            )
             return
         work.message.ack()
         self.stats.handled += 1

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from foundation.display import shown
 from foundation.errors import DoorbellError
 
 logger = logging.getLogger(__name__)
@@ -239,11 +240,11 @@ class Panel:
             logger.info("button press ignored: %s", action.reason)
         else:
             approve = isinstance(action, Approve)
-            logger.info("button: %s %s", "approve" if approve else "decline", action.rfa_id)
+            logger.info("button: %s %s", "approve" if approve else "decline", shown(action.rfa_id))
             try:
                 outcome = self._decide(action.rfa_id, approve)
-                logger.info("button decision outcome: %s", outcome)
+                logger.info("button decision outcome: %s", shown(outcome))
             except Exception:  # the event thread must survive a failing decision
-                logger.exception("button decision on %s failed", action.rfa_id)
+                logger.exception("button decision on %s failed", shown(action.rfa_id))
         self.refresh()
         return action

@@ -26,12 +26,14 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from foundation.clock import Clock
+from foundation.display import log_to
 from foundation.errors import DoorbellError
 from foundation.files import disk_free_bytes
 from recorder.buffer import RollingBuffer
@@ -84,7 +86,7 @@ def _child_main(
     free_space: Callable[[Path], int],
     parent_pid: int,
 ) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    log_to(sys.stderr, level=logging.INFO, fmt="%(levelname)s %(name)s: %(message)s")
     stop = _watch_for_stop(stop_reader)
     if not _die_with_parent(parent_pid):
         return  # the daemon died while this process was starting

@@ -66,6 +66,29 @@ class AuditHead:
         return cls(entries, sha, tuple(recent))
 
 
+@dataclass(frozen=True, slots=True)
+class LegacyHead:
+    """A head as protocol revision 1.0 sent it, and its owner tool remembered it:
+    `entries` n and `entry_sha256` e_n, the hash of entry n's line (there was no chain
+    value and no `recent`). Since each entry's line holds the hash of the one before,
+    e_n commits to the whole history up to n."""
+
+    entries: int
+    entry_sha256: str
+
+    @classmethod
+    def from_json(cls, doc: object) -> LegacyHead:
+        """Parse a remembered 1.0 head, `{"entries", "sha256"}`. Raises ValueError."""
+        if not isinstance(doc, Mapping) or "recent" in doc:
+            raise ValueError("not a protocol 1.0 audit head")
+        entries, sha = doc.get("entries"), doc.get("sha256")
+        if type(entries) is not int or entries < 0:
+            raise ValueError("audit_head.entries is not a count")
+        if not isinstance(sha, str) or _HEX64.fullmatch(sha) is None:
+            raise ValueError("audit_head.sha256 is not 64 lowercase hex")
+        return cls(entries, sha)
+
+
 class Continuity(StrEnum):
     SAME = "same"  # the head did not move
     EXTENDS = "extends"  # the new history extends the old, proven
@@ -74,11 +97,13 @@ class Continuity(StrEnum):
     UNCHECKABLE = "uncheckable"  # more than AUDIT_RECENT new entries: check on the device
 
 
-def continuity(old: AuditHead, new: AuditHead) -> Continuity:
+def continuity(old: AuditHead | LegacyHead, new: AuditHead) -> Continuity:
     """Does `new` extend `old` (protocol.md §7)?"""
     if new.entries < old.entries:
         return Continuity.ROLLED_BACK
     added = new.entries - old.entries
+    if isinstance(old, LegacyHead):
+        return _extends_legacy(old, new, added)
     if added == 0:
         return Continuity.SAME if new.sha256 == old.sha256 else Continuity.REWRITTEN
     if added > len(new.recent):
@@ -90,3 +115,17 @@ def continuity(old: AuditHead, new: AuditHead) -> Continuity:
 
 def recent_of(entry_hashes: Sequence[str]) -> tuple[str, ...]:
     return tuple(entry_hashes[-AUDIT_RECENT:]) if AUDIT_RECENT else ()
+
+
+def _extends_legacy(old: LegacyHead, new: AuditHead, added: int) -> Continuity:
+    """A 1.0 anchor (n1, e_n1) against a 1.1 head (protocol.md §7, "A head remembered by
+    the 1.0 owner tool"): the new history extends the old when its entry n1 is the
+    remembered one, i.e. `recent` names e_n1 at n1's place. That needs entry n1 among
+    the last `AUDIT_RECENT` (at most 31 entries since); an empty 1.0 log is extended by
+    any history."""
+    if old.entries == 0:
+        return Continuity.EXTENDS
+    if added + 1 > len(new.recent):
+        return Continuity.UNCHECKABLE
+    remembered = new.recent[len(new.recent) - 1 - added]
+    return Continuity.EXTENDS if remembered == old.entry_sha256 else Continuity.REWRITTEN

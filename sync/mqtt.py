@@ -43,6 +43,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from foundation.backoff import backoff_s
+from foundation.display import shown
 from foundation.errors import MisuseError
 from sync.errors import MqttSettingsError
 from sync.settings import MqttSettings
@@ -199,7 +200,7 @@ class MqttLink:
                 )
                 info.wait_for_publish(timeout=min(timeout, 2.0))
             except (RuntimeError, ValueError, OSError) as exc:
-                logger.warning("could not publish the offline status: %s", exc)
+                logger.warning("could not publish the offline status: %s", shown(exc))
         client.disconnect()
         # loop_stop joins without a timeout; paho's thread exits within about a second
         # of disconnect (its reconnect wait polls once a second).
@@ -281,7 +282,9 @@ class MqttLink:
     ) -> None:
         if reason.is_failure:
             logger.warning(
-                "the MQTT broker at %s refused the connection: %s", self._settings.url, reason
+                "the MQTT broker at %s refused the connection: %s",
+                self._settings.url,
+                shown(reason),
             )
             self._schedule_retry(client)
             return
@@ -306,7 +309,7 @@ class MqttLink:
         self._connected.clear()
         if not self._closed.is_set():
             logger.warning(
-                "disconnected from the MQTT broker at %s: %s", self._settings.url, reason
+                "disconnected from the MQTT broker at %s: %s", self._settings.url, shown(reason)
             )
             self._schedule_retry(client)
 
@@ -316,7 +319,7 @@ class MqttLink:
         exc = sys.exc_info()[1]
         reason = (exc.strerror or str(exc)) if isinstance(exc, OSError) else "unknown reason"
         logger.warning(
-            "cannot reach the MQTT broker at %s: %s; retrying", self._settings.url, reason
+            "cannot reach the MQTT broker at %s: %s; retrying", self._settings.url, shown(reason)
         )
         self._schedule_retry(client)
 
@@ -352,4 +355,4 @@ class MqttLink:
         except Exception:
             # A receiver bug must not kill paho's thread; the message stays unacked
             # and comes back after the next reconnect.
-            logger.exception("message handler failed on %s", message.topic)
+            logger.exception("message handler failed on %s", shown(message.topic))

@@ -29,6 +29,7 @@ from typing import Any
 
 import pyrage
 
+from foundation.display import shown
 from foundation.errors import DoorbellError, NoFootageError, RecorderError
 from foundation.times import format_time
 from recorder.export import export_clip
@@ -244,7 +245,7 @@ def build_share(
         for leftover in (plain, clip_path, manifest_path):
             leftover.unlink(missing_ok=True)
         raise
-    logger.info("share %s built: %d frames, %d bytes", rfa.id, clip.frames, reader.count)
+    logger.info("share %s built: %d frames, %d bytes", shown(rfa.id), clip.frames, reader.count)
     return BuiltShare(
         manifest_path=manifest_path,
         clip_path=clip_path,

@@ -44,6 +44,7 @@ import requests
 
 from foundation.backoff import backoff_s
 from foundation.clock import Clock
+from foundation.display import shown
 from foundation.errors import DoorbellError
 from foundation.stop import EitherStop, StopSignal
 from foundation.wire import ShareState
@@ -219,7 +220,7 @@ class ShareWorker:
         try:
             self._on_state(rfa_id, state, error)
         except Exception:
-            logger.exception("on_state callback failed for share %s", rfa_id)
+            logger.exception("on_state callback failed for share %s", shown(rfa_id))
 
     def _set_state(self, job: ShareJob, state: ShareState, error: str | None = None) -> bool:
         changed = self._outbox.set_state(
@@ -255,7 +256,7 @@ class ShareWorker:
                 job = refreshed
             self._upload(job, progressed, share_stop)
         except _Cancelled:
-            logger.info("share %s cancelled during upload", job.rfa_id)
+            logger.info("share %s cancelled during upload", shown(job.rfa_id))
             self._outbox.delete_files(job.rfa_id)  # a build may have finished meanwhile
             return
         except (ShareError, TusRefused) as exc:
@@ -273,10 +274,10 @@ class ShareWorker:
             return
         self._outbox.delete_files(job.rfa_id)
         self._set_state(job, ShareState.DONE)
-        logger.info("share %s done", job.rfa_id)
+        logger.info("share %s done", shown(job.rfa_id))
 
     def _fail(self, job: ShareJob, error: str) -> None:
-        logger.warning("share %s failed: %s", job.rfa_id, error)
+        logger.warning("share %s failed: %s", shown(job.rfa_id), shown(error))
         if not job.built:
             self._outbox.delete_files(job.rfa_id)
         self._set_state(job, ShareState.FAILED, error)
@@ -294,7 +295,7 @@ class ShareWorker:
             rng=self._rng,
         )
         now = self._clock.wall_ms()
-        logger.info("share %s: %s; retrying in %.1f s", job.rfa_id, error, delay)
+        logger.info("share %s: %s; retrying in %.1f s", shown(job.rfa_id), shown(error), delay)
         self._outbox.record_failure(
             job.rfa_id,
             error=error,
@@ -383,13 +384,20 @@ class ShareWorker:
             if "termination" not in info.extensions:
                 return
         except TusError as exc:
-            logger.info("share %s: could not ask to delete its uploads: %s", rfa_id, exc)
+            logger.info(
+                "share %s: could not ask to delete its uploads: %s", shown(rfa_id), shown(exc)
+            )
             return
         for obj in partial:
             try:
                 client.terminate(obj.upload_url or "")
             except TusError as exc:
-                logger.info("share %s: could not delete the %s upload: %s", rfa_id, obj.kind, exc)
+                logger.info(
+                    "share %s: could not delete the %s upload: %s",
+                    shown(rfa_id),
+                    obj.kind,
+                    shown(exc),
+                )
 
     def _upload_object(
         self,
@@ -408,7 +416,7 @@ class ShareWorker:
                 offset = client.offset(location)
             except TusGone:
                 logger.info(
-                    "share %s: server lost the %s upload; creating it anew", job.rfa_id, kind
+                    "share %s: server lost the %s upload; creating it anew", shown(job.rfa_id), kind
                 )
                 location = None
             else:

@@ -50,6 +50,7 @@ from device.console.tls import ConsoleCertificate, host_names
 from device.flow import RequestFlow
 from firmware_config.schema import Contact
 from foundation.clock import Clock
+from foundation.display import shown
 from foundation.errors import DoorbellError, NoFootageError, TimeFormatError
 from foundation.times import Window, format_time, parse_time
 from sync.decision import DecisionRejectReason
@@ -189,7 +190,7 @@ class Console:
             except (TimeFormatError, ValueError) as exc:
                 return _json({"error": str(exc)}, 400)
             except DoorbellError as exc:
-                logger.warning("console: %s", exc)
+                logger.warning("console: %s", shown(exc))
                 return _json({"error": str(exc)}, 409)
             return result if isinstance(result, Response) else _json(result)
 

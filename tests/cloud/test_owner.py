@@ -521,3 +521,79 @@ def test_device_key_from_pairing_is_what_verifies(home: OwnerHome, device: Devic
     pinned = home.device()
     assert public_key_from_b64(pinned.device_key) is not None
     assert pinned.kid == device.key.kid
+
+
+# --- a head remembered by the protocol 1.0 owner tool (protocol.md §7) -------------------
+
+
+def remember_as_1_0(home: OwnerHome, device_id: str, entries: int, entry_sha256: str) -> Path:
+    """head.json as the 1.0 owner tool wrote it (git history, cloud/owner.py before the
+    `recent` list: `{**head.to_json(), "at_ms"}` with a head of only entries and sha256,
+    the hash of the last entry, through `_write_json`'s indent=2)."""
+    path = home.path / "devices" / f"{device_id}.head.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"entries": entries, "sha256": entry_sha256, "at_ms": NOW}
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    return path
+
+
+@pytest.fixture
+def upgraded_device_log(tmp_path: Path) -> tuple[Any, Any]:
+    """A real device log written by revision 1.0 (5 entries), opened by this revision:
+    its head is upgraded, with an `audit_upgraded` entry. Returns (1.0 head, the log)."""
+    from device.audit import AuditLog
+    from device.audit_verify import head_path_for
+    from foundation.clock import FakeClock
+    from tests.device.test_audit import write_1_0_log
+
+    key = SigningKey.generate()
+    path = tmp_path / "audit.jsonl"
+    write_1_0_log(path, key, 5)
+    old_head = json.loads(head_path_for(path).read_text())
+    log = AuditLog.open(path, key, clock=FakeClock(wall_ms=NOW + 1000))
+    assert [e.event for e in log.entries()][-1] == "audit_upgraded"
+    return old_head, log
+
+
+def test_a_1_0_remembered_head_is_checked_once_then_kept_in_the_1_1_form(
+    home: OwnerHome, device: Device, mosquitto: MosquittoBroker, upgraded_device_log
+) -> None:
+    old_head, log = upgraded_device_log
+    path = remember_as_1_0(home, device.device_id, old_head["entries"], old_head["sha256"])
+    new_head = log.head()
+    assert new_head.entries == 6 and new_head.sha256 != old_head["sha256"]
+
+    publish_lists(mosquitto, device, home, at_ms=NOW + 2000, head=new_head)
+    view, _out, err = run_watch(home, mosquitto)
+    assert not view.warnings and "WARNING" not in err and "damaged" not in err
+    assert "protocol 1.0 owner tool (5 entries) is replaced" in err
+    assert home.last_head(device.device_id) == (new_head, NOW + 2000)
+    assert json.loads(path.read_text())["recent"] == list(new_head.recent)  # 1.1 form now
+
+    # From here on the ordinary 1.1 check: the next entry extends it.
+    log.append("expired", {"rfa_id": PENDING_ITEM["id"]})
+    publish_lists(mosquitto, device, home, at_ms=NOW + 3000, head=log.head())
+    view, _out, err = run_watch(home, mosquitto)
+    assert not view.warnings and "1.0" not in err
+    assert home.last_head(device.device_id) == (log.head(), NOW + 3000)
+    log.close()
+
+
+def test_a_1_0_remembered_head_catches_a_rewritten_history(
+    home: OwnerHome, device: Device, mosquitto: MosquittoBroker, upgraded_device_log
+) -> None:
+    old_head, log = upgraded_device_log
+    # The owner remembered entry 5 as something else: the device's history is not it.
+    other = hashlib.sha256(b"another entry 5").hexdigest()
+    path = remember_as_1_0(home, device.device_id, old_head["entries"], other)
+    before = path.read_bytes()
+    publish_lists(mosquitto, device, home, at_ms=NOW + 2000, head=log.head())
+    view, _out, err = run_watch(home, mosquitto)
+    assert any("REWRITTEN" in w for w in view.warnings) and "REWRITTEN" in err
+    assert path.read_bytes() == before  # the anchor stays until the owner looks into it
+    # More entries than 1.0 remembered, the count alone would have passed; cut back not.
+    remember_as_1_0(home, device.device_id, 7, old_head["sha256"])
+    publish_lists(mosquitto, device, home, at_ms=NOW + 3000, head=log.head())
+    view, _out, err = run_watch(home, mosquitto)
+    assert any("WENT BACKWARDS" in w for w in view.warnings)
+    log.close()

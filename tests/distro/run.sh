@@ -32,11 +32,32 @@ echo "==> $release $arch tree ready after $SECONDS s"
 exec 9>"$cache/.lock-run-$release-$arch"
 flock 9 # one run per tree at a time
 
-# A fresh copy of the checkout (tracked and new files, not what .gitignore ignores).
+# A fresh copy of the checkout: tracked and new files, not what .gitignore ignores. git
+# lists them; where it cannot (not installed, as on a minimal Debian; a tarball without
+# .git; a clone of another user's that git, run as root here, calls dubious), the
+# top-level .gitignore's patterns are handed to tar instead.
+checkout_files() {
+    local list pattern excludes=(--exclude=./.git)
+    list="$(mktemp)"
+    if git -C "$repo" ls-files -z --cached --others --exclude-standard >"$list" 2>/dev/null; then
+        # a tracked file deleted in the work tree is skipped, not an error
+        tar -C "$repo" --no-recursion --ignore-failed-read --null -T "$list" -cf - 2>/dev/null
+        rm -f "$list"
+        return
+    fi
+    rm -f "$list"
+    while read -r pattern; do
+        pattern=${pattern%%#*}
+        pattern=${pattern%/}
+        [[ -z ${pattern// /} ]] && continue
+        [[ $pattern == /* ]] && pattern=.$pattern # anchored at the top
+        excludes+=("--exclude=$pattern")
+    done <"$repo/.gitignore"
+    tar -C "$repo" "${excludes[@]}" -cf - .
+}
 rm -rf "$tree/src" "$tree/opt/doorbell"
 mkdir -p "$tree/src" "$cache/pip-$release-$arch" "$tree/root/.cache/pip"
-git -C "$repo" ls-files -z --cached --others --exclude-standard |
-    (cd "$repo" && xargs -0 tar --no-recursion -cf - 2>/dev/null) | tar -xf - -C "$tree/src"
+checkout_files | tar -xf - -C "$tree/src"
 # The tree reaches PyPI as this machine does: its resolver and its CA bundle (which may
 # hold a local proxy's CA).
 cp /etc/resolv.conf "$tree/etc/resolv.conf"

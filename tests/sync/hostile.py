@@ -9,6 +9,10 @@ HTTP to be believed.
   never finishes and never fails. It counts the request-body bytes it received (what an
   upload has cost the device) and notices when the device hangs up on an answer it is
   still holding back.
+- `InjectingServer`: a tus server whose reason phrases, headers and bodies hold terminal
+  escapes, C1 controls, bidi overrides, carriage returns and backspaces (and one header
+  line that does not parse, which urllib3 logs): the first creation answers 503, every
+  later one 400, so a share to it is retried once and then fails.
 - `HostileBroker`: enough MQTT 5 to accept every CONNECT; once `attack` is set, it sends
   on every connection one QoS 1 PUBLISH whose remaining length announces `size` bytes,
   then its payload as fast as the socket takes it, and records how each one ended.
@@ -177,6 +181,41 @@ class SlowTusServer(_LoopbackServer):
             status = "404 Not Found"
         head = "".join(f"{line}\r\n" for line in lines)
         conn.sendall(f"HTTP/1.1 {status}\r\n{head}\r\n".encode())
+
+
+# What a hostile peer writes wherever it chooses text: ANSI clear-screen and set-title, a
+# C1 CSI, a right-to-left override, a carriage return and backspaces.
+EVIL = "\x1b[2J\x1b]0;pwned\x07\u009b31m\u202eKO\r\x08\x08ok"
+
+
+class InjectingServer(_LoopbackServer):
+    """See the module's doc; `answered` lists the (method, status) it sent."""
+
+    def __init__(self) -> None:
+        self.answered: list[tuple[str, int]] = []
+        super().__init__()
+
+    def _answer(self, conn: socket.socket) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            piece = conn.recv(65536)
+            if not piece:
+                return
+            data += piece
+        method = data.split(b" ", 1)[0].decode("latin-1")
+        evil = EVIL.encode()  # UTF-8: read as latin-1 by http.client, C1 bytes and all
+        body = b"<h1>" + evil + b"</h1>"
+        if method == "OPTIONS":
+            status = b"204 " + evil
+            lines = [b"Tus-Version: 1.0.0", b"Tus-Extension: creation", b"Content-Length: 0"]
+            body = b""
+        else:
+            status = b"503 " + evil if ("POST", 503) not in self.answered else b"400 " + evil
+            lines = [b"Content-Type: text/html", b"Content-Length: %d" % len(body)]
+        lines += [b"Tus-Resumable: 1.0.0", b"Connection: close", b"X-Error: " + evil]
+        lines.append(evil + b" a header line without a colon")  # urllib3 warns of it
+        self.answered.append((method, int(status[:3])))
+        conn.sendall(b"HTTP/1.1 " + status + b"\r\n" + b"\r\n".join(lines) + b"\r\n\r\n" + body)
 
 
 def _peek(conn: socket.socket) -> bytes:
