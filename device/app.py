@@ -159,7 +159,9 @@ class Doorbell:
             self.paths.audit_log, self.identity.signing, clock=self.hooks.clock
         )
         self._on_stop(lambda: self.audit.close(self.hooks.clock.wall_ms()))
-        self.outbox = Outbox.open(self.paths.outbox_dir)
+        self.outbox = Outbox.open(
+            self.paths.outbox_dir, anonymous_delay=self.config.share.anonymous_delay
+        )
         self._on_stop(self.outbox.close)
         self.buffer = RollingBuffer.open(self.paths.buffer_dir, reconcile=False)
         self._on_stop(self.buffer.close)

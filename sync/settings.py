@@ -14,6 +14,13 @@ from urllib.parse import urlsplit
 
 from sync.errors import MqttSettingsError
 
+# protocol.md §6.2 (1.2): an anonymous share's upload starts at a moment drawn uniformly
+# between these many minutes after the approval; the owner may choose other bounds, never
+# below the floor. (Written here, not in foundation.wire, because loading the config reads
+# them and must not import numpy, which the wire module needs for the frame stamp.)
+ANONYMOUS_DELAY_MIN_MINUTES = 10
+ANONYMOUS_DELAY_MAX_MINUTES = 60
+ANONYMOUS_DELAY_FLOOR_MINUTES = 5
 # One tus PATCH carries at most this many bytes (sync.tus).
 DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024
 
@@ -54,3 +61,20 @@ class ShareSettings:
     timeout_s: float = 60.0
     idle_wait_s: float = 1.0  # how often an idle worker looks at the outbox again
     max_origins: int = 4  # lanes at once: shares to this many origins run side by side
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AnonymousDelay:
+    """protocol.md §6.2: the bounds, in minutes, of an anonymous share's start delay.
+    The config refuses bounds below the floor; this class refuses them too, so that no
+    other way of building the daemon can go below it."""
+
+    min_minutes: float = ANONYMOUS_DELAY_MIN_MINUTES
+    max_minutes: float = ANONYMOUS_DELAY_MAX_MINUTES
+
+    def __post_init__(self) -> None:
+        if not ANONYMOUS_DELAY_FLOOR_MINUTES <= self.min_minutes <= self.max_minutes:
+            raise ValueError(
+                f"anonymous start delay must satisfy {ANONYMOUS_DELAY_FLOOR_MINUTES} <= "
+                f"min ({self.min_minutes:g}) <= max ({self.max_minutes:g}) minutes"
+            )

@@ -26,6 +26,13 @@ their memory is at most one chunk each. Builds run one at a time, whichever lane
 asks: a build reads the buffer and encrypts (work for the Pi's cores, shared with
 the recorder) and never waits on a server.
 
+Start delay (protocol.md §6.2, sync.release): a queued anonymous share is built at once
+(the footage is cut, encrypted and safe in the outbox while it is certainly in the
+buffer, and a build that fails tells the owner now, not an hour later) but its upload
+waits, in state `queued`, until its stored start moment by the wall clock and the rest
+of its drawn delay by the monotonic clock have both passed. A cancel meanwhile deletes
+the built files and nothing is ever sent.
+
 Cancel: each share attempt watches a stop of its own, set by `cancel` or by the
 daemon's stop, so a cancel cuts the share's HTTP exchange at once (sync.tus) instead of
 waiting for the exchange, or the chunk, to end.
@@ -34,6 +41,7 @@ waiting for the exchange, or the chunk, to end.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 from collections.abc import Callable, Mapping
@@ -49,6 +57,7 @@ from foundation.errors import DoorbellError
 from foundation.stop import EitherStop, StopSignal
 from foundation.wire import ShareState
 from sync.outbox import KINDS, Outbox, ShareJob
+from sync.release import wait_left_ms
 from sync.settings import ShareSettings
 from sync.share import ShareError, build_share
 from sync.tus import (
@@ -131,6 +140,8 @@ class ShareWorker:
         self._lanes: dict[tuple[str, str, int], threading.Thread] = {}
         self._cancels: dict[str, threading.Event] = {}  # share under way -> its cancel
         self._build_lock = threading.Lock()
+        # a waiting share -> (its start moment, its monotonic deadline in this run)
+        self._deadlines: dict[str, tuple[int, float]] = {}
 
     # -- control
 
@@ -217,6 +228,9 @@ class ShareWorker:
     # -- one job
 
     def _notify(self, rfa_id: str, state: ShareState, error: str | None) -> None:
+        if state is not ShareState.QUEUED:
+            with self._lock:
+                self._deadlines.pop(rfa_id, None)
         try:
             self._on_state(rfa_id, state, error)
         except Exception:
@@ -240,7 +254,56 @@ class ShareWorker:
             with self._lock:
                 self._cancels.pop(job.rfa_id, None)
 
+    def _wait_ms(self, job: ShareJob) -> int:
+        """How long a queued share must still wait before its upload starts: until its
+        start moment by the wall clock and, within this run, the rest of its drawn delay
+        by the monotonic clock (sync.release), whichever is later."""
+        if job.state is not ShareState.QUEUED or job.start_delay_ms <= 0:
+            return 0
+        now_ms, mono = self._clock.wall_ms(), self._clock.monotonic()
+        with self._lock:
+            seen = self._deadlines.get(job.rfa_id)
+            if seen is None or seen[0] != job.starts_at_ms:  # first look, or a new draw
+                left = wait_left_ms(
+                    starts_at_ms=job.starts_at_ms, delay_ms=job.start_delay_ms, now_ms=now_ms
+                )
+                seen = (job.starts_at_ms, mono + left / 1000)
+                self._deadlines[job.rfa_id] = seen
+        by_monotonic = math.ceil((seen[1] - mono) * 1000)
+        return max(0, job.starts_at_ms - now_ms, by_monotonic)
+
+    def _build_while_waiting(self, job: ShareJob, wait_ms: int) -> None:
+        """A share before its start moment: build it now if it is not built, then look
+        at it again when the moment comes. Its state stays `queued`."""
+        try:
+            if not job.built:
+                with self._build_lock:
+                    self._build(job)
+        except ShareError as exc:
+            if exc.permanent:
+                self._fail(job, str(exc))
+            else:
+                self._retry_later(job, str(exc), False)
+            return
+        except OSError as exc:
+            self._retry_later(job, f"outbox: {exc.strerror or exc}", False)
+            return
+        if self._outbox.state(job.rfa_id) is ShareState.CANCELLED:
+            self._outbox.delete_files(job.rfa_id)  # the build finished after the cancel
+            return
+        if not job.built:
+            logger.info(
+                "share %s built; its upload waits %.0f s (anonymous start delay)",
+                shown(job.rfa_id),
+                wait_ms / 1000,
+            )
+        self._outbox.hold(job.rfa_id, until_ms=self._clock.wall_ms() + self._wait_ms(job))
+
     def _attempt(self, job: ShareJob, share_stop: StopSignal) -> None:
+        wait_ms = self._wait_ms(job)
+        if wait_ms > 0:
+            self._build_while_waiting(job, wait_ms)
+            return
         if job.state is ShareState.QUEUED and not self._set_state(job, ShareState.UPLOADING):
             return
         if self._outbox.state(job.rfa_id) is not ShareState.UPLOADING:
@@ -309,6 +372,7 @@ class ShareWorker:
         manifest_path = self._outbox.object_path(job.rfa_id, "manifest")
         # A build interrupted by a crash left nothing trustworthy: start it over.
         self._outbox.delete_files(job.rfa_id)
+        now_ms = self._clock.wall_ms()
         built = build_share(
             rfa=job.rfa,
             decision=job.decision,
@@ -318,7 +382,8 @@ class ShareWorker:
             device_key=self._identity.signing,
             device_id=self._identity.device_id,
             contact=self._contact,
-            now_ms=self._clock.wall_ms(),
+            # an anonymous manifest's times are its start moment's (sync.share)
+            now_ms=now_ms if job.decision.share_contact else max(now_ms, job.starts_at_ms),
         )
         self._outbox.record_built(
             job.rfa_id,
