@@ -210,3 +210,40 @@ def test_loading_the_config_does_not_import_the_parts_it_configures() -> None:
     run = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     heavy = {"sync.mqtt", "sync.uploader", "sync.tus", "paho", "requests", "numpy"}
     assert heavy.isdisjoint(run.stdout.split())
+
+
+def test_anonymous_start_delay_defaults_to_the_protocol_s_10_to_60_minutes() -> None:
+    share = parse_config(MINIMAL).share
+    assert (share.anonymous_delay_min_minutes, share.anonymous_delay_max_minutes) == (10, 60)
+    assert share.anonymous_delay.min_minutes == 10
+
+
+@pytest.mark.parametrize(
+    ("share", "expected"),
+    [
+        (
+            {"anonymous_delay_min_minutes": 4.99},
+            "share.anonymous_delay_min_minutes: must be between 5 and 1440",
+        ),
+        ({"anonymous_delay_min_minutes": 0}, "share.anonymous_delay_min_minutes: must be between"),
+        ({"anonymous_delay_max_minutes": 3}, "share.anonymous_delay_max_minutes: must be between"),
+        (
+            {"anonymous_delay_min_minutes": 30, "anonymous_delay_max_minutes": 20},
+            "share.anonymous_delay_max_minutes: must be at least"
+            " share.anonymous_delay_min_minutes (30)",
+        ),
+        ({"anonymous_delay_max_minutes": "1h"}, "share.anonymous_delay_max_minutes: expected a"),
+        ({"anonymous_delay_min_minutes": float("nan")}, "share.anonymous_delay_min_minutes:"),
+        ({"anonymous_delay_minutes": 10}, "share.anonymous_delay_minutes"),
+    ],
+)
+def test_anonymous_start_delay_errors_name_their_key(share: dict, expected: str) -> None:
+    found = problems(with_(share=share))
+    assert any(p.startswith(expected) for p in found), found
+    # one problem per mistake: an invalid bound does not also trip the cross-check
+    assert len(found) == 1, found
+
+
+def test_anonymous_start_delay_may_be_a_fixed_five_minutes_and_no_less() -> None:
+    five = {"anonymous_delay_min_minutes": 5, "anonymous_delay_max_minutes": 5}
+    assert parse_config(with_(share=five)).share.anonymous_delay.max_minutes == 5

@@ -30,6 +30,7 @@ from tests.sync.hostile import SlowTusServer
 from tests.sync.sharekit import (
     CONTACT,
     RequestLog,
+    ShiftedClock,
     decode_capture_times,
     make_decision,
     make_identity,
@@ -53,9 +54,10 @@ def footage(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, int]:
 class Rig:
     """An outbox, a worker and what it reported, wired like the daemon wires them."""
 
-    def __init__(self, tmp_path: Path, footage: Any, **settings: Any) -> None:
+    def __init__(self, tmp_path: Path, footage: Any, *, clock: Any = None, **settings: Any) -> None:
         self.root, self.first, self.last = footage
         self.outbox = Outbox.open(tmp_path / "outbox")
+        self.clock = clock or SystemClock(assume_synchronized=True)
         self.identity = make_identity()
         self.agency = AgencyKeys.generate()
         self.stop = threading.Event()
@@ -74,7 +76,7 @@ class Rig:
             buffer_root=self.root,
             identity=self.identity,
             contact=CONTACT,
-            clock=SystemClock(assume_synchronized=True),
+            clock=self.clock,
             settings=ShareSettings(**options),
             on_state=lambda *a: self.states.append(a),
             stop=self.stop,
@@ -87,7 +89,7 @@ class Rig:
         requested = Window(self.first, self.last)
         rfa = make_rfa(self.agency, upload_url=url, window=requested, now_ms=self.last, **kw)
         decision = make_decision(rfa, named=named, now_ms=self.last, window=window or requested)
-        self.outbox.enqueue(rfa, decision, now_ms=self.last)
+        self.outbox.enqueue(rfa, decision, now_ms=self.clock.wall_ms())
         return rfa.id
 
     def run(self, rfa_id: str, timeout: float = 120) -> str:
@@ -130,9 +132,13 @@ def check_uploaded_share(rig: Rig, server: TusServer, rfa_id: str, tmp: Path, *,
 
 @pytest.mark.parametrize("named", [True, False], ids=["named", "anonymous"])
 def test_share_end_to_end(tmp_path: Path, footage, tus_server: TusServer, named: bool):
-    rig = Rig(tmp_path, footage)
+    rig = Rig(tmp_path, footage, clock=ShiftedClock())
     window = Window(rig.first + 1500, rig.first + 6500)
     rfa_id = rig.enqueue(tus_server.url, named=named, window=window)
+    if not named:  # its drawn moment has come (tests/sync/test_start_delay.py: not before)
+        job = rig.outbox.job(rfa_id)
+        assert job is not None
+        rig.clock.advance(job.start_delay_ms / 1000)
     assert rig.run(rfa_id) == "done"
     assert [s for _id, s, _e in rig.states] == ["uploading", "done"]
     m = check_uploaded_share(rig, tus_server, rfa_id, tmp_path, named=named)
