@@ -26,8 +26,8 @@ from foundation.arguments import time_arg
 from foundation.cli import EXIT_CODES_EPILOG, ToolParser, run_tool
 from foundation.clock import SystemClock, sync_evidence
 from foundation.display import agency_label, shown
-from foundation.errors import DoorbellError, UsageError
-from foundation.times import Window, format_time
+from foundation.errors import DoorbellError, TimeFormatError, UsageError
+from foundation.times import Window, format_time, parse_time
 from foundation.wire import ShareState
 from recorder.buffer import read_summary
 from recorder.commands import clip, record
@@ -415,10 +415,21 @@ def render_shares(entries: list[dict[str, Any]], stream: TextIO) -> None:
             stream.write(bar + "\n")
         else:
             stream.write(f"{label} (not built yet)\n")
+        if entry.get("starts_at"):
+            stream.write(f"    {starts_in(entry['starts_at'], SystemClock().wall_ms())}\n")
         if entry.get("error"):
             stream.write(f"    error: {entry['error']}\n")
         if entry.get("manifest_sha256"):
             stream.write(f"    manifest sha256: {entry['manifest_sha256']}\n")
+
+
+def starts_in(starts_at: str, now_ms: int) -> str:
+    """When a waiting anonymous share's upload starts (protocol.md §6.2), for a person."""
+    try:
+        minutes = max(0, parse_time(starts_at) - now_ms) / 60_000
+    except TimeFormatError:
+        return f"upload starts at {shown(starts_at)}"
+    return f"upload starts at {starts_at} (in {minutes:.0f} min; anonymous shares wait)"
 
 
 _FINISHED = {

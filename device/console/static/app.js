@@ -307,6 +307,9 @@ async function loadShares() {
     const pct = s.bytes_total ? Math.floor((100 * s.bytes_sent) / s.bytes_total) : 0;
     item.append(el("strong", s.state), " ", el("span", s.rfa_id), el("br"),
       el("span", pct + "% (" + s.bytes_sent + " of " + s.bytes_total + " bytes)"));
+    if (s.starts_at) item.append(el("br"), el("span",
+      "Anonymous: the upload starts at " + local(s.starts_at) + " (a random delay, so the agency cannot tell when you decided)",
+      { class: "starts-at" }));
     if (s.error) item.append(el("br"), el("span", "Error: " + s.error, { class: "error" }));
     if (s.manifest_sha256) item.append(el("br"), el("span", "Receipt (manifest SHA-256): " + s.manifest_sha256));
     const actions = el("div", null, { class: "actions" });
