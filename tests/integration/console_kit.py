@@ -18,9 +18,17 @@ from foundation.times import Window
 from tests.fixtures.daemon import World, make_world, now_ms, start_and_pair, wait_for
 
 
-def console_world(root: Path, broker: MosquittoBroker, uploads: TusServer) -> World:
+def console_world(
+    root: Path, broker: MosquittoBroker, uploads: TusServer, *, steered_clock: bool = False
+) -> World:
     port = free_port()
-    world = make_world(root, broker, uploads, extra={"console": {"listen": f"127.0.0.1:{port}"}})
+    world = make_world(
+        root,
+        broker,
+        uploads,
+        steered_clock=steered_clock,
+        extra={"console": {"listen": f"127.0.0.1:{port}"}},
+    )
     start_and_pair(world)
     wait_for(world.buffer_span, 30, "footage in the buffer")
     return world
@@ -29,6 +37,18 @@ def console_world(root: Path, broker: MosquittoBroker, uploads: TusServer) -> Wo
 @pytest.fixture
 def cworld(tmp_path: Path, mosquitto: MosquittoBroker, tus_server: TusServer) -> Iterator[World]:
     made = console_world(tmp_path, mosquitto, tus_server)
+    try:
+        yield made
+    finally:
+        made.daemon.stop()
+
+
+@pytest.fixture
+def steered_cworld(
+    tmp_path: Path, mosquitto: MosquittoBroker, tus_server: TusServer
+) -> Iterator[World]:
+    """A console world whose daemon's wall clock the test can move (World.clock_file)."""
+    made = console_world(tmp_path, mosquitto, tus_server, steered_clock=True)
     try:
         yield made
     finally:

@@ -130,7 +130,8 @@ def test_named_share_approved_in_the_app_is_exact_and_verifies(world: World, spy
     }
 
 
-def test_anonymous_share_approved_on_the_cli_names_nobody(world: World) -> None:
+def test_anonymous_share_approved_on_the_cli_names_nobody(steered_world: World) -> None:
+    world = steered_world
     span = world.buffer_span()
     assert span is not None
     time.sleep(3)
@@ -140,6 +141,8 @@ def test_anonymous_share_approved_on_the_cli_names_nobody(world: World) -> None:
     wait_for(lambda: rfa.id in world.pending_ids(), 20, "request pending")
     out = world.daemon.ctl("approve", rfa.id, "--anonymous").stdout
     assert "approved" in out
+    world.wait_share(rfa.id, "queued", timeout=30)  # waiting for its drawn moment
+    world.release_waiting_share(rfa.id)  # tests/integration/test_anonymous_delay.py
     world.wait_share(rfa.id)
     report, manifest, clip = verify(world, rfa.id)
     assert report.anonymous is True and report.device_id is None
