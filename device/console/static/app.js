@@ -286,8 +286,9 @@ async function decide(approve) {
   }
   try {
     const result = await api("/api/requests/" + encodeURIComponent(r.id) + "/decision", { body });
-    $("decision-status").textContent = result.outcome === "approved"
-      ? "Approved: the share is on its way (see Shares)." : "Declined.";
+    $("decision-status").textContent = result.outcome !== "approved" ? "Declined."
+      : named ? "Approved: the share is on its way (see Shares)."
+      : "Approved: the upload starts at a moment drawn at random, so the agency cannot tell when you decided (see Shares for when).";
     await loadPending();
     await loadShares();
   } catch (err) {
