@@ -21,9 +21,7 @@ import time
 import pytest
 
 from cloud.loopback import TusServer
-from cloud.verify import verify_share
 from foundation.times import Window, parse_time
-from sync.keys import load_identity, load_signing_key
 from tests.fixtures.daemon import World, now_ms, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -114,16 +112,5 @@ def test_named_starts_at_once_anonymous_waits_for_its_durable_moment(steered_wor
         assert first + offset_ms >= starts_at, first + offset_ms - starts_at
         assert first + offset_ms <= starts_at + 20_000
 
-    manifest = next(u for u in world.uploads.uploads() if u.metadata.get("rfa_id") == anonymous.id
-                    and u.metadata.get("kind") == "manifest")  # fmt: skip
-    clip = next(u for u in world.uploads.uploads() if u.metadata.get("rfa_id") == anonymous.id
-                and u.metadata.get("kind") == "clip")  # fmt: skip
-    report = verify_share(
-        manifest.path,
-        clip.path,
-        identity=load_identity(world.agency_dir / "agency-age.txt"),
-        agency_keys=[load_signing_key(world.agency_dir / "agency-signing.pem").public],
-        owner_keys=[world.owner.signing_key().public],
-    )
-    assert report.ok, report.render()
+    report, _manifest, _clip = world.verify(anonymous.id)
     assert report.anonymous is True and report.device_id is None

@@ -14,9 +14,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from cloud.verify import verify_share
 from foundation.times import Window
-from sync.keys import load_identity, load_signing_key
 from tests.fixtures.daemon import World, wait_for
 
 
@@ -52,19 +50,10 @@ def spy(world: World):
 
 
 def verify(world: World, rfa_id: str):
-    manifest = world.uploads.upload_of("manifest")
-    clip = world.uploads.upload_of("clip")
-    assert manifest.complete and clip.complete
-    assert manifest.metadata["rfa_id"] == clip.metadata["rfa_id"] == rfa_id
-    report = verify_share(
-        manifest.path,
-        clip.path,
-        identity=load_identity(world.agency_dir / "agency-age.txt"),
-        agency_keys=[load_signing_key(world.agency_dir / "agency-signing.pem").public],
-        owner_keys=[world.owner.signing_key().public],
-    )
-    assert report.ok, report.render()
-    return report, manifest, clip
+    # this share's two objects and nothing else reached the upload server
+    assert {u.metadata["rfa_id"] for u in world.uploads.uploads()} == {rfa_id}
+    assert len(world.uploads.uploads()) == 2
+    return world.verify(rfa_id)
 
 
 def test_named_share_approved_in_the_app_is_exact_and_verifies(world: World, spy) -> None:

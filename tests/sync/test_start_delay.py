@@ -9,6 +9,8 @@ import random
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -167,41 +169,48 @@ def footage(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, int]:
     return root, first, last
 
 
-def _run_for(rig: Rig, seconds: float) -> None:
-    """Run the worker's loop for a while, then stop it."""
-    rig.stop.clear()
-    thread = threading.Thread(target=rig.worker.run, daemon=True)
-    thread.start()
-    time.sleep(seconds)
-    rig.stop.set()
-    thread.join(timeout=30)
-    assert not thread.is_alive()
-
-
-def _built(rig: Rig, rfa_id: str, timeout: float = 60) -> Any:
+@contextmanager
+def _running(rig: Rig) -> Iterator[None]:
+    """The worker's loop in a thread for the length of the block."""
     rig.stop.clear()
     thread = threading.Thread(target=rig.worker.run, daemon=True)
     thread.start()
     try:
+        yield
+    finally:
+        rig.stop.set()
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+
+
+def _run_for(rig: Rig, seconds: float) -> None:
+    with _running(rig):
+        time.sleep(seconds)
+
+
+def _built(rig: Rig, rfa_id: str, timeout: float = 60) -> Any:
+    with _running(rig):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             job = rig.outbox.job(rfa_id)
             if job is not None and job.built:
                 return job
             time.sleep(0.05)
-        raise AssertionError("the waiting share was not built")
-    finally:
-        rig.stop.set()
-        thread.join(timeout=30)
+    raise AssertionError("the waiting share was not built")
+
+
+def _waiting_share(tmp_path: Path, footage: Any, server: TusServer) -> Any:
+    """A rig on a clock the test moves, with an anonymous share built and waiting."""
+    clock = ShiftedClock()
+    rig = Rig(tmp_path, footage, clock=clock)
+    rfa_id = rig.enqueue(server.url, named=False)
+    return rig, clock, rfa_id, _built(rig, rfa_id)
 
 
 def test_an_anonymous_share_is_built_at_once_but_sends_nothing_before_its_moment(
     tmp_path: Path, footage: Any, tus_server: TusServer
 ) -> None:
-    clock = ShiftedClock()
-    rig = Rig(tmp_path, footage, clock=clock)
-    rfa_id = rig.enqueue(tus_server.url, named=False)
-    job = _built(rig, rfa_id)
+    rig, clock, rfa_id, job = _waiting_share(tmp_path, footage, tus_server)
     (entry,) = rig.outbox.shares(clock.wall_ms())
     assert entry["state"] == "queued" and entry["bytes_total"] > 0  # built, receipt shown
     assert entry["manifest_sha256"] and parse_time(entry["starts_at"]) == job.starts_at_ms
@@ -223,10 +232,7 @@ def test_an_anonymous_share_is_built_at_once_but_sends_nothing_before_its_moment
 def test_a_share_waiting_for_its_moment_can_be_cancelled_and_sends_nothing(
     tmp_path: Path, footage: Any, tus_server: TusServer
 ) -> None:
-    clock = ShiftedClock()
-    rig = Rig(tmp_path, footage, clock=clock)
-    rfa_id = rig.enqueue(tus_server.url, named=False)
-    job = _built(rig, rfa_id)
+    rig, clock, rfa_id, job = _waiting_share(tmp_path, footage, tus_server)
     assert rig.outbox.job_dir(rfa_id).exists()
     assert rig.worker.cancel(rfa_id)
     assert not rig.outbox.job_dir(rfa_id).exists()  # the encrypted objects are gone
