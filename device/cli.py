@@ -81,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
         "will fail and nothing will be sent)",
     )
 
+    sub.add_parser("pause", help="refuse every new request until `resume` (pending ones stay)")
+    sub.add_parser("resume", help="accept new requests again after `pause`")
+
     deny = sub.add_parser("deny", help="decline a pending request (nothing is sent anywhere)")
     deny.add_argument("rfa_id", help="the request's id (from `doorbellctl pending`)")
 
@@ -227,6 +230,10 @@ def render_status(status: dict[str, Any]) -> str:
         lines.append(f"broker        {status['broker']}")
     if "pending" in status:
         lines.append(f"pending       {status['pending']} request(s)")
+    if status.get("requests_paused"):
+        lines.append("requests      PAUSED: new requests are refused (`doorbellctl resume`)")
+    elif "requests_paused" in status:
+        lines.append("requests      accepted (`doorbellctl pause` refuses new ones)")
     if "shares_in_flight" in status:
         lines.append(f"shares        {status['shares_in_flight']} in flight")
     if "console" in status:
@@ -366,6 +373,12 @@ def _refuse_without_footage(config: Config, rfa_id: str, window: Window | None) 
 def _deny(config: Config, args: argparse.Namespace) -> int:
     reply = _ask(config, {"cmd": "deny", "rfa_id": args.rfa_id})
     print(reply.get("message", "declined"))
+    return 0
+
+
+def _pause(config: Config, args: argparse.Namespace) -> int:
+    """`pause` and `resume`: the console's pause switch, through the control socket."""
+    print(_ask(config, {"cmd": args.command})["message"])
     return 0
 
 
@@ -540,6 +553,8 @@ _COMMANDS = {
     "pending": _pending,
     "approve": _approve,
     "deny": _deny,
+    "pause": _pause,
+    "resume": _pause,
     "shares": _shares,
     "console-code": _console_code,
     "console-sessions": _console_sessions,

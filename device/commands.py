@@ -25,6 +25,14 @@ RETRY_PIN_MS = 7 * 24 * 3_600_000  # footage of a retried share is kept this lon
 
 Reply = dict[str, Any]
 
+_PAUSE_MESSAGES = {  # (paused, changed now)
+    (True, True): "Requests are paused: every new request is refused until "
+    "`doorbellctl resume` (those already pending stay).",
+    (True, False): "Requests were already paused; `doorbellctl resume` accepts them again.",
+    (False, True): "Requests are accepted again.",
+    (False, False): "Requests were not paused; nothing changed.",
+}
+
 
 class ShareControl(Protocol):
     """The share worker, as far as commands go (sync.uploader.ShareWorker)."""
@@ -72,6 +80,8 @@ class ControlCommands:
             return {"ok": True, "requests": self._flow.pending_entries()}
         if cmd == "shares":
             return {"ok": True, "shares": self._outbox.shares(self._clock.wall_ms())}
+        if cmd in ("pause", "resume"):
+            return self.pause(paused=cmd == "pause")
         if cmd not in ("approve", "deny", "retry", "cancel"):
             return _refused(f"unknown command {cmd!r}")
         rfa_id = request.get("rfa_id")
@@ -99,6 +109,14 @@ class ControlCommands:
             return _refused(f"{outcome.reason}: {outcome.detail}".rstrip(": "))
         verb = "approved: the share is queued" if approve else "declined"
         return {"ok": True, "message": f"{rfa_id} {verb}"}
+
+    def pause(self, *, paused: bool) -> Reply:
+        """The owner's opt-out (protocol.md §4 rule 8), the console's pause switch: the
+        same call, so it is audited the same way (`requests_paused`, `requests_resumed`)."""
+        if self._flow.requests_paused == paused:
+            return {"ok": True, "paused": paused, "message": _PAUSE_MESSAGES[paused, False]}
+        self._flow.pause_requests(paused)
+        return {"ok": True, "paused": paused, "message": _PAUSE_MESSAGES[paused, True]}
 
     def retry(self, rfa_id: str) -> Reply:
         job = self._outbox.job(rfa_id)
