@@ -83,10 +83,10 @@ class ControlCommands:
         if cmd in ("pause", "resume"):
             return self.pause(paused=cmd == "pause")
         if cmd not in ("approve", "deny", "retry", "cancel"):
-            return _refused(f"unknown command {cmd!r}")
+            return _refused(f"Unknown command {cmd!r}.")
         rfa_id = request.get("rfa_id")
         if not isinstance(rfa_id, str):
-            return _refused("rfa_id is required")
+            return _refused("An rfa_id is required.")
         if cmd == "approve" or cmd == "deny":
             return self.decide(rfa_id, request, approve=cmd == "approve")
         if cmd == "retry":
@@ -97,7 +97,7 @@ class ControlCommands:
         try:
             window = _window(request.get("window"))
         except InvalidValueError as exc:
-            return _refused(f"bad window: {exc}")
+            return _refused(f"The window is not valid: {exc}.")
         outcome = self._flow.decide_locally(
             rfa_id,
             approve=approve,
@@ -106,7 +106,8 @@ class ControlCommands:
             share_contact=not request.get("anonymous", False) if approve else None,
         )
         if not outcome.accepted:
-            return _refused(f"{outcome.reason}: {outcome.detail}".rstrip(": "))
+            # the sentence for a person; the rule's code for scripts
+            return {**_refused(outcome.detail or "Refused."), "reason": str(outcome.reason)}
         verb = "approved: the share is queued" if approve else "declined"
         return {"ok": True, "message": f"{rfa_id} {verb}"}
 
@@ -121,16 +122,16 @@ class ControlCommands:
     def retry(self, rfa_id: str) -> Reply:
         job = self._outbox.job(rfa_id)
         if job is None:
-            return _refused(f"no share {rfa_id}")
+            return _refused(f"There is no share {rfa_id}.")
         if job.state is not ShareState.FAILED:  # a queued share's own pin must stay as it is
-            return _refused(f"share {rfa_id} has not failed")
+            return _refused(f"Share {rfa_id} has not failed.")
         self._buffer.pin(rfa_id, job.decision.window, self._clock.wall_ms() + RETRY_PIN_MS)
         if not self._shares.retry(rfa_id):  # it stopped being failed meanwhile
             self._buffer.unpin(rfa_id)
-            return _refused(f"share {rfa_id} has not failed")
+            return _refused(f"Share {rfa_id} has not failed.")
         return {"ok": True, "message": f"share {rfa_id} queued again"}
 
     def cancel(self, rfa_id: str) -> Reply:
         if not self._shares.cancel(rfa_id):
-            return _refused(f"no share {rfa_id} to cancel")
+            return _refused(f"There is no share {rfa_id} to cancel.")
         return {"ok": True, "message": f"share {rfa_id} cancelled"}

@@ -58,7 +58,7 @@ def test_cancelling_a_finished_share_says_it_finished(world: World) -> None:
         f"doorbellctl: share {rfa.id} already finished: the agency has it; nothing to cancel"
     )
     unknown = ctl(world, "shares", "--cancel=no-such-share")
-    assert unknown.returncode == ExitCode.REFUSED and "no share" in unknown.stderr
+    assert unknown.returncode == ExitCode.REFUSED and "There is no share" in unknown.stderr
 
     # `doorbellctl shares | head -3` and friends, with a reader that went away
     for args in (("shares",), ("shares", "--json"), ("pending",), ("status",), ("audit",)):
