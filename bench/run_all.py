@@ -1,5 +1,7 @@
-"""Run every benchmark in turn (`make bench`); each compares against the stock tool a
-user would reach for, on the same data in the same run, and prints its ratio.
+"""Run every benchmark in turn (`make bench`) and name those that failed.
+
+Each compares against the stock tool a user would reach for, on the same data in the
+same run, and prints its ratio.
 
 Three sizes, each benchmark's arguments declared once below: the full size (the
 README's figures), `--quick` (small sizes, a few minutes in all) and `--smoke` (the
@@ -20,6 +22,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 ROOT = Path(__file__).resolve().parents[1]
 RATIO_LINE = re.compile(r"\bratio\b[^:\n]*:\s*\d+(?:\.\d+)?x", re.IGNORECASE)
@@ -27,9 +30,11 @@ RATIO_LINE = re.compile(r"\bratio\b[^:\n]*:\s*\d+(?:\.\d+)?x", re.IGNORECASE)
 
 @dataclass(frozen=True)
 class Benchmark:
-    module: str
-    quick: tuple[str, ...]
-    smoke: tuple[str, ...]
+    """The arguments of `python -m bench.<name>` at the quick and smoke sizes (the
+    full size is its defaults)."""
+
+    quick: str
+    smoke: str
     # A pattern its output must also match: for a benchmark that prints its sanity
     # figure but does not yet exit non-zero on it.
     sane: re.Pattern[str] | None = None
@@ -37,63 +42,41 @@ class Benchmark:
 
 BENCHMARKS = {
     "export": Benchmark(
-        "bench.export",
-        quick=("--minutes", "4", "--window-minutes", "2"),
-        smoke=("--minutes", "0.25", "--window-minutes", "0.1", "--runs", "1"),
+        quick="--minutes 4 --window-minutes 2",
+        smoke="--minutes 0.25 --window-minutes 0.1 --runs 1",
     ),
-    "record": Benchmark(
-        "bench.record",
-        quick=("--seconds", "20"),
-        smoke=("--seconds", "2", "--loop-seconds", "1"),
-    ),
+    "record": Benchmark(quick="--seconds 20", smoke="--seconds 2 --loop-seconds 1"),
     "flood": Benchmark(
-        "bench.flood",
-        quick=("--messages", "4000"),
-        smoke=("--messages", "300", "--genuine", "3"),
+        quick="--messages 4000",
+        smoke="--messages 300 --genuine 3",
         sane=re.compile(r'"genuine_pending": "(\d+)/\1"'),  # every genuine request pending
     ),
-    "upload": Benchmark(
-        "bench.upload",
-        quick=("--mb", "128"),
-        smoke=("--mb", "4", "--runs", "1"),
-    ),
-    "share": Benchmark(
-        "bench.share",
-        quick=("--minutes", "5", "--rss-mb", "256"),
-        smoke=("--minutes", "0.1", "--rss-mb", "4"),
-    ),
+    "upload": Benchmark(quick="--mb 128", smoke="--mb 4 --runs 1"),
+    "share": Benchmark(quick="--minutes 5 --rss-mb 256", smoke="--minutes 0.1 --rss-mb 4"),
     "console": Benchmark(
-        "bench.console",
-        quick=("--base-minutes", "1", "--hours", "12", "--window-hours", "4", "--runs", "2"),
-        smoke=("--base-minutes", "0.25", "--hours", "0.5", "--window-hours", "0.2", "--runs", "1"),
+        quick="--base-minutes 1 --hours 12 --window-hours 4 --runs 2",
+        smoke="--base-minutes 0.25 --hours 0.5 --window-hours 0.2 --runs 1",
     ),
-    "owner_channel": Benchmark(
-        "bench.owner_channel",
-        quick=("--hours", "24", "--rounds", "5"),
-        smoke=("--hours", "1", "--rounds", "2"),
-    ),
-    "sd_wear": Benchmark(
-        "bench.sd_wear",
-        quick=("--seconds", "30"),
-        smoke=("--seconds", "6"),
-    ),
+    "owner_channel": Benchmark(quick="--hours 24 --rounds 5", smoke="--hours 1 --rounds 2"),
+    "sd_wear": Benchmark(quick="--seconds 30", smoke="--seconds 6"),
 }
-SIZES = ("full", "quick", "smoke")
+Size = Literal["full", "quick", "smoke"]
 
 
-def command(name: str, size: str) -> list[str]:
-    """The command line that runs benchmark `name` at `size` (one of SIZES)."""
+def command(name: str, size: Size) -> list[str]:
+    """The command line that runs benchmark `name` at `size`."""
     bench = BENCHMARKS[name]
-    args = {"full": (), "quick": bench.quick, "smoke": bench.smoke}[size]
-    return [sys.executable, "-m", bench.module, *args]
+    args = {"full": "", "quick": bench.quick, "smoke": bench.smoke}[size]
+    return [sys.executable, "-m", f"bench.{name}", *args.split()]
 
 
-def run(name: str, size: str, cwd: Path | None = None) -> tuple[bool, str]:
+def run(name: str, size: Size, cwd: Path | None = None) -> tuple[bool, str]:
     """Run one benchmark, echoing its output as it comes; (conforms, its output).
 
     `cwd` (default: this process's) is where it writes its relative `bench-out/`; the
     project stays importable from anywhere through PYTHONPATH."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         command(name, size),
         cwd=cwd,
@@ -130,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(args.only) - set(BENCHMARKS)
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
-    chosen = "smoke" if args.smoke else "quick" if args.quick else "full"
+    chosen: Size = "smoke" if args.smoke else "quick" if args.quick else "full"
     failed = []
     for name in BENCHMARKS:
         if args.only and name not in args.only:

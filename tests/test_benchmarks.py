@@ -4,9 +4,10 @@ only when its own sanity check of the work passed (a frame-exact export, a share
 verifies, every genuine request pending in the flood, ...), and print its ratio line.
 No timings are asserted: the figures themselves are for `make bench`.
 
-Each benchmark is one test, a subprocess of its own writing into tmp_path, so xdist
-spreads them over the workers like any other test; the whole set costs a few tens of
-seconds of CPU (tests/test_benchmarks.py's own figures are in the README).
+Each benchmark is one test running `python -m bench.<name> <smoke args>` as a
+subprocess in its own tmp_path, in no xdist group, so `--dist loadgroup` spreads them
+over the workers like any other test: about 45 s of wall time on two cores in all, the
+flood's fixed waits the longest part.
 """
 
 from __future__ import annotations
