@@ -51,7 +51,7 @@ BENCHMARKS = {
         smoke="--messages 300 --genuine 3",
         sane=re.compile(r'"genuine_pending": "(\d+)/\1"'),  # every genuine request pending
     ),
-    "upload": Benchmark(quick="--mb 128", smoke="--mb 4 --runs 1"),
+    "upload": Benchmark(quick="--mb 128", smoke="--mb 4 --runs 2"),
     "share": Benchmark(quick="--minutes 5 --rss-mb 256", smoke="--minutes 0.1 --rss-mb 4"),
     "console": Benchmark(
         quick="--base-minutes 1 --hours 12 --window-hours 4 --runs 2",

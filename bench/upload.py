@@ -106,16 +106,18 @@ def main() -> None:
         server.start()
         try:
             ours_s, curl_s = [], []
+            checked: set[str] = set()
             for _ in range(args.runs):
                 curl_s.append(with_curl(server, path, size))
                 ours_s.append(ours(server, path, size, args.chunk_mb * 1024 * 1024))
-                stored = server.uploads()
+                new = [u for u in server.uploads() if u.uid not in checked]
                 require(
-                    len(stored) == 2 and all(u.complete and u.offset == size for u in stored),
-                    f"the server holds both {size}-byte uploads, whole",
+                    len(new) == 2 and all(u.complete and u.offset == size for u in new),
+                    f"the server holds both {size}-byte uploads of this run, whole",
                 )
-                for upload in stored:  # keep the disk from filling up
+                for upload in new:  # keep the disk from filling up (the .info stays)
                     upload.path.unlink(missing_ok=True)
+                    checked.add(upload.uid)
         finally:
             server.kill()
     mb = size / 1e6
