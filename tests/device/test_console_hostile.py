@@ -152,6 +152,9 @@ def _checked(reply: Any, caplog: pytest.LogCaptureFixture) -> None:
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
 
 
+FUZZ = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 DIGITS_4301 = "9" * 4301
 BATTERY: list[tuple[str, str, dict[str, Any]]] = [
     ("GET", f"/api/requests/x/thumbnails/{DIGITS_4301}", {}),
