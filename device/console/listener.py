@@ -11,11 +11,12 @@ answers 503 only after a request arrived, by then the descriptor is long taken),
 accepts connections itself, on uvicorn's event loop, and hands each to uvicorn's own
 HTTP/1.1 protocol (h11), which then works exactly as under uvicorn's listener:
 
-- at most MAX_CONNECTIONS at a time, handshakes included. When a new one comes at the
-  cap, a connection that has not yet delivered a request (in its handshake, or idle)
-  is closed to make room: the oldest of the source holding the most connections. So
-  one hostile client fills the console only until anyone else connects; if every
-  connection is busy answering a request, the new one is closed at once (no log line);
+- at most MAX_CONNECTIONS at a time, handshakes and closings included (a connection
+  counts until its descriptor is closed). When a new one comes at the cap, a
+  connection that has not yet delivered a request (in its handshake, or idle) is closed
+  to make room: the oldest of the source holding the most connections. So one hostile
+  client fills the console only until anyone else connects; if none can be closed
+  (all busy answering, or already closing) the new one is reset at once (no log line);
 - a TLS handshake gets HANDSHAKE_S; then each request, headers and body, must arrive
   whole within REQUEST_S of the connection becoming ready (or of the previous answer),
   or the connection is closed without a word;
@@ -46,7 +47,7 @@ MAX_CONNECTIONS = 64
 HANDSHAKE_S = 5.0
 REQUEST_S = 10.0
 ACCEPT_PAUSE_S = 0.5  # after a failed accept(): the listener stays readable, don't spin
-BACKLOG = 128
+BACKLOG = 1024  # queued in the kernel, not holding descriptors: an owner is not dropped
 
 _accept_errors = OncePerInterval()
 
@@ -61,14 +62,17 @@ class Slot:
     task: asyncio.Task[Any] | None = None
     protocol: GuardedH11Protocol | None = None  # once the handshake is done
     busy: bool = False  # a whole request arrived and its answer is not finished
-    released: bool = field(default=False)
+    closing: bool = False
+    released: bool = field(default=False)  # its descriptor is closed
 
     @property
     def evictable(self) -> bool:
-        return not self.busy and not self.released
+        return not self.busy and not self.closing and not self.released
 
     def close(self) -> None:
-        """Close it now, quietly (a handshake is cancelled, a connection aborted)."""
+        """Close it now, quietly (a handshake is cancelled, a connection aborted). It
+        keeps its place in the count until its descriptor is closed."""
+        self.closing = True
         if self.protocol is not None and self.protocol.transport is not None:
             self.protocol.transport.abort()
         elif self.task is not None:
@@ -230,22 +234,29 @@ class Listener:
                     )
                 await asyncio.sleep(ACCEPT_PAUSE_S)
                 continue
-            self._admit(conn, str(address[0]), loop)
+            if self._admit(conn, str(address[0]), loop):
+                # A ready accept() does not yield to the loop: let the connection closed
+                # to make room actually close before the next one is taken.
+                await asyncio.sleep(0)
 
-    def _admit(self, conn: socket.socket, host: str, loop: asyncio.AbstractEventLoop) -> None:
+    def _admit(self, conn: socket.socket, host: str, loop: asyncio.AbstractEventLoop) -> bool:
+        """Take the connection, closing another to make room at the cap (True then);
+        or reset it at once when none can be closed."""
         source = source_group(host)
+        evicted = False
         if len(self._slots) >= self._max:
             victim = to_evict(self._slots)
-            if victim is None:
+            if victim is None or len(self._slots) >= 2 * self._max:
                 self.refused += 1
                 _reset(conn)
-                return
+                return False
             self.evicted += 1
-            self._release(victim)
             victim.close()
+            evicted = True
         slot = Slot(conn, source, loop.time())
         self._slots.append(slot)
         slot.task = loop.create_task(self._open(slot, loop))
+        return evicted
 
     async def _open(self, slot: Slot, loop: asyncio.AbstractEventLoop) -> None:
         config = self._server.config

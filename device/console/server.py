@@ -244,7 +244,7 @@ class Console:
         )
         if session is None:
             message = {
-                Verdict.LOCKED: "Too many wrong codes from here: wait a minute.",
+                Verdict.LOCKED: "Too many wrong codes from here: locked for a minute.",
                 Verdict.LOCKED_ALL: "Too many wrong codes: code entry is locked for a minute.",
                 Verdict.EXPIRED: "That code has expired: ask the device for a new one.",
                 Verdict.USED: "That code was already used: ask the device for a new one.",
