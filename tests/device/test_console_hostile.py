@@ -276,3 +276,22 @@ def test_a_failing_handler_answers_500_with_the_headers_and_logs_once(
         assert "a bug" not in reply.text
     logged = [r for r in caplog.records if r.exc_info]
     assert len(logged) <= 1  # once a minute (none if an earlier test took this minute's)
+
+
+def test_at_the_cap_the_heaviest_sources_oldest_idle_connection_makes_room() -> None:
+    import socket as socketlib
+
+    from device.console.listener import Slot, to_evict
+
+    sock: Any = socketlib.socket
+    flood = [Slot(sock, "10.0.0.66", opened_at=float(i)) for i in range(10)]
+    owner = Slot(sock, "10.0.0.2", opened_at=-5.0)  # the oldest of all
+    assert to_evict([owner, *flood]) is flood[0]
+    flood[0].busy = True  # answering a request: never closed for another
+    flood[1].closing = True  # already on its way out
+    assert to_evict([owner, *flood]) is flood[2]
+    for slot in flood:
+        slot.busy = True
+    assert to_evict([owner, *flood]) is owner  # the only one idle
+    owner.busy = True
+    assert to_evict([owner, *flood]) is None  # all busy: the newcomer is reset

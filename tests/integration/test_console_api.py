@@ -468,3 +468,19 @@ def test_a_connection_that_never_finishes_its_request_is_closed(cworld) -> None:
     assert closed["half"] <= REQUEST_S + 5 and closed["trickle"] <= REQUEST_S + 5, closed
     # and the console still answers
     assert ConsoleHttp(cworld).get("/login").status_code == 200
+
+
+def test_a_hostile_user_agent_is_shown_escaped(cworld) -> None:  # noqa: F811
+    """A User-Agent with ESC and BEL (h11 refuses them on the wire, another HTTP parser
+    might not; the store keeps whatever came): the CLI prints them escaped."""
+    import sqlite3
+
+    signed_in(cworld)
+    db = cworld.setup.root / "var" / "state" / "console.db"
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("UPDATE sessions SET client = ?", ("evil\x1b[2J\x07\u202eagent",))
+    conn.close()
+    out = cworld.daemon.ctl("console-sessions").stdout
+    assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
+    assert "evil\\x1b[2J\\x07\\u202eagent" in out
