@@ -480,7 +480,8 @@ def _console_sessions(config: Config, args: argparse.Namespace) -> int:
         as_json=args.json,
         empty="No one is signed in to the console.",
         line=lambda s: (
-            f"{s['id']}  since {s['created_at']}  last seen {s['last_seen_at']}  {s['client']}"
+            f"{s['id']}  since {s['created_at']}  last seen {s['last_seen_at']}  "
+            f"{shown(s['client'], limit=120)}"  # the browser's User-Agent: anyone's text
         ),
     )
 
