@@ -39,7 +39,7 @@ from foundation.errors import (
     DoorbellError,
     LockHeldError,
 )
-from foundation.files import FileLock, disk_free_bytes
+from foundation.files import FileLock, disk_free_bytes, private_dir
 from foundation.times import format_time
 from recorder.buffer import BufferLock, RollingBuffer
 from recorder.process import RecorderProcess
@@ -106,7 +106,8 @@ class Doorbell:
         already running: a daemon holds its state directory, a process holds its buffer,
         or a daemon answers on its control socket. (A second daemon that got as far as
         the broker would take the running one's client id and knock it off.)"""
-        self.paths.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(self.paths.state_dir)  # keys, requests, decisions: the daemon's alone
+        private_dir(self.paths.buffer_dir)  # footage (RollingBuffer.open says the same)
         lock = FileLock(self.paths.state_dir / DAEMON_LOCK_NAME)
         try:
             lock.acquire()
@@ -151,7 +152,6 @@ class Doorbell:
         self._resources.callback(quietly)
 
     def init_state(self) -> None:
-        self.paths.buffer_dir.mkdir(parents=True, exist_ok=True)
         self.identity = load_device_identity(self.paths.state_dir, self.config.device.id)
         self.store = StateStore.open(self.paths.state_db)
         self._on_stop(self.store.close)
