@@ -106,8 +106,7 @@ class Doorbell:
         already running: a daemon holds its state directory, a process holds its buffer,
         or a daemon answers on its control socket. (A second daemon that got as far as
         the broker would take the running one's client id and knock it off.)"""
-        private_dir(self.paths.state_dir)  # keys, requests, decisions: the daemon's alone
-        private_dir(self.paths.buffer_dir)  # footage (RollingBuffer.open says the same)
+        self.paths.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         lock = FileLock(self.paths.state_dir / DAEMON_LOCK_NAME)
         try:
             lock.acquire()
@@ -122,6 +121,10 @@ class Doorbell:
             BufferLock(self.paths.buffer_dir).acquire().release()
         except (ControlError, BufferLockedError) as exc:
             raise AlreadyRunningError(str(exc)) from None
+        # Only now that this daemon is the one: folders an older version left open to
+        # others are tightened (a refused start changes nothing).
+        private_dir(self.paths.state_dir)  # keys, requests, decisions: the daemon's alone
+        private_dir(self.paths.buffer_dir)  # footage (RollingBuffer.open says the same)
 
     def start(self) -> None:
         if self.daemon_lock is None:
