@@ -1,7 +1,9 @@
 """Hostile peers against the whole daemon (docs/security.md): a `doorbelld` process
 with its memory measured (psutil on its pid) while a fake broker sends an oversized
 PUBLISH on every connection, and while upload servers answer with huge bodies, drip,
-or answer every exchange just before its deadline.
+or answer every exchange just before its deadline; and upload servers whose answers
+hold malformed numbers or keep their connections open, which must end each share
+failed after `max_attempts`, with no traceback in the daemon's log.
 
 The memory bound, 20 MiB over the daemon's baseline, is far below what any one attack
 would cost if it got through (256 MiB announced by the broker, MQTT's largest packet;
