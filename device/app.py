@@ -40,7 +40,7 @@ from foundation.errors import (
     DoorbellError,
     LockHeldError,
 )
-from foundation.files import FileLock, disk_free_bytes
+from foundation.files import FileLock, disk_free_bytes, private_dir
 from foundation.locks import NamedLock, port_taken
 from foundation.times import format_time
 from recorder.buffer import BufferLock, RollingBuffer
@@ -143,6 +143,10 @@ class Doorbell:
             BufferLock(self.paths.buffer_dir).acquire().release()
         except (ControlError, BufferLockedError) as exc:
             raise AlreadyRunningError(str(exc)) from None
+        # Only now that this daemon is the one: folders an older version left open to
+        # others are tightened (a refused start changes nothing).
+        private_dir(self.paths.state_dir)  # keys, requests, decisions: the daemon's alone
+        private_dir(self.paths.buffer_dir)  # footage (RollingBuffer.open says the same)
 
     def session_lock_name(self) -> str:
         """The system-wide name a daemon holds while it may speak for its device id on
@@ -183,7 +187,6 @@ class Doorbell:
         self._resources.callback(quietly)
 
     def init_state(self) -> None:
-        self.paths.buffer_dir.mkdir(parents=True, exist_ok=True)
         self.identity = load_device_identity(self.paths.state_dir, self.config.device.id)
         self.store = StateStore.open(self.paths.state_db)
         self._on_stop(self.store.close)
