@@ -88,6 +88,10 @@ def test_the_authority_downloads_before_sign_in_and_nothing_else_does(cworld) ->
     assert anonymous.get("/api/pending").status_code == 401  # fetching it signed nothing in
     # another host name (DNS rebinding) gets nothing, the authority included
     assert anonymous.get("/ca.crt", headers={"Host": "evil.example"}).status_code == 421
+    # the command line offers it: --ca draws its QR code and prints its fingerprint
+    out = cworld.daemon.ctl("console-code", "--ca").stdout
+    assert info["ca_url"] in out and spaced_fingerprint(info["ca_fingerprint"]) in out
+    assert "\u2588" in out or "\u2580" in out  # the terminal QR code's blocks
 
 
 def test_a_restart_keeps_the_authority_and_a_new_address_reissues_only_the_leaf(
