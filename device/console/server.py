@@ -28,7 +28,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -41,7 +41,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from device.audit import read_audit, verify_audit
@@ -132,11 +132,19 @@ def _host_of(netloc: str) -> str:
 class Console:
     """The web app itself (a Starlette app in `.app`), without the listener."""
 
-    def __init__(self, parts: ConsoleParts, *, hosts: frozenset[str], port: int) -> None:
+    def __init__(
+        self,
+        parts: ConsoleParts,
+        *,
+        hosts: frozenset[str],
+        port: int,
+        public_routes: Sequence[BaseRoute] = (),  # served without a session (authority.py)
+    ) -> None:
         self.parts = parts
         self._hosts = hosts
         self._port = port
         routes = [
+            *public_routes,
             Route("/", self.index),
             Route("/login", self.login_page, methods=["GET"]),
             Route("/login", self.login, methods=["POST"]),
@@ -549,10 +557,12 @@ class _Uvicorn(uvicorn.Server):
         super().__init__(config)
         self._where = (host, port)
         self.listener: Listener | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     async def startup(self, sockets: list[Any] | None = None) -> None:
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(_loop_error)
+        self.loop = loop
         host, port = self._where
         assert self.config.ssl is not None  # the console is HTTPS only
         try:
@@ -648,3 +658,14 @@ class ConsoleServer:
         self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=10)
+
+    def use_certificate(self, certificate: ConsoleCertificate) -> None:
+        """Serve a newly issued certificate from the next handshake on; connections
+        already open keep theirs. The listener's SSL context is reloaded on its own
+        event loop, the thread that makes every TLS connection from it."""
+        context, loop = self._server.config.ssl, self._server.loop
+        if context is not None and loop is not None:
+            loop.call_soon_threadsafe(
+                context.load_cert_chain, str(certificate.cert_file), str(certificate.key_file)
+            )
+        self.certificate = certificate

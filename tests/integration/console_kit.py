@@ -1,6 +1,6 @@
 """The console's test world: the whole doorbell world (real broker, real tus server, the
 daemon as a child process) with the console listening on a free loopback port, and an
-HTTPS client that trusts exactly the device's own certificate."""
+HTTPS client that trusts exactly the device's own certificate authority."""
 
 from __future__ import annotations
 
@@ -39,19 +39,19 @@ def console_code(world: World) -> dict[str, Any]:
     return dict(json.loads(world.daemon.ctl("console-code", "--json").stdout))
 
 
-def cert_path(world: World) -> Path:
-    return world.setup.root / "var" / "state" / "console-cert.pem"
+def ca_path(world: World) -> Path:
+    """The device's certificate authority, as an owner installs it on a phone."""
+    return world.setup.root / "var" / "state" / "console-ca.pem"
 
 
 class _PinnedAdapter(requests.adapters.HTTPAdapter):
-    """Trusts the device's self-signed certificate as its own anchor (OpenSSL wants a
-    CA otherwise), with host name checking on: the certificate names 127.0.0.1.
-    `source`: the address connections come from (another 127.x address is another
-    machine on the home network, as far as the console can tell)."""
+    """Trusts the device's authority and nothing else, with host name checking on:
+    the console's certificate names 127.0.0.1. `source`: the address connections come
+    from (another 127.x address is another machine on the home network, as far as the
+    console can tell)."""
 
     def __init__(self, cafile: Path, source: str | None = None) -> None:
         self._context = ssl.create_default_context(cafile=str(cafile))
-        self._context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
         self._source = source
         super().__init__()
 
@@ -64,7 +64,7 @@ class _PinnedAdapter(requests.adapters.HTTPAdapter):
 
 def trusting_session(world: World, source: str | None = None) -> requests.Session:
     session = requests.Session()
-    session.mount("https://", _PinnedAdapter(cert_path(world), source))
+    session.mount("https://", _PinnedAdapter(ca_path(world), source))
     return session
 
 

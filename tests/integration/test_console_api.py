@@ -79,7 +79,7 @@ def test_a_code_signs_in_once_and_the_session_answers(cworld) -> None:  # noqa: 
     window = recent_window(cworld)
     rfa_id = publish_pending(cworld, window)
     info = console_code(cworld)
-    assert set(info) == {"code", "url", "fingerprint", "expires_at"}
+    assert set(info) == {"code", "url", "fingerprint", "ca_fingerprint", "ca_url", "expires_at"}
     client = ConsoleHttp(cworld)
     reply = client.sign_in(info["code"])
     assert reply.status_code == 303
@@ -124,6 +124,7 @@ def test_the_fingerprint_is_the_sha256_of_the_certificate_served(cworld) -> None
     assert der is not None and hashlib.sha256(der).hexdigest() == info["fingerprint"]
     status = json.loads(cworld.daemon.ctl("status", "--json").stdout)
     assert status["console"]["fingerprint"] == info["fingerprint"]
+    assert status["console"]["ca_fingerprint"] == info["ca_fingerprint"]
 
 
 def test_plain_http_on_the_port_gets_nothing(cworld) -> None:  # noqa: F811
@@ -305,8 +306,10 @@ def test_the_cli_prints_code_url_and_fingerprint(cworld) -> None:  # noqa: F811
     out = cworld.daemon.ctl("console-code").stdout
     info = console_code(cworld)
     assert info["url"] in out and "SHA-256" in out
-    fingerprint = info["fingerprint"].upper()
+    # what the owner compares is the authority's fingerprint (the leaf's changes)
+    fingerprint = info["ca_fingerprint"].upper()
     assert ":".join(fingerprint[i : i + 2] for i in range(0, 64, 2)) in out
+    assert info["ca_url"] in out
     assert "No one is signed in" in cworld.daemon.ctl("console-sessions").stdout
     gone = cworld.daemon.ctl("console-sessions", "--revoke", "nosuchid", check=False)
     assert gone.returncode == 1 and "no live session" in gone.stderr
