@@ -8,6 +8,7 @@ factory, systemd notifier) come in through the constructor so tests can replace 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import threading
 from collections.abc import Callable
@@ -39,7 +40,8 @@ from foundation.errors import (
     DoorbellError,
     LockHeldError,
 )
-from foundation.files import FileLock, disk_free_bytes
+from foundation.files import FileLock, disk_free_bytes, private_dir
+from foundation.locks import NamedLock, port_taken
 from foundation.times import format_time
 from recorder.buffer import BufferLock, RollingBuffer
 from recorder.process import RecorderProcess
@@ -103,9 +105,29 @@ class Doorbell:
     # -- start-up, in order -------------------------------------------------------------
     def claim(self) -> None:
         """Refuse to start, before anything is written or connected, when this device is
-        already running: a daemon holds its state directory, a process holds its buffer,
-        or a daemon answers on its control socket. (A second daemon that got as far as
-        the broker would take the running one's client id and knock it off.)"""
+        already running: a daemon speaks for this device id on this broker (from any
+        state directory), something listens on the console's port, a daemon holds its
+        state directory, a process holds its buffer, or a daemon answers on its control
+        socket. (A second daemon that got as far as the broker would take the running
+        one's client id and knock it off.)"""
+        session = NamedLock(self.session_lock_name())
+        try:
+            session.acquire()
+        except LockHeldError:
+            host, port, _tls = self.config.mqtt.endpoint()
+            pid = session.holder_pid()
+            raise AlreadyRunningError(
+                f"doorbelld{f' (pid {pid})' if pid else ''} is already running as device "
+                f"{self.config.device.id} on the broker {host}:{port}, perhaps with another "
+                "state directory; stop it first"
+            ) from None
+        self._resources.callback(session.release)
+        if self.config.console.listen is not None and port_taken(*self.config.console.listen):
+            host, port = self.config.console.listen
+            raise AlreadyRunningError(
+                f"the console's port {host}:{port} is already in use (another doorbelld "
+                "or another program); stop it first, or choose another console.listen"
+            )
         self.paths.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         lock = FileLock(self.paths.state_dir / DAEMON_LOCK_NAME)
         try:
@@ -121,6 +143,20 @@ class Doorbell:
             BufferLock(self.paths.buffer_dir).acquire().release()
         except (ControlError, BufferLockedError) as exc:
             raise AlreadyRunningError(str(exc)) from None
+        # Only now that this daemon is the one: folders an older version left open to
+        # others are tightened (a refused start changes nothing).
+        private_dir(self.paths.state_dir)  # keys, requests, decisions: the daemon's alone
+        private_dir(self.paths.buffer_dir)  # footage (RollingBuffer.open says the same)
+
+    def session_lock_name(self) -> str:
+        """The system-wide name a daemon holds while it may speak for its device id on
+        its broker: one MQTT session per client id and broker, so two daemons for one
+        device on one broker would knock each other off. The broker is part of the key
+        (hashed, to fit the name's 107 bytes) because the same id on another broker is
+        another session, as with every test world on this machine."""
+        host, port, _tls = self.config.mqtt.endpoint()
+        broker = hashlib.sha256(f"{host.lower()}:{port}".encode()).hexdigest()[:16]
+        return f"doorbell/{self.config.device.id}/{broker}"
 
     def start(self) -> None:
         if self.daemon_lock is None:
@@ -151,7 +187,6 @@ class Doorbell:
         self._resources.callback(quietly)
 
     def init_state(self) -> None:
-        self.paths.buffer_dir.mkdir(parents=True, exist_ok=True)
         self.identity = load_device_identity(self.paths.state_dir, self.config.device.id)
         self.store = StateStore.open(self.paths.state_db)
         self._on_stop(self.store.close)
@@ -393,6 +428,7 @@ class Doorbell:
                 "frames_dropped": self.recorder.health().frames_dropped,
                 "broker": "connected" if self.mqtt.connected else "disconnected",
                 "pending": len(self.flow.pending()),
+                "requests_paused": self.flow.requests_paused,
                 "shares_in_flight": self.outbox.active_count(),
                 "clock_synchronized": self.hooks.clock.synchronized(),
                 "clock_evidence": sync_evidence(),

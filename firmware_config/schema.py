@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -317,8 +318,16 @@ def _choice(*options: str) -> Callable[[object], str]:
     return convert
 
 
-def _path(value: object) -> Path:
-    return Path(_str(value))
+def _paths_under(folder: Path | None) -> Callable[[object], Path]:
+    """A path as the config file means it: a relative one (`storage: {dir: ./var}`) is
+    read from the config file's folder, not from wherever a command happens to run, so
+    `doorbellctl` finds the daemon's socket and buffer from any directory."""
+
+    def convert(value: object) -> Path:
+        path = Path(_str(value))
+        return path if folder is None else folder / path
+
+    return convert
 
 
 def _pin(value: object) -> int | str:
@@ -397,6 +406,8 @@ def _list(item: Callable[[object], T]) -> Callable[[object], tuple[T, ...]]:
 
 def parse_config(data: object, *, source_path: Path | None = None) -> Config:
     r = _Reader()
+    # abspath, not resolve(): `..` is folded, but a symlinked config keeps its own folder
+    _path = _paths_under(None if source_path is None else Path(os.path.abspath(source_path)).parent)
     top = r.section(
         data,
         "",

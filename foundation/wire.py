@@ -93,6 +93,8 @@ class ShareState(StrEnum):
 # §6.3: a share in one of these states is still under way; every other state is final.
 ACTIVE_SHARE_STATES = (ShareState.QUEUED, ShareState.UPLOADING)
 FINAL_SHARE_STATES = frozenset(ShareState) - frozenset(ACTIVE_SHARE_STATES)
+# §6.3: a share's `error` is at most this many printable ASCII characters.
+MAX_SHARE_ERROR_CHARS = 64
 
 # §3: topics.
 RFA_TOPIC_PREFIX = "rfa/v1/cell/"

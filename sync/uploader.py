@@ -9,9 +9,13 @@ offset 0; that is the one case in which bytes are sent twice, and the old URL is
 anyway. A finished object is never sent again.
 
 Failures: a permanent error (a 4xx, a refused address or Location, a bad recipient, no
-footage, a full disk) ends the share `failed` at once; a transient one (5xx, network) is
-retried after a capped exponential backoff with jitter, and after `max_attempts`
-consecutive attempts without progress the share ends `failed` with the last error.
+footage, a full disk) ends the share `failed` at once; a transient one (5xx, network, a
+malformed answer) is retried after a capped exponential backoff with jitter, and after
+`max_attempts` consecutive attempts without progress the share ends `failed` with the
+last error. Any other exception in an attempt (a bug, ours or a library's, that a hostile
+answer reached) counts as a transient failure too, logged in one line with its type, so
+`max_attempts` ends every share. The error kept for the owner (protocol.md §6.3) is the
+device's own phrase, cut to `error_phrase`'s bound.
 `on_state(rfa_id, state, error)` is called on every state change (from the lane that
 made it, or from the caller of `cancel`/`retry`); the daemon audits it and releases the
 pin on done/failed/cancelled.
@@ -55,7 +59,7 @@ from foundation.clock import Clock
 from foundation.display import shown
 from foundation.errors import DoorbellError
 from foundation.stop import EitherStop, StopSignal
-from foundation.wire import ShareState
+from foundation.wire import MAX_SHARE_ERROR_CHARS, ShareState
 from sync.outbox import KINDS, Outbox, ShareJob
 from sync.release import wait_left_ms
 from sync.settings import ShareSettings
@@ -90,6 +94,16 @@ def upload_metadata(job: ShareJob, kind: str, device_id: str) -> dict[str, str]:
     if job.decision.share_contact:
         meta["device_id"] = device_id
     return meta
+
+
+def error_phrase(error: str, suffix: str = "") -> str:
+    """A share's `error` as protocol.md §6.3 allows it: printable ASCII (anything else
+    becomes `?`), at most `MAX_SHARE_ERROR_CHARS` characters, `suffix` kept whole."""
+    text = "".join(ch if " " <= ch <= "~" else "?" for ch in error + suffix)
+    if len(text) <= MAX_SHARE_ERROR_CHARS:
+        return text
+    keep = max(0, MAX_SHARE_ERROR_CHARS - len(suffix))
+    return (text[:keep] + text[len(text) - len(suffix) :])[:MAX_SHARE_ERROR_CHARS]
 
 
 class _Cancelled(DoorbellError):
@@ -335,11 +349,24 @@ class ShareWorker:
             message = str(exc) if isinstance(exc, TusError) else f"outbox: {exc.strerror or exc}"
             self._retry_later(job, message, progressed[0])
             return
+        except Exception as exc:
+            # A bug, ours or a library's, that a hostile answer can reach (issue 16: int()
+            # of "²" escaped every handler above, and the share was tried every 2 s for
+            # ever, a traceback each time, its window pinned). Counted and backed off like
+            # a transient failure, so max_attempts ends the share; the one log line names
+            # the type (never the text, which may quote the server), the traceback goes
+            # to the debug level.
+            if self._stop.is_set():
+                return
+            logger.debug("share %s: unexpected error", shown(job.rfa_id), exc_info=exc)
+            self._retry_later(job, f"unexpected {type(exc).__name__}", progressed[0])
+            return
         self._outbox.delete_files(job.rfa_id)
         self._set_state(job, ShareState.DONE)
         logger.info("share %s done", shown(job.rfa_id))
 
     def _fail(self, job: ShareJob, error: str) -> None:
+        error = error_phrase(error)
         logger.warning("share %s failed: %s", shown(job.rfa_id), shown(error))
         if not job.built:
             self._outbox.delete_files(job.rfa_id)
@@ -349,8 +376,9 @@ class ShareWorker:
         current = self._outbox.job(job.rfa_id)
         attempts = 1 if progressed else (current.attempts if current else job.attempts) + 1
         if attempts >= self._settings.max_attempts:
-            self._fail(job, f"{error} (gave up after {attempts} attempts)")
+            self._fail(job, error_phrase(error, f" (gave up after {attempts} attempts)"))
             return
+        error = error_phrase(error)
         delay = backoff_s(
             attempts - 1,  # the first failed attempt waits about retry_base_s
             base_s=self._settings.retry_base_s,

@@ -148,6 +148,36 @@ def test_load_config_reports_unreadable_and_bad_yaml(tmp_path: Path) -> None:
         load_config(empty)
 
 
+def test_relative_paths_are_read_from_the_config_files_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`storage: {dir: ./var}` means the folder beside doorbell.yaml, whichever directory
+    a command runs in (the walkthrough's own config); absolute paths stay as written."""
+    folder = tmp_path / "device"
+    folder.mkdir()
+    data = with_(
+        storage={"dir": "./var"},
+        control={"socket": "run/control.sock"},
+        mqtt={"url": "mqtts://broker.example:8883", "ca_file": "../ca.pem"},
+        console={"listen": "127.0.0.1:8443", "cert_file": "/etc/c.pem", "key_file": "k.pem"},
+    )
+    (folder / "doorbell.yaml").write_text(yaml.safe_dump(data))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    for given in (folder / "doorbell.yaml", Path("../device/doorbell.yaml")):
+        config = load_config(given)
+        assert config.storage.dir == folder / "var"
+        assert config.control.socket == folder / "run" / "control.sock"
+        assert config.mqtt.ca_file is not None and config.mqtt.ca_file.resolve() == (
+            tmp_path / "ca.pem"
+        )
+        assert config.console.cert_file == Path("/etc/c.pem")
+        assert config.console.key_file == folder / "k.pem"
+    monkeypatch.chdir(folder)  # the same file from its own folder: the same paths
+    assert load_config(Path("doorbell.yaml")).storage.dir == folder / "var"
+
+
 @pytest.mark.parametrize(
     ("section", "key", "needs"),
     [
