@@ -286,51 +286,43 @@ class ShareWorker:
         by_monotonic = math.ceil((seen[1] - mono) * 1000)
         return max(0, job.starts_at_ms - now_ms, by_monotonic)
 
-    def _build_while_waiting(self, job: ShareJob, wait_ms: int) -> None:
-        """A share before its start moment: build it now if it is not built, then look
-        at it again when the moment comes. Its state stays `queued`."""
-        try:
-            if not job.built:
-                with self._build_lock:
-                    self._build(job)
-        except ShareError as exc:
-            if exc.permanent:
-                self._fail(job, str(exc))
-            else:
-                self._retry_later(job, str(exc), False)
-            return
-        except OSError as exc:
-            self._retry_later(job, f"outbox: {exc.strerror or exc}", False)
-            return
+    def _hold(self, job: ShareJob, built_now: bool) -> None:
+        """A built share before its start moment: look at it again when the moment
+        comes. Its state stays `queued`."""
         if self._outbox.state(job.rfa_id) is ShareState.CANCELLED:
             self._outbox.delete_files(job.rfa_id)  # the build finished after the cancel
             return
-        if not job.built:
+        wait_ms = self._wait_ms(job)
+        if built_now:
             logger.info(
                 "share %s built; its upload waits %.0f s (anonymous start delay)",
                 shown(job.rfa_id),
                 wait_ms / 1000,
             )
-        self._outbox.hold(job.rfa_id, until_ms=self._clock.wall_ms() + self._wait_ms(job))
+        self._outbox.hold(job.rfa_id, until_ms=self._clock.wall_ms() + wait_ms)
 
     def _attempt(self, job: ShareJob, share_stop: StopSignal) -> None:
-        wait_ms = self._wait_ms(job)
-        if wait_ms > 0:
-            self._build_while_waiting(job, wait_ms)
-            return
-        if job.state is ShareState.QUEUED and not self._set_state(job, ShareState.UPLOADING):
-            return
-        if self._outbox.state(job.rfa_id) is not ShareState.UPLOADING:
-            return  # cancelled before its cancel could reach this attempt
+        # A share waiting for its start moment is built now and stays queued (see the
+        # module's docstring); its failures are handled as any attempt's.
+        waiting = self._wait_ms(job) > 0
+        if not waiting:
+            if job.state is ShareState.QUEUED and not self._set_state(job, ShareState.UPLOADING):
+                return
+            if self._outbox.state(job.rfa_id) is not ShareState.UPLOADING:
+                return  # cancelled before its cancel could reach this attempt
         progressed = [False]
         try:
-            if not job.built:
+            built_now = not job.built
+            if built_now:
                 with self._build_lock:
                     self._build(job)
                 refreshed = self._outbox.job(job.rfa_id)
                 if refreshed is None:
                     return
                 job = refreshed
+            if waiting:
+                self._hold(job, built_now)
+                return
             self._upload(job, progressed, share_stop)
         except _Cancelled:
             logger.info("share %s cancelled during upload", shown(job.rfa_id))

@@ -240,3 +240,19 @@ def test_a_share_waiting_for_its_moment_can_be_cancelled_and_sends_nothing(
     _run_for(rig, 2.5)
     assert rig.outbox.state(rfa_id) == "cancelled"
     assert rig.log.entries == [] and tus_server.uploads() == []
+
+
+def test_a_waiting_share_whose_footage_is_gone_fails_at_once_not_at_its_moment(
+    tmp_path: Path, footage: Any, tus_server: TusServer
+) -> None:
+    """Built at once: a share that cannot be built tells the owner now (one attempt, no
+    hour of waiting), and nothing is sent."""
+    _root, first, last = footage
+    empty = tmp_path / "empty-buffer"
+    empty.mkdir()
+    rig = Rig(tmp_path, (empty, first, last), clock=ShiftedClock())
+    rfa_id = rig.enqueue(tus_server.url, named=False)
+    assert rig.run(rfa_id, timeout=30) == "failed"
+    (entry,) = rig.outbox.shares(rig.clock.wall_ms())
+    assert entry["error"] == "no footage" and entry["starts_at"] is None
+    assert rig.log.entries == [] and tus_server.uploads() == []
