@@ -101,11 +101,11 @@ class ControlServer:
             raise ControlError(f"the control socket's folder {self._path.parent} does not exist")
         _claim_path(self._path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old_umask = os.umask(0o117)  # the file is born 0660, never briefly world-writable
-        try:
-            sock.bind(str(self._path))
-        finally:
-            os.umask(old_umask)
+        # Born under the daemon's umask 077 (0600), then opened to the group that may use
+        # doorbellctl. Not by switching the umask around bind(): the umask is the whole
+        # process's, and a file another thread created in that instant would take it.
+        sock.bind(str(self._path))
+        os.chmod(self._path, 0o660)
         sock.listen(16)
         sock.settimeout(0.5)
         self._sock = sock
