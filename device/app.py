@@ -37,7 +37,6 @@ from foundation.clock import Clock, sync_evidence
 from foundation.errors import (
     AlreadyRunningError,
     BufferLockedError,
-    DoorbellError,
     LockHeldError,
 )
 from foundation.files import FileLock, disk_free_bytes, private_dir
@@ -314,8 +313,9 @@ class Doorbell:
         self.supervisor.start("owner-channel", self.owner_channel.run)
 
     def _publish_retained(self, topic: str, payload: bytes) -> None:
-        if not self.mqtt.publish(topic, payload, qos=1, retain=True):
-            raise DoorbellError("the broker is not connected")
+        # Dropped while offline or while the topic's last message awaits its PUBACK
+        # (protocol.md §3): counted by the link and shown in the status, not an error.
+        self.mqtt.publish_latest(topic, payload)
 
     def start_panel(self) -> None:
         owner = self.config.owner
@@ -427,6 +427,10 @@ class Doorbell:
                 "recording": self.recorder_healthy(),
                 "frames_dropped": self.recorder.health().frames_dropped,
                 "broker": "connected" if self.mqtt.connected else "disconnected",
+                "publishes_dropped": {
+                    "offline": self.mqtt.dropped.offline,
+                    "unacknowledged": self.mqtt.dropped.unacknowledged,
+                },
                 "pending": len(self.flow.pending()),
                 "requests_paused": self.flow.requests_paused,
                 "shares_in_flight": self.outbox.active_count(),

@@ -234,7 +234,11 @@ def render_status(status: dict[str, Any]) -> str:
     if "clock_synchronized" in status:
         lines.append(f"clock         {render_clock(status)}")
     if "broker" in status:
-        lines.append(f"broker        {status['broker']}")
+        dropped = status.get("publishes_dropped") or {}
+        held = ", ".join(f"{n} {why}" for why, n in dropped.items() if n)
+        lines.append(
+            f"broker        {status['broker']}" + (f"  (not sent: {held})" if held else "")
+        )
     if "pending" in status:
         lines.append(f"pending       {status['pending']} request(s)")
     if status.get("requests_paused"):

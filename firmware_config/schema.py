@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from foundation.errors import InvalidValueError, UsageError
+from foundation.wire import MAX_RECEIVE_MAXIMUM
 from recorder.settings import PRESETS, CameraSettings, StorageSettings
 from sync.keys import parse_recipient, public_key_from_b64
 from sync.settings import (
@@ -487,6 +488,7 @@ def parse_config(data: object, *, source_path: Path | None = None) -> Config:
             "key_file",
             "protocol",
             "keepalive",
+            "receive_maximum",
         ),
     )
     if "mqtt" not in top:
@@ -500,6 +502,9 @@ def parse_config(data: object, *, source_path: Path | None = None) -> Config:
         key_file=r.get(mq, "mqtt", "key_file", _path),
         protocol=r.value(mq, "mqtt", "protocol", _mqtt_protocol, MqttSettings),
         keepalive=r.value(mq, "mqtt", "keepalive", _int(5, 3600), MqttSettings),
+        receive_maximum=r.value(
+            mq, "mqtt", "receive_maximum", _int(1, MAX_RECEIVE_MAXIMUM), MqttSettings
+        ),
     )
     if (mqtt.cert_file is None) != (mqtt.key_file is None):
         r.problems.append("mqtt.cert_file/key_file: give both or neither")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from foundation.wire import MAX_RECEIVE_MAXIMUM
 from sync.errors import MqttSettingsError
 
 # protocol.md §6.2 (1.2): an anonymous share's upload starts at a moment drawn uniformly
@@ -35,7 +36,14 @@ class MqttSettings:
     key_file: Path | None = None
     protocol: int = 5  # 5, or 4 for MQTT 3.1.1
     keepalive: int = 60
-    receive_maximum: int = 64  # MQTT 5: unacked messages the broker may have in flight to us
+    # MQTT 5: unacknowledged QoS 1 messages the broker may have in flight to the device
+    receive_maximum: int = MAX_RECEIVE_MAXIMUM
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.receive_maximum <= MAX_RECEIVE_MAXIMUM:
+            raise MqttSettingsError(
+                f"receive_maximum must be between 1 and {MAX_RECEIVE_MAXIMUM} (protocol.md §3)"
+            )
 
     def endpoint(self) -> tuple[str, int, bool]:
         """(host, port, tls) from the URL."""
