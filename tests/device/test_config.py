@@ -46,6 +46,7 @@ def test_minimal_config_gets_sane_defaults() -> None:
     assert config.storage.segment_seconds == 4
     assert config.rfa.enabled is True and config.rfa.allow_plain_http_loopback is False
     assert config.owner.sync_seconds == 300 and config.owner.button_pin is None
+    assert config.mqtt.receive_maximum == 16  # protocol.md §3 (1.2): at most 16
     assert config.mqtt.protocol == 5
     assert config.control.socket == Path("/run/doorbell/control.sock")
     assert config.buffer_dir != config.state_dir
@@ -95,6 +96,7 @@ def test_all_problems_are_reported_at_once_with_paths_and_hints() -> None:
             "rfa.trusted_agencies[0].public_key",
         ),
         ("mqtt", {"url": "mqtt://u:p@host"}, "mqtt.url"),
+        ("mqtt", {"url": "mqtt://host", "receive_maximum": 17}, "mqtt.receive_maximum"),
         ("mqtt", {"url": "mqtt://host", "cert_file": "/c.pem"}, "mqtt.cert_file/key_file"),
         ("camera", {"source": "synthetic", "width": 641}, "camera.width/height"),
         ("share", {"chunk_bytes": "1KiB"}, "share.chunk_bytes"),
@@ -187,6 +189,7 @@ def test_relative_paths_are_read_from_the_config_files_folder(
         ("storage", "segment_seconds", "between 1 and 60"),
         ("storage", "max_age_hours", "between"),
         ("mqtt", "keepalive", "between"),
+        ("mqtt", "receive_maximum", "between 1 and 16"),
         ("share", "max_attempts", "between"),
         ("camera", "fps", "between"),
         ("owner", "sync_seconds", "between"),
