@@ -99,7 +99,7 @@ def test_a_qos2_flood_is_refused_unstored_and_the_daemon_reconnects(tmp_path: Pa
 def test_unacknowledged_owner_messages_are_not_piled_up(tmp_path: Path) -> None:
     """A broker that never PUBACKs: over 100 rounds (0.2 s) the broker's socket sees one
     message per owner topic, the daemon's memory stays within the bound, and once the
-    broker acknowledges again the owner topics come back on their grid."""
+    broker acknowledges again the owner topics come back at their rhythm."""
     period = 0.2
     broker = FakeBroker()
     broker.puback.clear()
@@ -134,10 +134,8 @@ def test_unacknowledged_owner_messages_are_not_piled_up(tmp_path: Path) -> None:
     assert broker.connections == 1
     assert dropped["unacknowledged"] >= 2 * 80
     assert peak - baseline < RSS_BOUND
-    for topic, arrivals in resumed.items():
-        assert 20 <= len(arrivals) <= 32, (topic, len(arrivals))  # the rhythm is back
-        times = [a.at for a in arrivals]
-        assert max(off_grid(times, times[0], period)) < 0.07, topic
+    for topic, arrivals in resumed.items():  # the rhythm is back (its grid: the next test)
+        assert 20 <= len(arrivals) <= 32, (topic, len(arrivals))
         assert not any(a.dup for a in arrivals)
 
 
