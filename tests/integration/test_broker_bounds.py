@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ from cloud.loopback import MosquittoBroker
 from foundation.wire import owner_topic, status_topic
 from tests.fixtures.daemon import World, make_world
 from tests.integration.faults import ask, settle
-from tests.integration.test_hostile_peers import RSS_BOUND, RssWatch, buffer_end
+from tests.integration.test_hostile_peers import RSS_BOUND, RssWatch, buffer_end, rss_growth
 from tests.sync.fake_broker import FakeBroker
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -44,18 +46,31 @@ def off_grid(times: list[float], origin: float, period: float) -> list[float]:
     return [abs((t - origin) - round((t - origin) / period) * period) for t in times]
 
 
+@contextmanager
+def daemon_against(
+    broker: FakeBroker, root: Path, **device: Any
+) -> Iterator[tuple[World, RssWatch]]:
+    """A running `doorbelld` connected to `broker`, its RSS watched; stops both after."""
+    world = make_world(root, broker, None, **device)  # type: ignore[arg-type]
+    world.daemon.start()
+    assert world.daemon.proc is not None
+    watch = RssWatch(world.daemon.proc.pid)
+    try:
+        settle(lambda: connected(world), world, timeout=30, what="a connection")
+        yield world, watch
+    finally:
+        watch.close()
+        world.daemon.stop()
+        broker.close()
+
+
 def test_a_qos2_flood_is_refused_unstored_and_the_daemon_reconnects(tmp_path: Path) -> None:
     """6,000 QoS 2 PUBLISHes of 60 KB on every connection, never a PUBREL: the daemon
     hangs up on the first of each, takes none in (no PUBREC), keeps recording, its
     memory stays within the bound, and once the broker behaves it connects and
     publishes again."""
     broker = FakeBroker(flood_count=FLOOD_COUNT, flood_bytes=FLOOD_BYTES)
-    world = make_world(tmp_path, broker, None)  # type: ignore[arg-type]
-    world.daemon.start()
-    assert world.daemon.proc is not None
-    watch = RssWatch(world.daemon.proc.pid)
-    try:
-        settle(lambda: connected(world), world, timeout=30, what="a first connection")
+    with daemon_against(broker, tmp_path) as (world, watch):
         settle(lambda: broker.topic_arrivals(PENDING), world, timeout=30, what="owner rounds")
         baseline = watch.baseline()
         recorded_before = buffer_end(world)
@@ -75,13 +90,8 @@ def test_a_qos2_flood_is_refused_unstored_and_the_daemon_reconnects(tmp_path: Pa
                world, timeout=30, what="owner messages on the new connection")  # fmt: skip
         status = ask(world, "status")["status"]
         recorded_after = buffer_end(world)
-    finally:
-        watch.close()
-        world.daemon.stop()
-        broker.close()
     print(
-        f"baseline RSS {baseline / 2**20:.1f} MiB, peak {peak / 2**20:.1f} MiB"
-        f" (+{(peak - baseline) / 2**20:.1f} MiB) over {len(floods)} floods of"
+        rss_growth(baseline, peak) + f" over {len(floods)} floods of"
         f" {FLOOD_COUNT} x {FLOOD_BYTES} B; written before the hang-up: {floods};"
         f" PUBRECs: {broker.pubrecs}"
     )
@@ -103,12 +113,7 @@ def test_unacknowledged_owner_messages_are_not_piled_up(tmp_path: Path) -> None:
     period = 0.2
     broker = FakeBroker()
     broker.puback.clear()
-    world = make_world(tmp_path, broker, None, sync_seconds=period)  # type: ignore[arg-type]
-    world.daemon.start()
-    assert world.daemon.proc is not None
-    watch = RssWatch(world.daemon.proc.pid)
-    try:
-        settle(lambda: connected(world), world, timeout=30, what="a connection")
+    with daemon_against(broker, tmp_path, sync_seconds=period) as (world, watch):
         settle(lambda: all(broker.topic_arrivals(t) for t in OWNER_TOPICS), world,
                timeout=30, what="the first owner messages")  # fmt: skip
         baseline = watch.baseline()
@@ -121,13 +126,8 @@ def test_unacknowledged_owner_messages_are_not_piled_up(tmp_path: Path) -> None:
         broker.ack_outstanding()
         time.sleep(30 * period)
         resumed = {t: broker.topic_arrivals(t)[before[t] :] for t in OWNER_TOPICS}
-    finally:
-        watch.close()
-        world.daemon.stop()
-        broker.close()
     print(
-        f"baseline RSS {baseline / 2**20:.1f} MiB, peak {peak / 2**20:.1f} MiB"
-        f" (+{(peak - baseline) / 2**20:.1f} MiB) over 100 unacknowledged rounds;"
+        rss_growth(baseline, peak) + f" over 100 unacknowledged rounds;"
         f" at the broker: {held}; held back by the daemon: {dropped}"
     )
     assert held == {PENDING: 1, SHARES: 1}  # one outstanding per topic, ever

@@ -71,6 +71,14 @@ class RssWatch:
         self._thread.join(timeout=5)
 
 
+def rss_growth(baseline: int, peak: int) -> str:
+    """How a measured RSS moved, for the tests' printed figures."""
+    return (
+        f"baseline RSS {baseline / 2**20:.1f} MiB, peak {peak / 2**20:.1f} MiB"
+        f" (+{(peak - baseline) / 2**20:.1f} MiB)"
+    )
+
+
 def buffer_end(world: World) -> int:
     span = world.buffer_span()
     assert span is not None, "the buffer is empty"
@@ -104,8 +112,7 @@ def test_an_oversized_publish_is_refused_at_the_daemons_socket(tmp_path: Path) -
         world.daemon.stop()
         broker.close()
     print(
-        f"baseline RSS {baseline / 2**20:.1f} MiB, peak {peak / 2**20:.1f} MiB"
-        f" (+{(peak - baseline) / 2**20:.1f} MiB) over {len(broker.publishes)} PUBLISHes"
+        rss_growth(baseline, peak) + f" over {len(broker.publishes)} PUBLISHes"
         f" of {OVERSIZED} bytes; sent before the hang-up: {broker.publishes}"
     )
     # refused at the socket: the daemon hung up on every one, long before 256 MiB
