@@ -188,8 +188,8 @@ def playback_of(parts: Sequence[ClipPart]) -> Playback | None:
         pieces.append(
             Piece(p.segment, p.frames, times[p.frames.start], times[p.frames.stop - 1], init)
         )
-    times, _sizes, _keys = _all_frames(parts)
-    return Playback(tuple(pieces), tuple(runs_of(times, nominal)), nominal, tuple(inits))
+    every, _sizes, _keys = _all_frames(parts)
+    return Playback(tuple(pieces), tuple(runs_of(every, nominal)), nominal, tuple(inits))
 
 
 def narrowed(playback: Playback, part: Window, tables: dict[int, FrameTable]) -> Playback | None:

@@ -49,6 +49,7 @@ from device.console.auth import SESSION_TTL_MS, ConsoleAuth, Verdict, source_gro
 from device.console.listener import Listener
 from device.console.preview import MAX_CLIP_MS, Preview
 from device.console.tls import ConsoleCertificate, host_names
+from device.console.video import Video, video_routes
 from device.flow import RequestFlow
 from firmware_config.schema import Contact
 from foundation.clock import Clock
@@ -66,7 +67,7 @@ COOKIE = "__Host-doorbell-session"
 MAX_BODY_BYTES = 16 * 1024
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-    "media-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; "
+    "media-src 'self' blob:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; "
     "base-uri 'none'"
 )
 SECURITY_HEADERS = {
@@ -106,6 +107,7 @@ class ConsoleParts:
     device_lon: float
     contact: Contact
     clock: Clock
+    video: Video | None = None  # the timeline and the player (device/console/video.py)
 
 
 class ApiError(Exception):
@@ -161,6 +163,15 @@ class Console:
             Route("/api/shares/{rfa_id}/retry", self.api(self.share_retry), methods=["POST"]),
             Route("/api/audit", self.api(self.audit)),
             Route("/api/requests-paused", self.api(self.paused), methods=["GET", "POST"]),
+            # The timeline and the player: HLS of a pending request's window (video.py).
+            *video_routes(
+                self.api,
+                self._video,
+                lambda rfa_id: self._pending(rfa_id).rfa.window,
+                self._window,
+                path_time_ms,
+                ApiError,
+            ),
             Route("/api/{rest:path}", self.api(self.not_found), methods=["GET", "POST"]),
             Mount("/static", app=StaticFiles(directory=str(STATIC))),
         ]
@@ -283,6 +294,11 @@ class Console:
         return response
 
     # ---- the API (plain functions, run on the thread pool) -----------------------------
+
+    def _video(self) -> Video:
+        if self.parts.video is None:
+            raise ApiError(404, "this console plays no video")
+        return self.parts.video
 
     def not_found(self, request: Request, body: Any) -> Any:
         raise ApiError(404, "no such API path")
