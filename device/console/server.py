@@ -47,7 +47,7 @@ from starlette.staticfiles import StaticFiles
 from device.audit import read_audit, verify_audit
 from device.console.auth import SESSION_TTL_MS, ConsoleAuth, Verdict, source_group
 from device.console.listener import Listener
-from device.console.preview import MAX_CLIP_MS, Preview
+from device.console.preview import MAX_CLIP_MS, STRIP_THUMBNAILS, Preview
 from device.console.tls import ConsoleCertificate, host_names
 from device.console.video import Video, video_routes
 from device.flow import RequestFlow
@@ -377,9 +377,15 @@ class Console:
     def thumbnails(self, request: Request, body: Any) -> Any:
         rfa_id = request.path_params["rfa_id"]
         pending = self._pending(rfa_id)
-        times = self.parts.preview.strip(pending.rfa.window)
+        part = self._window(request, pending.rfa.window)  # the narrowed part: its own strip
+        count = request.query_params.get("count", str(STRIP_THUMBNAILS))
+        short = count.isascii() and count.isdigit() and len(count) <= 2
+        if not (short and 1 <= int(count) <= STRIP_THUMBNAILS):
+            raise ApiError(400, f"count is a number from 1 to {STRIP_THUMBNAILS}")
+        times = self.parts.preview.strip(part, int(count))
         return {
             "window": pending.rfa.window.to_json(),
+            "part": part.to_json(),
             "thumbnails": [
                 {"at": format_time(t), "src": f"/api/requests/{rfa_id}/thumbnails/{t}"}
                 for t in times
