@@ -51,7 +51,7 @@ from bench.sanity import require
 from device.console.preview import Preview
 from device.console.video import Video
 from foundation.times import Window
-from recorder.buffer import INDEX_NAME, FrameTable, RollingBuffer
+from recorder.buffer import INDEX_NAME, FrameTable, RollingBuffer, Segment
 
 WORKERS = 4
 
@@ -198,11 +198,17 @@ def our_clip(root: Path, window: Window, scratch: Path) -> float:
     return elapsed
 
 
-def ffmpeg_clip(root: Path, window: Window, work: Path) -> float:
+def concat_listing(root: Path, window: Window, listing: Path) -> list[Segment]:
+    """ffmpeg's concat list of the segments of `window`, written to `listing`."""
     with RollingBuffer.open(root) as buffer:
         inside = buffer.segments(window)
-    listing = work / "clip.txt"
     listing.write_text("".join(f"file '{(root / s.file).resolve()}'\n" for s in inside))
+    return inside
+
+
+def ffmpeg_clip(root: Path, window: Window, work: Path) -> float:
+    listing = work / "clip.txt"
+    inside = concat_listing(root, window, listing)
     out = work / "ffmpeg-clip.mp4"
     offset = (window.start_ms - inside[0].start_ms) / 1000
     start = time.perf_counter()
@@ -276,10 +282,8 @@ def our_minute_cpu(video: Video, window: Window, part: Window) -> tuple[float, i
 
 
 def ffmpeg_minute_cpu(root: Path, part: Window, work: Path) -> float:
-    with RollingBuffer.open(root) as buffer:
-        inside = buffer.segments(part)
     listing = work / "minute.txt"
-    listing.write_text("".join(f"file '{(root / s.file).resolve()}'\n" for s in inside))
+    concat_listing(root, part, listing)
     out = work / "hls"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir()

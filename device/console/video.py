@@ -36,7 +36,7 @@ from typing import Any
 
 from foundation.errors import RecorderError
 from foundation.times import Window, format_time
-from recorder.buffer import FrameTable, connect_index, query_segments, query_tables
+from recorder.buffer import FrameTable, connect_index, query_segments, query_tables, read_tables
 from recorder.export import plan_parts
 from recorder.pieces import init_bytes, piece_bytes
 from recorder.timeline import (
@@ -76,11 +76,7 @@ class Video:
         self._pieces: OrderedDict[tuple[Window, Window, str], bytes] = OrderedDict()
 
     def _tables(self, ids: list[int]) -> dict[int, FrameTable]:
-        conn = connect_index(self._root, readonly=True)
-        try:
-            return query_tables(conn, ids)
-        finally:
-            conn.close()
+        return read_tables(self._root, ids)
 
     def digest(self, window: Window) -> Digest:
         with self._digest_lock:

@@ -13,13 +13,12 @@ from typing import Any
 import pytest
 
 from device.console.auth import ConsoleAuth
-from device.console.server import Console, ConsoleParts
+from device.console.server import Console
 from device.console.video import Video
-from foundation.clock import FakeClock
 from foundation.times import Window, format_time
 from recorder import export, pieces
 from recorder.buffer import RollingBuffer
-from tests.device.test_console_hostile import HOST, PORT, T0, TestClient
+from tests.device.test_console_hostile import HOST, PORT, T0, TestClient, console_parts
 from tests.fixtures.footage import FOOTAGE_END_MS, decode_stamps, record_fast
 
 RFA = "rfa-1"
@@ -47,21 +46,7 @@ def gapped(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tuple[i
 def client_for(root: Path, window: Window, tmp_path: Path) -> tuple[TestClient, Video]:
     auth = ConsoleAuth.open(tmp_path / "console.db")
     video = Video(root)
-    nothing: Any = None
-    parts = ConsoleParts(
-        flow=OnePending(window),  # type: ignore[arg-type]
-        preview=nothing,
-        auth=auth,
-        shares=nothing,
-        control=nothing,
-        audit_path=Path("/nonexistent"),
-        audit_key=nothing,
-        device_lat=0.0,
-        device_lon=0.0,
-        contact=nothing,
-        clock=FakeClock(wall_ms=T0),
-        video=video,
-    )
+    parts = console_parts(auth, flow=OnePending(window), video=video)
     client = TestClient(Console(parts, hosts=frozenset({HOST}), port=PORT).app)
     code, _ = auth.new_code(T0)
     assert (
