@@ -30,7 +30,6 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,29 +38,14 @@ from foundation.times import Window, format_time
 from recorder.buffer import FrameTable, connect_index, query_segments, query_tables, read_tables
 from recorder.export import plan_parts
 from recorder.pieces import init_bytes, piece_bytes
-from recorder.timeline import (
-    Activity,
-    Playback,
-    activity_of,
-    edge_segments,
-    narrowed,
-    playback_of,
-    playlist,
-)
+from recorder.timeline import Digest, Playback, edge_segments, narrowed, playlist
 
 MAX_BINS = 2000
 DIGESTS_KEPT = 2  # windows: the request open on a phone, and one more
 PLAYBACKS_KEPT = 8  # parts of them played (taps, the selected range)
-PIECE_CACHE_BYTES = 12 * 1024 * 1024  # a few pieces of 720p15 (about 1.2 MB each)
+PIECE_CACHE_BYTES = 4 * 1024 * 1024  # a few pieces of 720p15 (about 1.2 MB each)
 HLS = "application/vnd.apple.mpegurl"
-
-
-@dataclass(frozen=True, slots=True)
-class Digest:
-    """What a window holds, from one read of its frame tables."""
-
-    playback: Playback | None
-    activity: Activity
+DIGEST_BATCH = 256  # segments' frame tables read at a time (17 minutes of 4-second ones)
 
 
 class Video:
@@ -85,19 +69,24 @@ class Video:
                 if found is not None:
                     self._digests.move_to_end(window)
                     return found
+            made = Digest(window)
             try:
                 conn = connect_index(self._root, readonly=True)
             except RecorderError:
-                parts = []
+                pass  # no index yet: no footage
             else:
                 try:
                     segments = query_segments(conn, window)
-                    parts = plan_parts(
-                        window, segments, query_tables(conn, [s.id for s in segments])
-                    )
+                    last_ms = None
+                    for at in range(0, len(segments), DIGEST_BATCH):
+                        batch = segments[at : at + DIGEST_BATCH]
+                        tables = query_tables(conn, [s.id for s in batch])
+                        parts = plan_parts(window, batch, tables, last_ms)
+                        made.add(parts)
+                        if parts:
+                            last_ms = parts[-1].table.times[parts[-1].frames.stop - 1]
                 finally:
                     conn.close()
-            made = Digest(playback_of(parts), activity_of(window, parts))
             with self._lock:
                 self._digests[window] = made
                 while len(self._digests) > DIGESTS_KEPT:

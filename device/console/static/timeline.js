@@ -218,6 +218,8 @@ const DoorbellTimeline = (() => {
       const marks = G.ticks(row.range, Math.max(2, Math.floor(width / 90)));
       const seconds = marks.length > 1 && marks[1] - marks[0] < 60000;
       for (const tick of marks) {
+        const f = G.fraction(tick, row.range);
+        if (f < 0.07 || f > 0.93) continue;  // a label there would be cut by the edge
         const label = el("span", clock(tick, seconds), { class: "tl-tick" });
         label.style.left = (100 * G.fraction(tick, row.range)) + "%";
         row.axis.append(label);
