@@ -3,8 +3,10 @@ HLS, served from the buffer's own segments (docs/console.md).
 
 - `GET .../timeline?start=T&end=T&bins=N`: where footage is (runs, epoch ms) and the
   activity strip (recorder/timeline.py) of a part of the window, from the index alone.
-- `GET .../play?start=T&end=T`: the playlist's address for that part, and the runs that
-  map the player's clock to capture time.
+- `GET .../play?start=T&end=T[&from=keyframe]`: the playlist's address for that part,
+  and the runs that map the player's clock to capture time. `from=keyframe` (a tap on
+  the timeline) starts at the keyframe at or before `start` instead, inside the window
+  still: up to a second earlier, and nothing to re-encode.
 - `GET .../video/{start_ms}/{end_ms}/index.m3u8`, `init-K.mp4`, `N.m4s`: HLS with
   fragmented-MP4 pieces (recorder/pieces.py), one piece per segment, stream copy, the
   first piece's partial GOP re-encoded as export does: exactly the frames a share of
@@ -27,6 +29,7 @@ inside it and never sent, as export does.
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -109,6 +112,24 @@ class Video:
             while len(self._playbacks) > PLAYBACKS_KEPT:
                 self._playbacks.popitem(last=False)
         return made
+
+    def keyframe_before(self, window: Window, at_ms: int) -> int:
+        """The capture time of the keyframe at or before `at_ms` in the playback of
+        `window`, but not before the window's first frame: where a tap plays from
+        without re-encoding anything. `at_ms` itself when it lies in no piece."""
+        whole = self.digest(window).playback
+        if whole is None:
+            return at_ms
+        n = bisect.bisect_left([p.last_ms for p in whole.pieces], at_ms)
+        if n == len(whole.pieces) or whole.pieces[n].first_ms > at_ms:
+            return at_ms
+        piece = whole.pieces[n]
+        table = self._tables([piece.segment.id]).get(piece.segment.id)
+        if table is None:
+            return at_ms
+        i = bisect.bisect_right(table.times, at_ms) - 1
+        key = table.key.rfind(1, piece.frames.start, i + 1)
+        return at_ms if key < 0 else int(table.times[key])
 
     def media(self, window: Window, part: Window, name: str) -> tuple[bytes, str] | None:
         """A file of the HLS of `part`: (bytes, media type), None when there is none."""
@@ -197,6 +218,8 @@ def video_routes(
 
     def play(request: Any, body: Any) -> Any:
         rfa_id, window, part = checked_part(request)
+        if request.query_params.get("from") == "keyframe":  # a tap: no re-encoded head
+            part = Window(video().keyframe_before(window, part.start_ms), part.end_ms)
         playback = video().playback(window, part)
         if playback is None:
             raise error(404, "there is no footage in that part of the window")
