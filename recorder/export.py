@@ -63,21 +63,28 @@ def frames_in(window: Window, frame_times: Sequence[int]) -> range:
 
 
 @dataclass(frozen=True, slots=True)
-class _Part:
+class ClipPart:
+    """One segment's share of a clip: its frame table and the indices of the frames
+    taken from it."""
+
     segment: Segment
     table: FrameTable
     frames: range
 
 
 def plan_parts(
-    window: Window, segments: Sequence[Segment], tables: dict[int, FrameTable]
-) -> list[_Part]:
+    window: Window,
+    segments: Sequence[Segment],
+    tables: dict[int, FrameTable],
+    after_ms: int | None = None,
+) -> list[ClipPart]:
     """The segments and frame ranges a clip of `window` is made of, in capture order.
     Footage that overlaps footage already taken (a clock stepped back, a second fast
     recording over the same hour) is left out up to the next keyframe after the
-    overlap: a clip's times must increase."""
-    parts: list[_Part] = []
-    last_ms: int | None = None
+    overlap: a clip's times must increase. `after_ms`: the last frame already taken by
+    the plan of the segments before these (a plan made a batch at a time)."""
+    parts: list[ClipPart] = []
+    last_ms: int | None = after_ms
     for seg in sorted(segments, key=lambda s: (s.start_ms, s.id)):
         table = tables.get(seg.id)
         if table is None:
@@ -95,7 +102,7 @@ def plan_parts(
             if key is None:
                 continue
             chosen = range(key, chosen.stop)
-        parts.append(_Part(seg, table, chosen))
+        parts.append(ClipPart(seg, table, chosen))
         last_ms = times[chosen.stop - 1]
     return parts
 
@@ -111,7 +118,7 @@ def _creation_time(ms: int) -> str:
     return f"{stamp}.{(ms % 1000) * 1000:06d}Z"
 
 
-class _Samples:
+class Samples:
     """Reads samples from segment files by offset, one open file at a time."""
 
     def __init__(self, root: Path) -> None:
@@ -150,7 +157,7 @@ class _Samples:
         self._name = None
 
 
-def _reencode_head(part: _Part, samples: _Samples, end: int) -> list[tuple[bytes, bool]]:
+def reencode_head(part: ClipPart, samples: Samples, end: int) -> list[tuple[bytes, bool]]:
     """Decode the GOP holding the window's first frame and re-encode its frames from
     that first frame up to (not including) index `end`. Returns Annex-B access units in
     MP4 sample form, in order."""
@@ -258,7 +265,7 @@ PREFETCH_BYTES = 64 * 1024 * 1024
 
 
 def _write_clip(
-    root: Path, parts: list[_Part], tmp: Path, progress: Progress | None
+    root: Path, parts: list[ClipPart], tmp: Path, progress: Progress | None
 ) -> tuple[int, int, int]:
     import av  # PyAV is heavy to load: only code that codes frames pays for it
 
@@ -277,7 +284,7 @@ def _write_clip(
     # The head is decoded and re-encoded on a worker thread while this one reads the
     # first copied samples (bounded): the two overlap on two cores.
     head_job = _HeadJob(head_part, root, head_end) if head_end > start else None
-    samples = _Samples(root)
+    samples = Samples(root)
     copied = (
         (part.segment.file, part.table, i)
         for n, part in enumerate(parts)
@@ -349,9 +356,9 @@ def _write_clip(
 
 
 class _HeadJob:
-    """`_reencode_head` on a worker thread, with its own file handles."""
+    """`reencode_head` on a worker thread, with its own file handles."""
 
-    def __init__(self, part: _Part, root: Path, end: int) -> None:
+    def __init__(self, part: ClipPart, root: Path, end: int) -> None:
         self.done = threading.Event()
         self._part, self._root, self._end = part, root, end
         self._result: list[tuple[bytes, bool]] = []
@@ -360,9 +367,9 @@ class _HeadJob:
         self._thread.start()
 
     def _run(self) -> None:
-        samples = _Samples(self._root)
+        samples = Samples(self._root)
         try:
-            self._result = _reencode_head(self._part, samples, self._end)
+            self._result = reencode_head(self._part, samples, self._end)
         except BaseException as exc:  # handed to the exporting thread in result()
             self._error = exc
         finally:

@@ -51,6 +51,7 @@ class ConsoleService:
         from device.console.preview import Preview
         from device.console.server import Console, ConsoleParts, ConsoleServer
         from device.console.tls import console_certificate, vouchable_host
+        from device.console.video import Video
 
         assert config.listen is not None
         host, port = config.listen
@@ -70,7 +71,7 @@ class ConsoleService:
         auth = ConsoleAuth.open(state_dir / "console.db")
         preview = Preview(buffer_dir, runtime_dir / "console")
         console = Console(
-            ConsoleParts(preview=preview, auth=auth, **parts),
+            ConsoleParts(preview=preview, auth=auth, video=Video(buffer_dir), **parts),
             hosts=frozenset(hosts),
             port=port,
             public_routes=[] if authority is None else authority_routes(authority),

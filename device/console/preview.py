@@ -29,7 +29,13 @@ from typing import Any
 
 from foundation.errors import NoFootageError, RecorderError
 from foundation.times import Window
-from recorder.buffer import FrameTable, Segment, connect_index, query_segments, query_tables
+from recorder.buffer import (
+    FrameTable,
+    Segment,
+    connect_index,
+    query_segments,
+    read_tables,
+)
 from recorder.export import ClipInfo, export_clip, plan_parts
 
 logger = logging.getLogger(__name__)
@@ -101,11 +107,7 @@ class Preview:
             conn.close()
 
     def _tables(self, ids: list[int]) -> dict[int, FrameTable]:
-        conn = connect_index(self._root, readonly=True)
-        try:
-            return query_tables(conn, ids)
-        finally:
-            conn.close()
+        return read_tables(self._root, ids)
 
     # ---- what a window holds -----------------------------------------------------------
 

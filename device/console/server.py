@@ -47,8 +47,9 @@ from starlette.staticfiles import StaticFiles
 from device.audit import read_audit, verify_audit
 from device.console.auth import SESSION_TTL_MS, ConsoleAuth, Verdict, source_group
 from device.console.listener import Listener
-from device.console.preview import MAX_CLIP_MS, Preview
+from device.console.preview import MAX_CLIP_MS, STRIP_THUMBNAILS, Preview
 from device.console.tls import ConsoleCertificate, host_names
+from device.console.video import Video, video_routes
 from device.flow import RequestFlow
 from firmware_config.schema import Contact
 from foundation.clock import Clock
@@ -66,7 +67,7 @@ COOKIE = "__Host-doorbell-session"
 MAX_BODY_BYTES = 16 * 1024
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-    "media-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; "
+    "media-src 'self' blob:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; "
     "base-uri 'none'"
 )
 SECURITY_HEADERS = {
@@ -106,6 +107,7 @@ class ConsoleParts:
     device_lon: float
     contact: Contact
     clock: Clock
+    video: Video | None = None  # the timeline and the player (device/console/video.py)
 
 
 class ApiError(Exception):
@@ -161,6 +163,15 @@ class Console:
             Route("/api/shares/{rfa_id}/retry", self.api(self.share_retry), methods=["POST"]),
             Route("/api/audit", self.api(self.audit)),
             Route("/api/requests-paused", self.api(self.paused), methods=["GET", "POST"]),
+            # The timeline and the player: HLS of a pending request's window (video.py).
+            *video_routes(
+                self.api,
+                self._video,
+                lambda rfa_id: self._pending(rfa_id).rfa.window,
+                self._window,
+                path_time_ms,
+                ApiError,
+            ),
             Route("/api/{rest:path}", self.api(self.not_found), methods=["GET", "POST"]),
             Mount("/static", app=StaticFiles(directory=str(STATIC))),
         ]
@@ -284,6 +295,11 @@ class Console:
 
     # ---- the API (plain functions, run on the thread pool) -----------------------------
 
+    def _video(self) -> Video:
+        if self.parts.video is None:
+            raise ApiError(404, "this console plays no video")
+        return self.parts.video
+
     def not_found(self, request: Request, body: Any) -> Any:
         raise ApiError(404, "no such API path")
 
@@ -361,9 +377,15 @@ class Console:
     def thumbnails(self, request: Request, body: Any) -> Any:
         rfa_id = request.path_params["rfa_id"]
         pending = self._pending(rfa_id)
-        times = self.parts.preview.strip(pending.rfa.window)
+        part = self._window(request, pending.rfa.window)  # the narrowed part: its own strip
+        count = request.query_params.get("count", str(STRIP_THUMBNAILS))
+        short = count.isascii() and count.isdigit() and len(count) <= 2
+        if not (short and 1 <= int(count) <= STRIP_THUMBNAILS):
+            raise ApiError(400, f"count is a number from 1 to {STRIP_THUMBNAILS}")
+        times = self.parts.preview.strip(part, int(count))
         return {
             "window": pending.rfa.window.to_json(),
+            "part": part.to_json(),
             "thumbnails": [
                 {"at": format_time(t), "src": f"/api/requests/{rfa_id}/thumbnails/{t}"}
                 for t in times

@@ -1,6 +1,6 @@
 """The console in a real browser (Debian's Chromium, driven by Playwright) against the
-real daemon, broker and tus server: sign in with a code, see a published request, scrub
-the strip, play a moment, narrow, approve anonymously and verify what the agency
+real daemon, broker and tus server: sign in with a code, see a published request, play
+a moment from the timeline's pictures, narrow, approve anonymously and verify what the agency
 received; decline; pause. And: whatever an agency writes in a request is shown as text."""
 
 from __future__ import annotations
@@ -102,26 +102,26 @@ def test_sign_in_preview_narrow_approve_anonymously_and_the_share_verifies(
     assert page.locator("#area circle.area").count() == 1
     assert "m from its centre" in page.text_content("#area-caption")
 
-    # the strip: thumbnails across the window, real JPEGs decoded by the browser
+    # the timeline's pictures: thumbnails across the window, real JPEGs decoded by the
+    # browser (tests/integration/test_console_timeline.py tests the rest of it)
     page.wait_for_function(
-        "() => { const imgs = [...document.querySelectorAll('#strip img')];"
+        "() => { const imgs = [...document.querySelectorAll('.tl-thumb img')];"
         " return imgs.length > 2 && imgs.every(i => i.complete && i.naturalWidth > 0); }"
     )
-    buttons = page.locator("#strip button")
+    buttons = page.locator(".tl-thumb")
     times = [parse_time(buttons.nth(i).get_attribute("data-at")) for i in range(buttons.count())]
     assert times == sorted(times) and all(window.contains(t) for t in times)
 
-    # scrub along the strip with the keyboard, then play a moment
+    # go along the pictures with the keyboard, then play from one
     buttons.nth(0).focus()
     page.keyboard.press("Tab")
     chosen = buttons.nth(buttons.count() // 2)
     chosen.click()
     page.wait_for_function(
-        "() => { const v = document.querySelector('#player');"
+        "() => { const v = document.querySelector('.tl-video');"
         " return v.readyState >= 2 && v.currentTime > 0 && v.videoWidth > 0; }"
     )
-    assert page.eval_on_selector("#player", "v => v.videoWidth") == 320
-    assert chosen.get_attribute("aria-pressed") == "true"
+    assert page.eval_on_selector(".tl-video", "v => v.videoWidth") == 320
 
     # narrow: type a start and end inside the window
     narrow = Window(window.start_ms + 2000, window.start_ms + 6000)

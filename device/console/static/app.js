@@ -112,7 +112,9 @@ async function openRequest(id) {
   setRange(state.window.start, state.window.end);
   $("decision-status").textContent = "";
   $("detail-heading").focus();
-  guarded(loadStrip)(r.id);
+  if (state.timeline) state.timeline.close();
+  state.timeline = DoorbellTimeline.open($("timeline"), { id: r.id, start: state.window.start,
+    end: state.window.end, onRange: (s, e) => { setRange(s, e); updateSummary(); } });
   updateSummary();
 }
 
@@ -131,47 +133,6 @@ function drawArea(r) {
   $("area-caption").textContent = "The requested area: a circle of " + Math.round(radius) +
     " m radius. Your camera (red dot) is " + Math.round(cam.distance_m) +
     " m from its centre.";
-}
-
-// ---- the strip and the player ---------------------------------------------------------
-
-async function loadStrip(id) {
-  const strip = $("strip");
-  strip.replaceChildren();
-  $("strip-status").textContent = "Loading thumbnails…";
-  const data = await api("/api/requests/" + encodeURIComponent(id) + "/thumbnails");
-  if (!state.current || state.current.id !== id) return;
-  $("strip-status").textContent = data.thumbnails.length
-    ? data.thumbnails.length + " thumbnails across the window."
-    : "There is no footage in this window.";
-  for (const thumb of data.thumbnails) {
-    const button = el("button", null, { type: "button", "aria-pressed": "false",
-      "data-at": thumb.at, "aria-label": "Play from " + local(thumb.at) });
-    const img = el("img", null, { src: thumb.src, alt: "", loading: "eager", width: "80" });
-    button.append(img);
-    button.addEventListener("click", guarded(() => play(id, thumb.at, button)));
-    strip.append(button);
-  }
-}
-
-const PREVIEW_MS = 30000;
-
-async function play(id, at, button) {
-  for (const b of $("strip").querySelectorAll("button")) b.setAttribute("aria-pressed", "false");
-  if (button) button.setAttribute("aria-pressed", "true");
-  const start = ms(at);
-  const end = Math.min(start + PREVIEW_MS, state.window.end);
-  const player = $("player");
-  $("player-status").textContent = "Preparing " + local(at) + "…";
-  player.src = "/api/requests/" + encodeURIComponent(id) + "/clip?start=" +
-    encodeURIComponent(iso(start)) + "&end=" + encodeURIComponent(iso(end));
-  player.dataset.start = at;
-  try {
-    await player.play();
-    $("player-status").textContent = "Playing from " + local(at) + ".";
-  } catch (err) {
-    $("player-status").textContent = "Could not play this moment.";
-  }
 }
 
 // ---- narrowing ------------------------------------------------------------------------
@@ -203,6 +164,7 @@ function onSlider() {
   if (start > end) [start, end] = [end, start];
   $("start-time").value = iso(start);
   $("end-time").value = iso(end);
+  if (state.timeline) state.timeline.setRange(start, end);
   updateSummary();
 }
 
@@ -211,6 +173,7 @@ function onTyped() {
   if (w) {
     $("start-range").value = msToSlider(w.start);
     $("end-range").value = msToSlider(w.end);
+    if (state.timeline) state.timeline.setRange(w.start, w.end);
   }
   updateSummary();
 }

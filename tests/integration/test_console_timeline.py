@@ -1,0 +1,275 @@
+"""The timeline in a real browser (Debian's Chromium, driven by Playwright, at a phone's
+and a desktop's size) against the real daemon: what the page shows is read back from the
+page itself.
+
+- A narrowed part that crosses segment boundaries plays exactly its frames: every
+  frame the video element displays is grabbed through a canvas
+  (requestVideoFrameCallback) and its capture time read from the synthetic camera's
+  stamp (protocol.md §8, foundation/wire.py's read_capture_ms, in Python); and every
+  HLS piece the page fetched is decoded with PyAV: exactly the part's frames, none
+  outside.
+- A 12-hour window holding a few minutes of footage: the bar's footage matches the
+  index, and every covered minute can be reached and played.
+- axe-core finds nothing on the timeline's states.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from foundation.times import Window, format_time
+from foundation.wire import STAMP_BLOCK, read_capture_ms
+from recorder.buffer import RollingBuffer
+from tests.fixtures.daemon import World, wait_for
+from tests.fixtures.footage import decode_stamps
+from tests.integration.console_kit import (
+    cworld,  # noqa: F401 - a fixture
+    publish_pending,
+    recent_window,
+)
+from tests.integration.test_console_browser import browser, sign_in  # noqa: F401
+
+pytestmark = [pytest.mark.xdist_group("console"), pytest.mark.timeout(180)]
+
+AXE = Path(__file__).parent / "vendor" / "axe.min.js"
+SIZES = {"phone": {"width": 390, "height": 844}, "desktop": {"width": 1366, "height": 900}}
+SHOTS = os.environ.get("DOORBELL_SHOTS")  # a folder: save each step's screenshot there
+STAMP_ROWS = 3 * STAMP_BLOCK  # enough rows of blocks for 48 bits at 320 px wide
+
+# Grabs every frame the video element presents: the top rows of the picture, as grey
+# levels, with the frame's media time. Run in the page (Playwright, not a page script).
+GRAB = """rows => {
+  const v = document.querySelector('.tl-video');
+  const c = document.createElement('canvas');
+  const g = c.getContext('2d', { willReadFrequently: true });
+  window.__grabs = [];
+  const grab = (now, meta) => {
+    c.width = v.videoWidth; c.height = rows;
+    g.drawImage(v, 0, 0);
+    const rgba = g.getImageData(0, 0, c.width, rows).data;
+    const grey = new Uint8Array(c.width * rows);
+    for (let i = 0; i < grey.length; i++) {
+      grey[i] = (rgba[4 * i] + rgba[4 * i + 1] + rgba[4 * i + 2]) / 3;
+    }
+    let text = '';
+    for (let i = 0; i < grey.length; i += 4096) {
+      text += String.fromCharCode(...grey.subarray(i, i + 4096));
+    }
+    window.__grabs.push({ media: meta.mediaTime, width: c.width, data: btoa(text) });
+    v.requestVideoFrameCallback(grab);
+  };
+  v.requestVideoFrameCallback(grab);
+}"""
+
+
+@pytest.fixture(params=list(SIZES))
+def page(request: pytest.FixtureRequest, browser: Any) -> Iterator[Any]:  # noqa: F811
+    context = browser.new_context(ignore_https_errors=True, viewport=SIZES[request.param])
+    context.set_default_timeout(30_000)
+    opened = context.new_page()
+    opened.size_name = request.param
+    opened.fetched = {}
+
+    def keep(response: Any) -> None:
+        if "/video/" in response.url and response.status == 200:
+            opened.fetched[response.url] = response.body()
+
+    opened.on("response", keep)
+    try:
+        yield opened
+    finally:
+        context.close()
+
+
+def shot(page: Any, name: str) -> None:
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=f"{SHOTS}/{page.size_name}-{name}.png", full_page=True)
+
+
+def open_timeline(page: Any, world: World, rfa_id: str) -> None:
+    sign_in(page, world)
+    page.wait_for_selector(f'button[data-id="{rfa_id}"]').click()
+    page.wait_for_selector('#timeline[data-ready="true"]')
+    page.wait_for_function("() => document.querySelectorAll('.tl-thumb img').length > 0")
+
+
+def index_runs(world: World, window: Window) -> tuple[list[int], list[list[int]]]:
+    """The frames the buffer holds inside `window` and its gap-free runs, from the
+    daemon's own index."""
+    root = next(world.setup.root.rglob("index.sqlite3")).parent
+    with RollingBuffer.open(root, reconcile=False) as buffer:
+        segments = buffer.segments(window)
+        tables = buffer.frame_tables([s.id for s in segments])
+    times = [t for s in segments for t in tables[s.id].times if window.contains(t)]
+    runs = [[times[0], times[0]]] if times else []
+    for a, b in zip(times, times[1:], strict=False):
+        if b - a > 1000:
+            runs.append([b, b])
+        runs[-1][1] = b
+    return times, runs
+
+
+def shown_frames(page: Any) -> list[int]:
+    grabs = page.evaluate("() => window.__grabs")
+    times = []
+    for g in grabs:
+        grey = np.frombuffer(base64.b64decode(g["data"]), np.uint8).reshape(STAMP_ROWS, g["width"])
+        times.append(read_capture_ms(grey))
+    return times
+
+
+def played_frames(page: Any, into: Path) -> list[int]:
+    """Decode what the page fetched (its playlist, init and pieces) with PyAV."""
+    into.mkdir()
+    playlists = [u for u in page.fetched if u.endswith("index.m3u8")]
+    assert len(playlists) == 1, playlists
+    prefix = playlists[0].rsplit("/", 1)[0] + "/"
+    for url, body in page.fetched.items():
+        if url.startswith(prefix):
+            (into / url[len(prefix) :]).write_bytes(body)
+    return [capture for _pts, capture in decode_stamps(into / "index.m3u8")]
+
+
+def test_a_narrowed_part_plays_exactly_its_frames(
+    cworld: World,  # noqa: F811
+    page: Any,
+    tmp_path: Path,
+) -> None:
+    window = recent_window(cworld, seconds=16)
+    rfa_id = publish_pending(cworld, window)
+    open_timeline(page, cworld, rfa_id)
+    shot(page, "1-opened")
+    # narrow with the keyboard: the start handle 3 steps (3 s) on, the end 3 back
+    start, end = page.locator(".tl-handle").nth(0), page.locator(".tl-handle").nth(1)
+    for _ in range(3):
+        start.press("ArrowRight")
+        end.press("ArrowLeft")
+    part = Window(window.start_ms + 3000, window.end_ms - 3000)
+    assert int(start.get_attribute("aria-valuenow")) == part.start_ms
+    assert int(end.get_attribute("aria-valuenow")) == part.end_ms
+    # the page's narrowing (what Approve would send) follows the handles
+    assert page.input_value("#start-time") == format_time(part.start_ms)
+    assert page.input_value("#end-time") == format_time(part.end_ms)
+    page.wait_for_selector(".tl-row:nth-of-type(2) .tl-svg", state="visible")
+    page.wait_for_function(
+        "t => [...document.querySelectorAll('.tl-thumb')]"
+        ".every(b => Date.parse(b.dataset.at) >= t)",
+        arg=part.start_ms,
+    )
+    shot(page, "2-narrowed")
+    expected, _runs = index_runs(cworld, part)
+    root = next(cworld.setup.root.rglob("index.sqlite3")).parent
+    with RollingBuffer.open(root, reconcile=False) as buffer:
+        boundaries = [s.start_ms for s in buffer.segments(part) if part.contains(s.start_ms)]
+    assert len(boundaries) >= 2, "the part crosses at least two segment boundaries"
+
+    page.evaluate(GRAB, STAMP_ROWS)
+    page.get_by_role("button", name="Play the selected part").click()
+    page.wait_for_function("() => document.querySelector('.tl-video').ended", timeout=60_000)
+    shot(page, "3-played")
+    shown = shown_frames(page)
+    assert shown, "no frame was displayed"
+    assert all(part.contains(t) for t in shown), [t for t in shown if not part.contains(t)]
+    assert set(shown) <= set(expected) and shown == sorted(shown)
+    assert shown[0] == expected[0] and shown[-1] == expected[-1]
+    assert played_frames(page, tmp_path / "fetched") == expected
+    assert "Showing" in page.text_content(".tl-now")
+
+
+def test_a_12_hour_window_with_a_few_minutes_of_footage(
+    cworld: World,  # noqa: F811
+    page: Any,
+    tmp_path: Path,
+) -> None:
+    span = wait_for(cworld.buffer_span, 30, "footage")
+    recent = recent_window(cworld, seconds=8)
+    window = Window(recent.end_ms - 12 * 3_600_000, recent.end_ms)
+    rfa_id = publish_pending(cworld, window)
+    open_timeline(page, cworld, rfa_id)
+    shot(page, "4-twelve-hours")
+    _times, runs = index_runs(cworld, window)
+    assert runs and runs[0][0] >= span[0]
+    # the bar shows footage exactly where the index has it (to the bar's resolution)
+    drawn = page.eval_on_selector_all(
+        ".tl-row:first-of-type .tl-footage",
+        "rs => rs.map(r => [Number(r.getAttribute('x')), Number(r.getAttribute('width'))])",
+    )
+    at = lambda x: window.start_ms + x / 1000 * window.duration_ms  # noqa: E731
+    assert len(drawn) == len(runs)
+    unit = window.duration_ms / 1000  # the bar is 1000 units wide, footage at least 8
+    for (x, width), (s, e) in zip(drawn, runs, strict=True):
+        assert at(x) <= s + unit and at(x + width) >= e - unit
+        assert width <= max(8, (e - s) / unit) + 1
+    status = page.text_content(".tl-status")
+    assert "12 h window" in status
+    # a tap on the bar far before the footage plays from the footage's first frame
+    bar = page.locator(".tl-row:first-of-type .tl-bar")
+    box = bar.bounding_box()
+    page.evaluate(GRAB, STAMP_ROWS)
+    bar.click(position={"x": box["width"] * 0.1, "y": box["height"] / 2})
+    page.wait_for_function("() => window.__grabs.length > 2")
+    first_shown = shown_frames(page)[0]
+    assert first_shown == runs[0][0]
+    assert "No footage at" in page.text_content(".tl-now")
+    # every covered minute: narrow to it (typing, as the page allows) and tap the
+    # selected part's bar at its start: the first frame shown is that minute's start
+    minutes = sorted({s - s % 60_000 for s, e in runs for s in range(s, e + 1, 1000)})
+    for minute in minutes:
+        lo = max(minute, runs[0][0])
+        hi = min(minute + 59_999, window.end_ms)
+        page.fill("#start-time", format_time(lo))
+        page.dispatch_event("#start-time", "change")
+        page.fill("#end-time", format_time(hi))
+        page.dispatch_event("#end-time", "change")
+        detail = page.locator(".tl-row:nth-of-type(2) .tl-bar")
+        detail.wait_for(state="visible")
+        page.wait_for_function(
+            "t => (document.querySelector('.tl-row:nth-of-type(2) .tl-caption')||{}).textContent"
+            "?.includes(t)",
+            arg=page.evaluate(
+                "t => new Date(t).toLocaleTimeString([], {hour: 'numeric', minute: '2-digit',"
+                " second: '2-digit'})",
+                lo,
+            ),
+        )
+        page.evaluate(GRAB, STAMP_ROWS)
+        box = detail.bounding_box()
+        detail.click(position={"x": 1, "y": box["height"] / 2})
+        page.wait_for_function("() => window.__grabs.length > 1")
+        got = shown_frames(page)[0]
+        # a tap plays from the keyframe before it: at most a second earlier
+        assert lo - 1000 <= got <= lo + 1000 and window.contains(got), (minute, lo, got)
+    shot(page, "5-minute")
+
+
+def test_axe_finds_nothing_on_the_timeline(
+    cworld: World,  # noqa: F811
+    page: Any,
+) -> None:
+    window = recent_window(cworld, seconds=10)
+    rfa_id = publish_pending(cworld, window)
+    open_timeline(page, cworld, rfa_id)
+    page.evaluate(AXE.read_text(encoding="utf-8"))  # not a page script: the CSP stays
+
+    def violations() -> list[Any]:
+        found = page.evaluate(
+            "() => axe.run(document.querySelector('#timeline'))"
+            ".then(r => r.violations.map(v => [v.id, v.nodes.map(n => n.html)]))"
+        )
+        return list(found)
+
+    assert violations() == []
+    page.locator(".tl-handle").nth(0).press("PageUp")
+    page.wait_for_selector(".tl-row:nth-of-type(2) .tl-svg", state="visible")
+    assert violations() == []
+    page.get_by_role("button", name="Play the selected part").click()
+    page.wait_for_function("() => document.querySelector('.tl-video').currentTime > 0")
+    assert violations() == []
