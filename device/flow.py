@@ -116,13 +116,17 @@ class Outcome:
     the rule broken: a request's (sync.rfa.RejectReason), a decision's
     (sync.decision.DecisionRejectReason, not_pending among them) or the flow's own.
     `counted` is true when the rejection was only counted (it failed before a signature
-    verified, or repeated a seen id), false when it was logged with its id."""
+    verified, or repeated a seen id), false when it was logged with its id. `verified` is
+    true when a signature verified on the way, whatever came of it: such a message is
+    acknowledged at the protocol's fixed delay (protocol.md §3, revision 1.2), junk at
+    once."""
 
     accepted: bool
     reason: Reason
     rfa_id: str | None = None
     detail: str = ""
     counted: bool = False
+    verified: bool = False
 
 
 def details_of(rfa: Rfa) -> dict[str, Any]:
@@ -236,13 +240,13 @@ class RequestFlow:
                     result.reason,
                     shown(result.detail),
                 )
-                return Outcome(False, result.reason, rfa_id, result.detail)
+                return Outcome(False, result.reason, rfa_id, result.detail, verified=True)
             assert isinstance(result, Accepted)
             rfa = result.rfa
             decide_by = min(rfa.expires_at_ms, now + self._decide_within_ms)
             if not self._store.add_pending(rfa, received_at_ms=now, decide_by_ms=decide_by):
                 # Another copy was queued behind the precheck and got here first.
-                return self._count(RejectReason.REPLAY, "id already seen")
+                return self._count(RejectReason.REPLAY, "id already seen", verified=True)
             self._pin(rfa.id, rfa.window, decide_by)
             self._footage(rfa)  # measured once, now, not when the owner channel publishes
             self._audit_state(rfa.id, RequestState.PENDING, rfa)
@@ -252,7 +256,7 @@ class RequestFlow:
                 agency_label(rfa.agency.id, rfa.agency.name),
                 shown(rfa.case_number),
             )
-            return Outcome(True, FlowReason.ACCEPTED, rfa.id)
+            return Outcome(True, FlowReason.ACCEPTED, rfa.id, verified=True)
 
     def pending(self) -> list[PendingRequest]:
         return self._store.pending()
@@ -341,11 +345,11 @@ class RequestFlow:
             )
             if isinstance(result, DecisionRejected):
                 self._log_refused_decision(str(result.reason), result.detail, now)
-                return self._count(result.reason, result.detail)
+                return self._count(result.reason, result.detail, verified=result.verified)
             decision = result.decision
             rfa = pending.get(decision.rfa_id)
             if rfa is None:  # check_decision demands a pending request; belt and braces
-                return self._count(D.NOT_PENDING, "no such pending request")
+                return self._count(D.NOT_PENDING, "no such pending request", verified=True)
             return self._apply(rfa, decision)
 
     def decide_locally(
@@ -378,20 +382,29 @@ class RequestFlow:
             return self._apply(record.rfa, made)
 
     def _apply(self, rfa: Rfa, decision: Decision) -> Outcome:
+        """Record an authenticated decision (its outcomes are all `verified`)."""
         if decision.rfa_id != rfa.id:
-            return Outcome(False, D.NOT_PENDING, decision.rfa_id, "decision names another request")
+            return Outcome(
+                False,
+                D.NOT_PENDING,
+                decision.rfa_id,
+                "decision names another request",
+                verified=True,
+            )
         if not self._store.record_decision(decision):
-            return Outcome(False, D.NOT_PENDING, rfa.id, "already decided or expired")
+            return Outcome(
+                False, D.NOT_PENDING, rfa.id, "already decided or expired", verified=True
+            )
         state = RequestState.APPROVED if decision.approve else RequestState.DENIED
         self._audit_state(rfa.id, state, rfa)
         if decision.approve:
             self._pin(rfa.id, decision.window, decision.at_ms + SHARE_PIN_MS)
             self._enqueue(rfa, decision)
             logger.info("request %s approved (%s); share queued", shown(rfa.id), decision.method)
-            return Outcome(True, FlowReason.APPROVED, rfa.id)
+            return Outcome(True, FlowReason.APPROVED, rfa.id, verified=True)
         self._unpin(rfa.id)
         logger.info("request %s denied (%s)", shown(rfa.id), decision.method)
-        return Outcome(True, FlowReason.DENIED, rfa.id)
+        return Outcome(True, FlowReason.DENIED, rfa.id, verified=True)
 
     def _enqueue(self, rfa: Rfa, decision: Decision) -> None:
         # Outbox.enqueue is idempotent by rfa_id and durable when it returns; marking the
@@ -441,9 +454,9 @@ class RequestFlow:
         elif self._refusal_lines == _REFUSAL_LINES + 1:
             logger.warning("more decisions refused this minute; counted in the audit log only")
 
-    def _count(self, reason: Reason, detail: str) -> Outcome:
+    def _count(self, reason: Reason, detail: str, *, verified: bool = False) -> Outcome:
         self._audit.count_rejection(counter_name(reason), self._clock.wall_ms())
-        return Outcome(False, reason, None, detail, counted=True)
+        return Outcome(False, reason, None, detail, counted=True, verified=verified)
 
     def _audit_state(self, rfa_id: str, state: RequestState, rfa: Rfa | None) -> None:
         if state is RequestState.PENDING:

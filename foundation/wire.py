@@ -24,6 +24,9 @@ PAD_BLOCK = 4096
 OWNER_MESSAGE_BYTES = 16_384
 # §3: the owner channel's shortest period (config owner.sync_seconds).
 MIN_SYNC_SECONDS = 0.2
+# §3 (1.2): every message whose signature verified is acknowledged exactly this long
+# after it arrived (monotonic clock), whatever its outcome.
+ACK_DELAY_S = 2.0
 # §5.2: every sealed decision is the encryption of exactly this many bytes.
 DECISION_BYTES = 4_096
 # §5.2: a decision's issued_at within this much of the device's clock.

@@ -22,6 +22,14 @@ Choices:
 - Acks: an ack from a previous connection is not sent on the new one. The broker
   redelivers that message instead, and the receiver's seen-id check makes the repeat
   cheap; this way a stale packet id can never acknowledge the wrong message.
+- Ack timing (protocol.md §3, revision 1.2): `AckSequencer` sends the PUBACKs of one
+  connection in the order the PUBLISHes arrived, as MQTT requires, each not before its
+  earliest time: a message the receiver says verified is acknowledged `ack_delay_s`
+  (the protocol's 2.0 s) after it arrived, whatever its outcome, so the broker cannot
+  time the outcome's disk writes; junk at once, but never ahead of an earlier message.
+  The waits happen on the sequencer's own timer thread, never on paho's network thread,
+  which keeps reading; the broker's in-flight window (Receive Maximum) bounds how many
+  acks can be outstanding.
 """
 
 from __future__ import annotations
@@ -33,9 +41,10 @@ import ssl
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -45,6 +54,7 @@ from paho.mqtt.properties import Properties
 from foundation.backoff import backoff_s
 from foundation.display import shown
 from foundation.errors import MisuseError
+from foundation.wire import ACK_DELAY_S
 from sync.errors import MqttSettingsError
 from sync.settings import MqttSettings
 
@@ -68,15 +78,182 @@ class Backoff:
         return backoff_s(attempt, base_s=self.initial_s, cap_s=self.cap_s, rng=rng or _JITTER)
 
 
+class AckHandle(Protocol):
+    """What the receiver of one message tells the link about its acknowledgement."""
+
+    def release(self, *, verified: bool) -> None: ...
+
+    def withhold(self) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class InboundMessage:
     """A received QoS 1 message. Call `ack()` once what it caused is durably recorded
-    (or at once for junk); until then the broker keeps it for redelivery."""
+    (`verified=True` when its signature verified: the PUBACK then goes out the protocol's
+    fixed delay after `received_mono`; junk is acknowledged at once, in arrival order).
+    Until then the broker keeps it for redelivery; `withhold()` gives up on it for this
+    connection (the broker redelivers it on the next), so later acks are not held."""
 
     topic: str
     payload: bytes
-    ack: Callable[[], None] = field(repr=False)
+    handle: AckHandle = field(repr=False)
     received_mono: float = 0.0
+
+    def ack(self, *, verified: bool = False) -> None:
+        self.handle.release(verified=verified)
+
+    def withhold(self) -> None:
+        self.handle.withhold()
+
+
+@dataclass(slots=True, eq=False)
+class _Slot:
+    """One QoS 1 message of one connection, in arrival order, until its PUBACK is sent."""
+
+    mid: int
+    qos: int
+    received: float
+    generation: int
+    due: float | None = None  # monotonic time its PUBACK may go; None until released
+    withheld: bool = False
+
+
+class _SlotHandle:
+    def __init__(self, sequencer: AckSequencer, slot: _Slot) -> None:
+        self._sequencer = sequencer
+        self._slot = slot
+
+    def release(self, *, verified: bool) -> None:
+        self._sequencer.release(self._slot, verified=verified)
+
+    def withhold(self) -> None:
+        self._sequencer.withhold(self._slot)
+
+
+class _NoAck:
+    """QoS 0: nothing to acknowledge."""
+
+    def release(self, *, verified: bool) -> None:
+        return None
+
+    def withhold(self) -> None:
+        return None
+
+
+class AckSequencer:
+    """The PUBACKs of the current connection, in arrival order, each at its earliest time
+    (protocol.md §3, revision 1.2).
+
+    `admit` (paho's network thread) appends a slot for each arriving QoS 1 PUBLISH; the
+    receiver later releases it, verified (due `delay_s` after arrival, or at once if the
+    outcome took longer, with one log line) or not (due at once). A timer thread sends the
+    head's PUBACK when it is released and due, then the next: a junk message behind a
+    verified one waits for it. `restart` (a new or lost connection) forgets every slot;
+    a release of a forgotten slot sends nothing, so a stale packet id never acknowledges
+    a message of another connection. Monotonic time and the delay are injectable so the
+    ordering can be tested in-process in milliseconds."""
+
+    def __init__(
+        self,
+        *,
+        delay_s: float,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._delay_s = delay_s
+        self._monotonic = monotonic
+        self._cond = threading.Condition()
+        self._slots: deque[_Slot] = deque()
+        self._generation = 0
+        self._send: Callable[[int, int], None] | None = None
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self.late = 0  # verified outcomes that were not durable by their due time
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="mqtt-acks", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout: float = 2.0) -> None:
+        with self._cond:
+            self._closed = True
+            self._slots.clear()
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def restart(self, send: Callable[[int, int], None] | None) -> None:
+        """A new connection (`send` its PUBACK sender) or none (None): forget every slot."""
+        with self._cond:
+            self._generation += 1
+            self._slots.clear()
+            self._send = send
+            self._cond.notify_all()
+
+    def admit(self, mid: int, qos: int, received: float) -> AckHandle:
+        if qos == 0:
+            return _NoAck()
+        with self._cond:
+            slot = _Slot(mid, qos, received, self._generation)
+            self._slots.append(slot)
+        return _SlotHandle(self, slot)
+
+    def release(self, slot: _Slot, *, verified: bool) -> None:
+        with self._cond:
+            if slot.due is not None or slot.withheld or slot.generation != self._generation:
+                return
+            now = self._monotonic()
+            due = slot.received + self._delay_s if verified else now
+            if now > due:
+                self.late += 1
+                logger.warning(
+                    "the outcome of a message took %.3f s to become durable, longer than the "
+                    "%.1f s acknowledgement delay; acknowledging it late",
+                    now - slot.received,
+                    self._delay_s,
+                )
+                due = now
+            slot.due = due
+            self._cond.notify_all()
+
+    def withhold(self, slot: _Slot) -> None:
+        with self._cond:
+            if slot.generation == self._generation and slot.due is None:
+                slot.withheld = True
+                self._cond.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                ready, send, wait = self._take_ready()
+                if not ready:
+                    if self._closed:
+                        return
+                    self._cond.wait(wait)
+                    continue
+            for slot in ready:  # outside the lock: paho takes its own
+                if send is not None:
+                    try:
+                        send(slot.mid, slot.qos)
+                    except Exception:
+                        logger.exception("could not send an MQTT acknowledgement")
+
+    def _take_ready(self) -> tuple[list[_Slot], Callable[[int, int], None] | None, float | None]:
+        """Under the lock: pop the head slots that may go now, in order; else how long to
+        wait for the head (None: until something changes)."""
+        ready: list[_Slot] = []
+        now = self._monotonic()
+        while self._slots:
+            head = self._slots[0]
+            if head.withheld:
+                self._slots.popleft()
+            elif head.due is not None and head.due <= now:
+                ready.append(self._slots.popleft())
+            else:
+                break
+        if ready or not self._slots:
+            return ready, self._send, None
+        head = self._slots[0]
+        return ready, self._send, None if head.due is None else max(0.0, head.due - now)
 
 
 def status_payload(state: str, version: str | None = None) -> bytes:
@@ -135,7 +312,10 @@ class MqttLink:
         on_message: Callable[[InboundMessage], None],
         stop: threading.Event,
         backoff: Backoff = Backoff(),
+        ack_delay_s: float = ACK_DELAY_S,
     ) -> None:
+        """`ack_delay_s` is the protocol's (foundation.wire.ACK_DELAY_S); only in-process
+        tests shorten it."""
         self._settings = settings
         self._client_id = client_id
         self._status_topic = status_topic
@@ -148,7 +328,7 @@ class MqttLink:
         self._connected = threading.Event()
         self._closed = threading.Event()
         self._lock = threading.Lock()
-        self._generation = 0  # bumped on every connection; acks of older ones are dropped
+        self._acks = AckSequencer(delay_s=ack_delay_s)  # per connection; see its docstring
         self._attempt = 0
         self._watcher: threading.Thread | None = None
         self.connections = 0  # successful connections so far (for tests and health)
@@ -180,6 +360,7 @@ class MqttLink:
             )
         else:
             client.connect_async(host, port, self._settings.keepalive)
+        self._acks.start()
         client.loop_start()
         self._watcher = threading.Thread(target=self._watch_stop, name="mqtt-stop", daemon=True)
         self._watcher.start()
@@ -208,6 +389,7 @@ class MqttLink:
         joiner.start()
         joiner.join(timeout)
         self._connected.clear()
+        self._acks.close()
 
     def _watch_stop(self) -> None:
         while not self._closed.is_set():
@@ -289,8 +471,8 @@ class MqttLink:
             self._schedule_retry(client)
             return
         with self._lock:
-            self._generation += 1
             self._attempt = 0
+        self._acks.restart(lambda mid, qos: self._send_ack(client, mid, qos))
         self.connections += 1
         session = getattr(flags, "session_present", None)
         logger.info(
@@ -307,6 +489,7 @@ class MqttLink:
         self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
         self._connected.clear()
+        self._acks.restart(None)  # acks of this connection are never sent on the next
         if not self._closed.is_set():
             logger.warning(
                 "disconnected from the MQTT broker at %s: %s", self._settings.url, shown(reason)
@@ -331,24 +514,17 @@ class MqttLink:
         # min_delay after every reset), so setting both bounds makes it wait `delay`.
         client.reconnect_delay_set(min_delay=delay, max_delay=delay)  # type: ignore[arg-type]
 
-    def _handle_message(self, client: paho.Client, userdata: Any, message: Any) -> None:
-        generation = self._generation
-        mid, qos = message.mid, message.qos
-        done = threading.Event()
-
-        def ack() -> None:
-            if done.is_set():
-                return
-            done.set()
-            if qos == 0 or generation != self._generation or self._closed.is_set():
-                return
+    def _send_ack(self, client: paho.Client, mid: int, qos: int) -> None:
+        if not self._closed.is_set():
             client.ack(mid, qos)
 
+    def _handle_message(self, client: paho.Client, userdata: Any, message: Any) -> None:
+        received = time.monotonic()
         inbound = InboundMessage(
             topic=message.topic,
             payload=bytes(message.payload),
-            ack=ack,
-            received_mono=time.monotonic(),
+            handle=self._acks.admit(message.mid, message.qos, received),
+            received_mono=received,
         )
         try:
             self._on_message(inbound)
@@ -356,3 +532,4 @@ class MqttLink:
             # A receiver bug must not kill paho's thread; the message stays unacked
             # and comes back after the next reconnect.
             logger.exception("message handler failed on %s", shown(message.topic))
+            inbound.withhold()
