@@ -164,7 +164,7 @@ class AckSequencer:
         self._cond = threading.Condition()
         self._slots: deque[_Slot] = deque()
         self._generation = 0
-        self._send: Callable[[int, int], None] | None = None
+        self._send: Callable[[int, int], object] | None = None
         self._closed = False
         self._thread: threading.Thread | None = None
         self.late = 0  # verified outcomes that were not durable by their due time
@@ -173,15 +173,21 @@ class AckSequencer:
         self._thread = threading.Thread(target=self._run, name="mqtt-acks", daemon=True)
         self._thread.start()
 
-    def close(self, timeout: float = 2.0) -> None:
+    def close(self, *, settle_s: float) -> None:
+        """Send what the receiver released (waiting up to `settle_s` for the delays to
+        run out), then stop; what is left is redelivered on the next connection."""
         with self._cond:
+            self._cond.wait_for(self._settled, settle_s)
             self._closed = True
             self._slots.clear()
             self._cond.notify_all()
         if self._thread is not None:
-            self._thread.join(timeout)
+            self._thread.join(1.0)
 
-    def restart(self, send: Callable[[int, int], None] | None) -> None:
+    def _settled(self) -> bool:
+        return not self._slots or (self._slots[0].due is None and not self._slots[0].withheld)
+
+    def restart(self, send: Callable[[int, int], object] | None) -> None:
         """A new connection (`send` its PUBACK sender) or none (None): forget every slot."""
         with self._cond:
             self._generation += 1
@@ -236,8 +242,10 @@ class AckSequencer:
                         send(slot.mid, slot.qos)
                     except Exception:
                         logger.exception("could not send an MQTT acknowledgement")
+            with self._cond:
+                self._cond.notify_all()  # for close(), waiting for the queue to settle
 
-    def _take_ready(self) -> tuple[list[_Slot], Callable[[int, int], None] | None, float | None]:
+    def _take_ready(self) -> tuple[list[_Slot], Callable[[int, int], object] | None, float | None]:
         """Under the lock: pop the head slots that may go now, in order; else how long to
         wait for the head (None: until something changes)."""
         ready: list[_Slot] = []
@@ -328,6 +336,7 @@ class MqttLink:
         self._connected = threading.Event()
         self._closed = threading.Event()
         self._lock = threading.Lock()
+        self._ack_delay_s = ack_delay_s
         self._acks = AckSequencer(delay_s=ack_delay_s)  # per connection; see its docstring
         self._attempt = 0
         self._watcher: threading.Thread | None = None
@@ -374,6 +383,9 @@ class MqttLink:
         client = self._client
         if client is None:
             return
+        # The acks already released go before the offline status (a verified one at its
+        # time, within the stop's budget); the rest are redelivered next time.
+        self._acks.close(settle_s=min(timeout, self._ack_delay_s + 0.5))
         if self._connected.is_set():
             try:
                 info = client.publish(
@@ -389,7 +401,6 @@ class MqttLink:
         joiner.start()
         joiner.join(timeout)
         self._connected.clear()
-        self._acks.close()
 
     def _watch_stop(self) -> None:
         while not self._closed.is_set():
@@ -472,7 +483,7 @@ class MqttLink:
             return
         with self._lock:
             self._attempt = 0
-        self._acks.restart(lambda mid, qos: self._send_ack(client, mid, qos))
+        self._acks.restart(lambda mid, qos: client.ack(mid, qos))
         self.connections += 1
         session = getattr(flags, "session_present", None)
         logger.info(
@@ -513,10 +524,6 @@ class MqttLink:
         # paho waits min_delay before the next attempt (its doubling starts again from
         # min_delay after every reset), so setting both bounds makes it wait `delay`.
         client.reconnect_delay_set(min_delay=delay, max_delay=delay)  # type: ignore[arg-type]
-
-    def _send_ack(self, client: paho.Client, mid: int, qos: int) -> None:
-        if not self._closed.is_set():
-            client.ack(mid, qos)
 
     def _handle_message(self, client: paho.Client, userdata: Any, message: Any) -> None:
         received = time.monotonic()

@@ -47,7 +47,7 @@ def sequencer(delay: float = DELAY) -> Iterator[tuple[AckSequencer, Sent]]:
     try:
         yield acks, sent
     finally:
-        acks.close()
+        acks.close(settle_s=0)
 
 
 def test_junk_behind_a_verified_message_waits_for_its_ack() -> None:
