@@ -66,12 +66,22 @@ logger = logging.getLogger(__name__)
 SHARE_PIN_MS = 14 * 24 * 3600 * 1000
 AGE_MAGIC = b"age-encryption.org/v1\n"
 _REFUSAL_LINES = 10
+# The audit event that records a request's arrival in each state.
+_AUDIT_EVENT = {
+    RequestState.PENDING: "rfa_accepted",
+    RequestState.APPROVED: "decision",
+    RequestState.QUEUED: "decision",
+    RequestState.DENIED: "decision",
+    RequestState.EXPIRED: "expired",
+}
 
 
 class AuditSink(Protocol):
     def append(self, event: str, fields: Mapping[str, Any]) -> Any: ...
 
     def count_rejection(self, reason: str, now_ms: int) -> None: ...
+
+    def request_events(self) -> set[tuple[str, str]]: ...
 
 
 class PinningBuffer(Protocol):
@@ -177,8 +187,12 @@ class RequestFlow:
         yet in the outbox, pins of pending requests; then decline what expired while
         the daemon was down. Call once at start-up, before messages flow."""
         with self._lock:
-            for record in self._store.requests():
-                if not record.audited:
+            unaudited = [record for record in self._store.requests() if not record.audited]
+            logged = self._audit.request_events() if unaudited else set()
+            for record in unaudited:
+                if (_AUDIT_EVENT[record.state], record.rfa_id) in logged:
+                    self._store.mark_audited(record.rfa_id, record.state)  # only the mark was lost
+                else:
                     self._audit_state(record.rfa_id, record.state, record.rfa)
             for rfa, decision in self._store.approved():
                 logger.info("handing an approval recorded before a restart to the outbox")
@@ -416,9 +430,11 @@ class RequestFlow:
     # ---- time ------------------------------------------------------------------------
 
     def expire_due(self) -> list[str]:
-        """Decline every request whose decide-by time (or expiry) has come."""
+        """Decline every request whose decide-by time (or expiry) has come (and write the
+        store's marks that wait for a transaction: housekeeping calls this)."""
         expired = []
         with self._lock:
+            self._store.save_marks()
             now = self._clock.wall_ms()
             for p in self._store.pending():
                 if now < min(p.decide_by_ms, p.rfa.expires_at_ms):
@@ -462,16 +478,16 @@ class RequestFlow:
         if state is RequestState.PENDING:
             assert rfa is not None
             self._audit.append(
-                "rfa_accepted",
+                _AUDIT_EVENT[state],
                 {"rfa_id": rfa_id, "agency_id": rfa.agency.id, "case_number": rfa.case_number},
             )
         elif state is RequestState.EXPIRED:
-            self._audit.append("expired", {"rfa_id": rfa_id})
+            self._audit.append(_AUDIT_EVENT[state], {"rfa_id": rfa_id})
         else:
             decision = self._store.decision(rfa_id)
             if decision is not None:
                 self._audit.append(
-                    "decision",
+                    _AUDIT_EVENT[state],
                     {
                         "rfa_id": rfa_id,
                         "decision": "approve" if decision.approve else "deny",
@@ -481,7 +497,7 @@ class RequestFlow:
                         "owner_kid": decision.owner_kid,
                     },
                 )
-        self._store.mark_audited(rfa_id)
+        self._store.mark_audited(rfa_id, state)
 
     def _pin(self, rfa_id: str, window: Window, until_ms: int) -> None:
         try:
