@@ -4,7 +4,11 @@ genuine requests among them, against the intake process (MqttLink -> Intake ->
 RequestFlow on real state, audit, outbox and buffer) while a recorder records.
 
 Reports, beside `mosquitto_sub` receiving the same stream:
-- messages/s handled by the device vs by mosquitto_sub (goal >= 50 %),
+- messages/s handled by the device vs by mosquitto_sub (goal >= 50 %), and how many
+  verified messages the stream held: each is acknowledged 2.0 s after it arrived
+  (protocol.md §3, revision 1.2), and with PUBACKs in arrival order the broker's
+  in-flight window (Receive Maximum, 16) fills behind it, so each can hold the stream up
+  to 2 s,
 - p99 publish-to-pending for the genuine requests in the flood (goal < 2 s; timed from
   the broker's PUBACK to the publisher, since the publisher's own send queue is seconds
   deep) and without a flood (goal < 50 ms, timed from the publish call),
@@ -31,6 +35,7 @@ from typing import Any
 
 import psutil
 
+from foundation import wire
 from foundation.clock import SystemClock
 from recorder.process import RecorderProcess
 from recorder.settings import CameraSettings, StorageSettings
@@ -68,6 +73,12 @@ def junk_stream(agency: AgencyKeys, replayed: bytes, n: int) -> list[bytes]:
     ]
     cache = [kinds[k](0) for k in range(len(kinds))]
     return [cache[i % len(kinds)] if i % len(kinds) != 0 else kinds[0](i) for i in range(n)]
+
+
+def genuine(agency: AgencyKeys, rfa_id: str) -> bytes:
+    """A request the device accepts: each of its own case, since a device accepts at
+    most two requests per case (protocol.md §4 rule 12)."""
+    return rfa_envelope(agency, now_ms=now_ms(), rfa_id=rfa_id, changes={"case_number": rfa_id})
 
 
 class IntakeProcess:
@@ -118,6 +129,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--genuine", type=int, default=10)
+    parser.add_argument(
+        "--receive-maximum",
+        type=int,
+        default=16,
+        help="the device's MQTT 5 Receive Maximum (protocol.md §3: at most 16)",
+    )
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="flood-"))
@@ -137,6 +154,7 @@ def main() -> None:
             "url": broker.url,
             "agencies": {agency.agency_id: agency.signing.public_b64},
             "owner_keys": [owner.public_b64],
+            "receive_maximum": args.receive_maximum,
         }
     )
     try:
@@ -149,7 +167,7 @@ def main() -> None:
             quiet_ids = [str(uuid.uuid4()) for _ in range(5)]
             quiet_sent: dict[str, int] = {}
             for rfa_id in quiet_ids:
-                data = rfa_envelope(agency, now_ms=now_ms(), rfa_id=rfa_id)
+                data = genuine(agency, rfa_id)
                 quiet_sent[rfa_id] = now_ms()
                 pub.publish(topic, data)
                 deadline = time.monotonic() + 5
@@ -187,7 +205,7 @@ def main() -> None:
             start = time.monotonic()
             for item in stream:
                 if isinstance(item, str):
-                    data = rfa_envelope(agency, now_ms=now_ms(), rfa_id=item)
+                    data = genuine(agency, item)
                     # The publisher's own queue is seconds deep at this rate: time from
                     # the broker's PUBACK (it holds the message), not from our enqueue.
                     pub.publish(topic, data, wait=True)
@@ -225,6 +243,11 @@ def main() -> None:
             "device_msgs_per_s": round(expected / device_s),
             "device_vs_sub": round(sub_s / device_s, 2),
             "genuine_pending": f"{len(flood_lat)}/{len(flood_ids)}",
+            # each acknowledged 2.0 s after it arrived (protocol.md §3, 1.2), and every
+            # message behind it in the broker's window waits for that PUBACK
+            "verified_messages_in_stream": len(flood_ids),
+            "receive_maximum": args.receive_maximum,
+            "ack_delay_s": wire.ACK_DELAY_S,
             "p99_publish_to_pending_flood_ms": p99([float(x) for x in flood_lat]),
             "p99_publish_to_pending_quiet_ms": p99([float(x) for x in quiet_lat]),
             "rss_before_mib": round(rss_before / 2**20, 1),

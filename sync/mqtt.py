@@ -150,24 +150,17 @@ class AckSequencer:
     head's PUBACK when it is released and due, then the next: a junk message behind a
     verified one waits for it. `restart` (a new or lost connection) forgets every slot;
     a release of a forgotten slot sends nothing, so a stale packet id never acknowledges
-    a message of another connection. Monotonic time and the delay are injectable so the
-    ordering can be tested in-process in milliseconds."""
+    a message of another connection. The delay is injectable so the ordering can be
+    tested in-process in milliseconds; the daemon always uses the protocol's."""
 
-    def __init__(
-        self,
-        *,
-        delay_s: float,
-        monotonic: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, *, delay_s: float) -> None:
         self._delay_s = delay_s
-        self._monotonic = monotonic
         self._cond = threading.Condition()
         self._slots: deque[_Slot] = deque()
         self._generation = 0
         self._send: Callable[[int, int], object] | None = None
         self._closed = False
         self._thread: threading.Thread | None = None
-        self.late = 0  # verified outcomes that were not durable by their due time
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="mqtt-acks", daemon=True)
@@ -207,10 +200,9 @@ class AckSequencer:
         with self._cond:
             if slot.due is not None or slot.withheld or slot.generation != self._generation:
                 return
-            now = self._monotonic()
+            now = time.monotonic()
             due = slot.received + self._delay_s if verified else now
             if now > due:
-                self.late += 1
                 logger.warning(
                     "the outcome of a message took %.3f s to become durable, longer than the "
                     "%.1f s acknowledgement delay; acknowledging it late",
@@ -249,7 +241,7 @@ class AckSequencer:
         """Under the lock: pop the head slots that may go now, in order; else how long to
         wait for the head (None: until something changes)."""
         ready: list[_Slot] = []
-        now = self._monotonic()
+        now = time.monotonic()
         while self._slots:
             head = self._slots[0]
             if head.withheld:

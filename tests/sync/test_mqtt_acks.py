@@ -89,7 +89,6 @@ def test_an_outcome_later_than_the_delay_is_acked_at_once_and_logged(caplog) -> 
         acks.admit(4, 1, arrived).release(verified=True)
         (mid, at), *_ = sent.wait_for(1)
         assert mid == 4 and at - (arrived + 2 * DELAY) < DELAY / 2
-        assert acks.late == 1
         late = [r for r in caplog.records if "acknowledging it late" in r.getMessage()]
         assert len(late) == 1
 
