@@ -158,10 +158,13 @@ class AckSequencer:
     def __init__(self, *, delay_s: float) -> None:
         self._delay_s = delay_s
         self._cond = threading.Condition()
+        # Held while popping due slots and sending them, so that the timer thread and a
+        # release that sends at once (junk at the head) never overtake each other.
+        self._sending = threading.Lock()
         self._slots: deque[_Slot] = deque()
         self._generation = 0
         self._send: Callable[[int, int], object] | None = None
-        self._closed = False
+        self._closed = self._closing = False
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -172,6 +175,7 @@ class AckSequencer:
         """Send what the receiver released (waiting up to `settle_s` for the delays to
         run out), then stop; what is left is redelivered on the next connection."""
         with self._cond:
+            self._closing = True
             self._cond.wait_for(self._settled, settle_s)
             self._closed = True
             self._slots.clear()
@@ -213,7 +217,11 @@ class AckSequencer:
                 )
                 due = now
             slot.due = due
-            self._cond.notify_all()
+            at_once = due <= now and bool(self._slots) and self._slots[0] is slot
+            if not at_once:
+                self._cond.notify_all()
+        if at_once:
+            self._send_due()
 
     def withhold(self, slot: _Slot) -> None:
         with self._cond:
@@ -221,27 +229,52 @@ class AckSequencer:
                 slot.withheld = True
                 self._cond.notify_all()
 
+    def _send_due(self) -> None:
+        """Junk at the head, in the releasing thread (paho's own, for junk): no hand-off
+        to the timer thread per message, which would halve the rate a flood is read at.
+        If the timer thread is sending, it sends this one too."""
+        if not self._sending.acquire(blocking=False):
+            with self._cond:
+                self._cond.notify_all()
+            return
+        try:
+            with self._cond:
+                ready, send, _wait = self._take_ready()
+            self._send_all(ready, send)
+        finally:
+            self._sending.release()
+        with self._cond:
+            if self._closing or (self._slots and self._slots[0].due is not None):
+                self._cond.notify_all()  # a head for the timer thread, or close() waiting
+
     def _run(self) -> None:
         while True:
+            with self._sending:
+                with self._cond:
+                    ready, send, wait = self._take_ready()
+                self._send_all(ready, send)
             with self._cond:
-                ready, send, wait = self._take_ready()
-                if not ready:
-                    if self._closed:
-                        return
-                    self._cond.wait(wait)
+                if ready:
+                    self._cond.notify_all()  # for close(), waiting for the queue to settle
                     continue
-            for slot in ready:  # outside the lock: paho takes its own
-                if send is not None:
-                    try:
-                        send(slot.mid, slot.qos)
-                    except Exception:
-                        logger.exception("could not send an MQTT acknowledgement")
-            with self._cond:
-                self._cond.notify_all()  # for close(), waiting for the queue to settle
+                if self._closed:
+                    return
+                due_now, wait = self._peek()
+                if not due_now:
+                    self._cond.wait(wait)
+
+    @staticmethod
+    def _send_all(ready: list[_Slot], send: Callable[[int, int], object] | None) -> None:
+        for slot in ready:  # outside the condition's lock: paho takes its own
+            if send is not None:
+                try:
+                    send(slot.mid, slot.qos)
+                except Exception:
+                    logger.exception("could not send an MQTT acknowledgement")
 
     def _take_ready(self) -> tuple[list[_Slot], Callable[[int, int], object] | None, float | None]:
-        """Under the lock: pop the head slots that may go now, in order; else how long to
-        wait for the head (None: until something changes)."""
+        """Under both locks: pop the head slots that may go now, in order; else how long
+        to wait for the head (None: until something changes)."""
         ready: list[_Slot] = []
         now = time.monotonic()
         while self._slots:
@@ -252,10 +285,18 @@ class AckSequencer:
                 ready.append(self._slots.popleft())
             else:
                 break
-        if ready or not self._slots:
-            return ready, self._send, None
-        head = self._slots[0]
-        return ready, self._send, None if head.due is None else max(0.0, head.due - now)
+        return ready, self._send, self._wait_s(now)
+
+    def _peek(self) -> tuple[bool, float | None]:
+        """Under the condition's lock: whether the head may go now, else how long to wait."""
+        now = time.monotonic()
+        head = self._slots[0] if self._slots else None
+        due_now = head is not None and (head.withheld or (head.due is not None and head.due <= now))
+        return due_now, self._wait_s(now)
+
+    def _wait_s(self, now: float) -> float | None:
+        head = self._slots[0] if self._slots else None
+        return None if head is None or head.due is None else max(0.0, head.due - now)
 
 
 def status_payload(state: str, version: str | None = None) -> bytes:
