@@ -39,10 +39,11 @@ from foundation import wire
 from foundation.clock import SystemClock
 from recorder.process import RecorderProcess
 from recorder.settings import CameraSettings, StorageSettings
-from sync.keys import SigningKey
-from tests.device.intake_kit import rfa_topic
+from sync.keys import SigningKey, parse_recipient
+from sync.seal import seal
+from tests.device.intake_kit import decision_topic, rfa_topic
 from tests.fixtures.mosquitto import MosquittoBroker, Publisher
-from tests.sync.factories import AgencyKeys, rfa_envelope
+from tests.sync.factories import AgencyKeys, decision_envelope, rfa_envelope
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,9 +93,11 @@ class IntakeProcess:
         )
         self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
         self.pending_at: dict[str, int] = {}
+        self.denied: set[str] = set()
         self.stats: dict[str, Any] = {}
         first = json.loads(self.proc.stdout.readline())  # type: ignore[union-attr]
         assert first["event"] == "ready", first
+        self.recipient = str(first["recipient"])
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -102,6 +105,8 @@ class IntakeProcess:
             doc = json.loads(line)
             if doc["event"] == "outcome" and doc["accepted"] and doc["reason"] == "accepted":
                 self.pending_at[doc["rfa_id"]] = doc["at_ms"]
+            elif doc["event"] == "outcome" and doc["reason"] == "denied":
+                self.denied.add(doc["rfa_id"])
             elif doc["event"] == "stats":
                 self.stats = doc
 
@@ -173,6 +178,16 @@ def main() -> None:
                 deadline = time.monotonic() + 5
                 while rfa_id not in device.pending_at and time.monotonic() < deadline:
                     time.sleep(0.001)
+            # The owner declines them, so that the flood's genuine requests find room in
+            # the pending list (at most 10, protocol.md §4 rule 11).
+            for rfa_id in quiet_ids:
+                env = decision_envelope(
+                    owner, rfa_id=rfa_id, now_ms=now_ms(), changes={"decision": "deny"}
+                )
+                pub.publish(decision_topic(), seal(env, [parse_recipient(device.recipient)]))
+            deadline = time.monotonic() + 10
+            while len(device.denied) < len(quiet_ids) and time.monotonic() < deadline:
+                time.sleep(0.01)
             replayed = rfa_envelope(agency, now_ms=now_ms(), rfa_id=quiet_ids[0])
             stream: list[bytes | str] = list(junk_stream(agency, replayed, args.messages))
             step = max(1, len(stream) // (args.genuine + 1))
