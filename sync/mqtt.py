@@ -187,8 +187,9 @@ class AckSequencer:
         return not self._slots or (self._slots[0].due is None and not self._slots[0].withheld)
 
     def restart(self, send: Callable[[int, int], object] | None) -> None:
-        """A new connection (`send` its PUBACK sender) or none (None): forget every slot."""
-        with self._cond:
+        """A new connection (`send` its PUBACK sender) or none (None): forget every slot.
+        Waits for a send under way, so no PUBACK of the old connection follows."""
+        with self._sending, self._cond:
             self._generation += 1
             self._slots.clear()
             self._send = send
