@@ -9,9 +9,10 @@ BIN    := $(VENV)/bin
 # python3-venv: Debian's python3 cannot make a venv without it; systemd: systemd-analyze,
 # which the unit-file tests use; ca-certificates: pip's HTTPS to PyPI; chromium: the
 # console's browser tests, driven by Playwright, whose own node needs libatomic1 (which
-# nothing else here pulls in on a minimal Debian 12).
+# nothing else here pulls in on a minimal Debian 12); libnss3-tools: certutil, to make a
+# browser trust the console's device authority in its test.
 DEB_PACKAGES := python3 python3-venv ca-certificates systemd mosquitto mosquitto-clients age \
-	ffmpeg openssl shellcheck chromium libatomic1 debootstrap
+	ffmpeg openssl shellcheck chromium libatomic1 libnss3-tools debootstrap
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test lint typecheck unit distro pi-smoke bench deps root venv clean

@@ -36,7 +36,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench.export import ensure_footage
+from bench.export import ensure_footage, window_frames
+from bench.sanity import require
 from device.console.preview import Preview
 from foundation.times import Window
 from recorder.buffer import INDEX_NAME, FrameTable, RollingBuffer
@@ -112,7 +113,7 @@ def our_strip(root: Path, window: Window, scratch: Path) -> tuple[float, list[in
     with ThreadPoolExecutor(WORKERS) as pool:
         images = list(pool.map(lambda t: preview.thumbnail(window, t), times))
     elapsed = time.perf_counter() - start
-    assert all(images), "a thumbnail is missing"
+    require(bool(times) and all(images), "every keyframe of the strip has its thumbnail")
     return elapsed, times
 
 
@@ -137,7 +138,9 @@ def ffmpeg_strip(root: Path, times: list[int], out: Path) -> float:
     start = time.perf_counter()
     with ThreadPoolExecutor(WORKERS) as pool:
         list(pool.map(one, jobs))
-    return time.perf_counter() - start
+    elapsed = time.perf_counter() - start
+    require(all(dst.stat().st_size > 0 for _s, _o, dst in jobs), "ffmpeg wrote every thumbnail")
+    return elapsed
 
 
 def ffmpeg_strip_one_process(root: Path, times: list[int], out: Path) -> float:
@@ -154,7 +157,10 @@ def ffmpeg_strip_one_process(root: Path, times: list[int], out: Path) -> float:
         cmd.append(str(out / f"one-{n}.jpg"))
     start = time.perf_counter()
     subprocess.run(cmd, check=True)
-    return time.perf_counter() - start
+    elapsed = time.perf_counter() - start
+    wrote = all((out / f"one-{n}.jpg").stat().st_size > 0 for n in range(len(times)))
+    require(wrote, "one ffmpeg process wrote every thumbnail")
+    return elapsed
 
 
 def first_frame(path: Path) -> None:
@@ -168,7 +174,17 @@ def our_clip(root: Path, window: Window, scratch: Path) -> float:
     start = time.perf_counter()
     info = Preview(root, scratch).clip(window)
     first_frame(info.path)
-    return time.perf_counter() - start
+    elapsed = time.perf_counter() - start
+    # The pictures carry the base footage's times, not the shifted index's: count frames
+    # against the index instead of reading their stamps.
+    expected = window_frames(root, window)
+    require(
+        bool(expected)
+        and (info.first_frame_ms, info.last_frame_ms, info.frames)
+        == (expected[0], expected[-1], len(expected)),
+        "the preview clip holds exactly the window's frames",
+    )
+    return elapsed
 
 
 def ffmpeg_clip(root: Path, window: Window, work: Path) -> float:

@@ -4,7 +4,8 @@ Compares, in one run on the same footage, the whole `clip` command (a fresh Pyth
 process, start-up included) against `ffmpeg -f concat -c copy` over the same segment
 files and against `ffmpeg -ss -to -c copy` on the footage joined into one file (which
 cuts only at keyframes, so it is not frame-exact). Footage is made once with the
-synthetic camera and kept under bench-out/.
+synthetic camera and kept under bench-out/. Our clip must hold exactly the window's
+frames (each decoded, its drawn capture time read), or the benchmark fails.
 
     python -m bench.export [--minutes 30] [--window-minutes 15] [--runs 3]
 """
@@ -19,8 +20,10 @@ import sys
 import time
 from pathlib import Path
 
-from foundation.times import format_time
+from bench.sanity import require
+from foundation.times import Window, format_time
 from recorder.buffer import RollingBuffer
+from tests.sync.sharekit import decode_capture_times
 
 
 def timed(cmd: list[str], out: Path) -> float:
@@ -56,6 +59,21 @@ def ensure_footage(root: Path, minutes: float) -> None:
         check=True,
     )
     print(f"  took {time.perf_counter() - start:.0f} s")
+
+
+def window_frames(root: Path, window: Window) -> list[int]:
+    """Capture times of the buffer's frames inside `window`, as its index holds them."""
+    with RollingBuffer.open(root, reconcile=False) as buffer:
+        inside = buffer.segments(window)
+        tables = buffer.frame_tables([s.id for s in inside])
+    return [t for s in inside for t in tables[s.id].times if window.contains(t)]
+
+
+def frame_exact(root: Path, window: Window, clip: Path) -> bool:
+    """Whether `clip` holds exactly the buffer's frames captured inside `window`, in
+    order: every frame decoded and its drawn capture time read."""
+    expected = window_frames(root, window)
+    return bool(expected) and decode_capture_times(clip) == expected
 
 
 def concat_command(listing: Path, out: Path) -> list[str]:
@@ -133,6 +151,11 @@ def main() -> None:
     for _ in range(args.runs):
         for name, cmd in cmds.items():
             results[name].append(timed(cmd, outs[name]))
+    require(
+        frame_exact(root, Window(start, end), outs["ours"]),
+        "our clip holds exactly the window's frames",
+    )
+    require(all(outs[k].stat().st_size > 0 for k in ("concat", "seek")), "ffmpeg wrote its clips")
     med = {k: statistics.median(v) for k, v in results.items()}
     size = (work / "ours.mp4").stat().st_size
     print(

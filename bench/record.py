@@ -5,7 +5,8 @@ file (rendered once, then looped), with the same libx264 options into 4-second M
 segments: our recorder (capture thread, encoder, segment writer, index, retention) in
 a child process, and `ffmpeg -f segment`. CPU time and peak RSS come from the kernel's
 accounting of each child (wait4). A second run records from the synthetic camera itself
-(drawing included) for the recorder's peak RSS in normal use.
+(drawing included) for the recorder's peak RSS in normal use. The benchmark fails
+unless our recorder indexed every input frame and the others wrote footage.
 
     python -m bench.record [--seconds 60] [--loop-seconds 10]
 """
@@ -108,6 +109,26 @@ def run_measured(cmd: list[str]) -> tuple[float, float, float]:
     return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
+def buffered_frames(root: Path) -> int:
+    from recorder.buffer import RollingBuffer
+
+    with RollingBuffer.open(root, reconcile=False) as buffer:
+        return sum(s.frames for s in buffer.segments())
+
+
+def check_outputs(work: Path, seconds: float) -> None:
+    """Each side really recorded: ours every input frame, ffmpeg and the synthetic
+    camera something (imported only now, after every child's peak RSS was taken)."""
+    from bench.sanity import require
+
+    frames = buffered_frames(work / "ours")
+    require(
+        frames == round(seconds * FPS), f"ours indexed {frames} of {round(seconds * FPS)} frames"
+    )
+    require(any((work / "ffmpeg").glob("seg*.mp4")), "ffmpeg wrote segments")
+    require(buffered_frames(work / "synthetic") > 0, "the synthetic camera's run indexed frames")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=60)
@@ -201,6 +222,7 @@ def main() -> None:
             "--fast",
         ]
     )
+    check_outputs(work, seconds)
     print(f"\nrecording {seconds:g} s of 1280x720@15 (same raw input, same x264 options)")
     print(
         f"  ours:   {ours[1]:.1f} CPU s ({ours[1] / seconds:.3f} CPU s per video s), "

@@ -6,7 +6,8 @@ loopback, storage on a disk-backed folder, and reads the kernel's per-process
 `write_bytes` (/proc/PID/io: bytes sent to the block layer, so SQLite's WAL and
 checkpoints, the state and audit files and the segments, each counted once) of the
 daemon and its recorder child just before it stops. The video bytes are the segment
-files' sizes from the buffer index. Prints both per hour and their ratio.
+files' sizes from the buffer index. Prints both per hour and their ratio; fails unless
+the daemon kept some video and wrote to the disk (record longer than a 4-s segment).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.sanity import require
 from cloud.loopback import DaemonProcess, DeviceSetup, MosquittoBroker, _children
 
 
@@ -57,11 +59,12 @@ def main() -> None:
         finally:
             daemon.stop()
             broker.stop()
+    require(video > 0 and written > 0, "the daemon kept video and wrote it to the disk")
     per_hour = 3600 / elapsed
     print(f"recorded {elapsed:.0f} s of {args.width}x{args.height} at 15 fps (synthetic camera)")
     print(f"video kept:    {video * per_hour / 1e6:8.1f} MB/h")
     print(f"disk written:  {written * per_hour / 1e6:8.1f} MB/h  (daemon + recorder, all files)")
-    print(f"ratio written/video: {written / video:.3f}")
+    print(f"ratio written/video: {written / video:.3f}x")
 
 
 if __name__ == "__main__":

@@ -4,9 +4,11 @@
    encryption, `sync.share.build_share`) vs the stock pipeline on the same footage:
    `ffmpeg -f concat -c copy` of the window's segments, `sha256sum`, `age -r`.
    Goal: ours <= 1.0x the stock time (one pass over the data where the stock makes three).
+   The share is of a real signed request, and must then pass the agency's verifier
+   (`cloud.verify`, every frame decoded), or the benchmark fails.
 2. Peak RSS of a process that encrypts a large file with pyrage's encrypt_io into the
    outbox and uploads it with our tus client to a loopback tus server. Goal < 150 MB,
-   and it must not grow with the size.
+   and it must not grow with the size. The server must end up holding every byte.
 
     python -m bench.share [--minutes 60] [--buffer DIR] [--rss-mb 2048]
 
@@ -27,8 +29,10 @@ from pathlib import Path
 
 from pyrage import x25519
 
+from bench.sanity import require
 from foundation.times import Window
 from recorder.buffer import RollingBuffer
+from tests.sync.factories import AgencyKeys
 
 
 def record(root: Path, minutes: float) -> tuple[int, int]:
@@ -60,38 +64,18 @@ def record(root: Path, minutes: float) -> tuple[int, int]:
     return span
 
 
-def ours(root: Path, window: Window, out: Path) -> tuple[float, int]:
+def ours(root: Path, window: Window, out: Path, agency: AgencyKeys) -> tuple[float, int]:
+    """Build a named share, approved at the button, of a real signed request (the
+    manifest embeds the request's envelope, which must parse)."""
     from sync.keys import SigningKey
-    from sync.models import Agency, Area, ConsentMethod, Decision, Investigator, Rfa
+    from sync.models import ConsentMethod
     from sync.share import build_share
+    from tests.sync.sharekit import CONTACT, make_decision, make_rfa
 
-    recipient = str(x25519.Identity.generate().to_public())
-    rfa = Rfa(
-        id="0b8e6c2e-3f0f-4b8e-9d3c-8e5a4f1d2c3b",
-        agency=Agency("sfpd", "SFPD"),
-        case_number="2026-004512",
-        investigator=Investigator("Det. A. Rivera", "a.rivera@example.gov", None),
-        description="bench",
-        area=Area(37.7749, -122.4194, 800),
-        window=window,
-        issued_at_ms=window.end_ms,
-        expires_at_ms=window.end_ms + 86_400_000,
-        recipient=recipient,
-        upload_url="https://uploads.example.gov/files/",
-        envelope_text="{}",
-        kid="0" * 16,
+    rfa = make_rfa(
+        agency, upload_url="https://uploads.example.gov/files/", window=window, now_ms=window.end_ms
     )
-    decision = Decision(
-        rfa_id=rfa.id,
-        approve=True,
-        window=window,
-        share_contact=True,
-        method=ConsentMethod.BUTTON,
-        at_ms=window.end_ms,
-        owner_kid=None,
-        envelope_text=None,
-        nonce=None,
-    )
+    decision = make_decision(rfa, named=True, now_ms=window.end_ms, method=ConsentMethod.BUTTON)
     start = time.perf_counter()
     built = build_share(
         rfa=rfa,
@@ -101,11 +85,25 @@ def ours(root: Path, window: Window, out: Path) -> tuple[float, int]:
         manifest_path=out / "manifest.json.age",
         device_key=SigningKey.generate(),
         device_id="bench",
-        contact=None,
+        contact=CONTACT,
         now_ms=window.end_ms,
     )
     elapsed = time.perf_counter() - start
     return elapsed, built.clip_bytes
+
+
+def verified(out: Path, agency: AgencyKeys) -> str | None:
+    """What the agency's verifier finds wrong with the share in `out`, or None."""
+    from cloud.verify import verify_share
+
+    report = verify_share(
+        out / "manifest.json.age",
+        out / "clip.mp4.age",
+        identity=agency.identity,
+        agency_keys=[agency.signing.public],
+        workdir=out,
+    )
+    return None if report.ok else report.render()
 
 
 def stock(root: Path, window: Window, out: Path) -> float:
@@ -177,8 +175,13 @@ def _rss_child(size_mb: int, work: str) -> None:
             checksum=False,
             on_progress=lambda _: None,
         )
+        stored = server.uploads()
     finally:
         server.kill()
+    require(
+        len(stored) == 1 and stored[0].complete and stored[0].offset == size,
+        f"the tus server holds the whole {size}-byte upload",
+    )
     peak = _peak_rss_kb()
     print(f"{base} {peak}")
 
@@ -204,7 +207,11 @@ def main() -> None:
             (work / "ours").mkdir()
             (work / "stock").mkdir()
             stock_s = stock(root, window, work / "stock")
-            ours_s, clip_bytes = ours(root, window, work / "ours")
+            require((work / "stock" / "stock.mp4.age").stat().st_size > 0, "age wrote the clip")
+            agency = AgencyKeys.generate()
+            ours_s, clip_bytes = ours(root, window, work / "ours", agency)
+            problem = verified(work / "ours", agency)
+            require(problem is None, f"the share verifies as the agency would: {problem}")
             minutes = (last - first) / 60_000
             print(
                 f"share of a {minutes:.1f} min 1280x720 clip ({clip_bytes / 1e6:.0f} MB encrypted)"
@@ -220,10 +227,10 @@ def main() -> None:
         rss_dir.mkdir()
         result = subprocess.run(
             [sys.executable, "-m", "bench.share", "--_rss-child", str(args.rss_mb), str(rss_dir)],
-            check=True,
             capture_output=True,
             text=True,
         )
+        require(result.returncode == 0, f"the upload's child succeeds: {result.stderr.strip()}")
         base_kb, peak_kb = (int(x) for x in result.stdout.split()[-2:])
         print(f"peak RSS encrypting and uploading {args.rss_mb} MiB: {peak_kb / 1024:.0f} MB")
         print(f"  (after writing the test data: {base_kb / 1024:.0f} MB; goal < 150 MB) "

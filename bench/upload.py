@@ -4,7 +4,8 @@ loopback tus server (tuspyserver under uvicorn). Goal: ours >= 0.8x curl.
 curl does the same protocol by hand: POST to create (Upload-Length, Upload-Metadata),
 then one PATCH of the whole file with `-T` (streamed from the file: `--data-binary @file`
 reads the whole file into memory first and fails at 1 GiB). Ours sends 8 MiB chunks (the
-default), each its own PATCH, with every connection address checked.
+default), each its own PATCH, with every connection address checked. Both uploads must
+end whole on the server, or the benchmark fails.
 
     python -m bench.upload [--mb 1024] [--chunk-mb 8] [--runs 2]
 """
@@ -19,6 +20,7 @@ import threading
 import time
 from pathlib import Path
 
+from bench.sanity import require
 from cloud.loopback import TusServer
 from sync.tus import TusClient, TusOptions, checked_session, encode_metadata
 
@@ -104,11 +106,18 @@ def main() -> None:
         server.start()
         try:
             ours_s, curl_s = [], []
+            checked: set[str] = set()
             for _ in range(args.runs):
                 curl_s.append(with_curl(server, path, size))
                 ours_s.append(ours(server, path, size, args.chunk_mb * 1024 * 1024))
-                for upload in server.uploads():  # keep the disk from filling up
+                new = [u for u in server.uploads() if u.uid not in checked]
+                require(
+                    len(new) == 2 and all(u.complete and u.offset == size for u in new),
+                    f"the server holds both {size}-byte uploads of this run, whole",
+                )
+                for upload in new:  # keep the disk from filling up (the .info stays)
                     upload.path.unlink(missing_ok=True)
+                    checked.add(upload.uid)
         finally:
             server.kill()
     mb = size / 1e6

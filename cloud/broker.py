@@ -219,12 +219,15 @@ def listen(
     """Subscribe (QoS 1) to `topics` and hand each message to `on_message` until `stop` is set.
 
     `on_message` runs on paho's network thread; it must not block for long. Messages over
-    MAX_INBOUND_BYTES are dropped here.
+    MAX_INBOUND_BYTES are dropped here. When `on_message` finds our own output closed
+    (BrokenPipeError: `doorbell-owner watch | head -3`), listening ends and the error is
+    raised here, in the caller's thread, where foundation.cli turns it into exit 141.
     """
     broker = BrokerUrl.parse(url) if isinstance(url, str) else url
     client = _new_client(broker, client_id or f"doorbell-owner-{uuid.uuid4().hex[:12]}")
     subscribed = threading.Event()
     refused: list[str] = []
+    output_closed: list[BrokenPipeError] = []
 
     def on_subscribe(
         _client: mqtt.Client, _userdata: object, _mid: int, codes: object, _props: object
@@ -246,6 +249,9 @@ def listen(
                     topic=msg.topic, payload=bytes(msg.payload), retain=msg.retain, expiry_s=expiry
                 )
             )
+        except BrokenPipeError as exc:  # nobody reads what we print any more: stop
+            output_closed.append(exc)
+            stop.set()
         except Exception:  # a bad message must not kill the network thread
             logger.exception("handling a message on %s failed", shown(msg.topic))
 
@@ -261,3 +267,5 @@ def listen(
         stop.wait()
     finally:
         _close(client)
+    if output_closed:
+        raise output_closed[0]

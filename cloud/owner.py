@@ -503,6 +503,8 @@ def render_shares(items: Sequence[Mapping[str, Any]]) -> str:
             progress = f" {sent}/{total} bytes ({100 * sent // total}%)"
         error = f" error: {shown(item['error'])}" if item.get("error") else ""
         lines.append(f"  {shown(item.get('rfa_id'))}  {shown(item.get('state'))}{progress}{error}")
+        if item.get("starts_at"):  # protocol.md §6.2/§6.3: an anonymous share waiting
+            lines.append(f"      upload starts at {shown(item['starts_at'])}")
         if item.get("manifest_sha256"):
             lines.append(f"      manifest sha256 {shown(item['manifest_sha256'])}")
     return "\n".join(lines)

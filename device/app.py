@@ -8,6 +8,7 @@ factory, systemd notifier) come in through the constructor so tests can replace 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import threading
 from collections.abc import Callable
@@ -36,10 +37,10 @@ from foundation.clock import Clock, sync_evidence
 from foundation.errors import (
     AlreadyRunningError,
     BufferLockedError,
-    DoorbellError,
     LockHeldError,
 )
-from foundation.files import FileLock, disk_free_bytes
+from foundation.files import FileLock, disk_free_bytes, private_dir
+from foundation.locks import NamedLock, port_taken
 from foundation.times import format_time
 from recorder.buffer import BufferLock, RollingBuffer
 from recorder.process import RecorderProcess
@@ -103,9 +104,29 @@ class Doorbell:
     # -- start-up, in order -------------------------------------------------------------
     def claim(self) -> None:
         """Refuse to start, before anything is written or connected, when this device is
-        already running: a daemon holds its state directory, a process holds its buffer,
-        or a daemon answers on its control socket. (A second daemon that got as far as
-        the broker would take the running one's client id and knock it off.)"""
+        already running: a daemon speaks for this device id on this broker (from any
+        state directory), something listens on the console's port, a daemon holds its
+        state directory, a process holds its buffer, or a daemon answers on its control
+        socket. (A second daemon that got as far as the broker would take the running
+        one's client id and knock it off.)"""
+        session = NamedLock(self.session_lock_name())
+        try:
+            session.acquire()
+        except LockHeldError:
+            host, port, _tls = self.config.mqtt.endpoint()
+            pid = session.holder_pid()
+            raise AlreadyRunningError(
+                f"doorbelld{f' (pid {pid})' if pid else ''} is already running as device "
+                f"{self.config.device.id} on the broker {host}:{port}, perhaps with another "
+                "state directory; stop it first"
+            ) from None
+        self._resources.callback(session.release)
+        if self.config.console.listen is not None and port_taken(*self.config.console.listen):
+            host, port = self.config.console.listen
+            raise AlreadyRunningError(
+                f"the console's port {host}:{port} is already in use (another doorbelld "
+                "or another program); stop it first, or choose another console.listen"
+            )
         self.paths.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         lock = FileLock(self.paths.state_dir / DAEMON_LOCK_NAME)
         try:
@@ -121,6 +142,20 @@ class Doorbell:
             BufferLock(self.paths.buffer_dir).acquire().release()
         except (ControlError, BufferLockedError) as exc:
             raise AlreadyRunningError(str(exc)) from None
+        # Only now that this daemon is the one: folders an older version left open to
+        # others are tightened (a refused start changes nothing).
+        private_dir(self.paths.state_dir)  # keys, requests, decisions: the daemon's alone
+        private_dir(self.paths.buffer_dir)  # footage (RollingBuffer.open says the same)
+
+    def session_lock_name(self) -> str:
+        """The system-wide name a daemon holds while it may speak for its device id on
+        its broker: one MQTT session per client id and broker, so two daemons for one
+        device on one broker would knock each other off. The broker is part of the key
+        (hashed, to fit the name's 107 bytes) because the same id on another broker is
+        another session, as with every test world on this machine."""
+        host, port, _tls = self.config.mqtt.endpoint()
+        broker = hashlib.sha256(f"{host.lower()}:{port}".encode()).hexdigest()[:16]
+        return f"doorbell/{self.config.device.id}/{broker}"
 
     def start(self) -> None:
         if self.daemon_lock is None:
@@ -151,7 +186,6 @@ class Doorbell:
         self._resources.callback(quietly)
 
     def init_state(self) -> None:
-        self.paths.buffer_dir.mkdir(parents=True, exist_ok=True)
         self.identity = load_device_identity(self.paths.state_dir, self.config.device.id)
         self.store = StateStore.open(self.paths.state_db)
         self._on_stop(self.store.close)
@@ -159,7 +193,9 @@ class Doorbell:
             self.paths.audit_log, self.identity.signing, clock=self.hooks.clock
         )
         self._on_stop(lambda: self.audit.close(self.hooks.clock.wall_ms()))
-        self.outbox = Outbox.open(self.paths.outbox_dir)
+        self.outbox = Outbox.open(
+            self.paths.outbox_dir, anonymous_delay=self.config.share.anonymous_delay
+        )
         self._on_stop(self.outbox.close)
         self.buffer = RollingBuffer.open(self.paths.buffer_dir, reconcile=False)
         self._on_stop(self.buffer.close)
@@ -277,8 +313,9 @@ class Doorbell:
         self.supervisor.start("owner-channel", self.owner_channel.run)
 
     def _publish_retained(self, topic: str, payload: bytes) -> None:
-        if not self.mqtt.publish(topic, payload, qos=1, retain=True):
-            raise DoorbellError("the broker is not connected")
+        # Dropped while offline or while the topic's last message awaits its PUBACK
+        # (protocol.md §3): counted by the link and shown in the status, not an error.
+        self.mqtt.publish_latest(topic, payload)
 
     def start_panel(self) -> None:
         owner = self.config.owner
@@ -390,7 +427,12 @@ class Doorbell:
                 "recording": self.recorder_healthy(),
                 "frames_dropped": self.recorder.health().frames_dropped,
                 "broker": "connected" if self.mqtt.connected else "disconnected",
+                "publishes_dropped": {
+                    "offline": self.mqtt.dropped.offline,
+                    "unacknowledged": self.mqtt.dropped.unacknowledged,
+                },
                 "pending": len(self.flow.pending()),
+                "requests_paused": self.flow.requests_paused,
                 "shares_in_flight": self.outbox.active_count(),
                 "clock_synchronized": self.hooks.clock.synchronized(),
                 "clock_evidence": sync_evidence(),

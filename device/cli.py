@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from device.audit import read_entries, render_audit_table, render_report, verify_audit
+from device.console.tls import spaced_fingerprint
 from device.control import DaemonNotRunning, control_request
 from device.identity import read_device_identity
 from device.paths import StatePaths
@@ -26,8 +27,8 @@ from foundation.arguments import time_arg
 from foundation.cli import EXIT_CODES_EPILOG, ToolParser, run_tool
 from foundation.clock import SystemClock, sync_evidence
 from foundation.display import agency_label, shown
-from foundation.errors import DoorbellError, UsageError
-from foundation.times import Window, format_time
+from foundation.errors import DoorbellError, TimeFormatError, UsageError
+from foundation.times import Window, format_time, parse_time
 from foundation.wire import ShareState
 from recorder.buffer import read_summary
 from recorder.commands import clip, record
@@ -81,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
         "will fail and nothing will be sent)",
     )
 
+    sub.add_parser("pause", help="refuse every new request until `resume` (pending ones stay)")
+    sub.add_parser("resume", help="accept new requests again after `pause`")
+
     deny = sub.add_parser("deny", help="decline a pending request (nothing is sent anywhere)")
     deny.add_argument("rfa_id", help="the request's id (from `doorbellctl pending`)")
 
@@ -94,6 +98,12 @@ def _parser() -> argparse.ArgumentParser:
         "console-code", help="a one-time code to sign in to the web console (10 minutes)"
     )
     console_code.add_argument("--json", action="store_true", help="machine-readable")
+    console_code.add_argument(
+        "--ca",
+        action="store_true",
+        help="show the QR code of the device's certificate authority, to install once "
+        "on a phone (docs/console.md), instead of the console's",
+    )
     console_sessions = sub.add_parser(
         "console-sessions", help="the web console's signed-in sessions"
     )
@@ -224,15 +234,25 @@ def render_status(status: dict[str, Any]) -> str:
     if "clock_synchronized" in status:
         lines.append(f"clock         {render_clock(status)}")
     if "broker" in status:
-        lines.append(f"broker        {status['broker']}")
+        dropped = status.get("publishes_dropped") or {}
+        held = ", ".join(f"{n} {why}" for why, n in dropped.items() if n)
+        lines.append(
+            f"broker        {status['broker']}" + (f"  (not sent: {held})" if held else "")
+        )
     if "pending" in status:
         lines.append(f"pending       {status['pending']} request(s)")
+    if status.get("requests_paused"):
+        lines.append("requests      PAUSED: new requests are refused (`doorbellctl resume`)")
+    elif "requests_paused" in status:
+        lines.append("requests      accepted (`doorbellctl pause` refuses new ones)")
     if "shares_in_flight" in status:
         lines.append(f"shares        {status['shares_in_flight']} in flight")
     if "console" in status:
+        console = status["console"]
+        which = "authority" if console.get("ca_fingerprint") else "certificate"
         lines.append(
-            f"console       {status['console']['url']}"
-            f"  (SHA-256 {status['console']['fingerprint']})"
+            f"console       {console['url']}"
+            f"  ({which} SHA-256 {console.get('ca_fingerprint') or console['fingerprint']})"
         )
     lines += [
         f"device key    {status.get('device_key')}  (kid {status.get('key_id')})",
@@ -369,6 +389,12 @@ def _deny(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _pause(config: Config, args: argparse.Namespace) -> int:
+    """`pause` and `resume`: the console's pause switch, through the control socket."""
+    print(_ask(config, {"cmd": args.command})["message"])
+    return 0
+
+
 def _shares(config: Config, args: argparse.Namespace) -> int:
     if args.retry or args.cancel:
         cmd = "retry" if args.retry else "cancel"
@@ -415,10 +441,21 @@ def render_shares(entries: list[dict[str, Any]], stream: TextIO) -> None:
             stream.write(bar + "\n")
         else:
             stream.write(f"{label} (not built yet)\n")
+        if entry.get("starts_at"):
+            stream.write(f"    {starts_in(entry['starts_at'], SystemClock().wall_ms())}\n")
         if entry.get("error"):
             stream.write(f"    error: {entry['error']}\n")
         if entry.get("manifest_sha256"):
             stream.write(f"    manifest sha256: {entry['manifest_sha256']}\n")
+
+
+def starts_in(starts_at: str, now_ms: int) -> str:
+    """When a waiting anonymous share's upload starts (protocol.md §6.2), for a person."""
+    try:
+        minutes = max(0, parse_time(starts_at) - now_ms) / 60_000
+    except TimeFormatError:
+        return f"upload starts at {shown(starts_at)}"
+    return f"upload starts at {starts_at} (in {minutes:.0f} min; anonymous shares wait)"
 
 
 _FINISHED = {
@@ -440,19 +477,31 @@ def _explain_uncancellable(config: Config, rfa_id: str) -> None:
 
 def _console_code(config: Config, args: argparse.Namespace) -> int:
     reply = _ask(config, {"cmd": "console-code"})
-    info = {k: reply[k] for k in ("code", "url", "fingerprint", "expires_at")}
+    keys = ("code", "url", "fingerprint", "ca_fingerprint", "ca_url", "expires_at")
+    info: dict[str, Any] = {k: reply.get(k) for k in keys}
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
+    if args.ca and info["ca_url"] is None:
+        raise DoorbellError("the console uses your own certificate: there is no authority")
     import segno  # ~0.2 s to load: only pair and console-code draw QR codes
 
-    segno.make(info["url"], error="m").terminal(compact=True)
+    segno.make(info["ca_url"] if args.ca else info["url"], error="m").terminal(compact=True)
     code = info["code"]
     print(f"console      {info['url']}")
     print(f"code         {code[:4]} {code[4:]}  (one sign-in, until {info['expires_at']})")
-    fingerprint = info["fingerprint"].upper()
-    print("certificate  SHA-256 " + ":".join(fingerprint[i : i + 2] for i in range(0, 64, 2)))
-    print("Check that your browser shows this fingerprint before typing the code.")
+    if info["ca_fingerprint"] is None:
+        print(f"certificate  SHA-256 {spaced_fingerprint(info['fingerprint'])}")
+        print("Check that your browser shows this fingerprint before typing the code.")
+        return 0
+    print(f"authority    {info['ca_url']}")
+    print(f"             SHA-256 {spaced_fingerprint(info['ca_fingerprint'])}")
+    if args.ca:
+        print("Scan the code, install the authority once (docs/console.md), and check that")
+        print("the phone shows this SHA-256 fingerprint before trusting it.")
+    else:
+        print("First time on this phone? Run `doorbellctl console-code --ca` and install the")
+        print("authority once, checking this fingerprint (docs/console.md); then no warnings.")
     return 0
 
 
@@ -467,7 +516,8 @@ def _console_sessions(config: Config, args: argparse.Namespace) -> int:
         as_json=args.json,
         empty="No one is signed in to the console.",
         line=lambda s: (
-            f"{s['id']}  since {s['created_at']}  last seen {s['last_seen_at']}  {s['client']}"
+            f"{s['id']}  since {s['created_at']}  last seen {s['last_seen_at']}  "
+            f"{shown(s['client'], limit=120)}"  # the browser's User-Agent: anyone's text
         ),
     )
 
@@ -540,6 +590,8 @@ _COMMANDS = {
     "pending": _pending,
     "approve": _approve,
     "deny": _deny,
+    "pause": _pause,
+    "resume": _pause,
     "shares": _shares,
     "console-code": _console_code,
     "console-sessions": _console_sessions,

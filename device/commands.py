@@ -25,6 +25,14 @@ RETRY_PIN_MS = 7 * 24 * 3_600_000  # footage of a retried share is kept this lon
 
 Reply = dict[str, Any]
 
+_PAUSE_MESSAGES = {  # (paused, changed now)
+    (True, True): "Requests are paused: every new request is refused until "
+    "`doorbellctl resume` (those already pending stay).",
+    (True, False): "Requests were already paused; `doorbellctl resume` accepts them again.",
+    (False, True): "Requests are accepted again.",
+    (False, False): "Requests were not paused; nothing changed.",
+}
+
 
 class ShareControl(Protocol):
     """The share worker, as far as commands go (sync.uploader.ShareWorker)."""
@@ -72,11 +80,13 @@ class ControlCommands:
             return {"ok": True, "requests": self._flow.pending_entries()}
         if cmd == "shares":
             return {"ok": True, "shares": self._outbox.shares(self._clock.wall_ms())}
+        if cmd in ("pause", "resume"):
+            return self.pause(paused=cmd == "pause")
         if cmd not in ("approve", "deny", "retry", "cancel"):
-            return _refused(f"unknown command {cmd!r}")
+            return _refused(f"Unknown command {cmd!r}.")
         rfa_id = request.get("rfa_id")
         if not isinstance(rfa_id, str):
-            return _refused("rfa_id is required")
+            return _refused("An rfa_id is required.")
         if cmd == "approve" or cmd == "deny":
             return self.decide(rfa_id, request, approve=cmd == "approve")
         if cmd == "retry":
@@ -87,7 +97,7 @@ class ControlCommands:
         try:
             window = _window(request.get("window"))
         except InvalidValueError as exc:
-            return _refused(f"bad window: {exc}")
+            return _refused(f"The window is not valid: {exc}.")
         outcome = self._flow.decide_locally(
             rfa_id,
             approve=approve,
@@ -96,23 +106,32 @@ class ControlCommands:
             share_contact=not request.get("anonymous", False) if approve else None,
         )
         if not outcome.accepted:
-            return _refused(f"{outcome.reason}: {outcome.detail}".rstrip(": "))
+            # the sentence for a person; the rule's code for scripts
+            return {**_refused(outcome.detail or "Refused."), "reason": str(outcome.reason)}
         verb = "approved: the share is queued" if approve else "declined"
         return {"ok": True, "message": f"{rfa_id} {verb}"}
+
+    def pause(self, *, paused: bool) -> Reply:
+        """The owner's opt-out (protocol.md §4 rule 8), the console's pause switch: the
+        same call, so it is audited the same way (`requests_paused`, `requests_resumed`)."""
+        if self._flow.requests_paused == paused:
+            return {"ok": True, "paused": paused, "message": _PAUSE_MESSAGES[paused, False]}
+        self._flow.pause_requests(paused)
+        return {"ok": True, "paused": paused, "message": _PAUSE_MESSAGES[paused, True]}
 
     def retry(self, rfa_id: str) -> Reply:
         job = self._outbox.job(rfa_id)
         if job is None:
-            return _refused(f"no share {rfa_id}")
+            return _refused(f"There is no share {rfa_id}.")
         if job.state is not ShareState.FAILED:  # a queued share's own pin must stay as it is
-            return _refused(f"share {rfa_id} has not failed")
+            return _refused(f"Share {rfa_id} has not failed.")
         self._buffer.pin(rfa_id, job.decision.window, self._clock.wall_ms() + RETRY_PIN_MS)
         if not self._shares.retry(rfa_id):  # it stopped being failed meanwhile
             self._buffer.unpin(rfa_id)
-            return _refused(f"share {rfa_id} has not failed")
+            return _refused(f"Share {rfa_id} has not failed.")
         return {"ok": True, "message": f"share {rfa_id} queued again"}
 
     def cancel(self, rfa_id: str) -> Reply:
         if not self._shares.cancel(rfa_id):
-            return _refused(f"no share {rfa_id} to cancel")
+            return _refused(f"There is no share {rfa_id} to cancel.")
         return {"ok": True, "message": f"share {rfa_id} cancelled"}

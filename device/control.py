@@ -4,6 +4,12 @@ One JSON object per line each way over a Unix stream socket. The socket file is 
 (root and the service's group, via the runtime directory); anything else on the machine
 cannot connect. A socket left behind by a killed daemon is replaced; one that still
 answers belongs to a live daemon and is never stolen.
+
+The socket lives as long as the daemon: when `accept()` fails (no file descriptor left,
+EMFILE, because something else holds them all) the loop pauses and tries again, logging
+that once a minute with a count; only the stop event closes and unlinks it. A control
+socket that closed itself on EMFILE could not be bound again in the same process and
+would take the daemon down with it.
 """
 
 from __future__ import annotations
@@ -19,10 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from foundation.errors import DoorbellError, UnavailableError
+from foundation.lograte import OncePerInterval, held_note
 
 logger = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 64 * 1024
+ACCEPT_PAUSE_S = 0.2  # after a failed accept(): the listener stays readable, don't spin
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -93,11 +101,11 @@ class ControlServer:
             raise ControlError(f"the control socket's folder {self._path.parent} does not exist")
         _claim_path(self._path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old_umask = os.umask(0o117)  # the file is born 0660, never briefly world-writable
-        try:
-            sock.bind(str(self._path))
-        finally:
-            os.umask(old_umask)
+        # Born under the daemon's umask 077 (0600), then opened to the group that may use
+        # doorbellctl. Not by switching the umask around bind(): the umask is the whole
+        # process's, and a file another thread created in that instant would take it.
+        sock.bind(str(self._path))
+        os.chmod(self._path, 0o660)
         sock.listen(16)
         sock.settimeout(0.5)
         self._sock = sock
@@ -106,21 +114,33 @@ class ControlServer:
         """Accept loop, for a thread. Each connection is one request and one reply."""
         if self._sock is None:
             raise ControlError("bind() first")
+        errors = OncePerInterval()
         try:
             while not self._stop.is_set():
                 try:
                     conn, _ = self._sock.accept()
                 except TimeoutError:
                     continue
-                except OSError:
-                    if self._stop.is_set():
-                        break
-                    raise
-                threading.Thread(
-                    target=self._serve_one, args=(conn,), name="control-conn", daemon=True
-                ).start()
+                except OSError as exc:  # EMFILE, ENFILE, ENOBUFS, ECONNABORTED...
+                    self._note(errors, f"cannot accept a request: {exc.strerror or exc}")
+                    self._stop.wait(ACCEPT_PAUSE_S)
+                    continue
+                try:
+                    threading.Thread(
+                        target=self._serve_one, args=(conn,), name="control-conn", daemon=True
+                    ).start()
+                except RuntimeError as exc:  # no thread to be had: refuse this one
+                    conn.close()
+                    self._note(errors, f"cannot answer a request: {exc}")
         finally:
-            self.close()
+            if self._stop.is_set():
+                self.close()
+
+    @staticmethod
+    def _note(errors: OncePerInterval, message: str) -> None:
+        held = errors.due(message)
+        if held is not None:
+            logger.warning("control socket: %s%s", message, held_note(held))
 
     def _serve_one(self, conn: socket.socket) -> None:
         with conn:

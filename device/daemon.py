@@ -25,6 +25,7 @@ from foundation.cli import ToolParser, run_tool
 from foundation.clock import SystemClock
 from foundation.display import log_to, shown
 from foundation.errors import AlreadyRunningError, DoorbellError
+from foundation.files import PRIVATE_UMASK
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +103,11 @@ def main(argv: list[str] | None = None, *, hooks: Callable[..., Hooks] = product
 
 
 def _run(args: argparse.Namespace, hooks: Callable[..., Hooks]) -> int:
+    # Before anything is written: what the daemon (and its recorder, a child that
+    # inherits the umask) creates is its user's alone, also when a person starts it by
+    # hand with umask 022 (the unit sets UMask=0077 too). The one thing meant for others,
+    # the control socket (group doorbell may use it), sets its 0660 where it is made.
+    os.umask(PRIVATE_UMASK)
     try:
         config = load_config(args.config)
     except ConfigError as exc:

@@ -219,7 +219,7 @@ class RequestFlow:
             # a copy of a request that an earlier copy got rejected (or accepted) is a
             # replay, however the rules would judge it now.
             if any(key in self._store.seen_ids for key in pre.replay_keys):
-                return self._count(RejectReason.REPLAY, "id already seen")
+                return self._count(RejectReason.REPLAY, "This request id was already seen.")
             now = self._clock.wall_ms()
             facts = self._facts
             if self._store.requests_paused():  # the owner's opt-out, rule 8
@@ -260,7 +260,9 @@ class RequestFlow:
             decide_by = min(rfa.expires_at_ms, now + self._decide_within_ms)
             if not self._store.add_pending(rfa, received_at_ms=now, decide_by_ms=decide_by):
                 # Another copy was queued behind the precheck and got here first.
-                return self._count(RejectReason.REPLAY, "id already seen", verified=True)
+                return self._count(
+                    RejectReason.REPLAY, "This request id was already seen.", verified=True
+                )
             self._pin(rfa.id, rfa.window, decide_by)
             self._footage(rfa)  # measured once, now, not when the owner channel publishes
             self._audit_state(rfa.id, RequestState.PENDING, rfa)
@@ -339,13 +341,15 @@ class RequestFlow:
         """A message from the owner's decision topic: sealed to this device, signed by an
         owner key. Anything that fails a check changes nothing (it is only counted)."""
         if len(sealed) > MAX_MESSAGE_BYTES:
-            return self._count(D.OVERSIZED, "over 16 KiB")
+            return self._count(D.OVERSIZED, "The message is over 16 KiB.")
         if not sealed.startswith(AGE_MAGIC):
-            return self._count(D.MALFORMED, "not an age file")
+            return self._count(D.MALFORMED, "The message is not an age file.")
         try:
             plaintext = unseal(sealed, [self._identity.age])
         except SealError:
-            return self._count(D.UNDECRYPTABLE, "cannot decrypt")
+            return self._count(
+                D.UNDECRYPTABLE, "The message cannot be decrypted with this device's key."
+            )
         with self._lock:
             now = self._clock.wall_ms()
             pending = {p.rfa.id: p.rfa for p in self._store.pending()}
@@ -363,7 +367,9 @@ class RequestFlow:
             decision = result.decision
             rfa = pending.get(decision.rfa_id)
             if rfa is None:  # check_decision demands a pending request; belt and braces
-                return self._count(D.NOT_PENDING, "no such pending request", verified=True)
+                return self._count(
+                    D.NOT_PENDING, "There is no such pending request.", verified=True
+                )
             return self._apply(rfa, decision)
 
     def decide_locally(
@@ -377,11 +383,11 @@ class RequestFlow:
     ) -> Outcome:
         """The button or the CLI decided (the caller authenticated the owner locally)."""
         if method is ConsentMethod.APP:
-            return Outcome(False, FlowReason.BAD_METHOD, rfa_id, "app decisions arrive sealed")
+            return Outcome(False, FlowReason.BAD_METHOD, rfa_id, "App decisions arrive sealed.")
         with self._lock:
             record = self._store.request(rfa_id)
             if record is None or record.state is not RequestState.PENDING or record.rfa is None:
-                return Outcome(False, D.NOT_PENDING, rfa_id, "no such pending request")
+                return Outcome(False, D.NOT_PENDING, rfa_id, "There is no such pending request.")
             contact = self._share_contact_default if share_contact is None else share_contact
             made = local_decision(
                 record.rfa,
@@ -402,12 +408,16 @@ class RequestFlow:
                 False,
                 D.NOT_PENDING,
                 decision.rfa_id,
-                "decision names another request",
+                "The decision names another request.",
                 verified=True,
             )
         if not self._store.record_decision(decision):
             return Outcome(
-                False, D.NOT_PENDING, rfa.id, "already decided or expired", verified=True
+                False,
+                D.NOT_PENDING,
+                rfa.id,
+                "The request was already decided or has expired.",
+                verified=True,
             )
         state = RequestState.APPROVED if decision.approve else RequestState.DENIED
         self._audit_state(rfa.id, state, rfa)

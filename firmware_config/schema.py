@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -20,11 +21,21 @@ from urllib.parse import urlsplit
 import yaml
 
 from foundation.errors import InvalidValueError, UsageError
+from foundation.wire import MAX_RECEIVE_MAXIMUM
 from recorder.settings import PRESETS, CameraSettings, StorageSettings
 from sync.keys import parse_recipient, public_key_from_b64
-from sync.settings import MqttSettings, ShareSettings
+from sync.settings import (
+    ANONYMOUS_DELAY_FLOOR_MINUTES,
+    AnonymousDelay,
+    MqttSettings,
+    ShareSettings,
+)
 
 T = TypeVar("T")
+
+# The longest anonymous start delay the config takes: a day. Longer would hold a share's
+# footage pinned, and the owner waiting, for no gain the protocol asks for.
+MAX_ANONYMOUS_DELAY_MINUTES = 24 * 60
 
 
 def _default_of(cls: type, name: str) -> Any:
@@ -104,6 +115,17 @@ class ShareConfig:
     chunk_bytes: int = _default_of(ShareSettings, "chunk_bytes")
     bandwidth_bytes_per_s: int | None = None
     max_attempts: int = _default_of(ShareSettings, "max_attempts")
+    # protocol.md §6.2: an anonymous share's upload starts between these many minutes
+    # after the approval (never below wire.ANONYMOUS_DELAY_FLOOR_MINUTES)
+    anonymous_delay_min_minutes: float = _default_of(AnonymousDelay, "min_minutes")
+    anonymous_delay_max_minutes: float = _default_of(AnonymousDelay, "max_minutes")
+
+    @property
+    def anonymous_delay(self) -> AnonymousDelay:
+        return AnonymousDelay(
+            min_minutes=self.anonymous_delay_min_minutes,
+            max_minutes=self.anonymous_delay_max_minutes,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,8 +319,16 @@ def _choice(*options: str) -> Callable[[object], str]:
     return convert
 
 
-def _path(value: object) -> Path:
-    return Path(_str(value))
+def _paths_under(folder: Path | None) -> Callable[[object], Path]:
+    """A path as the config file means it: a relative one (`storage: {dir: ./var}`) is
+    read from the config file's folder, not from wherever a command happens to run, so
+    `doorbellctl` finds the daemon's socket and buffer from any directory."""
+
+    def convert(value: object) -> Path:
+        path = Path(_str(value))
+        return path if folder is None else folder / path
+
+    return convert
 
 
 def _pin(value: object) -> int | str:
@@ -377,6 +407,8 @@ def _list(item: Callable[[object], T]) -> Callable[[object], tuple[T, ...]]:
 
 def parse_config(data: object, *, source_path: Path | None = None) -> Config:
     r = _Reader()
+    # abspath, not resolve(): `..` is folded, but a symlinked config keeps its own folder
+    _path = _paths_under(None if source_path is None else Path(os.path.abspath(source_path)).parent)
     top = r.section(
         data,
         "",
@@ -456,6 +488,7 @@ def parse_config(data: object, *, source_path: Path | None = None) -> Config:
             "key_file",
             "protocol",
             "keepalive",
+            "receive_maximum",
         ),
     )
     if "mqtt" not in top:
@@ -469,6 +502,9 @@ def parse_config(data: object, *, source_path: Path | None = None) -> Config:
         key_file=r.get(mq, "mqtt", "key_file", _path),
         protocol=r.value(mq, "mqtt", "protocol", _mqtt_protocol, MqttSettings),
         keepalive=r.value(mq, "mqtt", "keepalive", _int(5, 3600), MqttSettings),
+        receive_maximum=r.value(
+            mq, "mqtt", "receive_maximum", _int(1, MAX_RECEIVE_MAXIMUM), MqttSettings
+        ),
     )
     if (mqtt.cert_file is None) != (mqtt.key_file is None):
         r.problems.append("mqtt.cert_file/key_file: give both or neither")
@@ -523,13 +559,34 @@ def parse_config(data: object, *, source_path: Path | None = None) -> Config:
     )
 
     sh = r.section(
-        top.get("share"), "share", ("chunk_bytes", "bandwidth_bytes_per_s", "max_attempts")
+        top.get("share"),
+        "share",
+        (
+            "chunk_bytes",
+            "bandwidth_bytes_per_s",
+            "max_attempts",
+            "anonymous_delay_min_minutes",
+            "anonymous_delay_max_minutes",
+        ),
     )
+    delay_minutes = _number(ANONYMOUS_DELAY_FLOOR_MINUTES, MAX_ANONYMOUS_DELAY_MINUTES)
     share = ShareConfig(
         chunk_bytes=r.value(sh, "share", "chunk_bytes", _size(64 * 1024), ShareConfig),
         bandwidth_bytes_per_s=r.get(sh, "share", "bandwidth_bytes_per_s", _size(1024)),
         max_attempts=r.value(sh, "share", "max_attempts", _int(1, 1000), ShareConfig),
+        anonymous_delay_min_minutes=r.value(
+            sh, "share", "anonymous_delay_min_minutes", delay_minutes, ShareConfig
+        ),
+        anonymous_delay_max_minutes=r.value(
+            sh, "share", "anonymous_delay_max_minutes", delay_minutes, ShareConfig
+        ),
     )
+    delay_ok = not any(p.startswith("share.anonymous_delay") for p in r.problems)
+    if delay_ok and share.anonymous_delay_max_minutes < share.anonymous_delay_min_minutes:
+        r.problems.append(
+            "share.anonymous_delay_max_minutes: must be at least"
+            f" share.anonymous_delay_min_minutes ({share.anonymous_delay_min_minutes:g})"
+        )
 
     ctl = r.section(top.get("control"), "control", ("socket",))
     control = ControlConfig(socket=r.value(ctl, "control", "socket", _path, ControlConfig))

@@ -4,16 +4,38 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
+import stat
 from pathlib import Path
 
 from foundation.errors import LockHeldError
+
+logger = logging.getLogger(__name__)
+
+# The daemon's umask: what it creates is its user's alone (files 0600, folders 0700),
+# whoever starts it and with whatever umask (systemd's unit sets the same, UMask=0077).
+PRIVATE_UMASK = 0o077
 
 
 def disk_free_bytes(path: Path) -> int:
     """Bytes an unprivileged writer can still use on the file system holding `path`."""
     st = os.statvfs(path)
     return st.f_bavail * st.f_frsize
+
+
+def private_dir(path: Path) -> None:
+    """Make sure `path` is a folder only its owner can enter: created 0700 (with its
+    parents), or, when it exists with group or other permissions (a daemon run by hand
+    with umask 022 before this check existed, an upgrade keeps it), tightened to 0700
+    with one log line. Its files then cannot be reached by other users whatever their
+    own modes."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        path.chmod(0o700)
+        logger.warning("%s was open to other users (mode %04o); now 0700", path, mode)
 
 
 class FileLock:

@@ -7,10 +7,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import rfc8785
+
+if TYPE_CHECKING:  # numpy at run time only where frames are read: loading the config
+    import numpy as np  # (which takes its MQTT limits from here) does not pay for it
 
 from foundation.errors import StampError
 
@@ -27,6 +29,12 @@ MIN_SYNC_SECONDS = 0.2
 # §3 (1.2): every message whose signature verified is acknowledged exactly this long
 # after it arrived (monotonic clock), whatever its outcome.
 ACK_DELAY_S = 2.0
+# §3 (1.2): the QoS the device subscribes at. The broker may grant no more, so a PUBLISH to
+# the device above it breaks the protocol: the device drops the connection unstored.
+SUBSCRIPTION_QOS = 1
+# §3 (1.2): the largest Receive Maximum the device announces over MQTT 5 (config
+# mqtt.receive_maximum): how many unacknowledged QoS 1 messages the broker may send it.
+MAX_RECEIVE_MAXIMUM = 16
 # §5.2: every sealed decision is the encryption of exactly this many bytes.
 DECISION_BYTES = 4_096
 # §5.2: a decision's issued_at within this much of the device's clock.
@@ -96,6 +104,8 @@ class ShareState(StrEnum):
 # §6.3: a share in one of these states is still under way; every other state is final.
 ACTIVE_SHARE_STATES = (ShareState.QUEUED, ShareState.UPLOADING)
 FINAL_SHARE_STATES = frozenset(ShareState) - frozenset(ACTIVE_SHARE_STATES)
+# §6.3: a share's `error` is at most this many printable ASCII characters.
+MAX_SHARE_ERROR_CHARS = 64
 
 # §3: topics.
 RFA_TOPIC_PREFIX = "rfa/v1/cell/"
@@ -151,7 +161,7 @@ def read_capture_ms(frame: np.ndarray) -> int:
     if frame.ndim == 3:
         luma = frame.mean(axis=2)
     elif frame.ndim == 2:
-        luma = frame.astype(np.float32)
+        luma = frame.astype("float32")
     else:
         raise StampError("frame must be (H, W) or (H, W, C)")
     height, width = luma.shape

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from foundation.durable import open_durable, transaction
 from foundation.errors import BufferLockedError, InvalidValueError, LockHeldError, RecorderError
-from foundation.files import FileLock
+from foundation.files import FileLock, private_dir
 from foundation.times import Window
 from recorder.retention import Pin, retention_plan
 from recorder.settings import RetentionLimits
@@ -323,7 +323,7 @@ class RollingBuffer:
         """Open (creating) the buffer. Reconciles the index with the files when no
         recorder holds the buffer; a running recorder reconciled when it started."""
         root = Path(root)
-        root.mkdir(parents=True, exist_ok=True)
+        private_dir(root)  # footage: its owner's alone, whatever the umask
         buffer = cls(root, connect_index(root))
         if reconcile:
             lock = BufferLock(root)

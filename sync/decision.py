@@ -114,29 +114,31 @@ def check_decision(
 ) -> DecisionAccepted | DecisionRejected:
     """Judge an owner's decision: the decrypted plaintext of `owner/decision`."""
     if not isinstance(sealed_plaintext, bytes | bytearray):
-        return DecisionRejected(D.MALFORMED, "not bytes")
+        return DecisionRejected(D.MALFORMED, "The message is not bytes.")
     if len(sealed_plaintext) != DECISION_BYTES:
-        return DecisionRejected(D.WRONG_SIZE, f"not exactly {DECISION_BYTES} bytes")
+        return DecisionRejected(
+            D.WRONG_SIZE, f"The decision is not exactly {DECISION_BYTES} bytes."
+        )
     body = bytes(sealed_plaintext).rstrip(b" ")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
-        return DecisionRejected(D.MALFORMED, "not UTF-8")
+        return DecisionRejected(D.MALFORMED, "The decision is not UTF-8 text.")
     try:
         envelope = parse_envelope(text)
     except EnvelopeError as exc:
-        return DecisionRejected(D.MALFORMED, str(exc)[:80])
+        return DecisionRejected(D.MALFORMED, f"The envelope is malformed ({exc}).")
     try:
         verified = verify_envelope(envelope, owner_keys)
     except EnvelopeError as exc:
         if exc.reason is EnvelopeFault.UNKNOWN_KEY:
-            return DecisionRejected(D.UNKNOWN_KEY, "kid is not an enrolled owner key")
+            return DecisionRejected(D.UNKNOWN_KEY, "The signing key is not an enrolled owner key.")
         if exc.reason is EnvelopeFault.BAD_SIGNATURE:
-            return DecisionRejected(D.BAD_SIGNATURE, "bad signature")
-        return DecisionRejected(D.MALFORMED, "payload is not an object", verified=True)
+            return DecisionRejected(D.BAD_SIGNATURE, "The signature does not verify.")
+        return DecisionRejected(D.MALFORMED, "The payload is not a JSON object.", verified=True)
     payload = strict_json_object(verified.payload_text)
     if payload is None:
-        return DecisionRejected(D.MALFORMED, "payload is not strict JSON", verified=True)
+        return DecisionRejected(D.MALFORMED, "The payload is not strict JSON.", verified=True)
     try:
         decision = _apply_rules(
             payload,
@@ -156,13 +158,13 @@ def _parse_window(value: Any) -> Window | None:
     if value is None:
         return None
     if not isinstance(value, dict):
-        raise _Refuse(D.BAD_WINDOW, "window is not an object")
+        raise _Refuse(D.BAD_WINDOW, "The window is not an object.")
     try:
         start, end = parse_time(value.get("start")), parse_time(value.get("end"))
     except TimeFormatError:
-        raise _Refuse(D.BAD_WINDOW, "window times are not RFC 3339 UTC") from None
+        raise _Refuse(D.BAD_WINDOW, "The window's times are not RFC 3339 UTC.") from None
     if start > end:
-        raise _Refuse(D.BAD_WINDOW, "window start is after its end")
+        raise _Refuse(D.BAD_WINDOW, "The window's start is after its end.")
     return Window(start, end)
 
 
@@ -177,35 +179,37 @@ def _apply_rules(
     now_ms: int,
 ) -> Decision:
     if p.get("type") != "decision":
-        raise _Refuse(D.BAD_TYPE, "type is not decision")
+        raise _Refuse(D.BAD_TYPE, "The type is not decision.")
     if not isinstance(p.get("device_id"), str) or p.get("device_id") != device_id:
-        raise _Refuse(D.WRONG_DEVICE, "device_id is not this device's")
+        raise _Refuse(D.WRONG_DEVICE, "The device_id is not this device's id.")
     rfa_id = p.get("rfa_id")
     rfa = pending.get(rfa_id) if isinstance(rfa_id, str) else None
     if rfa is None:
-        raise _Refuse(D.NOT_PENDING, "rfa_id is not a pending request")
+        raise _Refuse(D.NOT_PENDING, "The rfa_id is not a pending request.")
     if now_ms >= rfa.expires_at_ms:
-        raise _Refuse(D.EXPIRED, "the request has expired")
+        raise _Refuse(D.EXPIRED, "The request has expired.")
     verdict = p.get("decision")
     if verdict not in ("approve", "deny"):
-        raise _Refuse(D.BAD_DECISION, "decision is neither approve nor deny")
+        raise _Refuse(D.BAD_DECISION, "The decision is neither approve nor deny.")
     share_contact = p.get("share_contact")
     if not isinstance(share_contact, bool):
-        raise _Refuse(D.MALFORMED, "share_contact must be true or false")
+        raise _Refuse(D.MALFORMED, "The share_contact must be true or false.")
     try:
         issued_at = parse_time(p.get("issued_at"))
     except TimeFormatError:
-        raise _Refuse(D.BAD_TIME, "issued_at is not an RFC 3339 UTC time") from None
+        raise _Refuse(D.BAD_TIME, "The issued_at is not an RFC 3339 UTC time.") from None
     if abs(issued_at - now_ms) > MAX_DECISION_SKEW_MS:
-        raise _Refuse(D.CLOCK_SKEW, "issued_at is more than 10 min from the device's clock")
+        raise _Refuse(
+            D.CLOCK_SKEW, "The issued_at is more than 10 minutes from the device's clock."
+        )
     nonce = p.get("nonce")
     if not isinstance(nonce, str) or not _NONCE.fullmatch(nonce):
-        raise _Refuse(D.BAD_NONCE, "nonce must be 1-128 printable ASCII characters")
+        raise _Refuse(D.BAD_NONCE, "The nonce must be 1-128 printable ASCII characters.")
     if nonce in used_nonces:
-        raise _Refuse(D.NONCE_REUSED, "nonce already used")
+        raise _Refuse(D.NONCE_REUSED, "The nonce was already used.")
     narrowed = _parse_window(p.get("window"))
     if narrowed is not None and not window_within(rfa.window, narrowed):
-        raise _Refuse(D.WINDOW_OUTSIDE_REQUEST, "window is not inside the request's")
+        raise _Refuse(D.WINDOW_OUTSIDE_REQUEST, "The window is not inside the request's window.")
     return Decision(
         rfa_id=rfa.id,
         approve=verdict == "approve",
@@ -236,9 +240,11 @@ def local_decision(
     if method is ConsentMethod.APP:
         raise MisuseError("app decisions come from check_decision")
     if now_ms >= rfa.expires_at_ms:
-        return DecisionRejected(D.EXPIRED, "the request has expired")
+        return DecisionRejected(D.EXPIRED, "The request has expired.")
     if window is not None and not window_within(rfa.window, window):
-        return DecisionRejected(D.WINDOW_OUTSIDE_REQUEST, "window is not inside the request's")
+        return DecisionRejected(
+            D.WINDOW_OUTSIDE_REQUEST, "The window is not inside the request's window."
+        )
     return Decision(
         rfa_id=rfa.id,
         approve=approve,

@@ -30,6 +30,13 @@ Choices:
   The waits happen on the sequencer's own timer thread, never on paho's network thread,
   which keeps reading; the broker's in-flight window (Receive Maximum) bounds how many
   acks can be outstanding.
+- What the device keeps for the broker (protocol.md §3, 1.2): a PUBLISH above the QoS
+  the device subscribed at ends the connection unstored (`BoundedClient`); over MQTT 5
+  the device announces a Receive Maximum of at most 16. Everything the device publishes
+  (status, the two owner topics) is retained, so only the newest message of a topic
+  matters: `publish_latest` keeps at most one per topic, queues nothing while offline,
+  and what paho still held from a lost connection is dropped on reconnect, never sent
+  as a backlog.
 """
 
 from __future__ import annotations
@@ -49,14 +56,14 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from foundation.backoff import backoff_s
 from foundation.display import shown
 from foundation.errors import MisuseError
-from foundation.wire import ACK_DELAY_S
+from foundation.wire import ACK_DELAY_S, SUBSCRIPTION_QOS
 from sync.errors import MqttSettingsError
 from sync.settings import MqttSettings
 
@@ -64,6 +71,9 @@ logger = logging.getLogger(__name__)
 
 SESSION_EXPIRY_S = 14 * 24 * 3600
 MAX_PACKET_BYTES = 64 * 1024
+# paho's outgoing queue, a backstop under publish_latest's one message per topic (the
+# device publishes three topics): no path can make paho keep more than this.
+MAX_OUTGOING_MESSAGES = 8
 
 _JITTER = random.Random()  # noqa: S311 (jitter, not secrets)
 
@@ -307,12 +317,21 @@ def status_payload(state: str, version: str | None = None) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode("utf-8")
 
 
+def _held_by_paho(info: paho.MQTTMessageInfo) -> bool:
+    """Whether paho still keeps this QoS 1 message: sent and not yet acknowledged, or
+    queued for a connection that has just dropped (NO_CONN)."""
+    if info.rc == paho.MQTT_ERR_SUCCESS:
+        return not info.is_published()
+    return info.rc == paho.MQTT_ERR_NO_CONN
+
+
 class PacketTooLarge(OSError):
     """An incoming MQTT packet announced more than MAX_PACKET_BYTES."""
 
 
 class BoundedClient(paho.Client):
-    """paho's client, refusing incoming packets over `MAX_PACKET_BYTES` at the socket.
+    """paho's client, refusing incoming packets over `MAX_PACKET_BYTES` at the socket,
+    and PUBLISHes above the QoS the device subscribed at before they are stored.
 
     paho asks the broker for a Maximum Packet Size but does not enforce it on what it
     reads: once it has decoded a packet's remaining length it calls `_sock_recv` with the
@@ -322,22 +341,62 @@ class BoundedClient(paho.Client):
     one read primitive: when the packet being read announced more than the limit, the
     read fails before anything is allocated, paho treats it as a lost connection, drops
     the socket and reconnects (the broker may redeliver; it is refused the same way, for
-    the cost of a header). Reads are also never asked for more than 64 KiB at once."""
+    the cost of a header). Reads are also never asked for more than 64 KiB at once.
 
-    refused_packets = 0
+    QoS: the device subscribes at QoS 1, so a broker may deliver at most QoS 1. paho
+    nevertheless answers a QoS 2 PUBLISH with PUBREC and keeps the message until the
+    broker's PUBREL, which a hostile broker never sends: 6,000 PUBLISHes of 65 KB took
+    the daemon from 62 to 482 MB. `_handle_publish` is the one place paho decides that,
+    after the (bounded) packet is read and before it is decoded or stored; our override
+    reads the QoS bits of the fixed header and answers a protocol error instead, which
+    paho handles like a lost connection (socket closed, on_disconnect, reconnect)."""
+
+    refused_packets = 0  # both kinds, all clients (the test kit reads it)
+    refused_here = False  # this connection ended on a refusal (MqttLink's backoff reads it)
 
     def _sock_recv(self, bufsize: int) -> bytes:
         packet = getattr(self, "_in_packet", None)
         announced = packet["remaining_length"] if packet and packet.get("have_remaining") else 0
         if announced > MAX_PACKET_BYTES:
-            type(self).refused_packets += 1
             logger.warning(
                 "MQTT: the broker sent a packet of %d bytes (limit %d); dropping the connection",
                 announced,
                 MAX_PACKET_BYTES,
             )
+            self._refused()
             raise PacketTooLarge("incoming MQTT packet over the limit")
         return bytes(super()._sock_recv(min(bufsize, 64 * 1024)))
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        qos = (self._in_packet["command"] & 0x06) >> 1
+        if qos > SUBSCRIPTION_QOS:
+            logger.warning(
+                "MQTT: the broker sent a QoS %d PUBLISH to a QoS %d subscription;"
+                " dropping the connection without storing it",
+                qos,
+                SUBSCRIPTION_QOS,
+            )
+            self._refused()
+            return MQTTErrorCode.MQTT_ERR_PROTOCOL
+        return super()._handle_publish()
+
+    def _refused(self) -> None:
+        type(self).refused_packets += 1
+        self.refused_here = True
+
+    def take_refusal(self) -> bool:
+        """Whether the connection that just ended was dropped for the broker's fault
+        (and forget it, for the next connection)."""
+        refused, self.refused_here = self.refused_here, False
+        return refused
+
+
+@dataclass(slots=True)
+class PublishDrops:
+    """Messages `publish_latest` did not hand to paho (shown by `doorbellctl status`)."""
+
+    offline: int = 0  # the link was down: nothing is queued while offline
+    unacknowledged: int = 0  # the topic's previous message was still not acknowledged
 
 
 class MqttLink:
@@ -376,7 +435,12 @@ class MqttLink:
         self._acks = AckSequencer(delay_s=ack_delay_s)  # per connection; see its docstring
         self._attempt = 0
         self._watcher: threading.Thread | None = None
+        self._refusals = 0  # connections in a row that ended on the broker's fault
+        self._outbound_lock = threading.Lock()
+        self._latest: dict[str, paho.MQTTMessageInfo] = {}  # per topic, the last one sent
+        self._holding_back: set[str] = set()  # topics whose last message is unacknowledged
         self.connections = 0  # successful connections so far (for tests and health)
+        self.dropped = PublishDrops()
 
     @property
     def connected(self) -> bool:
@@ -395,6 +459,7 @@ class MqttLink:
         self._client = client
         first = self._backoff.delay(0)
         client.reconnect_delay_set(min_delay=first, max_delay=first)  # type: ignore[arg-type]
+        client.max_queued_messages_set(MAX_OUTGOING_MESSAGES)
         if self._settings.protocol == 5:
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = SESSION_EXPIRY_S
@@ -423,11 +488,18 @@ class MqttLink:
         # time, within the stop's budget); the rest are redelivered next time.
         self._acks.close(settle_s=min(timeout, self._ack_delay_s + 0.5))
         if self._connected.is_set():
+            wait_s = min(timeout, 2.0) / 2
             try:
-                info = client.publish(
-                    self._status_topic, status_payload("offline"), qos=1, retain=True
-                )
-                info.wait_for_publish(timeout=min(timeout, 2.0))
+                # The online status may still await its PUBACK: one message per topic.
+                with self._outbound_lock:
+                    online = self._latest.get(self._status_topic)
+                if online is not None and _held_by_paho(online):
+                    online.wait_for_publish(timeout=wait_s)
+                info = self._publish_once(client, self._status_topic, status_payload("offline"))
+                if info is None:
+                    logger.warning("could not publish the offline status: no acknowledgement")
+                else:
+                    info.wait_for_publish(timeout=wait_s)
             except (RuntimeError, ValueError, OSError) as exc:
                 logger.warning("could not publish the offline status: %s", shown(exc))
         client.disconnect()
@@ -446,14 +518,65 @@ class MqttLink:
 
     # ---- outbound --------------------------------------------------------------------
 
-    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> bool:
-        """Queue a message; paho sends it now or after the next reconnect (QoS >= 1).
-        False when the link is not started or paho refused it."""
+    def publish_latest(self, topic: str, payload: bytes) -> bool:
+        """Publish the newest state of a retained topic, QoS 1 (protocol.md §3: what the
+        device keeps for the broker). True when it went out; False, and counted in
+        `dropped`, when the link is down (nothing is queued while offline: the topic's
+        next message comes on its own grid after the reconnect) or the topic's previous
+        message still awaits its PUBACK.
+
+        Why not replace that previous message instead: once sent, a PUBLISH cannot be
+        taken back, and sending the new one as well would leave two unacknowledged
+        messages of the topic at the broker (and in paho's memory, for a broker that
+        never acknowledges). So the newest message goes out as soon as the broker has
+        acknowledged the last one; until then the next ones are skipped, and one line
+        is logged when that starts and one when it ends."""
         client = self._client
-        if client is None or self._closed.is_set():
+        if client is None or self._closed.is_set() or not self._connected.is_set():
+            self.dropped.offline += 1
             return False
-        info = client.publish(topic, payload, qos=qos, retain=retain)
-        return info.rc in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN)
+        info = self._publish_once(client, topic, payload)
+        # NO_CONN: the connection dropped a moment ago; paho keeps the message until the
+        # next connect, which drops it (`_forget_outbound`).
+        return info is not None and info.rc == paho.MQTT_ERR_SUCCESS
+
+    def _publish_once(
+        self, client: paho.Client, topic: str, payload: bytes
+    ) -> paho.MQTTMessageInfo | None:
+        """Hand the message to paho unless the topic's last one is still held there
+        (None then, counted and logged)."""
+        with self._outbound_lock:
+            previous = self._latest.get(topic)
+            if previous is not None and _held_by_paho(previous):
+                self.dropped.unacknowledged += 1
+                if topic not in self._holding_back:
+                    self._holding_back.add(topic)
+                    logger.warning(
+                        "MQTT: the broker has not acknowledged the last message on %s;"
+                        " holding the next ones back until it does",
+                        shown(topic),
+                    )
+                return None
+            if topic in self._holding_back:
+                self._holding_back.discard(topic)
+                logger.info("MQTT: the broker acknowledged %s again", shown(topic))
+            info = client.publish(topic, payload, qos=1, retain=True)
+            self._latest[topic] = info
+        return info
+
+    def _forget_outbound(self, client: paho.Client) -> None:
+        """A new connection: drop what paho still holds from the last one. paho would
+        resend every unacknowledged message on a kept session; they are all retained
+        states the device publishes afresh, so resending them would be a stale backlog.
+        (QoS 1 gives the broker no state to keep for them, so nothing is lost.)"""
+        with self._outbound_lock:
+            dropped = client.drop_out_messages()
+            self._latest.clear()
+            self._holding_back.clear()
+        if dropped:
+            logger.info(
+                "MQTT: %d unacknowledged message(s) of the last connection dropped", len(dropped)
+            )
 
     # ---- paho callbacks (network thread) ---------------------------------------------
 
@@ -535,11 +658,10 @@ class MqttLink:
         logger.info(
             "connected to the MQTT broker at %s (session present: %s)", self._settings.url, session
         )
-        client.publish(
-            self._status_topic, status_payload("online", self._version), qos=1, retain=True
-        )
+        self._forget_outbound(client)
+        self._publish_once(client, self._status_topic, status_payload("online", self._version))
         if self._subscriptions:
-            client.subscribe([(topic, 1) for topic in self._subscriptions])
+            client.subscribe([(topic, SUBSCRIPTION_QOS) for topic in self._subscriptions])
         self._connected.set()
 
     def _handle_disconnect(
@@ -551,6 +673,13 @@ class MqttLink:
             logger.warning(
                 "disconnected from the MQTT broker at %s: %s", self._settings.url, shown(reason)
             )
+            # A broker that accepts every connection and then breaks the protocol must not
+            # get a reconnect a second: its refusals grow the backoff like failed connects.
+            refused = isinstance(client, BoundedClient) and client.take_refusal()
+            self._refusals = self._refusals + 1 if refused else 0
+            if refused:
+                with self._lock:
+                    self._attempt = self._refusals
             self._schedule_retry(client)
 
     def _handle_connect_fail(self, client: paho.Client, userdata: Any) -> None:

@@ -10,6 +10,8 @@ A job's state is a `ShareState` (foundation.wire, protocol.md §6.3): `queued` -
 `uploading` -> `done`, or it ends `failed` (with its error) or `cancelled`. Per object
 the upload URL is stored before its first byte is sent and the server-acknowledged
 offset after each chunk, so a restart resumes the same upload.
+A job also holds the moment its upload may start and the delay drawn for it
+(protocol.md §6.2, sync.release), written in the same transaction that queues it.
 Byte counts are ciphertext bytes of both objects together (protocol.md §6.3).
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import re
 import shutil
 import sqlite3
@@ -29,6 +32,7 @@ from typing import Any
 
 from foundation.durable import open_durable, transaction
 from foundation.errors import DoorbellError
+from foundation.times import format_time
 from foundation.wire import ACTIVE_SHARE_STATES, ShareState
 from sync.models import (
     Decision,
@@ -38,6 +42,8 @@ from sync.models import (
     rfa_from_json,
     rfa_to_json,
 )
+from sync.release import secure_rng, start_of
+from sync.settings import AnonymousDelay
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +66,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     next_attempt_ms INTEGER NOT NULL DEFAULT 0,
     error TEXT,
     built INTEGER NOT NULL DEFAULT 0,
-    manifest_sha256 TEXT
+    manifest_sha256 TEXT,
+    starts_at_ms INTEGER NOT NULL DEFAULT 0,
+    start_delay_ms INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS objects (
     rfa_id TEXT NOT NULL REFERENCES jobs(rfa_id),
@@ -72,6 +80,13 @@ CREATE TABLE IF NOT EXISTS objects (
     PRIMARY KEY (rfa_id, kind)
 );
 """
+# Columns added since the first outbox (name, declaration): an older database gets them
+# when it is opened. A job queued before revision 1.2 keeps 0, i.e. "start at once", as
+# it would have then.
+_ADDED_COLUMNS = (
+    ("starts_at_ms", "INTEGER NOT NULL DEFAULT 0"),
+    ("start_delay_ms", "INTEGER NOT NULL DEFAULT 0"),
+)
 
 
 def _states(states: tuple[ShareState, ...]) -> str:
@@ -109,6 +124,8 @@ class ShareJob:
     built: bool
     manifest_sha256: str | None
     objects: tuple[UploadObject, ...]
+    starts_at_ms: int = 0  # its upload starts no earlier (protocol.md §6.2)
+    start_delay_ms: int = 0  # the delay drawn for it (0: a named share)
 
     @property
     def rfa_id(self) -> str:
@@ -121,18 +138,41 @@ class ShareJob:
 class Outbox:
     """The queue of share jobs; safe to use from several threads."""
 
-    def __init__(self, root: Path, db: sqlite3.Connection) -> None:
+    def __init__(
+        self,
+        root: Path,
+        db: sqlite3.Connection,
+        *,
+        anonymous_delay: AnonymousDelay,
+        rng: random.Random,
+    ) -> None:
         self.root = root
         self._db = db
         self._lock = threading.RLock()
+        self._anonymous_delay = anonymous_delay
+        self._rng = rng
 
     @classmethod
-    def open(cls, root: Path) -> Outbox:
+    def open(
+        cls,
+        root: Path,
+        *,
+        anonymous_delay: AnonymousDelay | None = None,
+        rng: random.Random | None = None,
+    ) -> Outbox:
+        """`anonymous_delay`: the owner's bounds of an anonymous share's start delay
+        (the protocol's when None); `rng`: the draw's source (the system's by default)."""
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         (root / "objects").mkdir(exist_ok=True, mode=0o700)
         db = open_durable(root / "outbox.sqlite", schema=_SCHEMA)
         db.execute("PRAGMA foreign_keys = ON")
-        outbox = cls(root, db)
+        _add_missing_columns(db)
+        outbox = cls(
+            root,
+            db,
+            anonymous_delay=anonymous_delay or AnonymousDelay(),
+            rng=rng or secure_rng(),
+        )
         outbox._remove_orphans()
         return outbox
 
@@ -175,14 +215,17 @@ class Outbox:
     # -- the interface the daemon uses
 
     def enqueue(self, rfa: Rfa, decision: Decision, *, now_ms: int) -> None:
-        """Queue a share of an approved request; a second call for the same id does nothing."""
+        """Queue a share of an approved request, with the moment its upload may start
+        (drawn here for an anonymous share); a second call for the same id does nothing,
+        and draws nothing new."""
         if not decision.approve or decision.rfa_id != rfa.id:
             raise OutboxError("only an approval of this request can be queued")
         self.job_dir(rfa.id)  # refuses ids that are not safe file names
+        starts_at, delay = self._start_of(decision, now_ms)
         with self._tx() as db:
             db.execute(
-                "INSERT OR IGNORE INTO jobs (rfa_id, rfa, decision, state, created_ms, updated_ms)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO jobs (rfa_id, rfa, decision, state, created_ms,"
+                " updated_ms, starts_at_ms, start_delay_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     rfa.id,
                     rfa_to_json(rfa),
@@ -190,8 +233,18 @@ class Outbox:
                     ShareState.QUEUED,
                     now_ms,
                     now_ms,
+                    starts_at,
+                    delay,
                 ),
             )
+
+    def _start_of(self, decision: Decision, now_ms: int) -> tuple[int, int]:
+        return start_of(
+            named=decision.share_contact,
+            approved_ms=now_ms,
+            bounds=self._anonymous_delay,
+            rng=self._rng,
+        )
 
     def has_job(self, rfa_id: str) -> bool:
         with self._lock:
@@ -215,7 +268,7 @@ class Outbox:
         with self._lock:
             row = self._db.execute(
                 "SELECT rfa, decision, state, created_ms, attempts, next_attempt_ms, error,"
-                " built, manifest_sha256 FROM jobs WHERE rfa_id = ?",
+                " built, manifest_sha256, starts_at_ms, start_delay_ms FROM jobs WHERE rfa_id = ?",
                 (rfa_id,),
             ).fetchone()
             if row is None:
@@ -239,6 +292,8 @@ class Outbox:
             built=bool(row[7]),
             manifest_sha256=row[8],
             objects=objects,
+            starts_at_ms=row[9],
+            start_delay_ms=row[10],
         )
 
     def due(self, now_ms: int) -> tuple[list[ShareJob], int | None]:
@@ -262,10 +317,12 @@ class Outbox:
         return jobs, (None if later[0] is None else int(later[0]))
 
     def shares(self, now_ms: int) -> list[dict[str, Any]]:
-        """protocol.md §6.3 entries: the last 7 days, at most 20, newest first."""
+        """protocol.md §6.3 entries: the last 7 days, at most 20, newest first. `starts_at`
+        is when a queued share's upload will start while it waits for that moment
+        (§6.2), null otherwise."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT j.rfa_id, j.state, j.manifest_sha256, j.error,"
+                "SELECT j.rfa_id, j.state, j.manifest_sha256, j.error, j.starts_at_ms,"
                 " COALESCE(SUM(CASE WHEN o.done THEN o.size ELSE o.offset END), 0),"
                 " COALESCE(SUM(o.size), 0)"
                 " FROM jobs j LEFT JOIN objects o ON o.rfa_id = j.rfa_id"
@@ -281,18 +338,41 @@ class Outbox:
                 "bytes_total": int(total),
                 "manifest_sha256": sha,
                 "error": error,
+                "starts_at": (
+                    format_time(starts_at)
+                    if state == ShareState.QUEUED and starts_at > now_ms
+                    else None
+                ),
             }
-            for rfa_id, state, sha, error, sent, total in rows
+            for rfa_id, state, sha, error, starts_at, sent, total in rows
         ]
 
     def retry(self, rfa_id: str, *, now_ms: int = 0) -> bool:
-        """Queue a failed share again (attempts start over); False when it is not failed."""
+        """Queue a failed share again (attempts start over); False when it is not failed.
+
+        An anonymous share waits again, a fresh draw from now (or its first moment, if
+        that is later): the owner's retry may come right after something the broker saw
+        the owner do, and a retried share must not point at it any more than a new one."""
+        job = self.job(rfa_id)
+        if job is None:
+            return False
+        starts_at, delay = self._start_of(job.decision, now_ms)
         with self._tx() as db:
             cur = db.execute(
                 "UPDATE jobs SET state = ?, attempts = 0, next_attempt_ms = 0,"
-                " error = NULL, updated_ms = MAX(updated_ms, ?)"
+                " error = NULL, updated_ms = MAX(updated_ms, ?),"
+                " start_delay_ms = CASE WHEN ? > starts_at_ms THEN ? ELSE start_delay_ms END,"
+                " starts_at_ms = MAX(starts_at_ms, ?)"
                 " WHERE rfa_id = ? AND state = ?",
-                (ShareState.QUEUED, now_ms, rfa_id, ShareState.FAILED),
+                (
+                    ShareState.QUEUED,
+                    now_ms,
+                    starts_at,
+                    delay,
+                    starts_at,
+                    rfa_id,
+                    ShareState.FAILED,
+                ),
             )
         return cur.rowcount == 1
 
@@ -378,6 +458,25 @@ class Outbox:
                 (attempts, next_attempt_ms, error, now_ms, rfa_id),
             )
 
+    def hold(self, rfa_id: str, *, until_ms: int) -> None:
+        """Look at a job again no earlier than `until_ms` (a share waiting for its start;
+        its stored start moment does not change)."""
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET next_attempt_ms = ? WHERE rfa_id = ?", (until_ms, rfa_id))
+
     def reset_attempts(self, rfa_id: str) -> None:
         with self._tx() as db:
             db.execute("UPDATE jobs SET attempts = 0 WHERE rfa_id = ?", (rfa_id,))
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    """Bring a database made by an older daemon up to `_SCHEMA` (one transaction)."""
+    have = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+    missing = [(name, decl) for name, decl in _ADDED_COLUMNS if name not in have]
+    if not missing:
+        return
+    with transaction(db) as cursor:
+        for name, decl in missing:
+            # names and declarations are the constants above, never outside text
+            cursor.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
+    logger.info("outbox database upgraded: added %s", ", ".join(name for name, _ in missing))

@@ -239,24 +239,36 @@ def precheck(
 ) -> Prechecked | Rejected:
     """Size, envelope shape, known kid and replay, without any signature work."""
     if not isinstance(envelope_bytes, bytes | bytearray):
-        return Rejected(RejectReason.MALFORMED, verified=False, detail="not bytes")
+        return Rejected(RejectReason.MALFORMED, verified=False, detail="The message is not bytes.")
     if len(envelope_bytes) > MAX_MESSAGE_BYTES:
-        return Rejected(RejectReason.OVERSIZED, verified=False, detail="over 16 KiB")
+        return Rejected(
+            RejectReason.OVERSIZED, verified=False, detail="The message is over 16 KiB."
+        )
     try:
         text = bytes(envelope_bytes).decode("utf-8")
     except UnicodeDecodeError:
-        return Rejected(RejectReason.MALFORMED, verified=False, detail="not UTF-8")
+        return Rejected(
+            RejectReason.MALFORMED, verified=False, detail="The message is not UTF-8 text."
+        )
     try:
         envelope = parse_envelope(text)
     except EnvelopeError as exc:
-        return Rejected(RejectReason.MALFORMED, verified=False, detail=str(exc)[:80])
+        return Rejected(
+            RejectReason.MALFORMED, verified=False, detail=f"The envelope is malformed ({exc})."
+        )
     if envelope.kid not in trusted:
-        return Rejected(RejectReason.UNKNOWN_KEY, verified=False, detail="kid not trusted")
+        return Rejected(
+            RejectReason.UNKNOWN_KEY,
+            verified=False,
+            detail="The signing key is not that of a trusted agency.",
+        )
     pre = Prechecked(
         envelope=envelope, envelope_text=text, claimed_id=_claimed_id(envelope.payload_text)
     )
     if any(key in seen for key in pre.replay_keys):
-        return Rejected(RejectReason.REPLAY, verified=False, detail="id already seen")
+        return Rejected(
+            RejectReason.REPLAY, verified=False, detail="This request id was already seen."
+        )
     return pre
 
 
@@ -284,22 +296,34 @@ def verify_and_check(
     agency id and case number this device accepted in the last 30 days (rule 12)."""
     agency_key = trusted.get(pre.envelope.kid)
     if agency_key is None:
-        return Rejected(RejectReason.UNKNOWN_KEY, verified=False, detail="kid not trusted")
+        return Rejected(
+            RejectReason.UNKNOWN_KEY,
+            verified=False,
+            detail="The signing key is not that of a trusted agency.",
+        )
     try:
         verified = verify_envelope(pre.envelope, {pre.envelope.kid: agency_key.public_key})
     except EnvelopeError as exc:
         if exc.reason is EnvelopeFault.BAD_SIGNATURE:
-            return Rejected(RejectReason.BAD_SIGNATURE, verified=False, detail="bad signature")
+            return Rejected(
+                RejectReason.BAD_SIGNATURE, verified=False, detail="The signature does not verify."
+            )
         if exc.reason is EnvelopeFault.UNKNOWN_KEY:
-            return Rejected(RejectReason.UNKNOWN_KEY, verified=False, detail="kid not trusted")
+            return Rejected(
+                RejectReason.UNKNOWN_KEY,
+                verified=False,
+                detail="The signing key is not that of a trusted agency.",
+            )
         # the signature held, but the payload is not a JSON object: logged as verified
-        return Rejected(RejectReason.MALFORMED, verified=True, detail="payload is not an object")
+        return Rejected(
+            RejectReason.MALFORMED, verified=True, detail="The payload is not a JSON object."
+        )
     payload = strict_json_object(verified.payload_text)
     if payload is None:
         return Rejected(
             RejectReason.MALFORMED,
             verified=True,
-            detail="payload is not strict JSON (NaN/Infinity or duplicate keys)",
+            detail="The payload is not strict JSON (NaN, Infinity or a repeated key).",
         )
     raw_id = payload.get("id")
     rfa_id = raw_id if is_canonical_uuid(raw_id) else None
@@ -385,14 +409,14 @@ def _time(value: Any, name: str) -> int:
     try:
         return parse_time(value)
     except TimeFormatError:
-        raise _Refuse(RejectReason.BAD_TIME, f"{name} is not an RFC 3339 UTC time") from None
+        raise _Refuse(RejectReason.BAD_TIME, f"The {name} is not an RFC 3339 UTC time.") from None
 
 
 def _optional_contact(value: Any, name: str) -> str | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise _Refuse(RejectReason.MISSING_CONTACT, f"investigator {name} is not a string")
+        raise _Refuse(RejectReason.MISSING_CONTACT, f"The investigator's {name} is not a string.")
     return value
 
 
@@ -415,121 +439,139 @@ def _apply_rules(
             if broken is not None:
                 where = ".".join(path)
                 detail = {
-                    RejectReason.MALFORMED: f"{where} is not valid Unicode",
-                    RejectReason.OVERSIZED_FIELD: f"{where} over {limit} bytes",
-                }.get(broken, f"{where} holds a control or bidi-formatting character")
+                    RejectReason.MALFORMED: f"The field {where} is not valid Unicode.",
+                    RejectReason.OVERSIZED_FIELD: f"The field {where} is over {limit} bytes.",
+                }.get(broken, f"The field {where} holds a control or bidi-formatting character.")
                 raise _Refuse(broken, detail)
 
     # Rule 1: the key's agency is the request's agency.
     agency = p.get("agency")
     if not isinstance(agency, dict) or agency.get("id") != agency_key.agency_id:
-        raise _Refuse(RejectReason.AGENCY_MISMATCH, "agency.id is not the signing key's agency")
+        raise _Refuse(
+            RejectReason.AGENCY_MISMATCH, "The agency.id is not the signing key's agency."
+        )
     agency_name = agency.get("name", agency_key.agency_id)
     if not isinstance(agency_name, str):
-        raise _Refuse(RejectReason.MALFORMED, "agency.name is not a string")
+        raise _Refuse(RejectReason.MALFORMED, "The agency.name is not a string.")
 
     # Rule 2 (the replay half was checked before the signature).
     if p.get("type") != "rfa":
-        raise _Refuse(RejectReason.BAD_TYPE, "type is not rfa")
+        raise _Refuse(RejectReason.BAD_TYPE, "The type is not rfa.")
     rfa_id = p.get("id")
     if not is_canonical_uuid(rfa_id):
-        raise _Refuse(RejectReason.BAD_ID, "id is not a canonical lowercase UUID")
+        raise _Refuse(RejectReason.BAD_ID, "The id is not a canonical lowercase UUID.")
     assert isinstance(rfa_id, str)
 
     # Rule 3.
     if not _AGENCY_ID.fullmatch(agency_key.agency_id):
-        raise _Refuse(RejectReason.BAD_AGENCY_ID, "agency.id is not 1-32 of [a-z0-9-]")
+        raise _Refuse(
+            RejectReason.BAD_AGENCY_ID, "The agency.id is not 1-32 characters of a-z, 0-9 and -."
+        )
     case_number = p.get("case_number")
     if case_number is None or case_number == "":
-        raise _Refuse(RejectReason.MISSING_CASE_NUMBER, "case_number missing or empty")
+        raise _Refuse(RejectReason.MISSING_CASE_NUMBER, "The case_number is missing or empty.")
     if not isinstance(case_number, str) or not _CASE_NUMBER.fullmatch(case_number):
         raise _Refuse(
             RejectReason.BAD_CASE_NUMBER,
-            "case_number is not 1-64 printable ASCII characters without quote or backslash",
+            "The case_number is not 1-64 printable ASCII characters without a quote or backslash.",
         )
     investigator = p.get("investigator")
     if not isinstance(investigator, dict):
-        raise _Refuse(RejectReason.MISSING_CONTACT, "investigator is not an object")
+        raise _Refuse(RejectReason.MISSING_CONTACT, "The investigator is not an object.")
     inv_name = investigator.get("name")
     if not isinstance(inv_name, str) or not inv_name.strip():
-        raise _Refuse(RejectReason.MISSING_CONTACT, "investigator name missing")
+        raise _Refuse(RejectReason.MISSING_CONTACT, "The investigator's name is missing.")
     email = _optional_contact(investigator.get("email"), "email")
     phone = _optional_contact(investigator.get("phone"), "phone")
     if email is None and phone is None:
-        raise _Refuse(RejectReason.MISSING_CONTACT, "investigator has neither email nor phone")
+        raise _Refuse(
+            RejectReason.MISSING_CONTACT,
+            "The investigator has neither an email nor a phone number.",
+        )
 
     description = p.get("description", "")
     if not isinstance(description, str):
-        raise _Refuse(RejectReason.MALFORMED, "description is not a string")
+        raise _Refuse(RejectReason.MALFORMED, "The description is not a string.")
 
     # Rule 4.
     area = p.get("area")
     if not isinstance(area, dict):
-        raise _Refuse(RejectReason.BAD_AREA, "area is not an object")
+        raise _Refuse(RejectReason.BAD_AREA, "The area is not an object.")
     lat, lon, radius = (_number(area.get(k)) for k in ("lat", "lon", "radius_m"))
     if lat is None or lon is None or radius is None:
-        raise _Refuse(RejectReason.BAD_AREA, "area lat, lon and radius_m must be finite numbers")
+        raise _Refuse(
+            RejectReason.BAD_AREA, "The area's lat, lon and radius_m must be finite numbers."
+        )
     if not (-90 <= lat <= 90 and -180 <= lon <= 180):
-        raise _Refuse(RejectReason.BAD_AREA, "area centre out of range")
+        raise _Refuse(RejectReason.BAD_AREA, "The area's centre is out of range.")
     if radius < wire.MIN_RADIUS_M:
-        raise _Refuse(RejectReason.RADIUS_TOO_SMALL, f"radius_m under {wire.MIN_RADIUS_M}")
+        raise _Refuse(
+            RejectReason.RADIUS_TOO_SMALL, f"The radius_m is under {wire.MIN_RADIUS_M} m."
+        )
     if radius > wire.MAX_RADIUS_M:
-        raise _Refuse(RejectReason.RADIUS_TOO_LARGE, f"radius_m over {wire.MAX_RADIUS_M}")
+        raise _Refuse(RejectReason.RADIUS_TOO_LARGE, f"The radius_m is over {wire.MAX_RADIUS_M} m.")
 
     # Rule 5.
     window = p.get("window")
     if not isinstance(window, dict):
-        raise _Refuse(RejectReason.BAD_WINDOW, "window is not an object")
+        raise _Refuse(RejectReason.BAD_WINDOW, "The window is not an object.")
     start = _time(window.get("start"), "window.start")
     end = _time(window.get("end"), "window.end")
     issued_at = _time(p.get("issued_at"), "issued_at")
     expires_at = _time(p.get("expires_at"), "expires_at")
     if not start < end:
-        raise _Refuse(RejectReason.BAD_WINDOW, "window start is not before its end")
+        raise _Refuse(RejectReason.BAD_WINDOW, "The window's start is not before its end.")
     if end - start > wire.MAX_WINDOW_MS:
-        raise _Refuse(RejectReason.WINDOW_TOO_LONG, "window longer than 12 h")
+        raise _Refuse(RejectReason.WINDOW_TOO_LONG, "The window is longer than 12 hours.")
     if end > issued_at:
-        raise _Refuse(RejectReason.WINDOW_IN_FUTURE, "window ends after issued_at")
+        raise _Refuse(RejectReason.WINDOW_IN_FUTURE, "The window ends after issued_at.")
     if end > now_ms:
-        raise _Refuse(RejectReason.WINDOW_IN_FUTURE, "window ends after the device's clock")
+        raise _Refuse(RejectReason.WINDOW_IN_FUTURE, "The window ends after the device's clock.")
 
     # Rule 6.
     if issued_at > now_ms + wire.MAX_ISSUED_AHEAD_MS:
-        raise _Refuse(RejectReason.ISSUED_IN_FUTURE, "issued_at more than 5 min ahead")
+        raise _Refuse(
+            RejectReason.ISSUED_IN_FUTURE,
+            "The issued_at is more than 5 minutes ahead of the device's clock.",
+        )
     if not now_ms < expires_at:
-        raise _Refuse(RejectReason.EXPIRED, "expires_at has passed")
+        raise _Refuse(RejectReason.EXPIRED, "The request's expires_at has passed.")
     if expires_at <= issued_at:
-        raise _Refuse(RejectReason.EXPIRED, "expires_at is not after issued_at")
+        raise _Refuse(RejectReason.EXPIRED, "The expires_at is not after issued_at.")
     if expires_at - issued_at > wire.MAX_LIFETIME_MS:
-        raise _Refuse(RejectReason.LIFETIME_TOO_LONG, "lifetime over 14 days")
+        raise _Refuse(RejectReason.LIFETIME_TOO_LONG, "The request's lifetime is over 14 days.")
 
     # Rule 7.
     if not distance_m(device.lat, device.lon, lat, lon) <= radius:
-        raise _Refuse(RejectReason.OUTSIDE_AREA, "device is outside the area")
+        raise _Refuse(RejectReason.OUTSIDE_AREA, "This device is outside the request's area.")
 
     # Rule 8.
     if not device.requests_enabled:
-        raise _Refuse(RejectReason.REQUESTS_OFF, "the owner has turned requests off")
+        raise _Refuse(RejectReason.REQUESTS_OFF, "The owner has turned requests off.")
 
     # Rule 9.
     recipient = p.get("recipient")
     try:
         parse_recipient(recipient)
     except ValueError:
-        raise _Refuse(RejectReason.BAD_RECIPIENT, "recipient is not an age X25519 key") from None
+        raise _Refuse(
+            RejectReason.BAD_RECIPIENT, "The recipient is not an age X25519 key."
+        ) from None
     assert isinstance(recipient, str)
     upload_url = p.get("upload_url")
     if not isinstance(upload_url, str):
-        raise _Refuse(RejectReason.UNSAFE_UPLOAD_URL, "upload_url is not a string")
+        raise _Refuse(RejectReason.UNSAFE_UPLOAD_URL, "The upload_url is not a string.")
     problem = upload_url_problem(
         upload_url, allow_plain_http_loopback=device.allow_plain_http_loopback
     )
     if problem is not None:
-        raise _Refuse(RejectReason.UNSAFE_UPLOAD_URL, problem)
+        raise _Refuse(RejectReason.UNSAFE_UPLOAD_URL, f"The upload_url is refused: {problem}.")
 
     # Rule 11.
     if pending_count >= wire.MAX_PENDING:
-        raise _Refuse(RejectReason.TOO_MANY_PENDING, f"{wire.MAX_PENDING} requests already pending")
+        raise _Refuse(
+            RejectReason.TOO_MANY_PENDING, f"There are already {wire.MAX_PENDING} pending requests."
+        )
 
     # Rule 12.
     count = (
@@ -538,7 +580,8 @@ def _apply_rules(
     if count >= wire.MAX_REQUESTS_PER_CASE:
         raise _Refuse(
             RejectReason.CASE_LIMIT,
-            f"{wire.MAX_REQUESTS_PER_CASE} requests of this case accepted in the last 30 days",
+            f"This case already had {wire.MAX_REQUESTS_PER_CASE} requests accepted "
+            "in the last 30 days.",
         )
 
     return Rfa(

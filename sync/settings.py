@@ -12,8 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from foundation.wire import MAX_RECEIVE_MAXIMUM
 from sync.errors import MqttSettingsError
 
+# protocol.md §6.2 (1.2): an anonymous share's upload starts at a moment drawn uniformly
+# between these many minutes after the approval; the owner may choose other bounds, never
+# below the floor. (Written here, not in foundation.wire, because loading the config reads
+# them and must not import numpy, which the wire module needs for the frame stamp.)
+ANONYMOUS_DELAY_MIN_MINUTES = 10
+ANONYMOUS_DELAY_MAX_MINUTES = 60
+ANONYMOUS_DELAY_FLOOR_MINUTES = 5
 # One tus PATCH carries at most this many bytes (sync.tus).
 DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024
 
@@ -28,7 +36,14 @@ class MqttSettings:
     key_file: Path | None = None
     protocol: int = 5  # 5, or 4 for MQTT 3.1.1
     keepalive: int = 60
-    receive_maximum: int = 64  # MQTT 5: unacked messages the broker may have in flight to us
+    # MQTT 5: unacknowledged QoS 1 messages the broker may have in flight to the device
+    receive_maximum: int = MAX_RECEIVE_MAXIMUM
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.receive_maximum <= MAX_RECEIVE_MAXIMUM:
+            raise MqttSettingsError(
+                f"receive_maximum must be between 1 and {MAX_RECEIVE_MAXIMUM} (protocol.md §3)"
+            )
 
     def endpoint(self) -> tuple[str, int, bool]:
         """(host, port, tls) from the URL."""
@@ -54,3 +69,20 @@ class ShareSettings:
     timeout_s: float = 60.0
     idle_wait_s: float = 1.0  # how often an idle worker looks at the outbox again
     max_origins: int = 4  # lanes at once: shares to this many origins run side by side
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AnonymousDelay:
+    """protocol.md §6.2: the bounds, in minutes, of an anonymous share's start delay.
+    The config refuses bounds below the floor; this class refuses them too, so that no
+    other way of building the daemon can go below it."""
+
+    min_minutes: float = ANONYMOUS_DELAY_MIN_MINUTES
+    max_minutes: float = ANONYMOUS_DELAY_MAX_MINUTES
+
+    def __post_init__(self) -> None:
+        if not ANONYMOUS_DELAY_FLOOR_MINUTES <= self.min_minutes <= self.max_minutes:
+            raise ValueError(
+                f"anonymous start delay must satisfy {ANONYMOUS_DELAY_FLOOR_MINUTES} <= "
+                f"min ({self.min_minutes:g}) <= max ({self.max_minutes:g}) minutes"
+            )

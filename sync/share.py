@@ -134,9 +134,14 @@ def manifest_payload(
     """The manifest of protocol.md §6.1/§6.2. `clip` is the recorder's ClipInfo.
 
     The request is embedded in its canonical form (§2), re-derived here so that even a
-    request stored before the device wrote canonical forms carries no spelling; an
-    anonymous manifest's own times are cut to the whole minute (§6.2), so they cannot be
-    lined up with the instant the broker saw the owner's decision go by."""
+    request stored before the device wrote canonical forms carries no spelling.
+
+    An anonymous manifest's own times must not point at the instant the broker saw the
+    owner's decision go by (§6.2), or the start delay would be for nothing: an agency
+    colluding with the broker would read the decision's minute in `consent.at`. So both
+    `created_at` and `consent.at` are `now_ms` cut to the whole minute, and the caller
+    passes the share's drawn start moment (sync.release) as `now_ms`. That is when the
+    owner's consent became final: until then the owner could still cancel."""
     named = decision.share_contact
 
     def own_time(ms: int) -> str:
@@ -175,7 +180,7 @@ def manifest_payload(
             "clock": {"synchronized": bool(clip.synchronized)},
             "consent": {
                 "method": decision.method.value,
-                "at": own_time(decision.at_ms),
+                "at": own_time(decision.at_ms if named else now_ms),
                 "owner_kid": decision.owner_kid if named else None,
             },
             "contact": (

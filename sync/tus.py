@@ -21,7 +21,13 @@ What it owns:
 Errors: `TusRefused` is permanent (4xx, a refused address or Location, a redirect,
 a malformed answer to a request the server should understand); `TusGone` means the
 server no longer has an upload (404/410), so the caller creates it anew; `TusTransient`
-is worth retrying later (5xx, 423/429, network failures, time-outs).
+is worth retrying later (5xx, 423/429, network failures, time-outs, and a number header
+that is not a number: `MalformedNumber`, so a hostile server costs a counted attempt).
+
+Numbers in headers (`Upload-Offset`, `Tus-Max-Size`) go through `header_number` and
+nothing else: ASCII digits only, at most `MAX_HEADER_DIGITS` of them. `str.isdigit()`
+is no check for `int()`: it accepts `²` and other Unicode digits that `int()` refuses
+(or reads), and `int()` refuses a value of more than 4,300 digits outright.
 
 Metadata: besides the keys of protocol.md §6.1 the client sends `filetype`
 (`application/octet-stream`): tuspyserver answers HEAD with 400 for an upload created
@@ -78,6 +84,26 @@ class TusGone(TusError):
 
 class TusTransient(TusError):
     """Temporary: a network failure, a time-out or a server error."""
+
+
+class MalformedNumber(TusTransient):
+    """A header that must hold a number does not (see `header_number`)."""
+
+
+# The longest number a header may hold: below 2**63, and more than any size or offset.
+MAX_HEADER_DIGITS = 18
+
+
+def header_number(name: str, value: str | None) -> int:
+    """The non-negative integer a header field holds: 1 to `MAX_HEADER_DIGITS` ASCII
+    digits, leading zeros allowed, around them only the spaces and tabs HTTP allows
+    (RFC 9110 §5.5; http.client keeps trailing ones). Anything else, an absent header
+    (`None`) included, raises `MalformedNumber` naming the header, never the value: the
+    message is the device's own phrase (protocol.md §6.3), not the server's text."""
+    digits = (value or "").strip(" \t")
+    if not (0 < len(digits) <= MAX_HEADER_DIGITS and digits.isascii() and digits.isdigit()):
+        raise MalformedNumber(f"malformed {name}")
+    return int(digits)
 
 
 class CutShort(StrEnum):
@@ -182,6 +208,32 @@ class _CheckedConnectionMixin:
             raise NewConnectionError(conn, f"failed to connect: {exc}") from exc
 
 
+class _NoReusePoolMixin:
+    """A pool that never keeps a connection: one connection per exchange.
+
+    The request says `Connection: close`, but urllib3 reuses a connection unless the
+    *answer* says so, and it hands the connection back to its pool as soon as the answer's
+    body is read, before `TusClient._request` shuts its sockets down. A server that left
+    the header out then had its closed socket handed to the next request, which raised
+    "ValueError: file descriptor cannot be a negative integer (-1)" (issue 16).
+
+    Why not keep connections alive instead: the exchange's deadline and cancel cut the
+    sockets that exchange opened (`_EXCHANGE`), which a reused connection was not; a
+    connection idle in a pool between exchanges could be held open by the server, for
+    ever; and a fresh connection is a fresh address check (`connect_checked`). The cost
+    is one connection (and TLS handshake) per exchange, that is per chunk of
+    `DEFAULT_CHUNK_BYTES` (8 MiB), which is negligible on any uplink.
+
+    urllib3 offers no switch for this; `_put_conn` is the one place every connection goes
+    back through (after an answer, and after an error), so it closes the connection and
+    returns an empty slot (`None`, as urllib3 itself does for a connection it dropped)."""
+
+    def _put_conn(self, conn: Any) -> None:
+        if conn is not None:
+            conn.close()
+        super()._put_conn(None)  # type: ignore[misc]
+
+
 def _pool_classes(allow_loopback: bool) -> dict[str, type]:
     http_conn = type(
         "CheckedHTTPConnection",
@@ -194,8 +246,16 @@ def _pool_classes(allow_loopback: bool) -> dict[str, type]:
         {"allow_loopback": allow_loopback},
     )
     return {
-        "http": type("CheckedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http_conn}),
-        "https": type("CheckedHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": https_conn}),
+        "http": type(
+            "CheckedHTTPPool",
+            (_NoReusePoolMixin, HTTPConnectionPool),
+            {"ConnectionCls": http_conn},
+        ),
+        "https": type(
+            "CheckedHTTPSPool",
+            (_NoReusePoolMixin, HTTPSConnectionPool),
+            {"ConnectionCls": https_conn},
+        ),
     }
 
 
@@ -371,7 +431,8 @@ class TusClient:
         exchange, and it would read a body of any size: a hostile or broken server could
         hold the share worker (and every share queued behind it, to other servers) for
         ever, or fill memory. So each exchange opens its own connection (`Connection:
-        close`: every socket it uses is one it opened), a watcher shuts those sockets down
+        close`, and a pool that keeps none, `_NoReusePoolMixin`: every socket it uses is
+        one it opened), a watcher shuts those sockets down
         at the exchange's deadline or as soon as `stop` is set (cancel), and at most
         `MAX_RESPONSE_BODY` bytes of the answer are read before the connection is dropped.
         The deadline is the timeout plus the body's size at `MIN_UPLOAD_RATE` (or at the
@@ -462,13 +523,6 @@ class TusClient:
             raise TusRefused(f"Location refused: {problem}")
         return location
 
-    @staticmethod
-    def _offset_header(response: requests.Response) -> int:
-        raw = response.headers.get("Upload-Offset", "")
-        if not raw.isdigit() or len(raw) > 18:
-            raise TusTransient("server answered without a valid Upload-Offset")
-        return int(raw)
-
     # -- protocol steps
 
     def server_info(self) -> ServerInfo:
@@ -482,11 +536,11 @@ class TusClient:
             raw = response.headers.get(name, "")
             return frozenset(t.strip().lower() for t in raw.split(",") if t.strip())
 
-        raw_max = response.headers.get("Tus-Max-Size", "")
+        raw_max = response.headers.get("Tus-Max-Size")
         return ServerInfo(
             extensions=tokens("Tus-Extension"),
             checksum_algorithms=tokens("Tus-Checksum-Algorithm"),
-            max_size=int(raw_max) if raw_max.isdigit() else None,
+            max_size=None if raw_max is None else header_number("Tus-Max-Size", raw_max),
         )
 
     def create(self, length: int, metadata: Mapping[str, str]) -> str:
@@ -510,7 +564,7 @@ class TusClient:
         response = self._request("HEAD", location, headers={"Cache-Control": "no-store"})
         if response.status_code not in (200, 204):
             self._raise_for("HEAD", response)
-        return self._offset_header(response)
+        return header_number("Upload-Offset", response.headers.get("Upload-Offset"))
 
     def patch(self, location: str, offset: int, chunk: bytes, *, checksum: bool) -> int:
         headers = {
@@ -529,7 +583,7 @@ class TusClient:
             raise TusTransient("PATCH: offset conflict (409)")
         if response.status_code not in (200, 204):
             self._raise_for("PATCH", response)
-        new_offset = self._offset_header(response)
+        new_offset = header_number("Upload-Offset", response.headers.get("Upload-Offset"))
         # A server may accept less than was sent: resume from what it says it has, but
         # never move backwards or beyond what was sent.
         if not offset <= new_offset <= offset + len(chunk):

@@ -9,9 +9,13 @@ offset 0; that is the one case in which bytes are sent twice, and the old URL is
 anyway. A finished object is never sent again.
 
 Failures: a permanent error (a 4xx, a refused address or Location, a bad recipient, no
-footage, a full disk) ends the share `failed` at once; a transient one (5xx, network) is
-retried after a capped exponential backoff with jitter, and after `max_attempts`
-consecutive attempts without progress the share ends `failed` with the last error.
+footage, a full disk) ends the share `failed` at once; a transient one (5xx, network, a
+malformed answer) is retried after a capped exponential backoff with jitter, and after
+`max_attempts` consecutive attempts without progress the share ends `failed` with the
+last error. Any other exception in an attempt (a bug, ours or a library's, that a hostile
+answer reached) counts as a transient failure too, logged in one line with its type, so
+`max_attempts` ends every share. The error kept for the owner (protocol.md §6.3) is the
+device's own phrase, cut to `error_phrase`'s bound.
 `on_state(rfa_id, state, error)` is called on every state change (from the lane that
 made it, or from the caller of `cancel`/`retry`); the daemon audits it and releases the
 pin on done/failed/cancelled.
@@ -26,6 +30,13 @@ their memory is at most one chunk each. Builds run one at a time, whichever lane
 asks: a build reads the buffer and encrypts (work for the Pi's cores, shared with
 the recorder) and never waits on a server.
 
+Start delay (protocol.md §6.2, sync.release): a queued anonymous share is built at once
+(the footage is cut, encrypted and safe in the outbox while it is certainly in the
+buffer, and a build that fails tells the owner now, not an hour later) but its upload
+waits, in state `queued`, until its stored start moment by the wall clock and the rest
+of its drawn delay by the monotonic clock have both passed. A cancel meanwhile deletes
+the built files and nothing is ever sent.
+
 Cancel: each share attempt watches a stop of its own, set by `cancel` or by the
 daemon's stop, so a cancel cuts the share's HTTP exchange at once (sync.tus) instead of
 waiting for the exchange, or the chunk, to end.
@@ -34,6 +45,7 @@ waiting for the exchange, or the chunk, to end.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 from collections.abc import Callable, Mapping
@@ -47,8 +59,9 @@ from foundation.clock import Clock
 from foundation.display import shown
 from foundation.errors import DoorbellError
 from foundation.stop import EitherStop, StopSignal
-from foundation.wire import ShareState
+from foundation.wire import MAX_SHARE_ERROR_CHARS, ShareState
 from sync.outbox import KINDS, Outbox, ShareJob
+from sync.release import wait_left_ms
 from sync.settings import ShareSettings
 from sync.share import ShareError, build_share
 from sync.tus import (
@@ -81,6 +94,16 @@ def upload_metadata(job: ShareJob, kind: str, device_id: str) -> dict[str, str]:
     if job.decision.share_contact:
         meta["device_id"] = device_id
     return meta
+
+
+def error_phrase(error: str, suffix: str = "") -> str:
+    """A share's `error` as protocol.md §6.3 allows it: printable ASCII (anything else
+    becomes `?`), at most `MAX_SHARE_ERROR_CHARS` characters, `suffix` kept whole."""
+    text = "".join(ch if " " <= ch <= "~" else "?" for ch in error + suffix)
+    if len(text) <= MAX_SHARE_ERROR_CHARS:
+        return text
+    keep = max(0, MAX_SHARE_ERROR_CHARS - len(suffix))
+    return (text[:keep] + text[len(text) - len(suffix) :])[:MAX_SHARE_ERROR_CHARS]
 
 
 class _Cancelled(DoorbellError):
@@ -131,6 +154,8 @@ class ShareWorker:
         self._lanes: dict[tuple[str, str, int], threading.Thread] = {}
         self._cancels: dict[str, threading.Event] = {}  # share under way -> its cancel
         self._build_lock = threading.Lock()
+        # a waiting share -> (its start moment, its monotonic deadline in this run)
+        self._deadlines: dict[str, tuple[int, float]] = {}
 
     # -- control
 
@@ -217,6 +242,9 @@ class ShareWorker:
     # -- one job
 
     def _notify(self, rfa_id: str, state: ShareState, error: str | None) -> None:
+        if state is not ShareState.QUEUED:
+            with self._lock:
+                self._deadlines.pop(rfa_id, None)
         try:
             self._on_state(rfa_id, state, error)
         except Exception:
@@ -240,20 +268,61 @@ class ShareWorker:
             with self._lock:
                 self._cancels.pop(job.rfa_id, None)
 
-    def _attempt(self, job: ShareJob, share_stop: StopSignal) -> None:
-        if job.state is ShareState.QUEUED and not self._set_state(job, ShareState.UPLOADING):
+    def _wait_ms(self, job: ShareJob) -> int:
+        """How long a queued share must still wait before its upload starts: until its
+        start moment by the wall clock and, within this run, the rest of its drawn delay
+        by the monotonic clock (sync.release), whichever is later."""
+        if job.state is not ShareState.QUEUED or job.start_delay_ms <= 0:
+            return 0
+        now_ms, mono = self._clock.wall_ms(), self._clock.monotonic()
+        with self._lock:
+            seen = self._deadlines.get(job.rfa_id)
+            if seen is None or seen[0] != job.starts_at_ms:  # first look, or a new draw
+                left = wait_left_ms(
+                    starts_at_ms=job.starts_at_ms, delay_ms=job.start_delay_ms, now_ms=now_ms
+                )
+                seen = (job.starts_at_ms, mono + left / 1000)
+                self._deadlines[job.rfa_id] = seen
+        by_monotonic = math.ceil((seen[1] - mono) * 1000)
+        return max(0, job.starts_at_ms - now_ms, by_monotonic)
+
+    def _hold(self, job: ShareJob, built_now: bool) -> None:
+        """A built share before its start moment: look at it again when the moment
+        comes. Its state stays `queued`."""
+        if self._outbox.state(job.rfa_id) is ShareState.CANCELLED:
+            self._outbox.delete_files(job.rfa_id)  # the build finished after the cancel
             return
-        if self._outbox.state(job.rfa_id) is not ShareState.UPLOADING:
-            return  # cancelled before its cancel could reach this attempt
+        wait_ms = self._wait_ms(job)
+        if built_now:
+            logger.info(
+                "share %s built; its upload waits %.0f s (anonymous start delay)",
+                shown(job.rfa_id),
+                wait_ms / 1000,
+            )
+        self._outbox.hold(job.rfa_id, until_ms=self._clock.wall_ms() + wait_ms)
+
+    def _attempt(self, job: ShareJob, share_stop: StopSignal) -> None:
+        # A share waiting for its start moment is built now and stays queued (see the
+        # module's docstring); its failures are handled as any attempt's.
+        waiting = self._wait_ms(job) > 0
+        if not waiting:
+            if job.state is ShareState.QUEUED and not self._set_state(job, ShareState.UPLOADING):
+                return
+            if self._outbox.state(job.rfa_id) is not ShareState.UPLOADING:
+                return  # cancelled before its cancel could reach this attempt
         progressed = [False]
         try:
-            if not job.built:
+            built_now = not job.built
+            if built_now:
                 with self._build_lock:
                     self._build(job)
                 refreshed = self._outbox.job(job.rfa_id)
                 if refreshed is None:
                     return
                 job = refreshed
+            if waiting:
+                self._hold(job, built_now)
+                return
             self._upload(job, progressed, share_stop)
         except _Cancelled:
             logger.info("share %s cancelled during upload", shown(job.rfa_id))
@@ -272,11 +341,24 @@ class ShareWorker:
             message = str(exc) if isinstance(exc, TusError) else f"outbox: {exc.strerror or exc}"
             self._retry_later(job, message, progressed[0])
             return
+        except Exception as exc:
+            # A bug, ours or a library's, that a hostile answer can reach (issue 16: int()
+            # of "²" escaped every handler above, and the share was tried every 2 s for
+            # ever, a traceback each time, its window pinned). Counted and backed off like
+            # a transient failure, so max_attempts ends the share; the one log line names
+            # the type (never the text, which may quote the server), the traceback goes
+            # to the debug level.
+            if self._stop.is_set():
+                return
+            logger.debug("share %s: unexpected error", shown(job.rfa_id), exc_info=exc)
+            self._retry_later(job, f"unexpected {type(exc).__name__}", progressed[0])
+            return
         self._outbox.delete_files(job.rfa_id)
         self._set_state(job, ShareState.DONE)
         logger.info("share %s done", shown(job.rfa_id))
 
     def _fail(self, job: ShareJob, error: str) -> None:
+        error = error_phrase(error)
         logger.warning("share %s failed: %s", shown(job.rfa_id), shown(error))
         if not job.built:
             self._outbox.delete_files(job.rfa_id)
@@ -286,8 +368,9 @@ class ShareWorker:
         current = self._outbox.job(job.rfa_id)
         attempts = 1 if progressed else (current.attempts if current else job.attempts) + 1
         if attempts >= self._settings.max_attempts:
-            self._fail(job, f"{error} (gave up after {attempts} attempts)")
+            self._fail(job, error_phrase(error, f" (gave up after {attempts} attempts)"))
             return
+        error = error_phrase(error)
         delay = backoff_s(
             attempts - 1,  # the first failed attempt waits about retry_base_s
             base_s=self._settings.retry_base_s,
@@ -309,6 +392,7 @@ class ShareWorker:
         manifest_path = self._outbox.object_path(job.rfa_id, "manifest")
         # A build interrupted by a crash left nothing trustworthy: start it over.
         self._outbox.delete_files(job.rfa_id)
+        now_ms = self._clock.wall_ms()
         built = build_share(
             rfa=job.rfa,
             decision=job.decision,
@@ -318,7 +402,8 @@ class ShareWorker:
             device_key=self._identity.signing,
             device_id=self._identity.device_id,
             contact=self._contact,
-            now_ms=self._clock.wall_ms(),
+            # an anonymous manifest's times are its start moment's (sync.share)
+            now_ms=now_ms if job.decision.share_contact else max(now_ms, job.starts_at_ms),
         )
         self._outbox.record_built(
             job.rfa_id,

@@ -1,17 +1,25 @@
 """The owner's web console (docs/console.md): sign-in codes and sessions (auth), the
-certificate (tls), thumbnails and preview clips (preview), the web app and its HTTPS
+device's certificate authority and the console's certificate (tls; the authority's
+download, authority), thumbnails and preview clips (preview), the web app and its HTTPS
 listener (server). `ConsoleService` is what the composition root starts and stops."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from firmware_config.schema import ConsoleConfig
+from foundation.display import shown
+from foundation.errors import DoorbellError
 from foundation.times import format_time
 
+logger = logging.getLogger(__name__)
+
 CONSOLE_COMMANDS = ("console-code", "console-sessions", "console-revoke")
+CERTIFICATE_CHECK_S = 60.0  # how often the device's addresses and the leaf's age are checked
 
 
 @dataclass
@@ -19,6 +27,10 @@ class ConsoleService:
     server: Any  # device.console.server.ConsoleServer
     auth: Any  # device.console.auth.ConsoleAuth
     preview: Any  # device.console.preview.Preview
+    config: ConsoleConfig
+    state_dir: Path
+    _stopping: threading.Event = field(default_factory=threading.Event)
+    _checker: threading.Thread | None = None
 
     @classmethod
     def open(
@@ -35,9 +47,10 @@ class ConsoleService:
         # Here, not at the top: the console is off by default, and its web stack
         # (Starlette, uvicorn) loads only when it is on.
         from device.console.auth import ConsoleAuth
+        from device.console.authority import authority_routes
         from device.console.preview import Preview
         from device.console.server import Console, ConsoleParts, ConsoleServer
-        from device.console.tls import console_certificate
+        from device.console.tls import console_certificate, vouchable_host
 
         assert config.listen is not None
         host, port = config.listen
@@ -47,25 +60,74 @@ class ConsoleService:
         hosts = set(certificate.hosts)
         if host not in ("0.0.0.0", "::"):  # noqa: S104 - compared, not bound
             hosts.add(host.lower())
+            if certificate.authority is not None and not vouchable_host(host):
+                logger.warning(
+                    "the console listens on %s, a public address the device's certificate "
+                    "authority cannot vouch for: browsers will warn there",
+                    shown(host),
+                )
+        authority = certificate.authority
         auth = ConsoleAuth.open(state_dir / "console.db")
         preview = Preview(buffer_dir, runtime_dir / "console")
         console = Console(
             ConsoleParts(preview=preview, auth=auth, **parts),
             hosts=frozenset(hosts),
             port=port,
+            public_routes=[] if authority is None else authority_routes(authority),
         )
-        return cls(ConsoleServer(console, certificate, host=host, port=port), auth, preview)
+        server = ConsoleServer(console, certificate, host=host, port=port)
+        return cls(server, auth, preview, config, state_dir)
 
     def start(self) -> None:
         self.server.start()
+        if self.server.certificate.authority is not None:
+            self._checker = threading.Thread(
+                target=self._keep_certificate, name="console-certificate", daemon=True
+            )
+            self._checker.start()
 
     def stop(self) -> None:
+        self._stopping.set()
+        if self._checker is not None:
+            self._checker.join(timeout=10)
         self.server.stop()
         self.preview.close()
         self.auth.close()
 
-    def info(self) -> dict[str, str]:
-        return {"url": self.server.url, "fingerprint": self.server.certificate.fingerprint}
+    def refresh_certificate(self) -> bool:
+        """Issue the console's certificate again when the device's addresses changed or
+        it nears its end (the authority stays); True when a new one is served."""
+        from device.console.tls import console_certificate
+
+        assert self.config.listen is not None
+        current = self.server.certificate
+        fresh = console_certificate(self.state_dir, None, None, extra_hosts=[self.config.listen[0]])
+        if fresh.fingerprint == current.fingerprint:
+            return False
+        self.server.use_certificate(fresh)
+        return True
+
+    def _keep_certificate(self) -> None:
+        while not self._stopping.wait(CERTIFICATE_CHECK_S):
+            try:
+                self.refresh_certificate()
+            except (DoorbellError, OSError, ValueError) as exc:
+                logger.warning("console: cannot renew the certificate: %s", shown(exc))
+
+    def info(self) -> dict[str, str | None]:
+        """The console's address and what the owner compares: the fingerprint of the
+        certificate served and, for the device's own, of the authority to install
+        (`ca_url` downloads it)."""
+        from device.console.authority import CA_PATH
+
+        certificate = self.server.certificate
+        authority = certificate.authority
+        return {
+            "url": self.server.url,
+            "fingerprint": certificate.fingerprint,
+            "ca_fingerprint": None if authority is None else authority.fingerprint,
+            "ca_url": None if authority is None else self.server.url.rstrip("/") + CA_PATH,
+        }
 
     def command(self, request: dict[str, Any], now_ms: int) -> dict[str, Any]:
         """The control socket's console commands (doorbellctl console-code, -sessions)."""

@@ -3,18 +3,28 @@
 There is no password anywhere. The owner asks the device for a code over the local
 control socket (`doorbellctl console-code`, root or the service's group only); the code
 is good for one sign-in within 10 minutes and is exchanged for a session: a random
-token in a cookie, valid 30 days, listed and revocable from the same CLI. Five wrong
-codes in a row lock code entry for a minute (for every client: the lockout guards the
-codes, which are short enough to type on a phone, 8 digits).
+token in a cookie, valid 30 days, listed and revocable from the same CLI. Only the
+newest code works: asking for a code retires the older unused ones.
+
+Wrong codes are throttled per source (an IPv4 address, or an IPv6 /64, which one host
+can fill with addresses of its own): five wrong codes lock that source out for a
+minute, and while it is locked its codes are not even looked at. A global cap guards
+the codes themselves (8 digits, short enough to type on a phone): 20 wrong codes within
+a minute, from however many sources, lock code entry for everyone for a minute. One
+source alone cannot reach the cap (at most 5 of its wrong codes land in any minute), so
+one hostile client can never lock the owner out; every code meets at most about 200
+guesses in its 10 minutes, a chance of 2 in a million.
 
 Codes and sessions are kept in their own power-cut-safe SQLite file beside the state
 database, only as SHA-256 hashes, so a copy of the file opens no session. The rules
-themselves (`sign_in_verdict`) are a pure function of what is stored and `now`.
+themselves (`sign_in_verdict`, `after_wrong`, `source_group`) are pure functions of
+what is stored, the source and `now`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import secrets
 import sqlite3
 import threading
@@ -26,8 +36,12 @@ from foundation.durable import open_durable, transaction
 
 CODE_TTL_MS = 10 * 60_000
 SESSION_TTL_MS = 30 * 86_400_000
-MAX_WRONG_CODES = 5
+MAX_WRONG_CODES = 5  # from one source, then that source waits LOCKOUT_MS
 LOCKOUT_MS = 60_000
+GLOBAL_MAX_WRONG = 20  # from all sources within GLOBAL_WINDOW_MS, then everyone waits
+GLOBAL_WINDOW_MS = 60_000
+FORGET_WRONG_MS = 3_600_000  # a source's wrong codes are forgotten after an hour of none
+EVERYONE = "*"  # the global cap's row among the sources
 CODE_DIGITS = 8
 LAST_SEEN_EVERY_MS = 3_600_000  # a session's last use is written at most hourly (SD wear)
 
@@ -47,17 +61,20 @@ CREATE TABLE IF NOT EXISTS sessions (
     client TEXT NOT NULL,
     revoked_ms INTEGER
 );
-CREATE TABLE IF NOT EXISTS code_entry (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
+DROP TABLE IF EXISTS code_entry;
+CREATE TABLE IF NOT EXISTS code_throttle (
+    source TEXT PRIMARY KEY,
     wrong INTEGER NOT NULL,
-    locked_until_ms INTEGER NOT NULL
+    locked_until_ms INTEGER NOT NULL,
+    since_ms INTEGER NOT NULL
 );
 """
 
 
 class Verdict(StrEnum):
     OK = "ok"
-    LOCKED = "locked"  # too many wrong codes: try again in a minute
+    LOCKED = "locked"  # too many wrong codes from this source: try again in a minute
+    LOCKED_ALL = "locked-all"  # too many wrong codes from everywhere: the global cap
     WRONG = "wrong"  # no such code
     EXPIRED = "expired"
     USED = "used"
@@ -85,11 +102,40 @@ class SessionInfo:
     client: str
 
 
-def sign_in_verdict(code: StoredCode | None, *, locked_until_ms: int, now_ms: int) -> Verdict:
-    """Whether a typed code opens a session. The lockout comes first: while it lasts even
-    the right code is refused, so guessing learns nothing."""
-    if now_ms < locked_until_ms:
+@dataclass(frozen=True, slots=True)
+class Throttle:
+    """Wrong codes counted for one source, or for everyone (`since_ms`: a source's last
+    wrong code; for everyone, when the current minute of counting began)."""
+
+    wrong: int = 0
+    locked_until_ms: int = 0
+    since_ms: int = 0
+
+
+def source_group(host: str) -> str:
+    """Whom wrong codes are counted against: an IPv4 address (also written IPv4-mapped
+    in IPv6), or the /64 an IPv6 address is in (a host picks its own addresses inside
+    its /64, as many as it likes). Anything else counts as itself."""
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return f"other {host[:64]}"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+def sign_in_verdict(
+    code: StoredCode | None, *, source: Throttle, everyone: Throttle, now_ms: int
+) -> Verdict:
+    """Whether a typed code opens a session. The lockouts come first: while one lasts
+    even the right code is refused, so guessing learns nothing."""
+    if now_ms < source.locked_until_ms:
         return Verdict.LOCKED
+    if now_ms < everyone.locked_until_ms:
+        return Verdict.LOCKED_ALL
     if code is None:
         return Verdict.WRONG
     if code.used_ms is not None:
@@ -99,11 +145,23 @@ def sign_in_verdict(code: StoredCode | None, *, locked_until_ms: int, now_ms: in
     return Verdict.OK
 
 
-def after_wrong(wrong: int) -> tuple[int, bool]:
-    """The wrong-code counter after one more wrong code, and whether entry now locks
-    (the counter then starts again)."""
+def after_wrong(source: Throttle, everyone: Throttle, now_ms: int) -> tuple[Throttle, Throttle]:
+    """The source's and everyone's counts after one more wrong code. A source locks at
+    its fifth (and starts counting again); everyone locks at the GLOBAL_MAX_WRONG-th
+    within a minute."""
+    wrong = 0 if now_ms - source.since_ms >= FORGET_WRONG_MS else source.wrong
     wrong += 1
-    return (0, True) if wrong >= MAX_WRONG_CODES else (wrong, False)
+    if wrong >= MAX_WRONG_CODES:
+        source = Throttle(0, now_ms + LOCKOUT_MS, now_ms)
+    else:
+        source = Throttle(wrong, source.locked_until_ms, now_ms)
+    if now_ms - everyone.since_ms >= GLOBAL_WINDOW_MS:
+        everyone = Throttle(0, everyone.locked_until_ms, now_ms)
+    if everyone.wrong + 1 >= GLOBAL_MAX_WRONG:
+        everyone = Throttle(0, now_ms + LOCKOUT_MS, now_ms)
+    else:
+        everyone = Throttle(everyone.wrong + 1, everyone.locked_until_ms, everyone.since_ms)
+    return source, everyone
 
 
 def normalize_code(text: str) -> str:
@@ -136,38 +194,46 @@ class ConsoleAuth:
     # ---- codes -------------------------------------------------------------------------
 
     def new_code(self, now_ms: int) -> tuple[str, int]:
-        """A fresh one-time code and when it expires. Old codes are forgotten."""
+        """A fresh one-time code and when it expires. The older unused codes are retired
+        (only the newest works); used ones are kept until they expire, to say so."""
         code = "".join(secrets.choice("0123456789") for _ in range(CODE_DIGITS))
         expires = now_ms + CODE_TTL_MS
         with self._lock, transaction(self._conn) as cur:
-            cur.execute("DELETE FROM codes WHERE expires_ms < ?", (now_ms - CODE_TTL_MS,))
+            cur.execute("DELETE FROM codes WHERE used_ms IS NULL OR expires_ms < ?", (now_ms,))
             cur.execute("INSERT INTO codes VALUES (?, ?, ?, NULL)", (_hash(code), now_ms, expires))
         return code, expires
 
-    def sign_in(self, typed: str, *, now_ms: int, client: str) -> tuple[Verdict, NewSession | None]:
-        """Exchange a code for a session, using the code up; or say why not."""
+    def sign_in(
+        self, typed: str, *, now_ms: int, client: str, source: str
+    ) -> tuple[Verdict, NewSession | None]:
+        """Exchange a code for a session, using the code up; or say why not. `source` is
+        the `source_group` of the client's address."""
         code_hash = _hash(normalize_code(typed))
         with self._lock, transaction(self._conn) as cur:
-            row = cur.execute(
-                "SELECT wrong, locked_until_ms FROM code_entry WHERE id = 1"
-            ).fetchone()
-            wrong, locked_until = (int(row[0]), int(row[1])) if row else (0, 0)
+            mine, everyone = self._throttle(cur, source), self._throttle(cur, EVERYONE)
             found = cur.execute(
                 "SELECT expires_ms, used_ms FROM codes WHERE code_hash = ?", (code_hash,)
             ).fetchone()
             stored = None if found is None else StoredCode(int(found[0]), found[1])
-            verdict = sign_in_verdict(stored, locked_until_ms=locked_until, now_ms=now_ms)
-            if verdict is Verdict.LOCKED:
-                return verdict, None
+            verdict = sign_in_verdict(stored, source=mine, everyone=everyone, now_ms=now_ms)
+            if verdict in (Verdict.LOCKED, Verdict.LOCKED_ALL):
+                return verdict, None  # not counted: a locked source's codes are not read
             if verdict is not Verdict.OK:
-                wrong, lock = after_wrong(wrong)
-                locked_until = now_ms + LOCKOUT_MS if lock else locked_until
+                mine, everyone = after_wrong(mine, everyone, now_ms)
+                # Sources nobody has heard from for an hour (and not locked) are forgotten,
+                # so the table stays small however many addresses a guesser uses.
                 cur.execute(
-                    "INSERT OR REPLACE INTO code_entry VALUES (1, ?, ?)", (wrong, locked_until)
+                    "DELETE FROM code_throttle WHERE since_ms < ? AND locked_until_ms < ?",
+                    (now_ms - FORGET_WRONG_MS, now_ms),
                 )
+                for name, row in ((source, mine), (EVERYONE, everyone)):
+                    cur.execute(
+                        "INSERT OR REPLACE INTO code_throttle VALUES (?, ?, ?, ?)",
+                        (name, row.wrong, row.locked_until_ms, row.since_ms),
+                    )
                 return verdict, None
             cur.execute("UPDATE codes SET used_ms = ? WHERE code_hash = ?", (now_ms, code_hash))
-            cur.execute("INSERT OR REPLACE INTO code_entry VALUES (1, 0, 0)")
+            cur.execute("DELETE FROM code_throttle WHERE source = ?", (source,))
             session = NewSession(
                 id=secrets.token_hex(6),
                 token=secrets.token_urlsafe(32),
@@ -185,6 +251,14 @@ class ConsoleAuth:
                 ),
             )
         return Verdict.OK, session
+
+    @staticmethod
+    def _throttle(cur: sqlite3.Cursor, source: str) -> Throttle:
+        row = cur.execute(
+            "SELECT wrong, locked_until_ms, since_ms FROM code_throttle WHERE source = ?",
+            (source,),
+        ).fetchone()
+        return Throttle() if row is None else Throttle(int(row[0]), int(row[1]), int(row[2]))
 
     # ---- sessions ----------------------------------------------------------------------
 

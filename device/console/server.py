@@ -22,12 +22,13 @@ What the console guarantees, whatever is asked of it:
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -38,13 +39,14 @@ import uvicorn
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from device.audit import read_audit, verify_audit
-from device.console.auth import SESSION_TTL_MS, ConsoleAuth, Verdict
+from device.console.auth import SESSION_TTL_MS, ConsoleAuth, Verdict, source_group
+from device.console.listener import Listener
 from device.console.preview import MAX_CLIP_MS, Preview
 from device.console.tls import ConsoleCertificate, host_names
 from device.flow import RequestFlow
@@ -52,6 +54,7 @@ from firmware_config.schema import Contact
 from foundation.clock import Clock
 from foundation.display import shown
 from foundation.errors import DoorbellError, NoFootageError, TimeFormatError
+from foundation.lograte import OncePerInterval, ThrottleFilter, held_note
 from foundation.times import Window, format_time, parse_time
 from sync.decision import DecisionRejectReason
 from sync.geo import distance_m
@@ -78,6 +81,14 @@ SECURITY_HEADERS = {
     "Strict-Transport-Security": "max-age=31536000",
 }
 STATIC = files("device.console") / "static"
+
+
+def security_headers() -> list[tuple[bytes, bytes]]:
+    return [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+
+
+MAX_TIME_DIGITS = 15  # a time in milliseconds in a path: 15 digits reach the year 33658
+_errors = OncePerInterval()  # tracebacks of failed requests: once a minute, with a count
 
 
 @dataclass(frozen=True)
@@ -109,19 +120,31 @@ def _json(data: Any, status: int = 200) -> JSONResponse:
 
 
 def _host_of(netloc: str) -> str:
-    """The host part of a Host header or an origin's netloc, lower case, no brackets."""
-    parsed = urlsplit("//" + netloc)
+    """The host part of a Host header or an origin's netloc, lower case, no brackets
+    ("" when it is not one, e.g. an unclosed bracket)."""
+    try:
+        parsed = urlsplit("//" + netloc)
+    except ValueError:
+        return ""
     return (parsed.hostname or "").lower()
 
 
 class Console:
     """The web app itself (a Starlette app in `.app`), without the listener."""
 
-    def __init__(self, parts: ConsoleParts, *, hosts: frozenset[str], port: int) -> None:
+    def __init__(
+        self,
+        parts: ConsoleParts,
+        *,
+        hosts: frozenset[str],
+        port: int,
+        public_routes: Sequence[BaseRoute] = (),  # served without a session (authority.py)
+    ) -> None:
         self.parts = parts
         self._hosts = hosts
         self._port = port
         routes = [
+            *public_routes,
             Route("/", self.index),
             Route("/login", self.login_page, methods=["GET"]),
             Route("/login", self.login, methods=["POST"]),
@@ -130,7 +153,7 @@ class Console:
             Route("/api/requests/{rfa_id}", self.api(self.request_detail)),
             Route("/api/requests/{rfa_id}/footage", self.api(self.footage)),
             Route("/api/requests/{rfa_id}/thumbnails", self.api(self.thumbnails)),
-            Route("/api/requests/{rfa_id}/thumbnails/{at_ms:int}", self.api(self.thumbnail)),
+            Route("/api/requests/{rfa_id}/thumbnails/{at_ms}", self.api(self.thumbnail)),
             Route("/api/requests/{rfa_id}/clip", self.api(self.clip)),
             Route("/api/requests/{rfa_id}/decision", self.api(self.decision), methods=["POST"]),
             Route("/api/shares", self.api(self.shares)),
@@ -152,8 +175,8 @@ class Console:
     def origin_allowed(self, origin: str | None) -> bool:
         if not origin:
             return False
-        parts = urlsplit(origin)
         try:
+            parts = urlsplit(origin)
             port = parts.port or 443
         except ValueError:
             return False
@@ -216,21 +239,26 @@ class Console:
         )
 
     async def login(self, request: Request) -> Response:
-        raw = await _read_body(request)
-        # A one-field urlencoded form: the stdlib parses it, no multipart library needed.
-        fields = parse_qs(raw.decode("utf-8", "replace"), max_num_fields=4)
-        code = (fields.get("code") or [""])[0]
+        try:
+            code = login_code(await _read_body(request))
+        except ValueError:
+            return self._login_response("That form is not the sign-in form.", status=400)
         client = request.headers.get("user-agent", "")
+        source = source_group(request.client.host if request.client else "")
         verdict, session = await run_in_threadpool(
-            lambda: self.parts.auth.sign_in(code, now_ms=self.parts.clock.wall_ms(), client=client)
+            lambda: self.parts.auth.sign_in(
+                code, now_ms=self.parts.clock.wall_ms(), client=client, source=source
+            )
         )
         if session is None:
             message = {
-                Verdict.LOCKED: "Too many wrong codes: code entry is locked for a minute.",
+                Verdict.LOCKED: "Too many wrong codes from here: locked for a minute.",
+                Verdict.LOCKED_ALL: "Too many wrong codes: code entry is locked for a minute.",
                 Verdict.EXPIRED: "That code has expired: ask the device for a new one.",
                 Verdict.USED: "That code was already used: ask the device for a new one.",
-            }.get(verdict, "That code is not right.")
-            return self._login_response(message, status=429 if verdict is Verdict.LOCKED else 401)
+            }.get(verdict, "That code is not right (only the newest code works).")
+            locked = verdict in (Verdict.LOCKED, Verdict.LOCKED_ALL)
+            return self._login_response(message, status=429 if locked else 401)
         logger.info("console: a new session %s signed in", session.id)
         response = RedirectResponse("/", status_code=303)
         response.set_cookie(
@@ -343,8 +371,9 @@ class Console:
         }
 
     def thumbnail(self, request: Request, body: Any) -> Any:
+        at_ms = path_time_ms(request.path_params["at_ms"])
         pending = self._pending(request.path_params["rfa_id"])
-        jpeg = self.parts.preview.thumbnail(pending.rfa.window, request.path_params["at_ms"])
+        jpeg = self.parts.preview.thumbnail(pending.rfa.window, at_ms)
         if jpeg is None:
             raise ApiError(404, "no keyframe at that time inside the request's window")
         return Response(
@@ -448,6 +477,24 @@ async def _read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
+def login_code(raw: bytes) -> str:
+    """The code from the sign-in form: a urlencoded body in UTF-8 with one field, `code`
+    (given once). Anything else raises ValueError (answered 400)."""
+    fields = parse_qs(raw.decode("utf-8"), max_num_fields=1, strict_parsing=bool(raw))
+    if set(fields) - {"code"} or len(fields.get("code", [])) > 1:
+        raise ValueError("not the sign-in form")
+    return (fields.get("code") or [""])[0]
+
+
+def path_time_ms(text: str) -> int:
+    """A time in milliseconds written in a path: ASCII digits, at most MAX_TIME_DIGITS
+    (int() alone would take other scripts' digits, and refuse 4,301 digits with an
+    error of its own)."""
+    if not (text.isascii() and text.isdigit() and len(text) <= MAX_TIME_DIGITS):
+        raise ApiError(404, "no such thumbnail")
+    return int(text)
+
+
 class _Guard:
     """Checks every request before routing: the Host must be one the certificate
     names, a POST must come from this console's own origin; adds the security headers
@@ -461,28 +508,99 @@ class _Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        refusal: Response | None = None
-        if not self.console.host_allowed(headers.get("host", "")):
-            refusal = _json({"error": "unknown host name"}, 421)
-        elif scope["method"] not in ("GET", "HEAD", "POST"):
-            refusal = _json({"error": "method not allowed"}, 405)
-        elif scope["method"] == "POST" and not self.console.origin_allowed(headers.get("origin")):
-            refusal = _json({"error": "the request did not come from this console"}, 403)
+        started = False
 
         async def send_with_headers(message: dict[str, Any]) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
-                extra = [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+                started = True
+                extra = security_headers()
                 message = dict(message, headers=list(message.get("headers", [])) + extra)
             await send(message)
 
-        if refusal is not None:
-            await refusal(scope, receive, send_with_headers)  # type: ignore[arg-type]
-            return
+        # Everything below answers with the security headers, whatever goes wrong: this
+        # guard sits inside Starlette's own error handler, whose 500 would not have them.
         try:
+            refusal = self._refusal(scope)
+            if refusal is not None:
+                await refusal(scope, receive, send_with_headers)  # type: ignore[arg-type]
+                return
             await self.app(scope, receive, send_with_headers)
         except ApiError as exc:  # a body over the limit, raised while reading it
-            await _json({"error": exc.message}, exc.status)(scope, receive, send_with_headers)  # type: ignore[arg-type]
+            if not started:
+                await _json({"error": exc.message}, exc.status)(scope, receive, send_with_headers)  # type: ignore[arg-type]
+        except ClientDisconnect:
+            pass  # the client went away (or took too long) while sending its body
+        except Exception:
+            held = _errors.due("request")
+            if held is not None:
+                logger.exception("console: a request failed%s", held_note(held))
+            if not started:
+                error = _json({"error": "internal error (see the daemon's log)"}, 500)
+                await error(scope, receive, send_with_headers)  # type: ignore[arg-type]
+
+    def _refusal(self, scope: Mapping[str, Any]) -> Response | None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if not self.console.host_allowed(headers.get("host", "")):
+            return _json({"error": "unknown host name"}, 421)
+        if scope["method"] not in ("GET", "HEAD", "POST"):
+            return _json({"error": "method not allowed"}, 405)
+        if scope["method"] == "POST" and not self.console.origin_allowed(headers.get("origin")):
+            return _json({"error": "the request did not come from this console"}, 403)
+        return None
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn, listening through the console's own Listener (listener.py says why)."""
+
+    def __init__(self, config: uvicorn.Config, *, host: str, port: int) -> None:
+        super().__init__(config)
+        self._where = (host, port)
+        self.listener: Listener | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def startup(self, sockets: list[Any] | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(_loop_error)
+        self.loop = loop
+        host, port = self._where
+        assert self.config.ssl is not None  # the console is HTTPS only
+        try:
+            self.listener = Listener(
+                self, self.config.ssl, host=host, port=port, headers=security_headers()
+            )
+        except OSError as exc:
+            logger.error("console: cannot listen on %s:%s: %s", host, port, exc.strerror)
+            self.should_exit = True
+            return
+        self.servers = [self.listener]  # type: ignore[list-item]
+        self.listener.start()
+        self.started = True
+
+
+def _loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """asyncio's reports from the console's loop (a protocol callback that raised, say):
+    once a minute each, with a count, as anything a peer can cause."""
+    held = _errors.due(f"loop {context.get('message')}")
+    if held is not None:
+        exc = context.get("exception")
+        logger.error(
+            "console: %s%s",
+            shown(context.get("message", "event loop error")),
+            held_note(held),
+            exc_info=(type(exc), exc, exc.__traceback__) if exc is not None else None,
+        )
+
+
+def quiet_uvicorn_loggers() -> None:
+    """uvicorn's loggers go through the daemon's own (escaping) handler, not uvicorn's,
+    and what a peer can make them say (an invalid request) once a minute at most."""
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi"):
+        one = logging.getLogger(name)
+        one.handlers.clear()
+        one.propagate = True
+        if not any(isinstance(f, ThrottleFilter) for f in one.filters):
+            one.addFilter(ThrottleFilter())
 
 
 class ConsoleServer:
@@ -500,6 +618,7 @@ class ConsoleServer:
             port=port,
             ssl_certfile=str(certificate.cert_file),
             ssl_keyfile=str(certificate.key_file),
+            log_config=None,  # no handlers of uvicorn's own: the daemon's formatter
             log_level="warning",
             access_log=False,
             lifespan="off",
@@ -507,7 +626,8 @@ class ConsoleServer:
             proxy_headers=False,
             timeout_graceful_shutdown=3,
         )
-        self._server = uvicorn.Server(config)
+        quiet_uvicorn_loggers()
+        self._server = _Uvicorn(config, host=host, port=port)
         self._thread: threading.Thread | None = None
 
     @property
@@ -538,3 +658,14 @@ class ConsoleServer:
         self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=10)
+
+    def use_certificate(self, certificate: ConsoleCertificate) -> None:
+        """Serve a newly issued certificate from the next handshake on; connections
+        already open keep theirs. The listener's SSL context is reloaded on its own
+        event loop, the thread that makes every TLS connection from it."""
+        context, loop = self._server.config.ssl, self._server.loop
+        if context is not None and loop is not None:
+            loop.call_soon_threadsafe(
+                context.load_cert_chain, str(certificate.cert_file), str(certificate.key_file)
+            )
+        self.certificate = certificate

@@ -597,3 +597,25 @@ def test_a_1_0_remembered_head_catches_a_rewritten_history(
     view, _out, err = run_watch(home, mosquitto)
     assert any("WENT BACKWARDS" in w for w in view.warnings)
     log.close()
+
+
+def test_watch_shows_when_a_waiting_anonymous_share_starts(
+    home: OwnerHome, device: Device, mosquitto: MosquittoBroker
+) -> None:
+    """§6.3's optional `starts_at` (1.2) is accepted and shown; an entry from a 1.1
+    device, without the key, still opens."""
+    waiting = {**SHARE_ITEM, "state": "queued", "starts_at": "2026-11-28T13:41:07.250Z"}
+    legacy = {**SHARE_ITEM, "rfa_id": "22222222-2222-4333-8444-555555555555"}
+    recipient = owner_recipient(home)
+    with Publisher(mosquitto) as pub:
+        for kind, items in (("pending", [PENDING_ITEM]), ("shares", [waiting, legacy])):
+            pub.publish(
+                f"devices/{device.device_id}/owner/{kind}",
+                device.owner_message(kind, recipient, at_ms=NOW, head=chain_head(5), items=items),
+                retain=True,
+            )
+    view, out, err = run_watch(home, mosquitto)
+    assert view.seen == {"pending", "shares"} and "WARNING" not in err
+    assert "upload starts at 2026-11-28T13:41:07.250Z" in out
+    assert out.count("upload starts at") == 1
+    assert legacy["rfa_id"] in out

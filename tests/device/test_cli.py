@@ -14,7 +14,7 @@ import av
 import pytest
 
 from cloud.loopback import DeviceSetup
-from device.cli import _print_list, render_shares
+from device.cli import _print_list, render_shares, starts_in
 from device.identity import load_device_identity
 from foundation.times import format_time, parse_time
 from foundation.wire import read_capture_ms
@@ -206,6 +206,7 @@ def test_render_shares_for_a_terminal():
     )
     text = out.getvalue()
     assert "a1 uploading" in text and "50%" in text and "5.24M/10.5M" in text
+    assert "starts at" not in text  # neither waits
     assert "b2 failed" in text and "error: no footage" in text
     empty = io.StringIO()
     render_shares([], empty)
@@ -225,3 +226,17 @@ def test_a_list_from_the_daemon_prints_as_json_a_sentence_or_a_line_each(
     assert show([], True) == "[]\n"
     assert show([], False) == "None.\n"
     assert show(items, False) == "a\nb\n"
+
+
+def test_a_waiting_anonymous_share_says_when_its_upload_starts():
+    assert starts_in("2026-11-28T13:43:00Z", parse_time("2026-11-28T13:00:00Z")) == (
+        "upload starts at 2026-11-28T13:43:00Z (in 43 min; anonymous shares wait)"
+    )
+    out = io.StringIO()
+    entry = {"rfa_id": "c3", "state": "queued", "bytes_sent": 0, "bytes_total": 2048,
+             "manifest_sha256": "ee" * 32, "error": None,
+             "starts_at": "2999-01-01T00:00:00Z"}  # fmt: skip
+    render_shares([entry], out)
+    assert "c3 queued" in out.getvalue()
+    assert "upload starts at 2999-01-01T00:00:00Z (in " in out.getvalue()
+    assert "\x1b" not in starts_in("\x1b[31mX", 0)  # a bad value is shown escaped

@@ -64,12 +64,19 @@ def test_approve_with_a_narrower_window_and_deny(kit: Kit) -> None:
     kit.flow.handle_rfa(kit.rfa(rfa_id=b))
     window = kit.store.request(a).rfa.window  # type: ignore[union-attr]
     narrow = Window(window.start_ms + 60_000, window.end_ms - 60_000)
+    wider = Window(window.start_ms - 60_000, window.end_ms)
+    refused = cmds.handle({"cmd": "approve", "rfa_id": a, "window": wider.to_json()})
+    assert refused["error"] == "The window is not inside the request's window.", refused
     reply = cmds.handle({"cmd": "approve", "rfa_id": a, "window": narrow.to_json()})
     assert reply["ok"], reply
     assert kit.store.decision(a).window == narrow  # type: ignore[union-attr]
     assert cmds.handle({"cmd": "deny", "rfa_id": b}) == {"ok": True, "message": f"{b} declined"}
     again = cmds.handle({"cmd": "deny", "rfa_id": b})
-    assert again["ok"] is False and again["error"].startswith("not_pending")
+    assert again == {
+        "ok": False,
+        "error": "There is no such pending request.",
+        "reason": "not_pending",
+    }
 
 
 @pytest.mark.parametrize(
@@ -115,11 +122,11 @@ def test_retry_of_a_share_that_has_not_failed_keeps_its_pin(kit: Kit) -> None:
     before = {p.pin_id: (p.window, p.until_ms) for p in kit.buffer.pins()}
     assert a in before, "a queued share's footage is pinned"
     reply = cmds.handle({"cmd": "retry", "rfa_id": a})
-    assert reply == {"ok": False, "error": f"share {a} has not failed"}
+    assert reply == {"ok": False, "error": f"Share {a} has not failed."}
     assert {p.pin_id: (p.window, p.until_ms) for p in kit.buffer.pins()} == before
     assert cmds.handle({"cmd": "retry", "rfa_id": "nope"}) == {
         "ok": False,
-        "error": "no share nope",
+        "error": "There is no share nope.",
     }
 
 
@@ -132,7 +139,7 @@ def test_cancel(kit: Kit) -> None:
     }
     assert kit.outbox.job(a).state == "cancelled"  # type: ignore[union-attr]
     refused = cmds.handle({"cmd": "cancel", "rfa_id": a})
-    assert refused == {"ok": False, "error": f"no share {a} to cancel"}
+    assert refused == {"ok": False, "error": f"There is no share {a} to cancel."}
 
 
 def test_status_pending_and_shares(kit: Kit) -> None:

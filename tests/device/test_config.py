@@ -46,6 +46,7 @@ def test_minimal_config_gets_sane_defaults() -> None:
     assert config.storage.segment_seconds == 4
     assert config.rfa.enabled is True and config.rfa.allow_plain_http_loopback is False
     assert config.owner.sync_seconds == 300 and config.owner.button_pin is None
+    assert config.mqtt.receive_maximum == 16  # protocol.md §3 (1.2): at most 16
     assert config.mqtt.protocol == 5
     assert config.control.socket == Path("/run/doorbell/control.sock")
     assert config.buffer_dir != config.state_dir
@@ -95,6 +96,7 @@ def test_all_problems_are_reported_at_once_with_paths_and_hints() -> None:
             "rfa.trusted_agencies[0].public_key",
         ),
         ("mqtt", {"url": "mqtt://u:p@host"}, "mqtt.url"),
+        ("mqtt", {"url": "mqtt://host", "receive_maximum": 17}, "mqtt.receive_maximum"),
         ("mqtt", {"url": "mqtt://host", "cert_file": "/c.pem"}, "mqtt.cert_file/key_file"),
         ("camera", {"source": "synthetic", "width": 641}, "camera.width/height"),
         ("share", {"chunk_bytes": "1KiB"}, "share.chunk_bytes"),
@@ -148,6 +150,36 @@ def test_load_config_reports_unreadable_and_bad_yaml(tmp_path: Path) -> None:
         load_config(empty)
 
 
+def test_relative_paths_are_read_from_the_config_files_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`storage: {dir: ./var}` means the folder beside doorbell.yaml, whichever directory
+    a command runs in (the walkthrough's own config); absolute paths stay as written."""
+    folder = tmp_path / "device"
+    folder.mkdir()
+    data = with_(
+        storage={"dir": "./var"},
+        control={"socket": "run/control.sock"},
+        mqtt={"url": "mqtts://broker.example:8883", "ca_file": "../ca.pem"},
+        console={"listen": "127.0.0.1:8443", "cert_file": "/etc/c.pem", "key_file": "k.pem"},
+    )
+    (folder / "doorbell.yaml").write_text(yaml.safe_dump(data))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    for given in (folder / "doorbell.yaml", Path("../device/doorbell.yaml")):
+        config = load_config(given)
+        assert config.storage.dir == folder / "var"
+        assert config.control.socket == folder / "run" / "control.sock"
+        assert config.mqtt.ca_file is not None and config.mqtt.ca_file.resolve() == (
+            tmp_path / "ca.pem"
+        )
+        assert config.console.cert_file == Path("/etc/c.pem")
+        assert config.console.key_file == folder / "k.pem"
+    monkeypatch.chdir(folder)  # the same file from its own folder: the same paths
+    assert load_config(Path("doorbell.yaml")).storage.dir == folder / "var"
+
+
 @pytest.mark.parametrize(
     ("section", "key", "needs"),
     [
@@ -157,6 +189,7 @@ def test_load_config_reports_unreadable_and_bad_yaml(tmp_path: Path) -> None:
         ("storage", "segment_seconds", "between 1 and 60"),
         ("storage", "max_age_hours", "between"),
         ("mqtt", "keepalive", "between"),
+        ("mqtt", "receive_maximum", "between 1 and 16"),
         ("share", "max_attempts", "between"),
         ("camera", "fps", "between"),
         ("owner", "sync_seconds", "between"),
@@ -210,3 +243,40 @@ def test_loading_the_config_does_not_import_the_parts_it_configures() -> None:
     run = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     heavy = {"sync.mqtt", "sync.uploader", "sync.tus", "paho", "requests", "numpy"}
     assert heavy.isdisjoint(run.stdout.split())
+
+
+def test_anonymous_start_delay_defaults_to_the_protocol_s_10_to_60_minutes() -> None:
+    share = parse_config(MINIMAL).share
+    assert (share.anonymous_delay_min_minutes, share.anonymous_delay_max_minutes) == (10, 60)
+    assert share.anonymous_delay.min_minutes == 10
+
+
+@pytest.mark.parametrize(
+    ("share", "expected"),
+    [
+        (
+            {"anonymous_delay_min_minutes": 4.99},
+            "share.anonymous_delay_min_minutes: must be between 5 and 1440",
+        ),
+        ({"anonymous_delay_min_minutes": 0}, "share.anonymous_delay_min_minutes: must be between"),
+        ({"anonymous_delay_max_minutes": 3}, "share.anonymous_delay_max_minutes: must be between"),
+        (
+            {"anonymous_delay_min_minutes": 30, "anonymous_delay_max_minutes": 20},
+            "share.anonymous_delay_max_minutes: must be at least"
+            " share.anonymous_delay_min_minutes (30)",
+        ),
+        ({"anonymous_delay_max_minutes": "1h"}, "share.anonymous_delay_max_minutes: expected a"),
+        ({"anonymous_delay_min_minutes": float("nan")}, "share.anonymous_delay_min_minutes:"),
+        ({"anonymous_delay_minutes": 10}, "share.anonymous_delay_minutes"),
+    ],
+)
+def test_anonymous_start_delay_errors_name_their_key(share: dict, expected: str) -> None:
+    found = problems(with_(share=share))
+    assert any(p.startswith(expected) for p in found), found
+    # one problem per mistake: an invalid bound does not also trip the cross-check
+    assert len(found) == 1, found
+
+
+def test_anonymous_start_delay_may_be_a_fixed_five_minutes_and_no_less() -> None:
+    five = {"anonymous_delay_min_minutes": 5, "anonymous_delay_max_minutes": 5}
+    assert parse_config(with_(share=five)).share.anonymous_delay.max_minutes == 5

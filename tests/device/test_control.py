@@ -89,3 +89,47 @@ def test_bind_never_creates_the_socket_folder(tmp_path: Path) -> None:
     with pytest.raises(ControlError, match="does not exist"):
         ControlServer(path, echo, threading.Event()).bind()
     assert not path.parent.exists()
+
+
+def test_the_socket_survives_running_out_of_file_descriptors(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """EMFILE on accept() (something else holds every descriptor): the socket stays,
+    says so once, and answers as soon as descriptors are free again."""
+    import json
+    import os
+    import resource
+    import time
+
+    path = tmp_path / "control.sock"
+    _, stop, thread = start(path, echo)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    held: list[int] = []
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        client.settimeout(10)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 32, hard))
+        while True:
+            try:
+                held.append(os.open(os.devnull, os.O_RDONLY))
+            except OSError:
+                break
+        client.connect(str(path))  # queued in the backlog: no descriptor needed to connect
+        client.sendall(b'{"cmd": "while-starved"}\n')
+        time.sleep(2.0)  # ten accept() attempts, all EMFILE
+        assert thread.is_alive() and path.exists()
+        warnings = [r for r in caplog.records if "cannot accept" in r.getMessage()]
+        assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        reply = json.loads(client.recv(65536))
+        assert reply == {"ok": True, "echo": {"cmd": "while-starved"}}
+        assert control_request(path, {"cmd": "after"})["ok"] is True
+    finally:
+        client.close()
+        stop.set()
+        thread.join(5)
+    assert not path.exists()  # the stop event, and only it, removes the socket

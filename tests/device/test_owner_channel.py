@@ -102,7 +102,8 @@ def test_every_message_is_the_encryption_of_exactly_16384_bytes(device, owner):
         sizes.add(payload_size(sealed))
     shares = [
         {"rfa_id": request(i).entry["id"], "state": "uploading", "bytes_sent": 10**12,
-         "bytes_total": 10**12, "manifest_sha256": "cd" * 32, "error": "e" * 64}
+         "bytes_total": 10**12, "manifest_sha256": "cd" * 32, "error": "e" * 64,
+         "starts_at": "2026-11-28T13:59:59.999Z"}  # §6.3's optional key at its longest
         for i in range(20)
     ]  # fmt: skip
     for n in (0, 1, 20):

@@ -92,6 +92,16 @@ def test_unit_runs_unprivileged_with_watchdog_and_its_own_directories() -> None:
     assert settings["ExecStart"].split()[1:] == ["--config", "/etc/doorbell/doorbell.yaml"]
 
 
+def test_open_files_are_limited_with_room_for_the_console_cap() -> None:
+    from device.console.listener import MAX_CONNECTIONS
+
+    settings = dict(_directives(UNIT.read_text(encoding="utf-8")))
+    soft, _, hard = settings["LimitNOFILE"].partition(":")
+    assert int(soft) >= 1024 and int(hard or soft) == int(soft)
+    # the console's connections can take only a fraction of the limit
+    assert int(soft) >= MAX_CONNECTIONS * 4
+
+
 # --- systemd-analyze ----------------------------------------------------------------------
 
 

@@ -1,6 +1,6 @@
 """The console's test world: the whole doorbell world (real broker, real tus server, the
 daemon as a child process) with the console listening on a free loopback port, and an
-HTTPS client that trusts exactly the device's own certificate."""
+HTTPS client that trusts exactly the device's own certificate authority."""
 
 from __future__ import annotations
 
@@ -18,9 +18,17 @@ from foundation.times import Window
 from tests.fixtures.daemon import World, make_world, now_ms, start_and_pair, wait_for
 
 
-def console_world(root: Path, broker: MosquittoBroker, uploads: TusServer) -> World:
+def console_world(
+    root: Path, broker: MosquittoBroker, uploads: TusServer, *, steered_clock: bool = False
+) -> World:
     port = free_port()
-    world = make_world(root, broker, uploads, extra={"console": {"listen": f"127.0.0.1:{port}"}})
+    world = make_world(
+        root,
+        broker,
+        uploads,
+        steered_clock=steered_clock,
+        extra={"console": {"listen": f"127.0.0.1:{port}"}},
+    )
     start_and_pair(world)
     wait_for(world.buffer_span, 30, "footage in the buffer")
     return world
@@ -35,31 +43,48 @@ def cworld(tmp_path: Path, mosquitto: MosquittoBroker, tus_server: TusServer) ->
         made.daemon.stop()
 
 
+@pytest.fixture
+def steered_cworld(
+    tmp_path: Path, mosquitto: MosquittoBroker, tus_server: TusServer
+) -> Iterator[World]:
+    """A console world whose daemon's wall clock the test can move (World.clock_file)."""
+    made = console_world(tmp_path, mosquitto, tus_server, steered_clock=True)
+    try:
+        yield made
+    finally:
+        made.daemon.stop()
+
+
 def console_code(world: World) -> dict[str, Any]:
     return dict(json.loads(world.daemon.ctl("console-code", "--json").stdout))
 
 
-def cert_path(world: World) -> Path:
-    return world.setup.root / "var" / "state" / "console-cert.pem"
+def ca_path(world: World) -> Path:
+    """The device's certificate authority, as an owner installs it on a phone."""
+    return world.setup.root / "var" / "state" / "console-ca.pem"
 
 
 class _PinnedAdapter(requests.adapters.HTTPAdapter):
-    """Trusts the device's self-signed certificate as its own anchor (OpenSSL wants a
-    CA otherwise), with host name checking on: the certificate names 127.0.0.1."""
+    """Trusts the device's authority and nothing else, with host name checking on:
+    the console's certificate names 127.0.0.1. `source`: the address connections come
+    from (another 127.x address is another machine on the home network, as far as the
+    console can tell)."""
 
-    def __init__(self, cafile: Path) -> None:
+    def __init__(self, cafile: Path, source: str | None = None) -> None:
         self._context = ssl.create_default_context(cafile=str(cafile))
-        self._context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+        self._source = source
         super().__init__()
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         kwargs["ssl_context"] = self._context
+        if self._source is not None:
+            kwargs["source_address"] = (self._source, 0)
         super().init_poolmanager(*args, **kwargs)
 
 
-def trusting_session(world: World) -> requests.Session:
+def trusting_session(world: World, source: str | None = None) -> requests.Session:
     session = requests.Session()
-    session.mount("https://", _PinnedAdapter(cert_path(world)))
+    session.mount("https://", _PinnedAdapter(ca_path(world), source))
     return session
 
 
@@ -67,9 +92,12 @@ class ConsoleHttp:
     """A client of the console as a browser on the home network would be, minus the
     page: cookies kept, the device's certificate trusted, Origin set on POSTs."""
 
-    def __init__(self, world: World, *, origin: str | None = "own") -> None:
-        self.base = console_code(world)["url"].rstrip("/")
-        self.session = trusting_session(world)
+    def __init__(
+        self, world: World, *, origin: str | None = "own", source: str | None = None
+    ) -> None:
+        # from the status, not console-code: a new code would retire the one in hand
+        self.base = world.daemon.status()["console"]["url"].rstrip("/")
+        self.session = trusting_session(world, source)
         self.origin = self.base if origin == "own" else origin
 
     def get(self, path: str, **kwargs: Any) -> requests.Response:

@@ -4,15 +4,25 @@ closed pipe ends a listing quietly, and a broker that cannot be reached is named
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
 
-from cloud.loopback import DaemonProcess, DeviceSetup, free_port
+from cloud.loopback import (
+    DaemonProcess,
+    DeviceSetup,
+    MosquittoBroker,
+    TusServer,
+    free_port,
+    script,
+)
+from device.audit import read_entries
 from foundation.cli import ExitCode
 from foundation.times import Window
-from tests.fixtures.daemon import World, now_ms, wait_for
+from tests.fixtures.daemon import World, make_world, now_ms, wait_for
 
 
 def ctl(world: World, *args: str) -> subprocess.CompletedProcess[str]:
@@ -48,7 +58,7 @@ def test_cancelling_a_finished_share_says_it_finished(world: World) -> None:
         f"doorbellctl: share {rfa.id} already finished: the agency has it; nothing to cancel"
     )
     unknown = ctl(world, "shares", "--cancel=no-such-share")
-    assert unknown.returncode == ExitCode.REFUSED and "no share" in unknown.stderr
+    assert unknown.returncode == ExitCode.REFUSED and "There is no share" in unknown.stderr
 
     # `doorbellctl shares | head -3` and friends, with a reader that went away
     for args in (("shares",), ("shares", "--json"), ("pending",), ("status",), ("audit",)):
@@ -78,3 +88,73 @@ def test_the_daemon_names_the_broker_it_cannot_reach_and_why(tmp_path: Path) -> 
         )
     finally:
         assert daemon.stop() == 0
+
+
+def test_relative_config_paths_and_pause_from_another_directory(
+    tmp_path: Path, mosquitto: MosquittoBroker, tus_server: TusServer
+) -> None:
+    """The walkthrough's config (`storage: {dir: ./var}`, a relative socket) read from
+    another directory reaches the running daemon; `pause` and `resume` are the console's
+    switch, shown by `status` and audited as the console's are."""
+    relative = {"storage": {"dir": "./var"}, "control": {"socket": "./run/control.sock"}}
+    world = make_world(tmp_path, mosquitto, tus_server, extra=relative)
+    world.daemon.start()
+    try:
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+
+        def ctl_there(*args: str) -> subprocess.CompletedProcess[str]:
+            command = [*script("doorbellctl"), "--config=../device/doorbell.yaml", *args]
+            return subprocess.run(command, cwd=elsewhere, capture_output=True, text=True)
+
+        status = ctl_there("status")
+        assert status.returncode == 0, status.stderr
+        assert re.search(r"^daemon +running$", status.stdout, re.M), status.stdout
+        assert re.search(r"^requests +accepted", status.stdout, re.M), status.stdout
+        assert (world.setup.root / "var" / "buffer").is_dir()  # beside the config file
+        assert not (elsewhere / "var").exists() and not (Path.cwd() / "var").exists()
+
+        paused = ctl_there("pause")
+        assert paused.returncode == 0, paused.stderr
+        assert paused.stdout.startswith("Requests are paused: every new request is refused")
+        assert re.search(r"^requests +PAUSED", ctl_there("status").stdout, re.M)
+        assert json.loads(ctl_there("status", "--json").stdout)["requests_paused"] is True
+        again = ctl_there("pause")
+        assert again.returncode == 0 and again.stdout.startswith("Requests were already paused")
+        resumed = ctl_there("resume")
+        assert resumed.returncode == 0 and resumed.stdout == "Requests are accepted again.\n"
+        assert json.loads(ctl_there("status", "--json").stdout)["requests_paused"] is False
+        events = [e.event for e in read_entries(world.setup.root / "var" / "state" / "audit.log")]
+        assert events.count("requests_paused") == 1 and events.count("requests_resumed") == 1
+    finally:
+        assert world.daemon.stop() == 0
+
+
+def test_owner_watch_into_a_pipe_that_closes_ends_quietly_with_141(world: World) -> None:
+    """`doorbell-owner watch --once | head -3`, and `watch | head -3` that would
+    otherwise listen for ever: the tool ends at its next write, exit 141, nothing on
+    stderr about a broken pipe (the device publishes every second here)."""
+    owner = [*script("doorbell-owner"), f"--home={world.owner.path}", "watch"]
+    broker = f"--broker={world.broker.url}"
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # head already gone
+    try:
+        gone = subprocess.run([*owner, broker, "--once"], stdout=write_end,
+                              stderr=subprocess.PIPE, timeout=60)  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert gone.returncode == ExitCode.OUTPUT_CLOSED, gone.stderr
+    assert b"Traceback" not in gone.stderr and b"BrokenPipe" not in gone.stderr
+
+    head = subprocess.Popen([*owner, broker], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert head.stdout is not None and head.stderr is not None
+        lines = [head.stdout.readline() for _ in range(3)]
+        assert all(lines) and lines[0].startswith(b"["), lines
+        head.stdout.close()  # as head does after its third line
+        assert head.wait(timeout=30) == ExitCode.OUTPUT_CLOSED
+        stderr = head.stderr.read()
+        assert b"Traceback" not in stderr and b"BrokenPipe" not in stderr, stderr
+    finally:
+        head.kill()
+        head.wait()

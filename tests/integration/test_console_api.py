@@ -5,9 +5,11 @@ session."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import ssl
+from collections.abc import Iterator
 
 import pytest
 import requests
@@ -77,7 +79,7 @@ def test_a_code_signs_in_once_and_the_session_answers(cworld) -> None:  # noqa: 
     window = recent_window(cworld)
     rfa_id = publish_pending(cworld, window)
     info = console_code(cworld)
-    assert set(info) == {"code", "url", "fingerprint", "expires_at"}
+    assert set(info) == {"code", "url", "fingerprint", "ca_fingerprint", "ca_url", "expires_at"}
     client = ConsoleHttp(cworld)
     reply = client.sign_in(info["code"])
     assert reply.status_code == 303
@@ -95,22 +97,34 @@ def test_a_code_signs_in_once_and_the_session_answers(cworld) -> None:  # noqa: 
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp
 
 
+def _insecure_context() -> ssl.SSLContext:
+    """A TLS client that takes whatever certificate it is shown (the tests look at it)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+@contextlib.contextmanager
+def _unverified_tls(port: int) -> Iterator[ssl.SSLSocket]:
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        _insecure_context().wrap_socket(raw) as tls,
+    ):
+        yield tls
+
+
 def test_the_fingerprint_is_the_sha256_of_the_certificate_served(cworld) -> None:  # noqa: F811
     import hashlib
 
     info = console_code(cworld)
     port = int(info["url"].rsplit(":", 1)[1].strip("/"))
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    with (
-        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
-        context.wrap_socket(raw) as tls,
-    ):
+    with _unverified_tls(port) as tls:
         der = tls.getpeercert(binary_form=True)
     assert der is not None and hashlib.sha256(der).hexdigest() == info["fingerprint"]
     status = json.loads(cworld.daemon.ctl("status", "--json").stdout)
     assert status["console"]["fingerprint"] == info["fingerprint"]
+    assert status["console"]["ca_fingerprint"] == info["ca_fingerprint"]
 
 
 def test_plain_http_on_the_port_gets_nothing(cworld) -> None:  # noqa: F811
@@ -292,8 +306,10 @@ def test_the_cli_prints_code_url_and_fingerprint(cworld) -> None:  # noqa: F811
     out = cworld.daemon.ctl("console-code").stdout
     info = console_code(cworld)
     assert info["url"] in out and "SHA-256" in out
-    fingerprint = info["fingerprint"].upper()
+    # what the owner compares is the authority's fingerprint (the leaf's changes)
+    fingerprint = info["ca_fingerprint"].upper()
     assert ":".join(fingerprint[i : i + 2] for i in range(0, 64, 2)) in out
+    assert info["ca_url"] in out
     assert "No one is signed in" in cworld.daemon.ctl("console-sessions").stdout
     gone = cworld.daemon.ctl("console-sessions", "--revoke", "nosuchid", check=False)
     assert gone.returncode == 1 and "no live session" in gone.stderr
@@ -304,3 +320,174 @@ def test_console_commands_say_when_the_console_is_off(world) -> None:
     result = world.daemon.ctl("console-code", check=False)
     assert result.returncode == 1 and "console is off" in result.stderr
     assert "console" not in json.loads(world.daemon.ctl("status", "--json").stdout)
+
+
+def test_an_older_code_no_longer_works_after_a_newer_one(cworld) -> None:  # noqa: F811
+    older = console_code(cworld)["code"]
+    newer = console_code(cworld)["code"]
+    client = ConsoleHttp(cworld)
+    refused = client.sign_in(older)
+    assert refused.status_code == 401 and "newest code" in refused.text
+    assert client.sign_in(newer).status_code == 303
+    assert client.get("/api/pending").status_code == 200
+
+
+def test_a_client_guessing_every_half_second_does_not_lock_the_owner_out(cworld) -> None:  # noqa: F811
+    """The guesser (127.0.0.2, another machine as far as the console can tell) sends a
+    wrong code every 0.5 s throughout; the owner (127.0.0.1) signs in with a fresh code."""
+    import threading
+    import time
+
+    guesser = ConsoleHttp(cworld, source="127.0.0.2")
+    answers: list[int] = []
+    stop = threading.Event()
+
+    def guess() -> None:
+        while not stop.is_set():
+            answers.append(guesser.sign_in("00000000").status_code)
+            stop.wait(0.5)
+
+    thread = threading.Thread(target=guess, daemon=True)
+    thread.start()
+    try:
+        time.sleep(4)  # five wrong codes in: the guesser is locked out, and keeps at it
+        assert 429 in answers
+        owner = ConsoleHttp(cworld)
+        reply = owner.sign_in(console_code(cworld)["code"])
+        assert reply.status_code == 303, reply.text
+        assert owner.get("/api/pending").status_code == 200
+        # the guesser is still locked out, even with a right code
+        assert guesser.sign_in(console_code(cworld)["code"]).status_code == 429
+    finally:
+        stop.set()
+        thread.join(5)
+    assert answers.count(401) == 5 and set(answers) == {401, 429}
+
+
+SECURITY_HEADER_NAMES = (
+    b"content-security-policy",
+    b"x-content-type-options",
+    b"x-frame-options",
+    b"strict-transport-security",
+)
+
+
+def _raw_exchange(port: int, request: bytes) -> bytes:
+    """One request over TLS as bytes, and everything the console sends back."""
+    with _unverified_tls(port) as tls:
+        tls.sendall(request)
+        received = b""
+        try:
+            while chunk := tls.recv(65536):
+                received += chunk
+                if b"\r\n\r\n" in received and b"connection: close" not in received.lower():
+                    head, _, body = received.partition(b"\r\n\r\n")
+                    length = next(
+                        (
+                            int(line.split(b":", 1)[1])
+                            for line in head.lower().split(b"\r\n")
+                            if line.startswith(b"content-length:")
+                        ),
+                        None,
+                    )
+                    if length is not None and len(body) >= length:
+                        break
+        except (ConnectionResetError, TimeoutError, ssl.SSLError):
+            pass
+    return received
+
+
+def test_the_pre_sign_in_battery_over_the_socket(cworld) -> None:  # noqa: F811
+    """A few of tests/device/test_console_hostile.py's cases, as bytes on the wire:
+    a 4xx with the security headers each, and no traceback in the daemon's log."""
+    port = int(console_code(cworld)["url"].rsplit(":", 1)[1].strip("/"))
+    host = f"Host: 127.0.0.1:{port}\r\n".encode()
+    origin = f"Origin: https://127.0.0.1:{port}\r\n".encode()
+    form = b"a=1&b=2&c=3&d=4&e=5"
+    requests_sent = [
+        b"GET /api/requests/x/thumbnails/" + b"9" * 4301 + b" HTTP/1.1\r\n" + host + b"\r\n",
+        b"POST /login HTTP/1.1\r\n"
+        + host
+        + origin
+        + b"Content-Type: application/x-www-form-urlencoded\r\n"
+        + f"Content-Length: {len(form)}\r\n\r\n".encode()
+        + form,
+        b"POST /login HTTP/1.1\r\n" + host + origin + b"Content-Length: 4\r\n\r\n\xff\xfe\xfd\xfc",
+        b"BREW /pot HTTP/1.1\r\n" + host + b"\r\n",
+        b"GET /\xff\xfe HTTP/1.1\r\n" + host + b"\r\n",  # not HTTP: uvicorn's 400
+        b"\x16\x03\x01 not http at all\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: [\r\n\r\n",
+    ]
+    before = cworld.daemon.log_path.stat().st_size
+    for request in requests_sent:
+        reply = _raw_exchange(port, request)
+        status_line, _, rest = reply.partition(b"\r\n")
+        assert status_line.startswith(b"HTTP/1.1 4"), (request[:60], reply[:200])
+        head = rest.partition(b"\r\n\r\n")[0].lower()
+        for name in SECURITY_HEADER_NAMES:
+            assert name + b":" in head, (request[:60], name)
+    with cworld.daemon.log_path.open("rb") as log:
+        log.seek(before)
+        grown = log.read()
+    assert b"Traceback" not in grown and b"ERROR" not in grown, grown[-2000:]
+
+
+def test_a_connection_that_never_finishes_its_request_is_closed(cworld) -> None:  # noqa: F811
+    """Slowloris: one connection that never starts TLS, one that sends half its headers
+    and one that trickles a byte a second: each is closed within the listener's deadlines
+    (the handshake's, and a request's), with margins for a loaded machine."""
+    import time
+
+    from device.console.listener import HANDSHAKE_S, REQUEST_S
+
+    port = int(console_code(cworld)["url"].rsplit(":", 1)[1].strip("/"))
+    context = _insecure_context()
+    mute = socket.create_connection(("127.0.0.1", port), timeout=30)
+    half = context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=30))
+    half.sendall(b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+    trickle = context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=30))
+    opened = time.monotonic()
+    closed: dict[str, float] = {}
+    pending = {"mute": mute, "half": half, "trickle": trickle}
+    for sock in pending.values():
+        sock.setblocking(False)
+    try:
+        while pending and time.monotonic() - opened < REQUEST_S + 15:
+            for name, sock in list(pending.items()):
+                try:
+                    if sock.recv(4096) == b"":
+                        closed[name] = time.monotonic() - opened
+                        del pending[name]
+                except (ssl.SSLWantReadError, BlockingIOError):
+                    pass
+                except (ConnectionResetError, ssl.SSLError, OSError):
+                    closed[name] = time.monotonic() - opened
+                    del pending[name]
+            if "trickle" in pending:
+                with contextlib.suppress(ssl.SSLWantWriteError, OSError):
+                    trickle.sendall(b"X")
+            time.sleep(1.0)
+    finally:
+        for sock in (mute, half, trickle):
+            sock.close()
+    assert set(closed) == {"mute", "half", "trickle"}, closed
+    assert closed["mute"] <= HANDSHAKE_S + 5, closed
+    assert closed["half"] <= REQUEST_S + 5 and closed["trickle"] <= REQUEST_S + 5, closed
+    # and the console still answers
+    assert ConsoleHttp(cworld).get("/login").status_code == 200
+
+
+def test_a_hostile_user_agent_is_shown_escaped(cworld) -> None:  # noqa: F811
+    """A User-Agent with ESC and BEL (h11 refuses them on the wire, another HTTP parser
+    might not; the store keeps whatever came): the CLI prints them escaped."""
+    import sqlite3
+
+    signed_in(cworld)
+    db = cworld.setup.root / "var" / "state" / "console.db"
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("UPDATE sessions SET client = ?", ("evil\x1b[2J\x07\u202eagent",))
+    conn.close()
+    out = cworld.daemon.ctl("console-sessions").stdout
+    assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
+    assert "evil\\x1b[2J\\x07\\u202eagent" in out

@@ -23,6 +23,7 @@ from tests.integration.console_kit import (
     cworld,  # noqa: F401 - a fixture
     publish_pending,
     recent_window,
+    steered_cworld,  # noqa: F401 - a fixture
 )
 
 pytestmark = pytest.mark.xdist_group("console")
@@ -88,12 +89,13 @@ def confirm(page: Any) -> None:
 
 
 def test_sign_in_preview_narrow_approve_anonymously_and_the_share_verifies(
-    cworld: World,  # noqa: F811
+    steered_cworld: World,  # noqa: F811
     page: Any,
 ) -> None:
-    window = recent_window(cworld, seconds=10)
-    rfa_id = publish_pending(cworld, window)
-    sign_in(page, cworld)
+    world = steered_cworld
+    window = recent_window(world, seconds=10)
+    rfa_id = publish_pending(world, window)
+    sign_in(page, world)
     page.wait_for_selector(f'button[data-id="{rfa_id}"]')
     assert "2026-004512" in page.text_content("#pending-list")
     open_request(page, rfa_id)
@@ -147,17 +149,24 @@ def test_sign_in_preview_narrow_approve_anonymously_and_the_share_verifies(
     page.wait_for_function(
         "() => document.querySelector('#decision-status').textContent.includes('Approved')"
     )
-    share = cworld.wait_share(rfa_id)
+    # an anonymous share waits for its drawn moment (protocol.md §6.2), and says when
+    waiting = world.wait_share(rfa_id, "queued", timeout=30)
+    page.reload()
+    shown_start = page.wait_for_selector(f'#shares-list li[data-id="{rfa_id}"] .starts-at')
+    local_start = page.evaluate("t => new Date(t).toLocaleString()", waiting["starts_at"])
+    assert local_start in shown_start.text_content()
+    world.release_waiting_share(rfa_id)  # tests/integration/test_anonymous_delay.py
+    share = world.wait_share(rfa_id)
     assert share["state"] == "done"
-    manifest = cworld.uploads.upload_of("manifest")
-    clip = cworld.uploads.upload_of("clip")
-    identity = load_identity(cworld.agency_dir / "agency-age.txt")
+    manifest = world.uploads.upload_of("manifest")
+    clip = world.uploads.upload_of("clip")
+    identity = load_identity(world.agency_dir / "agency-age.txt")
     report = verify_share(
         manifest.path,
         clip.path,
         identity=identity,
-        agency_keys=[load_signing_key(cworld.agency_dir / "agency-signing.pem").public],
-        owner_keys=[cworld.owner.signing_key().public],
+        agency_keys=[load_signing_key(world.agency_dir / "agency-signing.pem").public],
+        owner_keys=[world.owner.signing_key().public],
     )
     assert report.ok, report.render()
     assert report.anonymous is True and report.window_approved == narrow

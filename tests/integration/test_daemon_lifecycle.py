@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from cloud.loopback import MosquittoBroker, TusServer
+from cloud.loopback import MosquittoBroker, TusServer, free_port
 from device.paths import StatePaths
 from firmware_config import load_config
 from recorder.buffer import BufferLock
@@ -195,3 +195,47 @@ def test_a_held_buffer_or_a_live_control_socket_refuses_before_the_network(
     assert len(lines) == 1 and expected in lines[0], second.stderr
     assert connections_of(noting_broker, world.setup.device_id) == []
     assert not paths.audit_log.exists() and not paths.state_db.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shared", ["device id", "console port"])
+def test_a_second_daemon_elsewhere_with_the_same_device_id_or_console_port_refuses_first(
+    tmp_path: Path, noting_broker: MosquittoBroker, tus_server: TusServer, shared: str
+) -> None:
+    """Another config, another state directory and control socket, but the running
+    daemon's device id on the same broker (or its console port): the second refuses in
+    one line before it writes or connects anything. The broker's own log proves the
+    first one's session was never taken over: one connection, no reconnect."""
+    port = free_port()
+    console = {"console": {"listen": f"127.0.0.1:{port}"}}
+    first = make_world(tmp_path / "first", noting_broker, tus_server, extra=console)
+    second_id = "porch-cam-01" if shared == "device id" else "porch-cam-02"
+    second = make_world(
+        tmp_path / "second", noting_broker, tus_server, device_id=second_id, extra=console
+    )
+    first.daemon.start()
+    try:
+        first.daemon.wait_until(recording_and_connected, timeout=60)
+        assert len(connections_of(noting_broker, "porch-cam-01")) == 1
+        refused = second_start(second)
+        assert refused.returncode == 1, refused
+        lines = refused.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in refused.stderr, refused.stderr
+        if shared == "device id":
+            assert (
+                f"(pid {first.daemon.proc.pid}) is already running as device porch-cam-01 "  # type: ignore[union-attr]
+                f"on the broker 127.0.0.1:{noting_broker.port}" in lines[0]
+            ), lines
+        else:
+            assert f"the console's port 127.0.0.1:{port} is already in use" in lines[0], lines
+        assert not (second.setup.root / "var").exists(), "the second wrote nothing"
+        time.sleep(2)  # a take-over would show by now: the first would reconnect
+        assert len(connections_of(noting_broker, "porch-cam-01")) == 1, "taken over"
+        assert connections_of(noting_broker, "porch-cam-02") == []
+        assert recording_and_connected(first.daemon.status())
+    finally:
+        assert first.daemon.stop() == 0
+    # the first gone (its lock freed with it), the second starts
+    if shared == "device id":
+        second.daemon.start()
+        assert second.daemon.stop() == 0

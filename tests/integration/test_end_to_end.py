@@ -14,9 +14,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from cloud.verify import verify_share
 from foundation.times import Window
-from sync.keys import load_identity, load_signing_key
 from tests.fixtures.daemon import World, wait_for
 
 
@@ -52,19 +50,10 @@ def spy(world: World):
 
 
 def verify(world: World, rfa_id: str):
-    manifest = world.uploads.upload_of("manifest")
-    clip = world.uploads.upload_of("clip")
-    assert manifest.complete and clip.complete
-    assert manifest.metadata["rfa_id"] == clip.metadata["rfa_id"] == rfa_id
-    report = verify_share(
-        manifest.path,
-        clip.path,
-        identity=load_identity(world.agency_dir / "agency-age.txt"),
-        agency_keys=[load_signing_key(world.agency_dir / "agency-signing.pem").public],
-        owner_keys=[world.owner.signing_key().public],
-    )
-    assert report.ok, report.render()
-    return report, manifest, clip
+    # this share's two objects and nothing else reached the upload server
+    assert {u.metadata["rfa_id"] for u in world.uploads.uploads()} == {rfa_id}
+    assert len(world.uploads.uploads()) == 2
+    return world.verify(rfa_id)
 
 
 def test_named_share_approved_in_the_app_is_exact_and_verifies(world: World, spy) -> None:
@@ -130,7 +119,8 @@ def test_named_share_approved_in_the_app_is_exact_and_verifies(world: World, spy
     }
 
 
-def test_anonymous_share_approved_on_the_cli_names_nobody(world: World) -> None:
+def test_anonymous_share_approved_on_the_cli_names_nobody(steered_world: World) -> None:
+    world = steered_world
     span = world.buffer_span()
     assert span is not None
     time.sleep(3)
@@ -140,6 +130,8 @@ def test_anonymous_share_approved_on_the_cli_names_nobody(world: World) -> None:
     wait_for(lambda: rfa.id in world.pending_ids(), 20, "request pending")
     out = world.daemon.ctl("approve", rfa.id, "--anonymous").stdout
     assert "approved" in out
+    world.wait_share(rfa.id, "queued", timeout=30)  # waiting for its drawn moment
+    world.release_waiting_share(rfa.id)  # tests/integration/test_anonymous_delay.py
     world.wait_share(rfa.id)
     report, manifest, clip = verify(world, rfa.id)
     assert report.anonymous is True and report.device_id is None

@@ -1,7 +1,9 @@
 """Hostile peers against the whole daemon (docs/security.md): a `doorbelld` process
 with its memory measured (psutil on its pid) while a fake broker sends an oversized
 PUBLISH on every connection, and while upload servers answer with huge bodies, drip,
-or answer every exchange just before its deadline.
+or answer every exchange just before its deadline; and upload servers whose answers
+hold malformed numbers or keep their connections open, which must end each share
+failed after `max_attempts`, with no traceback in the daemon's log.
 
 The memory bound, 20 MiB over the daemon's baseline, is far below what any one attack
 would cost if it got through (256 MiB announced by the broker, MQTT's largest packet;
@@ -26,7 +28,7 @@ from cloud.loopback import MosquittoBroker, TusServer
 from foundation.times import Window
 from tests.fixtures.daemon import World, make_world, start_and_pair
 from tests.integration.faults import ask, pending_ids, settle, shares
-from tests.sync.hostile import HostileBroker, HostileServer, SlowTusServer
+from tests.sync.hostile import HostileBroker, HostileServer, LooseTusServer, SlowTusServer
 
 pytestmark = pytest.mark.timeout(400)
 
@@ -69,6 +71,14 @@ class RssWatch:
         self._thread.join(timeout=5)
 
 
+def rss_growth(baseline: int, peak: int) -> str:
+    """How a measured RSS moved, for the tests' printed figures."""
+    return (
+        f"baseline RSS {baseline / 2**20:.1f} MiB, peak {peak / 2**20:.1f} MiB"
+        f" (+{(peak - baseline) / 2**20:.1f} MiB)"
+    )
+
+
 def buffer_end(world: World) -> int:
     span = world.buffer_span()
     assert span is not None, "the buffer is empty"
@@ -102,8 +112,7 @@ def test_an_oversized_publish_is_refused_at_the_daemons_socket(tmp_path: Path) -
         world.daemon.stop()
         broker.close()
     print(
-        f"baseline RSS {baseline / 2**20:.1f} MiB, peak {peak / 2**20:.1f} MiB"
-        f" (+{(peak - baseline) / 2**20:.1f} MiB) over {len(broker.publishes)} PUBLISHes"
+        rss_growth(baseline, peak) + f" over {len(broker.publishes)} PUBLISHes"
         f" of {OVERSIZED} bytes; sent before the hang-up: {broker.publishes}"
     )
     # refused at the socket: the daemon hung up on every one, long before 256 MiB
@@ -191,3 +200,61 @@ def test_hostile_upload_servers_cost_the_daemon_little_and_hold_back_nothing(
     assert peak - baseline < RSS_BOUND
     assert status["recording"] is True
     assert recorded_after > recorded_before
+
+
+def test_hostile_tus_answers_end_shares_failed_after_max_attempts(
+    tmp_path: Path, mosquitto: MosquittoBroker, tus_server: TusServer
+) -> None:
+    """Shares to a server answering `Tus-Max-Size: ²`, to one answering a 5,000-digit
+    `Upload-Offset`, and to one that never says `Connection: close` and keeps its
+    connections open (answering each creation 503): with `max_attempts: 3` each share
+    ends failed after exactly 3 attempts, counted at its server (each attempt starts
+    with an OPTIONS); its window is unpinned; the daemon's log holds no traceback. Before
+    issue 16 each made 23 attempts in 46 s and a traceback every 2 s, for ever."""
+    servers = {
+        "malformed Tus-Max-Size": LooseTusServer(max_size="²".encode("latin-1")),
+        "malformed Upload-Offset": LooseTusServer(offset=b"1" * 5000),
+        "POST: server answered 503": LooseTusServer(keep="open", post_status=503),
+    }
+    world = make_world(tmp_path, mosquitto, tus_server, extra={"share": {"max_attempts": 3}})
+    start_and_pair(world)
+    try:
+        settle(world.buffer_span, world, timeout=30, what="footage")
+        time.sleep(3)
+        ids = {}
+        for n, (error, server) in enumerate(servers.items()):
+            span = world.buffer_span()
+            assert span is not None
+            rfa = world.rfa(Window(*span), case_number=f"2026-00010{n}", upload_url=server.url)
+            world.publish(rfa)
+            settle(lambda rfa=rfa: rfa.id in pending_ids(world), world, timeout=30,
+                   what=f"request {n} pending")  # fmt: skip
+            assert "approved" in world.daemon.ctl("approve", rfa.id).stdout
+            ids[error] = rfa.id
+        settle(lambda: all(shares(world)[i]["state"] == "failed" for i in ids.values()),
+               world, timeout=120, what="all three shares to fail")  # fmt: skip
+        time.sleep(3)  # a share still tried after its failure would show up now
+        ended = {error: shares(world)[rfa_id] for error, rfa_id in ids.items()}
+        pins = {pin.pin_id for pin in _pins(world)}
+    finally:
+        world.daemon.stop()
+        for server in servers.values():
+            server.close()
+    log = world.daemon.log_path.read_text(errors="replace")
+    for error, server in servers.items():
+        assert ended[error]["state"] == "failed"
+        assert ended[error]["error"] == f"{error} (gave up after 3 attempts)"
+        assert server.requests.count("OPTIONS") == 3, (error, server.requests)
+        assert ids[error] not in pins
+    assert servers["POST: server answered 503"].requests.count("POST") == 3
+    assert "Traceback" not in log and "²" not in log
+    assert "unexpected" not in log
+
+
+def _pins(world: World) -> list[Any]:
+    """The buffer's pins, read as another process reads them while the daemon runs."""
+    from recorder.buffer import RollingBuffer, connect_index
+
+    root = world.setup.root / "var" / "buffer"
+    with RollingBuffer(root, connect_index(root, readonly=True)) as buffer:
+        return buffer.pins()

@@ -132,3 +132,21 @@ def test_index_survives_copy_without_wal_files(buffer_copy, tmp_path):
             os.unlink(p)
     with RollingBuffer.open(clone) as buffer:
         assert buffer.segments()
+
+
+def test_the_buffer_folder_is_its_owners_alone(tmp_path, caplog):
+    """Created 0700 even under umask 022 (`doorbellctl record` run by hand); one left
+    0755 by an older version is tightened to 0700, with one log line."""
+    fresh, old = tmp_path / "fresh", tmp_path / "old"
+    old.mkdir(mode=0o755)
+    old.chmod(0o755)
+    previous = os.umask(0o022)
+    try:
+        for root in (fresh, old):
+            RollingBuffer.open(root).close()
+    finally:
+        os.umask(previous)
+    assert oct(fresh.stat().st_mode & 0o777) == "0o700"
+    assert oct(old.stat().st_mode & 0o777) == "0o700"
+    lines = [r.getMessage() for r in caplog.records if "open to other users" in r.getMessage()]
+    assert lines == [f"{old} was open to other users (mode 0755); now 0700"]

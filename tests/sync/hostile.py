@@ -13,6 +13,12 @@ HTTP to be believed.
   escapes, C1 controls, bidi overrides, carriage returns and backspaces (and one header
   line that does not parse, which urllib3 logs): the first creation answers 503, every
   later one 400, so a share to it is retried once and then fails.
+- `LooseTusServer`: a working tus server whose answers can carry a hostile
+  `Tus-Max-Size` or `Upload-Offset` value (bytes, e.g. a latin-1 `²` or 5,000 digits),
+  that can answer every creation 503, and that can leave `Connection: close` out of its
+  answers and then keep the connection open for further requests (`keep="open"`) or
+  close it without having said so (`keep="silent"`). It counts the requests and the
+  connections it saw.
 - `HostileBroker`: enough MQTT 5 to accept every CONNECT; once `attack` is set, it sends
   on every connection one QoS 1 PUBLISH whose remaining length announces `size` bytes,
   then its payload as fast as the socket takes it, and records how each one ended.
@@ -110,28 +116,12 @@ class SlowTusServer(_LoopbackServer):
         super().__init__()
 
     def _read_request(self, conn: socket.socket) -> tuple[str, str, dict[str, str]] | None:
-        data = b""
-        while b"\r\n\r\n" not in data:
-            piece = conn.recv(65536)
-            if not piece:
-                return None
-            data += piece
-        head, _, body = data.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        method, path, _version = lines[0].split(" ", 2)
-        headers = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        length = int(headers.get("content-length", "0") or 0)
-        got = len(body)
-        while got < length:
-            piece = conn.recv(min(65536, length - got))
-            if not piece:
-                break
-            got += len(piece)
+        request = read_request(conn)
+        if request is None:
+            return None
+        method, path, headers, body = request
         with self._lock:
-            self.received += got
+            self.received += len(body)
             self.exchanges.append(method)
         return method, path, headers
 
@@ -181,6 +171,93 @@ class SlowTusServer(_LoopbackServer):
             status = "404 Not Found"
         head = "".join(f"{line}\r\n" for line in lines)
         conn.sendall(f"HTTP/1.1 {status}\r\n{head}\r\n".encode())
+
+
+def read_request(conn: socket.socket) -> tuple[str, str, dict[str, str], bytes] | None:
+    """One HTTP/1.1 request (method, path, lower-cased headers, body), or None when the
+    peer hung up before its headers ended; a body cut short is returned as it arrived."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        piece = conn.recv(65536)
+        if not piece:
+            return None
+        data += piece
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    method, path, _version = lines[0].split(" ", 2)
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    length = int(headers.get("content-length", "0") or 0)
+    while len(body) < length:
+        piece = conn.recv(min(65536, length - len(body)))
+        if not piece:
+            break
+        body += piece
+    return method, path, headers, body
+
+
+class LooseTusServer(_LoopbackServer):
+    """See the module's doc. `requests` lists the methods in the order they arrived."""
+
+    def __init__(
+        self,
+        *,
+        keep: str = "close",
+        max_size: bytes | None = None,
+        offset: bytes | None = None,
+        post_status: int = 201,
+    ) -> None:
+        assert keep in ("close", "open", "silent")
+        self.keep = keep
+        self.max_size = max_size
+        self.offset = offset
+        self.post_status = post_status
+        self.requests: list[str] = []
+        self.connections = 0
+        self.offsets: dict[str, int] = {}
+        self._lock = threading.Lock()
+        super().__init__()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with self._lock:
+            self.connections += 1
+        while (request := read_request(conn)) is not None:
+            conn.sendall(self._response(*request))
+            if self.keep != "open":
+                return  # closed, whether or not the answer said so
+            # "open": wait for the next request on this connection, as a keep-alive server
+
+    def _response(self, method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
+        with self._lock:
+            self.requests.append(method)
+            lines = [b"Tus-Resumable: 1.0.0", b"Content-Length: 0"]
+            if self.keep == "close":
+                lines.append(b"Connection: close")
+            if method == "OPTIONS":
+                status = b"204 No Content"
+                lines += [b"Tus-Version: 1.0.0", b"Tus-Extension: creation,termination"]
+                if self.max_size is not None:
+                    lines.append(b"Tus-Max-Size: " + self.max_size)
+            elif method == "POST" and self.post_status != 201:
+                status = b"%d Busy" % self.post_status
+            elif method == "POST":
+                name = f"/files/{len(self.offsets) + 1}"
+                self.offsets[name] = 0
+                status = b"201 Created"
+                lines.append(b"Location: " + name.encode())
+            elif method in ("HEAD", "PATCH") and path in self.offsets:
+                if method == "PATCH":
+                    self.offsets[path] = int(headers["upload-offset"]) + len(body)
+                status = b"200 OK" if method == "HEAD" else b"204 No Content"
+                value = self.offset if self.offset is not None else b"%d" % self.offsets[path]
+                lines.append(b"Upload-Offset: " + value)
+            elif method == "DELETE":
+                status = b"204 No Content"
+            else:
+                status = b"404 Not Found"
+        return b"HTTP/1.1 " + status + b"\r\n" + b"".join(x + b"\r\n" for x in lines) + b"\r\n"
 
 
 # What a hostile peer writes wherever it chooses text: ANSI clear-screen and set-title, a

@@ -281,3 +281,31 @@ def run_worker_until(
         stop.set()
         thread.join(timeout=30)
         assert not thread.is_alive()
+
+
+class ShiftedClock:
+    """The system clock moved by offsets a test sets: `advance` moves both clocks (time
+    passes), `jump_wall` only the wall clock (NTP stepping it). In-process only."""
+
+    def __init__(self) -> None:
+        from foundation.clock import SystemClock
+
+        self._base = SystemClock(assume_synchronized=True)
+        self._wall_offset_ms = 0
+        self._mono_offset_s = 0.0
+
+    def wall_ms(self) -> int:
+        return self._base.wall_ms() + self._wall_offset_ms
+
+    def monotonic(self) -> float:
+        return self._base.monotonic() + self._mono_offset_s
+
+    def synchronized(self) -> bool:
+        return True
+
+    def advance(self, seconds: float) -> None:
+        self._mono_offset_s += seconds
+        self._wall_offset_ms += round(seconds * 1000)
+
+    def jump_wall(self, delta_ms: int) -> None:
+        self._wall_offset_ms += delta_ms

@@ -51,6 +51,7 @@ def test_enqueue_is_durable_idempotent_and_round_trips(tmp_path: Path):
             "bytes_total": 0,
             "manifest_sha256": None,
             "error": None,
+            "starts_at": None,  # a named share does not wait
         }
     ]
 

@@ -121,7 +121,12 @@ def test_anonymous_share_names_nobody(tmp_path: Path, footage):
     # coarse times (protocol.md §6.2): nothing to line up with the decision's instant
     for at in (m["created_at"], m["consent"]["at"]):
         assert parse_time(at) % 60_000 == 0, at
-    assert parse_time(m["consent"]["at"]) == decision.at_ms - decision.at_ms % 60_000
+    # both are the moment the share is released (the caller's now_ms, here two minutes
+    # after the decision), never the decision's own minute, which the broker saw go by
+    released = decision.at_ms + 60_000
+    assert parse_time(m["consent"]["at"]) == released - released % 60_000
+    assert parse_time(m["created_at"]) == released - released % 60_000
+    assert decision.at_ms - decision.at_ms % 60_000 != released - released % 60_000
     assert openssl_verify(opened.envelope, tmp_path / "agency")
     for secret in (
         identity.device_id,

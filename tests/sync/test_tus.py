@@ -13,10 +13,14 @@ from pathlib import Path
 
 import pytest
 import requests
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cloud.loopback import TusServer
 from sync.tus import (
+    MAX_HEADER_DIGITS,
     AddressRefused,
+    MalformedNumber,
     TokenBucket,
     TusClient,
     TusOptions,
@@ -25,7 +29,9 @@ from sync.tus import (
     checked_session,
     connect_checked,
     encode_metadata,
+    header_number,
 )
+from tests.sync.hostile import LooseTusServer
 
 META = {"filename": "x.age", "filetype": "application/octet-stream", "kind": "clip"}
 
@@ -282,3 +288,93 @@ def test_token_bucket_paces_to_the_rate():
     assert 9.0 <= stop.waited <= 10.5
     stop.set()
     assert bucket.take(250_000) is False
+
+
+# --- numbers in headers, and servers that do not say Connection: close ---------------------
+
+# What a hostile server puts where a number belongs: Unicode digits `str.isdigit()` accepts
+# (and int() refuses, or reads), more digits than int() converts, signs, separators.
+DIGITS = "0123456789"
+HOSTILE_NUMBERS = st.one_of(
+    st.text(
+        alphabet=st.sampled_from(DIGITS + "²³¹٣۵߂०१൬໒၃෧₂⁴①𝟙 \t+-_.,xX\x00\x85\u00a0"), max_size=30
+    ),
+    st.text(max_size=30),
+    st.builds(lambda n, c: c * n, st.integers(15, 5_000), st.sampled_from(["9", "²", "٣"])),
+    st.from_regex(r"[ \t]*[0-9]{1,25}[ \t]*", fullmatch=True),
+)
+
+
+@given(HOSTILE_NUMBERS)
+@settings(max_examples=500, deadline=None)
+def test_a_header_number_is_ascii_digits_of_bounded_length_and_nothing_else(value: str):
+    digits = value.strip(" \t")  # the spaces and tabs around a field value are not its value
+    expected = (
+        int(digits)
+        if 1 <= len(digits) <= MAX_HEADER_DIGITS and all(c in DIGITS for c in digits)
+        else None
+    )
+    try:
+        got: int | None = header_number("Upload-Offset", value)
+    except MalformedNumber as exc:
+        assert str(exc) == "malformed Upload-Offset"  # the device's phrase, not the value
+        got = None
+    assert got == expected
+
+
+def test_header_number_examples():
+    assert header_number("Tus-Max-Size", "0") == 0
+    assert header_number("Tus-Max-Size", "007 ") == 7
+    assert header_number("Tus-Max-Size", "9" * MAX_HEADER_DIGITS) == 10**MAX_HEADER_DIGITS - 1
+    for bad in (None, "", " ", "²", "1²", "٣", "+1", "-1", "1_000", "1.0", "9" * 19, "9" * 5000):
+        with pytest.raises(MalformedNumber):
+            header_number("Tus-Max-Size", bad)
+
+
+@pytest.mark.parametrize("keep", ["open", "silent"])
+def test_a_server_that_never_says_connection_close_gets_a_connection_per_exchange(keep: str):
+    """Without `Connection: close` in the answers, urllib3 pooled the connection whose
+    socket the client had closed, and the next exchange raised ValueError (fd -1). Now
+    every exchange opens a connection of its own, measured at the server."""
+    server = LooseTusServer(keep=keep)
+    try:
+        c = client(server.url)
+        for _ in range(3):
+            assert "creation" in c.server_info().extensions
+        location = c.create(10, META)
+        assert c.offset(location) == 0
+        assert c.patch(location, 0, b"0123456789", checksum=False) == 10
+    finally:
+        server.close()
+    assert server.requests == ["OPTIONS"] * 3 + ["POST", "HEAD", "PATCH"]
+    assert server.connections == len(server.requests)
+
+
+@pytest.mark.parametrize(
+    ("answer", "call"),
+    [
+        ({"max_size": "²".encode("latin-1")}, "server_info"),
+        ({"max_size": b"9" * 5000}, "server_info"),
+        ({"offset": "²".encode("latin-1")}, "offset"),
+        ({"offset": b"1" * 5000}, "offset"),
+        ({"offset": "١".encode()}, "patch"),
+        ({"offset": b"1" * 5000}, "patch"),
+    ],
+)
+def test_a_hostile_number_is_a_transient_error_naming_the_header(answer, call):
+    server = LooseTusServer(**answer)
+    try:
+        c = client(server.url)
+        location = c.create(10, META) if call != "server_info" else ""
+        steps = {
+            "server_info": c.server_info,
+            "offset": lambda: c.offset(location),
+            "patch": lambda: c.patch(location, 0, b"0123456789", checksum=False),
+        }
+        with pytest.raises(MalformedNumber) as caught:
+            steps[call]()
+    finally:
+        server.close()
+    header = "Tus-Max-Size" if "max_size" in answer else "Upload-Offset"
+    assert isinstance(caught.value, TusTransient)
+    assert str(caught.value) == f"malformed {header}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import signal
 import sqlite3
@@ -24,12 +25,13 @@ from foundation.clock import SystemClock
 from foundation.times import Window, parse_time
 from sync.outbox import Outbox
 from sync.settings import ShareSettings
-from sync.uploader import ShareWorker
+from sync.uploader import ShareWorker, error_phrase
 from tests.sync.factories import AgencyKeys
-from tests.sync.hostile import SlowTusServer
+from tests.sync.hostile import LooseTusServer, SlowTusServer
 from tests.sync.sharekit import (
     CONTACT,
     RequestLog,
+    ShiftedClock,
     decode_capture_times,
     make_decision,
     make_identity,
@@ -53,9 +55,10 @@ def footage(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, int]:
 class Rig:
     """An outbox, a worker and what it reported, wired like the daemon wires them."""
 
-    def __init__(self, tmp_path: Path, footage: Any, **settings: Any) -> None:
+    def __init__(self, tmp_path: Path, footage: Any, *, clock: Any = None, **settings: Any) -> None:
         self.root, self.first, self.last = footage
         self.outbox = Outbox.open(tmp_path / "outbox")
+        self.clock = clock or SystemClock(assume_synchronized=True)
         self.identity = make_identity()
         self.agency = AgencyKeys.generate()
         self.stop = threading.Event()
@@ -74,7 +77,7 @@ class Rig:
             buffer_root=self.root,
             identity=self.identity,
             contact=CONTACT,
-            clock=SystemClock(assume_synchronized=True),
+            clock=self.clock,
             settings=ShareSettings(**options),
             on_state=lambda *a: self.states.append(a),
             stop=self.stop,
@@ -87,7 +90,7 @@ class Rig:
         requested = Window(self.first, self.last)
         rfa = make_rfa(self.agency, upload_url=url, window=requested, now_ms=self.last, **kw)
         decision = make_decision(rfa, named=named, now_ms=self.last, window=window or requested)
-        self.outbox.enqueue(rfa, decision, now_ms=self.last)
+        self.outbox.enqueue(rfa, decision, now_ms=self.clock.wall_ms())
         return rfa.id
 
     def run(self, rfa_id: str, timeout: float = 120) -> str:
@@ -130,9 +133,13 @@ def check_uploaded_share(rig: Rig, server: TusServer, rfa_id: str, tmp: Path, *,
 
 @pytest.mark.parametrize("named", [True, False], ids=["named", "anonymous"])
 def test_share_end_to_end(tmp_path: Path, footage, tus_server: TusServer, named: bool):
-    rig = Rig(tmp_path, footage)
+    rig = Rig(tmp_path, footage, clock=ShiftedClock())
     window = Window(rig.first + 1500, rig.first + 6500)
     rfa_id = rig.enqueue(tus_server.url, named=named, window=window)
+    if not named:  # its drawn moment has come (tests/sync/test_start_delay.py: not before)
+        job = rig.outbox.job(rfa_id)
+        assert job is not None
+        rig.clock.advance(job.start_delay_ms / 1000)
     assert rig.run(rfa_id) == "done"
     assert [s for _id, s, _e in rig.states] == ["uploading", "done"]
     m = check_uploaded_share(rig, tus_server, rfa_id, tmp_path, named=named)
@@ -449,3 +456,84 @@ def test_cancel_cuts_a_share_in_the_middle_of_an_exchange(tmp_path: Path, footag
     assert rig.outbox.state(rfa_id) == "cancelled"
     assert not rig.outbox.job_dir(rfa_id).exists()
     assert [s for _i, s, _e in rig.states] == ["uploading", "cancelled"]
+
+
+# --- hostile upload servers end a share after max_attempts (issue 16) -------------------
+
+HOSTILE_UPLOAD_SERVERS = {
+    "Tus-Max-Size: ²": ({"max_size": "²".encode("latin-1")}, "malformed Tus-Max-Size"),
+    "5,000-digit Tus-Max-Size": ({"max_size": b"9" * 5000}, "malformed Tus-Max-Size"),
+    "Upload-Offset: ²": ({"offset": "²".encode("latin-1")}, "malformed Upload-Offset"),
+    "5,000-digit Upload-Offset": ({"offset": b"1" * 5000}, "malformed Upload-Offset"),
+    "keeps connections open": ({"keep": "open", "post_status": 503}, "POST: server answered 503"),
+    "closes without saying so": (
+        {"keep": "silent", "post_status": 503},
+        "POST: server answered 503",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("server_kind", "expected"),
+    HOSTILE_UPLOAD_SERVERS.values(),
+    ids=HOSTILE_UPLOAD_SERVERS.keys(),
+)
+def test_a_hostile_upload_server_fails_the_share_after_max_attempts(
+    tmp_path: Path, footage, caplog: pytest.LogCaptureFixture, server_kind, expected: str
+):
+    """Each of these made an endless loop (23 attempts in 46 s with max_attempts 3, a
+    traceback every 2 s, the share "uploading" for ever). Each attempt starts with an
+    OPTIONS, so the server counts the attempts."""
+    server = LooseTusServer(**server_kind)
+    rig = Rig(tmp_path, footage, max_attempts=3, retry_base_s=0.05)
+    rfa_id = rig.enqueue(server.url)
+    caplog.set_level(logging.DEBUG, logger="sync")
+    try:
+        assert rig.run(rfa_id, timeout=60) == "failed"
+    finally:
+        server.close()
+    assert server.requests.count("OPTIONS") == 3  # exactly max_attempts, at the server
+    if "keep" in server_kind:  # the exchange after each OPTIONS reached the server, on a
+        assert server.requests.count("POST") == 3  # connection of its own
+        assert server.connections == len(server.requests)
+    job = rig.outbox.job(rfa_id)
+    assert job is not None and job.error == f"{expected} (gave up after 3 attempts)"
+    # "failed" reaches the daemon's on_state, which unpins the window (the daemon's test)
+    assert [s for _i, s, _e in rig.states] == ["uploading", "failed"]
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+    assert "Traceback" not in caplog.text and "²" not in caplog.text
+
+
+def test_an_unexpected_error_in_an_attempt_is_a_counted_failure(
+    tmp_path: Path, footage, caplog: pytest.LogCaptureFixture
+):
+    """A bug (here: the session factory raises) is counted like a transient failure and
+    backed off: max_attempts ends the share. One line per attempt names the exception's
+    type; its traceback only at the debug level."""
+    calls: list[bool] = []
+
+    def broken_session(loopback: bool) -> Any:
+        calls.append(loopback)
+        raise ZeroDivisionError("a bug")
+
+    rig = Rig(tmp_path, footage, max_attempts=3, retry_base_s=0.05)
+    rig.worker._session_factory = broken_session
+    rfa_id = rig.enqueue("http://127.0.0.1:9/files/")
+    caplog.set_level(logging.INFO, logger="sync")
+    assert rig.run(rfa_id, timeout=60) == "failed"
+    assert len(calls) == 3
+    job = rig.outbox.job(rfa_id)
+    assert job is not None
+    assert job.error == "unexpected ZeroDivisionError (gave up after 3 attempts)"
+    assert not [r for r in caplog.records if r.exc_info]
+    lines = [r.getMessage() for r in caplog.records if rfa_id in r.getMessage()]
+    assert len([m for m in lines if "unexpected ZeroDivisionError" in m]) == 3, lines
+    assert all("a bug" not in m for m in lines)
+
+
+def test_a_share_error_is_a_short_printable_phrase():
+    assert error_phrase("POST: server answered 503") == "POST: server answered 503"
+    long = error_phrase("x" * 100, " (gave up after 12 attempts)")
+    assert len(long) == 64 and long.endswith(" (gave up after 12 attempts)")
+    assert error_phrase("a\x1b[2Jé\u202e") == "a?[2J??"
+    assert len(error_phrase("y" * 100)) == 64

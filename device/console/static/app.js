@@ -286,8 +286,9 @@ async function decide(approve) {
   }
   try {
     const result = await api("/api/requests/" + encodeURIComponent(r.id) + "/decision", { body });
-    $("decision-status").textContent = result.outcome === "approved"
-      ? "Approved: the share is on its way (see Shares)." : "Declined.";
+    $("decision-status").textContent = result.outcome !== "approved" ? "Declined."
+      : named ? "Approved: the share is on its way (see Shares)."
+      : "Approved: the upload starts at a moment drawn at random, so the agency cannot tell when you decided (see Shares for when).";
     await loadPending();
     await loadShares();
   } catch (err) {
@@ -307,6 +308,9 @@ async function loadShares() {
     const pct = s.bytes_total ? Math.floor((100 * s.bytes_sent) / s.bytes_total) : 0;
     item.append(el("strong", s.state), " ", el("span", s.rfa_id), el("br"),
       el("span", pct + "% (" + s.bytes_sent + " of " + s.bytes_total + " bytes)"));
+    if (s.starts_at) item.append(el("br"), el("span",
+      "Anonymous: the upload starts at " + local(s.starts_at) + " (a random delay, so the agency cannot tell when you decided)",
+      { class: "starts-at" }));
     if (s.error) item.append(el("br"), el("span", "Error: " + s.error, { class: "error" }));
     if (s.manifest_sha256) item.append(el("br"), el("span", "Receipt (manifest SHA-256): " + s.manifest_sha256));
     const actions = el("div", null, { class: "actions" });

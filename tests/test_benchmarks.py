@@ -1,0 +1,49 @@
+"""Every benchmark runs at its smoke size (bench/run_all.py declares it) on every
+`make test`, so that none can silently stop working: each must exit 0, which it does
+only when its own sanity check of the work passed (a frame-exact export, a share that
+verifies, every genuine request pending in the flood, ...), and print its ratio line.
+No timings are asserted: the figures themselves are for `make bench`.
+
+Each benchmark is one test running `python -m bench.<name> <smoke args>` as a
+subprocess in its own tmp_path, in no xdist group, so `--dist loadgroup` spreads them
+over the workers like any other test: about 45 s of wall time on two cores in all, the
+flood's fixed waits the longest part.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.run_all import BENCHMARKS, RATIO_LINE, run
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("name", list(BENCHMARKS))
+def test_benchmark_runs_sanely_at_smoke_size(name, tmp_path):
+    conforms, output = run(name, "smoke", cwd=tmp_path)
+    assert conforms, f"bench.{name} at its smoke size:\n{output[-4000:]}"
+
+
+@pytest.mark.parametrize(
+    ("line", "counts"),
+    [
+        ("  ratio ours / concat: 1.57x  (goal < 1)", True),
+        ("  time ratio ours/stock: 0.31x (goal <= 1.0x) OK", True),
+        ("ratio written/video: 1.025", False),  # a ratio must say it is one: 1.025x
+        ('  "device_vs_sub": 0.84,', False),
+        ("the device's way is 77x faster", False),
+    ],
+)
+def test_what_counts_as_a_ratio_line(line, counts):
+    assert bool(RATIO_LINE.search(line)) is counts
+
+
+@pytest.mark.parametrize(
+    ("printed", "sane"),
+    [('"genuine_pending": "3/3",', True), ('"genuine_pending": "0/3",', False),
+     ('"genuine_pending": "1/10",', False), ('"genuine_pending": "10/10"', True)],
+)  # fmt: skip
+def test_a_flood_that_lost_a_genuine_request_is_not_sane(printed, sane):
+    pattern = BENCHMARKS["flood"].sane
+    assert pattern is not None
+    assert bool(pattern.search(printed)) is sane
