@@ -4,7 +4,11 @@ genuine requests among them, against the intake process (MqttLink -> Intake ->
 RequestFlow on real state, audit, outbox and buffer) while a recorder records.
 
 Reports, beside `mosquitto_sub` receiving the same stream:
-- messages/s handled by the device vs by mosquitto_sub (goal >= 50 %),
+- messages/s handled by the device vs by mosquitto_sub (goal >= 50 %), and how many
+  verified messages the stream held: each is acknowledged 2.0 s after it arrived
+  (protocol.md §3, revision 1.2), and with PUBACKs in arrival order the broker's
+  in-flight window (Receive Maximum, 16) fills behind it, so each can hold the stream up
+  to 2 s,
 - p99 publish-to-pending for the genuine requests in the flood (goal < 2 s; timed from
   the broker's PUBACK to the publisher, since the publisher's own send queue is seconds
   deep) and without a flood (goal < 50 ms, timed from the publish call),
@@ -31,13 +35,15 @@ from typing import Any
 
 import psutil
 
+from foundation import wire
 from foundation.clock import SystemClock
 from recorder.process import RecorderProcess
 from recorder.settings import CameraSettings, StorageSettings
-from sync.keys import SigningKey
-from tests.device.intake_kit import rfa_topic
+from sync.keys import SigningKey, parse_recipient
+from sync.seal import seal
+from tests.device.intake_kit import decision_topic, rfa_topic
 from tests.fixtures.mosquitto import MosquittoBroker, Publisher
-from tests.sync.factories import AgencyKeys, rfa_envelope
+from tests.sync.factories import AgencyKeys, decision_envelope, rfa_envelope
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,6 +76,12 @@ def junk_stream(agency: AgencyKeys, replayed: bytes, n: int) -> list[bytes]:
     return [cache[i % len(kinds)] if i % len(kinds) != 0 else kinds[0](i) for i in range(n)]
 
 
+def genuine(agency: AgencyKeys, rfa_id: str) -> bytes:
+    """A request the device accepts: each of its own case, since a device accepts at
+    most two requests per case (protocol.md §4 rule 12)."""
+    return rfa_envelope(agency, now_ms=now_ms(), rfa_id=rfa_id, changes={"case_number": rfa_id})
+
+
 class IntakeProcess:
     def __init__(self, spec: dict[str, Any]) -> None:
         self.proc = subprocess.Popen(
@@ -81,9 +93,11 @@ class IntakeProcess:
         )
         self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
         self.pending_at: dict[str, int] = {}
+        self.denied: set[str] = set()
         self.stats: dict[str, Any] = {}
         first = json.loads(self.proc.stdout.readline())  # type: ignore[union-attr]
         assert first["event"] == "ready", first
+        self.recipient = str(first["recipient"])
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -91,6 +105,8 @@ class IntakeProcess:
             doc = json.loads(line)
             if doc["event"] == "outcome" and doc["accepted"] and doc["reason"] == "accepted":
                 self.pending_at[doc["rfa_id"]] = doc["at_ms"]
+            elif doc["event"] == "outcome" and doc["reason"] == "denied":
+                self.denied.add(doc["rfa_id"])
             elif doc["event"] == "stats":
                 self.stats = doc
 
@@ -118,6 +134,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--genuine", type=int, default=10)
+    parser.add_argument(
+        "--receive-maximum",
+        type=int,
+        default=16,
+        help="the device's MQTT 5 Receive Maximum (protocol.md §3: at most 16)",
+    )
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="flood-"))
@@ -137,6 +159,7 @@ def main() -> None:
             "url": broker.url,
             "agencies": {agency.agency_id: agency.signing.public_b64},
             "owner_keys": [owner.public_b64],
+            "receive_maximum": args.receive_maximum,
         }
     )
     try:
@@ -149,12 +172,22 @@ def main() -> None:
             quiet_ids = [str(uuid.uuid4()) for _ in range(5)]
             quiet_sent: dict[str, int] = {}
             for rfa_id in quiet_ids:
-                data = rfa_envelope(agency, now_ms=now_ms(), rfa_id=rfa_id)
+                data = genuine(agency, rfa_id)
                 quiet_sent[rfa_id] = now_ms()
                 pub.publish(topic, data)
                 deadline = time.monotonic() + 5
                 while rfa_id not in device.pending_at and time.monotonic() < deadline:
                     time.sleep(0.001)
+            # The owner declines them, so that the flood's genuine requests find room in
+            # the pending list (at most 10, protocol.md §4 rule 11).
+            for rfa_id in quiet_ids:
+                env = decision_envelope(
+                    owner, rfa_id=rfa_id, now_ms=now_ms(), changes={"decision": "deny"}
+                )
+                pub.publish(decision_topic(), seal(env, [parse_recipient(device.recipient)]))
+            deadline = time.monotonic() + 10
+            while len(device.denied) < len(quiet_ids) and time.monotonic() < deadline:
+                time.sleep(0.01)
             replayed = rfa_envelope(agency, now_ms=now_ms(), rfa_id=quiet_ids[0])
             stream: list[bytes | str] = list(junk_stream(agency, replayed, args.messages))
             step = max(1, len(stream) // (args.genuine + 1))
@@ -187,7 +220,7 @@ def main() -> None:
             start = time.monotonic()
             for item in stream:
                 if isinstance(item, str):
-                    data = rfa_envelope(agency, now_ms=now_ms(), rfa_id=item)
+                    data = genuine(agency, item)
                     # The publisher's own queue is seconds deep at this rate: time from
                     # the broker's PUBACK (it holds the message), not from our enqueue.
                     pub.publish(topic, data, wait=True)
@@ -225,6 +258,11 @@ def main() -> None:
             "device_msgs_per_s": round(expected / device_s),
             "device_vs_sub": round(sub_s / device_s, 2),
             "genuine_pending": f"{len(flood_lat)}/{len(flood_ids)}",
+            # each acknowledged 2.0 s after it arrived (protocol.md §3, 1.2), and every
+            # message behind it in the broker's window waits for that PUBACK
+            "verified_messages_in_stream": len(flood_ids),
+            "receive_maximum": args.receive_maximum,
+            "ack_delay_s": wire.ACK_DELAY_S,
             "p99_publish_to_pending_flood_ms": p99([float(x) for x in flood_lat]),
             "p99_publish_to_pending_quiet_ms": p99([float(x) for x in quiet_lat]),
             "rss_before_mib": round(rss_before / 2**20, 1),

@@ -117,6 +117,9 @@ def build_times(hours: float, rounds: int) -> tuple[list[float], list[float], in
 
             def count_rejection(self, *a: object) -> None: ...
 
+            def request_events(self) -> set[tuple[str, str]]:
+                return set()
+
         flow = RequestFlow(
             store=store, audit=NoAudit(), buffer=buffer, outbox=NoOutbox(),
             facts=DeviceFacts("porch-cam-01", 37.7749, -122.4194, True, False),

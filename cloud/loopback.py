@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -320,10 +320,13 @@ class DaemonProcess:
         *,
         log_path: Path | None = None,
         entry: Sequence[str] = ("device.daemon",),
+        env: Mapping[str, str] | None = None,
     ) -> None:
+        """`env`: the daemon's environment (default: this process's)."""
         self.config_path = config_path
         self.log_path = log_path or config_path.with_name("doorbelld.log")
         self.entry = tuple(entry)
+        self.env = dict(os.environ if env is None else env)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def command(self, name: str, *args: str) -> list[str]:
@@ -342,7 +345,7 @@ class DaemonProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**self.env, "PYTHONUNBUFFERED": "1"},
             )
         try:
             self.wait_until(lambda status: bool(status.get("recording")), timeout=timeout)

@@ -334,6 +334,15 @@ class AuditLog:
             if isinstance(parsed, AuditEntry):
                 yield parsed
 
+    def request_events(self) -> set[tuple[str, str]]:
+        """(event, rfa_id) of every entry that names a request: start-up's way to tell
+        whether a state's entry was written before a crash (device.state's marks)."""
+        return {
+            (entry.event, entry.fields["rfa_id"])
+            for entry in self.entries()
+            if isinstance(entry.fields.get("rfa_id"), str)
+        }
+
     @property
     def path(self) -> Path:
         return self._path

@@ -66,12 +66,22 @@ logger = logging.getLogger(__name__)
 SHARE_PIN_MS = 14 * 24 * 3600 * 1000
 AGE_MAGIC = b"age-encryption.org/v1\n"
 _REFUSAL_LINES = 10
+# The audit event that records a request's arrival in each state.
+_AUDIT_EVENT = {
+    RequestState.PENDING: "rfa_accepted",
+    RequestState.APPROVED: "decision",
+    RequestState.QUEUED: "decision",
+    RequestState.DENIED: "decision",
+    RequestState.EXPIRED: "expired",
+}
 
 
 class AuditSink(Protocol):
     def append(self, event: str, fields: Mapping[str, Any]) -> Any: ...
 
     def count_rejection(self, reason: str, now_ms: int) -> None: ...
+
+    def request_events(self) -> set[tuple[str, str]]: ...
 
 
 class PinningBuffer(Protocol):
@@ -116,13 +126,17 @@ class Outcome:
     the rule broken: a request's (sync.rfa.RejectReason), a decision's
     (sync.decision.DecisionRejectReason, not_pending among them) or the flow's own.
     `counted` is true when the rejection was only counted (it failed before a signature
-    verified, or repeated a seen id), false when it was logged with its id."""
+    verified, or repeated a seen id), false when it was logged with its id. `verified` is
+    true when a signature verified on the way, whatever came of it: such a message is
+    acknowledged at the protocol's fixed delay (protocol.md §3, revision 1.2), junk at
+    once."""
 
     accepted: bool
     reason: Reason
     rfa_id: str | None = None
     detail: str = ""
     counted: bool = False
+    verified: bool = False
 
 
 def details_of(rfa: Rfa) -> dict[str, Any]:
@@ -173,8 +187,12 @@ class RequestFlow:
         yet in the outbox, pins of pending requests; then decline what expired while
         the daemon was down. Call once at start-up, before messages flow."""
         with self._lock:
-            for record in self._store.requests():
-                if not record.audited:
+            unaudited = [record for record in self._store.requests() if not record.audited]
+            logged = self._audit.request_events() if unaudited else set()
+            for record in unaudited:
+                if (_AUDIT_EVENT[record.state], record.rfa_id) in logged:
+                    self._store.mark_audited(record.rfa_id, record.state)  # only the mark was lost
+                else:
                     self._audit_state(record.rfa_id, record.state, record.rfa)
             for rfa, decision in self._store.approved():
                 logger.info("handing an approval recorded before a restart to the outbox")
@@ -236,13 +254,15 @@ class RequestFlow:
                     result.reason,
                     shown(result.detail),
                 )
-                return Outcome(False, result.reason, rfa_id, result.detail)
+                return Outcome(False, result.reason, rfa_id, result.detail, verified=True)
             assert isinstance(result, Accepted)
             rfa = result.rfa
             decide_by = min(rfa.expires_at_ms, now + self._decide_within_ms)
             if not self._store.add_pending(rfa, received_at_ms=now, decide_by_ms=decide_by):
                 # Another copy was queued behind the precheck and got here first.
-                return self._count(RejectReason.REPLAY, "This request id was already seen.")
+                return self._count(
+                    RejectReason.REPLAY, "This request id was already seen.", verified=True
+                )
             self._pin(rfa.id, rfa.window, decide_by)
             self._footage(rfa)  # measured once, now, not when the owner channel publishes
             self._audit_state(rfa.id, RequestState.PENDING, rfa)
@@ -252,7 +272,7 @@ class RequestFlow:
                 agency_label(rfa.agency.id, rfa.agency.name),
                 shown(rfa.case_number),
             )
-            return Outcome(True, FlowReason.ACCEPTED, rfa.id)
+            return Outcome(True, FlowReason.ACCEPTED, rfa.id, verified=True)
 
     def pending(self) -> list[PendingRequest]:
         return self._store.pending()
@@ -343,11 +363,13 @@ class RequestFlow:
             )
             if isinstance(result, DecisionRejected):
                 self._log_refused_decision(str(result.reason), result.detail, now)
-                return self._count(result.reason, result.detail)
+                return self._count(result.reason, result.detail, verified=result.verified)
             decision = result.decision
             rfa = pending.get(decision.rfa_id)
             if rfa is None:  # check_decision demands a pending request; belt and braces
-                return self._count(D.NOT_PENDING, "There is no such pending request.")
+                return self._count(
+                    D.NOT_PENDING, "There is no such pending request.", verified=True
+                )
             return self._apply(rfa, decision)
 
     def decide_locally(
@@ -380,13 +402,22 @@ class RequestFlow:
             return self._apply(record.rfa, made)
 
     def _apply(self, rfa: Rfa, decision: Decision) -> Outcome:
+        """Record an authenticated decision (its outcomes are all `verified`)."""
         if decision.rfa_id != rfa.id:
             return Outcome(
-                False, D.NOT_PENDING, decision.rfa_id, "The decision names another request."
+                False,
+                D.NOT_PENDING,
+                decision.rfa_id,
+                "The decision names another request.",
+                verified=True,
             )
         if not self._store.record_decision(decision):
             return Outcome(
-                False, D.NOT_PENDING, rfa.id, "The request was already decided or has expired."
+                False,
+                D.NOT_PENDING,
+                rfa.id,
+                "The request was already decided or has expired.",
+                verified=True,
             )
         state = RequestState.APPROVED if decision.approve else RequestState.DENIED
         self._audit_state(rfa.id, state, rfa)
@@ -394,10 +425,10 @@ class RequestFlow:
             self._pin(rfa.id, decision.window, decision.at_ms + SHARE_PIN_MS)
             self._enqueue(rfa, decision)
             logger.info("request %s approved (%s); share queued", shown(rfa.id), decision.method)
-            return Outcome(True, FlowReason.APPROVED, rfa.id)
+            return Outcome(True, FlowReason.APPROVED, rfa.id, verified=True)
         self._unpin(rfa.id)
         logger.info("request %s denied (%s)", shown(rfa.id), decision.method)
-        return Outcome(True, FlowReason.DENIED, rfa.id)
+        return Outcome(True, FlowReason.DENIED, rfa.id, verified=True)
 
     def _enqueue(self, rfa: Rfa, decision: Decision) -> None:
         # Outbox.enqueue is idempotent by rfa_id and durable when it returns; marking the
@@ -409,9 +440,11 @@ class RequestFlow:
     # ---- time ------------------------------------------------------------------------
 
     def expire_due(self) -> list[str]:
-        """Decline every request whose decide-by time (or expiry) has come."""
+        """Decline every request whose decide-by time (or expiry) has come (and write the
+        store's marks that wait for a transaction: housekeeping calls this)."""
         expired = []
         with self._lock:
+            self._store.save_marks()
             now = self._clock.wall_ms()
             for p in self._store.pending():
                 if now < min(p.decide_by_ms, p.rfa.expires_at_ms):
@@ -447,24 +480,24 @@ class RequestFlow:
         elif self._refusal_lines == _REFUSAL_LINES + 1:
             logger.warning("more decisions refused this minute; counted in the audit log only")
 
-    def _count(self, reason: Reason, detail: str) -> Outcome:
+    def _count(self, reason: Reason, detail: str, *, verified: bool = False) -> Outcome:
         self._audit.count_rejection(counter_name(reason), self._clock.wall_ms())
-        return Outcome(False, reason, None, detail, counted=True)
+        return Outcome(False, reason, None, detail, counted=True, verified=verified)
 
     def _audit_state(self, rfa_id: str, state: RequestState, rfa: Rfa | None) -> None:
         if state is RequestState.PENDING:
             assert rfa is not None
             self._audit.append(
-                "rfa_accepted",
+                _AUDIT_EVENT[state],
                 {"rfa_id": rfa_id, "agency_id": rfa.agency.id, "case_number": rfa.case_number},
             )
         elif state is RequestState.EXPIRED:
-            self._audit.append("expired", {"rfa_id": rfa_id})
+            self._audit.append(_AUDIT_EVENT[state], {"rfa_id": rfa_id})
         else:
             decision = self._store.decision(rfa_id)
             if decision is not None:
                 self._audit.append(
-                    "decision",
+                    _AUDIT_EVENT[state],
                     {
                         "rfa_id": rfa_id,
                         "decision": "approve" if decision.approve else "deny",
@@ -474,7 +507,7 @@ class RequestFlow:
                         "owner_kid": decision.owner_kid,
                     },
                 )
-        self._store.mark_audited(rfa_id)
+        self._store.mark_audited(rfa_id, state)
 
     def _pin(self, rfa_id: str, window: Window, until_ms: int) -> None:
         try:

@@ -5,7 +5,10 @@ size before parsing, envelope shape, known kid, replay of a seen id; for the dec
 topic: size and the age header). Junk is acknowledged at once and counted per reason
 (the audit log coalesces the counts per minute, so a flood cannot fill the disk).
 Candidates go into a bounded queue; one worker thread verifies signatures and runs the
-flow, and acknowledges each message only once its outcome is durably recorded.
+flow, and acknowledges each message only once its outcome is durably recorded: one
+whose signature verified at the protocol's fixed delay after it arrived (protocol.md §3,
+revision 1.2; sync.mqtt.AckSequencer holds it, the worker does not wait), whatever the
+outcome, so the broker cannot tell one outcome's disk writes from another's.
 
 Back-pressure instead of loss: when the queue is full the network thread blocks in
 `on_message`, so paho stops reading the socket and the broker holds the rest (its
@@ -165,8 +168,9 @@ class Intake:
             logger.exception(
                 "could not record the outcome of a message on %s", shown(work.message.topic)
             )
+            work.message.withhold()
             return
-        work.message.ack()
+        work.message.ack(verified=outcome.verified)
         self.stats.handled += 1
         if outcome.accepted:
             self.stats.accepted += 1

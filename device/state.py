@@ -11,6 +11,13 @@ Seen ids and nonces are also mirrored in memory, so the cheap replay check that 
 on paho's network thread for every arriving message never waits for the disk. Only
 verified requests are remembered as seen, so a flood of junk cannot grow them.
 
+Two marks are bookkeeping that the next start can work out for itself, so they are not
+worth a durable write of their own (each is an fsync, and protocol.md §3 wants an
+outcome's work far below the 2 s acknowledgement delay on an SD card): "its audit entry
+is written" and "its share job is in the outbox" ride in the next transaction, or are
+saved by `save_marks` (housekeeping, close). After a crash, start-up looks the entry up
+in the audit log, and re-enqueues an approval (the outbox ignores a job it holds).
+
 Declined and expired requests are forgotten except for their id (replay protection)
 and the decision record: the investigator's details are not kept once nothing can
 come of them.
@@ -21,7 +28,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -124,6 +131,7 @@ class StateStore:
         self._lock = threading.Lock()
         self._seen = seen
         self._nonces = nonces
+        self._marks: list[tuple[str, tuple[Any, ...]]] = []  # for the next transaction
         self.seen_ids = _Remembered(seen)
         self.used_nonces = _Remembered(nonces)
 
@@ -136,11 +144,30 @@ class StateStore:
         return cls(conn, seen, nonces)
 
     def close(self) -> None:
+        self.save_marks()
         with self._lock:
             self._conn.close()
 
-    def _tx(self) -> AbstractContextManager[sqlite3.Cursor]:
-        return transaction(self._conn)
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Cursor]:
+        """A transaction (the caller holds the lock) that also writes the marks waiting
+        for one; they wait again if it rolls back."""
+        marks, self._marks = self._marks, []
+        try:
+            with transaction(self._conn) as cur:
+                for sql, params in marks:
+                    cur.execute(sql, params)
+                yield cur
+        except BaseException:
+            self._marks[:0] = marks
+            raise
+
+    def save_marks(self) -> None:
+        """Write the marks waiting for a transaction now (one, only if there are any)."""
+        with self._lock:
+            if self._marks:
+                with self._tx():
+                    pass
 
     # ---- seen ids ----------------------------------------------------------------------
 
@@ -204,6 +231,7 @@ class StateStore:
         return int(row[0])
 
     def request(self, rfa_id: str) -> RequestRecord | None:
+        self.save_marks()
         with self._lock:
             row = self._conn.execute(
                 "SELECT rfa_id, rfa_json, received_at_ms, decide_by_ms, state, closed_at_ms, "
@@ -217,6 +245,7 @@ class StateStore:
             "SELECT rfa_id, rfa_json, received_at_ms, decide_by_ms, state, closed_at_ms, "
             "audited FROM requests"
         )
+        self.save_marks()
         with self._lock:
             if state is None:
                 rows = self._conn.execute(query + " ORDER BY received_at_ms").fetchall()
@@ -263,16 +292,26 @@ class StateStore:
             return cur.rowcount == 1
 
     def mark_queued(self, rfa_id: str) -> None:
-        """The approved request's share job is in the outbox (which is durable)."""
-        with self._lock, self._tx() as cur:
-            cur.execute(
-                "UPDATE requests SET state = ? WHERE rfa_id = ? AND state = ?",
-                (RequestState.QUEUED, rfa_id, RequestState.APPROVED),
+        """The approved request's share job is in the outbox (which is durable). Written
+        with the next transaction; until then a restart re-enqueues it, a no-op."""
+        with self._lock:
+            self._marks.append(
+                (
+                    "UPDATE requests SET state = ? WHERE rfa_id = ? AND state = ?",
+                    (RequestState.QUEUED, rfa_id, RequestState.APPROVED),
+                )
             )
 
-    def mark_audited(self, rfa_id: str) -> None:
-        with self._lock, self._tx() as cur:
-            cur.execute("UPDATE requests SET audited = 1 WHERE rfa_id = ?", (rfa_id,))
+    def mark_audited(self, rfa_id: str, state: RequestState) -> None:
+        """The audit entry of the request's `state` is written. Written with the next
+        transaction; until then a restart finds the entry in the audit log."""
+        with self._lock:
+            self._marks.append(
+                (
+                    "UPDATE requests SET audited = 1 WHERE rfa_id = ? AND state = ?",
+                    (rfa_id, state),
+                )
+            )
 
     def use_nonce(self, nonce: str, now_ms: int) -> None:
         """Burn a nonce outside a decision (a valid decision that changed nothing)."""
@@ -305,6 +344,7 @@ class StateStore:
     def approved(self) -> Iterator[tuple[Rfa, Decision]]:
         """Every approved request not yet marked queued, with its decision: start-up hands
         these to the outbox, in case the daemon died between approving and enqueueing."""
+        self.save_marks()
         with self._lock:
             rows = self._conn.execute(
                 "SELECT r.rfa_json, d.decision_json FROM requests r "

@@ -26,6 +26,9 @@ PAD_BLOCK = 4096
 OWNER_MESSAGE_BYTES = 16_384
 # §3: the owner channel's shortest period (config owner.sync_seconds).
 MIN_SYNC_SECONDS = 0.2
+# §3 (1.2): every message whose signature verified is acknowledged exactly this long
+# after it arrived (monotonic clock), whatever its outcome.
+ACK_DELAY_S = 2.0
 # §3 (1.2): the QoS the device subscribes at. The broker may grant no more, so a PUBLISH to
 # the device above it breaks the protocol: the device drops the connection unstored.
 SUBSCRIPTION_QOS = 1

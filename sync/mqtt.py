@@ -22,6 +22,14 @@ Choices:
 - Acks: an ack from a previous connection is not sent on the new one. The broker
   redelivers that message instead, and the receiver's seen-id check makes the repeat
   cheap; this way a stale packet id can never acknowledge the wrong message.
+- Ack timing (protocol.md §3, revision 1.2): `AckSequencer` sends the PUBACKs of one
+  connection in the order the PUBLISHes arrived, as MQTT requires, each not before its
+  earliest time: a message the receiver says verified is acknowledged `ack_delay_s`
+  (the protocol's 2.0 s) after it arrived, whatever its outcome, so the broker cannot
+  time the outcome's disk writes; junk at once, but never ahead of an earlier message.
+  The waits happen on the sequencer's own timer thread, never on paho's network thread,
+  which keeps reading; the broker's in-flight window (Receive Maximum) bounds how many
+  acks can be outstanding.
 - What the device keeps for the broker (protocol.md §3, 1.2): a PUBLISH above the QoS
   the device subscribed at ends the connection unstored (`BoundedClient`); over MQTT 5
   the device announces a Receive Maximum of at most 16. Everything the device publishes
@@ -33,16 +41,19 @@ Choices:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
+import socket
 import ssl
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -52,7 +63,7 @@ from paho.mqtt.properties import Properties
 from foundation.backoff import backoff_s
 from foundation.display import shown
 from foundation.errors import MisuseError
-from foundation.wire import SUBSCRIPTION_QOS
+from foundation.wire import ACK_DELAY_S, SUBSCRIPTION_QOS
 from sync.errors import MqttSettingsError
 from sync.settings import MqttSettings
 
@@ -79,15 +90,224 @@ class Backoff:
         return backoff_s(attempt, base_s=self.initial_s, cap_s=self.cap_s, rng=rng or _JITTER)
 
 
+class AckHandle(Protocol):
+    """What the receiver of one message tells the link about its acknowledgement."""
+
+    def release(self, *, verified: bool) -> None: ...
+
+    def withhold(self) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class InboundMessage:
     """A received QoS 1 message. Call `ack()` once what it caused is durably recorded
-    (or at once for junk); until then the broker keeps it for redelivery."""
+    (`verified=True` when its signature verified: the PUBACK then goes out the protocol's
+    fixed delay after `received_mono`; junk is acknowledged at once, in arrival order).
+    Until then the broker keeps it for redelivery; `withhold()` gives up on it for this
+    connection (the broker redelivers it on the next), so later acks are not held."""
 
     topic: str
     payload: bytes
-    ack: Callable[[], None] = field(repr=False)
+    handle: AckHandle = field(repr=False)
     received_mono: float = 0.0
+
+    def ack(self, *, verified: bool = False) -> None:
+        self.handle.release(verified=verified)
+
+    def withhold(self) -> None:
+        self.handle.withhold()
+
+
+@dataclass(slots=True, eq=False)
+class _Slot:
+    """One QoS 1 message of one connection, in arrival order, until its PUBACK is sent."""
+
+    mid: int
+    qos: int
+    received: float
+    generation: int
+    due: float | None = None  # monotonic time its PUBACK may go; None until released
+    withheld: bool = False
+
+
+class _SlotHandle:
+    def __init__(self, sequencer: AckSequencer, slot: _Slot) -> None:
+        self._sequencer = sequencer
+        self._slot = slot
+
+    def release(self, *, verified: bool) -> None:
+        self._sequencer.release(self._slot, verified=verified)
+
+    def withhold(self) -> None:
+        self._sequencer.withhold(self._slot)
+
+
+class _NoAck:
+    """QoS 0: nothing to acknowledge."""
+
+    def release(self, *, verified: bool) -> None:
+        return None
+
+    def withhold(self) -> None:
+        return None
+
+
+class AckSequencer:
+    """The PUBACKs of the current connection, in arrival order, each at its earliest time
+    (protocol.md §3, revision 1.2).
+
+    `admit` (paho's network thread) appends a slot for each arriving QoS 1 PUBLISH; the
+    receiver later releases it, verified (due `delay_s` after arrival, or at once if the
+    outcome took longer, with one log line) or not (due at once). A timer thread sends the
+    head's PUBACK when it is released and due, then the next: a junk message behind a
+    verified one waits for it. `restart` (a new or lost connection) forgets every slot;
+    a release of a forgotten slot sends nothing, so a stale packet id never acknowledges
+    a message of another connection. The delay is injectable so the ordering can be
+    tested in-process in milliseconds; the daemon always uses the protocol's."""
+
+    def __init__(self, *, delay_s: float) -> None:
+        self._delay_s = delay_s
+        self._cond = threading.Condition()
+        # Held while popping due slots and sending them, so that the timer thread and a
+        # release that sends at once (junk at the head) never overtake each other.
+        self._sending = threading.Lock()
+        self._slots: deque[_Slot] = deque()
+        self._generation = 0
+        self._send: Callable[[int, int], object] | None = None
+        self._closed = self._closing = False
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="mqtt-acks", daemon=True)
+        self._thread.start()
+
+    def close(self, *, settle_s: float) -> None:
+        """Send what the receiver released (waiting up to `settle_s` for the delays to
+        run out), then stop; what is left is redelivered on the next connection."""
+        with self._cond:
+            self._closing = True
+            self._cond.wait_for(self._settled, settle_s)
+            self._closed = True
+            self._slots.clear()
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(1.0)
+
+    def _settled(self) -> bool:
+        return not self._slots or (self._slots[0].due is None and not self._slots[0].withheld)
+
+    def restart(self, send: Callable[[int, int], object] | None) -> None:
+        """A new connection (`send` its PUBACK sender) or none (None): forget every slot.
+        Waits for a send under way, so no PUBACK of the old connection follows."""
+        with self._sending, self._cond:
+            self._generation += 1
+            self._slots.clear()
+            self._send = send
+            self._cond.notify_all()
+
+    def admit(self, mid: int, qos: int, received: float) -> AckHandle:
+        if qos == 0:
+            return _NoAck()
+        with self._cond:
+            slot = _Slot(mid, qos, received, self._generation)
+            self._slots.append(slot)
+        return _SlotHandle(self, slot)
+
+    def release(self, slot: _Slot, *, verified: bool) -> None:
+        with self._cond:
+            if slot.due is not None or slot.withheld or slot.generation != self._generation:
+                return
+            now = time.monotonic()
+            due = slot.received + self._delay_s if verified else now
+            if now > due:
+                logger.warning(
+                    "the outcome of a message took %.3f s to become durable, longer than the "
+                    "%.1f s acknowledgement delay; acknowledging it late",
+                    now - slot.received,
+                    self._delay_s,
+                )
+                due = now
+            slot.due = due
+            at_once = due <= now and bool(self._slots) and self._slots[0] is slot
+            if not at_once:
+                self._cond.notify_all()
+        if at_once:
+            self._send_due()
+
+    def withhold(self, slot: _Slot) -> None:
+        with self._cond:
+            if slot.generation == self._generation and slot.due is None:
+                slot.withheld = True
+                self._cond.notify_all()
+
+    def _send_due(self) -> None:
+        """Junk at the head, in the releasing thread (paho's own, for junk): no hand-off
+        to the timer thread per message, which would halve the rate a flood is read at.
+        If the timer thread is sending, it sends this one too."""
+        if not self._sending.acquire(blocking=False):
+            with self._cond:
+                self._cond.notify_all()
+            return
+        try:
+            with self._cond:
+                ready, send, _wait = self._take_ready()
+            self._send_all(ready, send)
+        finally:
+            self._sending.release()
+        with self._cond:
+            if self._closing or (self._slots and self._slots[0].due is not None):
+                self._cond.notify_all()  # a head for the timer thread, or close() waiting
+
+    def _run(self) -> None:
+        while True:
+            with self._sending:
+                with self._cond:
+                    ready, send, wait = self._take_ready()
+                self._send_all(ready, send)
+            with self._cond:
+                if ready:
+                    self._cond.notify_all()  # for close(), waiting for the queue to settle
+                    continue
+                if self._closed:
+                    return
+                due_now, wait = self._peek()
+                if not due_now:
+                    self._cond.wait(wait)
+
+    @staticmethod
+    def _send_all(ready: list[_Slot], send: Callable[[int, int], object] | None) -> None:
+        for slot in ready:  # outside the condition's lock: paho takes its own
+            if send is not None:
+                try:
+                    send(slot.mid, slot.qos)
+                except Exception:
+                    logger.exception("could not send an MQTT acknowledgement")
+
+    def _take_ready(self) -> tuple[list[_Slot], Callable[[int, int], object] | None, float | None]:
+        """Under both locks: pop the head slots that may go now, in order; else how long
+        to wait for the head (None: until something changes)."""
+        ready: list[_Slot] = []
+        now = time.monotonic()
+        while self._slots:
+            head = self._slots[0]
+            if head.withheld:
+                self._slots.popleft()
+            elif head.due is not None and head.due <= now:
+                ready.append(self._slots.popleft())
+            else:
+                break
+        return ready, self._send, self._wait_s(now)
+
+    def _peek(self) -> tuple[bool, float | None]:
+        """Under the condition's lock: whether the head may go now, else how long to wait."""
+        now = time.monotonic()
+        head = self._slots[0] if self._slots else None
+        due_now = head is not None and (head.withheld or (head.due is not None and head.due <= now))
+        return due_now, self._wait_s(now)
+
+    def _wait_s(self, now: float) -> float | None:
+        head = self._slots[0] if self._slots else None
+        return None if head is None or head.due is None else max(0.0, head.due - now)
 
 
 def status_payload(state: str, version: str | None = None) -> bytes:
@@ -195,7 +415,10 @@ class MqttLink:
         on_message: Callable[[InboundMessage], None],
         stop: threading.Event,
         backoff: Backoff = Backoff(),
+        ack_delay_s: float = ACK_DELAY_S,
     ) -> None:
+        """`ack_delay_s` is the protocol's (foundation.wire.ACK_DELAY_S); only in-process
+        tests shorten it."""
         self._settings = settings
         self._client_id = client_id
         self._status_topic = status_topic
@@ -208,7 +431,8 @@ class MqttLink:
         self._connected = threading.Event()
         self._closed = threading.Event()
         self._lock = threading.Lock()
-        self._generation = 0  # bumped on every connection; acks of older ones are dropped
+        self._ack_delay_s = ack_delay_s
+        self._acks = AckSequencer(delay_s=ack_delay_s)  # per connection; see its docstring
         self._attempt = 0
         self._watcher: threading.Thread | None = None
         self._refusals = 0  # connections in a row that ended on the broker's fault
@@ -246,6 +470,7 @@ class MqttLink:
             )
         else:
             client.connect_async(host, port, self._settings.keepalive)
+        self._acks.start()
         client.loop_start()
         self._watcher = threading.Thread(target=self._watch_stop, name="mqtt-stop", daemon=True)
         self._watcher.start()
@@ -259,6 +484,9 @@ class MqttLink:
         client = self._client
         if client is None:
             return
+        # The acks already released go before the offline status (a verified one at its
+        # time, within the stop's budget); the rest are redelivered next time.
+        self._acks.close(settle_s=min(timeout, self._ack_delay_s + 0.5))
         if self._connected.is_set():
             wait_s = min(timeout, 2.0) / 2
             try:
@@ -387,7 +615,17 @@ class MqttLink:
         client.on_disconnect = self._handle_disconnect
         client.on_connect_fail = self._handle_connect_fail
         client.on_message = self._handle_message
+        client.on_socket_open = self._handle_socket_open
         return client
+
+    @staticmethod
+    def _handle_socket_open(client: paho.Client, userdata: Any, sock: Any) -> None:
+        # paho leaves Nagle's algorithm on. A PUBACK is one small segment, and the kernel
+        # holds each one behind an earlier unacknowledged segment until the broker's
+        # delayed TCP ACK (40 ms on Linux): PUBACKs falling due together would reach the
+        # broker 40 ms late, after a delay that depends on what went before (§3, 1.2).
+        with contextlib.suppress(OSError, AttributeError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def _read_password(self) -> str | None:
         path = self._settings.password_file
@@ -413,8 +651,8 @@ class MqttLink:
             self._schedule_retry(client)
             return
         with self._lock:
-            self._generation += 1
             self._attempt = 0
+        self._acks.restart(lambda mid, qos: client.ack(mid, qos))
         self.connections += 1
         session = getattr(flags, "session_present", None)
         logger.info(
@@ -430,6 +668,7 @@ class MqttLink:
         self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
         self._connected.clear()
+        self._acks.restart(None)  # acks of this connection are never sent on the next
         if not self._closed.is_set():
             logger.warning(
                 "disconnected from the MQTT broker at %s: %s", self._settings.url, shown(reason)
@@ -462,23 +701,12 @@ class MqttLink:
         client.reconnect_delay_set(min_delay=delay, max_delay=delay)  # type: ignore[arg-type]
 
     def _handle_message(self, client: paho.Client, userdata: Any, message: Any) -> None:
-        generation = self._generation
-        mid, qos = message.mid, message.qos
-        done = threading.Event()
-
-        def ack() -> None:
-            if done.is_set():
-                return
-            done.set()
-            if qos == 0 or generation != self._generation or self._closed.is_set():
-                return
-            client.ack(mid, qos)
-
+        received = time.monotonic()
         inbound = InboundMessage(
             topic=message.topic,
             payload=bytes(message.payload),
-            ack=ack,
-            received_mono=time.monotonic(),
+            handle=self._acks.admit(message.mid, message.qos, received),
+            received_mono=received,
         )
         try:
             self._on_message(inbound)
@@ -486,3 +714,4 @@ class MqttLink:
             # A receiver bug must not kill paho's thread; the message stays unacked
             # and comes back after the next reconnect.
             logger.exception("message handler failed on %s", shown(message.topic))
+            inbound.withhold()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,7 @@ def build_stack(
     decide_within_hours: float = 72.0,
     on_outcome: Any = None,
     queue_size: int = 128,
+    receive_maximum: int | None = None,
 ) -> IntakeStack:
     clock = clock or SystemClock(assume_synchronized=True)
     state_dir = root / "state"
@@ -129,8 +130,11 @@ def build_stack(
         housekeeping_s=0.5,
         on_outcome=on_outcome,
     )
+    settings = MqttSettings(url=url, protocol=protocol)
+    if receive_maximum is not None:
+        settings = replace(settings, receive_maximum=receive_maximum)
     link = MqttLink(
-        MqttSettings(url=url, protocol=protocol),
+        settings,
         client_id=DEVICE_ID,
         status_topic=f"devices/{DEVICE_ID}/status",
         version="0.1.0",
@@ -178,6 +182,7 @@ def main() -> None:
         protocol=spec.get("protocol", 5),
         on_outcome=on_outcome,
         queue_size=spec.get("queue_size", 128),
+        receive_maximum=spec.get("receive_maximum"),
     )
     stack.link.wait_connected(30)
     emit({"event": "ready", "recipient": stack.identity.recipient})

@@ -68,8 +68,18 @@ def make_intake(
     )
 
 
+class _Unsent:
+    """These tests watch the outcomes; the acknowledgement goes nowhere."""
+
+    def release(self, *, verified: bool) -> None:
+        return None
+
+    def withhold(self) -> None:
+        return None
+
+
 def message(payload: bytes) -> InboundMessage:
-    return InboundMessage(topic=rfa_topic(), payload=payload, ack=lambda: None)
+    return InboundMessage(topic=rfa_topic(), payload=payload, handle=_Unsent())
 
 
 def test_housekeeping_comes_when_the_injected_clock_says(kit: Kit) -> None:
