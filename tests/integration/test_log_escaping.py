@@ -78,11 +78,11 @@ def test_hostile_strings_reach_the_log_only_escaped(world: World) -> None:
             world.publish(rfa)
 
         log_path = world.daemon.log_path
-        marker = b"refused: bad_characters (id holds"
+        marker = b"refused: bad_characters (The field id holds"
         wait_for(lambda: marker in log_path.read_bytes(), 60, "the refused id")
         for name, rfa in refused.items():
             if name != "id":
-                line = f"request {rfa.id} refused: bad_characters ({name}"
+                line = f"request {rfa.id} refused: bad_characters (The field {name}"
                 wait_for(lambda line=line: line.encode() in log_path.read_bytes(), 60, line)
         wait_for(lambda: accepted.id in world.pending_ids(), 60, "the accepted request pending")
 
