@@ -35,6 +35,7 @@ from typing import Any
 
 import psutil
 
+from bench.sanity import require
 from foundation import wire
 from foundation.clock import SystemClock
 from recorder.process import RecorderProcess
@@ -273,6 +274,12 @@ def main() -> None:
             "device_stats": device.stats,
         }
         print(json.dumps(report, indent=2))
+        print(f"ratio device / mosquitto_sub: {sub_s / device_s:.2f}x (goal >= 0.5x)")
+        require(
+            len(quiet_lat) == len(quiet_ids) and len(flood_lat) == len(flood_ids),
+            f"every genuine request pending: {len(quiet_lat)}/{len(quiet_ids)} quiet, "
+            f"{len(flood_lat)}/{len(flood_ids)} in the flood",
+        )
     finally:
         device.close()
         recorder.stop()

@@ -27,6 +27,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.sanity import require
+
+# Every outcome path measure() runs, by the name it reports.
+PATHS = 8
 FAR_AREA = {"lat": 37.80, "lon": -122.4194, "radius_m": 800}  # about 2.8 km north
 
 
@@ -148,16 +152,19 @@ def main() -> None:
     if args.child:
         print(json.dumps(measure(args.rounds)))
         return
-    sys.path.insert(0, os.getcwd())
+    # The checkout measured is the one on PYTHONPATH (so an older one can be measured
+    # too), else this one.
+    checkout = os.environ.get("PYTHONPATH") or str(Path(__file__).resolve().parents[1])
+    sys.path[:0] = checkout.split(os.pathsep)
+    from foundation.wire import ACK_DELAY_S
     from tests.fixtures.slow_fsync import build_slow_fsync, slow_fsync_env
 
     shim = build_slow_fsync(Path(tempfile.mkdtemp(prefix="slow-fsync-")))
     if shim is None:
         raise SystemExit("no C compiler (cc) to build tests/fixtures/slow_fsync.c")
     done = subprocess.run(
-        # the checkout in the working directory is measured (so an older one can be too)
         [sys.executable, __file__, "--child", f"--rounds={args.rounds}"],
-        env={**slow_fsync_env(shim, args.fsync_ms), "PYTHONPATH": os.getcwd()},
+        env={**slow_fsync_env(shim, args.fsync_ms), "PYTHONPATH": checkout},
         capture_output=True,
         text=True,
         check=False,
@@ -171,6 +178,12 @@ def main() -> None:
             f"{path:50s} {row['fsyncs_median']:g} {row['fsyncs_range']}  "
             f"{row['ms_median']} {row['ms_range']}  n={row['samples']}"
         )
+    require(len(report) == PATHS, f"every outcome path measured: {sorted(report)}")
+    slowest = max(row["ms_range"][1] for row in report.values())
+    print(
+        f"ratio slowest outcome's work / acknowledgement delay: "
+        f"{slowest / (ACK_DELAY_S * 1000):.3f}x (goal far below 1x)"
+    )
 
 
 if __name__ == "__main__":
