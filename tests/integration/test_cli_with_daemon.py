@@ -21,7 +21,7 @@ from cloud.loopback import (
 )
 from device.audit import read_entries
 from foundation.cli import ExitCode
-from foundation.times import Window
+from foundation.times import Window, format_time
 from tests.fixtures.daemon import World, make_world, now_ms, wait_for
 
 
@@ -34,12 +34,25 @@ def test_approving_a_request_without_footage_warns_and_records_nothing(world: Wo
     rfa = world.rfa(Window(before, before + 60_000))
     world.publish(rfa)
     wait_for(lambda: rfa.id in world.pending_ids(), 20, "request pending")
-    refused = ctl(world, "approve", rfa.id)
-    assert refused.returncode == ExitCode.REFUSED
-    assert "no footage" in refused.stderr and "--without-footage" in refused.stderr
-    assert len(refused.stderr.splitlines()) == 1
+    for extra in ((), ("--without-footage",), ("--yes",)):  # the old flag changes nothing
+        refused = ctl(world, "approve", rfa.id, *extra)
+        assert refused.returncode == ExitCode.REFUSED
+        assert "no footage" in refused.stderr and f"doorbellctl deny {rfa.id}" in refused.stderr
+        assert len(refused.stderr.splitlines()) == 1
+        assert "0 frames" in refused.stdout  # the summary said so first
     assert rfa.id in world.pending_ids()  # nothing was decided
     assert world.share(rfa.id) is None
+
+    # a window of no length, inside footage: refused by the same rule
+    span = world.buffer_span()
+    assert span is not None
+    covered = world.rfa(Window(span[0], span[0] + 2000))
+    world.publish(covered)
+    wait_for(lambda: covered.id in world.pending_ids(), 20, "request pending")
+    at = format_time(span[0] + 1000)
+    instant = ctl(world, "approve", covered.id, f"--start={at}", f"--end={at}")
+    assert instant.returncode == ExitCode.REFUSED and "no length" in instant.stderr
+    assert covered.id in world.pending_ids() and world.share(covered.id) is None
 
 
 def test_cancelling_a_finished_share_says_it_finished(world: World) -> None:
@@ -51,6 +64,9 @@ def test_cancelling_a_finished_share_says_it_finished(world: World) -> None:
     wait_for(lambda: rfa.id in world.pending_ids(), 20, "request pending")
     approved = ctl(world, "approve", rfa.id)
     assert approved.returncode == 0, approved.stderr
+    # the summary first: what goes to whom, then the daemon's word
+    assert "frames" in approved.stdout and "uploaded to 127.0.0.1" in approved.stdout
+    assert approved.stdout.rstrip().endswith("approved: the share is queued")
     world.wait_share(rfa.id)
     cancelled = ctl(world, "shares", f"--cancel={rfa.id}")
     assert cancelled.returncode == ExitCode.REFUSED
