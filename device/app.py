@@ -368,6 +368,7 @@ class Doorbell:
             runtime_dir=self.config.control.socket.parent,
             flow=self.flow,
             shares=lambda: self.outbox.shares(self.hooks.clock.wall_ms()),
+            share_job=self.outbox.job,
             control=self.handle_control,
             audit_path=self.audit.path,
             audit_key=self.identity.signing.public,

@@ -61,10 +61,15 @@ from foundation.times import Window, format_time, parse_time
 from sync.decision import DecisionRejectReason
 from sync.geo import distance_m
 from sync.models import ConsentMethod
+from sync.outbox import ShareJob
 
 logger = logging.getLogger(__name__)
 
 COOKIE = "__Host-doorbell-session"
+SESSION_ENDED = (
+    "You were signed out: this browser's session was ended on the doorbell, or it "
+    "expired. Run doorbellctl console-code on the doorbell and type the new code."
+)
 MAX_BODY_BYTES = 16 * 1024
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -112,6 +117,7 @@ class ConsoleParts:
     contact: Contact
     clock: Clock
     video: Video | None = None  # the timeline and the player (device/console/video.py)
+    share_job: Callable[[str], ShareJob | None] | None = None  # the outbox's job of a share
 
 
 class ApiError(Exception):
@@ -253,7 +259,10 @@ class Console:
 
     async def index(self, request: Request) -> Response:
         if await run_in_threadpool(self.session_of, request) is None:
-            return self._login_response(status=401)
+            # A cookie that no longer opens a session: revoked (`console-sessions
+            # --revoke`, Sign out elsewhere) or expired. Say so, rather than a bare form.
+            ended = COOKIE in request.cookies
+            return self._login_response(SESSION_ENDED if ended else "", status=401)
         return FileResponse(str(STATIC / "index.html"), headers={"Cache-Control": "no-store"})
 
     async def login_page(self, request: Request) -> Response:
@@ -493,7 +502,10 @@ class Console:
         return reply["summary"]
 
     def shares(self, request: Request, body: Any) -> Any:
-        return {"shares": self.parts.shares()}
+        job_of = self.parts.share_job or (lambda rfa_id: None)
+        return {
+            "shares": [share_card(entry, job_of(entry["rfa_id"])) for entry in self.parts.shares()]
+        }
 
     def _share_command(self, cmd: str, request: Request) -> Any:
         reply = self.parts.control({"cmd": cmd, "rfa_id": request.path_params["rfa_id"]})
@@ -529,6 +541,23 @@ class Console:
                 raise ApiError(400, 'expected {"paused": true | false}')
             self.parts.flow.pause_requests(body["paused"])
         return {"paused": self.parts.flow.requests_paused}
+
+
+def share_card(entry: dict[str, Any], job: ShareJob | None) -> dict[str, Any]:
+    """A §6.3 entry with what the owner needs to recognise the share on a card: the
+    agency, the case, the window sent, named or anonymous, whether the share is built
+    yet and when it last changed (a finished share: when it finished)."""
+    if job is None:
+        return entry
+    return {
+        **entry,
+        "agency": {"id": job.rfa.agency.id, "name": job.rfa.agency.name},
+        "case_number": job.rfa.case_number,
+        "window": job.decision.window.to_json(),
+        "share_contact": job.decision.share_contact,
+        "built": job.built,
+        "updated_at": format_time(job.updated_ms) if job.updated_ms else None,
+    }
 
 
 async def _read_body(request: Request) -> bytes:
