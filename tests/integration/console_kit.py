@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 import ssl
-from datetime import datetime
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
