@@ -329,7 +329,7 @@ def decision_problem(
             held_ms = round(float(entry["footage_seconds"]) * 1000)
         except (KeyError, TypeError, ValueError, OverflowError):
             return "the pending entry for this request is damaged"
-        refusal = nothing_to_send(window or requested, held_ms)
+        refusal = nothing_to_send(window or requested, held_ms > 0)
         if refusal is not None:
             return f"{refusal.detail} Decline it: doorbell-owner decide --rfa {shown(rfa_id)} deny"
     return None

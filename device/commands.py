@@ -19,7 +19,7 @@ from foundation.errors import InvalidValueError
 from foundation.times import Window, parse_time
 from foundation.wire import ShareState
 from recorder.buffer import RollingBuffer
-from recorder.export import measure_footage
+from recorder.timeline import measure_footage
 from sync.decision import window_within
 from sync.models import ConsentMethod
 from sync.outbox import Outbox

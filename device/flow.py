@@ -385,7 +385,7 @@ class RequestFlow:
             return Outcome(
                 False, D.NOT_PENDING, decision.rfa_id, "The decision names another request."
             )
-        empty = nothing_to_send(decision.window, self._buffer.footage_ms(decision.window))
+        empty = nothing_to_send(decision.window, self._buffer.footage_ms(decision.window) > 0)
         if decision.approve and empty:  # refused before it is recorded, like a broken rule
             self._log_refused_decision(str(empty.reason), empty.detail, decision.at_ms)
             return self._count(empty.reason, empty.detail)

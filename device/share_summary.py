@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from foundation.display import shown
 from foundation.times import Window, format_time, parse_time
-from recorder.export import Footage
+from recorder.timeline import Footage
 from sync.decision import nothing_to_send
 from sync.models import Rfa
 from sync.share import CONTACT_KEYS
@@ -45,9 +45,7 @@ def share_summary(
     contact: Mapping[str, Any] | None,
     device_id: str,
 ) -> dict[str, Any]:
-    refusal = nothing_to_send(window, footage.covered_ms)
-    if refusal is None and footage.frames == 0:  # covered, yet no frame falls inside it
-        refusal = nothing_to_send(window, 0)
+    refusal = nothing_to_send(window, footage.frames > 0)
     sends: dict[str, Any] | None = None
     if share_contact:
         given = contact or {}

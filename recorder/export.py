@@ -103,38 +103,6 @@ def plan_parts(
     return parts
 
 
-@dataclass(frozen=True, slots=True)
-class Footage:
-    """What a share of a window would hold, from the index alone: its frames (the
-    export's own plan), the first and last frame's capture times, the frames' sample
-    bytes (the share's size, less a few kilobytes of MP4 headers) and how much of the
-    window the buffer covers (each segment's span overlapping the window, summed)."""
-
-    frames: int
-    first_ms: int | None
-    last_ms: int | None
-    sample_bytes: int = 0
-    covered_ms: int = 0
-
-
-def measure_footage(
-    window: Window, segments: Sequence[Segment], tables: dict[int, FrameTable]
-) -> Footage:
-    covered = sum(
-        max(0, min(s.end_ms, window.end_ms) - max(s.start_ms, window.start_ms)) for s in segments
-    )
-    parts = plan_parts(window, segments, tables)
-    if not parts:
-        return Footage(0, None, None, 0, covered)
-    return Footage(
-        frames=sum(len(p.frames) for p in parts),
-        first_ms=int(parts[0].table.times[parts[0].frames.start]),
-        last_ms=int(parts[-1].table.times[parts[-1].frames.stop - 1]),
-        sample_bytes=sum(sum(p.table.size[p.frames.start : p.frames.stop]) for p in parts),
-        covered_ms=covered,
-    )
-
-
 def _next_key(keys: bytes, start: int, stop: int) -> int | None:
     """Index of the first keyframe in keys[start:stop], or None."""
     i = keys.find(1, start, stop)

@@ -27,7 +27,7 @@ import numpy as np
 
 from foundation.times import Window
 from recorder.buffer import FrameTable, Segment
-from recorder.export import ClipPart, frames_in
+from recorder.export import ClipPart, frames_in, plan_parts
 
 MAX_STEP_MS = 1000  # two frames further apart than this have a gap between them
 
@@ -159,6 +159,37 @@ class Activity:
             seconds = int(np.count_nonzero(self.frames[a:b]))
             out.append(round(float(self.nonkey_bytes[a:b].sum()) / seconds) if seconds else None)
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class Footage:
+    """What a share of a window would hold, from the index alone: its frames (the
+    export's own plan), the first and last frame's capture times, the frames' sample
+    bytes (the share's size, less a few kilobytes of MP4 headers) and the recorded time
+    in the window (the coverage's runs, as the timeline draws them, summed)."""
+
+    frames: int
+    first_ms: int | None
+    last_ms: int | None
+    sample_bytes: int = 0
+    covered_ms: int = 0
+
+
+def measure_footage(
+    window: Window, segments: Sequence[Segment], tables: dict[int, FrameTable]
+) -> Footage:
+    parts = plan_parts(window, segments, tables)
+    if not parts:
+        return Footage(0, None, None)
+    times, sizes, _keys = _all_frames(parts)
+    steps = np.diff(times)
+    return Footage(
+        frames=len(times),
+        first_ms=int(times[0]),
+        last_ms=int(times[-1]),
+        sample_bytes=int(sizes.sum()),
+        covered_ms=int(steps[steps <= MAX_STEP_MS].sum()),
+    )
 
 
 def activity_of(window: Window, parts: Sequence[ClipPart]) -> Activity:

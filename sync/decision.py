@@ -105,18 +105,18 @@ def window_within(requested: Window, narrowed: Window) -> bool:
     return requested.start_ms <= narrowed.start_ms and narrowed.end_ms <= requested.end_ms
 
 
-def nothing_to_send(window: Window, footage_ms: int) -> DecisionRejected | None:
+def nothing_to_send(window: Window, has_footage: bool) -> DecisionRejected | None:
     """Would a share of `window` send nothing? An approval of such a window is refused
     before it is recorded, so that the owner's one decision is not spent on a share that
-    can only fail: a window of zero length, or one the buffer holds no footage of
-    (`footage_ms`: recorded time inside it). A partly covered window is allowed."""
+    can only fail: a window of zero length, or one the buffer holds no footage of. A
+    partly covered window is allowed."""
     if window.duration_ms <= 0:
         return DecisionRejected(
             D.NOTHING_TO_SEND,
             "The window has no length (its start and end are the same moment), so "
             "nothing would be sent.",
         )
-    if footage_ms <= 0:
+    if not has_footage:
         return DecisionRejected(
             D.NOTHING_TO_SEND,
             "The doorbell holds no footage in this window, so nothing would be sent.",

@@ -29,7 +29,8 @@ from typing import Any
 from foundation.errors import NoFootageError, RecorderError
 from foundation.times import Window
 from recorder.buffer import FrameTable, Segment, connect_index, query_segments, query_tables
-from recorder.export import ClipInfo, Footage, export_clip, measure_footage
+from recorder.export import ClipInfo, export_clip
+from recorder.timeline import Footage, measure_footage
 
 logger = logging.getLogger(__name__)
 

@@ -204,7 +204,8 @@ function drawPending(requests) {
     button.setAttribute("aria-label", "Open the request for case " + r.case_number + " from " + r.agency.name);
     button.addEventListener("click", () => { location.hash = requestPlace(r.id, null, false); });
     item.append(title,
-      el("p", "Asks for " + between(ms(r.window.start), ms(r.window.end)) + " (" +
+      el("p", "Asks for " + between(ms(r.window.start), ms(r.window.end),
+        ms(r.window.end) - ms(r.window.start) < 600000) + " (" +
         span((ms(r.window.end) - ms(r.window.start)) / 1000) + ")"),
       el("p", footage, { class: r.footage_seconds > 0 ? "" : "problem" }),
       el("p", "Decide by " + when(ms(r.decide_by)), { class: "quiet" }),
@@ -262,7 +263,7 @@ async function openRequest(place) {
   $("start-time").max = $("end-time").max = toLocalInput(state.window.end);
   if (state.timeline) state.timeline.close();
   state.timeline = null;
-  if (window.DoorbellTimeline) {
+  if (typeof DoorbellTimeline !== "undefined") {  // a top-level const: not on window
     state.timeline = DoorbellTimeline.open($("timeline"), { id: r.id, start: state.window.start,
       end: state.window.end, onRange: (start, end) => select(start, end, "timeline") });
   }
@@ -367,11 +368,12 @@ function drawSummary(s) {
   const list = $("summary");
   list.replaceChildren();
   const start = ms(s.window.start), end = ms(s.window.end);
-  field(list, "Footage", between(start, end, true) + " (" + span(s.duration_seconds) +
+  field(list, "Time range", between(start, end, true) + " (" + span(s.duration_seconds) +
     (s.whole_window ? ", the whole window" : ", part of the window") + ")");
+  field(list, "Holds", s.frames > 0 ? s.frames + " frames, about " + megabytes(s.estimated_bytes)
+    : "no footage");
   if (s.frames > 0) {
-    field(list, "Holds", s.frames + " frames, about " + megabytes(s.estimated_bytes));
-    if (s.covered_seconds < s.duration_seconds) {
+    if (s.duration_seconds - s.covered_seconds > 1) {  // a gap of a second or more
       field(list, "Covered", "The doorbell holds " + span(s.covered_seconds) + " of these " +
         span(s.duration_seconds) + " (" + percent(s.covered_seconds, s.duration_seconds) +
         " %): only that is sent.");
