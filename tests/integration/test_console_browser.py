@@ -81,8 +81,8 @@ def open_request(page: Any, rfa_id: str) -> None:
     page.wait_for_selector(f'button[data-id="{rfa_id}"]').click()
     page.wait_for_selector("#detail", state="visible")
     page.wait_for_function(
-        "id => document.querySelector('#fields') && "
-        "document.querySelector('#fields').textContent.includes(id)",
+        "id => document.querySelector('#more-fields') && "
+        "document.querySelector('#more-fields').textContent.includes(id)",
         arg=rfa_id,
     )
 
@@ -241,10 +241,10 @@ def test_every_request_field_renders_as_text(cworld: World, page: Any) -> None: 
     )
     sign_in(page, cworld)
     open_request(page, rfa_id)
-    fields = page.eval_on_selector_all("#fields dd", "dds => dds.map(d => d.textContent)")
+    fields = page.eval_on_selector_all("#detail dd", "dds => dds.map(d => d.textContent)")
     assert HOSTILE in fields and ESCAPES in fields and SHORT_HOSTILE in fields
     assert HOSTILE + " " + ESCAPES in fields
-    assert page.locator("#fields img, #fields script, #pending-list img").count() == 0
+    assert page.locator("#detail dd img, #detail dd script, #pending-list img").count() == 0
     assert HOSTILE in page.text_content("#pending-list")
     assert page.evaluate("() => window.__pwned") is None
     assert page.dialogs == []

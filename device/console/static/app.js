@@ -244,20 +244,21 @@ async function openRequest(place) {
   }
   showView("request");
   $("detail-heading").textContent = r.agency.name + ": case " + r.case_number;
-  const fields = $("fields");
+  const fields = $("fields"), more = $("more-fields");
   fields.replaceChildren();
+  more.replaceChildren();
   field(fields, "Agency", r.agency.name);
-  field(fields, "Agency id (bound to its key)", r.agency_id);
-  field(fields, "Case number", r.case_number);
-  field(fields, "Investigator", r.investigator.name);
-  field(fields, "Email", r.investigator.email);
-  field(fields, "Phone", r.investigator.phone);
   field(fields, "Why", r.description);
   field(fields, "Asks for", between(state.window.start, state.window.end, true) + " (" +
     span((state.window.end - state.window.start) / 1000) + ")");
-  field(fields, "Footage here", r.footage_seconds > 0 ? span(r.footage_seconds) : "none");
   field(fields, "Decide by", when(ms(r.decide_by)));
-  field(fields, "Request id", r.id);
+  field(more, "Case number", r.case_number);
+  field(more, "Investigator", r.investigator.name);
+  field(more, "Email", r.investigator.email);
+  field(more, "Phone", r.investigator.phone);
+  field(more, "Agency id (bound to its key)", r.agency_id);
+  field(more, "Request id", r.id);
+  $("more").open = false;
   drawArea(r);
   $("start-time").min = $("end-time").min = toLocalInput(state.window.start);
   $("start-time").max = $("end-time").max = toLocalInput(state.window.end);
@@ -358,7 +359,14 @@ async function refreshSummary() {
   const asked = ++summaryAsked;
   const q = "?start=" + encodeURIComponent(iso(sel.start)) + "&end=" + encodeURIComponent(iso(sel.end)) +
     "&share_contact=" + (named() ? "true" : "false");
-  const s = await api("/api/requests/" + encodeURIComponent(r.id) + "/summary" + q);
+  let s;
+  try {
+    s = await api("/api/requests/" + encodeURIComponent(r.id) + "/summary" + q);
+  } catch (err) {
+    // decided meanwhile (here or elsewhere): the pending list's poll says so in words
+    if (err.code === "not_pending" || !state.current || state.current.id !== r.id) return;
+    throw err;
+  }
   if (asked !== summaryAsked || !state.current || state.current.id !== r.id) return;
   state.summary = s;
   drawSummary(s);
@@ -441,7 +449,9 @@ async function decide(approve) {
     : "Decline the request for case " + r.case_number + " from " + r.agency.name +
       "? Nothing is sent, and the agency is not told.";
   if (!(await confirmStep(text, approve ? "Approve and send" : "Decline"))) return;
-  const body = { decision: approve ? "approve" : "deny", share_contact: approve && Boolean(s.sends) };
+  clearTimeout(summaryTimer);
+  summaryAsked++;  // a summary asked for before this decision is no longer wanted
+  const body = { decision: approve ? "approve" : "deny", share_contact: approve && Boolean(s && s.sends) };
   if (approve && !s.whole_window) body.window = s.window;
   try {
     await api("/api/requests/" + encodeURIComponent(r.id) + "/decision", { body });
@@ -467,9 +477,11 @@ function shareState(s) {
   const total = s.bytes_total, sent = s.bytes_sent;
   switch (s.state) {
     case "queued":
-      if (s.starts_at) return ["Waiting to start at " + clock(ms(s.starts_at)) + " (" +
-        when(ms(s.starts_at)) + "): anonymous shares start at a random moment, so the agency " +
-        "cannot tell when you decided.", "waiting"];
+      if (s.starts_at) {
+        const at = ms(s.starts_at);
+        return ["Waiting to start at " + (sameDay(at, Date.now()) ? clock(at) : when(at)) + ".",
+          "waiting", "Anonymous shares start at a random moment, so the agency cannot tell when you decided."];
+      }
       return s.built === false || !total ? ["Preparing: packing and encrypting the footage.", "preparing"]
         : ["Waiting to send: it starts shortly.", "waiting"];
     case "uploading":
@@ -508,8 +520,9 @@ async function loadShares() {
         (s.bytes_total ? ", " + megabytes(s.bytes_total) : "") +
         (s.share_contact === false ? ", anonymous" : s.share_contact ? ", with your name" : "")));
     }
-    const [words, kind] = shareState(s);
+    const [words, kind, why] = shareState(s);
     item.append(el("p", words, { class: "state state-" + kind }));
+    if (why) item.append(el("p", why, { class: "quiet" }));
     if (s.state === "uploading" && s.bytes_total) {
       item.append(el("progress", null, { max: String(s.bytes_total), value: String(s.bytes_sent),
         "aria-label": "Uploaded" }));
@@ -604,9 +617,19 @@ function auditSentence(e) {
       return "You paused requests: new ones were refused.";
     case "requests_resumed":
       return "You resumed requests.";
-    case "rejections":
-      return f.count + " message" + (f.count === 1 ? " was" : "s were") + " dropped unread (" +
-        String(f.reason).replace(/_/g, " ") + ").";
+    case "rejections": {
+      const reason = String(f.reason || "");
+      if (reason === "decision_nothing_to_send") {
+        return f.count + (f.count === 1 ? " approval was" : " approvals were") +
+          " refused before being recorded: it would have sent nothing.";
+      }
+      if (reason.startsWith("decision_")) {
+        return f.count + (f.count === 1 ? " decision was" : " decisions were") + " refused (" +
+          reason.slice(9).replace(/_/g, " ") + ").";
+      }
+      return f.count + (f.count === 1 ? " message was" : " messages were") + " refused unread (" +
+        reason.replace(/_/g, " ") + ").";
+    }
     default:
       return String(e.event).replace(/_/g, " ") + ".";
   }
