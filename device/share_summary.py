@@ -85,9 +85,14 @@ def _megabytes(n: int) -> str:
 
 
 def _span(seconds: float) -> str:
+    """'2 h', '1 h 5 min', '5 min 3 s', '3 s': as the console's page says it."""
     s = round(seconds)
     h, m, r = s // 3600, s % 3600 // 60, s % 60
-    return " ".join(p for p in (f"{h} h" if h else "", f"{m} min" if h or m else "", f"{r} s") if p)
+    if h:
+        return f"{h} h" + (f" {m} min" if m else "")
+    if m:
+        return f"{m} min" + (f" {r} s" if r else "")
+    return f"{r} s"
 
 
 def render_summary(summary: Mapping[str, Any]) -> str:
@@ -102,7 +107,7 @@ def render_summary(summary: Mapping[str, Any]) -> str:
         f"footage      {summary['frames']} frames, about {_megabytes(summary['estimated_bytes'])}"
         + (
             f"; the doorbell holds {_span(covered)} of these {_span(duration)}"
-            if 0 < covered < duration
+            if 0 < covered and duration - covered > 1  # a gap of a second or more
             else ""
         ),
         f"to           {shown(to['agency_name'])} (id {shown(to['agency_id'])}),"

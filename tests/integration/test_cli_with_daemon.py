@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
 import subprocess
 import time
@@ -53,6 +54,34 @@ def test_approving_a_request_without_footage_warns_and_records_nothing(world: Wo
     instant = ctl(world, "approve", covered.id, f"--start={at}", f"--end={at}")
     assert instant.returncode == ExitCode.REFUSED and "no length" in instant.stderr
     assert covered.id in world.pending_ids() and world.share(covered.id) is None
+
+    # on a terminal, approve shows the summary and asks; "n" records nothing
+    no = on_a_terminal(world, ["approve", covered.id], answer="n\n")
+    assert no.returncode == ExitCode.REFUSED and "Approve and send this? [y/N]" in no.stdout
+    assert "Jane Doe" in no.stdout and "jane@example.com" in no.stdout  # the very values
+    assert "Not approved: nothing was recorded or sent." in no.stdout
+    assert covered.id in world.pending_ids()
+    yes = on_a_terminal(world, ["approve", covered.id, "--anonymous"], answer="y\n")
+    assert yes.returncode == 0 and "anonymous: no name" in yes.stdout, yes.stdout
+    assert "Jane Doe" not in yes.stdout
+    assert yes.stdout.rstrip().endswith("approved: the share is queued")
+    assert covered.id not in world.pending_ids()
+
+
+def on_a_terminal(
+    world: World, args: list[str], *, answer: str
+) -> subprocess.CompletedProcess[str]:
+    """doorbellctl with a terminal as its stdin (a pty), answering its question."""
+    leader, follower = pty.openpty()
+    try:
+        os.write(leader, answer.encode())
+        return subprocess.run(
+            world.daemon.command("doorbellctl", *args),
+            stdin=follower, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        os.close(leader)
+        os.close(follower)
 
 
 def test_cancelling_a_finished_share_says_it_finished(world: World) -> None:
