@@ -21,12 +21,13 @@ from device.state import StateStore
 from foundation import wire
 from foundation.clock import FakeClock
 from foundation.times import Window, parse_time
-from recorder.buffer import FrameTable, RollingBuffer
+from recorder.buffer import RollingBuffer
 from sync.envelope import open_envelope
 from sync.keys import SigningKey, parse_recipient
 from sync.models import ConsentMethod
 from sync.outbox import Outbox
 from sync.seal import seal
+from tests.fixtures.footage import index_footage
 from tests.sync.factories import (
     DEVICE_ID,
     HOUR_MS,
@@ -88,17 +89,6 @@ class Kit:
 
 
 FOOTAGE = Window(NOW_MS - 4 * 24 * HOUR_MS, NOW_MS + 4 * 24 * HOUR_MS)
-
-
-def index_footage(buffer: RollingBuffer, window: Window) -> None:
-    """An index row saying the buffer holds footage across `window` (a frame of 32 bytes
-    every minute, the ends included): what the no-footage rule and the summary read. No
-    video: neither decodes anything."""
-    name = f"fake-{window.start_ms}.mp4"
-    times = [*range(window.start_ms, window.end_ms, MINUTE_MS), window.end_ms]
-    (buffer.root / name).write_bytes(b"\0" * 32 * len(times))
-    table = FrameTable.build(b"", [(t, 32 * i, 32, i == 0) for i, t in enumerate(times)])
-    buffer.add_segment(file=name, table=table, synchronized=True, width=16, height=16, fps=15.0)
 
 
 def open_kit(
