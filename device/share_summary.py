@@ -107,7 +107,7 @@ def render_summary(summary: Mapping[str, Any]) -> str:
         f"footage      {summary['frames']} frames, about {_megabytes(summary['estimated_bytes'])}"
         + (
             f"; the doorbell holds {_span(covered)} of these {_span(duration)}"
-            if 0 < covered and duration - covered > 1  # a gap of a second or more
+            if covered > 0 and duration - covered > 1  # a gap of a second or more
             else ""
         ),
         f"to           {shown(to['agency_name'])} (id {shown(to['agency_id'])}),"

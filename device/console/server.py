@@ -377,14 +377,6 @@ class Console:
             "north_m": round(distance_m(area.lat, area.lon, self.parts.device_lat, area.lon), 1)
             * (1 if self.parts.device_lat >= area.lat else -1),
         }
-        contact = self.parts.contact
-        entry["named_share_sends"] = {
-            "name": contact.name is not None,
-            "email": contact.email is not None,
-            "address": contact.address is not None,
-            "position": True,
-            "device_id": True,
-        }
         return entry
 
     def footage(self, request: Request, body: Any) -> Any:
