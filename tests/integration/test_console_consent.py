@@ -16,13 +16,12 @@ shows is read back from the page.
   it is back; a revoked session lands on the sign-in page with a word.
 - axe-core finds nothing on each of these states.
 
-DOORBELL_SHOTS=<folder> saves a screenshot of each step.
+DOORBELL_SHOTS=<folder> saves a screenshot of each step (test_console_timeline's shot).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,46 +41,32 @@ from tests.integration.console_kit import (
     recent_window,
 )
 from tests.integration.test_console_browser import browser, confirm, sign_in  # noqa: F401
+from tests.integration.test_console_timeline import AXE, SIZES, shot
 
 pytestmark = [pytest.mark.xdist_group("console"), pytest.mark.timeout(240)]
 
-AXE = Path(__file__).parent / "vendor" / "axe.min.js"
-SIZES = {"phone": {"width": 390, "height": 844}, "desktop": {"width": 1366, "height": 900}}
-SHOTS = os.environ.get("DOORBELL_SHOTS")
 
-
-def new_page(browser: Any, size: str) -> Any:  # noqa: F811
+def sized_page(browser: Any, size: str) -> Iterator[Any]:  # noqa: F811
     context = browser.new_context(ignore_https_errors=True, viewport=SIZES[size])
     context.set_default_timeout(30_000)
     opened = context.new_page()
     opened.size_name = size
     opened.dialogs = []
     opened.on("dialog", lambda d: (opened.dialogs.append(d.message), d.dismiss()))
-    return opened
+    try:
+        yield opened
+    finally:
+        context.close()
 
 
 @pytest.fixture
 def phone(browser: Any) -> Iterator[Any]:  # noqa: F811
-    opened = new_page(browser, "phone")
-    try:
-        yield opened
-    finally:
-        opened.context.close()
+    yield from sized_page(browser, "phone")
 
 
 @pytest.fixture
 def desktop(browser: Any) -> Iterator[Any]:  # noqa: F811
-    opened = new_page(browser, "desktop")
-    try:
-        yield opened
-    finally:
-        opened.context.close()
-
-
-def shot(page: Any, name: str) -> None:
-    if SHOTS:
-        Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=f"{SHOTS}/{page.size_name}-{name}.png", full_page=True)
+    yield from sized_page(browser, "desktop")
 
 
 def no_violations(page: Any, step: str) -> None:
