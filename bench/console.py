@@ -17,6 +17,15 @@ segments while the disk holds only the few minutes.
   `ffmpeg -f concat -ss -t -c copy` over the window's segments (not frame-exact: it
   starts at a keyframe) then decoding its first frame the same way.
 
+- The timeline and the player (device/console/video.py), the same 12-hour window:
+  the activity strip cold (the index read, coverage, activity and playback plan of the
+  whole window, then 300 bins); a tap on the timeline to the first frame available
+  (narrowing the plan to the tapped moment, the playlist, the init and the first piece
+  with its re-encoded head) against `ffmpeg -ss OFFSET -i SEGMENT -c copy` writing the
+  same segment as fragmented MP4; the CPU time of streaming one minute (every piece of
+  it) against `ffmpeg -f concat -c copy -f hls -hls_segment_type fmp4` over the same
+  segments; and how much this process's memory grows while it does all that.
+
 Both are measured in-process (no HTTPS in the way); medians of several runs.
 
     python -m bench.console [--base-minutes 4] [--hours 72] [--window-hours 12] [--runs 5]
@@ -26,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import sqlite3
 import statistics
@@ -39,8 +49,9 @@ from pathlib import Path
 from bench.export import ensure_footage, window_frames
 from bench.sanity import require
 from device.console.preview import Preview
+from device.console.video import Video
 from foundation.times import Window
-from recorder.buffer import INDEX_NAME, FrameTable, RollingBuffer
+from recorder.buffer import INDEX_NAME, FrameTable, RollingBuffer, Segment
 
 WORKERS = 4
 
@@ -187,11 +198,17 @@ def our_clip(root: Path, window: Window, scratch: Path) -> float:
     return elapsed
 
 
-def ffmpeg_clip(root: Path, window: Window, work: Path) -> float:
+def concat_listing(root: Path, window: Window, listing: Path) -> list[Segment]:
+    """ffmpeg's concat list of the segments of `window`, written to `listing`."""
     with RollingBuffer.open(root) as buffer:
         inside = buffer.segments(window)
-    listing = work / "clip.txt"
     listing.write_text("".join(f"file '{(root / s.file).resolve()}'\n" for s in inside))
+    return inside
+
+
+def ffmpeg_clip(root: Path, window: Window, work: Path) -> float:
+    listing = work / "clip.txt"
+    inside = concat_listing(root, window, listing)
     out = work / "ffmpeg-clip.mp4"
     offset = (window.start_ms - inside[0].start_ms) / 1000
     start = time.perf_counter()
@@ -205,6 +222,121 @@ def ffmpeg_clip(root: Path, window: Window, work: Path) -> float:
     )  # fmt: skip
     first_frame(out)
     return time.perf_counter() - start
+
+
+def _cpu(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/status", encoding="ascii") as status:
+        line = next(x for x in status if x.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+def our_strip_cold(root: Path, window: Window) -> float:
+    start = time.perf_counter()
+    video = Video(root)
+    digest = video.digest(window)
+    bins = digest.activity.bins(window, 300)
+    elapsed = time.perf_counter() - start
+    require(digest.playback is not None and any(b is not None for b in bins), "an activity strip")
+    return elapsed
+
+
+def our_tap(video: Video, window: Window, at: int, *, exact: bool = False) -> float:
+    """Tap at `at`: the narrowed plan, playlist, init and first piece ready. A tap plays
+    from the keyframe before `at` (the page's `from=keyframe`); `exact` from `at`
+    itself, with the re-encoded head, as "play the selected part" does."""
+    start = time.perf_counter()
+    part = Window(at if exact else video.keyframe_before(window, at), window.end_ms)
+    listing = video.media(window, part, "index.m3u8")
+    init = video.media(window, part, "init-0.mp4")
+    first = video.media(window, part, "0.m4s")
+    elapsed = time.perf_counter() - start
+    require(bool(listing and init and first), "the tapped moment's first piece")
+    return elapsed
+
+
+def ffmpeg_tap(root: Path, at: int, out: Path) -> float:
+    with RollingBuffer.open(root) as buffer:
+        seg = buffer.segments(Window(at, at))[0]
+    start = time.perf_counter()
+    subprocess.run(
+        [
+            "ffmpeg", "-v", "error", "-y", "-ss", f"{(at - seg.start_ms) / 1000:.3f}",
+            "-i", str(root / seg.file), "-c", "copy",
+            "-movflags", "frag_keyframe+empty_moov+default_base_moof", str(out),
+        ],
+        check=True,
+    )  # fmt: skip
+    return time.perf_counter() - start
+
+
+def our_minute_cpu(video: Video, window: Window, part: Window) -> tuple[float, int]:
+    before = _cpu(resource.RUSAGE_SELF)
+    listing = video.media(window, part, "index.m3u8")
+    assert listing is not None
+    names = ["init-0.mp4"] + [x for x in listing[0].decode().splitlines() if x.endswith(".m4s")]
+    size = sum(len(found[0]) for n in names if (found := video.media(window, part, n)))
+    return _cpu(resource.RUSAGE_SELF) - before, size
+
+
+def ffmpeg_minute_cpu(root: Path, part: Window, work: Path) -> float:
+    listing = work / "minute.txt"
+    concat_listing(root, part, listing)
+    out = work / "hls"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    before = _cpu(resource.RUSAGE_CHILDREN)
+    subprocess.run(
+        [
+            "ffmpeg", "-v", "error", "-y", "-f", "concat", "-safe", "0", "-i", str(listing),
+            "-c", "copy", "-f", "hls", "-hls_segment_type", "fmp4", "-hls_time", "4",
+            "-hls_playlist_type", "vod", str(out / "index.m3u8"),
+        ],
+        check=True,
+    )  # fmt: skip
+    return _cpu(resource.RUSAGE_CHILDREN) - before
+
+
+def video_bench(root: Path, window: Window, runs: int, work: Path) -> None:
+    rss0 = _rss_mib()
+    strips = [our_strip_cold(root, window) for _ in range(runs)]
+    taps, exacts, ff_taps, cpus, ff_cpus = [], [], [], [], []
+    streamed = 0
+    for n in range(runs):
+        video = Video(root)
+        video.digest(window)  # the timeline is on the screen before the tap
+        at = window.start_ms + (n + 1) * window.duration_ms // (runs + 2) + 1333  # mid-GOP
+        taps.append(our_tap(video, window, at))
+        exacts.append(our_tap(video, window, at + 2000, exact=True))
+        ff_taps.append(ffmpeg_tap(root, at, work / "tap.mp4"))
+        minute = Window(at, min(window.end_ms, at + 60_000 - 1))
+        cpu, streamed = our_minute_cpu(video, window, minute)
+        cpus.append(cpu)
+        ff_cpus.append(ffmpeg_minute_cpu(root, minute, work))
+    grew = _rss_mib() - rss0
+    strip, tap, ff_tap = (
+        statistics.median(strips),
+        statistics.median(taps),
+        statistics.median(ff_taps),
+    )
+    cpu, ff_cpu = statistics.median(cpus), statistics.median(ff_cpus)
+    print(f"  timeline and player of the {window.duration_ms / 3_600_000:g}-hour window:")
+    print(
+        f"    activity strip, cold (index, coverage, activity, plan): {strip:.2f} s  (goal 0.5 s)"
+    )
+    print(f"    tap to first frame ready (playlist, init, first piece): {tap:.3f} s  (goal <= 1 s)")
+    exact = statistics.median(exacts)
+    print(f"    the same from a frame-exact start (re-encoded head):   {exact:.3f} s")
+    print(f"    ffmpeg -ss on the same segment, -c copy to fMP4:        {ff_tap:.3f} s")
+    print(f"    ratio tap ours / ffmpeg seeking: {tap / ff_tap:.2f}x  (goal <= 1)")
+    print(f"    CPU per streamed minute ({streamed / 1e6:.1f} MB): ours {cpu:.3f} s, "
+          f"ffmpeg -c copy to HLS fMP4 {ff_cpu:.3f} s")  # fmt: skip
+    print(f"    ratio CPU per minute ours / ffmpeg: {cpu / max(ff_cpu, 1e-3):.2f}x  (goal <= 1.2)")
+    print(f"    this process's memory grew by {grew:.1f} MiB  (goal <= 30 MiB)")
 
 
 def main() -> None:
@@ -256,6 +388,8 @@ def main() -> None:
     print(f"    ours (frame-exact export + decode):    {clip:.2f} s  (goal < 1 s)")
     print(f"    ffmpeg concat -ss -t -c copy + decode: {ff_clip:.2f} s  (not frame-exact)")
     print(f"    ratio ours / ffmpeg: {clip / ff_clip:.2f}x")
+    with tempfile.TemporaryDirectory() as scratch_dir:
+        video_bench(root, window, args.runs, Path(scratch_dir))
 
 
 if __name__ == "__main__":

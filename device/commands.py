@@ -137,9 +137,7 @@ class ControlCommands:
                 "reason": "window_outside_request",
             }
         segments = self._buffer.segments(chosen)
-        footage = measure_footage(
-            chosen, segments, self._buffer.frame_tables([s.id for s in segments])
-        )
+        footage = measure_footage(chosen, segments, self._buffer.frame_tables)
         summary = share_summary(
             rfa,
             chosen,

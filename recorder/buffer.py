@@ -256,6 +256,15 @@ def query_tables(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, Fram
     return tables
 
 
+def read_tables(root: Path, ids: Sequence[int]) -> dict[int, FrameTable]:
+    """The frame tables of segments `ids`, through a read-only connection of its own."""
+    conn = connect_index(root, readonly=True)
+    try:
+        return query_tables(conn, ids)
+    finally:
+        conn.close()
+
+
 def probe_segment(path: Path) -> tuple[FrameTable, int, int, float]:
     """Read a complete segment file's frame table: (table, width, height, fps). Capture
     times come from the file's `capture_start_ms` tag plus each frame's pts (ms)."""

@@ -73,14 +73,18 @@ class ClipPart:
 
 
 def plan_parts(
-    window: Window, segments: Sequence[Segment], tables: dict[int, FrameTable]
+    window: Window,
+    segments: Sequence[Segment],
+    tables: dict[int, FrameTable],
+    after_ms: int | None = None,
 ) -> list[ClipPart]:
     """The segments and frame ranges a clip of `window` is made of, in capture order.
     Footage that overlaps footage already taken (a clock stepped back, a second fast
     recording over the same hour) is left out up to the next keyframe after the
-    overlap: a clip's times must increase."""
+    overlap: a clip's times must increase. `after_ms`: the last frame already taken by
+    the plan of the segments before these (a plan made a batch at a time)."""
     parts: list[ClipPart] = []
-    last_ms: int | None = None
+    last_ms: int | None = after_ms
     for seg in sorted(segments, key=lambda s: (s.start_ms, s.id)):
         table = tables.get(seg.id)
         if table is None:

@@ -20,7 +20,8 @@ read of its frame tables.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -176,30 +177,91 @@ class Footage:
 
 
 def measure_footage(
-    window: Window, segments: Sequence[Segment], tables: dict[int, FrameTable]
+    window: Window,
+    segments: Sequence[Segment],
+    tables_of: Callable[[list[int]], dict[int, FrameTable]],
+    batch: int = 256,
 ) -> Footage:
-    parts = plan_parts(window, segments, tables)
-    if not parts:
-        return Footage(0, None, None)
-    times, sizes, _keys = _all_frames(parts)
-    steps = np.diff(times)
-    return Footage(
-        frames=len(times),
-        first_ms=int(times[0]),
-        last_ms=int(times[-1]),
-        sample_bytes=int(sizes.sum()),
-        covered_ms=int(steps[steps <= MAX_STEP_MS].sum()),
-    )
+    """`tables_of` reads the frame tables of some segments: read `batch` at a time, so
+    that a 12-hour window never holds all its tables at once (as the Digest)."""
+    frames = sample_bytes = covered = 0
+    first = last = None
+    for at in range(0, len(segments), batch):
+        some = segments[at : at + batch]
+        parts = plan_parts(window, some, tables_of([s.id for s in some]), last)
+        if not parts:
+            continue
+        times, sizes, _keys = _all_frames(parts)
+        steps = np.diff(times if last is None else np.concatenate(([last], times)))
+        frames += len(times)
+        sample_bytes += int(sizes.sum())
+        covered += int(steps[steps <= MAX_STEP_MS].sum())
+        first = int(times[0]) if first is None else first
+        last = int(times[-1])
+    return Footage(frames, first, last, sample_bytes, covered)
+
+
+class Digest:
+    """The activity and the playback of a window, built from its plan a batch of
+    segments at a time (`add`), so that a 12-hour window never holds all its frame
+    tables at once: only run ends, pieces and per-second sums are kept."""
+
+    def __init__(self, window: Window) -> None:
+        self.window = window
+        seconds = int(window.duration_ms // 1000) + 1
+        self._nonkey = np.zeros(seconds, np.int64)
+        self._frames = np.zeros(seconds, np.int32)
+        self._spans: list[list[int]] = []  # [first, last] capture time of each run
+        self._pieces: list[Piece] = []
+        self._inits: list[Segment] = []
+        self._headers: dict[bytes, int] = {}
+        self._nominal: int | None = None
+
+    def add(self, parts: Sequence[ClipPart]) -> Digest:
+        """The next parts of the plan, in capture order."""
+        if not parts:
+            return self
+        self.__dict__.pop("playback", None)  # made again when next asked for
+        if self._nominal is None:
+            self._nominal = nominal_ms(parts[0].segment.fps)
+        times, sizes, keys = _all_frames(parts)
+        seconds = len(self._frames)
+        slot = (times - self.window.start_ms) // 1000
+        self._nonkey += np.bincount(slot[~keys], weights=sizes[~keys], minlength=seconds)[
+            :seconds
+        ].astype(np.int64)
+        self._frames += np.bincount(slot, minlength=seconds)[:seconds].astype(np.int32)
+        for run in runs_of(times, 0):
+            if self._spans and run.start_ms - self._spans[-1][1] <= MAX_STEP_MS:
+                self._spans[-1][1] = run.end_ms
+            else:
+                self._spans.append([run.start_ms, run.end_ms])
+        for p in parts:
+            init = self._headers.setdefault(p.table.extradata, len(self._headers))
+            if init == len(self._inits):
+                self._inits.append(p.segment)
+            first, last = p.table.times[p.frames.start], p.table.times[p.frames.stop - 1]
+            self._pieces.append(Piece(p.segment, p.frames, first, last, init))
+        return self
+
+    @property
+    def activity(self) -> Activity:
+        return Activity(self.window, self._nonkey, self._frames)
+
+    @functools.cached_property
+    def playback(self) -> Playback | None:
+        if not self._pieces or self._nominal is None:
+            return None
+        runs, media = [], 0
+        for first, last in self._spans:
+            runs.append(Run(first, last, media))
+            media += last - first + self._nominal
+        return Playback(tuple(self._pieces), tuple(runs), self._nominal, tuple(self._inits))
 
 
 def activity_of(window: Window, parts: Sequence[ClipPart]) -> Activity:
     """The per-second motion measure of `window` from the frame tables of `parts`."""
-    times, sizes, keys = _all_frames(parts)
-    seconds = int(window.duration_ms // 1000) + 1
-    slot = (times - window.start_ms) // 1000
-    nonkey = np.bincount(slot[~keys], weights=sizes[~keys], minlength=seconds)[:seconds]
-    frames = np.bincount(slot, minlength=seconds)[:seconds]
-    return Activity(window, nonkey.astype(np.int64), frames.astype(np.int32))
+    return Digest(window).add(parts).activity
 
 
 def playback_of(parts: Sequence[ClipPart]) -> Playback | None:
@@ -207,20 +269,9 @@ def playback_of(parts: Sequence[ClipPart]) -> Playback | None:
     or None when there are none."""
     if not parts:
         return None
-    nominal = nominal_ms(parts[0].segment.fps)
-    inits: list[Segment] = []
-    headers: dict[bytes, int] = {}
-    pieces = []
-    for p in parts:
-        init = headers.setdefault(p.table.extradata, len(headers))
-        if init == len(inits):
-            inits.append(p.segment)
-        times = p.table.times
-        pieces.append(
-            Piece(p.segment, p.frames, times[p.frames.start], times[p.frames.stop - 1], init)
-        )
-    every, _sizes, _keys = _all_frames(parts)
-    return Playback(tuple(pieces), tuple(runs_of(every, nominal)), nominal, tuple(inits))
+    first = parts[0].table.times[parts[0].frames.start]
+    last = parts[-1].table.times[parts[-1].frames.stop - 1]
+    return Digest(Window(first, last)).add(parts).playback
 
 
 def narrowed(playback: Playback, part: Window, tables: dict[int, FrameTable]) -> Playback | None:

@@ -28,7 +28,13 @@ from typing import Any
 
 from foundation.errors import NoFootageError, RecorderError
 from foundation.times import Window
-from recorder.buffer import FrameTable, Segment, connect_index, query_segments, query_tables
+from recorder.buffer import (
+    FrameTable,
+    Segment,
+    connect_index,
+    query_segments,
+    read_tables,
+)
 from recorder.export import ClipInfo, export_clip
 from recorder.timeline import Footage, measure_footage
 
@@ -94,11 +100,7 @@ class Preview:
             conn.close()
 
     def _tables(self, ids: list[int]) -> dict[int, FrameTable]:
-        conn = connect_index(self._root, readonly=True)
-        try:
-            return query_tables(conn, ids)
-        finally:
-            conn.close()
+        return read_tables(self._root, ids)
 
     # ---- what a window holds -----------------------------------------------------------
 
@@ -108,7 +110,7 @@ class Preview:
         segments = self._segments(window)
         if not segments:
             return Footage(0, None, None)
-        return measure_footage(window, segments, self._tables([s.id for s in segments]))
+        return measure_footage(window, segments, self._tables)
 
     # ---- thumbnails --------------------------------------------------------------------
 

@@ -3,8 +3,10 @@ HLS, served from the buffer's own segments (docs/console.md).
 
 - `GET .../timeline?start=T&end=T&bins=N`: where footage is (runs, epoch ms) and the
   activity strip (recorder/timeline.py) of a part of the window, from the index alone.
-- `GET .../play?start=T&end=T`: the playlist's address for that part, and the runs that
-  map the player's clock to capture time.
+- `GET .../play?start=T&end=T[&from=keyframe]`: the playlist's address for that part,
+  and the runs that map the player's clock to capture time. `from=keyframe` (a tap on
+  the timeline) starts at the keyframe at or before `start` instead, inside the window
+  still: up to a second earlier, and nothing to re-encode.
 - `GET .../video/{start_ms}/{end_ms}/index.m3u8`, `init-K.mp4`, `N.m4s`: HLS with
   fragmented-MP4 pieces (recorder/pieces.py), one piece per segment, stream copy, the
   first piece's partial GOP re-encoded as export does: exactly the frames a share of
@@ -27,41 +29,26 @@ inside it and never sent, as export does.
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from foundation.errors import RecorderError
 from foundation.times import Window, format_time
-from recorder.buffer import FrameTable, connect_index, query_segments, query_tables
+from recorder.buffer import FrameTable, connect_index, query_segments, query_tables, read_tables
 from recorder.export import plan_parts
 from recorder.pieces import init_bytes, piece_bytes
-from recorder.timeline import (
-    Activity,
-    Playback,
-    activity_of,
-    edge_segments,
-    narrowed,
-    playback_of,
-    playlist,
-)
+from recorder.timeline import Digest, Playback, edge_segments, narrowed, playlist
 
 MAX_BINS = 2000
 DIGESTS_KEPT = 2  # windows: the request open on a phone, and one more
 PLAYBACKS_KEPT = 8  # parts of them played (taps, the selected range)
-PIECE_CACHE_BYTES = 12 * 1024 * 1024  # a few pieces of 720p15 (about 1.2 MB each)
+PIECE_CACHE_BYTES = 4 * 1024 * 1024  # a few pieces of 720p15 (about 1.2 MB each)
 HLS = "application/vnd.apple.mpegurl"
-
-
-@dataclass(frozen=True, slots=True)
-class Digest:
-    """What a window holds, from one read of its frame tables."""
-
-    playback: Playback | None
-    activity: Activity
+DIGEST_BATCH = 256  # segments' frame tables read at a time (17 minutes of 4-second ones)
 
 
 class Video:
@@ -76,11 +63,7 @@ class Video:
         self._pieces: OrderedDict[tuple[Window, Window, str], bytes] = OrderedDict()
 
     def _tables(self, ids: list[int]) -> dict[int, FrameTable]:
-        conn = connect_index(self._root, readonly=True)
-        try:
-            return query_tables(conn, ids)
-        finally:
-            conn.close()
+        return read_tables(self._root, ids)
 
     def digest(self, window: Window) -> Digest:
         with self._digest_lock:
@@ -89,19 +72,24 @@ class Video:
                 if found is not None:
                     self._digests.move_to_end(window)
                     return found
+            made = Digest(window)
             try:
                 conn = connect_index(self._root, readonly=True)
             except RecorderError:
-                parts = []
+                pass  # no index yet: no footage
             else:
                 try:
                     segments = query_segments(conn, window)
-                    parts = plan_parts(
-                        window, segments, query_tables(conn, [s.id for s in segments])
-                    )
+                    last_ms = None
+                    for at in range(0, len(segments), DIGEST_BATCH):
+                        batch = segments[at : at + DIGEST_BATCH]
+                        tables = query_tables(conn, [s.id for s in batch])
+                        parts = plan_parts(window, batch, tables, last_ms)
+                        made.add(parts)
+                        if parts:
+                            last_ms = parts[-1].table.times[parts[-1].frames.stop - 1]
                 finally:
                     conn.close()
-            made = Digest(playback_of(parts), activity_of(window, parts))
             with self._lock:
                 self._digests[window] = made
                 while len(self._digests) > DIGESTS_KEPT:
@@ -124,6 +112,24 @@ class Video:
             while len(self._playbacks) > PLAYBACKS_KEPT:
                 self._playbacks.popitem(last=False)
         return made
+
+    def keyframe_before(self, window: Window, at_ms: int) -> int:
+        """The capture time of the keyframe at or before `at_ms` in the playback of
+        `window`, but not before the window's first frame: where a tap plays from
+        without re-encoding anything. `at_ms` itself when it lies in no piece."""
+        whole = self.digest(window).playback
+        if whole is None:
+            return at_ms
+        n = bisect.bisect_left([p.last_ms for p in whole.pieces], at_ms)
+        if n == len(whole.pieces) or whole.pieces[n].first_ms > at_ms:
+            return at_ms
+        piece = whole.pieces[n]
+        table = self._tables([piece.segment.id]).get(piece.segment.id)
+        if table is None:
+            return at_ms
+        i = bisect.bisect_right(table.times, at_ms) - 1
+        key = table.key.rfind(1, piece.frames.start, i + 1)
+        return at_ms if key < 0 else int(table.times[key])
 
     def media(self, window: Window, part: Window, name: str) -> tuple[bytes, str] | None:
         """A file of the HLS of `part`: (bytes, media type), None when there is none."""
@@ -212,6 +218,8 @@ def video_routes(
 
     def play(request: Any, body: Any) -> Any:
         rfa_id, window, part = checked_part(request)
+        if request.query_params.get("from") == "keyframe":  # a tap: no re-encoded head
+            part = Window(video().keyframe_before(window, part.start_ms), part.end_ms)
         playback = video().playback(window, part)
         if playback is None:
             raise error(404, "there is no footage in that part of the window")

@@ -125,23 +125,27 @@ def auth(tmp_path: Path) -> Any:
     store.close()
 
 
+def console_parts(auth: ConsoleAuth, **given: Any) -> ConsoleParts:
+    """The console's parts: `given` ones, and nothing that may be touched otherwise."""
+    nothing: Any = Untouchable()
+    parts: dict[str, Any] = {
+        "flow": nothing,
+        "preview": nothing,
+        "shares": nothing,
+        "control": nothing,
+        "audit_path": Path("/nonexistent"),
+        "audit_key": nothing,
+        "device_lat": 0.0,
+        "device_lon": 0.0,
+        "contact": nothing,
+        "clock": FakeClock(wall_ms=T0),
+    }
+    return ConsoleParts(auth=auth, **(parts | given))
+
+
 @pytest.fixture
 def client(auth: ConsoleAuth) -> TestClient:
-    nothing: Any = Untouchable()
-    parts = ConsoleParts(
-        flow=nothing,
-        preview=nothing,
-        auth=auth,
-        shares=nothing,
-        control=nothing,
-        audit_path=Path("/nonexistent"),
-        audit_key=nothing,
-        device_lat=0.0,
-        device_lon=0.0,
-        contact=nothing,
-        clock=FakeClock(wall_ms=T0),
-    )
-    console = Console(parts, hosts=frozenset({HOST}), port=PORT)
+    console = Console(console_parts(auth), hosts=frozenset({HOST}), port=PORT)
     return TestClient(console.app)
 
 

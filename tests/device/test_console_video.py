@@ -13,13 +13,12 @@ from typing import Any
 import pytest
 
 from device.console.auth import ConsoleAuth
-from device.console.server import Console, ConsoleParts
+from device.console.server import Console
 from device.console.video import Video
-from foundation.clock import FakeClock
-from foundation.times import Window, format_time
+from foundation.times import Window, format_time, parse_time
 from recorder import export, pieces
 from recorder.buffer import RollingBuffer
-from tests.device.test_console_hostile import HOST, PORT, T0, TestClient
+from tests.device.test_console_hostile import HOST, PORT, T0, TestClient, console_parts
 from tests.fixtures.footage import FOOTAGE_END_MS, decode_stamps, record_fast
 
 RFA = "rfa-1"
@@ -47,21 +46,7 @@ def gapped(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tuple[i
 def client_for(root: Path, window: Window, tmp_path: Path) -> tuple[TestClient, Video]:
     auth = ConsoleAuth.open(tmp_path / "console.db")
     video = Video(root)
-    nothing: Any = None
-    parts = ConsoleParts(
-        flow=OnePending(window),  # type: ignore[arg-type]
-        preview=nothing,
-        auth=auth,
-        shares=nothing,
-        control=nothing,
-        audit_path=Path("/nonexistent"),
-        audit_key=nothing,
-        device_lat=0.0,
-        device_lon=0.0,
-        contact=nothing,
-        clock=FakeClock(wall_ms=T0),
-        video=video,
-    )
+    parts = console_parts(auth, flow=OnePending(window), video=video)
     client = TestClient(Console(parts, hosts=frozenset({HOST}), port=PORT).app)
     code, _ = auth.new_code(T0)
     assert (
@@ -229,3 +214,35 @@ def test_anything_outside_the_window_is_refused_before_footage_is_read(
     read_times = sorted(at[r] for r in reads.samples)
     assert read_times[0] >= window.start_ms - 1000 and read_times[-1] <= window.end_ms
     assert [t for t in read_times if t >= window.start_ms] == index_times(root, window)
+
+
+def test_a_tap_starts_at_the_keyframe_before_it_but_never_before_the_window(
+    gapped: tuple[Path, list[tuple[int, int]]], tmp_path: Path
+) -> None:
+    root, [(first, _end1), (_start2, last)] = gapped
+    window = Window(first + 2500, last)  # starts mid-GOP
+    client, _video = client_for(root, window, tmp_path)
+    inside = index_times(root, window)
+
+    def tap(at: int) -> dict[str, Any]:
+        query = f"?start={format_time(at)}&end={format_time(last)}&from=keyframe"
+        reply = client.get(f"/api/requests/{RFA}/play{query}")
+        assert reply.status_code == 200, reply.text
+        return dict(reply.json())
+
+    middle = inside[len(inside) // 2] + 10
+    started = tap(middle)["first_frame_at"]
+    assert middle - 1000 < parse_time(started) <= middle
+    with RollingBuffer.open(root, reconcile=False) as buffer:
+        tables = buffer.frame_tables([s.id for s in buffer.segments()]).values()
+    keys = {t for table in tables for t, k in zip(table.times, table.key, strict=True) if k}
+    assert parse_time(started) in keys
+    # near the window's start, the keyframe before lies outside it: exactly the tap
+    near = inside[2]
+    assert tap(near)["first_frame_at"] == format_time(near)
+    info = fetch_hls(client, Window(near, last), tmp_path / "hls")
+    assert (
+        decode_stamps(tmp_path / "hls" / "index.m3u8")[0][1]
+        == near
+        == parse_time(info["first_frame_at"])
+    )

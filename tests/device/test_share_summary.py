@@ -88,8 +88,12 @@ def test_footage_is_measured_from_the_frame_tables(tmp_path: Path) -> None:
         Segment(1, "a", t0, t0 + 1900, 20, 1000, True, 16, 16, 10.0),
         Segment(2, "b", t0 + 5000, t0 + 5900, 10, 1000, True, 16, 16, 10.0),
     ]
-    got = measure_footage(Window(t0 + 500, t0 + 5500), segments, tables)
+    got = measure_footage(
+        Window(t0 + 500, t0 + 5500), segments, lambda ids: {i: tables[i] for i in ids}, batch=1
+    )
     assert got.frames == 15 + 6 and got.first_ms == t0 + 500 and got.last_ms == t0 + 5500
     assert got.sample_bytes == sum(10 + i for i in range(5, 20)) + 6 * 7
     assert got.covered_ms == 1400 + 500  # the 3.6-s gap is not footage
-    assert measure_footage(Window(t0 + 2500, t0 + 4500), segments, tables) == Footage(0, None, None)
+    assert measure_footage(Window(t0 + 2500, t0 + 4500), segments, lambda ids: tables) == Footage(
+        0, None, None
+    )

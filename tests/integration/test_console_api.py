@@ -35,6 +35,11 @@ API_GETS = [
     "/api/requests/{id}/thumbnails",
     "/api/requests/{id}/thumbnails/{t}",
     "/api/requests/{id}/clip?start={s}&end={e}",
+    "/api/requests/{id}/timeline",
+    "/api/requests/{id}/play?start={s}&end={e}",
+    "/api/requests/{id}/video/{t}/{t}/index.m3u8",
+    "/api/requests/{id}/video/{t}/{t}/init-0.mp4",
+    "/api/requests/{id}/video/{t}/{t}/0.m4s",
     "/api/shares",
     "/api/audit",
     "/api/requests-paused",
@@ -539,3 +544,33 @@ def test_the_summary_and_a_refusal_of_nothing_to_send(cworld) -> None:  # noqa: 
         cworld.daemon.ctl("console-sessions", "--revoke", session["id"])
     page = client.get("/")
     assert page.status_code == 401 and "You were signed out" in page.text
+
+
+def test_the_player_gets_the_window_and_nothing_else(cworld) -> None:  # noqa: F811
+    """Over the daemon's own HTTPS: the HLS of the window plays, a piece of a part
+    reaching outside it is a 403, and once the request is decided nothing plays."""
+    window = recent_window(cworld, seconds=8)
+    rfa_id = publish_pending(cworld, window)
+    client = signed_in(cworld)
+    s, e = format_time(window.start_ms), format_time(window.end_ms)
+    play = client.get(f"/api/requests/{rfa_id}/play?start={s}&end={e}")
+    assert play.status_code == 200, play.text
+    base = play.json()["playlist"].rsplit("/", 1)[0]
+    assert client.get(base + "/index.m3u8").text.startswith("#EXTM3U")
+    piece = client.get(base + "/0.m4s")
+    assert piece.status_code == 200 and piece.headers["content-type"] == "video/mp4"
+    assert piece.headers["cache-control"] == "no-store"
+    video = f"/api/requests/{rfa_id}/video"
+    for start, end in (
+        (window.start_ms - 1, window.end_ms),
+        (window.start_ms, window.end_ms + 1),
+        (window.start_ms - 60_000, window.start_ms - 1),
+    ):
+        for name in ("index.m3u8", "init-0.mp4", "0.m4s"):
+            reply = client.get(f"{video}/{start}/{end}/{name}")
+            assert reply.status_code == 403, (start, end, name)
+            assert not reply.headers["content-type"].startswith("video")
+    decided = client.post(f"/api/requests/{rfa_id}/decision", json={"decision": "deny"})
+    assert decided.status_code == 200, decided.text
+    assert client.get(base + "/1.m4s").status_code == 404
+    assert client.get(base + "/index.m3u8").status_code == 404

@@ -1,9 +1,9 @@
 """The console in a real browser (Debian's Chromium, driven by Playwright) against the
-real daemon, broker and tus server: sign in with a code, see a published request,
-narrow it, approve anonymously and verify what the agency received; decline; pause.
-And: whatever an agency writes in a request is shown as text. (Playing the window:
-test_console_timeline.py; the summary, refusals, cards, places and banners:
-test_console_consent.py.)"""
+real daemon, broker and tus server: sign in with a code, see a published request, play
+a moment from the timeline's pictures, narrow it, approve anonymously and verify what
+the agency received; decline; pause. And: whatever an agency writes in a request is
+shown as text. (The timeline: test_console_timeline.py; the summary, refusals, cards,
+places and banners: test_console_consent.py.)"""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pyrage
 import pytest
 
 from cloud.verify import verify_share
-from foundation.times import Window
+from foundation.times import Window, parse_time
 from sync.envelope import parse_envelope
 from sync.keys import load_identity, load_signing_key
 from tests.fixtures.daemon import World, wait_for
@@ -105,6 +105,27 @@ def test_sign_in_preview_narrow_approve_anonymously_and_the_share_verifies(
     open_request(page, rfa_id)
     assert page.locator("#area circle.area").count() == 1
     assert "m from its centre" in page.text_content("#area-caption")
+
+    # the timeline's pictures: thumbnails across the window, real JPEGs decoded by the
+    # browser (tests/integration/test_console_timeline.py tests the rest of it)
+    page.wait_for_function(
+        "() => { const imgs = [...document.querySelectorAll('.tl-thumb img')];"
+        " return imgs.length > 2 && imgs.every(i => i.complete && i.naturalWidth > 0); }"
+    )
+    buttons = page.locator(".tl-thumb")
+    times = [parse_time(buttons.nth(i).get_attribute("data-at")) for i in range(buttons.count())]
+    assert times == sorted(times) and all(window.contains(t) for t in times)
+
+    # go along the pictures with the keyboard, then play from one
+    buttons.nth(0).focus()
+    page.keyboard.press("Tab")
+    chosen = buttons.nth(buttons.count() // 2)
+    chosen.click()
+    page.wait_for_function(
+        "() => { const v = document.querySelector('.tl-video');"
+        " return v.readyState >= 2 && v.currentTime > 0 && v.videoWidth > 0; }"
+    )
+    assert page.eval_on_selector(".tl-video", "v => v.videoWidth") == 320
 
     # narrow: type a start and end inside the window, in local time
     narrow = Window(window.start_ms + 2000, window.start_ms + 6000)

@@ -103,7 +103,9 @@ const DoorbellTimeline = (() => {
     legend.append(el("span", null, { class: "tl-key tl-key-footage", "aria-hidden": "true" }), " footage  ",
       el("span", null, { class: "tl-key tl-key-gap", "aria-hidden": "true" }), " no footage  ",
       el("span", null, { class: "tl-key tl-key-activity", "aria-hidden": "true" }), " taller: more movement");
-    const overview = makeBar("The whole requested window", true);
+    const overview = makeBar("The whole requested window: " + clock(whole.start) + " to " +
+      clock(whole.end) + (new Date(whole.start).toDateString() === new Date(whole.end).toDateString()
+        ? "" : " the next day"), true);
     const detail = makeBar("The selected part", false);
     const actions = el("div", null, { class: "tl-actions" });
     const playRange = el("button", "Play the selected part", { type: "button" });
@@ -192,15 +194,18 @@ const DoorbellTimeline = (() => {
       g.replaceChildren();
       const x = (v) => 1000 * G.fraction(v, row.range);
       g.append(svg("rect", { x: 0, y: 0, width: 1000, height: 60, class: "tl-gap" }));
+      // Footage is drawn at least 8 units wide (a few pixels), so that a few seconds
+      // in a 12-hour window can still be seen and tapped.
       for (const [s, e] of row.covered) {
-        g.append(svg("rect", { x: x(s), y: 0, width: Math.max(1.5, x(e) - x(s)), height: 60, class: "tl-footage" }));
+        const w = Math.max(8, x(e) - x(s));
+        g.append(svg("rect", { x: Math.min(x(s), 1000 - w), y: 0, width: w, height: 60, class: "tl-footage" }));
       }
       const top = Math.max(1, ...row.activity.filter((a) => a !== null));
       const w = 1000 / Math.max(1, row.activity.length);
       row.activity.forEach((a, n) => {
         if (a === null) return;
-        const h = Math.max(3, 54 * a / top);
-        g.append(svg("rect", { x: n * w, y: 60 - h, width: Math.max(1, w - 0.5), height: h, class: "tl-activity" }));
+        const h = Math.max(3, 54 * a / top), width = Math.max(8, w - 0.5);
+        g.append(svg("rect", { x: Math.min(n * w, 1000 - width), y: 60 - h, width, height: h, class: "tl-activity" }));
       });
       if (row === overview && (t.sel.start > whole.start || t.sel.end < whole.end)) {
         g.append(svg("rect", { x: 0, y: 0, width: x(t.sel.start), height: 60, class: "tl-outside" }));
@@ -213,6 +218,8 @@ const DoorbellTimeline = (() => {
       const marks = G.ticks(row.range, Math.max(2, Math.floor(width / 90)));
       const seconds = marks.length > 1 && marks[1] - marks[0] < 60000;
       for (const tick of marks) {
+        const f = G.fraction(tick, row.range);
+        if (f < 0.07 || f > 0.93) continue;  // a label there would be cut by the edge
         const label = el("span", clock(tick, seconds), { class: "tl-tick" });
         label.style.left = (100 * G.fraction(tick, row.range)) + "%";
         row.axis.append(label);
@@ -255,7 +262,7 @@ const DoorbellTimeline = (() => {
           "aria-label": "Play from " + clock(at, true) });
         button.append(el("img", null, { src: thumb.src, alt: "", width: "160", height: "90" }),
           el("span", clock(at, true), { "aria-hidden": "true" }));
-        button.addEventListener("click", () => play(at, t.sel.end));
+        button.addEventListener("click", () => play(at, t.sel.end, "", true));
         item.append(button);
         thumbs.append(item);
       }
@@ -268,15 +275,17 @@ const DoorbellTimeline = (() => {
       const from = G.nextCovered(at, t.covered);
       if (from === null) { now.textContent = "No footage after " + clock(at, true) + "."; return; }
       const end = at >= t.sel.start && at <= t.sel.end ? t.sel.end : whole.end;
-      play(from, Math.max(from, end), from > at ? "No footage at " + clock(at, true) + ": " : "");
+      play(from, Math.max(from, end), from > at ? "No footage at " + clock(at, true) + ": " : "", true);
     }
 
-    async function play(start, end, note) {
+    // `fromKey`: start at the keyframe just before `start` (a tap: quicker, and at most
+    // a second earlier); without it exactly at `start` (the selected part).
+    async function play(start, end, note, fromKey) {
       now.textContent = (note || "") + "Loading " + clock(start, true) + "…";
       let info;
       try {
         info = await getJson(base + "/play?start=" + encodeURIComponent(iso(start)) +
-          "&end=" + encodeURIComponent(iso(end)));
+          "&end=" + encodeURIComponent(iso(end)) + (fromKey ? "&from=keyframe" : ""));
       } catch (err) {
         now.textContent = "Could not play: " + err.message;
         return;
