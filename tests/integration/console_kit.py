@@ -135,11 +135,11 @@ def recent_window(world: World, seconds: float = 6.0) -> Window:
 
 def local_input(t_ms: int) -> str:
     """A time as the page's <input type="datetime-local"> holds it: local time (the
-    browser's, which is this machine's: Playwright keeps the host's zone), seconds, and
-    milliseconds when there are any."""
+    browser's, which is this machine's: Playwright keeps the host's zone), seconds, and a
+    fraction when there is one, as the browser writes it (no trailing zeros)."""
     at = datetime.fromtimestamp(t_ms / 1000)
     text = at.strftime("%Y-%m-%dT%H:%M:%S")
-    return text + (f".{t_ms % 1000:03d}" if t_ms % 1000 else "")
+    return text + (f".{t_ms % 1000:03d}".rstrip("0") if t_ms % 1000 else "")
 
 
 def publish_pending(world: World, window: Window, **changes: Any) -> str:

@@ -253,6 +253,12 @@ def test_a_homeowner_decides_on_a_phone_knowing_what_goes(
         "() => document.querySelector('#notice-text').textContent.startsWith('Declined')"
     )
     assert b not in world.pending_ids() and world.share(b) is None
+    # a link to a request already decided: back to the list, with a word
+    page.goto(place)
+    page.wait_for_function(
+        "() => document.querySelector('#notice-text').textContent.includes('no longer waiting')"
+    )
+    assert page.is_hidden("#detail") and page.is_visible("#list-view")
 
     # the audit log: sentences in local time, the raw fields behind a toggle
     page.click("#audit-load")

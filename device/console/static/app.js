@@ -58,6 +58,10 @@ function megabytes(bytes) {
   return (bytes / 1e6).toFixed(bytes < 1e7 ? 1 : 0) + " MB";
 }
 function percent(part, whole) { return whole ? Math.floor((100 * part) / whole) : 0; }
+function share(part, whole) {  // "18 %", "less than 1 %"
+  const p = percent(part, whole);
+  return p < 1 && part > 0 ? "less than 1 %" : p + " %";
+}
 
 // <input type="datetime-local"> speaks local time without a zone: "2026-12-07T08:06:00".
 function toLocalInput(t) {
@@ -383,8 +387,8 @@ function drawSummary(s) {
   if (s.frames > 0) {
     if (s.duration_seconds - s.covered_seconds > 1) {  // a gap of a second or more
       field(list, "Covered", "The doorbell holds " + span(s.covered_seconds) + " of these " +
-        span(s.duration_seconds) + " (" + percent(s.covered_seconds, s.duration_seconds) +
-        " %): only that is sent.");
+        span(s.duration_seconds) + " (" + share(s.covered_seconds, s.duration_seconds) +
+        "): only that is sent.");
     }
   }
   field(list, "To", s.to.agency_name + " (id " + s.to.agency_id + "), uploaded to " + s.to.upload_host);
@@ -490,6 +494,9 @@ function shareState(s) {
     case "done":
       return ["Done" + (s.updated_at ? " at " + when(ms(s.updated_at)) : "") + ": the agency has it.", "done"];
     case "failed":
+      if (s.error === "no footage") {  // deleted from the buffer before it was packed
+        return ["Failed: the footage is no longer on the doorbell, so nothing was sent.", "failed"];
+      }
       return ["Failed: " + (s.error || "the reason was not recorded") + ".", "failed"];
     case "cancelled":
       return ["Cancelled" + (s.updated_at ? " at " + when(ms(s.updated_at)) : "") + ": nothing more is sent.", "cancelled"];
@@ -544,7 +551,7 @@ async function loadShares() {
       }));
       actions.append(b);
     }
-    if (s.state === "failed") {
+    if (s.state === "failed" && s.error !== "no footage") {  // trying again cannot help that
       const b = el("button", "Try again", { type: "button", class: "secondary" });
       b.setAttribute("aria-label", "Try the share of " + label + " again");
       b.addEventListener("click", guarded(() => shareAction(s.rfa_id, "retry")));
