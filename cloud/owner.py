@@ -40,6 +40,7 @@ from foundation.display import agency_label, shown
 from foundation.errors import DoorbellError, TimeFormatError, UnavailableError, UsageError
 from foundation.times import Window, format_time, parse_time
 from sync.anchor import AuditHead, Continuity, LegacyHead, continuity
+from sync.decision import nothing_to_send
 from sync.envelope import make_envelope, open_envelope
 from sync.errors import EnvelopeError, SealError
 from sync.keys import (
@@ -295,9 +296,14 @@ def decision_problem(
     rfa_id: str,
     window: Window | None,
     now_ms: int,
+    approve: bool = True,
 ) -> str | None:
     """Would the device refuse this decision, judged from the pending list this tool
-    last saw? None when it looks acceptable."""
+    last saw? None when it looks acceptable. An approval that would send nothing (a
+    window of no length, a request the device holds no footage of: its
+    `footage_seconds`) is refused here as the device refuses it (sync.decision's
+    nothing_to_send): the owner can still decline it. Whether a narrowed part of a
+    partly covered window holds footage only the device can tell."""
     if pending is None:
         return "no pending list seen yet; run `doorbell-owner watch` first"
     entry = next((r for r in pending if r.get("id") == rfa_id), None)
@@ -318,6 +324,14 @@ def decision_problem(
             f"inside the request's {format_time(requested.start_ms)} .. "
             f"{format_time(requested.end_ms)} (share less, never more)"
         )
+    if approve:
+        try:  # the whole window's footage: a part's is for the device to judge
+            held_ms = round(float(entry["footage_seconds"]) * 1000)
+        except (KeyError, TypeError, ValueError, OverflowError):
+            return "the pending entry for this request is damaged"
+        refusal = nothing_to_send(window or requested, held_ms > 0)
+        if refusal is not None:
+            return f"{refusal.detail} Decline it: doorbell-owner decide --rfa {shown(rfa_id)} deny"
     return None
 
 
@@ -337,7 +351,11 @@ def publish_decision(
     decision (QoS 1, not retained); returns the payload."""
     device = home.device(device_id)
     problem = decision_problem(
-        home.pending(device.device_id), rfa_id=rfa_id, window=window, now_ms=now_ms
+        home.pending(device.device_id),
+        rfa_id=rfa_id,
+        window=window,
+        now_ms=now_ms,
+        approve=approve,
     )
     if problem is not None:
         raise OwnerError(f"not sent: {problem}")

@@ -245,18 +245,11 @@ class Doorbell:
         self.flow.recover()
 
     def start_uploader(self) -> None:
-        contact = self.config.device.contact
         self.share_worker = ShareWorker(
             outbox=self.outbox,
             buffer_root=self.paths.buffer_dir,
             identity=self.identity,
-            contact={
-                "name": contact.name,
-                "email": contact.email,
-                "address": contact.address,
-                "lat": self.config.device.lat,
-                "lon": self.config.device.lon,
-            },
+            contact=self.named_share_contact(),
             clock=self.hooks.clock,
             settings=ShareSettings(
                 chunk_bytes=self.config.share.chunk_bytes,
@@ -336,6 +329,17 @@ class Doorbell:
         )
         self.supervisor.start("panel", self.panel.run)
 
+    def named_share_contact(self) -> dict[str, Any]:
+        """What a named share tells the agency besides the device id (sync.share)."""
+        contact = self.config.device.contact
+        return {
+            "name": contact.name,
+            "email": contact.email,
+            "address": contact.address,
+            "lat": self.config.device.lat,
+            "lon": self.config.device.lon,
+        }
+
     def start_control(self) -> None:
         self.commands = ControlCommands(
             flow=self.flow,
@@ -344,6 +348,8 @@ class Doorbell:
             shares=self.share_worker,
             clock=self.hooks.clock,
             status=self.status,
+            contact=self.named_share_contact(),
+            device_id=self.identity.device_id,
         )
         self.control = ControlServer(
             self.config.control.socket, self.handle_control, self.stop_event
@@ -362,6 +368,7 @@ class Doorbell:
             runtime_dir=self.config.control.socket.parent,
             flow=self.flow,
             shares=lambda: self.outbox.shares(self.hooks.clock.wall_ms()),
+            share_job=self.outbox.job,
             control=self.handle_control,
             audit_path=self.audit.path,
             audit_key=self.identity.signing.public,

@@ -22,9 +22,10 @@ from device.control import DaemonNotRunning, control_request
 from device.identity import read_device_identity
 from device.paths import StatePaths
 from device.settings import camera_settings, storage_settings
+from device.share_summary import render_summary
 from firmware_config import Config, load_config
 from foundation.arguments import time_arg
-from foundation.cli import EXIT_CODES_EPILOG, ToolParser, run_tool
+from foundation.cli import EXIT_CODES_EPILOG, ExitCode, ToolParser, run_tool
 from foundation.clock import SystemClock, sync_evidence
 from foundation.display import agency_label, shown
 from foundation.errors import DoorbellError, TimeFormatError, UsageError
@@ -76,11 +77,11 @@ def _parser() -> argparse.ArgumentParser:
         "--anonymous", action="store_true", help="share without your name, contact or device id"
     )
     approve.add_argument(
-        "--without-footage",
-        action="store_true",
-        help="approve even though the buffer holds no footage in the window (the share "
-        "will fail and nothing will be sent)",
+        "--yes", action="store_true", help="do not ask before approving (on a terminal)"
     )
+    # Accepted so that older scripts still parse; the device now refuses an approval
+    # that would send nothing, whatever is passed.
+    approve.add_argument("--without-footage", action="store_true", help=argparse.SUPPRESS)
 
     sub.add_parser("pause", help="refuse every new request until `resume` (pending ones stay)")
     sub.add_parser("resume", help="accept new requests again after `pause`")
@@ -350,37 +351,33 @@ def render_pending(entry: dict[str, Any]) -> str:
 
 
 def _approve(config: Config, args: argparse.Namespace) -> int:
-    request: dict[str, Any] = {"cmd": "approve", "rfa_id": args.rfa_id}
+    """Say what would be sent (the console's summary, device/share_summary.py), refuse
+    an approval that would send nothing before anything is recorded, and on a terminal
+    ask before approving (--yes does not ask; a script's stdin is no terminal)."""
     if (args.start is None) != (args.end is None):
         raise UsageError("give both --start and --end, or neither")
     window = None if args.start is None else _window("approve", args.start, args.end)
+    request: dict[str, Any] = {"rfa_id": args.rfa_id, "anonymous": bool(args.anonymous)}
     if window is not None:
         request["window"] = window.to_json()
-    request["anonymous"] = bool(args.anonymous)
-    if not args.without_footage:
-        _refuse_without_footage(config, args.rfa_id, window)
-    reply = _ask(config, request)
+    summary = _ask(config, {"cmd": "summary", **request})["summary"]
+    print(render_summary(summary))
+    if summary["problem"] is not None:
+        raise DoorbellError(
+            f"not approved: {summary['problem']['message']} Decline it with `doorbellctl deny "
+            f"{shown(args.rfa_id)}`, or approve a part that holds footage (--start, --end)."
+        )
+    if not args.yes and sys.stdin.isatty():
+        try:
+            answer = input("Approve and send this? [y/N] ")
+        except EOFError:
+            answer = ""
+        if answer.strip().lower() not in ("y", "yes"):
+            print("Not approved: nothing was recorded or sent.")
+            return ExitCode.REFUSED
+    reply = _ask(config, {"cmd": "approve", **request})
     print(reply.get("message", "approved"))
     return 0
-
-
-def _refuse_without_footage(config: Config, rfa_id: str, window: Window | None) -> None:
-    """An approval of a window the buffer holds nothing of would fail later, at export:
-    say so now, before anything is recorded as the owner's decision."""
-    pending = _ask(config, {"cmd": "pending"})["requests"]
-    entry = next((e for e in pending if e.get("id") == rfa_id), None)
-    if entry is None:
-        return  # the daemon names the reason (unknown, already decided, expired)
-    empty = entry.get("footage_seconds", 0) <= 0
-    if not empty and window is not None:
-        span = read_summary(config.buffer_dir).span
-        empty = span is None or not window.overlaps(*span)
-    if empty:
-        raise DoorbellError(
-            "warning: the buffer holds no footage in that window, so the share would fail "
-            "and send nothing; `doorbellctl deny` it, or pass --without-footage to approve "
-            "anyway"
-        )
 
 
 def _deny(config: Config, args: argparse.Namespace) -> int:

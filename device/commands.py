@@ -9,15 +9,18 @@ for at most `RETRY_PIN_MS`, and unpins it when the retry is refused.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from device.flow import RequestFlow
+from device.share_summary import share_summary
 from foundation.clock import Clock
 from foundation.errors import InvalidValueError
 from foundation.times import Window, parse_time
 from foundation.wire import ShareState
 from recorder.buffer import RollingBuffer
+from recorder.timeline import measure_footage
+from sync.decision import window_within
 from sync.models import ConsentMethod
 from sync.outbox import Outbox
 
@@ -64,6 +67,8 @@ class ControlCommands:
         shares: ShareControl,
         clock: Clock,
         status: Callable[[], dict[str, Any]],
+        contact: Mapping[str, Any] | None = None,  # what a named share adds (sync.share)
+        device_id: str = "",
     ) -> None:
         self._flow = flow
         self._outbox = outbox
@@ -71,6 +76,8 @@ class ControlCommands:
         self._shares = shares
         self._clock = clock
         self._status = status
+        self._contact = contact
+        self._device_id = device_id
 
     def handle(self, request: dict[str, Any]) -> Reply:
         cmd = request.get("cmd")
@@ -82,11 +89,13 @@ class ControlCommands:
             return {"ok": True, "shares": self._outbox.shares(self._clock.wall_ms())}
         if cmd in ("pause", "resume"):
             return self.pause(paused=cmd == "pause")
-        if cmd not in ("approve", "deny", "retry", "cancel"):
+        if cmd not in ("approve", "deny", "retry", "cancel", "summary"):
             return _refused(f"Unknown command {cmd!r}.")
         rfa_id = request.get("rfa_id")
         if not isinstance(rfa_id, str):
             return _refused("An rfa_id is required.")
+        if cmd == "summary":
+            return self.summary(rfa_id, request)
         if cmd == "approve" or cmd == "deny":
             return self.decide(rfa_id, request, approve=cmd == "approve")
         if cmd == "retry":
@@ -110,6 +119,34 @@ class ControlCommands:
             return {**_refused(outcome.detail or "Refused."), "reason": str(outcome.reason)}
         verb = "approved: the share is queued" if approve else "declined"
         return {"ok": True, "message": f"{rfa_id} {verb}"}
+
+    def summary(self, rfa_id: str, request: dict[str, Any]) -> Reply:
+        """What approving would send (device/share_summary.py), asked before approving:
+        `{"cmd": "summary", "rfa_id", "window"?, "anonymous"?}`."""
+        try:
+            window = _window(request.get("window"))
+        except InvalidValueError as exc:
+            return _refused(f"The window is not valid: {exc}.")
+        rfa = next((p.rfa for p in self._flow.pending() if p.rfa.id == rfa_id), None)
+        if rfa is None:
+            return {**_refused("There is no such pending request."), "reason": "not_pending"}
+        chosen = window or rfa.window
+        if not window_within(rfa.window, chosen):
+            return {
+                **_refused("The window is not inside the request's window."),
+                "reason": "window_outside_request",
+            }
+        segments = self._buffer.segments(chosen)
+        footage = measure_footage(chosen, segments, self._buffer.frame_tables)
+        summary = share_summary(
+            rfa,
+            chosen,
+            footage,
+            share_contact=not request.get("anonymous", False),
+            contact=self._contact,
+            device_id=self._device_id,
+        )
+        return {"ok": True, "summary": summary}
 
     def pause(self, *, paused: bool) -> Reply:
         """The owner's opt-out (protocol.md §4 rule 8), the console's pause switch: the

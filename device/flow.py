@@ -44,6 +44,7 @@ from sync.decision import (
     DecisionRejectReason,
     check_decision,
     local_decision,
+    nothing_to_send,
 )
 from sync.errors import SealError
 from sync.models import ConsentMethod, Decision, Rfa
@@ -411,6 +412,10 @@ class RequestFlow:
                 "The decision names another request.",
                 verified=True,
             )
+        empty = nothing_to_send(decision.window, self._buffer.footage_ms(decision.window) > 0)
+        if decision.approve and empty:  # refused before it is recorded, like a broken rule
+            self._log_refused_decision(str(empty.reason), empty.detail, decision.at_ms)
+            return self._count(empty.reason, empty.detail)
         if not self._store.record_decision(decision):
             return Outcome(
                 False,

@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import bisect
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from foundation.times import Window
 from recorder.buffer import FrameTable, Segment
-from recorder.export import ClipPart, frames_in
+from recorder.export import ClipPart, frames_in, plan_parts
 
 MAX_STEP_MS = 1000  # two frames further apart than this have a gap between them
 
@@ -160,6 +160,45 @@ class Activity:
             seconds = int(np.count_nonzero(self.frames[a:b]))
             out.append(round(float(self.nonkey_bytes[a:b].sum()) / seconds) if seconds else None)
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class Footage:
+    """What a share of a window would hold, from the index alone: its frames (the
+    export's own plan), the first and last frame's capture times, the frames' sample
+    bytes (the share's size, less a few kilobytes of MP4 headers) and the recorded time
+    in the window (the coverage's runs, as the timeline draws them, summed)."""
+
+    frames: int
+    first_ms: int | None
+    last_ms: int | None
+    sample_bytes: int = 0
+    covered_ms: int = 0
+
+
+def measure_footage(
+    window: Window,
+    segments: Sequence[Segment],
+    tables_of: Callable[[list[int]], dict[int, FrameTable]],
+    batch: int = 256,
+) -> Footage:
+    """`tables_of` reads the frame tables of some segments: read `batch` at a time, so
+    that a 12-hour window never holds all its tables at once (as the Digest)."""
+    frames = sample_bytes = covered = 0
+    first = last = None
+    for at in range(0, len(segments), batch):
+        some = segments[at : at + batch]
+        parts = plan_parts(window, some, tables_of([s.id for s in some]), last)
+        if not parts:
+            continue
+        times, sizes, _keys = _all_frames(parts)
+        steps = np.diff(times if last is None else np.concatenate(([last], times)))
+        frames += len(times)
+        sample_bytes += int(sizes.sum())
+        covered += int(steps[steps <= MAX_STEP_MS].sum())
+        first = int(times[0]) if first is None else first
+        last = int(times[-1])
+    return Footage(frames, first, last, sample_bytes, covered)
 
 
 class Digest:

@@ -69,6 +69,8 @@ class DecisionRejectReason(StrEnum):
     NONCE_REUSED = "nonce_reused"
     BAD_WINDOW = "bad_window"
     WINDOW_OUTSIDE_REQUEST = "window_outside_request"
+    # an approval of a window that would send nothing (nothing_to_send)
+    NOTHING_TO_SEND = "nothing_to_send"
     # found by the device before these checks: a sealed decision it cannot open
     UNDECRYPTABLE = "undecryptable"
 
@@ -101,6 +103,25 @@ D = DecisionRejectReason
 def window_within(requested: Window, narrowed: Window) -> bool:
     """True when `narrowed` lies inside `requested`, edges included."""
     return requested.start_ms <= narrowed.start_ms and narrowed.end_ms <= requested.end_ms
+
+
+def nothing_to_send(window: Window, has_footage: bool) -> DecisionRejected | None:
+    """Would a share of `window` send nothing? An approval of such a window is refused
+    before it is recorded, so that the owner's one decision is not spent on a share that
+    can only fail: a window of zero length, or one the buffer holds no footage of. A
+    partly covered window is allowed."""
+    if window.duration_ms <= 0:
+        return DecisionRejected(
+            D.NOTHING_TO_SEND,
+            "The window has no length (its start and end are the same moment), so "
+            "nothing would be sent.",
+        )
+    if not has_footage:
+        return DecisionRejected(
+            D.NOTHING_TO_SEND,
+            "The doorbell holds no footage in this window, so nothing would be sent.",
+        )
+    return None
 
 
 def check_decision(

@@ -126,6 +126,7 @@ class ShareJob:
     objects: tuple[UploadObject, ...]
     starts_at_ms: int = 0  # its upload starts no earlier (protocol.md §6.2)
     start_delay_ms: int = 0  # the delay drawn for it (0: a named share)
+    updated_ms: int = 0  # its last change of state (a finished share: when it finished)
 
     @property
     def rfa_id(self) -> str:
@@ -268,7 +269,8 @@ class Outbox:
         with self._lock:
             row = self._db.execute(
                 "SELECT rfa, decision, state, created_ms, attempts, next_attempt_ms, error,"
-                " built, manifest_sha256, starts_at_ms, start_delay_ms FROM jobs WHERE rfa_id = ?",
+                " built, manifest_sha256, starts_at_ms, start_delay_ms, updated_ms"
+                " FROM jobs WHERE rfa_id = ?",
                 (rfa_id,),
             ).fetchone()
             if row is None:
@@ -294,6 +296,7 @@ class Outbox:
             objects=objects,
             starts_at_ms=row[9],
             start_delay_ms=row[10],
+            updated_ms=row[11],
         )
 
     def due(self, now_ms: int) -> tuple[list[ShareJob], int | None]:

@@ -22,7 +22,6 @@ import os
 import shutil
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,8 @@ from recorder.buffer import (
     query_segments,
     read_tables,
 )
-from recorder.export import ClipInfo, export_clip, plan_parts
+from recorder.export import ClipInfo, export_clip
+from recorder.timeline import Footage, measure_footage
 
 logger = logging.getLogger(__name__)
 
@@ -45,13 +45,6 @@ THUMB_WIDTH = 160
 THUMB_CACHE = 512
 CLIPS_KEPT = 4
 MAX_CLIP_MS = 10 * 60_000
-
-
-@dataclass(frozen=True, slots=True)
-class Footage:
-    frames: int
-    first_ms: int | None
-    last_ms: int | None
 
 
 def strip_points(window: Window, count: int) -> list[int]:
@@ -117,13 +110,7 @@ class Preview:
         segments = self._segments(window)
         if not segments:
             return Footage(0, None, None)
-        parts = plan_parts(window, segments, self._tables([s.id for s in segments]))
-        if not parts:
-            return Footage(0, None, None)
-        frames = sum(len(p.frames) for p in parts)
-        first = int(parts[0].table.times[parts[0].frames.start])
-        last = int(parts[-1].table.times[parts[-1].frames.stop - 1])
-        return Footage(frames, first, last)
+        return measure_footage(window, segments, self._tables)
 
     # ---- thumbnails --------------------------------------------------------------------
 

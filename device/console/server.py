@@ -26,6 +26,7 @@ import asyncio
 import html
 import json
 import logging
+import mimetypes
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -60,15 +61,20 @@ from foundation.times import Window, format_time, parse_time
 from sync.decision import DecisionRejectReason
 from sync.geo import distance_m
 from sync.models import ConsentMethod
+from sync.outbox import ShareJob
 
 logger = logging.getLogger(__name__)
 
 COOKIE = "__Host-doorbell-session"
+SESSION_ENDED = (
+    "You were signed out: this browser's session was ended on the doorbell, or it "
+    "expired. Run doorbellctl console-code on the doorbell and type the new code."
+)
 MAX_BODY_BYTES = 16 * 1024
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-    "media-src 'self' blob:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; "
-    "base-uri 'none'"
+    "media-src 'self' blob:; connect-src 'self'; manifest-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
 )
 SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
@@ -82,6 +88,9 @@ SECURITY_HEADERS = {
     "Strict-Transport-Security": "max-age=31536000",
 }
 STATIC = files("device.console") / "static"
+# The web app's manifest (installable on a phone): its registered type, which Python's
+# mimetypes does not know (Starlette's StaticFiles asks it).
+mimetypes.add_type("application/manifest+json", ".webmanifest")
 
 
 def security_headers() -> list[tuple[bytes, bytes]]:
@@ -108,13 +117,27 @@ class ConsoleParts:
     contact: Contact
     clock: Clock
     video: Video | None = None  # the timeline and the player (device/console/video.py)
+    share_job: Callable[[str], ShareJob | None] | None = None  # the outbox's job of a share
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    """An API refusal: `message` is for a person (the page shows it as it is), `code`
+    the rule's name for scripts."""
+
+    def __init__(self, status: int, message: str, code: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.code = code
+
+
+# A refused decision, in words for the page (the rule's code goes along as `code`).
+_DECISION_WORDS = {
+    "not_pending": "This request is no longer waiting for you: it was decided or it expired.",
+    "expired": "This request has expired: it can no longer be approved.",
+    "window_outside_request": "The times you chose reach outside the requested window: "
+    "you can share less than was asked, never more.",
+}
 
 
 def _json(data: Any, status: int = 200) -> JSONResponse:
@@ -157,6 +180,7 @@ class Console:
             Route("/api/requests/{rfa_id}/thumbnails", self.api(self.thumbnails)),
             Route("/api/requests/{rfa_id}/thumbnails/{at_ms}", self.api(self.thumbnail)),
             Route("/api/requests/{rfa_id}/clip", self.api(self.clip)),
+            Route("/api/requests/{rfa_id}/summary", self.api(self.summary)),
             Route("/api/requests/{rfa_id}/decision", self.api(self.decision), methods=["POST"]),
             Route("/api/shares", self.api(self.shares)),
             Route("/api/shares/{rfa_id}/cancel", self.api(self.share_cancel), methods=["POST"]),
@@ -220,7 +244,8 @@ class Console:
             try:
                 result = await run_in_threadpool(handler, request, body)
             except ApiError as exc:
-                return _json({"error": exc.message}, exc.status)
+                extra = {} if exc.code is None else {"code": exc.code}
+                return _json({"error": exc.message, **extra}, exc.status)
             except (TimeFormatError, ValueError) as exc:
                 return _json({"error": str(exc)}, 400)
             except DoorbellError as exc:
@@ -234,7 +259,10 @@ class Console:
 
     async def index(self, request: Request) -> Response:
         if await run_in_threadpool(self.session_of, request) is None:
-            return self._login_response(status=401)
+            # A cookie that no longer opens a session: revoked (`console-sessions
+            # --revoke`, Sign out elsewhere) or expired. Say so, rather than a bare form.
+            ended = COOKIE in request.cookies
+            return self._login_response(SESSION_ENDED if ended else "", status=401)
         return FileResponse(str(STATIC / "index.html"), headers={"Cache-Control": "no-store"})
 
     async def login_page(self, request: Request) -> Response:
@@ -313,7 +341,7 @@ class Console:
         for p in self.parts.flow.pending():
             if p.rfa.id == rfa_id:
                 return p
-        raise ApiError(404, "no such pending request")
+        raise ApiError(404, _DECISION_WORDS["not_pending"], "not_pending")
 
     def _window(self, request: Request, rfa_window: Window) -> Window:
         """The part of the request's window asked for (all of it by default); a part
@@ -336,7 +364,7 @@ class Console:
         pending = self._pending(rfa_id)
         entry = next((e for e in self.parts.flow.pending_entries() if e["id"] == rfa_id), None)
         if entry is None:
-            raise ApiError(404, "no such pending request")
+            raise ApiError(404, _DECISION_WORDS["not_pending"], "not_pending")
         area = pending.rfa.area
         entry["agency_id"] = entry["agency"]["id"]
         entry["key_id"] = pending.rfa.kid
@@ -348,14 +376,6 @@ class Console:
             * (1 if self.parts.device_lon >= area.lon else -1),
             "north_m": round(distance_m(area.lat, area.lon, self.parts.device_lat, area.lon), 1)
             * (1 if self.parts.device_lat >= area.lat else -1),
-        }
-        contact = self.parts.contact
-        entry["named_share_sends"] = {
-            "name": contact.name is not None,
-            "email": contact.email is not None,
-            "address": contact.address is not None,
-            "position": True,
-            "device_id": True,
         }
         return entry
 
@@ -447,11 +467,37 @@ class Console:
         )
         if not outcome.accepted:
             status = 404 if outcome.reason is DecisionRejectReason.NOT_PENDING else 409
-            return _json({"error": f"{outcome.reason}: {outcome.detail}".rstrip(": ")}, status)
+            words = _DECISION_WORDS.get(str(outcome.reason), outcome.detail or "Refused.")
+            raise ApiError(status, words, str(outcome.reason))
         return {"ok": True, "outcome": outcome.reason, "rfa_id": rfa_id}
 
+    def summary(self, request: Request, body: Any) -> Any:
+        """What approving would send (device/share_summary.py, as `doorbellctl approve`
+        prints it): `?start=T&end=T` a narrowed part, `share_contact=false` anonymous."""
+        rfa_id = request.path_params["rfa_id"]
+        pending = self._pending(rfa_id)
+        window = self._window(request, pending.rfa.window)
+        named = request.query_params.get("share_contact", "true")
+        if named not in ("true", "false"):
+            raise ApiError(400, "share_contact is true or false")
+        reply = self.parts.control(
+            {
+                "cmd": "summary",
+                "rfa_id": rfa_id,
+                "window": window.to_json(),
+                "anonymous": named == "false",
+            }
+        )
+        if not reply.get("ok"):
+            code = str(reply.get("reason", "refused"))
+            raise ApiError(409, _DECISION_WORDS.get(code, str(reply.get("error"))), code)
+        return reply["summary"]
+
     def shares(self, request: Request, body: Any) -> Any:
-        return {"shares": self.parts.shares()}
+        job_of = self.parts.share_job or (lambda rfa_id: None)
+        return {
+            "shares": [share_card(entry, job_of(entry["rfa_id"])) for entry in self.parts.shares()]
+        }
 
     def _share_command(self, cmd: str, request: Request) -> Any:
         reply = self.parts.control({"cmd": cmd, "rfa_id": request.path_params["rfa_id"]})
@@ -487,6 +533,23 @@ class Console:
                 raise ApiError(400, 'expected {"paused": true | false}')
             self.parts.flow.pause_requests(body["paused"])
         return {"paused": self.parts.flow.requests_paused}
+
+
+def share_card(entry: dict[str, Any], job: ShareJob | None) -> dict[str, Any]:
+    """A §6.3 entry with what the owner needs to recognise the share on a card: the
+    agency, the case, the window sent, named or anonymous, whether the share is built
+    yet and when it last changed (a finished share: when it finished)."""
+    if job is None:
+        return entry
+    return {
+        **entry,
+        "agency": {"id": job.rfa.agency.id, "name": job.rfa.agency.name},
+        "case_number": job.rfa.case_number,
+        "window": job.decision.window.to_json(),
+        "share_contact": job.decision.share_contact,
+        "built": job.built,
+        "updated_at": format_time(job.updated_ms) if job.updated_ms else None,
+    }
 
 
 async def _read_body(request: Request) -> bytes:

@@ -260,6 +260,7 @@ def test_decide_fails_clearly_when_the_broker_is_down(
         ("0b8e6c2e-3f0f-4b8e-9d3c-000000000000", None, True, "not in the pending list"),
         (None, ("2026-11-28T09:59:59Z", "2026-11-28T11:00:00Z"), True, "not inside"),
         (None, ("2026-11-28T10:30:00Z", "2026-11-28T12:00:01Z"), True, "not inside"),
+        (None, ("2026-11-28T11:00:00Z", "2026-11-28T11:00:00Z"), True, "nothing would be sent"),
         (None, None, False, "watch"),
     ],
 )
@@ -288,18 +289,31 @@ def test_decide_refuses_what_the_device_would_refuse_before_sending(
         probe.close()
 
 
-def test_a_single_instant_window_is_accepted_as_the_device_does(
+def test_an_approval_that_would_send_nothing_is_refused_as_the_device_does(
     home: OwnerHome, device: Device
 ) -> None:
+    """A window of no length, or a request whose window the device holds no footage of
+    (footage_seconds in the pending list): refused before anything is signed, with the
+    way to decline; declining stays possible."""
     from foundation.times import Window
 
     pending = [{**_DETAILS, **PENDING_ITEM}]
     instant = parse_time("2026-11-28T11:00:00Z")
+    point = Window(instant, instant)
+    rfa_id = PENDING_ITEM["id"]
+    zero = owner.decision_problem(pending, rfa_id=rfa_id, window=point, now_ms=NOW)
+    assert zero is not None and "no length" in zero and f"--rfa {rfa_id} deny" in zero
+    assert owner.decision_problem(
+        pending, rfa_id=rfa_id, window=point, now_ms=NOW, approve=False
+    ) is None  # fmt: skip
+    assert owner.decision_problem(pending, rfa_id=rfa_id, window=None, now_ms=NOW) is None
+    bare = [{**_DETAILS, **PENDING_ITEM, "footage_seconds": 0}]
+    none = owner.decision_problem(bare, rfa_id=rfa_id, window=None, now_ms=NOW)
+    assert none is not None and "no footage" in none
+    part = Window(instant, instant + 60_000)
+    assert owner.decision_problem(bare, rfa_id=rfa_id, window=part, now_ms=NOW) is not None
     assert (
-        owner.decision_problem(
-            pending, rfa_id=PENDING_ITEM["id"], window=Window(instant, instant), now_ms=NOW
-        )
-        is None
+        owner.decision_problem(bare, rfa_id=rfa_id, window=None, now_ms=NOW, approve=False) is None
     )
 
 

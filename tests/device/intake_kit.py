@@ -23,6 +23,7 @@ from device.identity import DeviceIdentity, load_device_identity
 from device.intake import Intake
 from device.state import StateStore
 from foundation.clock import Clock, SystemClock
+from foundation.times import Window
 from recorder.buffer import RollingBuffer
 from sync.geo import cell_of
 from sync.keys import public_key_from_b64
@@ -30,6 +31,7 @@ from sync.mqtt import Backoff, InboundMessage, MqttLink
 from sync.outbox import Outbox
 from sync.rfa import DeviceFacts, TrustedAgencyKey
 from sync.settings import MqttSettings
+from tests.fixtures.footage import index_footage
 from tests.sync.factories import DEVICE_ID, DEVICE_LAT, DEVICE_LON
 
 HOUR_MS = 3600 * 1000
@@ -87,6 +89,9 @@ def build_stack(
     audit = AuditLog.open(state_dir / "audit.jsonl", identity.signing, clock=clock)
     outbox = Outbox.open(state_dir / "outbox")
     buffer = RollingBuffer.open(root / "buffer")
+    if not buffer.segments():  # footage around now, so that approvals send something
+        now = clock.wall_ms()
+        index_footage(buffer, Window(now - 4 * 24 * HOUR_MS, now + 4 * 24 * HOUR_MS))
     trusted: dict[str, TrustedAgencyKey] = {}
     for agency_id, key in agencies.items():
         tk = TrustedAgencyKey(agency_id=agency_id, public_key=public_key_from_b64(key))

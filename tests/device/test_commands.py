@@ -28,7 +28,7 @@ def kit(tmp_path: Path) -> Iterator[Kit]:
     k.close()
 
 
-def commands(kit: Kit) -> ControlCommands:
+def commands(kit: Kit, contact: dict | None = None) -> ControlCommands:  # type: ignore[type-arg]
     worker = ShareWorker(  # never run: commands only change its outbox
         outbox=kit.outbox,
         buffer_root=kit.root / "buffer",
@@ -46,6 +46,8 @@ def commands(kit: Kit) -> ControlCommands:
         shares=worker,
         clock=kit.clock,
         status=lambda: {"daemon": "running"},
+        contact=contact,
+        device_id="dev-1",
     )
 
 
@@ -149,3 +151,33 @@ def test_status_pending_and_shares(kit: Kit) -> None:
     assert cmds.handle({"cmd": "pending"}) == {"ok": True, "requests": []}
     shares = cmds.handle({"cmd": "shares"})["shares"]
     assert [(s["rfa_id"], s["state"]) for s in shares] == [(a, "queued")]
+
+
+def test_the_summary_says_what_an_approval_would_send_before_anything_is_recorded(
+    kit: Kit,
+) -> None:
+    contact = {"name": "Ann", "email": None, "address": None, "lat": 52.1, "lon": 4.3}
+    cmds = commands(kit, contact)
+    a = str(uuid.uuid4())
+    kit.flow.handle_rfa(kit.rfa(rfa_id=a))
+    rfa = kit.store.request(a).rfa  # type: ignore[union-attr]
+    named = cmds.handle({"cmd": "summary", "rfa_id": a})["summary"]
+    assert named["to"]["agency_id"] == rfa.agency.id
+    assert named["to"]["agency_name"] == rfa.agency.name
+    assert named["to"]["upload_host"] and "/" not in named["to"]["upload_host"]
+    assert named["sends"] == {**contact, "device_id": "dev-1"}  # the very values
+    assert named["duration_seconds"] == 7200 and named["problem"] is None
+    assert named["frames"] == 121 and named["estimated_bytes"] == 121 * 32  # the index's
+    anonymous = cmds.handle({"cmd": "summary", "rfa_id": a, "anonymous": True})["summary"]
+    assert anonymous["sends"] is None and anonymous["share_contact"] is False
+    instant = Window(rfa.window.start_ms, rfa.window.start_ms).to_json()
+    zero = cmds.handle({"cmd": "summary", "rfa_id": a, "window": instant})["summary"]
+    assert zero["problem"]["reason"] == "nothing_to_send"
+    assert "no length" in zero["problem"]["message"]
+    wider = Window(rfa.window.start_ms - 1, rfa.window.end_ms).to_json()
+    outside = cmds.handle({"cmd": "summary", "rfa_id": a, "window": wider})
+    assert outside["ok"] is False and outside["reason"] == "window_outside_request"
+    assert cmds.handle({"cmd": "summary", "rfa_id": "nope"})["reason"] == "not_pending"
+    refused = cmds.handle({"cmd": "approve", "rfa_id": a, "window": instant})
+    assert refused["ok"] is False and refused["reason"] == "nothing_to_send"
+    assert kit.store.decision(a) is None  # nothing recorded: still the owner's to decide

@@ -27,6 +27,7 @@ from sync.keys import SigningKey, parse_recipient
 from sync.models import ConsentMethod
 from sync.outbox import Outbox
 from sync.seal import seal
+from tests.fixtures.footage import index_footage
 from tests.sync.factories import (
     DEVICE_ID,
     HOUR_MS,
@@ -87,12 +88,24 @@ class Kit:
         self.buffer.close()
 
 
-def open_kit(root: Path, clock: FakeClock, agency: AgencyKeys, owner: SigningKey) -> Kit:
+FOOTAGE = Window(NOW_MS - 4 * 24 * HOUR_MS, NOW_MS + 4 * 24 * HOUR_MS)
+
+
+def open_kit(
+    root: Path,
+    clock: FakeClock,
+    agency: AgencyKeys,
+    owner: SigningKey,
+    *,
+    footage: Window | None = FOOTAGE,
+) -> Kit:
     identity = load_device_identity(root / "state", DEVICE_ID)
     store = StateStore.open(root / "state" / "state.sqlite")
     audit = AuditLog.open(root / "state" / "audit.jsonl", identity.signing, clock=clock)
     outbox = Outbox.open(root / "state" / "outbox")
     buffer = RollingBuffer.open(root / "buffer")
+    if footage is not None and not buffer.segments():  # a reopened kit has its own
+        index_footage(buffer, footage)
     flow = RequestFlow(
         store=store,
         audit=audit,
@@ -133,7 +146,7 @@ def test_accepted_request_is_pending_pinned_and_audited(kit: Kit) -> None:
     )
     [entry] = kit.flow.pending_entries()
     assert set(entry) == ENTRY_KEYS | DETAIL_KEYS
-    assert entry["id"] == rfa_id and entry["footage_seconds"] == 0
+    assert entry["id"] == rfa_id and entry["footage_seconds"] == 2 * 3600  # the 2-h window
     assert entry["decide_by"] == "2026-12-01T13:00:00Z"  # 72 h, before the 7-day expiry
     assert rfa_id in pins(kit)
     assert (
@@ -530,3 +543,41 @@ def test_two_requests_per_case_in_30_days_durably(kit: Kit) -> None:
     finally:
         kit2.close()
         kit.close = lambda: None  # type: ignore[method-assign]
+
+
+def test_an_approval_that_would_send_nothing_is_refused_before_it_is_recorded(
+    tmp_path: Path,
+) -> None:
+    """The app's, the button's and the console's approval of a window with no footage,
+    or of no length, changes nothing (counted, like any refused decision): the request
+    stays pending for the owner to decline or to approve a part with footage."""
+    clock = FakeClock(NOW_MS)
+    # footage only in the request's last 10 minutes (the default window ends 1 h ago)
+    covered = Window(NOW_MS - HOUR_MS - 10 * MINUTE_MS, NOW_MS - HOUR_MS)
+    kit = open_kit(tmp_path, clock, AgencyKeys.generate(), SigningKey.generate(), footage=covered)
+    try:
+        a = str(uuid.uuid4())
+        assert kit.flow.handle_rfa(kit.rfa(rfa_id=a)).accepted
+        empty = Window(NOW_MS - 3 * HOUR_MS, NOW_MS - 2 * HOUR_MS)
+        instant = Window(covered.start_ms + 1000, covered.start_ms + 1000)
+        app = kit.flow.handle_decision(kit.sealed_decision(a, window=empty.to_json()))
+        assert not app.accepted and app.reason == "nothing_to_send"
+        for window in (empty, instant):
+            for method in (ConsentMethod.CONSOLE, ConsentMethod.CLI, ConsentMethod.BUTTON):
+                out = kit.flow.decide_locally(a, approve=True, method=method, window=window)
+                assert not out.accepted and out.reason == "nothing_to_send", out
+                assert "nothing would be sent" in out.detail
+        assert [p.rfa.id for p in kit.flow.pending()] == [a]
+        assert kit.store.decision(a) is None and not kit.outbox.has_job(a)
+        assert not [e for e in kit.events() if e[0] == "decision"]
+        # a partly covered window is approved: the share sends what there is
+        assert kit.flow.decide_locally(a, approve=True, method=ConsentMethod.CONSOLE).accepted
+        assert kit.outbox.has_job(a)
+        # declining a window with no footage is always possible
+        b = str(uuid.uuid4())
+        kit.flow.handle_rfa(kit.rfa(rfa_id=b))
+        assert kit.flow.decide_locally(
+            b, approve=False, method=ConsentMethod.CLI, window=empty
+        ).accepted
+    finally:
+        kit.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import ssl
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +133,15 @@ def recent_window(world: World, seconds: float = 6.0) -> Window:
     return Window(span[1] - int(seconds * 1000), span[1])
 
 
+def local_input(t_ms: int) -> str:
+    """A time as the page's <input type="datetime-local"> holds it: local time (the
+    browser's, which is this machine's: Playwright keeps the host's zone), seconds, and a
+    fraction when there is one, as the browser writes it (no trailing zeros)."""
+    at = datetime.fromtimestamp(t_ms / 1000)
+    text = at.strftime("%Y-%m-%dT%H:%M:%S")
+    return text + (f".{t_ms % 1000:03d}".rstrip("0") if t_ms % 1000 else "")
+
+
 def publish_pending(world: World, window: Window, **changes: Any) -> str:
     rfa = world.rfa(window, **changes)
     world.publish(rfa)
@@ -139,4 +149,4 @@ def publish_pending(world: World, window: Window, **changes: Any) -> str:
     return rfa.id
 
 
-__all__ = ["ConsoleHttp", "cworld", "now_ms"]
+__all__ = ["ConsoleHttp", "cworld", "local_input", "now_ms"]

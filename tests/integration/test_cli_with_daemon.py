@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
 import subprocess
 import time
@@ -21,7 +22,7 @@ from cloud.loopback import (
 )
 from device.audit import read_entries
 from foundation.cli import ExitCode
-from foundation.times import Window
+from foundation.times import Window, format_time
 from tests.fixtures.daemon import World, make_world, now_ms, wait_for
 
 
@@ -34,12 +35,53 @@ def test_approving_a_request_without_footage_warns_and_records_nothing(world: Wo
     rfa = world.rfa(Window(before, before + 60_000))
     world.publish(rfa)
     wait_for(lambda: rfa.id in world.pending_ids(), 20, "request pending")
-    refused = ctl(world, "approve", rfa.id)
-    assert refused.returncode == ExitCode.REFUSED
-    assert "no footage" in refused.stderr and "--without-footage" in refused.stderr
-    assert len(refused.stderr.splitlines()) == 1
+    for extra in ((), ("--without-footage",), ("--yes",)):  # the old flag changes nothing
+        refused = ctl(world, "approve", rfa.id, *extra)
+        assert refused.returncode == ExitCode.REFUSED
+        assert "no footage" in refused.stderr and f"doorbellctl deny {rfa.id}" in refused.stderr
+        assert len(refused.stderr.splitlines()) == 1
+        assert "0 frames" in refused.stdout  # the summary said so first
     assert rfa.id in world.pending_ids()  # nothing was decided
     assert world.share(rfa.id) is None
+
+    # a window of no length, inside footage: refused by the same rule
+    span = world.buffer_span()
+    assert span is not None
+    covered = world.rfa(Window(span[0], span[0] + 2000))
+    world.publish(covered)
+    wait_for(lambda: covered.id in world.pending_ids(), 20, "request pending")
+    at = format_time(span[0] + 1000)
+    instant = ctl(world, "approve", covered.id, f"--start={at}", f"--end={at}")
+    assert instant.returncode == ExitCode.REFUSED and "no length" in instant.stderr
+    assert covered.id in world.pending_ids() and world.share(covered.id) is None
+
+    # on a terminal, approve shows the summary and asks; "n" records nothing
+    no = on_a_terminal(world, ["approve", covered.id], answer="n\n")
+    assert no.returncode == ExitCode.REFUSED and "Approve and send this? [y/N]" in no.stdout
+    assert "Jane Doe" in no.stdout and "jane@example.com" in no.stdout  # the very values
+    assert "Not approved: nothing was recorded or sent." in no.stdout
+    assert covered.id in world.pending_ids()
+    yes = on_a_terminal(world, ["approve", covered.id, "--anonymous"], answer="y\n")
+    assert yes.returncode == 0 and "anonymous: no name" in yes.stdout, yes.stdout
+    assert "Jane Doe" not in yes.stdout
+    assert yes.stdout.rstrip().endswith("approved: the share is queued")
+    assert covered.id not in world.pending_ids()
+
+
+def on_a_terminal(
+    world: World, args: list[str], *, answer: str
+) -> subprocess.CompletedProcess[str]:
+    """doorbellctl with a terminal as its stdin (a pty), answering its question."""
+    leader, follower = pty.openpty()
+    try:
+        os.write(leader, answer.encode())
+        return subprocess.run(
+            world.daemon.command("doorbellctl", *args),
+            stdin=follower, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        os.close(leader)
+        os.close(follower)
 
 
 def test_cancelling_a_finished_share_says_it_finished(world: World) -> None:
@@ -51,6 +93,9 @@ def test_cancelling_a_finished_share_says_it_finished(world: World) -> None:
     wait_for(lambda: rfa.id in world.pending_ids(), 20, "request pending")
     approved = ctl(world, "approve", rfa.id)
     assert approved.returncode == 0, approved.stderr
+    # the summary first: what goes to whom, then the daemon's word
+    assert "frames" in approved.stdout and "uploaded to 127.0.0.1" in approved.stdout
+    assert approved.stdout.rstrip().endswith("approved: the share is queued")
     world.wait_share(rfa.id)
     cancelled = ctl(world, "shares", f"--cancel={rfa.id}")
     assert cancelled.returncode == ExitCode.REFUSED

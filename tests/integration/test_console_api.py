@@ -301,6 +301,15 @@ def test_shares_are_listed_and_refuse_what_cannot_be_done(cworld) -> None:  # no
     assert client.get(f"/api/requests/{rfa_id}/thumbnails").status_code == 404
     again = client.post(f"/api/requests/{rfa_id}/decision", json={"decision": "deny"})
     assert again.status_code == 404
+    # in words for the page, the rule's code for scripts
+    assert again.json() == {
+        "error": "This request is no longer waiting for you: it was decided or it expired.",
+        "code": "not_pending",
+    }
+    # the card's facts: agency, case, window, named, built, when it finished
+    assert share["agency"] == {"id": "sfpd", "name": "San Francisco Police Department"}
+    assert share["case_number"] == "2026-004512" and share["window"] == window.to_json()
+    assert share["share_contact"] is True and share["built"] is True and share["updated_at"]
     audit = client.get("/api/audit").json()
     assert audit["verification"]["ok"] is True
     decision = next(e for e in audit["entries"] if e["event"] == "decision")
@@ -496,6 +505,45 @@ def test_a_hostile_user_agent_is_shown_escaped(cworld) -> None:  # noqa: F811
     out = cworld.daemon.ctl("console-sessions").stdout
     assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
     assert "evil\\x1b[2J\\x07\\u202eagent" in out
+
+
+def test_the_summary_and_a_refusal_of_nothing_to_send(cworld) -> None:  # noqa: F811
+    """GET /api/requests/{id}/summary says what an approval would send (the CLI's own
+    summary); an approval of a window without footage, or of none, is refused in words
+    before anything is recorded."""
+    start = cworld.buffer_span()[0]
+    empty = publish_pending(cworld, Window(start - 7_200_000, start - 7_100_000))
+    window = recent_window(cworld)
+    rfa_id = publish_pending(cworld, window, case_number="2026-000777")
+    client = signed_in(cworld)
+    named = client.get(f"/api/requests/{rfa_id}/summary").json()
+    assert named["sends"]["name"] == "Jane Doe" and named["sends"]["address"] == "1 Elm St"
+    assert named["to"]["agency_id"] == "sfpd" and named["frames"] > 0
+    assert named["estimated_bytes"] > 0 and named["problem"] is None
+    anon = client.get(f"/api/requests/{rfa_id}/summary", params={"share_contact": "false"})
+    assert anon.json()["sends"] is None
+    point = {"start": window.to_json()["start"], "end": window.to_json()["start"]}
+    zero = client.get(f"/api/requests/{rfa_id}/summary", params=point).json()
+    assert "no length" in zero["problem"]["message"]
+    assert (
+        client.get(f"/api/requests/{rfa_id}/summary", params={"share_contact": "x"}).status_code
+        == 400
+    )
+    for target, body in (
+        (empty, {"decision": "approve", "share_contact": False}),
+        (rfa_id, {"decision": "approve", "share_contact": False, "window": point}),
+    ):
+        refused = client.post(f"/api/requests/{target}/decision", json=body)
+        assert refused.status_code == 409 and refused.json()["code"] == "nothing_to_send"
+        assert refused.json()["error"].startswith("The ")  # a sentence, not a code
+    assert {empty, rfa_id} <= set(cworld.pending_ids())  # nothing was decided
+    assert cworld.shares() == []
+    # a cookie whose session was revoked: the sign-in page says so
+    sessions = json.loads(cworld.daemon.ctl("console-sessions", "--json").stdout)
+    for session in sessions:
+        cworld.daemon.ctl("console-sessions", "--revoke", session["id"])
+    page = client.get("/")
+    assert page.status_code == 401 and "You were signed out" in page.text
 
 
 def test_the_player_gets_the_window_and_nothing_else(cworld) -> None:  # noqa: F811

@@ -1,7 +1,9 @@
 """The console in a real browser (Debian's Chromium, driven by Playwright) against the
 real daemon, broker and tus server: sign in with a code, see a published request, play
-a moment from the timeline's pictures, narrow, approve anonymously and verify what the agency
-received; decline; pause. And: whatever an agency writes in a request is shown as text."""
+a moment from the timeline's pictures, narrow it, approve anonymously and verify what
+the agency received; decline; pause. And: whatever an agency writes in a request is
+shown as text. (The timeline: test_console_timeline.py; the summary, refusals, cards,
+places and banners: test_console_consent.py.)"""
 
 from __future__ import annotations
 
@@ -14,13 +16,14 @@ import pyrage
 import pytest
 
 from cloud.verify import verify_share
-from foundation.times import Window, format_time, parse_time
+from foundation.times import Window, parse_time
 from sync.envelope import parse_envelope
 from sync.keys import load_identity, load_signing_key
 from tests.fixtures.daemon import World, wait_for
 from tests.integration.console_kit import (
     console_code,
     cworld,  # noqa: F401 - a fixture
+    local_input,
     publish_pending,
     recent_window,
     steered_cworld,  # noqa: F401 - a fixture
@@ -76,9 +79,10 @@ def sign_in(page: Any, world: World) -> None:
 
 def open_request(page: Any, rfa_id: str) -> None:
     page.wait_for_selector(f'button[data-id="{rfa_id}"]').click()
+    page.wait_for_selector("#detail", state="visible")
     page.wait_for_function(
-        "id => document.querySelector('#fields') && "
-        "document.querySelector('#fields').textContent.includes(id)",
+        "id => document.querySelector('#more-fields') && "
+        "document.querySelector('#more-fields').textContent.includes(id)",
         arg=rfa_id,
     )
 
@@ -123,38 +127,45 @@ def test_sign_in_preview_narrow_approve_anonymously_and_the_share_verifies(
     )
     assert page.eval_on_selector(".tl-video", "v => v.videoWidth") == 320
 
-    # narrow: type a start and end inside the window
+    # narrow: type a start and end inside the window, in local time
     narrow = Window(window.start_ms + 2000, window.start_ms + 6000)
-    page.fill("#start-time", format_time(narrow.start_ms))
+    page.fill("#start-time", local_input(narrow.start_ms))
     page.dispatch_event("#start-time", "change")
-    page.fill("#end-time", format_time(narrow.end_ms))
+    page.fill("#end-time", local_input(narrow.end_ms))
     page.dispatch_event("#end-time", "change")
     page.wait_for_function(
-        "t => document.querySelector('#summary').textContent.includes(t)",
-        arg=format_time(narrow.start_ms) + " to " + format_time(narrow.end_ms),
+        "() => document.querySelector('#summary').textContent.includes('4 s, part of the window')"
     )
     summary = page.text_content("#summary")
-    assert "anonymously" in summary
-    frames = int(summary.split("Will send ")[1].split(" frames")[0])
+    assert "nothing: anonymous" in summary and "Jane Doe" not in summary
+    frames = int(page.text_content("#summary dd:nth-of-type(2)").split(" frames")[0])
     assert 45 <= frames <= 75  # 4 s at 15 fps, give or take the edges
     assert "no name" in page.text_content("#learns")
     page.check("input[value=named]")
-    assert "name, email and address" in page.text_content("#learns")
+    page.wait_for_function(
+        "() => document.querySelector('#summary').textContent.includes('Jane Doe')"
+    )
     page.check("input[value=anonymous]")
+    page.wait_for_function(
+        "() => document.querySelector('#summary').textContent.includes('nothing: anonymous')"
+    )
 
-    # approve, with a confirmation step
+    # approve, with a confirmation step; the confirmation stays
     page.click("#approve")
     assert "anonymously" in page.text_content("#confirm-text")
     confirm(page)
-    page.wait_for_function(
-        "() => document.querySelector('#decision-status').textContent.includes('Approved')"
-    )
+    page.wait_for_selector("#notice", state="visible")
+    assert "Approved" in page.text_content("#notice")
     # an anonymous share waits for its drawn moment (protocol.md §6.2), and says when
     waiting = world.wait_share(rfa_id, "queued", timeout=30)
     page.reload()
-    shown_start = page.wait_for_selector(f'#shares-list li[data-id="{rfa_id}"] .starts-at')
-    local_start = page.evaluate("t => new Date(t).toLocaleString()", waiting["starts_at"])
-    assert local_start in shown_start.text_content()
+    assert "Approved" in page.text_content("#notice")  # kept across a reload
+    shown_start = page.wait_for_selector(f'#shares-list li[data-id="{rfa_id}"] .state-waiting')
+    local_start = page.evaluate(
+        "t => new Date(t).toLocaleTimeString([], {hour: 'numeric', minute: '2-digit'})",
+        waiting["starts_at"],
+    )
+    assert "Waiting to start at " + local_start in shown_start.text_content()
     world.release_waiting_share(rfa_id)  # tests/integration/test_anonymous_delay.py
     share = world.wait_share(rfa_id)
     assert share["state"] == "done"
@@ -202,7 +213,7 @@ def test_decline_and_pause_from_the_browser(cworld: World, page: Any) -> None:  
     page.click("#deny")
     confirm(page)
     page.wait_for_function(
-        "() => document.querySelector('#decision-status').textContent.includes('Declined')"
+        "() => document.querySelector('#notice-text').textContent.includes('Declined')"
     )
     assert rfa_id not in cworld.pending_ids()
     assert cworld.share(rfa_id) is None and cworld.uploads.uploads() == []
@@ -218,12 +229,12 @@ def test_decline_and_pause_from_the_browser(cworld: World, page: Any) -> None:  
 
     def rejected() -> bool:
         page.click("#audit-load")
-        page.wait_for_function("() => !document.querySelector('#audit-table').hidden")
-        return "requests_off" in page.text_content("#audit-table")
+        page.wait_for_function("() => !document.querySelector('#audit-list').hidden")
+        return "you had paused requests" in page.text_content("#audit-list")
 
     wait_for(rejected, 30, "the paused request refused")
     assert refused.id not in cworld.pending_ids()
-    assert "Verified" in page.text_content("#audit-result")
+    assert "intact and signed" in page.text_content("#audit-result")
     # the pause outlives the page and the daemon's answer says so
     page.reload()
     page.wait_for_selector("#paused-banner", state="visible")
@@ -232,10 +243,9 @@ def test_decline_and_pause_from_the_browser(cworld: World, page: Any) -> None:  
     page.wait_for_selector("#paused-banner", state="hidden")
     page.click("#audit-load")
     page.wait_for_function(
-        "() => document.querySelector('#audit-table').textContent.includes('requests_resumed')"
+        "() => document.querySelector('#audit-list').textContent.includes('You resumed requests')"
     )
-    audit = page.text_content("#audit-table")
-    assert "decision" in audit and "console" in audit
+    assert "You declined a request in this console" in page.text_content("#audit-list")
 
 
 def test_every_request_field_renders_as_text(cworld: World, page: Any) -> None:  # noqa: F811
@@ -252,10 +262,10 @@ def test_every_request_field_renders_as_text(cworld: World, page: Any) -> None: 
     )
     sign_in(page, cworld)
     open_request(page, rfa_id)
-    fields = page.eval_on_selector_all("#fields dd", "dds => dds.map(d => d.textContent)")
+    fields = page.eval_on_selector_all("#detail dd", "dds => dds.map(d => d.textContent)")
     assert HOSTILE in fields and ESCAPES in fields and SHORT_HOSTILE in fields
     assert HOSTILE + " " + ESCAPES in fields
-    assert page.locator("#fields img, #fields script, #pending-list img").count() == 0
+    assert page.locator("#detail dd img, #detail dd script, #pending-list img").count() == 0
     assert HOSTILE in page.text_content("#pending-list")
     assert page.evaluate("() => window.__pwned") is None
     assert page.dialogs == []

@@ -24,13 +24,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from foundation.times import Window, format_time
+from foundation.times import Window
 from foundation.wire import STAMP_BLOCK, read_capture_ms
 from recorder.buffer import RollingBuffer
 from tests.fixtures.daemon import World, wait_for
 from tests.fixtures.footage import decode_stamps
 from tests.integration.console_kit import (
     cworld,  # noqa: F401 - a fixture
+    local_input,
     publish_pending,
     recent_window,
 )
@@ -156,8 +157,8 @@ def test_a_narrowed_part_plays_exactly_its_frames(
     assert int(start.get_attribute("aria-valuenow")) == part.start_ms
     assert int(end.get_attribute("aria-valuenow")) == part.end_ms
     # the page's narrowing (what Approve would send) follows the handles
-    assert page.input_value("#start-time") == format_time(part.start_ms)
-    assert page.input_value("#end-time") == format_time(part.end_ms)
+    assert page.input_value("#start-time") == local_input(part.start_ms)
+    assert page.input_value("#end-time") == local_input(part.end_ms)
     page.wait_for_selector(".tl-row:nth-of-type(2) .tl-svg", state="visible")
     page.wait_for_function(
         "t => [...document.querySelectorAll('.tl-thumb')]"
@@ -225,9 +226,9 @@ def test_a_12_hour_window_with_a_few_minutes_of_footage(
     for minute in minutes:
         lo = max(minute, runs[0][0])
         hi = min(minute + 59_999, window.end_ms)
-        page.fill("#start-time", format_time(lo))
+        page.fill("#start-time", local_input(lo))
         page.dispatch_event("#start-time", "change")
-        page.fill("#end-time", format_time(hi))
+        page.fill("#end-time", local_input(hi))
         page.dispatch_event("#end-time", "change")
         detail = page.locator(".tl-row:nth-of-type(2) .tl-bar")
         detail.wait_for(state="visible")
