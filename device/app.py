@@ -374,7 +374,6 @@ class Doorbell:
             audit_key=self.identity.signing.public,
             device_lat=self.config.device.lat,
             device_lon=self.config.device.lon,
-            contact=self.config.device.contact,
             clock=self.hooks.clock,
         )
         self._on_stop(self.console.stop)

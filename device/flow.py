@@ -400,6 +400,15 @@ class RequestFlow:
             )
             if isinstance(made, DecisionRejected):
                 return Outcome(False, made.reason, rfa_id, made.detail)
+            # An approval that would send nothing is refused before it is recorded, so the
+            # owner's one decision is not spent on it. Only here: a sealed decision from the
+            # owner's app follows protocol §5.2 to the letter (recorded; the share then
+            # fails with "no footage"), and the reference owner tool checks it before it
+            # sends one.
+            empty = nothing_to_send(made.window, self._buffer.footage_ms(made.window) > 0)
+            if made.approve and empty:
+                self._log_refused_decision(str(empty.reason), empty.detail, made.at_ms)
+                return self._count(empty.reason, empty.detail)
             return self._apply(record.rfa, made)
 
     def _apply(self, rfa: Rfa, decision: Decision) -> Outcome:
@@ -412,10 +421,6 @@ class RequestFlow:
                 "The decision names another request.",
                 verified=True,
             )
-        empty = nothing_to_send(decision.window, self._buffer.footage_ms(decision.window) > 0)
-        if decision.approve and empty:  # refused before it is recorded, like a broken rule
-            self._log_refused_decision(str(empty.reason), empty.detail, decision.at_ms)
-            return self._count(empty.reason, empty.detail)
         if not self._store.record_decision(decision):
             return Outcome(
                 False,

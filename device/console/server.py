@@ -52,7 +52,6 @@ from device.console.preview import MAX_CLIP_MS, STRIP_THUMBNAILS, Preview
 from device.console.tls import ConsoleCertificate, host_names
 from device.console.video import Video, video_routes
 from device.flow import RequestFlow
-from firmware_config.schema import Contact
 from foundation.clock import Clock
 from foundation.display import shown
 from foundation.errors import DoorbellError, NoFootageError, TimeFormatError
@@ -114,7 +113,6 @@ class ConsoleParts:
     audit_key: Ed25519PublicKey
     device_lat: float
     device_lon: float
-    contact: Contact
     clock: Clock
     video: Video | None = None  # the timeline and the player (device/console/video.py)
     share_job: Callable[[str], ShareJob | None] | None = None  # the outbox's job of a share

@@ -137,7 +137,6 @@ def console_parts(auth: ConsoleAuth, **given: Any) -> ConsoleParts:
         "audit_key": nothing,
         "device_lat": 0.0,
         "device_lon": 0.0,
-        "contact": nothing,
         "clock": FakeClock(wall_ms=T0),
     }
     return ConsoleParts(auth=auth, **(parts | given))

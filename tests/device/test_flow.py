@@ -548,9 +548,10 @@ def test_two_requests_per_case_in_30_days_durably(kit: Kit) -> None:
 def test_an_approval_that_would_send_nothing_is_refused_before_it_is_recorded(
     tmp_path: Path,
 ) -> None:
-    """The app's, the button's and the console's approval of a window with no footage,
+    """The button's, the CLI's and the console's approval of a window with no footage,
     or of no length, changes nothing (counted, like any refused decision): the request
-    stays pending for the owner to decline or to approve a part with footage."""
+    stays pending for the owner to decline or to approve a part with footage. A sealed
+    app decision follows protocol §5.2: recorded, and its share fails "no footage"."""
     clock = FakeClock(NOW_MS)
     # footage only in the request's last 10 minutes (the default window ends 1 h ago)
     covered = Window(NOW_MS - HOUR_MS - 10 * MINUTE_MS, NOW_MS - HOUR_MS)
@@ -560,8 +561,6 @@ def test_an_approval_that_would_send_nothing_is_refused_before_it_is_recorded(
         assert kit.flow.handle_rfa(kit.rfa(rfa_id=a)).accepted
         empty = Window(NOW_MS - 3 * HOUR_MS, NOW_MS - 2 * HOUR_MS)
         instant = Window(covered.start_ms + 1000, covered.start_ms + 1000)
-        app = kit.flow.handle_decision(kit.sealed_decision(a, window=empty.to_json()))
-        assert not app.accepted and app.reason == "nothing_to_send"
         for window in (empty, instant):
             for method in (ConsentMethod.CONSOLE, ConsentMethod.CLI, ConsentMethod.BUTTON):
                 out = kit.flow.decide_locally(a, approve=True, method=method, window=window)
@@ -579,5 +578,12 @@ def test_an_approval_that_would_send_nothing_is_refused_before_it_is_recorded(
         assert kit.flow.decide_locally(
             b, approve=False, method=ConsentMethod.CLI, window=empty
         ).accepted
+        # the app's approval of a window without footage is recorded, as §5.2 says
+        c = str(uuid.uuid4())
+        assert kit.flow.handle_rfa(
+            kit.rfa(rfa_id=c, changes={"case_number": "2026-000003"})
+        ).accepted
+        app = kit.flow.handle_decision(kit.sealed_decision(c, window=empty.to_json()))
+        assert app.accepted and kit.outbox.has_job(c)
     finally:
         kit.close()

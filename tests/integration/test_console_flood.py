@@ -7,13 +7,14 @@ status` answers, the daemon is still running a minute later, and its log hardly 
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import resource
 import selectors
 import socket
-import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,60 +46,74 @@ def _rss_mb(pid: int) -> float:
 
 class IdleFlood:
     """IDLE_CONNECTIONS connections from 127.0.0.2 that never send a byte; whichever the
-    console closes is opened again, for as long as the flood runs."""
+    console closes is opened again, for as long as the flood runs.
+
+    It runs in a process of its own, as an attacker on another machine would: held in
+    the test's process, its thousand sockets would push the test's own descriptors (the
+    owner tool's MQTT socket among them) past 1024, where paho's select() fails."""
 
     def __init__(self, port: int) -> None:
-        self.port = port
-        self.selector = selectors.DefaultSelector()
-        self.stop = threading.Event()
-        self.opened = 0
-        self.failed = 0
-        self.thread = threading.Thread(target=self._run, name="flood", daemon=True)
+        context = multiprocessing.get_context("spawn")
+        self._stop = context.Event()
+        self._opened = context.Value("q", 0)
+        self._held = context.Value("q", 0)
+        self._process = context.Process(
+            target=_flood, args=(port, self._stop, self._opened, self._held), daemon=True
+        )
 
-    def _open_one(self) -> None:
+    @property
+    def opened(self) -> int:
+        return int(self._opened.value)
+
+    @property
+    def held(self) -> int:
+        return int(self._held.value)
+
+    def start(self) -> None:
+        self._process.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._process.join(10)
+        if self._process.is_alive():
+            self._process.kill()
+
+
+def _flood(port: int, stop: Any, opened: Any, held: Any) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))
+    selector = selectors.DefaultSelector()
+
+    def open_one() -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.bind(("127.0.0.2", 0))
         sock.setblocking(False)
         with contextlib.suppress(BlockingIOError):
-            sock.connect(("127.0.0.1", self.port))
-        self.selector.register(sock, selectors.EVENT_READ)
-        self.opened += 1
+            sock.connect(("127.0.0.1", port))
+        selector.register(sock, selectors.EVENT_READ)
+        opened.value += 1
 
-    def _run(self) -> None:
-        for _ in range(IDLE_CONNECTIONS):
-            self._open_one()
-        while not self.stop.is_set():
-            for key, _ in self.selector.select(timeout=0.2):
-                sock = key.fileobj
-                assert isinstance(sock, socket.socket)
-                try:
-                    data = sock.recv(4096)
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    data = b""
-                if not data:  # closed by the console: open another
-                    self.selector.unregister(sock)
-                    sock.close()
-                    if not self.stop.is_set():
-                        try:
-                            self._open_one()
-                        except OSError:
-                            self.failed += 1
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(10)
-        for key in list(self.selector.get_map().values()):
-            key.fileobj.close()  # type: ignore[union-attr]
-        self.selector.close()
-
-    @property
-    def held(self) -> int:
-        return len(self.selector.get_map())
+    for _ in range(IDLE_CONNECTIONS):
+        open_one()
+    while not stop.is_set():
+        for key, _ in selector.select(timeout=0.2):
+            sock = key.fileobj
+            assert isinstance(sock, socket.socket)
+            try:
+                data = sock.recv(4096)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data = b""
+            if not data:  # closed by the console: open another
+                selector.unregister(sock)
+                sock.close()
+                if not stop.is_set():
+                    with contextlib.suppress(OSError):
+                        open_one()
+        held.value = len(selector.get_map())
+    for key in list(selector.get_map().values()):
+        key.fileobj.close()  # type: ignore[union-attr]
+    selector.close()
 
 
 def test_990_idle_connections_take_nothing_from_the_owner(cworld) -> None:  # noqa: F811
