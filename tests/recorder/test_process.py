@@ -170,7 +170,9 @@ def test_starting_again_reaps_the_previous_recorder_first(tmp_path):
     one running beside the new: `start` stops and reaps it before starting another."""
     root = tmp_path / "b"
     storage = StorageSettings(dir=root, segment_seconds=1.0)
-    proc = RecorderProcess(camera=CAMERA, storage=storage, clock=SystemClock(assume_synchronized=True))
+    proc = RecorderProcess(
+        camera=CAMERA, storage=storage, clock=SystemClock(assume_synchronized=True)
+    )
     proc.start()
     try:
         assert wait_for(lambda: proc.health().segments_written >= 1)
