@@ -65,6 +65,13 @@ def field(path: Path, name: str, base: int = 10) -> int:
     raise ValueError(f"no {name} in {path}")
 
 
+def is_recorder(pid: int) -> bool:
+    """The recorder is the daemon's one spawned multiprocessing child."""
+    with contextlib.suppress(OSError):
+        return b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    return False
+
+
 def resident_bytes(pid: int) -> int:
     with contextlib.suppress(OSError, ValueError):
         return field(Path(f"/proc/{pid}/status"), "VmRSS") * 1024
@@ -98,7 +105,7 @@ def test_a_starved_daemon_keeps_one_segment_writer(world: World) -> None:
     buffer_dir = (world.setup.root / "var" / "buffer").resolve()
     baseline = sum(resident_bytes(pid) for pid in tree(daemon))
 
-    most_writers = 0
+    most_writers = most_recorders = 0
     peak = baseline
     writers_seen: set[int] = set()
     largest: dict[int, int] = {}  # pid -> its largest resident size
@@ -109,6 +116,7 @@ def test_a_starved_daemon_keeps_one_segment_writer(world: World) -> None:
             writers = [pid for pid in pids if writing_segments(pid, buffer_dir)]
             writers_seen.update(writers)
             most_writers = max(most_writers, len(writers))
+            most_recorders = max(most_recorders, sum(is_recorder(pid) for pid in pids))
             sizes = {pid: resident_bytes(pid) for pid in pids}
             for pid, size in sizes.items():
                 largest[pid] = max(largest.get(pid, 0), size)
@@ -117,11 +125,13 @@ def test_a_starved_daemon_keeps_one_segment_writer(world: World) -> None:
 
     print(
         f"baseline {baseline / 2**20:.0f} MiB, peak {peak / 2**20:.0f} MiB, "
-        f"most writers at once {most_writers}, writer pids {sorted(writers_seen)}, "
+        f"most writers at once {most_writers}, recorders {most_recorders}, "
+        f"writer pids {sorted(writers_seen)}, "
         f"largest per pid (MiB) { ({pid: size >> 20 for pid, size in largest.items()}) }"
     )
     assert writers_seen, "the sampler never saw the recorder writing: it measured nothing"
     assert most_writers == 1, f"{most_writers} processes wrote segments at once"
+    assert most_recorders == 1, f"{most_recorders} recorder processes at once"
     assert peak - baseline < GROWTH_LIMIT, (
         f"the tree grew from {baseline / 2**20:.0f} to {peak / 2**20:.0f} MiB"
     )
