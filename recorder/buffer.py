@@ -326,6 +326,7 @@ class RollingBuffer:
         self.root = Path(root)
         self._conn = conn
         self._lock = threading.RLock()
+        self._writer: BufferLock | None = None  # held while this process records
 
     @classmethod
     def open(cls, root: Path, *, reconcile: bool = True) -> RollingBuffer:
@@ -335,20 +336,38 @@ class RollingBuffer:
         private_dir(root)  # footage: its owner's alone, whatever the umask
         buffer = cls(root, connect_index(root))
         if reconcile:
-            lock = BufferLock(root)
             try:
-                lock.acquire()
+                buffer.claim_writing()
             except BufferLockedError:
                 return buffer
             try:
                 buffer.reconcile()
             finally:
-                lock.release()
+                buffer.release_writing()
         return buffer
+
+    def claim_writing(self) -> None:
+        """Become the buffer's one writer: BufferLockedError (one line) while another
+        process is. Segments can only be written, and the folder reconciled, in between
+        this and `release_writing` (or this process's death, which frees it too)."""
+        if self._writer is None:
+            self._writer = BufferLock(self.root).acquire()
+
+    def release_writing(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+
+    def require_writer(self) -> None:
+        """Refuse to write without the writer lock: a second writer would race the first
+        for the index and delete the `.part` it is writing."""
+        if self._writer is None:
+            raise RecorderError(f"not the writer of {self.root}: claim_writing() first")
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+        self.release_writing()
 
     def __enter__(self) -> RollingBuffer:
         return self
@@ -366,6 +385,7 @@ class RollingBuffer:
     def reconcile(self) -> None:
         """Make the index and the files agree. Only the holder of the BufferLock may call
         this: it deletes `.part` files, which a running recorder is writing."""
+        self.require_writer()
         for part in self.root.glob("seg-*.mp4.part"):
             logger.info("removing incomplete segment %s", part.name)
             part.unlink(missing_ok=True)

@@ -34,7 +34,7 @@ from typing import Any
 
 from foundation.clock import Clock
 from foundation.display import log_to
-from foundation.errors import DoorbellError
+from foundation.errors import DoorbellError, RecorderError
 from foundation.files import disk_free_bytes
 from recorder.buffer import RollingBuffer
 from recorder.health import HealthCounters, RecorderHealth
@@ -136,7 +136,14 @@ class RecorderProcess:
         self._stop_writer: multiprocessing.connection.Connection | None = None
 
     def start(self) -> None:
-        """Start a child (again, after one died). Its stop pipe is new each time."""
+        """Start a child (again, after one died). Its stop pipe is new each time. One
+        recorder at a time: a previous child still running (a starved one looks dead to
+        a health check long before it is) is stopped and reaped first, never left beside
+        the new one."""
+        if self._process is not None and self._process.exitcode is None:
+            self.stop()
+            if self._process.exitcode is None:  # killed, not yet reaped (stuck in I/O)
+                raise RecorderError(f"the previous recorder (pid {self.pid}) has not exited")
         self._close_stop_pipe()
         reader, writer = self._ctx.Pipe(duplex=False)
         self._process = self._ctx.Process(

@@ -29,7 +29,7 @@ from foundation.clock import Clock
 from foundation.errors import RecorderError
 from foundation.stop import EitherStop, StopSignal
 from recorder.avcompat import frame_from_rgb
-from recorder.buffer import BufferLock, RollingBuffer, Segment
+from recorder.buffer import RollingBuffer, Segment
 from recorder.encoding import MS, open_x264
 from recorder.frames import CameraSource, CapturedFrame, EncodedFrame
 from recorder.health import HealthCounters, RecorderHealth
@@ -114,7 +114,7 @@ class Recorder:
 
     def run(self, *, max_seconds: float | None = None) -> RecordSummary:
         """Record until stopped, the source ends, or `max_seconds` of capture time."""
-        lock = BufferLock(self._buffer.root).acquire()  # BufferLockedError if taken
+        self._buffer.claim_writing()  # BufferLockedError if another process records
         capture: threading.Thread | None = None
         try:
             self._buffer.reconcile()
@@ -145,7 +145,7 @@ class Recorder:
                 self._writer.abort()
                 self._writer = None
             self._source.close()
-            lock.release()
+            self._buffer.release_writing()
         if self._capture_error is not None:
             raise RecorderError(f"camera failed: {self._capture_error}") from self._capture_error
         return self._summary()

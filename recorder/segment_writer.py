@@ -58,6 +58,7 @@ class SegmentWriter:
     _times: list[int] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
+        self.buffer.require_writer()
         self.name = segment_file_name(self.start_ms)
         self._path = self.buffer.root / (self.name + ".part")
         container = av.open(

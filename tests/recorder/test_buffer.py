@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from foundation.errors import RecorderError
+from foundation.errors import BufferLockedError, RecorderError
 from foundation.times import Window
 from recorder.buffer import INDEX_NAME, BufferLock, RollingBuffer
 from recorder.settings import RetentionLimits
@@ -150,3 +150,56 @@ def test_the_buffer_folder_is_its_owners_alone(tmp_path, caplog):
     assert oct(old.stat().st_mode & 0o777) == "0o700"
     lines = [r.getMessage() for r in caplog.records if "open to other users" in r.getMessage()]
     assert lines == [f"{old} was open to other users (mode 0755); now 0700"]
+
+
+def test_a_second_writer_is_refused_until_the_first_dies_even_by_kill_9(tmp_path):
+    """The buffer's writer lock is a flock: held by a live process, refused to every
+    other one with one line, and freed by the kernel when its holder is killed."""
+    root = tmp_path / "buffer"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import sys, time
+                from recorder.buffer import BufferLock
+                BufferLock({str(root)!r}).acquire()
+                print("held", flush=True)
+                time.sleep(600)
+                """
+            ),
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+        with pytest.raises(BufferLockedError) as refused:
+            BufferLock(root).acquire()
+        assert "\n" not in str(refused.value)
+        assert "another recorder is writing to" in str(refused.value)
+    finally:
+        holder.kill()  # SIGKILL: no chance to release anything itself
+        holder.wait(timeout=10)
+    with BufferLock(root) as lock:
+        assert lock.held
+
+
+def test_a_segment_cannot_be_written_without_the_writer_lock(tmp_path):
+    """The buffer itself refuses: no SegmentWriter, no reconcile, for a process that did
+    not become the writer (or whose claim another process already holds)."""
+    from recorder.segment_writer import SegmentWriter
+
+    root = tmp_path / "buffer"
+    with RollingBuffer.open(root) as buffer:
+        with pytest.raises(RecorderError, match="not the writer"):
+            SegmentWriter(buffer, width=64, height=64, fps=15.0, start_ms=1)
+        with pytest.raises(RecorderError, match="not the writer"):
+            buffer.reconcile()
+        assert not list(root.glob("seg-*"))
+        with BufferLock(root), pytest.raises(BufferLockedError, match="another recorder"):
+            buffer.claim_writing()
+        buffer.claim_writing()
+        buffer.reconcile()
+    with BufferLock(root) as lock:  # close() gave it up
+        assert lock.held

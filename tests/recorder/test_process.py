@@ -150,3 +150,36 @@ def test_a_recorder_whose_daemon_is_killed_mid_frame_always_exits_and_frees_the_
     files = sorted(p.name for p in root.glob("seg-*.mp4"))
     assert files == sorted(s.file for s in segments)
     print(f"orphaned recorder exit after its daemon's kill -9: max {max(exits):.2f} s")
+
+
+def child_pids(pid):
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid and fields[0] not in ("Z", "X"):
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.timeout(120)
+def test_starting_again_reaps_the_previous_recorder_first(tmp_path):
+    """A supervisor that restarts a recorder it judges stalled must never leave the old
+    one running beside the new: `start` stops and reaps it before starting another."""
+    root = tmp_path / "b"
+    storage = StorageSettings(dir=root, segment_seconds=1.0)
+    proc = RecorderProcess(
+        camera=CAMERA, storage=storage, clock=SystemClock(assume_synchronized=True)
+    )
+    proc.start()
+    try:
+        assert wait_for(lambda: proc.health().segments_written >= 1)
+        first = proc.pid
+        proc.start()  # while the first still records
+        assert proc.pid != first and first not in child_pids(os.getpid())
+        assert wait_for(lambda: proc.health().segments_written >= 3), "the new one records"
+        assert proc.is_alive(), "the new one holds the buffer: the old one let go of it"
+    finally:
+        assert proc.stop(timeout=20) == 0
