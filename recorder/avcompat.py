@@ -12,17 +12,15 @@ calls PyAV directly. The suite runs against each of these versions (tests/distro
     stream copying a template add_stream_from_...    same (14-16: opaque)      add_stream(template=)
     RGB array -> VideoFrame   from_numpy_buffer      same                      from_ndarray
     mark a packet key         is_keyframe = ...      same                      (10: read-only)
+    packet duration           duration = ...         12.1+ (12.0: muxer's)    the muxer's
 """
 
 from __future__ import annotations
 
-import ctypes
-import os
+import contextlib
 import re
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from foundation.errors import RecorderError
 
@@ -128,72 +126,35 @@ def frame_from_rgb(image: np.ndarray) -> av.VideoFrame:
 
 
 def set_keyframe(packet: av.Packet, keyframe: bool) -> None:
-    """Set a packet's key flag (the MP4 muxer writes its sync-sample table from it)."""
+    """Set a packet's key flag (the MP4 muxer writes its sync-sample table from it).
+
+    PyAV 11 made `Packet.is_keyframe` settable. PyAV 10 can only read it: a packet from
+    its encoder or demuxer already carries FFmpeg's flag, which is accepted when it is
+    the one wanted; anything else is refused with a clear error rather than reaching
+    into FFmpeg's structures behind PyAV's back."""
     try:
         packet.is_keyframe = keyframe
     except AttributeError:  # PyAV 10: the property has no setter
-        flags = ctypes.c_int.from_address(_avpacket(packet) + _AVPACKET_FLAGS)
-        flags.value = (flags.value | _AV_PKT_FLAG_KEY) if keyframe else (flags.value & ~1)
         if bool(packet.is_keyframe) != keyframe:
-            raise RecorderError("cannot set a packet's key flag with this PyAV") from None
+            raise RecorderError(
+                f"PyAV {_installed()} cannot mark a packet as a "
+                f"{'keyframe' if keyframe else 'non-keyframe'}: this needs PyAV 11 or newer"
+            ) from None
 
 
 def set_duration(packet: av.Packet, duration: int) -> None:
-    """Set a packet's duration (in its time base)."""
-    try:
+    """Set a packet's duration (in its time base), where PyAV can (12.1 and newer).
+
+    Older PyAV cannot, and the packet keeps its own duration (0 for one made from
+    bytes). The MP4 muxer takes every sample's duration but the last from the next
+    sample's timestamp; the last sample then has none, and decoders drop it (measured
+    with PyAV 12.0: a clip loses its last frame). Unfinished: a supported way to give
+    that last packet its duration on PyAV < 12.1 (issue 18)."""
+    with contextlib.suppress(AttributeError):  # PyAV < 12.1: the property has no setter
         packet.duration = duration
-    except AttributeError:  # PyAV 10: the property has no setter
-        ctypes.c_int64.from_address(_avpacket(packet) + _AVPACKET_DURATION).value = duration
-        if packet.duration != duration:
-            raise RecorderError("cannot set a packet's duration with this PyAV") from None
 
 
-# FFmpeg's AVPacket starts {AVBufferRef *buf; int64_t pts, dts; uint8_t *data; int size;
-# int stream_index; int flags; AVPacketSideData *side_data; int side_data_elems;
-# int64_t duration; ...} in every FFmpeg PyAV 10 builds against (4.x to 6.x).
-_AVPACKET_DATA, _AVPACKET_SIZE, _AVPACKET_FLAGS, _AVPACKET_DURATION = 24, 32, 40, 64
-_AV_PKT_FLAG_KEY = 1
-_ptr_offset: int | None = None  # where the AVPacket pointer sits in a Packet object
+def _installed() -> str:
+    import av  # PyAV is heavy to load: only code that codes frames pays for it
 
-
-def _avpacket(packet: Any) -> int:
-    """The address of a PyAV 10 packet's AVPacket, for the two setters PyAV 10 lacks
-    (the camera's and the export's packets are made from bytes, so no one else sets
-    them). The pointer is the word in the Python object that points at an AVPacket
-    whose `data` and `size` are this packet's buffer. It is looked for once, reading
-    through /proc/self/mem so that no wrong guess can fault, and checked every time;
-    the callers then read the value back through PyAV's getter."""
-    global _ptr_offset  # noqa: PLW0603 - found once per process, then fixed
-
-    size = packet.size
-    if size <= 0:
-        raise RecorderError("cannot set the flags of an empty packet")
-    data = np.frombuffer(packet, np.uint8).ctypes.data
-    if _ptr_offset is not None:
-        pointer = ctypes.c_void_p.from_address(id(packet) + _ptr_offset).value or 0
-        if (
-            ctypes.c_void_p.from_address(pointer + _AVPACKET_DATA).value == data
-            and ctypes.c_int.from_address(pointer + _AVPACKET_SIZE).value == size
-        ):
-            return pointer
-        raise RecorderError("this PyAV's packets are not laid out as expected")
-    fd = os.open("/proc/self/mem", os.O_RDONLY)
-    try:
-        for offset in range(16, 80, 8):
-            pointer = int.from_bytes(os.pread(fd, 8, id(packet) + offset), "little")
-            if pointer < 4096 or pointer % 8:
-                continue
-            try:
-                head = os.pread(fd, _AVPACKET_SIZE + 4, pointer)
-            except OSError:
-                continue  # not a mapped address: not the pointer
-            if (
-                len(head) == _AVPACKET_SIZE + 4
-                and int.from_bytes(head[_AVPACKET_DATA : _AVPACKET_DATA + 8], "little") == data
-                and int.from_bytes(head[_AVPACKET_SIZE:], "little") == size
-            ):
-                _ptr_offset = offset
-                return pointer
-    finally:
-        os.close(fd)
-    raise RecorderError("cannot find this PyAV's packet structure")
+    return str(av.__version__)
