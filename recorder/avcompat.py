@@ -18,6 +18,7 @@ calls PyAV directly. The suite runs against each of these versions (tests/distro
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
@@ -123,6 +124,12 @@ def frame_from_rgb(image: np.ndarray) -> av.VideoFrame:
     if from_buffer is not None:
         return from_buffer(image, format="rgb24")  # type: ignore[no-any-return]
     return av.VideoFrame.from_ndarray(image, format="rgb24")
+
+
+@functools.cache
+def can_set_keyframe() -> bool:
+    """Whether this PyAV can set a packet's key flag (11 and newer)."""
+    return av_version() >= (11, 0)
 
 
 def set_keyframe(packet: av.Packet, keyframe: bool) -> None:

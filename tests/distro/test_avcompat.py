@@ -12,15 +12,16 @@ from recorder import avcompat
 from recorder.encoding import MS, open_x264
 
 
-def _encoded(n: int) -> list[tuple[bytes, bool]]:
+def _encoded(n: int) -> list[tuple[av.Packet, bool]]:
+    """The encoder's own packets (they carry FFmpeg's key flag, even on PyAV 10)."""
     encoder = open_x264(width=64, height=48, fps=10, preset="ultrafast")
     out = []
     for i in range(n):
         image = np.full((48, 64, 3), 10 * i, np.uint8)
         frame = avcompat.frame_from_rgb(image).reformat(format="yuv420p")
         frame.pts = i * 100
-        out += [(bytes(p), bool(p.is_keyframe)) for p in encoder.encode(frame)]
-    out += [(bytes(p), bool(p.is_keyframe)) for p in encoder.encode(None)]
+        out += [(p, bool(p.is_keyframe)) for p in encoder.encode(frame)]
+    out += [(p, bool(p.is_keyframe)) for p in encoder.encode(None)]
     return out
 
 
@@ -56,8 +57,7 @@ def test_mux_stream_takes_parameter_sets_from_the_first_packet(tmp_path):
     path = tmp_path / "s.mp4"
     container = av.open(str(path), "w", format="mp4", options={"video_track_timescale": "1000"})
     stream = avcompat.add_h264_mux_stream(container, width=64, height=48, time_base=MS)
-    for i, (data, key) in enumerate(units):
-        packet = av.Packet(data)
+    for i, (packet, key) in enumerate(units):
         packet.pts = packet.dts = i * 100
         packet.time_base = MS
         avcompat.set_keyframe(packet, key)
@@ -71,7 +71,7 @@ def test_mux_stream_takes_parameter_sets_from_the_first_packet(tmp_path):
         packets = [p for p in result.demux(video) if p.size]
         assert (video.codec_context.width, video.codec_context.height) == (64, 48)
         # avcC built from the camera's own SPS (in the first access unit), not an encoder's
-        sps = units[0][0].split(b"\x00\x00\x01")[1].rstrip(b"\x00")
+        sps = bytes(units[0][0]).split(b"\x00\x00\x01")[1].rstrip(b"\x00")
         assert extradata[0] == 1 and sps[:8] in extradata
         assert [bool(p.is_keyframe) for p in packets] == [k for _d, k in units]
         assert [p.pts * p.time_base * 1000 for p in packets] == [i * 100 for i in range(12)]
