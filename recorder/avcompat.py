@@ -58,10 +58,17 @@ def require_supported_av() -> None:
 
 
 def add_h264_mux_stream(
-    container: av.container.OutputContainer, *, width: int, height: int, time_base: Fraction
+    container: av.container.OutputContainer,
+    *,
+    width: int,
+    height: int,
+    time_base: Fraction,
+    fps: float,
 ) -> Any:
     """A video stream that takes already-encoded H.264 access units (Annex-B) as they
-    are, with no encoder behind it. The muxer takes the SPS/PPS from the first packet."""
+    are, with no encoder behind it. The muxer takes the SPS/PPS from the first packet.
+    Where PyAV cannot set a packet's duration (< 12.1), the muxer gives a packet without
+    one the frame time of `fps`: the last sample's duration, as set_duration would."""
     add_mux_stream = getattr(container, "add_mux_stream", None)
     if add_mux_stream is not None:  # PyAV 17: a stream without a codec context
         return add_mux_stream("h264", width=width, height=height, time_base=time_base)
@@ -69,7 +76,7 @@ def add_h264_mux_stream(
     # so give it a cheap libx264 that never sees a frame, and no global header: the
     # muxer must not take the SPS/PPS from that encoder (they differ from the camera's)
     # but, as with add_mux_stream, from the first packet.
-    stream: Any = container.add_stream("libx264", rate=None)
+    stream: Any = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
     ctx = stream.codec_context
     ctx.width = width
     ctx.height = height

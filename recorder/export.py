@@ -254,13 +254,15 @@ def reencode_head(part: ClipPart, samples: Samples, end: int) -> list[tuple[Any,
         frame.pict_type = av.video.frame.PictureType.NONE
         encoded.extend(encoder.encode(frame))
     encoded.extend(encoder.encode(None))
-    out = _as_samples(encoded, width=seg.width, height=seg.height)
+    out = _as_samples(encoded, width=seg.width, height=seg.height, fps=seg.fps)
     if len(out) != len(decoded) or not out[0][1]:
         raise RecorderError("re-encoding the head of the clip went wrong")
     return out
 
 
-def _as_samples(encoded: list[Any], *, width: int, height: int) -> list[tuple[Any, bool]]:
+def _as_samples(
+    encoded: list[Any], *, width: int, height: int, fps: float
+) -> list[tuple[Any, bool]]:
     """The encoder's Annex-B packets as MP4 samples (AVCC) that keep their key flags.
 
     They go through FFmpeg's MP4 muxer and demuxer in memory rather than being
@@ -269,11 +271,10 @@ def _as_samples(encoded: list[Any], *, width: int, height: int) -> list[tuple[An
     import av  # PyAV is heavy to load: only code that codes frames pays for it
 
     buffer = io.BytesIO()
-    with av.open(buffer, "w", format="mp4", options={"video_track_timescale": "1000"}) as box:
-        stream = add_h264_mux_stream(box, width=width, height=height, time_base=MS)
-        for n, packet in enumerate(encoded):
-            packet.pts = packet.dts = n  # only the order matters here
-            packet.time_base = MS
+    options = {"video_track_timescale": "1000", "use_editlist": "0"}  # see _write_clip
+    with av.open(buffer, "w", format="mp4", options=options) as box:
+        stream = add_h264_mux_stream(box, width=width, height=height, time_base=MS, fps=fps)
+        for packet in encoded:  # pts: ms from the head's first frame (the encoder's)
             packet.stream = stream
             box.mux(packet)
     buffer.seek(0)

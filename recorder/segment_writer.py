@@ -67,7 +67,9 @@ class SegmentWriter:
             options={"movflags": "use_metadata_tags", "video_track_timescale": "1000"},
         )
         container.metadata[START_TAG] = str(self.start_ms)
-        stream = add_h264_mux_stream(container, width=self.width, height=self.height, time_base=MS)
+        stream = add_h264_mux_stream(
+            container, width=self.width, height=self.height, time_base=MS, fps=self.fps
+        )
         self._container = container
         self._stream = stream
 

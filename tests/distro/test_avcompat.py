@@ -56,7 +56,7 @@ def test_mux_stream_takes_parameter_sets_from_the_first_packet(tmp_path):
     units = _encoded(12)
     path = tmp_path / "s.mp4"
     container = av.open(str(path), "w", format="mp4", options={"video_track_timescale": "1000"})
-    stream = avcompat.add_h264_mux_stream(container, width=64, height=48, time_base=MS)
+    stream = avcompat.add_h264_mux_stream(container, width=64, height=48, time_base=MS, fps=10)
     for i, (packet, key) in enumerate(units):
         packet.pts = packet.dts = i * 100
         packet.time_base = MS

@@ -245,9 +245,15 @@ def test_clip_is_frame_exact_where_proc_is_not_mounted(footage, tmp_path):
     root, _first, _last, times, segments, keys = footage
     window = window_cases(_first, _last, segments, keys, times)["partial GOP head"]
     out = tmp_path / "c.mp4"
-    hidden = 'mount -t tmpfs none /proc && test ! -e /proc/self/mem && exec "$@"'
+    # A mount namespace of its own, with a tmpfs over /proc that reaches no one else:
+    # /proc is made private there first (a chroot's / is not a mount point, so
+    # `unshare --propagation private` cannot be used inside one).
+    hidden = (
+        "mount --make-rprivate /proc && mount -t tmpfs none /proc"
+        ' && test ! -e /proc/self/mem && exec "$@"'
+    )
     run = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", "sh", "-c", hidden, "sh"]
+        ["unshare", "--mount", "--propagation", "unchanged", "sh", "-c", hidden, "sh"]
         + [sys.executable, "-m", "recorder.commands", "clip", "--dir", str(root)]
         + ["--start", format_time(window.start_ms), "--end", format_time(window.end_ms)]
         + ["--out", str(out)],
