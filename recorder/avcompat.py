@@ -13,17 +13,19 @@ calls PyAV directly. The suite runs against each of these versions (tests/distro
     RGB array -> VideoFrame   from_numpy_buffer      same                      from_ndarray
     mark a packet key         is_keyframe = ...      same                      (10: read-only)
     packet duration           duration = ...         12.1+ (12.0: muxer's)    the muxer's
+    key packet from bytes     is_keyframe = ...      same                     (10: H.264 parser)
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
+import io
 import re
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 from foundation.errors import RecorderError
+from recorder.encoding import MS
 
 if TYPE_CHECKING:
     import av
@@ -156,16 +158,50 @@ def set_keyframe(packet: av.Packet, keyframe: bool) -> None:
             ) from None
 
 
-def set_duration(packet: av.Packet, duration: int) -> None:
-    """Set a packet's duration (in its time base), where PyAV can (12.1 and newer).
+def set_timing(packet: av.Packet, *, pts_ms: int, duration_ms: int) -> None:
+    """Give a packet (no B-frames: dts == pts) its time and duration in milliseconds.
 
-    Older PyAV cannot, and the packet keeps its own duration (0 for one made from
-    bytes). The MP4 muxer takes every sample's duration but the last from the next
-    sample's timestamp; the last sample then has none, and decoders drop it (measured
-    with PyAV 12.0: a clip loses its last frame). Unfinished: a supported way to give
-    that last packet its duration on PyAV < 12.1 (issue 18)."""
-    with contextlib.suppress(AttributeError):  # PyAV < 12.1: the property has no setter
-        packet.duration = duration
+    PyAV 12.1 made `Packet.duration` settable. Older PyAV keeps the duration the
+    packet's encoder or demuxer gave it, in the packet's own time base, so the time is
+    written in that time base too; a packet without one is put in milliseconds and the
+    MP4 muxer gives it the stream's frame time (add_h264_mux_stream). Only a track's
+    last sample takes its duration from the packet: the others' come from the next
+    sample's time, which is always exact."""
+    time_base = MS
+    try:
+        packet.duration = duration_ms
+    except AttributeError:  # PyAV < 12.1: the property has no setter
+        time_base = packet.time_base or MS
+    ticks = Fraction(pts_ms, 1000) / time_base
+    if ticks.denominator != 1:
+        raise RecorderError(f"a packet's time base {time_base} cannot hold {pts_ms} ms")
+    packet.time_base = time_base
+    packet.pts = packet.dts = int(ticks)
+
+
+def packet_from_access_unit(data: bytes, *, keyframe: bool, fps: float) -> av.Packet:
+    """A packet holding one H.264 access unit (Annex-B bytes), marked key or not.
+
+    PyAV 10 cannot mark a packet made from bytes, so there FFmpeg's raw H.264 demuxer
+    reads the unit and its parser marks it (an IDR picture is key), which must agree
+    with `keyframe`; its duration is then the frame time of `fps` (set_timing)."""
+    import av  # PyAV is heavy to load: only code that codes frames pays for it
+
+    if can_set_keyframe():
+        packet = av.Packet(data)
+        packet.is_keyframe = keyframe
+        return packet
+    rate = str(Fraction(fps).limit_denominator(1001))
+    with av.open(io.BytesIO(data), "r", format="h264", options={"framerate": rate}) as raw:
+        packets = [p for p in raw.demux(video=0) if p.size]
+    if len(packets) != 1 or packets[0].size != len(data):
+        raise RecorderError("an H.264 access unit did not parse as one picture")
+    if bool(packets[0].is_keyframe) != keyframe:
+        raise RecorderError(
+            f"an access unit said to be a {'keyframe' if keyframe else 'non-keyframe'} "
+            "parses as the other"
+        )
+    return packets[0]
 
 
 def _installed() -> str:

@@ -34,8 +34,8 @@ from recorder.avcompat import (
     add_h264_mux_stream,
     add_stream_from_template,
     can_set_keyframe,
-    set_duration,
     set_keyframe,
+    set_timing,
 )
 from recorder.buffer import FrameTable, Segment, connect_index, query_segments, query_tables
 from recorder.encoding import MS, open_x264
@@ -422,9 +422,8 @@ def _write_clip(
                 done = 0
                 for packet, key in packets():
                     t = times[done]
-                    packet.pts = packet.dts = t - t0
-                    set_duration(packet, times[done + 1] - t if done + 1 < total else nominal)
-                    packet.time_base = MS
+                    duration = times[done + 1] - t if done + 1 < total else nominal
+                    set_timing(packet, pts_ms=t - t0, duration_ms=duration)
                     set_keyframe(packet, bool(key))
                     packet.stream = stream
                     container.mux_one(packet)

@@ -23,7 +23,7 @@ from typing import Any
 
 from foundation.errors import RecorderError
 from foundation.times import Window
-from recorder.avcompat import add_stream_from_template, set_duration, set_keyframe
+from recorder.avcompat import add_stream_from_template, set_keyframe, set_timing
 from recorder.buffer import FrameTable
 from recorder.encoding import MS
 from recorder.export import ClipPart, Samples, reencode_head
@@ -100,9 +100,7 @@ def piece_bytes(
             ]
             media = origin
             for (packet, key), duration in zip(packets, durations, strict=True):
-                packet.pts = packet.dts = media
-                set_duration(packet, duration)
-                packet.time_base = MS
+                set_timing(packet, pts_ms=media, duration_ms=duration)
                 set_keyframe(packet, bool(key))
                 packet.stream = stream
                 container.mux_one(packet)

@@ -34,7 +34,7 @@ def test_version_parsing_and_floor():
 
 
 @pytest.mark.parametrize("keyframe", [True, False])
-def test_packets_made_from_bytes_take_key_flag_and_duration(keyframe):
+def test_packets_made_from_bytes_take_key_flag_and_timing(keyframe):
     packet = av.Packet(b"\x00\x00\x00\x01\x65" + bytes(40))
     if avcompat.av_version() < (11, 0):  # read-only flag: refused with a clear error
         if keyframe:
@@ -45,23 +45,38 @@ def test_packets_made_from_bytes_take_key_flag_and_duration(keyframe):
         assert not packet.is_keyframe
         return
     avcompat.set_keyframe(packet, keyframe)
-    avcompat.set_duration(packet, 67)
+    avcompat.set_timing(packet, pts_ms=500, duration_ms=67)
     assert bool(packet.is_keyframe) is keyframe
+    assert (packet.pts, packet.dts, packet.time_base) == (500, 500, MS)
     assert packet.duration == (67 if avcompat.av_version() >= (12, 1) else 0)
     avcompat.set_keyframe(packet, not keyframe)
     assert bool(packet.is_keyframe) is (not keyframe)
 
 
-def test_mux_stream_takes_parameter_sets_from_the_first_packet(tmp_path):
+def test_access_units_from_bytes_are_marked_on_every_pyav():
     units = _encoded(12)
+    packets = [avcompat.packet_from_access_unit(bytes(p), keyframe=key, fps=10) for p, key in units]
+    assert [bool(p.is_keyframe) for p in packets] == [key for _p, key in units]
+    assert [bytes(p) for p in packets] == [bytes(p) for p, _key in units]
+    if avcompat.av_version() < (11, 0):  # the parser's word against the caller's
+        with pytest.raises(RecorderError, match="parses as the other"):
+            avcompat.packet_from_access_unit(bytes(units[1][0]), keyframe=True, fps=10)
+
+
+@pytest.mark.parametrize("from_bytes", [False, True])
+def test_mux_stream_takes_parameter_sets_from_the_first_packet(tmp_path, from_bytes):
+    units = _encoded(12)
+    if from_bytes:  # as a camera's hardware encoder hands them over
+        units = [
+            (avcompat.packet_from_access_unit(bytes(p), keyframe=key, fps=10), key)
+            for p, key in units
+        ]
     path = tmp_path / "s.mp4"
     container = av.open(str(path), "w", format="mp4", options={"video_track_timescale": "1000"})
     stream = avcompat.add_h264_mux_stream(container, width=64, height=48, time_base=MS, fps=10)
     for i, (packet, key) in enumerate(units):
-        packet.pts = packet.dts = i * 100
-        packet.time_base = MS
         avcompat.set_keyframe(packet, key)
-        avcompat.set_duration(packet, 100)
+        avcompat.set_timing(packet, pts_ms=i * 100, duration_ms=100)
         packet.stream = stream
         container.mux(packet)
     container.close()
@@ -80,7 +95,7 @@ def test_mux_stream_takes_parameter_sets_from_the_first_packet(tmp_path):
 
 
 def test_template_stream_copies_the_template_parameter_sets(tmp_path):
-    test_mux_stream_takes_parameter_sets_from_the_first_packet(tmp_path)
+    test_mux_stream_takes_parameter_sets_from_the_first_packet(tmp_path, from_bytes=False)
     source = tmp_path / "s.mp4"
     with av.open(str(source)) as src:
         template = src.streams.video[0]
