@@ -70,7 +70,7 @@ def add_h264_mux_stream(
     """A video stream that takes already-encoded H.264 access units (Annex-B) as they
     are, with no encoder behind it. The muxer takes the SPS/PPS from the first packet.
     Where PyAV cannot set a packet's duration (< 12.1), the muxer gives a packet without
-    one the frame time of `fps`: the last sample's duration, as set_duration would."""
+    one the frame time of `fps`: the last sample's duration, as set_timing would."""
     add_mux_stream = getattr(container, "add_mux_stream", None)
     if add_mux_stream is not None:  # PyAV 17: a stream without a codec context
         return add_mux_stream("h264", width=width, height=height, time_base=time_base)
