@@ -12,19 +12,20 @@ calls PyAV directly. The suite runs against each of these versions (tests/distro
     stream copying a template add_stream_from_...    same (14-16: opaque)      add_stream(template=)
     RGB array -> VideoFrame   from_numpy_buffer      same                      from_ndarray
     mark a packet key         is_keyframe = ...      same                      (10: read-only)
+    packet duration           duration = ...         12.1+ (12.0: muxer's)    the muxer's
+    key packet from bytes     is_keyframe = ...      same                     (10: H.264 parser)
 """
 
 from __future__ import annotations
 
-import ctypes
-import os
+import functools
+import io
 import re
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from foundation.errors import RecorderError
+from recorder.encoding import MS
 
 if TYPE_CHECKING:
     import av
@@ -59,10 +60,17 @@ def require_supported_av() -> None:
 
 
 def add_h264_mux_stream(
-    container: av.container.OutputContainer, *, width: int, height: int, time_base: Fraction
+    container: av.container.OutputContainer,
+    *,
+    width: int,
+    height: int,
+    time_base: Fraction,
+    fps: float,
 ) -> Any:
     """A video stream that takes already-encoded H.264 access units (Annex-B) as they
-    are, with no encoder behind it. The muxer takes the SPS/PPS from the first packet."""
+    are, with no encoder behind it. The muxer takes the SPS/PPS from the first packet.
+    Where PyAV cannot set a packet's duration (< 12.1), the muxer gives a packet without
+    one the frame time of `fps`: the last sample's duration, as set_timing would."""
     add_mux_stream = getattr(container, "add_mux_stream", None)
     if add_mux_stream is not None:  # PyAV 17: a stream without a codec context
         return add_mux_stream("h264", width=width, height=height, time_base=time_base)
@@ -70,7 +78,7 @@ def add_h264_mux_stream(
     # so give it a cheap libx264 that never sees a frame, and no global header: the
     # muxer must not take the SPS/PPS from that encoder (they differ from the camera's)
     # but, as with add_mux_stream, from the first packet.
-    stream: Any = container.add_stream("libx264", rate=None)
+    stream: Any = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
     ctx = stream.codec_context
     ctx.width = width
     ctx.height = height
@@ -127,73 +135,76 @@ def frame_from_rgb(image: np.ndarray) -> av.VideoFrame:
     return av.VideoFrame.from_ndarray(image, format="rgb24")
 
 
+@functools.cache
+def can_set_keyframe() -> bool:
+    """Whether this PyAV can set a packet's key flag (11 and newer)."""
+    return av_version() >= (11, 0)
+
+
 def set_keyframe(packet: av.Packet, keyframe: bool) -> None:
-    """Set a packet's key flag (the MP4 muxer writes its sync-sample table from it)."""
+    """Set a packet's key flag (the MP4 muxer writes its sync-sample table from it).
+
+    PyAV 11 made `Packet.is_keyframe` settable. PyAV 10 can only read it: a packet from
+    its encoder or demuxer already carries FFmpeg's flag, which is accepted when it is
+    the one wanted; anything else is refused with a clear error rather than reaching
+    into FFmpeg's structures behind PyAV's back."""
     try:
         packet.is_keyframe = keyframe
     except AttributeError:  # PyAV 10: the property has no setter
-        flags = ctypes.c_int.from_address(_avpacket(packet) + _AVPACKET_FLAGS)
-        flags.value = (flags.value | _AV_PKT_FLAG_KEY) if keyframe else (flags.value & ~1)
         if bool(packet.is_keyframe) != keyframe:
-            raise RecorderError("cannot set a packet's key flag with this PyAV") from None
+            raise RecorderError(
+                f"PyAV {_installed()} cannot mark a packet as a "
+                f"{'keyframe' if keyframe else 'non-keyframe'}: this needs PyAV 11 or newer"
+            ) from None
 
 
-def set_duration(packet: av.Packet, duration: int) -> None:
-    """Set a packet's duration (in its time base)."""
+def set_timing(packet: av.Packet, *, pts_ms: int, duration_ms: int) -> None:
+    """Give a packet (no B-frames: dts == pts) its time and duration in milliseconds.
+
+    PyAV 12.1 made `Packet.duration` settable. Older PyAV keeps the duration the
+    packet's encoder or demuxer gave it, in the packet's own time base, so the time is
+    written in that time base too; a packet without one is put in milliseconds and the
+    MP4 muxer gives it the stream's frame time (add_h264_mux_stream). Only a track's
+    last sample takes its duration from the packet: the others' come from the next
+    sample's time, which is always exact."""
+    time_base = MS
     try:
-        packet.duration = duration
-    except AttributeError:  # PyAV 10: the property has no setter
-        ctypes.c_int64.from_address(_avpacket(packet) + _AVPACKET_DURATION).value = duration
-        if packet.duration != duration:
-            raise RecorderError("cannot set a packet's duration with this PyAV") from None
+        packet.duration = duration_ms
+    except AttributeError:  # PyAV < 12.1: the property has no setter
+        time_base = packet.time_base or MS
+    ticks = Fraction(pts_ms, 1000) / time_base
+    if ticks.denominator != 1:
+        raise RecorderError(f"a packet's time base {time_base} cannot hold {pts_ms} ms")
+    packet.time_base = time_base
+    packet.pts = packet.dts = int(ticks)
 
 
-# FFmpeg's AVPacket starts {AVBufferRef *buf; int64_t pts, dts; uint8_t *data; int size;
-# int stream_index; int flags; AVPacketSideData *side_data; int side_data_elems;
-# int64_t duration; ...} in every FFmpeg PyAV 10 builds against (4.x to 6.x).
-_AVPACKET_DATA, _AVPACKET_SIZE, _AVPACKET_FLAGS, _AVPACKET_DURATION = 24, 32, 40, 64
-_AV_PKT_FLAG_KEY = 1
-_ptr_offset: int | None = None  # where the AVPacket pointer sits in a Packet object
+def packet_from_access_unit(data: bytes, *, keyframe: bool, fps: float) -> av.Packet:
+    """A packet holding one H.264 access unit (Annex-B bytes), marked key or not.
+
+    PyAV 10 cannot mark a packet made from bytes, so there FFmpeg's raw H.264 demuxer
+    reads the unit and its parser marks it (an IDR picture is key), which must agree
+    with `keyframe`; its duration is then the frame time of `fps` (set_timing)."""
+    import av  # PyAV is heavy to load: only code that codes frames pays for it
+
+    if can_set_keyframe():
+        packet = av.Packet(data)
+        packet.is_keyframe = keyframe
+        return packet
+    rate = str(Fraction(fps).limit_denominator(1001))
+    with av.open(io.BytesIO(data), "r", format="h264", options={"framerate": rate}) as raw:
+        packets = [p for p in raw.demux(video=0) if p.size]
+    if len(packets) != 1 or packets[0].size != len(data):
+        raise RecorderError("an H.264 access unit did not parse as one picture")
+    if bool(packets[0].is_keyframe) != keyframe:
+        raise RecorderError(
+            f"an access unit said to be a {'keyframe' if keyframe else 'non-keyframe'} "
+            "parses as the other"
+        )
+    return packets[0]
 
 
-def _avpacket(packet: Any) -> int:
-    """The address of a PyAV 10 packet's AVPacket, for the two setters PyAV 10 lacks
-    (the camera's and the export's packets are made from bytes, so no one else sets
-    them). The pointer is the word in the Python object that points at an AVPacket
-    whose `data` and `size` are this packet's buffer. It is looked for once, reading
-    through /proc/self/mem so that no wrong guess can fault, and checked every time;
-    the callers then read the value back through PyAV's getter."""
-    global _ptr_offset  # noqa: PLW0603 - found once per process, then fixed
+def _installed() -> str:
+    import av  # PyAV is heavy to load: only code that codes frames pays for it
 
-    size = packet.size
-    if size <= 0:
-        raise RecorderError("cannot set the flags of an empty packet")
-    data = np.frombuffer(packet, np.uint8).ctypes.data
-    if _ptr_offset is not None:
-        pointer = ctypes.c_void_p.from_address(id(packet) + _ptr_offset).value or 0
-        if (
-            ctypes.c_void_p.from_address(pointer + _AVPACKET_DATA).value == data
-            and ctypes.c_int.from_address(pointer + _AVPACKET_SIZE).value == size
-        ):
-            return pointer
-        raise RecorderError("this PyAV's packets are not laid out as expected")
-    fd = os.open("/proc/self/mem", os.O_RDONLY)
-    try:
-        for offset in range(16, 80, 8):
-            pointer = int.from_bytes(os.pread(fd, 8, id(packet) + offset), "little")
-            if pointer < 4096 or pointer % 8:
-                continue
-            try:
-                head = os.pread(fd, _AVPACKET_SIZE + 4, pointer)
-            except OSError:
-                continue  # not a mapped address: not the pointer
-            if (
-                len(head) == _AVPACKET_SIZE + 4
-                and int.from_bytes(head[_AVPACKET_DATA : _AVPACKET_DATA + 8], "little") == data
-                and int.from_bytes(head[_AVPACKET_SIZE:], "little") == size
-            ):
-                _ptr_offset = offset
-                return pointer
-    finally:
-        os.close(fd)
-    raise RecorderError("cannot find this PyAV's packet structure")
+    return str(av.__version__)

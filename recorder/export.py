@@ -18,6 +18,7 @@ file behind.
 from __future__ import annotations
 
 import bisect
+import io
 import logging
 import os
 import threading
@@ -29,9 +30,15 @@ from typing import Any
 
 from foundation.errors import NoFootageError, RecorderError
 from foundation.times import Window, format_time
-from recorder.avcompat import add_stream_from_template, set_duration, set_keyframe
+from recorder.avcompat import (
+    add_h264_mux_stream,
+    add_stream_from_template,
+    can_set_keyframe,
+    set_keyframe,
+    set_timing,
+)
 from recorder.buffer import FrameTable, Segment, connect_index, query_segments, query_tables
-from recorder.encoding import MS, annexb_to_avcc, open_x264
+from recorder.encoding import MS, open_x264
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +132,7 @@ class Samples:
         self._root = root
         self._name: str | None = None
         self._fd: int | None = None
+        self._demuxed: _Demuxed | None = None
 
     def _open(self, name: str) -> int:
         if name != self._name:
@@ -132,22 +140,34 @@ class Samples:
             try:
                 self._fd = os.open(self._root / name, os.O_RDONLY)
             except FileNotFoundError:
-                raise RecorderError(
-                    f"segment {name} was deleted during the export (retention); pin the "
-                    "window first or export a newer one"
-                ) from None
+                raise _deleted(name) from None
             self._name = name
         assert self._fd is not None
         return self._fd
 
     def packet(self, name: str, pos: int, size: int) -> Any:
         """The sample as an av.Packet, read straight into the packet's own buffer (one
-        copy fewer than going through bytes: this loop moves hundreds of MB)."""
+        copy fewer than going through bytes: this loop moves hundreds of MB).
+
+        PyAV 10 cannot set the key flag of such a packet, so there the sample comes
+        from the segment's demuxer instead, which sets it from the file."""
         import av  # PyAV is heavy to load: only code that codes frames pays for it
 
+        if not can_set_keyframe():
+            return self._demuxed_packet(name, pos, size)
         packet = av.Packet(size)
         if os.preadv(self._open(name), [memoryview(packet)], pos) != size:
             raise RecorderError(f"segment {name} is shorter than its index says")
+        return packet
+
+    def _demuxed_packet(self, name: str, pos: int, size: int) -> Any:
+        demuxed = self._demuxed
+        if demuxed is None or demuxed.name != name or demuxed.pos >= pos:
+            self.close()
+            demuxed = self._demuxed = _Demuxed.open(self._root, name)
+        packet = demuxed.advance_to(pos)
+        if packet is None or packet.size != size:
+            raise RecorderError(f"segment {name} does not hold the sample its index says")
         return packet
 
     def close(self) -> None:
@@ -155,12 +175,51 @@ class Samples:
             os.close(self._fd)
         self._fd = None
         self._name = None
+        if self._demuxed is not None:
+            self._demuxed.container.close()
+        self._demuxed = None
 
 
-def reencode_head(part: ClipPart, samples: Samples, end: int) -> list[tuple[bytes, bool]]:
+@dataclass(slots=True)
+class _Demuxed:
+    """One segment's demuxer, read forwards (its packets carry the file's key flags)."""
+
+    name: str
+    container: Any
+    packets: Any
+    pos: int = -1
+
+    @classmethod
+    def open(cls, root: Path, name: str) -> _Demuxed:
+        import av  # PyAV is heavy to load: only code that codes frames pays for it
+
+        try:
+            container = av.open(str(root / name))
+        except FileNotFoundError:
+            raise _deleted(name) from None
+        return cls(name, container, container.demux(video=0))
+
+    def advance_to(self, pos: int) -> Any:
+        """The packet at file offset `pos`, or None when the file has none there."""
+        for packet in self.packets:
+            if packet.size == 0 or packet.pos < pos:
+                continue
+            self.pos = packet.pos
+            return packet if packet.pos == pos else None
+        return None
+
+
+def _deleted(name: str) -> RecorderError:
+    return RecorderError(
+        f"segment {name} was deleted during the export (retention); pin the "
+        "window first or export a newer one"
+    )
+
+
+def reencode_head(part: ClipPart, samples: Samples, end: int) -> list[tuple[Any, bool]]:
     """Decode the GOP holding the window's first frame and re-encode its frames from
-    that first frame up to (not including) index `end`. Returns Annex-B access units in
-    MP4 sample form, in order."""
+    that first frame up to (not including) index `end`. Returns av.Packets in MP4
+    sample form (AVCC) with their key flags, in order."""
     import av  # PyAV is heavy to load: only code that codes frames pays for it
 
     table = part.table
@@ -188,18 +247,39 @@ def reencode_head(part: ClipPart, samples: Samples, end: int) -> list[tuple[byte
         width=seg.width, height=seg.height, fps=seg.fps, preset=part.table.preset or "ultrafast"
     )
     t0 = table.times[first]
-    out: list[tuple[bytes, bool]] = []
+    encoded: list[Any] = []
     for t in sorted(decoded):
         frame = decoded[t].reformat(format="yuv420p")
         frame.pts = t - t0
         frame.pict_type = av.video.frame.PictureType.NONE
-        for packet in encoder.encode(frame):
-            out.append((annexb_to_avcc(bytes(packet)), bool(packet.is_keyframe)))
-    for packet in encoder.encode(None):
-        out.append((annexb_to_avcc(bytes(packet)), bool(packet.is_keyframe)))
+        encoded.extend(encoder.encode(frame))
+    encoded.extend(encoder.encode(None))
+    out = _as_samples(encoded, width=seg.width, height=seg.height, fps=seg.fps)
     if len(out) != len(decoded) or not out[0][1]:
         raise RecorderError("re-encoding the head of the clip went wrong")
     return out
+
+
+def _as_samples(
+    encoded: list[Any], *, width: int, height: int, fps: float
+) -> list[tuple[Any, bool]]:
+    """The encoder's Annex-B packets as MP4 samples (AVCC) that keep their key flags.
+
+    They go through FFmpeg's MP4 muxer and demuxer in memory rather than being
+    converted here: the demuxer's packets carry the key flag it read from the file, and
+    PyAV 10 cannot set that flag on a packet made from bytes (avcompat.set_keyframe)."""
+    import av  # PyAV is heavy to load: only code that codes frames pays for it
+
+    buffer = io.BytesIO()
+    options = {"video_track_timescale": "1000", "use_editlist": "0"}  # see _write_clip
+    with av.open(buffer, "w", format="mp4", options=options) as box:
+        stream = add_h264_mux_stream(box, width=width, height=height, time_base=MS, fps=fps)
+        for packet in encoded:  # pts: ms from the head's first frame (the encoder's)
+            packet.stream = stream
+            box.mux(packet)
+    buffer.seek(0)
+    with av.open(buffer, "r", format="mp4") as box:
+        return [(p, bool(p.is_keyframe)) for p in box.demux(video=0) if p.size]
 
 
 def _param_sets(avcc_sample: bytes) -> list[bytes]:
@@ -309,12 +389,21 @@ def _write_clip(
                 str(tmp),
                 "w",
                 format="mp4",
-                options={"movflags": "use_metadata_tags", "video_track_timescale": "1000"},
+                options={
+                    "movflags": "use_metadata_tags",
+                    "video_track_timescale": "1000",
+                    # pts start at 0 and equal dts: an edit list would say nothing, and
+                    # FFmpeg 6 (PyAV 12.0) cut the last sample off at its end when the
+                    # muxer, not the packet, gave that sample its duration
+                    "use_editlist": "0",
+                },
             )
             try:
                 stream = add_stream_from_template(container, template, time_base=MS)
                 if len(extradatas) > 1 or (
-                    head and _param_sets(head[0][0]) != _avcc_param_sets(head_part.table.extradata)
+                    head
+                    and _param_sets(bytes(head[0][0]))
+                    != _avcc_param_sets(head_part.table.extradata)
                 ):
                     # Parameter sets differ inside the clip (e.g. a hardware encoder
                     # restarted): `avc3` tells players to take them from the samples.
@@ -325,8 +414,7 @@ def _write_clip(
                 nominal = max(1, round(1000 / head_part.segment.fps))
 
                 def packets() -> Any:
-                    for data, key in head:
-                        yield av.Packet(data), key
+                    yield from head
                     yield from prefetched
                     for name, table, i in copied:
                         yield samples.packet(name, table.pos[i], table.size[i]), table.key[i]
@@ -334,9 +422,8 @@ def _write_clip(
                 done = 0
                 for packet, key in packets():
                     t = times[done]
-                    packet.pts = packet.dts = t - t0
-                    set_duration(packet, times[done + 1] - t if done + 1 < total else nominal)
-                    packet.time_base = MS
+                    duration = times[done + 1] - t if done + 1 < total else nominal
+                    set_timing(packet, pts_ms=t - t0, duration_ms=duration)
                     set_keyframe(packet, bool(key))
                     packet.stream = stream
                     container.mux_one(packet)
@@ -361,7 +448,7 @@ class _HeadJob:
     def __init__(self, part: ClipPart, root: Path, end: int) -> None:
         self.done = threading.Event()
         self._part, self._root, self._end = part, root, end
-        self._result: list[tuple[bytes, bool]] = []
+        self._result: list[tuple[Any, bool]] = []
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="clip-head", daemon=True)
         self._thread.start()
@@ -376,7 +463,7 @@ class _HeadJob:
             samples.close()
             self.done.set()
 
-    def result(self) -> list[tuple[bytes, bool]]:
+    def result(self) -> list[tuple[Any, bool]]:
         self._thread.join()
         if self._error is not None:
             raise self._error

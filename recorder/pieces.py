@@ -23,7 +23,7 @@ from typing import Any
 
 from foundation.errors import RecorderError
 from foundation.times import Window
-from recorder.avcompat import add_stream_from_template, set_duration, set_keyframe
+from recorder.avcompat import add_stream_from_template, set_keyframe, set_timing
 from recorder.buffer import FrameTable
 from recorder.encoding import MS
 from recorder.export import ClipPart, Samples, reencode_head
@@ -73,7 +73,6 @@ def piece_bytes(
     """Piece `n` of `playback` (its fragments, no headers), read from the buffer at
     `root`; `table` is its segment's frame table. Every frame it holds must lie inside
     `allowed` (the pending request's window), checked before anything is read."""
-    import av  # PyAV is heavy to load: only code that codes frames pays for it
 
     piece = playback.pieces[n]
     times = table.times
@@ -86,7 +85,7 @@ def piece_bytes(
     origin = playback.media_ms(chosen[0])
     samples = Samples(root)
     try:
-        head: list[tuple[bytes, bool]] = []
+        head: list[tuple[Any, bool]] = []
         copy_from = piece.frames.start
         if not table.key[copy_from]:
             following = table.key.find(1, copy_from + 1, piece.frames.stop)
@@ -95,15 +94,13 @@ def piece_bytes(
         out = io.BytesIO()
         container, stream = _open(out, root, piece.segment.file)
         try:
-            packets = [(av.Packet(data), key) for data, key in head] + [
+            packets = head + [
                 (samples.packet(piece.segment.file, table.pos[i], table.size[i]), table.key[i])
                 for i in range(copy_from, piece.frames.stop)
             ]
             media = origin
             for (packet, key), duration in zip(packets, durations, strict=True):
-                packet.pts = packet.dts = media
-                set_duration(packet, duration)
-                packet.time_base = MS
+                set_timing(packet, pts_ms=media, duration_ms=duration)
                 set_keyframe(packet, bool(key))
                 packet.stream = stream
                 container.mux_one(packet)

@@ -18,7 +18,12 @@ from pathlib import Path
 import av
 
 from foundation.errors import RecorderError
-from recorder.avcompat import add_h264_mux_stream, set_duration, set_keyframe
+from recorder.avcompat import (
+    add_h264_mux_stream,
+    packet_from_access_unit,
+    set_keyframe,
+    set_timing,
+)
 from recorder.buffer import (
     START_TAG,
     FrameTable,
@@ -68,7 +73,9 @@ class SegmentWriter:
             options={"movflags": "use_metadata_tags", "video_track_timescale": "1000"},
         )
         container.metadata[START_TAG] = str(self.start_ms)
-        stream = add_h264_mux_stream(container, width=self.width, height=self.height, time_base=MS)
+        stream = add_h264_mux_stream(
+            container, width=self.width, height=self.height, time_base=MS, fps=self.fps
+        )
         self._container = container
         self._stream = stream
 
@@ -88,8 +95,7 @@ class SegmentWriter:
         if self._pending is None and not self._times and not keyframe:
             raise RecorderError("a segment must start on a keyframe")
         if isinstance(packet, bytes):
-            data = packet
-            packet = av.Packet(data)
+            packet = packet_from_access_unit(packet, keyframe=keyframe, fps=self.fps)
         set_keyframe(packet, keyframe)
         self.synchronized = self.synchronized and synchronized
         if self._pending is not None:
@@ -101,11 +107,7 @@ class SegmentWriter:
     def _mux(self, pending: _Pending, duration: int) -> None:
         assert self._container is not None and self._stream is not None
         packet = pending.packet
-        rel = pending.capture_ms - self.start_ms
-        packet.pts = rel
-        packet.dts = rel
-        set_duration(packet, duration)
-        packet.time_base = MS
+        set_timing(packet, pts_ms=pending.capture_ms - self.start_ms, duration_ms=duration)
         packet.stream = self._stream
         self._container.mux(packet)
         self._times.append(pending.capture_ms)

@@ -1,6 +1,8 @@
 """Frame-exact export, proved by decoding every frame and reading the time drawn on it."""
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from array import array
@@ -231,6 +233,35 @@ def test_command_line_entry_exports(footage, tmp_path):
         text=True,
     )
     assert bad.returncode == 1 and "no footage" in bad.stderr
+
+
+@pytest.mark.skipif(
+    shutil.which("unshare") is None or os.geteuid() != 0,
+    reason="hiding /proc needs unshare and root (as in a chroot or CI container)",
+)
+def test_clip_is_frame_exact_where_proc_is_not_mounted(footage, tmp_path):
+    """A chroot, an early-boot unit or a tight sandbox may have no /proc: the clip is
+    cut through PyAV's own API, so it still works there, frame by frame."""
+    root, _first, _last, times, segments, keys = footage
+    window = window_cases(_first, _last, segments, keys, times)["partial GOP head"]
+    out = tmp_path / "c.mp4"
+    # A mount namespace of its own, with a tmpfs over /proc that reaches no one else:
+    # /proc is made private there first (a chroot's / is not a mount point, so
+    # `unshare --propagation private` cannot be used inside one).
+    hidden = (
+        "mount --make-rprivate /proc && mount -t tmpfs none /proc"
+        ' && test ! -e /proc/self/mem && exec "$@"'
+    )
+    run = subprocess.run(
+        ["unshare", "--mount", "--propagation", "unchanged", "sh", "-c", hidden, "sh"]
+        + [sys.executable, "-m", "recorder.commands", "clip", "--dir", str(root)]
+        + ["--start", format_time(window.start_ms), "--end", format_time(window.end_ms)]
+        + ["--out", str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    assert [t for _p, t in decode_stamps(out)] == expected_in(times, window)
 
 
 def test_later_part_beside_overlapping_footage_starts_on_a_keyframe(tmp_path):
