@@ -16,6 +16,7 @@ flood in which a genuine request went missing), and it prints at least one ratio
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import re
 import subprocess
@@ -93,6 +94,17 @@ def run(name: str, size: Size, cwd: Path | None = None) -> tuple[bool, str]:
     return True, output
 
 
+# What every benchmark imports besides the standard library: the project's own
+# dependencies and the test extra's (make venv installs both).
+NEEDS = ("av", "numpy", "paho", "pyrage", "rfc8785", "cryptography", "psutil", "tuspyserver")
+
+
+def missing(modules: tuple[str, ...] = NEEDS) -> list[str]:
+    """The modules this Python cannot import: a benchmark run by a Python outside the
+    project's venv would otherwise fail nine times with nine tracebacks."""
+    return [name for name in modules if importlib.util.find_spec(name) is None]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     size = parser.add_mutually_exclusive_group()
@@ -103,6 +115,14 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(args.only) - set(BENCHMARKS)
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    absent = missing()
+    if absent:
+        print(
+            f"bench: {sys.executable} cannot import {', '.join(absent)}: run `make bench`, "
+            "or .venv/bin/python -m bench.run_all after `make venv`",
+            file=sys.stderr,
+        )
+        return 2
     chosen: Size = "smoke" if args.smoke else "quick" if args.quick else "full"
     failed = []
     for name in BENCHMARKS:

@@ -12,6 +12,11 @@ flood's fixed waits the longest part.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from bench.run_all import BENCHMARKS, RATIO_LINE, run
@@ -36,3 +41,20 @@ def test_benchmark_runs_sanely_at_smoke_size(name, tmp_path):
 )
 def test_what_counts_as_a_ratio_line(line, counts):
     assert bool(RATIO_LINE.search(line)) is counts
+
+
+def test_a_python_without_the_projects_packages_is_told_in_one_line(tmp_path):
+    """-S hides site-packages, as a Python outside the venv would: one line naming what
+    is missing and how to run the benchmarks, exit 2, no benchmark started."""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-S", "-m", "bench.run_all", "--smoke"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done
+    assert done.stdout == "" and "Traceback" not in done.stderr
+    assert done.stderr.count("\n") == 1 and "pyrage" in done.stderr and "make bench" in done.stderr
