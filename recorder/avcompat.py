@@ -131,7 +131,7 @@ def frame_from_rgb(image: np.ndarray) -> av.VideoFrame:
 
     from_buffer = getattr(av.VideoFrame, "from_numpy_buffer", None)
     if from_buffer is not None:
-        return from_buffer(image, format="rgb24")  # type: ignore[no-any-return]
+        return from_buffer(image, format="rgb24")
     return av.VideoFrame.from_ndarray(image, format="rgb24")
 
 

@@ -52,19 +52,19 @@ class Picamera2Api:
 def load_picamera2() -> Picamera2Api:
     """The real picamera2, or a clear error where it is not installed."""
     try:  # here: python3-picamera2 exists only on Raspberry Pi OS, and only this camera needs it
-        from picamera2 import Picamera2  # type: ignore[import-not-found]
-        from picamera2.encoders import (  # type: ignore[import-not-found]
+        from picamera2 import Picamera2
+        from picamera2.encoders import (
             H264Encoder,
             LibavH264Encoder,
         )
-        from picamera2.outputs import Output  # type: ignore[import-not-found]
+        from picamera2.outputs import Output
     except ImportError as exc:
         raise RecorderError(
             "the picamera2 camera needs python3-picamera2 (Raspberry Pi OS) "
             f"in this environment: {exc}"
         ) from exc
     try:
-        import picamera2.platform as platform  # type: ignore[import-not-found]
+        import picamera2.platform as platform
 
         # The Pi 5 (PiSP) has no H.264 block; VC4 boards (Pi 4, Zero 2 W) do.
         hardware = platform.get_platform() != platform.Platform.PISP
@@ -99,7 +99,7 @@ class WallAnchor:
 def _make_output(base: type, sink: Picamera2Camera) -> Any:
     """An Output (subclass of picamera2's own) that feeds the camera's queue."""
 
-    class QueueOutput(base):  # type: ignore[misc, valid-type]
+    class QueueOutput(base):
         needs_pacing = False  # frames carry their own times; never sleep the encoder
 
         def outputframe(
