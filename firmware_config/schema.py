@@ -20,6 +20,15 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from firmware_config.bell import BOUNCE_MS_RANGE, CHIME_SECONDS_RANGE, BellSettings
+from firmware_config.nudge import (
+    EVERY_MINUTES_RANGE,
+    PRIORITY_RANGE,
+    TIMEOUT_SECONDS_RANGE,
+    WEBHOOK_FORMATS,
+    NudgeSettings,
+    WebhookSettings,
+)
 from foundation.errors import InvalidValueError, UsageError
 from foundation.wire import MAX_RECEIVE_MAXIMUM
 from recorder.settings import PRESETS, CameraSettings, StorageSettings
@@ -153,6 +162,8 @@ class Config:
     share: ShareConfig = field(default_factory=ShareConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    bell: BellSettings = field(default_factory=BellSettings)
+    nudge: NudgeSettings = field(default_factory=NudgeSettings)
     source_path: Path | None = None
 
     @property
@@ -357,6 +368,38 @@ def _mqtt_url(value: object) -> str:
     return text
 
 
+def _http_url(value: object) -> str:
+    text = _str(value)
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidValueError("expected https://host/path (or http:// on the home network)")
+    try:
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError as exc:
+        raise InvalidValueError("the port is not a number from 0 to 65535") from exc
+    if parts.username or parts.password:
+        raise InvalidValueError("put a token in nudge.webhook.token_file, not in the URL")
+    if any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in text):
+        raise InvalidValueError("the URL has spaces or control characters")
+    return text
+
+
+def _header_text(value: object) -> str:
+    """Text sent as an HTTP header: one line of Latin-1, as HTTP/1.1 allows."""
+    text = _str(value)
+    if len(text) > 200:
+        raise InvalidValueError("at most 200 characters")
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        raise InvalidValueError(
+            "use Western European letters only, no emoji (it is sent as an HTTP header)"
+        ) from None
+    if any(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 for ch in text):
+        raise InvalidValueError("no control characters or line breaks")
+    return text
+
+
 def _listen(value: object) -> tuple[str, int]:
     """`host:port` (IPv6 as `[::]:8443`) -> (host, port)."""
     text = _str(value)
@@ -412,7 +455,19 @@ def parse_config(data: object, *, source_path: Path | None = None) -> Config:
     top = r.section(
         data,
         "",
-        ("device", "camera", "storage", "mqtt", "rfa", "owner", "share", "control", "console"),
+        (
+            "device",
+            "camera",
+            "storage",
+            "mqtt",
+            "rfa",
+            "owner",
+            "share",
+            "control",
+            "console",
+            "bell",
+            "nudge",
+        ),
     )
     if data is None:
         r.problems.append("the config file is empty")
@@ -600,6 +655,55 @@ def parse_config(data: object, *, source_path: Path | None = None) -> Config:
     if (console.cert_file is None) != (console.key_file is None):
         r.problems.append("console.cert_file/key_file: give both or neither")
 
+    be = r.section(
+        top.get("bell"),
+        "bell",
+        (
+            "button_pin",
+            "active_high",
+            "bounce_ms",
+            "chime_pin",
+            "chime_active_high",
+            "chime_seconds",
+        ),
+    )
+    bell = BellSettings(
+        button_pin=r.get(be, "bell", "button_pin", _pin),
+        active_high=r.value(be, "bell", "active_high", _bool, BellSettings),
+        bounce_ms=r.value(be, "bell", "bounce_ms", _int(*BOUNCE_MS_RANGE), BellSettings),
+        chime_pin=r.get(be, "bell", "chime_pin", _pin),
+        chime_active_high=r.value(be, "bell", "chime_active_high", _bool, BellSettings),
+        chime_seconds=r.value(
+            be, "bell", "chime_seconds", _number(*CHIME_SECONDS_RANGE), BellSettings
+        ),
+    )
+
+    nu = r.section(top.get("nudge"), "nudge", ("every_minutes", "webhook"))
+    webhook = None
+    if nu.get("webhook") is not None:
+        wh = r.section(
+            nu.get("webhook"),
+            "nudge.webhook",
+            ("url", "format", "title", "priority", "token_file", "timeout_seconds"),
+        )
+        where = "nudge.webhook"
+        webhook = WebhookSettings(
+            url=r.get(wh, where, "url", _http_url, "", required=True) or "",
+            format=r.value(wh, where, "format", _choice(*WEBHOOK_FORMATS), WebhookSettings),
+            title=r.get(wh, where, "title", _header_text),
+            priority=r.get(wh, where, "priority", _int(*PRIORITY_RANGE)),
+            token_file=r.get(wh, where, "token_file", _path),
+            timeout_seconds=r.value(
+                wh, where, "timeout_seconds", _number(*TIMEOUT_SECONDS_RANGE), WebhookSettings
+            ),
+        )
+    nudge = NudgeSettings(
+        every_minutes=r.value(
+            nu, "nudge", "every_minutes", _number(*EVERY_MINUTES_RANGE), NudgeSettings
+        ),
+        webhook=webhook,
+    )
+
     if r.problems:
         raise ConfigError(r.problems)
     return Config(
@@ -612,6 +716,8 @@ def parse_config(data: object, *, source_path: Path | None = None) -> Config:
         share=share,
         control=control,
         console=console,
+        bell=bell,
+        nudge=nudge,
         source_path=source_path,
     )
 

@@ -1,0 +1,274 @@
+"""The nudge: the grid decision (pure, with properties), the scheduler on a clock the
+test moves, and the webhook channel against a real HTTP server that records every byte
+and misbehaves on demand."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from device.nudge import (
+    NUDGE_TEXT,
+    RETRY_AFTER_S,
+    NudgeError,
+    NudgeScheduler,
+    Owed,
+    WebhookChannel,
+    due,
+    failed,
+    news,
+    safe_origin,
+    sent,
+    slot_of,
+)
+from firmware_config.nudge import WebhookSettings
+from tests.fixtures.webhook import WebhookReceiver, refused_url
+
+GRID = 15 * 60_000
+T0 = 1_765_000_000_000 // GRID * GRID  # a slot boundary
+
+
+# ------------------------------------------------------------------ the pure decision
+
+
+def test_news_is_told_at_the_next_boundary_not_before() -> None:
+    owed = news(Owed(), slot_of(T0 + 60_000, GRID))
+    assert not due(owed, T0 + 60_000, GRID)
+    assert not due(owed, T0 + GRID - 1, GRID)
+    assert due(owed, T0 + GRID, GRID)
+    assert due(owed, T0 + 5 * GRID, GRID)  # late (the daemon was down): at once
+    assert not due(sent(owed), T0 + GRID, GRID)
+
+
+def test_failures_retry_within_the_slot_a_bounded_number_of_times() -> None:
+    owed = news(Owed(), slot_of(T0, GRID))
+    now = T0 + GRID
+    tries = 0
+    for step in range(0, 14 * 60_000, 1000):  # a whole slot, second by second
+        if due(owed, now + step, GRID):
+            tries += 1
+            owed = failed(owed, now + step, GRID)
+    assert tries == 1 + len(RETRY_AFTER_S)
+    assert due(owed, now + GRID, GRID)  # the next slot tries again
+
+
+def test_news_after_a_nudge_in_the_same_slot_waits_for_the_next() -> None:
+    owed = sent(news(Owed(), slot_of(T0, GRID)))
+    owed = news(owed, slot_of(T0 + GRID + 5_000, GRID))
+    assert not due(owed, T0 + GRID + 6_000, GRID)
+    assert due(owed, T0 + 2 * GRID, GRID)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    every_minutes=st.sampled_from([1, 5, 15, 60]),
+    arrivals=st.lists(st.integers(min_value=0, max_value=6 * 3_600_000), max_size=30),
+    failures=st.lists(st.booleans(), max_size=50),
+)
+def test_on_the_grid_at_most_once_per_slot_and_nothing_untold(
+    every_minutes: int, arrivals: list[int], failures: list[bool]
+) -> None:
+    """Polled every second: every send is in a later slot than some untold news, a
+    channel succeeds at most once per slot, and all news is told in the end."""
+    every = every_minutes * 60_000
+    arrivals = sorted(T0 + a for a in arrivals)
+    owed = Owed()
+    outcomes = iter(failures)
+    successes: list[int] = []
+    untold: list[int] = []
+    # every slot uses up at least one failure: then two more slots to tell the rest
+    end = (arrivals[-1] if arrivals else T0) + (len(failures) + 3) * every
+    now = T0
+    while now <= end:
+        while arrivals and arrivals[0] <= now:
+            untold.append(arrivals.pop(0))
+            owed = news(owed, slot_of(now, every))
+        if due(owed, now, every):
+            assert untold and all(slot_of(now, every) > slot_of(t, every) for t in untold[:1])
+            if next(outcomes, False):
+                owed = failed(owed, now, every)
+            else:
+                successes.append(slot_of(now, every))
+                untold.clear()
+                owed = sent(owed)
+        now += 1000 if due(owed, now + 1000, every) or untold else every // 4
+    assert len(successes) == len(set(successes))
+    assert untold == []
+
+
+# ------------------------------------------------------------------ the scheduler
+
+
+class Recorder:
+    def __init__(self, fail: int = 0) -> None:
+        self.sends: list[int] = []
+        self.fail = fail
+        self.now = 0
+
+    def send(self) -> None:
+        if self.fail:
+            self.fail -= 1
+            raise NudgeError("down")
+        self.sends.append(self.now)
+
+
+def test_the_scheduler_tells_new_items_on_the_grid() -> None:
+    waiting: set[str] = set()
+    clock = [T0 + 30_000]
+    channel = Recorder()
+    scheduler = NudgeScheduler(
+        every_minutes=15,
+        channels=[("test", channel)],
+        waiting=lambda: waiting,
+        wall_ms=lambda: clock[0],
+        stop=threading.Event(),
+    )
+
+    def at(ms: int) -> None:
+        clock[0] = channel.now = ms
+        scheduler.tick()
+
+    at(T0 + 30_000)
+    assert channel.sends == []
+    waiting.add("request-1")
+    at(T0 + 60_000)
+    at(T0 + GRID - 1)
+    assert channel.sends == []
+    at(T0 + GRID)
+    assert channel.sends == [T0 + GRID]
+    at(T0 + GRID + 1000)  # still waiting, but told: nothing more
+    waiting.update({"request-2", "request-3"})
+    at(T0 + GRID + 2000)
+    at(T0 + 2 * GRID - 1000)
+    assert channel.sends == [T0 + GRID]
+    at(T0 + 2 * GRID + 1)
+    assert channel.sends == [T0 + GRID, T0 + 2 * GRID + 1]
+    waiting.clear()  # decided: nothing is owed, nothing is sent
+    at(T0 + 3 * GRID)
+    assert len(channel.sends) == 2
+    assert scheduler.status()["channels"]["test"]["sent"] == 2
+
+
+def test_a_failing_channel_is_logged_once_and_shown_in_the_status(caplog) -> None:  # type: ignore[no-untyped-def]
+    waiting = {"request-1"}
+    clock = [T0 + 1]
+    broken, fine = Recorder(fail=100), Recorder()
+    scheduler = NudgeScheduler(
+        every_minutes=15,
+        channels=[("webhook", broken), ("other", fine)],
+        waiting=lambda: waiting,
+        wall_ms=lambda: clock[0],
+        stop=threading.Event(),
+    )
+    caplog.set_level(logging.INFO, logger="device.nudge")
+    for ms in range(T0 + 1, T0 + 3 * GRID, 1000):
+        clock[0] = ms
+        scheduler.tick()
+    status = scheduler.status()["channels"]
+    assert status["webhook"]["failing"] and "down" in status["webhook"]["last_error"]
+    assert status["webhook"]["failed"] == 2 * (1 + len(RETRY_AFTER_S))  # two slots' tries
+    assert status["other"]["sent"] == 1  # the other channel is not held back
+    lines = [r for r in caplog.records if "webhook" in r.getMessage()]
+    assert len(lines) == 1
+
+
+def test_no_channel_no_nudge() -> None:
+    stop = threading.Event()
+    stop.set()
+    scheduler = NudgeScheduler(
+        every_minutes=15, channels=[], waiting=lambda: {"x"}, wall_ms=lambda: T0, stop=stop
+    )
+    scheduler.run()  # returns at once
+    assert scheduler.status()["channels"] == {}
+
+
+# ------------------------------------------------------------------ the webhook
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    server = WebhookReceiver()
+    yield server
+    server.close()
+
+
+def test_the_webhook_posts_the_fixed_text_with_the_configured_headers(
+    receiver: WebhookReceiver, tmp_path: Path
+) -> None:
+    token = tmp_path / "token"
+    token.write_text("tk_secret123\n")
+    channel = WebhookChannel(
+        WebhookSettings(
+            url=receiver.url + "/doorbell-7f3k2", title="Doorbell", priority=4, token_file=token
+        ),
+        console_url="https://doorbell.local:8443/",
+    )
+    channel.send()
+    (got,) = receiver.received
+    headers = dict(got.headers)
+    assert got.path == "/doorbell-7f3k2"
+    assert got.body == f"{NUDGE_TEXT}\nhttps://doorbell.local:8443/".encode()
+    assert headers["Title"] == "Doorbell" and headers["Priority"] == "4"
+    assert headers["Authorization"] == "Bearer tk_secret123"
+    assert headers["Click"] == "https://doorbell.local:8443/"
+
+
+def test_the_json_format_is_what_gotify_takes(receiver: WebhookReceiver) -> None:
+    channel = WebhookChannel(WebhookSettings(url=receiver.url + "/message", format="json"))
+    channel.send()
+    (got,) = receiver.received
+    assert json.loads(got.body) == {"message": NUDGE_TEXT}
+    assert dict(got.headers)["Content-Type"] == "application/json"
+
+
+@pytest.mark.parametrize(
+    ("mode", "says"),
+    [
+        ("error", "answered HTTP 500"),
+        ("junk", "not HTTP"),
+        ("slow", "no answer in time"),
+        ("redirect", "answered HTTP 303"),
+    ],
+)
+def test_a_bad_webhook_is_one_safe_error(receiver: WebhookReceiver, mode: str, says: str) -> None:
+    receiver.mode = mode
+    receiver.slow_s = 3
+    url = receiver.url + "/secret-topic?token=s3cr3t"
+    channel = WebhookChannel(WebhookSettings(url=url, timeout_seconds=1))
+    with pytest.raises(NudgeError) as caught:
+        channel.send()
+    assert says in str(caught.value)
+    assert "secret-topic" not in str(caught.value) and "s3cr3t" not in str(caught.value)
+    assert str(caught.value).startswith(receiver.url)
+    assert [r.path for r in receiver.received] == ["/secret-topic?token=s3cr3t"]  # not followed
+
+
+def test_an_endless_answer_is_not_read(receiver: WebhookReceiver) -> None:
+    receiver.mode = "huge"
+    WebhookChannel(WebhookSettings(url=receiver.url + "/t", timeout_seconds=5)).send()
+
+
+def test_a_webhook_that_is_down_is_one_safe_error() -> None:
+    url = refused_url() + "/secret-topic"
+    with pytest.raises(NudgeError) as caught:
+        WebhookChannel(WebhookSettings(url=url, timeout_seconds=2)).send()
+    assert "cannot connect" in str(caught.value) and "secret" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://ntfy.sh/my-secret-topic", "https://ntfy.sh"),
+        ("https://u:pw@push.example.net:8443/message?token=abc", "https://push.example.net:8443"),
+        ("http://[::1]:8080/x", "http://[::1]:8080"),
+    ],
+)
+def test_safe_origin_drops_path_query_and_credentials(url: str, shown: str) -> None:
+    assert safe_origin(url) == shown
