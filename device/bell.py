@@ -160,15 +160,19 @@ class Bell:
 
     # -- the button
 
+    def _pin_factory(self) -> Any:
+        """The factory given, or the one gpiozero chose for our devices (on a Pi)."""
+        if self._factory is not None:
+            return self._factory
+        return (self._button or self._chime).pin_factory
+
     def _ticks(self) -> Any:
-        factory = self._factory if self._factory is not None else self._button.pin_factory
-        return factory.ticks()
+        return self._pin_factory().ticks()
 
     def _since(self, later: Any, earlier: Any) -> float | None:
         if earlier is None:
             return None
-        factory = self._factory if self._factory is not None else self._button.pin_factory
-        return float(factory.ticks_diff(later, earlier))
+        return float(self._pin_factory().ticks_diff(later, earlier))
 
     def _edge(self) -> float | None:
         """Note an edge now; the seconds since the previous one (None: the first)."""
