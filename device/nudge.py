@@ -121,12 +121,18 @@ class _Channel:
     channel: NudgeChannel
     owed: Owed = field(default_factory=Owed)
     status: ChannelStatus = field(default_factory=ChannelStatus)
+    sending: threading.Thread | None = None  # the send under way, if any
+    news_while_sending: int | None = None  # the oldest slot with news noted meanwhile
 
 
 class NudgeScheduler:
     """Polls what waits for the owner (`waiting()`: a set of keys, one per item, such as
     a request id) and tells the channels on the grid. An item counts as news when its
-    key was not in the previous poll, so at start-up whatever waits is news once."""
+    key was not in the previous poll, so at start-up whatever waits is news once.
+
+    Each send runs in a thread of its own: a channel that hangs (a server that answers
+    one byte at a time, under every read timeout) holds up only itself, not the other
+    channels and not the polling; it is not sent again until its send returns."""
 
     def __init__(
         self,
@@ -155,7 +161,7 @@ class NudgeScheduler:
             self.tick()
 
     def tick(self) -> None:
-        """One poll: note news, then send what is due."""
+        """One poll: note news, then start the sends that are due."""
         try:
             current = frozenset(self._waiting())
         except Exception:  # a loop boundary: try again at the next poll
@@ -165,43 +171,61 @@ class NudgeScheduler:
         with self._lock:
             fresh = current - self._known
             self._known = current
-            if fresh:
-                slot = slot_of(now, self._every_ms)
-                for entry in self._channels:
+            slot = slot_of(now, self._every_ms)
+            for entry in self._channels:
+                if fresh and entry.sending is None:
                     entry.owed = news(entry.owed, slot)
-            ready = [e for e in self._channels if due(e.owed, now, self._every_ms)]
-        for entry in ready:
-            self._send(entry, now)
+                elif fresh:  # the send under way may or may not have told it: owed after
+                    earlier = entry.news_while_sending
+                    entry.news_while_sending = slot if earlier is None else min(earlier, slot)
+            for entry in self._channels:
+                if entry.sending is None and due(entry.owed, now, self._every_ms):
+                    entry.sending = threading.Thread(
+                        target=self._send, args=(entry, now), name=f"nudge-{entry.name}"
+                    )
+                    entry.sending.daemon = True
+                    entry.sending.start()
+
+    def settle(self, timeout_s: float = 30.0) -> None:
+        """Wait for the sends under way (tests; a hanging one is left after `timeout_s`)."""
+        with self._lock:
+            threads = [e.sending for e in self._channels if e.sending is not None]
+        for thread in threads:
+            thread.join(timeout_s)
 
     def _send(self, entry: _Channel, now: int) -> None:
+        reason = None
         try:
             entry.channel.send()
         except Exception as exc:
             # A channel's error text is its own (NudgeError's is safe); anything else is
             # named by its type only, as its text might quote a URL or a token.
             reason = str(exc) if isinstance(exc, NudgeError) else type(exc).__name__
-            with self._lock:
+        with self._lock:
+            st = entry.status
+            was_failing = st.failing
+            if reason is None:
+                entry.owed = sent(entry.owed)
+                st.sent += 1
+                st.last_sent = format_time(now)
+                st.failing = False
+            else:
                 entry.owed = failed(entry.owed, now, self._every_ms)
-                st = entry.status
                 st.failed += 1
                 st.last_error = f"{format_time(now)}: {reason}"
-                first = not st.failing
                 st.failing = True
-            if first:  # one line when it starts failing; the status keeps the rest
-                logger.warning(
-                    "nudge: the %s channel failed (%s); it is tried again, see the status",
-                    entry.name,
-                    reason,
-                )
-            return
-        with self._lock:
-            entry.owed = sent(entry.owed)
-            st = entry.status
-            st.sent += 1
-            st.last_sent = format_time(now)
-            recovered = st.failing
-            st.failing = False
-        if recovered:
+            if entry.news_while_sending is not None:
+                entry.owed = news(entry.owed, entry.news_while_sending)
+                entry.news_while_sending = None
+            entry.sending = None
+        if reason is not None and not was_failing:
+            # one line when it starts failing; the status keeps the rest
+            logger.warning(
+                "nudge: the %s channel failed (%s); it is tried again, see the status",
+                entry.name,
+                reason,
+            )
+        elif reason is None and was_failing:
             logger.info("nudge: the %s channel works again", entry.name)
 
     def status(self) -> dict[str, Any]:
@@ -211,6 +235,7 @@ class NudgeScheduler:
                 "waiting": any(e.owed.since_slot is not None for e in self._channels),
                 "channels": {
                     e.name: {
+                        "sending": e.sending is not None,
                         "sent": e.status.sent,
                         "failed": e.status.failed,
                         "last_sent": e.status.last_sent,

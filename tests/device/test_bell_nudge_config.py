@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cloud.loopback import DeviceSetup, free_port, script
-from device.preflight import pin_clashes
+from device.preflight import check_start, pin_clashes
 from firmware_config import ConfigError, parse_config
 from firmware_config.bell import BellSettings
 from firmware_config.nudge import NudgeSettings
@@ -178,3 +180,41 @@ def test_the_guides_examples_are_valid_configs_with_distinct_pins() -> None:
     for block in blocks:
         config = parsed(**yaml.safe_load(block))
         assert pin_clashes(config) == []
+
+
+ANY = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=6,
+)
+BELL_KEYS = [
+    "button_pin",
+    "active_high",
+    "bounce_ms",
+    "chime_pin",
+    "chime_active_high",
+    "chime_seconds",
+]
+WEBHOOK_KEYS = ["url", "format", "title", "priority", "token_file", "timeout_seconds"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    bell=st.dictionaries(st.sampled_from(BELL_KEYS), ANY) | ANY,
+    webhook=st.dictionaries(st.sampled_from(WEBHOOK_KEYS), ANY) | ANY,
+    every=ANY,
+    owner_pin=ANY,
+)
+def test_any_value_is_a_config_error_or_a_config_never_a_traceback(
+    bell: Any, webhook: Any, every: Any, owner_pin: Any
+) -> None:
+    try:
+        config = parsed(
+            bell=bell,
+            nudge={"every_minutes": every, "webhook": webhook},
+            owner={"button_pin": owner_pin},
+        )
+    except ConfigError as exc:
+        assert exc.problems and all(isinstance(p, str) for p in exc.problems)
+        return
+    check_start(config)  # the checks across keys take whatever the schema let through

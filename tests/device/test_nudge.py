@@ -134,6 +134,7 @@ def test_the_scheduler_tells_new_items_on_the_grid() -> None:
     def at(ms: int) -> None:
         clock[0] = channel.now = ms
         scheduler.tick()
+        scheduler.settle()
 
     at(T0 + 30_000)
     assert channel.sends == []
@@ -171,12 +172,82 @@ def test_a_failing_channel_is_logged_once_and_shown_in_the_status(caplog) -> Non
     for ms in range(T0 + 1, T0 + 3 * GRID, 1000):
         clock[0] = ms
         scheduler.tick()
+        scheduler.settle()
     status = scheduler.status()["channels"]
     assert status["webhook"]["failing"] and "down" in status["webhook"]["last_error"]
     assert status["webhook"]["failed"] == 2 * (1 + len(RETRY_AFTER_S))  # two slots' tries
     assert status["other"]["sent"] == 1  # the other channel is not held back
     lines = [r for r in caplog.records if "webhook" in r.getMessage()]
     assert len(lines) == 1
+
+
+class Held:
+    """A channel whose send waits until the test lets it go."""
+
+    def __init__(self) -> None:
+        self.go = threading.Event()
+        self.calls = 0
+
+    def send(self) -> None:
+        self.calls += 1
+        self.go.wait(30)
+
+
+def test_a_send_under_way_holds_up_only_itself_and_news_meanwhile_is_told_later() -> None:
+    waiting = {"request-1"}
+    clock = [T0 + 1]
+    held, fine = Held(), Recorder()
+    scheduler = NudgeScheduler(
+        every_minutes=15,
+        channels=[("held", held), ("fine", fine)],
+        waiting=lambda: waiting,
+        wall_ms=lambda: clock[0],
+        stop=threading.Event(),
+    )
+    scheduler.tick()
+    clock[0] = T0 + GRID
+    scheduler.tick()
+    scheduler.settle(timeout_s=0.5)
+    assert fine.sends == [0] and held.calls == 1
+    assert scheduler.status()["channels"]["held"]["sending"]
+    waiting.add("request-2")  # arrives while the held send hangs
+    for ms in range(T0 + GRID + 1000, T0 + GRID + 60_000, 1000):
+        clock[0] = ms
+        scheduler.tick()
+    assert held.calls == 1  # never a second send beside the hanging one
+    held.go.set()
+    scheduler.settle()
+    clock[0] = T0 + 2 * GRID
+    scheduler.tick()
+    scheduler.settle()
+    assert held.calls == 2  # request-2 is told at the next boundary
+    assert len(fine.sends) == 2
+
+
+def test_a_webhook_that_drips_its_answer_does_not_hold_the_other_channels() -> None:
+    """One byte every half second defeats every per-read timeout: the webhook's send
+    hangs, the other channel is told on time."""
+    receiver = WebhookReceiver(mode="drip")
+    try:
+        webhook = WebhookChannel(WebhookSettings(url=receiver.url + "/t", timeout_seconds=1))
+        fine = Recorder()
+        clock = [T0 + 1]
+        scheduler = NudgeScheduler(
+            every_minutes=15,
+            channels=[("webhook", webhook), ("fine", fine)],
+            waiting=lambda: {"request-1"},
+            wall_ms=lambda: clock[0],
+            stop=threading.Event(),
+        )
+        scheduler.tick()
+        clock[0] = T0 + GRID
+        scheduler.tick()
+        scheduler.settle(timeout_s=3)
+        status = scheduler.status()["channels"]
+        assert fine.sends == [0] and status["fine"]["sent"] == 1
+        assert status["webhook"]["sending"] and status["webhook"]["sent"] == 0
+    finally:
+        receiver.close()
 
 
 def test_no_channel_no_nudge() -> None:
