@@ -4,6 +4,7 @@ on the indoor approval button's pin) before the daemon touches anything."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 from pathlib import Path
@@ -18,7 +19,7 @@ from cloud.loopback import DeviceSetup, free_port, script
 from device.preflight import check_start, pin_clashes
 from firmware_config import ConfigError, parse_config
 from firmware_config.bell import BellSettings
-from firmware_config.nudge import NudgeSettings
+from firmware_config.nudge import NudgeSettings, WebhookSettings
 from foundation.cli import ExitCode
 from sync.keys import SigningKey
 from tests.device.test_config import MINIMAL
@@ -187,15 +188,8 @@ ANY = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner),
     max_leaves=6,
 )
-BELL_KEYS = [
-    "button_pin",
-    "active_high",
-    "bounce_ms",
-    "chime_pin",
-    "chime_active_high",
-    "chime_seconds",
-]
-WEBHOOK_KEYS = ["url", "format", "title", "priority", "token_file", "timeout_seconds"]
+BELL_KEYS = [f.name for f in dataclasses.fields(BellSettings)]
+WEBHOOK_KEYS = [f.name for f in dataclasses.fields(WebhookSettings)]
 
 
 @settings(max_examples=300, deadline=None)

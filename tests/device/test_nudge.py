@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -106,6 +107,19 @@ def test_on_the_grid_at_most_once_per_slot_and_nothing_untold(
 # ------------------------------------------------------------------ the scheduler
 
 
+def on_clock(
+    channels: list[tuple[str, Any]], waiting: Callable[[], set[str]], clock: list[int]
+) -> NudgeScheduler:
+    """A scheduler on a 15-minute grid whose wall clock is `clock[0]`."""
+    return NudgeScheduler(
+        every_minutes=15,
+        channels=channels,
+        waiting=waiting,
+        wall_ms=lambda: clock[0],
+        stop=threading.Event(),
+    )
+
+
 class Recorder:
     def __init__(self, fail: int = 0) -> None:
         self.sends: list[int] = []
@@ -123,13 +137,7 @@ def test_the_scheduler_tells_new_items_on_the_grid() -> None:
     waiting: set[str] = set()
     clock = [T0 + 30_000]
     channel = Recorder()
-    scheduler = NudgeScheduler(
-        every_minutes=15,
-        channels=[("test", channel)],
-        waiting=lambda: waiting,
-        wall_ms=lambda: clock[0],
-        stop=threading.Event(),
-    )
+    scheduler = on_clock([("test", channel)], lambda: waiting, clock)
 
     def at(ms: int) -> None:
         clock[0] = channel.now = ms
@@ -161,13 +169,7 @@ def test_a_failing_channel_is_logged_once_and_shown_in_the_status(caplog) -> Non
     waiting = {"request-1"}
     clock = [T0 + 1]
     broken, fine = Recorder(fail=100), Recorder()
-    scheduler = NudgeScheduler(
-        every_minutes=15,
-        channels=[("webhook", broken), ("other", fine)],
-        waiting=lambda: waiting,
-        wall_ms=lambda: clock[0],
-        stop=threading.Event(),
-    )
+    scheduler = on_clock([("webhook", broken), ("other", fine)], lambda: waiting, clock)
     caplog.set_level(logging.INFO, logger="device.nudge")
     for ms in range(T0 + 1, T0 + 3 * GRID, 1000):
         clock[0] = ms
@@ -197,13 +199,7 @@ def test_a_send_under_way_holds_up_only_itself_and_news_meanwhile_is_told_later(
     waiting = {"request-1"}
     clock = [T0 + 1]
     held, fine = Held(), Recorder()
-    scheduler = NudgeScheduler(
-        every_minutes=15,
-        channels=[("held", held), ("fine", fine)],
-        waiting=lambda: waiting,
-        wall_ms=lambda: clock[0],
-        stop=threading.Event(),
-    )
+    scheduler = on_clock([("held", held), ("fine", fine)], lambda: waiting, clock)
     scheduler.tick()
     clock[0] = T0 + GRID
     scheduler.tick()
@@ -232,13 +228,7 @@ def test_a_webhook_that_drips_its_answer_does_not_hold_the_other_channels() -> N
         webhook = WebhookChannel(WebhookSettings(url=receiver.url + "/t", timeout_seconds=1))
         fine = Recorder()
         clock = [T0 + 1]
-        scheduler = NudgeScheduler(
-            every_minutes=15,
-            channels=[("webhook", webhook), ("fine", fine)],
-            waiting=lambda: {"request-1"},
-            wall_ms=lambda: clock[0],
-            stop=threading.Event(),
-        )
+        scheduler = on_clock([("webhook", webhook), ("fine", fine)], lambda: {"request-1"}, clock)
         scheduler.tick()
         clock[0] = T0 + GRID
         scheduler.tick()
