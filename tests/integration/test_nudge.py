@@ -4,7 +4,8 @@ records every byte that reaches it:
 
 * nudges fall on the grid: a request that arrives inside a slot is told at the start of
   the next slot, not before; news during a slot that already had its nudge (two more
-  requests) waits for the next slot and makes one nudge, not two;
+  requests) waits for the next slot and makes one nudge, not two; a share that fails
+  (the agency's server is down) is news too;
 * no byte of any nudge says anything about a request: every POST is the same bytes
   (so not even the count differs), and none holds the agency, case, investigator,
   contact, coordinates, cell, device id or request id;
@@ -84,7 +85,10 @@ def nudge_world(
         mosquitto,
         tus_server,
         steered_clock=True,
-        extra={"nudge": {"every_minutes": GRID_MS / 60_000, "webhook": webhook}},
+        extra={
+            "nudge": {"every_minutes": GRID_MS / 60_000, "webhook": webhook},
+            "share": {"max_attempts": 1},  # a share the agency's server refuses fails at once
+        },
     )
     start_and_pair(world)
     wait_for(world.buffer_span, 30, "footage in the buffer")
@@ -136,14 +140,23 @@ def test_nudges_fall_on_the_grid_and_say_nothing(
         wait_for(lambda: len(receiver.received) == 2, 20, "the second nudge")
         assert grid.slot(receiver.received[1].at * 1000) == told  # in the slot that boundary begins
         assert quiet(receiver, 2)  # two requests, one nudge
+
+        # A share that fails waits for the owner too (they may retry it).
+        world.uploads.stop()
+        world.decide(first.id, approve=True)
+        world.wait_share(first.id, "failed")
+        wait_for(lambda: nudge_status(world)["waiting"], 20, "the failure noticed")
+        told = grid.into_next_slot(-1_500)
+        wait_for(lambda: len(receiver.received) == 3, 20, "the third nudge")
+        assert grid.slot(receiver.received[2].at * 1000) == told
         channel = nudge_status(world)["channels"]["webhook"]
-        assert channel["sent"] == 2 and channel["failed"] == 0
+        assert channel["sent"] == 3 and channel["failed"] == 0
     finally:
         world.daemon.stop()
 
     # -- every byte that reached the push service
-    one, two = receiver.received
-    assert one.raw() == two.raw()  # one request waiting or three: the same bytes
+    one, two, three = receiver.received
+    assert one.raw() == two.raw() == three.raw()  # one request or three, a failure: the same
     assert one.path == TOPIC and one.body == NUDGE_TEXT.encode()
     headers = {name.lower(): value for name, value in one.headers}
     assert headers["title"] == "Doorbell"
