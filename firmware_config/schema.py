@@ -224,12 +224,14 @@ class _Reader:
         if data is None:
             return {}
         if not isinstance(data, Mapping):
-            self.problems.append(f"{path}: expected a mapping, got {type(data).__name__}")
+            where = path or "the config file"
+            self.problems.append(f"{where}: expected a mapping, got {type(data).__name__}")
             return {}
         for key in data:
             if key not in known:
                 hint = difflib.get_close_matches(str(key), known, n=1)
-                where = f"{path}.{key}" if path else str(key)
+                name = str(key) if str(key).strip() else repr(key)  # `"": 1` names itself
+                where = f"{path}.{name}" if path else name
                 extra = f" (did you mean {hint[0]!r}?)" if hint else ""
                 self.problems.append(f"{where}: unknown key{extra}")
         return data

@@ -1,5 +1,6 @@
 """The config tree: defaults, every problem reported with its key path, sizes."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -391,3 +392,39 @@ def test_any_value_the_schema_accepts_the_parts_settings_accept(
     if key in partner:
         data[section][partner[key]] = other
     _built_or_every_problem_named(data)
+
+
+_YAML = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.text(max_size=8) | st.integers(), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+PLACE = re.compile(r"\S.*?: \S", re.DOTALL)  # "where: what"
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(
+    top=_YAML,
+    section=st.sampled_from([None, *(key.name for key in CONFIG.keys)]),
+    inner=_YAML,
+)
+def test_any_document_is_a_config_or_a_list_of_problems(
+    top: object, section: str | None, inner: object
+) -> None:
+    """Whatever YAML holds, at the top or in a section: a Config or a ConfigError whose
+    every line starts with where it is, never a traceback."""
+    data = top if section is None else with_(**{section: inner})
+    try:
+        parse_config(data)
+    except ConfigError as exc:
+        named = [p for p in exc.problems if p == "the config file is empty" or PLACE.match(p)]
+        assert exc.problems and named == exc.problems
+
+
+def test_a_config_that_is_not_a_mapping_says_so() -> None:
+    assert problems(["device"])[0] == "the config file: expected a mapping, got list"
