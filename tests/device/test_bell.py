@@ -151,7 +151,7 @@ def test_the_chime_pulses_and_a_ring_while_it_sounds_does_not_stack(rig) -> None
 
 def test_stopping_while_the_chime_sounds_leaves_it_off(rig) -> None:  # type: ignore[no-untyped-def]
     factory, bell, rings, heard, stop = rig
-    bell._settings = BellSettings(button_pin=BELL, chime_pin=CHIME, chime_seconds=60)
+    bell._settings = BellSettings(button_pin=BELL, chime_pin=CHIME, chime_seconds=9.5)
     press(factory)
     chime = factory.pin(CHIME)
     assert wait_until(lambda: chime.state is True)
