@@ -495,7 +495,7 @@ class Doorbell:
             }
         )
         info.update(buffer_status(self.paths.buffer_dir))
-        info["bell"] = self.rings.status()
+        info["bell"] = self.rings.status(wired=self.bell is not None)
         info["nudge"] = None if self.nudge is None else self.nudge.status()
         if self.console is not None:
             info["console"] = self.console.info()

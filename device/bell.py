@@ -75,8 +75,9 @@ class Rings:
             except Exception:  # a listener's failure is its own; the bell goes on
                 logger.exception("a ring listener failed")
 
-    def status(self) -> dict[str, Any]:
+    def status(self, *, wired: bool) -> dict[str, Any]:
         return {
+            "wired": wired,
             "rings": self.count,
             "last_ring": None if self.last_ms is None else format_time(self.last_ms),
         }

@@ -109,7 +109,8 @@ def test_each_press_rings_once_and_listeners_hear_it(rig) -> None:  # type: igno
     assert rings.count == 2
     assert wait_until(lambda: len(heard) == 2)
     assert heard == [1_765_000_000_000, 1_765_000_000_001]
-    assert rings.status()["rings"] == 2 and rings.status()["last_ring"]
+    status = rings.status(wired=True)
+    assert status["rings"] == 2 and status["last_ring"] and status["wired"]
 
 
 def test_contact_bounce_is_one_ring(rig) -> None:  # type: ignore[no-untyped-def]

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from device.cli import render_nudge
 from device.nudge import (
     NUDGE_TEXT,
     RETRY_AFTER_S,
@@ -238,6 +239,22 @@ def test_a_webhook_that_drips_its_answer_does_not_hold_the_other_channels() -> N
         assert status["webhook"]["sending"] and status["webhook"]["sent"] == 0
     finally:
         receiver.close()
+
+
+def test_doorbellctl_status_says_it_in_plain_words() -> None:
+    waiting = {"request-1"}
+    clock = [T0 + 1]
+    scheduler = on_clock(
+        [("webhook", Recorder(fail=9)), ("ha", Recorder())], lambda: waiting, clock
+    )
+    scheduler.tick()
+    clock[0] = T0 + GRID
+    scheduler.tick()
+    scheduler.settle()
+    said = render_nudge(scheduler.status())
+    assert said.startswith("every 15 min: ha 1 sent; webhook 0 sent, FAILING (")
+    assert "down" in said and said.endswith("; one is due at the next slot")
+    assert render_nudge(None) == "off (no channel in nudge:)"
 
 
 def test_no_channel_no_nudge() -> None:

@@ -15,6 +15,7 @@ from gpiozero.pins.mock import MockFactory
 
 from cloud.loopback import MosquittoBroker, TusServer
 from device.app import Doorbell, Hooks
+from device.cli import render_status
 from firmware_config import load_config
 from foundation.clock import SystemClock
 from foundation.times import Window
@@ -144,3 +145,6 @@ def test_the_porch_bell_rings_and_never_decides(panel_world) -> None:
     status = device.app.status()
     assert status["bell"]["rings"] == 2 and status["bell"]["last_ring"]
     assert status["nudge"] is None  # no channel configured: no nudge
+    shown = render_status(status)
+    assert "porch bell    2 ring(s) since the start, the last at" in shown
+    assert "nudge         off" in shown
