@@ -94,10 +94,13 @@ def due(owed: Owed, now_ms: int, every_ms: int) -> bool:
 
 
 def sent(owed: Owed) -> Owed:
+    """Told: nothing is owed any more (news noted while the send was under way is added
+    back by the scheduler, which alone knows of it)."""
     return Owed()
 
 
 def failed(owed: Owed, now_ms: int, every_ms: int) -> Owed:
+    """A failed attempt at `now_ms`: still owed, one more try used in this slot."""
     slot = slot_of(now_ms, every_ms)
     attempts = owed.attempts + 1 if owed.tried_slot == slot else 1
     return replace(owed, tried_slot=slot, attempts=attempts, last_try_ms=now_ms)
