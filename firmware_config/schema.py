@@ -241,7 +241,10 @@ class _Reader:
         for key in data:
             if key not in known:
                 hint = difflib.get_close_matches(str(key), known, n=1)
-                name = str(key) if str(key).strip() else repr(key)  # `"": 1` names itself
+                text = str(key)
+                # a key that is empty, padded or holds control characters is shown quoted,
+                # so the problem line still starts with where it is (and prints safely)
+                name = text if text and text.isprintable() and text == text.strip() else repr(key)
                 where = f"{path}.{name}" if path else name
                 extra = f" (did you mean {hint[0]!r}?)" if hint else ""
                 self.problems.append(f"{where}: unknown key{extra}")
