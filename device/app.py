@@ -42,6 +42,7 @@ from foundation.errors import (
 from foundation.files import FileLock, disk_free_bytes, private_dir
 from foundation.locks import NamedLock, port_taken
 from foundation.times import format_time
+from foundation.wire import ShareState
 from recorder.buffer import BufferLock, RollingBuffer
 from recorder.process import RecorderProcess
 from sync import SOFTWARE_VERSION
@@ -223,11 +224,28 @@ class Doorbell:
             owner_key = public_key_from_b64(text)
             owner_keys[key_id(raw_public(owner_key))] = owner_key
         self.trusted_agencies = trusted
+        # The flow hands approvals to the share worker, which queues them in the outbox
+        # and wakes its dispatcher; the worker runs from start_uploader on.
+        self.share_worker = ShareWorker(
+            outbox=self.outbox,
+            buffer_root=self.paths.buffer_dir,
+            identity=self.identity,
+            contact=self.named_share_contact(),
+            clock=self.hooks.clock,
+            settings=ShareSettings(
+                chunk_bytes=config.share.chunk_bytes,
+                bandwidth_bytes_per_s=config.share.bandwidth_bytes_per_s,
+                max_attempts=config.share.max_attempts,
+                allow_plain_http_loopback=config.rfa.allow_plain_http_loopback,
+            ),
+            on_state=self._share_state_changed,
+            stop=self.stop_event,
+        )
         self.flow = RequestFlow(
             store=self.store,
             audit=self.audit,
             buffer=self.buffer,
-            outbox=self.outbox,
+            outbox=self.share_worker,
             facts=DeviceFacts(
                 device_id=config.device.id,
                 lat=config.device.lat,
@@ -244,22 +262,10 @@ class Doorbell:
         )
         self.flow.recover()
 
+    def _share_state_changed(self, rfa_id: str, state: ShareState, error: str | None) -> None:
+        self.flow.on_share_state(rfa_id, state, error)
+
     def start_uploader(self) -> None:
-        self.share_worker = ShareWorker(
-            outbox=self.outbox,
-            buffer_root=self.paths.buffer_dir,
-            identity=self.identity,
-            contact=self.named_share_contact(),
-            clock=self.hooks.clock,
-            settings=ShareSettings(
-                chunk_bytes=self.config.share.chunk_bytes,
-                bandwidth_bytes_per_s=self.config.share.bandwidth_bytes_per_s,
-                max_attempts=self.config.share.max_attempts,
-                allow_plain_http_loopback=self.config.rfa.allow_plain_http_loopback,
-            ),
-            on_state=self.flow.on_share_state,
-            stop=self.stop_event,
-        )
         self.supervisor.start("uploader", self.share_worker.run)
 
     def start_mqtt(self) -> None:

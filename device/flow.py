@@ -10,7 +10,8 @@ The one way to the outbox: `_apply` with a Decision that came out of
 a request that `StateStore.record_decision` found pending and closed in the same
 transaction as the decision and its nonce; or, at start-up, an approval recorded that
 way whose job was not queued yet (the daemon died in between). Nothing else calls
-`Outbox.enqueue`.
+`ShareQueue.enqueue` (in the daemon the share worker, which queues the job in the
+outbox and wakes its dispatcher).
 
 Nothing here publishes anything: declined, rejected and expired requests leave no trace
 outside the device (protocol.md §3.1); the owner learns of requests through the sealed,
