@@ -25,7 +25,7 @@ from device.flow import RequestFlow
 from device.identity import DeviceIdentity, load_device_identity
 from device.intake import Intake
 from device.notify import SystemdNotifier
-from device.owner_channel import OwnerChannel
+from device.owner_channel import OwnerChannel, pending_views
 from device.panel import Panel
 from device.paths import StatePaths
 from device.settings import camera_settings, storage_settings
@@ -302,7 +302,7 @@ class Doorbell:
             device_id=self.config.device.id,
             recipients=recipients,
             identity=self.identity,
-            pending=self.flow.pending_views,
+            pending=lambda: pending_views(self.flow.pending_footage()),
             shares=lambda: self.outbox.shares(self.hooks.clock.wall_ms()),
             audit_head=self.audit.head,
             clock=self.hooks.clock,

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from device.flow import RequestFlow
+from device.owner_channel import pending_entries
 from device.share_summary import share_summary
 from foundation.clock import Clock
 from foundation.errors import InvalidValueError
@@ -84,7 +85,7 @@ class ControlCommands:
         if cmd == "status":
             return {"ok": True, "status": self._status()}
         if cmd == "pending":
-            return {"ok": True, "requests": self._flow.pending_entries()}
+            return {"ok": True, "requests": pending_entries(self._flow.pending_footage())}
         if cmd == "shares":
             return {"ok": True, "shares": self._outbox.shares(self._clock.wall_ms())}
         if cmd in ("pause", "resume"):

@@ -52,6 +52,7 @@ from device.console.preview import MAX_CLIP_MS, STRIP_THUMBNAILS, Preview
 from device.console.tls import ConsoleCertificate, host_names
 from device.console.video import Video, video_routes
 from device.flow import RequestFlow
+from device.owner_channel import pending_entries
 from foundation.clock import Clock
 from foundation.display import shown
 from foundation.errors import DoorbellError, NoFootageError, TimeFormatError
@@ -330,7 +331,7 @@ class Console:
         raise ApiError(404, "no such API path")
 
     def pending(self, request: Request, body: Any) -> Any:
-        entries = self.parts.flow.pending_entries()
+        entries = pending_entries(self.parts.flow.pending_footage())
         for entry in entries:
             entry["agency_id"] = entry["agency"]["id"]
         return {"requests": entries, "requests_paused": self.parts.flow.requests_paused}
@@ -360,7 +361,10 @@ class Console:
     def request_detail(self, request: Request, body: Any) -> Any:
         rfa_id = request.path_params["rfa_id"]
         pending = self._pending(rfa_id)
-        entry = next((e for e in self.parts.flow.pending_entries() if e["id"] == rfa_id), None)
+        entry = next(
+            (e for e in pending_entries(self.parts.flow.pending_footage()) if e["id"] == rfa_id),
+            None,
+        )
         if entry is None:
             raise ApiError(404, _DECISION_WORDS["not_pending"], "not_pending")
         area = pending.rfa.area

@@ -14,6 +14,7 @@ from gpiozero.pins.mock import MockFactory
 
 from cloud.loopback import MosquittoBroker, TusServer
 from device.app import Doorbell, Hooks
+from device.owner_channel import pending_entries
 from firmware_config import load_config
 from foundation.clock import SystemClock
 from foundation.times import Window
@@ -29,7 +30,7 @@ class InProcess:
         self.app = app
 
     def pending_ids(self) -> list[str]:
-        return [entry["id"] for entry in self.app.flow.pending_entries()]
+        return [entry["id"] for entry in pending_entries(self.app.flow.pending_footage())]
 
     def share_state(self, rfa_id: str) -> str | None:
         for share in self.app.outbox.shares(self.app.hooks.clock.wall_ms()):
