@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from device.audit import AuditLog
-from device.cli import buffer_status
 from device.commands import ControlCommands
 from device.console import CONSOLE_COMMANDS, ConsoleService, console_command
 from device.control import ControlError, ControlServer, refuse_if_answering
@@ -30,6 +29,7 @@ from device.panel import Panel
 from device.paths import StatePaths
 from device.settings import camera_settings, storage_settings
 from device.state import StateStore
+from device.status import BufferFacts, Live, Status
 from device.supervisor import RestartBudget, Supervisor
 from firmware_config import Config
 from foundation import wire
@@ -375,7 +375,7 @@ class Doorbell:
             flow=self.flow,
             shares=lambda: self.outbox.shares(self.hooks.clock.wall_ms()),
             share_job=self.outbox.job,
-            control=self.handle_control,
+            commands=self.commands,
             audit_path=self.audit.path,
             audit_key=self.identity.signing.public,
             device_lat=self.config.device.lat,
@@ -429,31 +429,29 @@ class Doorbell:
         recording = "recording" if self.recorder_healthy() else "camera stalled"
         return f"{recording}; broker {broker}; {pending} request(s) pending"
 
-    def status(self) -> dict[str, Any]:
-        info: dict[str, Any] = dict(self.identity.pairing_info())
-        info.update(
-            {
-                "daemon": "running",
-                "version": SOFTWARE_VERSION,
-                "key_id": self.identity.signing.kid,
-                "recording": self.recorder_healthy(),
-                "frames_dropped": self.recorder.health().frames_dropped,
-                "broker": "connected" if self.mqtt.connected else "disconnected",
-                "publishes_dropped": {
-                    "offline": self.mqtt.dropped.offline,
-                    "unacknowledged": self.mqtt.dropped.unacknowledged,
-                },
-                "pending": len(self.flow.pending()),
-                "requests_paused": self.flow.requests_paused,
-                "shares_in_flight": self.outbox.active_count(),
-                "clock_synchronized": self.hooks.clock.synchronized(),
-                "clock_evidence": sync_evidence(),
-            }
+    def status(self) -> Status:
+        dropped = self.mqtt.dropped
+        return Status(
+            device_id=self.identity.device_id,
+            device_key=self.identity.signing.public_b64,
+            recipient=self.identity.recipient,
+            version=SOFTWARE_VERSION,
+            key_id=self.identity.signing.kid,
+            recording=self.recorder_healthy(),
+            clock_synchronized=self.hooks.clock.synchronized(),
+            clock_evidence=sync_evidence(),
+            buffer=BufferFacts.read(self.paths.buffer_dir),
+            live=Live(
+                frames_dropped=self.recorder.health().frames_dropped,
+                broker_connected=self.mqtt.connected,
+                publishes_dropped_offline=dropped.offline,
+                publishes_dropped_unacknowledged=dropped.unacknowledged,
+                pending=len(self.flow.pending()),
+                requests_paused=self.flow.requests_paused,
+                shares_in_flight=self.outbox.active_count(),
+                console=None if self.console is None else self.console.info(),
+            ),
         )
-        info.update(buffer_status(self.paths.buffer_dir))
-        if self.console is not None:
-            info["console"] = self.console.info()
-        return info
 
     def handle_control(self, request: dict[str, Any]) -> dict[str, Any]:
         """The control socket's requests: the console's to the console, the rest to the
