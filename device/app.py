@@ -29,7 +29,7 @@ from device.panel import Panel
 from device.paths import StatePaths
 from device.settings import camera_settings, storage_settings
 from device.state import StateStore
-from device.status import BufferFacts, Live, Status
+from device.status import BufferFacts, Health, Live, Status
 from device.supervisor import RestartBudget, Supervisor
 from firmware_config import Config
 from foundation import wire
@@ -91,6 +91,7 @@ class Doorbell:
         self.buffer: RollingBuffer
         self.recorder: RecorderProcess
         self.recorder_budget = RestartBudget()
+        self.recorder_restarts = 0  # doorbellctl status
         self.trusted_agencies: dict[str, TrustedAgencyKey] = {}
         self.flow: RequestFlow
         self.share_worker: ShareWorker
@@ -414,6 +415,7 @@ class Doorbell:
             return
         if self.recorder_budget.allow(self.hooks.clock.monotonic()):
             logger.error("the recorder exited with %s; starting it again", self.recorder.exitcode)
+            self.recorder_restarts += 1
             self.recorder.start()
         else:
             self.supervisor.fail("recorder")
@@ -449,6 +451,14 @@ class Doorbell:
                 pending=len(self.flow.pending()),
                 requests_paused=self.flow.requests_paused,
                 shares_in_flight=self.outbox.active_count(),
+                health=Health(
+                    broker_reconnects=max(0, self.mqtt.connections - 1),
+                    refused_packets=self.mqtt.refused_packets,
+                    upload_retries=self.share_worker.counts.retried,
+                    shares_failed=self.share_worker.counts.failed,
+                    owner_messages_unpublished=self.owner_channel.failures,
+                    recorder_restarts=self.recorder_restarts,
+                ),
                 console=None if self.console is None else self.console.info(),
             ),
         )

@@ -233,6 +233,10 @@ def render_status(status: Status) -> str:
         else:
             lines.append("requests      accepted (`doorbellctl pause` refuses new ones)")
         lines.append(f"shares        {live.shares_in_flight} in flight")
+        problems = live.health.lines()
+        lines.append("health        " + ("; ".join(problems) if problems else "no problems"))
+        if problems:
+            lines[-1] += "  (since the daemon started)"
         if live.console is not None:
             console = live.console
             which = "authority" if console.get("ca_fingerprint") else "certificate"

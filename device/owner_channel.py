@@ -241,8 +241,7 @@ class OwnerChannel:
         self._lead = min(float(lead_s), self._period / 2)
         self._stop = stop
         self._rotation = 0
-        self.rounds = 0  # completed rounds, for health reporting
-        self.failures = 0
+        self.failures = 0  # messages not published (doorbellctl status)
         self._failing = False
 
     def run(self) -> None:
@@ -304,7 +303,6 @@ class OwnerChannel:
             except Exception:  # a loop boundary: the broker may be down
                 ok = False
                 self._failed(topic)
-        self.rounds += 1
         if ok:
             self._failing = False
 

@@ -51,6 +51,38 @@ class BufferFacts:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Health:
+    """Counts since the daemon started that tell the owner something is wrong: each is
+    0 on a good day."""
+
+    broker_reconnects: int  # connections to the broker after the first
+    refused_packets: int  # connections dropped on a packet the device refuses
+    upload_retries: int  # share attempts that failed and will be tried again
+    shares_failed: int
+    owner_messages_unpublished: int  # owner-channel messages the broker did not take
+    recorder_restarts: int
+
+    def to_json(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Health:
+        return cls(**{name: int(raw[name]) for name in cls.__slots__})
+
+    def lines(self) -> list[str]:
+        """In plain words, for `doorbellctl status`."""
+        counted = [
+            (self.broker_reconnects, "reconnection(s) to the broker"),
+            (self.refused_packets, "broker message(s) refused as too large or malformed"),
+            (self.upload_retries, "upload attempt(s) failed and retried"),
+            (self.shares_failed, "share(s) failed"),
+            (self.owner_messages_unpublished, "message(s) to the owner's app not sent"),
+            (self.recorder_restarts, "recorder restart(s)"),
+        ]
+        return [f"{count} {what}" for count, what in counted if count]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Live:
     """What only a running daemon knows."""
 
@@ -61,6 +93,7 @@ class Live:
     pending: int
     requests_paused: bool
     shares_in_flight: int
+    health: Health
     console: Mapping[str, str | None] | None = None  # ConsoleService.info(), when on
 
 
@@ -106,6 +139,7 @@ class Status:
                 pending=live.pending,
                 requests_paused=live.requests_paused,
                 shares_in_flight=live.shares_in_flight,
+                health=live.health.to_json(),
             )
             if live.console is not None:
                 out["console"] = dict(live.console)
@@ -135,6 +169,7 @@ def _status_from_json(raw: Mapping[str, Any]) -> Status:
             pending=int(raw["pending"]),
             requests_paused=bool(raw["requests_paused"]),
             shares_in_flight=int(raw["shares_in_flight"]),
+            health=Health.from_json(raw["health"]),
             console=None if console is None else dict(console),
         )
     free = raw.get("disk_free_bytes")

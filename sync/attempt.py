@@ -94,6 +94,16 @@ class _Cancelled(DoorbellError):
     pass
 
 
+@dataclass(slots=True)
+class ShareCounts:
+    """Since the daemon started (shown by `doorbellctl status`). Each lane adds to its
+    own shares' counts; a lost increment between two lanes would cost one count, never
+    a share."""
+
+    retried: int = 0  # attempts that failed and will be tried again
+    failed: int = 0  # shares that ended failed
+
+
 @dataclass(frozen=True, kw_only=True)
 class AttemptParts:
     """What every attempt works with; made once by the share worker."""
@@ -109,6 +119,7 @@ class AttemptParts:
     rng: random.Random
     build_lock: threading.Lock  # builds run one at a time, whichever lane asks
     stop: threading.Event  # the daemon's
+    counts: ShareCounts
 
 
 class ShareAttempt:
@@ -207,7 +218,8 @@ class ShareAttempt:
         logger.warning("share %s failed: %s", shown(job.rfa_id), shown(error))
         if not job.built:
             self._outbox.delete_files(job.rfa_id)
-        self._set_state(ShareState.FAILED, error)
+        if self._set_state(ShareState.FAILED, error):
+            self._parts.counts.failed += 1
 
     def _retry_later(self, error: str) -> None:
         job = self._job
@@ -217,6 +229,7 @@ class ShareAttempt:
             self._fail(error_phrase(error, f" (gave up after {attempts} attempts)"))
             return
         error = error_phrase(error)
+        self._parts.counts.retried += 1
         delay = backoff_s(
             attempts - 1,  # the first failed attempt waits about retry_base_s
             base_s=self._parts.settings.retry_base_s,

@@ -351,7 +351,6 @@ class BoundedClient(paho.Client):
     reads the QoS bits of the fixed header and answers a protocol error instead, which
     paho handles like a lost connection (socket closed, on_disconnect, reconnect)."""
 
-    refused_packets = 0  # both kinds, all clients (the test kit reads it)
     refused_here = False  # this connection ended on a refusal (MqttLink's backoff reads it)
 
     def _sock_recv(self, bufsize: int) -> bytes:
@@ -381,7 +380,6 @@ class BoundedClient(paho.Client):
         return super()._handle_publish()
 
     def _refused(self) -> None:
-        type(self).refused_packets += 1
         self.refused_here = True
 
     def take_refusal(self) -> bool:
@@ -439,7 +437,8 @@ class MqttLink:
         self._outbound_lock = threading.Lock()
         self._latest: dict[str, paho.MQTTMessageInfo] = {}  # per topic, the last one sent
         self._holding_back: set[str] = set()  # topics whose last message is unacknowledged
-        self.connections = 0  # successful connections so far (for tests and health)
+        self.connections = 0  # successful connections so far (doorbellctl status)
+        self.refused_packets = 0  # connections dropped on a packet refused (doorbellctl status)
         self.dropped = PublishDrops()
 
     @property
@@ -678,6 +677,7 @@ class MqttLink:
             refused = isinstance(client, BoundedClient) and client.take_refusal()
             self._refusals = self._refusals + 1 if refused else 0
             if refused:
+                self.refused_packets += 1
                 with self._lock:
                     self._attempt = self._refusals
             self._schedule_retry(client)

@@ -50,7 +50,7 @@ import requests
 from foundation.clock import Clock
 from foundation.display import shown
 from foundation.wire import ACTIVE_SHARE_STATES, ShareState
-from sync.attempt import AttemptParts, ShareAttempt, StateCallback
+from sync.attempt import AttemptParts, ShareAttempt, ShareCounts, StateCallback
 from sync.models import Decision, Rfa
 from sync.outbox import Outbox, ShareJob
 from sync.release import wait_left_ms
@@ -108,6 +108,7 @@ class ShareWorker:
             rng=rng or random.Random(),  # noqa: S311 (jitter, not secrets)
             build_lock=threading.Lock(),
             stop=stop,
+            counts=ShareCounts(),
         )
         self._wake = threading.Event()
         self._lock = threading.Lock()  # guards the maps below and an attempt's start
@@ -149,6 +150,10 @@ class ShareWorker:
         self._notify(rfa_id, ShareState.CANCELLED, None)
         self.wake()
         return True
+
+    @property
+    def counts(self) -> ShareCounts:
+        return self._parts.counts
 
     def lanes(self) -> int:
         """How many lanes are running (for tests and status)."""

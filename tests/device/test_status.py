@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from device.cli import render_status
-from device.status import BufferFacts, Live, Status, StatusError
+from device.status import BufferFacts, Health, Live, Status, StatusError
 from foundation.times import Window
 
 STOPPED = Status(
@@ -38,6 +38,14 @@ RUNNING = replace(
         pending=2,
         requests_paused=False,
         shares_in_flight=1,
+        health=Health(
+            broker_reconnects=2,
+            refused_packets=1,
+            upload_retries=0,
+            shares_failed=0,
+            owner_messages_unpublished=0,
+            recorder_restarts=0,
+        ),
         console={
             "url": "https://doorbell.local:8443/",
             "fingerprint": "AB",
@@ -62,7 +70,7 @@ def test_the_wire_keys_are_those_doorbellctl_status_json_always_printed() -> Non
     }  # fmt: skip
     assert set(RUNNING.to_json()) - set(STOPPED.to_json()) == {
         "frames_dropped", "broker", "publishes_dropped", "pending", "requests_paused",
-        "shares_in_flight", "console",
+        "shares_in_flight", "console", "health",
     }  # fmt: skip
 
 
@@ -72,6 +80,9 @@ def test_both_render_in_plain_words() -> None:
     assert "daemon        running" in running
     assert "broker        connected  (not sent: 1 offline)" in running
     assert "pending       2 request(s)" in running
+    assert "health        2 reconnection(s) to the broker; 1 broker message(s) refused" in running
+    assert "health        no problems" in render_status(replace(RUNNING, live=replace(
+        RUNNING.live, health=Health(**dict.fromkeys(Health.__slots__, 0)))))  # fmt: skip
 
 
 @given(
