@@ -351,6 +351,7 @@ class BoundedClient(paho.Client):
     reads the QoS bits of the fixed header and answers a protocol error instead, which
     paho handles like a lost connection (socket closed, on_disconnect, reconnect)."""
 
+    refused_packets = 0  # this client's, both kinds (MqttLink.refused_packets)
     refused_here = False  # this connection ended on a refusal (MqttLink's backoff reads it)
 
     def _sock_recv(self, bufsize: int) -> bytes:
@@ -380,6 +381,7 @@ class BoundedClient(paho.Client):
         return super()._handle_publish()
 
     def _refused(self) -> None:
+        self.refused_packets += 1
         self.refused_here = True
 
     def take_refusal(self) -> bool:
@@ -438,8 +440,13 @@ class MqttLink:
         self._latest: dict[str, paho.MQTTMessageInfo] = {}  # per topic, the last one sent
         self._holding_back: set[str] = set()  # topics whose last message is unacknowledged
         self.connections = 0  # successful connections so far (doorbellctl status)
-        self.refused_packets = 0  # connections dropped on a packet refused (doorbellctl status)
         self.dropped = PublishDrops()
+
+    @property
+    def refused_packets(self) -> int:
+        """Packets from the broker refused so far (doorbellctl status)."""
+        client = self._client
+        return client.refused_packets if isinstance(client, BoundedClient) else 0
 
     @property
     def connected(self) -> bool:
@@ -677,7 +684,6 @@ class MqttLink:
             refused = isinstance(client, BoundedClient) and client.take_refusal()
             self._refusals = self._refusals + 1 if refused else 0
             if refused:
-                self.refused_packets += 1
                 with self._lock:
                     self._attempt = self._refusals
             self._schedule_retry(client)
