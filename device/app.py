@@ -18,7 +18,6 @@ from typing import Any
 
 from device.audit import AuditLog
 from device.bell import Bell, Rings
-from device.cli import buffer_status
 from device.commands import ControlCommands
 from device.console import CONSOLE_COMMANDS, ConsoleService, console_command
 from device.control import ControlError, ControlServer, refuse_if_answering
@@ -27,10 +26,11 @@ from device.identity import DeviceIdentity, load_device_identity
 from device.intake import Intake
 from device.notify import SystemdNotifier
 from device.nudge import NudgeChannel, NudgeScheduler, WebhookChannel
-from device.owner_channel import OwnerChannel
+from device.owner_channel import OwnerChannel, pending_views
 from device.panel import Panel
 from device.paths import StatePaths
 from device.state import StateStore
+from device.status import BufferFacts, Health, Live, Status
 from device.supervisor import RestartBudget, Supervisor
 from firmware_config import Config
 from foundation import wire
@@ -43,6 +43,7 @@ from foundation.errors import (
 from foundation.files import FileLock, disk_free_bytes, private_dir
 from foundation.locks import NamedLock, port_taken
 from foundation.times import format_time
+from foundation.wire import ShareState
 from recorder.buffer import BufferLock, RollingBuffer
 from recorder.process import RecorderProcess
 from sync import SOFTWARE_VERSION
@@ -90,6 +91,7 @@ class Doorbell:
         self.buffer: RollingBuffer
         self.recorder: RecorderProcess
         self.recorder_budget = RestartBudget()
+        self.recorder_restarts = 0  # doorbellctl status
         self.trusted_agencies: dict[str, TrustedAgencyKey] = {}
         self.flow: RequestFlow
         self.share_worker: ShareWorker
@@ -230,11 +232,23 @@ class Doorbell:
             owner_key = public_key_from_b64(text)
             owner_keys[key_id(raw_public(owner_key))] = owner_key
         self.trusted_agencies = trusted
+        # The flow hands approvals to the share worker, which queues them in the outbox
+        # and wakes its dispatcher; the worker runs from start_uploader on.
+        self.share_worker = ShareWorker(
+            outbox=self.outbox,
+            buffer_root=self.paths.buffer_dir,
+            identity=self.identity,
+            contact=self.named_share_contact(),
+            clock=self.hooks.clock,
+            settings=config.share,
+            on_state=self._share_state_changed,
+            stop=self.stop_event,
+        )
         self.flow = RequestFlow(
             store=self.store,
             audit=self.audit,
             buffer=self.buffer,
-            outbox=self.outbox,
+            outbox=self.share_worker,
             facts=DeviceFacts(
                 device_id=config.device.id,
                 lat=config.device.lat,
@@ -251,17 +265,10 @@ class Doorbell:
         )
         self.flow.recover()
 
+    def _share_state_changed(self, rfa_id: str, state: ShareState, error: str | None) -> None:
+        self.flow.on_share_state(rfa_id, state, error)
+
     def start_uploader(self) -> None:
-        self.share_worker = ShareWorker(
-            outbox=self.outbox,
-            buffer_root=self.paths.buffer_dir,
-            identity=self.identity,
-            contact=self.named_share_contact(),
-            clock=self.hooks.clock,
-            settings=self.config.share,
-            on_state=self.flow.on_share_state,
-            stop=self.stop_event,
-        )
         self.supervisor.start("uploader", self.share_worker.run)
 
     def start_mqtt(self) -> None:
@@ -298,7 +305,7 @@ class Doorbell:
             device_id=self.config.device.id,
             recipients=recipients,
             identity=self.identity,
-            pending=self.flow.pending_views,
+            pending=lambda: pending_views(self.flow.pending_footage()),
             shares=lambda: self.outbox.shares(self.hooks.clock.wall_ms()),
             audit_head=self.audit.head,
             clock=self.hooks.clock,
@@ -385,7 +392,7 @@ class Doorbell:
             flow=self.flow,
             shares=lambda: self.outbox.shares(self.hooks.clock.wall_ms()),
             share_job=self.outbox.job,
-            control=self.handle_control,
+            commands=self.commands,
             audit_path=self.audit.path,
             audit_key=self.identity.signing.public,
             device_lat=self.config.device.lat,
@@ -458,6 +465,7 @@ class Doorbell:
             return
         if self.recorder_budget.allow(self.hooks.clock.monotonic()):
             logger.error("the recorder exited with %s; starting it again", self.recorder.exitcode)
+            self.recorder_restarts += 1
             self.recorder.start()
         else:
             self.supervisor.fail("recorder")
@@ -473,33 +481,39 @@ class Doorbell:
         recording = "recording" if self.recorder_healthy() else "camera stalled"
         return f"{recording}; broker {broker}; {pending} request(s) pending"
 
-    def status(self) -> dict[str, Any]:
-        info: dict[str, Any] = dict(self.identity.pairing_info())
-        info.update(
-            {
-                "daemon": "running",
-                "version": SOFTWARE_VERSION,
-                "key_id": self.identity.signing.kid,
-                "recording": self.recorder_healthy(),
-                "frames_dropped": self.recorder.health().frames_dropped,
-                "broker": "connected" if self.mqtt.connected else "disconnected",
-                "publishes_dropped": {
-                    "offline": self.mqtt.dropped.offline,
-                    "unacknowledged": self.mqtt.dropped.unacknowledged,
-                },
-                "pending": len(self.flow.pending()),
-                "requests_paused": self.flow.requests_paused,
-                "shares_in_flight": self.outbox.active_count(),
-                "clock_synchronized": self.hooks.clock.synchronized(),
-                "clock_evidence": sync_evidence(),
-            }
+    def status(self) -> Status:
+        dropped = self.mqtt.dropped
+        return Status(
+            device_id=self.identity.device_id,
+            device_key=self.identity.signing.public_b64,
+            recipient=self.identity.recipient,
+            version=SOFTWARE_VERSION,
+            key_id=self.identity.signing.kid,
+            recording=self.recorder_healthy(),
+            clock_synchronized=self.hooks.clock.synchronized(),
+            clock_evidence=sync_evidence(),
+            buffer=BufferFacts.read(self.paths.buffer_dir),
+            live=Live(
+                frames_dropped=self.recorder.health().frames_dropped,
+                broker_connected=self.mqtt.connected,
+                publishes_dropped_offline=dropped.offline,
+                publishes_dropped_unacknowledged=dropped.unacknowledged,
+                pending=len(self.flow.pending()),
+                requests_paused=self.flow.requests_paused,
+                shares_in_flight=self.outbox.active_count(),
+                health=Health(
+                    broker_reconnects=max(0, self.mqtt.connections - 1),
+                    refused_packets=self.mqtt.refused_packets,
+                    upload_retries=self.share_worker.counts.retried,
+                    shares_failed=self.share_worker.counts.failed,
+                    owner_messages_unpublished=self.owner_channel.failures,
+                    recorder_restarts=self.recorder_restarts,
+                ),
+                console=None if self.console is None else self.console.info(),
+                bell=self.rings.status(wired=self.bell is not None),
+                nudge=None if self.nudge is None else self.nudge.status(),
+            ),
         )
-        info.update(buffer_status(self.paths.buffer_dir))
-        info["bell"] = self.rings.status(wired=self.bell is not None)
-        info["nudge"] = None if self.nudge is None else self.nudge.status()
-        if self.console is not None:
-            info["console"] = self.console.info()
-        return info
 
     def handle_control(self, request: dict[str, Any]) -> dict[str, Any]:
         """The control socket's requests: the console's to the console, the rest to the

@@ -16,6 +16,7 @@ from gpiozero.pins.mock import MockFactory
 from cloud.loopback import MosquittoBroker, TusServer
 from device.app import Doorbell, Hooks
 from device.cli import render_status
+from device.owner_channel import pending_entries
 from firmware_config import load_config
 from foundation.clock import SystemClock
 from foundation.times import Window
@@ -32,7 +33,7 @@ class InProcess:
         self.app = app
 
     def pending_ids(self) -> list[str]:
-        return [entry["id"] for entry in self.app.flow.pending_entries()]
+        return [entry["id"] for entry in pending_entries(self.app.flow.pending_footage())]
 
     def share_state(self, rfa_id: str) -> str | None:
         for share in self.app.outbox.shares(self.app.hooks.clock.wall_ms()):
@@ -143,8 +144,9 @@ def test_the_porch_bell_rings_and_never_decides(panel_world) -> None:
     time.sleep(2.0)  # time for a wrong decision to show, if the bell made one
     assert rfa.id in device.pending_ids() and device.share_state(rfa.id) is None
     status = device.app.status()
-    assert status["bell"]["rings"] == 2 and status["bell"]["last_ring"]
-    assert status["nudge"] is None  # no channel configured: no nudge
+    assert status.live is not None and status.live.bell is not None
+    assert status.live.bell["rings"] == 2 and status.live.bell["last_ring"]
+    assert status.live.nudge is None  # no channel configured: no nudge
     shown = render_status(status)
     assert "porch bell    2 ring(s) since the start, the last at" in shown
     assert "nudge         off" in shown
