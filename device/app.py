@@ -12,7 +12,7 @@ import hashlib
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from device.control import ControlError, ControlServer, refuse_if_answering
 from device.flow import RequestFlow
 from device.identity import DeviceIdentity, load_device_identity
 from device.intake import Intake
+from device.masks import PrivacyMasks
 from device.notify import SystemdNotifier
 from device.owner_channel import OwnerChannel
 from device.panel import Panel
@@ -89,6 +90,7 @@ class Doorbell:
         self.outbox: Outbox
         self.buffer: RollingBuffer
         self.recorder: RecorderProcess
+        self.masks: PrivacyMasks
         self.recorder_budget = RestartBudget()
         self.trusted_agencies: dict[str, TrustedAgencyKey] = {}
         self.flow: RequestFlow
@@ -201,12 +203,16 @@ class Doorbell:
         self._on_stop(self.buffer.close)
 
     def start_recorder(self) -> None:
+        camera = camera_settings(self.config)
+        self.masks = PrivacyMasks(config_masks=camera.masks, store=self.store, audit=self.audit)
+        self.masks.audit_start()
         self.recorder = RecorderProcess(
-            camera=camera_settings(self.config),
+            camera=replace(camera, masks=self.masks.in_force),
             storage=storage_settings(self.config),
             clock=self.hooks.clock,
             free_space=self.hooks.free_space,
         )
+        self.masks.follow(self.recorder.set_masks)
         self.recorder.start()
         self._on_stop(lambda: self.recorder.stop(timeout=10))
 
@@ -375,6 +381,7 @@ class Doorbell:
             device_lat=self.config.device.lat,
             device_lon=self.config.device.lon,
             clock=self.hooks.clock,
+            masks=self.masks,
         )
         self._on_stop(self.console.stop)
         self.console.start()

@@ -18,6 +18,7 @@ def camera_settings(config: Config) -> CameraSettings:
         height=cam.height,
         fps=cam.fps,
         preset=cam.preset,
+        masks=getattr(cam, "masks", ()),  # camera.masks: added with the new schema
     )
 
 
