@@ -115,8 +115,8 @@ class PrivacyMasks:
             self._owner = owner
             self._record("console")
             logger.info("privacy masks changed in the console: %d in force", len(self.in_force))
-        self._apply(self.in_force)
-        return self.in_force
+            self._apply(self.in_force)  # in the lock: the recorder gets the sets in order
+            return self.in_force
 
     def _record(self, by: str) -> None:
         self._audit.append("privacy_masks", audit_fields(self._config, self._owner, by))
