@@ -29,7 +29,6 @@ from device.notify import SystemdNotifier
 from device.owner_channel import OwnerChannel
 from device.panel import Panel
 from device.paths import StatePaths
-from device.settings import camera_settings, storage_settings
 from device.state import StateStore
 from device.supervisor import RestartBudget, Supervisor
 from firmware_config import Config
@@ -52,7 +51,6 @@ from sync.models import ConsentMethod
 from sync.mqtt import MqttLink
 from sync.outbox import Outbox
 from sync.rfa import DeviceFacts, TrustedAgencyKey
-from sync.settings import ShareSettings
 from sync.uploader import ShareWorker
 
 logger = logging.getLogger(__name__)
@@ -203,12 +201,12 @@ class Doorbell:
         self._on_stop(self.buffer.close)
 
     def start_recorder(self) -> None:
-        camera = camera_settings(self.config)
+        camera = self.config.camera
         self.masks = PrivacyMasks(config_masks=camera.masks, store=self.store, audit=self.audit)
         self.masks.audit_start()
         self.recorder = RecorderProcess(
             camera=replace(camera, masks=self.masks.in_force),
-            storage=storage_settings(self.config),
+            storage=self.config.storage,
             clock=self.hooks.clock,
             free_space=self.hooks.free_space,
         )
@@ -257,12 +255,7 @@ class Doorbell:
             identity=self.identity,
             contact=self.named_share_contact(),
             clock=self.hooks.clock,
-            settings=ShareSettings(
-                chunk_bytes=self.config.share.chunk_bytes,
-                bandwidth_bytes_per_s=self.config.share.bandwidth_bytes_per_s,
-                max_attempts=self.config.share.max_attempts,
-                allow_plain_http_loopback=self.config.rfa.allow_plain_http_loopback,
-            ),
+            settings=self.config.share,
             on_state=self.flow.on_share_state,
             stop=self.stop_event,
         )
@@ -329,7 +322,6 @@ class Doorbell:
                 rfa_id,
                 approve=approve,
                 method=ConsentMethod.BUTTON,
-                share_contact=owner.share_contact_by_default,
             ),
             stop=self.stop_event,
         )
