@@ -19,10 +19,11 @@ OpenCV), and the picamera2 source in its `pre_callback`, on the camera's own buf
 Both take them from a `MaskFeed`, which the recorder process updates when the owner
 changes them in the console (recorder/process.py).
 
-Validation is pure Python (`check_masks`): at least 3 and at most `MAX_POINTS` points,
+Validation is pure Python (`check_masks`): at least 3 and at most `MAX_POINTS` corners,
 each within 0-1, a polygon that does not cross itself and has an area, at most
 `MAX_MASKS` masks, and masks that together leave some of the frame visible. Errors
-name the key (`camera.masks[1].points[2]`) so a config error points at its line.
+name the key and the corner (`camera.masks[1].points: corner 3 [1.5, 0.2] is outside
+the picture ...`) so a config error points at its line.
 """
 
 from __future__ import annotations
@@ -79,26 +80,45 @@ def parse_masks(data: object, key: str = "camera.masks") -> tuple[Mask, ...]:
         unknown = set(item) - {"name", "points"}
         if unknown:
             raise InvalidValueError(f"{here}.{sorted(map(str, unknown))[0]}: unknown key")
-        name = item.get("name", f"mask {i + 1}")
-        if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME:
-            raise InvalidValueError(f"{here}.name: expected text of 1 to {MAX_NAME} characters")
-        if any(ord(c) < 32 for c in name):
-            raise InvalidValueError(f"{here}.name: no control characters")
-        raw = item.get("points")
-        if not isinstance(raw, list | tuple):
-            raise InvalidValueError(f"{here}.points: expected a list of [x, y] points")
-        points = []
-        for j, point in enumerate(raw[: MAX_POINTS + 1]):
-            if (
-                not isinstance(point, list | tuple)
-                or len(point) != 2
-                or not all(_is_number(v) for v in point)
-            ):
-                raise InvalidValueError(f"{here}.points[{j}]: expected [x, y], two numbers")
-            points.append((float(point[0]), float(point[1])))
-        masks.append(Mask(name.strip(), tuple(points)))
+        try:
+            name = mask_name(item.get("name", f"mask {i + 1}"))
+        except InvalidValueError as exc:
+            raise InvalidValueError(f"{here}.name: {exc}") from None
+        try:
+            points = parse_points(item.get("points"))
+        except InvalidValueError as exc:
+            raise InvalidValueError(f"{here}.points: {exc}") from None
+        masks.append(Mask(name, points))
     check_masks(masks, key)
     return tuple(masks)
+
+
+def mask_name(value: object) -> str:
+    """A mask's name: text of 1 to MAX_NAME characters, no control characters."""
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_NAME:
+        raise InvalidValueError(f"expected text of 1 to {MAX_NAME} characters")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise InvalidValueError("no control characters")
+    return value.strip()
+
+
+def parse_points(raw: object) -> tuple[Point, ...]:
+    """A polygon's corners from JSON or YAML (`[[x, y], ...]`), checked (check_polygon)."""
+    if not isinstance(raw, list | tuple):
+        raise InvalidValueError("expected a list of [x, y] corners")
+    points = []
+    for j, point in enumerate(raw[: MAX_POINTS + 1]):
+        if (
+            not isinstance(point, list | tuple)
+            or len(point) != 2
+            or not all(_is_number(v) for v in point)
+        ):
+            raise InvalidValueError(f"corner {j + 1}: expected [x, y], two numbers")
+        points.append((float(point[0]), float(point[1])))
+    problem = polygon_problem(points)
+    if problem is not None:
+        raise InvalidValueError(problem)
+    return tuple(points)
 
 
 def _is_number(value: object) -> bool:
@@ -125,24 +145,30 @@ def check_masks(masks: Sequence[Mask], key: str = "camera.masks") -> None:
 
 def check_polygon(points: Sequence[Point], key: str) -> None:
     """Raise InvalidValueError (naming the key) unless `points` is a simple polygon."""
+    problem = polygon_problem(points)
+    if problem is not None:
+        raise InvalidValueError(f"{key}: {problem}")
+
+
+def polygon_problem(points: Sequence[Point]) -> str | None:
+    """What is wrong with `points` as a mask's outline, in words, or None."""
     if len(points) < 3:
-        raise InvalidValueError(f"{key}: a mask needs at least 3 points")
+        return "a mask needs at least 3 corners"
     if len(points) > MAX_POINTS:
-        raise InvalidValueError(f"{key}: a mask has at most {MAX_POINTS} points")
+        return f"a mask has at most {MAX_POINTS} corners"
     for j, (x, y) in enumerate(points):
         if not (math.isfinite(x) and math.isfinite(y) and 0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
-            raise InvalidValueError(
-                f"{key}[{j}]: a point must lie within the picture (0 to 1), not {[x, y]}"
-            )
+            return f"corner {j + 1} {[x, y]} is outside the picture (x and y run from 0 to 1)"
     crossing = self_intersection(points)
     if crossing is not None:
         a, b = crossing
-        raise InvalidValueError(
-            f"{key}: the outline crosses itself (edge {a + 1} meets edge {b + 1}); "
+        return (
+            f"the outline crosses itself (edge {a + 1} meets edge {b + 1}); "
             "draw it without crossing lines"
         )
     if abs(polygon_area(points)) < MIN_AREA:
-        raise InvalidValueError(f"{key}: the mask is too small or thin to hide anything")
+        return "the mask is too small or thin to hide anything"
+    return None
 
 
 def polygon_area(points: Sequence[Point]) -> float:

@@ -91,16 +91,16 @@ HOSTILE = [
     ),
     (
         {"masks": [{"name": "x", "points": [[0, 0], [1.5, 0], [0, 1]]}]},
-        "masks[0].points[1]: a point must lie within the picture",
+        "masks[0].points: corner 2 [1.5, 0.0] is outside the picture",
     ),
-    ({"masks": [{"name": "x", "points": [[0, 0], [1, 0]]}]}, "at least 3 points"),
+    ({"masks": [{"name": "x", "points": [[0, 0], [1, 0]]}]}, "at least 3 corners"),
     (
         {"masks": [{"name": "x", "points": [[0, 0], [1, 0], [1, 1], [0, 1]]}]},
         "the masks hide the whole picture",
     ),
     (
         {"masks": [{"name": "x", "points": [[0, 0], ["1e999", 0], [0, 1]]}]},
-        "masks[0].points[1]: expected [x, y]",
+        "masks[0].points: corner 2: expected [x, y]",
     ),
     (
         {"masks": [{"name": "<script>", "points": [[0, 0], [0.1, 0], [0, 0.1]]}] * 2},
