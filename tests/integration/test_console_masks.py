@@ -16,8 +16,9 @@ from typing import Any
 import av
 import pytest
 
+from cloud.loopback import MosquittoBroker, TusServer, free_port
 from device.audit_verify import read_audit
-from tests.fixtures.daemon import World, wait_for
+from tests.fixtures.daemon import World, make_world, start_and_pair, wait_for
 from tests.fixtures.masked import THREE_MASKS, decoded_frames, hidden
 from tests.integration.console_kit import ConsoleHttp, cworld, signed_in  # noqa: F401
 from tests.integration.test_console_browser import browser, sign_in  # noqa: F401
@@ -188,3 +189,43 @@ def test_an_owner_draws_masks_on_a_phone(cworld: World, phone: Any) -> None:  # 
     assert page.input_value("#name-0") == "Street"
     assert [e["by"] for e in audit_masks(world)] == ["console"]
     assert json.dumps(audit_masks(world)[0]["masks"][0]["label"]) == '"Street"'
+
+
+def test_the_configs_masks_hold_from_the_first_frame_and_the_console_cannot_lift_them(
+    tmp_path: Path, mosquitto: MosquittoBroker, tus_server: TusServer
+) -> None:
+    street = THREE_MASKS[0]
+    world = make_world(
+        tmp_path,
+        mosquitto,
+        tus_server,
+        extra={
+            "console": {"listen": f"127.0.0.1:{free_port()}"},
+            "camera": {"masks": [street.to_json()]},
+        },
+    )
+    start_and_pair(world)
+    try:
+        wait_for(lambda: len(segment_starts(world)) >= 2, 60, "two segments")
+        assert all(hidden(p, (street,)) for _s, _t, p in decoded_frames(var(world) / "buffer"))
+        (entry,) = audit_masks(world)
+        assert entry == {
+            "by": "start",
+            "masks": [
+                {"label": "street", "set_in": "config", "points": street.to_json()["points"]}
+            ],
+        }
+        client = signed_in(world)
+        assert client.get("/api/masks").json() == {"config": [street.to_json()], "owner": []}
+        # The owner's list never held the config's masks: sending none leaves them on.
+        reply = client.post("/api/masks", json={"masks": [street.to_json()]})
+        assert reply.status_code == 400
+        assert "masks[0].name: 'street' is the name of a mask set in the config" in reply.text
+        window = THREE_MASKS[1].to_json()
+        assert client.post("/api/masks", json={"masks": [window]}).json() == {
+            "config": [street.to_json()],
+            "owner": [window],
+        }
+        assert [m["set_in"] for m in audit_masks(world)[-1]["masks"]] == ["config", "console"]
+    finally:
+        world.daemon.stop()
