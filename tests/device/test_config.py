@@ -349,6 +349,8 @@ _PART_KEYS = (
             "anonymous_delay_max_minutes",
         )
     ]
+    + [("bell", key) for key in ("bounce_ms", "chime_seconds", "button_pin", "chime_pin")]
+    + [("nudge", "every_minutes")]
 )
 
 
@@ -428,6 +430,14 @@ def test_any_document_is_a_config_or_a_list_of_problems(
 
 def test_a_config_that_is_not_a_mapping_says_so() -> None:
     assert problems(["device"])[0] == "the config file: expected a mapping, got list"
+
+
+@pytest.mark.parametrize("key", ["\x85device", " device", "", "dev\nice"])
+def test_an_odd_unknown_key_is_quoted_so_its_line_starts_with_where_it_is(key: str) -> None:
+    """Found by the property above: a key led by U+0085 made a problem line that began
+    with white space; such keys are now shown as Python would quote them."""
+    line = next(p for p in problems({key: 1}) if "unknown key" in p)
+    assert PLACE.match(line) and line.startswith(repr(key))
 
 
 # ---- camera.masks (recorder/masks.py) ------------------------------------------------------
