@@ -398,6 +398,14 @@ class MaskPainter:
         self._version = -1
         self._raster: MaskRaster | None = None
 
+    def prepare(self) -> None:
+        """Rasterise the set in force now (loading OpenCV), before frames arrive: the
+        first frame then costs no more than the others (a camera thread must not stall)."""
+        version, masks = self._feed.current()
+        if version != self._version:
+            self._raster = MaskRaster(masks, self._width, self._height) if masks else None
+            self._version = version
+
     def paint(self, y: np.ndarray, u: np.ndarray, v: np.ndarray) -> bool:
         version, masks = self._feed.current()
         changed = version != self._version

@@ -173,6 +173,7 @@ class Picamera2Camera:
         )
         camera.configure(config)
         if self._painter is not None:
+            self._painter.prepare()
             self._mapped_array = api.mapped_array
             camera.pre_callback = self._paint
         iperiod = keyframe_interval(self.fps)

@@ -128,6 +128,8 @@ class Recorder:
         try:
             self._buffer.reconcile()
             self._retention()
+            if self._painter is not None:
+                self._painter.prepare()
             self._source.open()
             capture = threading.Thread(target=self._capture_loop, name="capture", daemon=True)
             capture.start()
