@@ -12,7 +12,7 @@ import hashlib
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from device.control import ControlError, ControlServer, refuse_if_answering
 from device.flow import RequestFlow
 from device.identity import DeviceIdentity, load_device_identity
 from device.intake import Intake
+from device.masks import PrivacyMasks
 from device.notify import SystemdNotifier
 from device.nudge import NudgeChannel, NudgeScheduler, WebhookChannel
 from device.owner_channel import OwnerChannel, pending_views
@@ -90,6 +91,7 @@ class Doorbell:
         self.outbox: Outbox
         self.buffer: RollingBuffer
         self.recorder: RecorderProcess
+        self.masks: PrivacyMasks
         self.recorder_budget = RestartBudget()
         self.recorder_restarts = 0  # doorbellctl status
         self.trusted_agencies: dict[str, TrustedAgencyKey] = {}
@@ -210,12 +212,16 @@ class Doorbell:
         self._on_stop(self.buffer.close)
 
     def start_recorder(self) -> None:
+        camera = self.config.camera
+        self.masks = PrivacyMasks(config_masks=camera.masks, store=self.store, audit=self.audit)
+        self.masks.audit_start()
         self.recorder = RecorderProcess(
-            camera=self.config.camera,
+            camera=replace(camera, masks=self.masks.in_force),
             storage=self.config.storage,
             clock=self.hooks.clock,
             free_space=self.hooks.free_space,
         )
+        self.masks.follow(self.recorder.set_masks)
         self.recorder.start()
         self._on_stop(lambda: self.recorder.stop(timeout=10))
 
@@ -398,6 +404,7 @@ class Doorbell:
             device_lat=self.config.device.lat,
             device_lon=self.config.device.lon,
             clock=self.hooks.clock,
+            masks=self.masks,
         )
         self._on_stop(self.console.stop)
         self.console.start()

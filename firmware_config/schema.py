@@ -37,6 +37,7 @@ from firmware_config.nudge import (
 )
 from foundation.errors import InvalidValueError, UsageError
 from foundation.wire import MAX_RECEIVE_MAXIMUM
+from recorder.masks import Mask, check_masks, mask_name, parse_points
 from recorder.settings import (
     FPS_RANGE,
     HEIGHT_RANGE,
@@ -565,6 +566,21 @@ DEVICE = Section(
         ),
     ),
 )
+
+
+def _masks_together(values: Mapping[str, Any]) -> str | None:
+    """Names used once, and the masks leave part of the picture visible."""
+    try:
+        check_masks(values["masks"], "masks")
+    except InvalidValueError as exc:
+        return str(exc)
+    return None
+
+
+# A privacy mask (recorder/masks.py): its corners are checked as one polygon.
+MASK = Section(
+    Mask, (Key("name", mask_name, required=True), Key("points", parse_points, required=True))
+)
 CAMERA = Section(
     CameraSettings,
     (
@@ -574,8 +590,9 @@ CAMERA = Section(
         Key("height", _int(*HEIGHT_RANGE)),
         Key("fps", _int(*FPS_RANGE)),
         Key("preset", _choice(*PRESETS)),
+        Key("masks", MASK, many=True),
     ),
-    checks=(_even_size,),
+    checks=(_even_size, _masks_together),
 )
 STORAGE = Section(
     StorageSettings,

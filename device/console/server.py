@@ -53,6 +53,7 @@ from device.console.preview import MAX_CLIP_MS, STRIP_THUMBNAILS, Preview
 from device.console.tls import ConsoleCertificate, host_names
 from device.console.video import Video, video_routes
 from device.flow import RequestFlow
+from device.masks import PrivacyMasks
 from device.owner_channel import pending_entries
 from foundation.clock import Clock
 from foundation.display import shown
@@ -118,6 +119,7 @@ class ConsoleParts:
     clock: Clock
     video: Video | None = None  # the timeline and the player (device/console/video.py)
     share_job: Callable[[str], ShareJob | None] | None = None  # the outbox's job of a share
+    masks: PrivacyMasks | None = None  # the privacy masks the owner draws (device/masks.py)
 
 
 class ApiError(Exception):
@@ -187,6 +189,9 @@ class Console:
             Route("/api/shares/{rfa_id}/retry", self.api(self.share_retry), methods=["POST"]),
             Route("/api/audit", self.api(self.audit)),
             Route("/api/requests-paused", self.api(self.paused), methods=["GET", "POST"]),
+            Route("/masks", self.masks_page),
+            Route("/api/masks", self.api(self.masks), methods=["GET", "POST"]),
+            Route("/api/masks/snapshot", self.api(self.snapshot)),
             # The timeline and the player: HLS of a pending request's window (video.py).
             *video_routes(
                 self.api,
@@ -264,6 +269,12 @@ class Console:
             ended = COOKIE in request.cookies
             return self._login_response(SESSION_ENDED if ended else "", status=401)
         return FileResponse(str(STATIC / "index.html"), headers={"Cache-Control": "no-store"})
+
+    async def masks_page(self, request: Request) -> Response:
+        """The privacy masks page (static/masks.html): drawn over a live snapshot."""
+        if await run_in_threadpool(self.session_of, request) is None:
+            return RedirectResponse("/", status_code=303)
+        return FileResponse(str(STATIC / "masks.html"), headers={"Cache-Control": "no-store"})
 
     async def login_page(self, request: Request) -> Response:
         return self._login_response()
@@ -529,6 +540,34 @@ class Console:
                 raise ApiError(400, 'expected {"paused": true | false}')
             self.parts.flow.pause_requests(body["paused"])
         return {"paused": self.parts.flow.requests_paused}
+
+    def _masks(self) -> PrivacyMasks:
+        if self.parts.masks is None:
+            raise ApiError(404, "this console does not manage privacy masks")
+        return self.parts.masks
+
+    def masks(self, request: Request, body: Any) -> Any:
+        """GET: the masks in force, the config's (fixed here) and the owner's. POST
+        {"masks": [{name, points}, ...]}: the owner's new set, in force from the
+        recorder's next frame; a bad polygon is a 400 naming its key (masks[i]...)."""
+        masks = self._masks()
+        if request.method == "POST":
+            if not isinstance(body, dict) or set(body) != {"masks"}:
+                raise ApiError(400, 'expected {"masks": [{"name": ..., "points": [[x, y], ...]}]}')
+            masks.replace(body["masks"])
+        return masks.to_json()
+
+    def snapshot(self, request: Request, body: Any) -> Any:
+        self._masks()
+        found = self.parts.preview.snapshot()
+        if found is None:
+            raise ApiError(404, "no footage yet: the camera has not recorded anything")
+        at_ms, jpeg = found
+        return Response(
+            jpeg,
+            media_type="image/jpeg",
+            headers={"Cache-Control": "no-store", "X-Captured-At": format_time(at_ms)},
+        )
 
 
 def share_card(entry: dict[str, Any], job: ShareJob | None) -> dict[str, Any]:
