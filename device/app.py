@@ -20,8 +20,10 @@ from device.audit import AuditLog
 from device.cli import buffer_status
 from device.commands import ControlCommands
 from device.console import CONSOLE_COMMANDS, ConsoleService, console_command
+from device.console.preview import newest_keyframe_jpeg
 from device.control import ControlError, ControlServer, refuse_if_answering
 from device.flow import RequestFlow
+from device.home_assistant import DeviceState, HomeAssistantLink
 from device.identity import DeviceIdentity, load_device_identity
 from device.intake import Intake
 from device.notify import SystemdNotifier
@@ -38,11 +40,12 @@ from foundation.errors import (
     AlreadyRunningError,
     BufferLockedError,
     LockHeldError,
+    RecorderError,
 )
 from foundation.files import FileLock, disk_free_bytes, private_dir
 from foundation.locks import NamedLock, port_taken
 from foundation.times import format_time
-from recorder.buffer import BufferLock, RollingBuffer
+from recorder.buffer import BufferLock, RollingBuffer, read_summary
 from recorder.process import RecorderProcess
 from sync import SOFTWARE_VERSION
 from sync.geo import cell_of
@@ -100,6 +103,10 @@ class Doorbell:
         self.panel: Panel | None = None
         self.control: ControlServer
         self.console: ConsoleService | None = None
+        self.home_assistant: HomeAssistantLink | None = None
+        # Called on every press of the porch bell (the bell adds itself here: a ring never
+        # approves or declines anything; it only tells those who listen).
+        self.ring_hooks: list[Callable[[], None]] = []
 
     # -- start-up, in order -------------------------------------------------------------
     def claim(self) -> None:
@@ -169,6 +176,7 @@ class Doorbell:
         self.start_panel()
         self.start_control()
         self.start_console()
+        self.start_home_assistant()
         self.start_housekeeping()
         self.wait_for_first_frame()
         self.notifier.ready(self.status_line())
@@ -379,6 +387,61 @@ class Doorbell:
         self._on_stop(self.console.stop)
         self.console.start()
 
+    def start_home_assistant(self) -> None:
+        """The device in the owner's Home Assistant, over the home's own broker (off
+        unless home_assistant.enabled). Its own connection and thread: whatever that
+        broker does never reaches recording or the request flow."""
+        settings = self.config.home_assistant
+        if settings.broker is None:
+            return
+        self.home_assistant = HomeAssistantLink(
+            settings,
+            settings.broker,
+            device_id=self.config.device.id,
+            version=SOFTWARE_VERSION,
+            console_url=None if self.console is None else self.console.info()["url"],
+            read_state=self.home_assistant_state,
+            take_snapshot=self.snapshot,
+            set_requests_paused=lambda paused: self.handle_control(
+                {"cmd": "pause" if paused else "resume"}
+            ),
+            stop=self.stop_event,
+        )
+        self.ring_hooks.append(self.home_assistant.ring)
+        self._on_stop(self.home_assistant.stop)
+        self.home_assistant.start()
+
+    def home_assistant_state(self) -> DeviceState:
+        span = read_summary(self.paths.buffer_dir).span
+        try:
+            free: int | None = self.hooks.free_space(self.paths.buffer_dir)
+        except OSError:
+            free = None
+        return DeviceState(
+            recording=self.recorder_healthy(),
+            footage_ms=None if span is None else span[1] - span[0],
+            free_bytes=free,
+            pending=len(self.flow.pending()),
+            paused=self.flow.requests_paused,
+        )
+
+    def snapshot(self) -> bytes | None:
+        """The newest keyframe as a JPEG (Home Assistant's snapshot), None without one."""
+        try:
+            return newest_keyframe_jpeg(self.paths.buffer_dir, self.hooks.clock.wall_ms())
+        except (RecorderError, OSError) as exc:
+            logger.warning("could not take a snapshot: %s", exc)
+            return None
+
+    def ring(self) -> None:
+        """A press of the porch bell: every ring hook, each on its own (one that fails
+        does not keep the ring from the others)."""
+        for hook in list(self.ring_hooks):
+            try:
+                hook()
+            except Exception:
+                logger.exception("a ring hook failed")
+
     def start_housekeeping(self) -> None:
         self.supervisor.start("housekeeping", self.housekeeping)
 
@@ -447,6 +510,8 @@ class Doorbell:
         info.update(buffer_status(self.paths.buffer_dir))
         if self.console is not None:
             info["console"] = self.console.info()
+        if self.home_assistant is not None:
+            info["home_assistant"] = self.home_assistant.status()
         return info
 
     def handle_control(self, request: dict[str, Any]) -> dict[str, Any]:

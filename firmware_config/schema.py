@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from firmware_config.home_assistant import DEFAULT_SNAPSHOT_INTERVAL_S, HomeAssistantSettings
 from foundation.errors import InvalidValueError, UsageError
 from foundation.wire import MAX_RECEIVE_MAXIMUM
 from recorder.settings import PRESETS, CameraSettings, StorageSettings
@@ -153,6 +154,7 @@ class Config:
     share: ShareConfig = field(default_factory=ShareConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    home_assistant: HomeAssistantSettings = field(default_factory=HomeAssistantSettings)
     source_path: Path | None = None
 
     @property
@@ -412,7 +414,18 @@ def parse_config(data: object, *, source_path: Path | None = None) -> Config:
     top = r.section(
         data,
         "",
-        ("device", "camera", "storage", "mqtt", "rfa", "owner", "share", "control", "console"),
+        (
+            "device",
+            "camera",
+            "storage",
+            "mqtt",
+            "rfa",
+            "owner",
+            "share",
+            "control",
+            "console",
+            "home_assistant",
+        ),
     )
     if data is None:
         r.problems.append("the config file is empty")
@@ -600,6 +613,8 @@ def parse_config(data: object, *, source_path: Path | None = None) -> Config:
     if (console.cert_file is None) != (console.key_file is None):
         r.problems.append("console.cert_file/key_file: give both or neither")
 
+    home_assistant = _home_assistant(r, top.get("home_assistant"), _path)
+
     if r.problems:
         raise ConfigError(r.problems)
     return Config(
@@ -612,7 +627,62 @@ def parse_config(data: object, *, source_path: Path | None = None) -> Config:
         share=share,
         control=control,
         console=console,
+        home_assistant=home_assistant,
         source_path=source_path,
+    )
+
+
+def _discovery_prefix(value: object) -> str:
+    text = _str(value)
+    if not re.fullmatch(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*", text):
+        raise InvalidValueError("use letters, digits, '_', '-' and '/' between levels")
+    return text
+
+
+def _home_assistant(
+    r: _Reader, data: object, path: Callable[[object], Path]
+) -> HomeAssistantSettings:
+    """`home_assistant:` (device/home_assistant.py): off unless `enabled: true`."""
+    key = "home_assistant"
+    ha = r.section(
+        data,
+        key,
+        (
+            "enabled",
+            "url",
+            "username",
+            "password_file",
+            "ca_file",
+            "discovery_prefix",
+            "name",
+            "snapshot_interval_seconds",
+        ),
+    )
+    enabled = r.get(ha, key, "enabled", _bool, False)
+    url = r.get(ha, key, "url", _mqtt_url, required=bool(enabled))
+    broker = None
+    if enabled and url:
+        broker = MqttSettings(
+            url=url,
+            username=r.get(ha, key, "username", _str),
+            password_file=r.get(ha, key, "password_file", path),
+            ca_file=r.get(ha, key, "ca_file", path),
+            protocol=4,
+        )
+    return HomeAssistantSettings(
+        broker=broker,
+        discovery_prefix=r.value(
+            ha, key, "discovery_prefix", _discovery_prefix, HomeAssistantSettings
+        ),
+        name=r.value(ha, key, "name", _str, HomeAssistantSettings),
+        snapshot_interval_s=r.get(
+            ha,
+            key,
+            "snapshot_interval_seconds",
+            _number(1, 3600),
+            DEFAULT_SNAPSHOT_INTERVAL_S,
+        )
+        or DEFAULT_SNAPSHOT_INTERVAL_S,
     )
 
 

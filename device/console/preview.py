@@ -45,6 +45,8 @@ THUMB_WIDTH = 160
 THUMB_CACHE = 512
 CLIPS_KEPT = 4
 MAX_CLIP_MS = 10 * 60_000
+SNAPSHOT_WIDTH = 640  # Home Assistant's snapshot (device/home_assistant.py), at most
+SNAPSHOT_LOOKBACK_MS = 5 * 60_000  # the newest keyframe is looked for this far back
 
 
 def strip_points(window: Window, count: int) -> list[int]:
@@ -201,7 +203,34 @@ class Preview:
             return info
 
 
-def _decode_keyframe(path: Path, table: FrameTable, index: int) -> bytes:
+def newest_keyframe_jpeg(
+    buffer_root: Path, now_ms: int, *, width: int = SNAPSHOT_WIDTH
+) -> bytes | None:
+    """The newest keyframe of the buffer's last few minutes as a JPEG at most `width`
+    wide (Home Assistant's snapshot); None when there is none. Only finished segments are
+    in the index, so the picture is at most a segment's length old."""
+    window = Window(now_ms - SNAPSHOT_LOOKBACK_MS, now_ms)
+    try:
+        conn = connect_index(buffer_root, readonly=True)
+    except RecorderError:
+        return None
+    try:
+        segments = query_segments(conn, window)
+    finally:
+        conn.close()
+    for seg in reversed(segments):
+        table = read_tables(buffer_root, [seg.id]).get(seg.id)
+        if table is None:
+            continue
+        keys = [i for i in range(len(table)) if table.key[i] and window.contains(table.times[i])]
+        if keys:
+            return _decode_keyframe(buffer_root / seg.file, table, keys[-1], width=width)
+    return None
+
+
+def _decode_keyframe(
+    path: Path, table: FrameTable, index: int, *, width: int = THUMB_WIDTH
+) -> bytes:
     import av  # lazily, as the recorder does: PyAV is heavy to import
 
     size = table.size[index]
@@ -222,10 +251,11 @@ def _decode_keyframe(path: Path, table: FrameTable, index: int) -> bytes:
     if not frames:
         raise RecorderError(f"could not decode a keyframe of {path.name}")
     frame = frames[0]
-    height = max(2, round(frame.height * THUMB_WIDTH / frame.width / 2) * 2)
-    small = frame.reformat(width=THUMB_WIDTH, height=height, format="yuvj420p")
+    width = min(width, frame.width) // 2 * 2
+    height = max(2, round(frame.height * width / frame.width / 2) * 2)
+    small = frame.reformat(width=width, height=height, format="yuvj420p")
     encoder: Any = av.CodecContext.create("mjpeg", "w")
-    encoder.width, encoder.height = THUMB_WIDTH, height
+    encoder.width, encoder.height = width, height
     encoder.pix_fmt = "yuvj420p"
     encoder.time_base = Fraction(1, 1000)
     small.pts = 0
