@@ -14,11 +14,12 @@ die() {
     exit 1
 }
 
-# The pins: Home Assistant itself (it pins its own dependencies exactly), and what two of
-# its integrations name in their manifests: the MQTT client, and the frontend, which HA
-# always loads (without it HA starts in recovery mode). Installed here because the test
+# The pins: Home Assistant itself (it pins its own dependencies exactly), and what three
+# of its integrations name in their manifests: the MQTT client; the frontend, which HA
+# always loads (without it HA starts in recovery mode); and PyNaCl for mobile_app, the
+# companion app's integration, which the blueprint's test registers a phone with. Installed here because the test
 # starts HA with --skip-pip: nothing is installed at run time.
-PINS=(homeassistant==2025.4.4 paho-mqtt==2.1.0 home-assistant-frontend==20250411.0)
+PINS=(homeassistant==2025.4.4 paho-mqtt==2.1.0 home-assistant-frontend==20250411.0 PyNaCl==1.5.0)
 
 cache=${DOORBELL_HA_CACHE:-/var/cache/doorbell-ha}
 env="$cache/ha-2025.4.4"

@@ -42,6 +42,8 @@ http:
 api:
 config:
 onboarding:
+mobile_app:
+automation: !include automations.yaml
 logger:
   default: warning
   logs:
@@ -80,6 +82,9 @@ class HomeAssistant:
     def start(self) -> None:
         self.config_dir.mkdir(parents=True, exist_ok=True)
         (self.config_dir / "configuration.yaml").write_text(CONFIGURATION.format(port=self.port))
+        automations = self.config_dir / "automations.yaml"
+        if not automations.exists():
+            automations.write_text("[]\n")
         log = open(self.root / "hass.out", "ab")  # noqa: SIM115 (open while it runs)
         self.process = subprocess.Popen(
             [
@@ -177,6 +182,41 @@ class HomeAssistant:
         )
         assert done.get("type") == "create_entry", done
         return done
+
+    def register_phone(self, name: str, push_url: str) -> dict[str, Any]:
+        """A phone with the companion app, registered as the app registers itself; HA's
+        notifications for it go to `push_url` (the app's push relay, here the test's)."""
+        made: dict[str, Any] = self.api(
+            "POST",
+            "/api/mobile_app/registrations",
+            {
+                "device_id": "test-phone-1",
+                "app_id": "io.robbie.HomeAssistant",
+                "app_name": "Home Assistant",
+                "app_version": "2025.4",
+                "device_name": name,
+                "manufacturer": "Test",
+                "model": "Phone",
+                "os_name": "iOS",
+                "os_version": "18.0",
+                "supports_encryption": False,
+                "app_data": {"push_token": "test-push-token", "push_url": push_url},
+            },
+        )
+        return made
+
+    def install_blueprint(self, source: Path, folder: str) -> str:
+        """As HA's blueprint import does: the file under blueprints/automation/<folder>/;
+        returns the path automations name it by."""
+        target = self.config_dir / "blueprints" / "automation" / folder / source.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(source.read_bytes())
+        return f"{folder}/{source.name}"
+
+    def add_automation(self, automation_id: str, config: dict[str, Any]) -> None:
+        """Saved as the automation editor saves it (automations.yaml, then a reload)."""
+        saved = self.api("POST", f"/api/config/automation/config/{automation_id}", config)
+        assert saved == {"result": "ok"}, saved
 
     # ---- what HA knows, and what its user does ----------------------------------------
 

@@ -13,8 +13,11 @@ Run with `make ha` (it makes HA's environment once, cached outside the checkout)
 
 from __future__ import annotations
 
+import json
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -30,6 +33,14 @@ from foundation.times import Window
 from tests.fixtures.daemon import World, make_world, now_ms, wait_for
 from tests.home_assistant.kit import HA_ENV_VAR, HomeAssistant, ha_env
 
+BLUEPRINT = (
+    Path(__file__).resolve().parents[2]
+    / "home_assistant"
+    / "blueprints"
+    / "automation"
+    / "doorbell"
+    / "doorbell_review.yaml"
+)
 SLUG = "porch_cam_01"  # the world's device id, porch-cam-01, as HA's entity ids spell it
 RING = f"event.{SLUG}_ring"
 REVIEW = f"event.{SLUG}_review"
@@ -117,6 +128,7 @@ def test_the_doorbell_in_home_assistant(home: Home) -> None:
         _entities_on_one_device(home)
         _a_ring_and_a_snapshot(home)
         _the_switch_pauses_requests_on_the_device(home)
+        _the_blueprint_tells_the_phone_and_nothing_more(home)
         _restarting_home_assistant_brings_discovery_back(home)
         _stopping_the_daemon_makes_the_entities_unavailable(home)
     except AssertionError:
@@ -209,6 +221,73 @@ def _the_switch_pauses_requests_on_the_device(home: Home) -> None:
         "state_class",
     }, waiting
     assert [e.event for e in read_entries(audit)].count("requests_resumed") == 1
+
+
+class PushRelay:
+    """Stands where the companion app's push relay is: records every notification HA
+    sends for the phone."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        bodies = self.bodies
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                length = int(self.headers.get("Content-Length") or 0)
+                bodies.append(self.rfile.read(min(length, 1 << 20)))
+                reply = b"{}"
+                self.send_response(201)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/push"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _the_blueprint_tells_the_phone_and_nothing_more(home: Home) -> None:
+    """The shipped blueprint, installed and used as an owner does: the review event
+    becomes one notification on the phone, which says that something waits and opens the
+    console, and carries nothing of the request that waits (one is pending now)."""
+    ha = home.ha
+    relay = PushRelay()
+    try:
+        path = ha.install_blueprint(BLUEPRINT, "doorbell")
+        ha.register_phone("Owner's phone", relay.url)
+        phone = ha.template('{{ device_id("Owner\'s phone") }}')
+        assert phone and phone != "None"
+        ha.add_automation(
+            "doorbell_review",
+            {
+                "alias": "Doorbell review",
+                "use_blueprint": {"path": path, "input": {"review_event": REVIEW, "phone": phone}},
+            },
+        )
+        home.wait_state("automation.doorbell_review", "on")
+        assert home.app.home_assistant is not None
+        HomeAssistantNudge(home.app.home_assistant).send()
+        wait_for(lambda: relay.bodies, 30, "the notification at the push relay")
+        body = relay.bodies[0]
+        sent = json.loads(body)
+        assert sent["message"] == "Your doorbell has something for you to review"
+        console_url = home.app.status()["console"]["url"]
+        assert sent["data"]["url"] == console_url == sent["data"]["clickAction"]
+        rfa = home.app.flow.pending()[0].rfa
+        for detail in (rfa.id, rfa.agency.id, rfa.agency.name, rfa.case_number, "Elm"):
+            assert detail.encode() not in body, detail
+    finally:
+        relay.close()
+    assert len(relay.bodies) == 1
 
 
 def _restarting_home_assistant_brings_discovery_back(home: Home) -> None:
