@@ -104,9 +104,10 @@ class Doorbell:
         self.control: ControlServer
         self.console: ConsoleService | None = None
         self.home_assistant: HomeAssistantLink | None = None
-        # Called on every press of the porch bell (the bell adds itself here: a ring never
-        # approves or declines anything; it only tells those who listen).
-        self.ring_hooks: list[Callable[[], None]] = []
+        # Told of every press of the porch bell, with its wall-clock ms. A stand-in for the
+        # bell's `Rings` (device/bell.py, branch bell) until both are merged: then
+        # `self.rings.subscribe(self.home_assistant.on_ring)` replaces this list.
+        self.ring_listeners: list[Callable[[int], None]] = []
 
     # -- start-up, in order -------------------------------------------------------------
     def claim(self) -> None:
@@ -407,7 +408,7 @@ class Doorbell:
             ),
             stop=self.stop_event,
         )
-        self.ring_hooks.append(self.home_assistant.ring)
+        self.ring_listeners.append(self.home_assistant.on_ring)
         self._on_stop(self.home_assistant.stop)
         self.home_assistant.start()
 
@@ -433,14 +434,14 @@ class Doorbell:
             logger.warning("could not take a snapshot: %s", exc)
             return None
 
-    def ring(self) -> None:
-        """A press of the porch bell: every ring hook, each on its own (one that fails
-        does not keep the ring from the others)."""
-        for hook in list(self.ring_hooks):
+    def ring(self, at_ms: int) -> None:
+        """A press of the porch bell (the stand-in for the bell's `Rings`): every
+        listener, each on its own (one that fails does not keep the ring from the others)."""
+        for listener in list(self.ring_listeners):
             try:
-                hook()
+                listener(at_ms)
             except Exception:
-                logger.exception("a ring hook failed")
+                logger.exception("a ring listener failed")
 
     def start_housekeeping(self) -> None:
         self.supervisor.start("housekeeping", self.housekeeping)

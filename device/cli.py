@@ -255,6 +255,10 @@ def render_status(status: dict[str, Any]) -> str:
             f"console       {console['url']}"
             f"  ({which} SHA-256 {console.get('ca_fingerprint') or console['fingerprint']})"
         )
+    if "home_assistant" in status:
+        home = status["home_assistant"]
+        problem = home.get("problem")
+        lines.append(f"home asst.    {home['broker']}" + (f"  ({problem})" if problem else ""))
     lines += [
         f"device key    {status.get('device_key')}  (kid {status.get('key_id')})",
         f"recipient     {status.get('recipient')}",

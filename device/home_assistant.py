@@ -265,7 +265,7 @@ def snapshot_wait_s(last_mono: float | None, now_mono: float, interval_s: float)
     least `interval_s` apart."""
     if last_mono is None:
         return 0.0
-    return max(0.0, last_mono + interval_s - now_mono)
+    return min(interval_s, max(0.0, last_mono + interval_s - now_mono))
 
 
 class HomeAssistantLink:
@@ -306,6 +306,7 @@ class HomeAssistantLink:
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._attempt = 0
+        self._refused = False  # the broker refused the last connection (CONNACK)
         self._announce = False  # discovery and the states are due (connect, HA's birth)
         self._snapshot_wanted = False
         self._last_snapshot: float | None = None
@@ -393,15 +394,18 @@ class HomeAssistantLink:
 
     # ---- what the daemon tells HA ----------------------------------------------------------
 
-    def ring(self) -> None:
-        """The bell's ring hook: the event at once, a snapshot as soon as allowed."""
+    def on_ring(self, at_ms: int) -> None:
+        """The bell's ring listener (device/bell.py): the event at once, a snapshot as
+        soon as the rate allows. A ring while the home broker is away is not kept: a
+        ring announced minutes late helps nobody (counted in `rings_missed`)."""
         if not self._publish(self.topics.ring, json.dumps({"event_type": RING})):
             self.rings_missed += 1
         self.request_snapshot()
 
-    def review_waiting(self) -> None:
-        """The nudge through HA: an event that says only that something waits."""
-        self._publish(self.topics.review, json.dumps({"event_type": REVIEW_WAITING}))
+    def review_waiting(self) -> bool:
+        """The nudge through HA: an event that says only that something waits. False
+        when the home broker is away (the nudge's scheduler tries again)."""
+        return self._publish(self.topics.review, json.dumps({"event_type": REVIEW_WAITING}))
 
     def request_snapshot(self) -> None:
         with self._lock:
@@ -480,6 +484,8 @@ class HomeAssistantLink:
         self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
         if reason.is_failure:
+            with self._lock:
+                self._refused = True  # paho's on_disconnect follows: this said why
             self._problem(
                 "refused",
                 f"the Home Assistant broker at {self._broker.url} refused the connection: "
@@ -506,7 +512,9 @@ class HomeAssistantLink:
         self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
         self._connected.clear()
-        if self._closed.is_set():
+        with self._lock:
+            refused, self._refused = self._refused, False
+        if self._closed.is_set() or refused:
             return
         self._problem(
             "disconnected",
@@ -566,12 +574,18 @@ class HomeAssistantLink:
             logger.warning("%s%s", text, suffix, exc_info=exc_info)
 
 
+class HomeAssistantAway(Exception):  # noqa: N818 (a state, not a programming error)
+    """The home broker is not connected: the nudge could not be handed over."""
+
+
 class HomeAssistantNudge:
     """The nudge's Home Assistant channel (device/nudge.py's NudgeChannel): the review
-    event on the device, which the shipped blueprint turns into a phone notification."""
+    event on the device, which the shipped blueprint turns into a phone notification.
+    `send` raises when it could not hand the event over, so the scheduler retries."""
 
     def __init__(self, link: HomeAssistantLink) -> None:
         self._link = link
 
     def send(self) -> None:
-        self._link.review_waiting()
+        if not self._link.review_waiting():
+            raise HomeAssistantAway("the Home Assistant broker is not connected")
