@@ -308,6 +308,7 @@ class HomeAssistantLink:
         self._attempt = 0
         self._refused = False  # the broker refused the last connection (CONNACK)
         self._announce = False  # discovery and the states are due (connect, HA's birth)
+        self._changed = False  # the states are due now (the switch was turned)
         self._snapshot_wanted = False
         self._last_snapshot: float | None = None
         self._last_state: bytes | None = None
@@ -426,14 +427,16 @@ class HomeAssistantLink:
         snapshots. Nothing here may end the daemon: every failure is logged and waited out."""
         next_state = 0.0
         while not self._closed.is_set() and not self._stop.is_set():
+            self._wake.clear()  # before looking: a wake-up from now on is not lost
             now = time.monotonic()
             try:
                 if self._connected.is_set():
                     with self._lock:
                         announce, self._announce = self._announce, False
+                        changed, self._changed = self._changed, False
                     if announce:
                         self._send_discovery()
-                    if announce or now >= next_state:
+                    if announce or changed or now >= next_state:
                         self._send_state(force=announce)
                         next_state = now + self._settings.state_interval_s
                     self._maybe_snapshot(now)
@@ -444,7 +447,6 @@ class HomeAssistantLink:
                 if self._snapshot_wanted:
                     wait = min(wait, max(0.05, self._snapshot_wait(time.monotonic())))
             self._wake.wait(wait)
-            self._wake.clear()
 
     def _send_discovery(self) -> None:
         doc = discovery_payload(
@@ -553,9 +555,10 @@ class HomeAssistantLink:
             self._ignored(topic, "a retained command")
             return
         if topic == self.topics.set_requests and payload in (ON.encode(), OFF.encode()):
-            paused = payload == OFF.encode()
-            self._set_requests_paused(paused)
-            self._wake.set()  # the switch's new state goes out on the next round
+            self._set_requests_paused(payload == OFF.encode())
+            with self._lock:
+                self._changed = True  # the switch's new state goes out at once
+            self._wake.set()
             return
         if topic == self.topics.take_snapshot and payload == PRESS.encode():
             self.request_snapshot()
