@@ -8,7 +8,7 @@ reads and writes plain topics under `doorbell/<node>/`. What HA gets:
 - `event` review (event type `review_waiting`): the content-free nudge (device/nudge.py)
   when the owner routes it through HA; it says that something waits, never what;
 - `image` snapshot: the newest keyframe as a JPEG, on a ring and on request (the button
-  entity or its command topic), at most one per `snapshot_interval_s`;
+  entity or its command topic), at most one per `snapshot_interval_seconds`;
 - `binary_sensor` recording (device class problem: on when the camera stalls);
 - `sensor`s: footage kept (hours), free space, requests waiting (a count and nothing
   else: no agency, case, area or time goes to HA);
@@ -42,6 +42,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from firmware_config.home_assistant import HomeAssistantSettings
 from foundation.display import shown
+from foundation.errors import MisuseError
 from foundation.lograte import OncePerInterval
 from foundation.wire import SUBSCRIPTION_QOS
 from sync.mqtt import Backoff, BoundedClient, wait_before_reconnect
@@ -278,7 +279,6 @@ class HomeAssistantLink:
     def __init__(
         self,
         settings: HomeAssistantSettings,
-        broker: MqttSettings,
         *,
         device_id: str,
         version: str,
@@ -289,8 +289,11 @@ class HomeAssistantLink:
         stop: threading.Event,
         backoff: Backoff = Backoff(),
     ) -> None:
+        broker = settings.broker
+        if broker is None:
+            raise MisuseError("the Home Assistant link needs home_assistant.enabled and url")
         self._settings = settings
-        self._broker = broker
+        self._broker: MqttSettings = broker
         self._device_id = device_id
         self._version = version
         self._console_url = console_url
@@ -426,6 +429,7 @@ class HomeAssistantLink:
         """Discovery after each (re)connect and birth, the states when they change, and the
         snapshots. Nothing here may end the daemon: every failure is logged and waited out."""
         next_state = 0.0
+        period = self._settings.state_interval_seconds
         while not self._closed.is_set() and not self._stop.is_set():
             self._wake.clear()  # before looking: a wake-up from now on is not lost
             now = time.monotonic()
@@ -438,11 +442,13 @@ class HomeAssistantLink:
                         self._send_discovery()
                     if announce or changed or now >= next_state:
                         self._send_state(force=announce)
-                        next_state = now + self._settings.state_interval_s
+                        next_state = now + period
                     self._maybe_snapshot(now)
             except Exception as exc:  # a bug or a broken broker must not stop recording
                 self._problem("worker", f"Home Assistant: {shown(exc)}", exc_info=True)
-            wait = max(0.05, min(next_state - time.monotonic(), self._settings.state_interval_s))
+            wait = max(
+                0.05, min(next_state - time.monotonic(), self._settings.state_interval_seconds)
+            )
             with self._lock:
                 if self._snapshot_wanted:
                     wait = min(wait, max(0.05, self._snapshot_wait(time.monotonic())))
@@ -466,7 +472,7 @@ class HomeAssistantLink:
             self._last_state = payload
 
     def _snapshot_wait(self, now: float) -> float:
-        return snapshot_wait_s(self._last_snapshot, now, self._settings.snapshot_interval_s)
+        return snapshot_wait_s(self._last_snapshot, now, self._settings.snapshot_interval_seconds)
 
     def _maybe_snapshot(self, now: float) -> None:
         with self._lock:

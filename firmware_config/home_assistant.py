@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from pathlib import Path
 
 from sync.settings import MqttSettings
 
@@ -22,17 +23,32 @@ DEFAULT_STATE_INTERVAL_S = 5.0
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HomeAssistantSettings:
-    """`broker` None: off (the default). `name` is what HA shows for the device."""
+    """The `home_assistant:` section, key for key; off unless `enabled`. `name` is what
+    HA shows for the device."""
 
-    broker: MqttSettings | None = None
+    enabled: bool = False
+    url: str | None = None  # the home broker, mqtt:// or mqtts://
+    username: str | None = None
+    password_file: Path | None = None
+    ca_file: Path | None = None
     discovery_prefix: str = DEFAULT_DISCOVERY_PREFIX
     name: str = "Doorbell"
-    snapshot_interval_s: float = DEFAULT_SNAPSHOT_INTERVAL_S
-    state_interval_s: float = DEFAULT_STATE_INTERVAL_S
+    snapshot_interval_seconds: float = DEFAULT_SNAPSHOT_INTERVAL_S
+    state_interval_seconds: float = DEFAULT_STATE_INTERVAL_S  # not a key: tests shorten it
 
     @property
-    def enabled(self) -> bool:
-        return self.broker is not None
+    def broker(self) -> MqttSettings | None:
+        """The home broker as the MQTT part describes a broker; None while off. MQTT
+        3.1.1: every home broker speaks it, and nothing here needs MQTT 5."""
+        if not self.enabled or self.url is None:
+            return None
+        return MqttSettings(
+            url=self.url,
+            username=self.username,
+            password_file=self.password_file,
+            ca_file=self.ca_file,
+            protocol=4,
+        )
 
 
 def _host_key(host: str) -> str:

@@ -32,7 +32,6 @@ from device.preflight import check_start
 from firmware_config import ConfigError, load_config
 from firmware_config.home_assistant import HomeAssistantSettings, same_broker
 from sync.mqtt import Backoff
-from sync.settings import MqttSettings
 from tests.fixtures.daemon import wait_for
 from tests.fixtures.mosquitto import Publisher, read_retained
 
@@ -174,14 +173,14 @@ class Device:
 
 def make_link(url: str, device: Device, **options: Any) -> HomeAssistantLink:
     settings = HomeAssistantSettings(
-        broker=MqttSettings(url=url, protocol=4, **options),
-        snapshot_interval_s=3600,
-        state_interval_s=0.1,
+        enabled=True,
+        url=url,
+        snapshot_interval_seconds=3600,
+        state_interval_seconds=0.1,
+        **options,
     )
-    assert settings.broker is not None
     return HomeAssistantLink(
         settings,
-        settings.broker,
         device_id=DEVICE,
         version="1.2.3",
         console_url="https://doorbell.local:8443/",
