@@ -405,7 +405,7 @@ def _mqtt_url(value: object) -> str:
         raise InvalidValueError("the port is not a number from 0 to 65535") from exc
     if parts.username or parts.password:
         raise InvalidValueError(
-            "put credentials in mqtt.username and mqtt.password_file, not the URL"
+            "put credentials in this section's username and password_file, not the URL"
         )
     return text
 

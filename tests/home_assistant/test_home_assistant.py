@@ -14,6 +14,8 @@ Run with `make ha` (it makes HA's environment once, cached outside the checkout)
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -126,6 +128,7 @@ def test_the_doorbell_in_home_assistant(home: Home) -> None:
     ha, app = home.ha, home.app
     try:
         _entities_on_one_device(home)
+        _a_stalled_camera_is_a_problem(home)
         _a_ring_and_a_snapshot(home)
         _the_switch_pauses_requests_on_the_device(home)
         _the_blueprint_tells_the_phone_and_nothing_more(home)
@@ -158,6 +161,19 @@ def _entities_on_one_device(home: Home) -> None:
     home.wait_state(WAITING, "0")
     assert float(home.state(FOOTAGE) or "nan") >= 0
     assert float(home.state(FREE_SPACE) or "nan") > 0
+
+
+def _a_stalled_camera_is_a_problem(home: Home) -> None:
+    """The recorder frozen (SIGSTOP: alive, writing nothing) is a problem in HA once the
+    daemon's watchdog calls it stalled, and clears when it records again."""
+    recorder = home.app.recorder.pid
+    assert recorder is not None
+    os.kill(recorder, signal.SIGSTOP)
+    try:
+        home.wait_state(RECORDING, "on", timeout=60)
+    finally:
+        os.kill(recorder, signal.SIGCONT)
+    home.wait_state(RECORDING, "off", timeout=60)
 
 
 def _a_ring_and_a_snapshot(home: Home) -> None:
