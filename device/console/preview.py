@@ -162,7 +162,7 @@ class Preview:
             if where is None:
                 return None
         name, table, i = where
-        jpeg = _decode_keyframe(self._root / name, table, i)
+        jpeg = _decode_keyframe(self._root / name, table, i, THUMB_WIDTH)
         with self._lock:
             self._thumbs[at_ms] = jpeg
             while len(self._thumbs) > THUMB_CACHE:
@@ -224,13 +224,11 @@ def newest_keyframe_jpeg(
             continue
         keys = [i for i in range(len(table)) if table.key[i] and window.contains(table.times[i])]
         if keys:
-            return _decode_keyframe(buffer_root / seg.file, table, keys[-1], width=width)
+            return _decode_keyframe(buffer_root / seg.file, table, keys[-1], width)
     return None
 
 
-def _decode_keyframe(
-    path: Path, table: FrameTable, index: int, *, width: int = THUMB_WIDTH
-) -> bytes:
+def _decode_keyframe(path: Path, table: FrameTable, index: int, width: int) -> bytes:
     import av  # lazily, as the recorder does: PyAV is heavy to import
 
     size = table.size[index]
@@ -251,7 +249,7 @@ def _decode_keyframe(
     if not frames:
         raise RecorderError(f"could not decode a keyframe of {path.name}")
     frame = frames[0]
-    width = min(width, frame.width) // 2 * 2
+    width = min(width, frame.width)
     height = max(2, round(frame.height * width / frame.width / 2) * 2)
     small = frame.reformat(width=width, height=height, format="yuvj420p")
     encoder: Any = av.CodecContext.create("mjpeg", "w")
