@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -259,6 +260,34 @@ def discovery_payload(
         "qos": 1,
         "cmps": components,
     }
+
+
+class Command(Enum):
+    """What a message from the home broker asks of the device."""
+
+    NONE = "none"  # nothing (HA's "offline")
+    ANNOUNCE = "announce"  # HA (re)started: discovery and the states again
+    PAUSE = "pause"
+    RESUME = "resume"
+    SNAPSHOT = "snapshot"
+    RETAINED = "retained"  # a command left retained on the broker: never carried out
+    UNKNOWN = "unknown"  # not a payload the device knows: counted, ignored
+
+
+def command_of(topics: Topics, topic: str, payload: bytes, *, retained: bool) -> Command:
+    """The one decision about an incoming message. Only an exact live payload is a
+    command: a retained one would be carried out again at every reconnect."""
+    if topic == topics.birth:
+        return Command.ANNOUNCE if payload == ONLINE.encode() else Command.NONE
+    if retained:
+        return Command.RETAINED
+    if topic == topics.set_requests and payload == OFF.encode():
+        return Command.PAUSE
+    if topic == topics.set_requests and payload == ON.encode():
+        return Command.RESUME
+    if topic == topics.take_snapshot and payload == PRESS.encode():
+        return Command.SNAPSHOT
+    return Command.UNKNOWN
 
 
 def snapshot_wait_s(last_mono: float | None, now_mono: float, interval_s: float) -> float:
@@ -549,27 +578,22 @@ class HomeAssistantLink:
             self._problem("message", f"Home Assistant: {shown(exc)}", exc_info=True)
 
     def _handle(self, topic: str, payload: bytes, *, retained: bool) -> None:
-        if topic == self.topics.birth:
-            if payload == ONLINE.encode():
-                with self._lock:
-                    self._announce = True
-                self._wake.set()
-            return  # HA's "offline" (its will) needs nothing from us
-        if retained:
-            # A command left retained on the broker would be carried out again at every
-            # reconnect: only a live command counts.
-            self._ignored(topic, "a retained command")
-            return
-        if topic == self.topics.set_requests and payload in (ON.encode(), OFF.encode()):
-            self._set_requests_paused(payload == OFF.encode())
+        command = command_of(self.topics, topic, payload, retained=retained)
+        if command is Command.ANNOUNCE:
+            with self._lock:
+                self._announce = True
+            self._wake.set()
+        elif command in (Command.PAUSE, Command.RESUME):
+            self._set_requests_paused(command is Command.PAUSE)
             with self._lock:
                 self._changed = True  # the switch's new state goes out at once
             self._wake.set()
-            return
-        if topic == self.topics.take_snapshot and payload == PRESS.encode():
+        elif command is Command.SNAPSHOT:
             self.request_snapshot()
-            return
-        self._ignored(topic, f"{len(payload)} bytes it does not understand")
+        elif command is Command.RETAINED:
+            self._ignored(topic, "a retained command")
+        elif command is Command.UNKNOWN:
+            self._ignored(topic, f"{len(payload)} bytes it does not understand")
 
     def _ignored(self, topic: str, what: str) -> None:
         self.ignored += 1

@@ -19,11 +19,13 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud.loopback import DeviceSetup, MosquittoBroker, free_port, script
 from device.home_assistant import (
+    Command,
     DeviceState,
     HomeAssistantAway,
     HomeAssistantLink,
     HomeAssistantNudge,
     Topics,
+    command_of,
     discovery_payload,
     snapshot_wait_s,
     state_payload,
@@ -110,6 +112,30 @@ def test_snapshots_wait_for_the_interval(
         assert wait == 0
     else:
         assert now + wait == pytest.approx(last + interval)
+
+
+@given(
+    topic=st.sampled_from(
+        [TOPICS.birth, TOPICS.set_requests, TOPICS.take_snapshot, TOPICS.state, "x/y", ""]
+    ),
+    payload=st.binary(max_size=64) | st.sampled_from([b"ON", b"OFF", b"PRESS", b"online"]),
+    retained=st.booleans(),
+)
+def test_only_an_exact_live_command_does_anything(
+    topic: str, payload: bytes, retained: bool
+) -> None:
+    command = command_of(TOPICS, topic, payload, retained=retained)
+    acts = {
+        (TOPICS.set_requests, b"OFF"): Command.PAUSE,
+        (TOPICS.set_requests, b"ON"): Command.RESUME,
+        (TOPICS.take_snapshot, b"PRESS"): Command.SNAPSHOT,
+    }
+    if topic == TOPICS.birth:
+        assert command == (Command.ANNOUNCE if payload == b"online" else Command.NONE)
+    elif retained:
+        assert command is Command.RETAINED
+    else:
+        assert command == acts.get((topic, payload), Command.UNKNOWN)
 
 
 @given(port=st.integers(1, 65535), other=st.integers(1, 65535))
