@@ -4,6 +4,7 @@ it against a real HA). The decisions are pure functions, checked directly."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import threading
@@ -218,6 +219,15 @@ def make_link(url: str, device: Device, **options: Any) -> HomeAssistantLink:
     )
 
 
+@contextlib.contextmanager
+def running(link: HomeAssistantLink) -> Iterator[HomeAssistantLink]:
+    link.start()
+    try:
+        yield link
+    finally:
+        link.stop()
+
+
 @pytest.fixture
 def observed(mosquitto: MosquittoBroker) -> Iterator[Observer]:
     observer = Observer(mosquitto)
@@ -230,10 +240,7 @@ def observed(mosquitto: MosquittoBroker) -> Iterator[Observer]:
 def test_discovery_on_connect_and_on_each_birth_message(
     mosquitto: MosquittoBroker, observed: Observer
 ) -> None:
-    device = Device()
-    link = make_link(mosquitto.url, device)
-    link.start()
-    try:
+    with running(make_link(mosquitto.url, Device())):
         wait_for(lambda: observed.on(TOPICS.discovery), 10, "discovery")
         assert read_retained(mosquitto, TOPICS.availability) == b"online"
         assert read_retained(mosquitto, TOPICS.discovery) is None  # HA's birth brings it back
@@ -243,8 +250,6 @@ def test_discovery_on_connect_and_on_each_birth_message(
         wait_for(lambda: len(observed.on(TOPICS.discovery)) == 2, 10, "discovery again")
         announced = json.loads(observed.on(TOPICS.discovery)[-1])
         assert set(announced["cmps"]) >= {"ring", "snapshot", "new_requests"}
-    finally:
-        link.stop()
     assert read_retained(mosquitto, TOPICS.availability) == b"offline"
     assert len(observed.on(TOPICS.discovery)) == 2
 
@@ -253,9 +258,7 @@ def test_rings_snapshots_and_the_nudge_at_the_broker(
     mosquitto: MosquittoBroker, observed: Observer
 ) -> None:
     device = Device()
-    link = make_link(mosquitto.url, device)
-    link.start()
-    try:
+    with running(make_link(mosquitto.url, device)) as link:
         wait_for(lambda: link.connected, 10, "connected")
         link.on_ring(1)
         wait_for(lambda: observed.on(TOPICS.snapshot), 10, "the ring's snapshot")
@@ -273,8 +276,6 @@ def test_rings_snapshots_and_the_nudge_at_the_broker(
         HomeAssistantNudge(link).send()
         wait_for(lambda: observed.on(TOPICS.review), 10, "the review event")
         assert observed.on(TOPICS.review) == [b'{"event_type": "review_waiting"}']
-    finally:
-        link.stop()
     with pytest.raises(HomeAssistantAway):
         HomeAssistantNudge(link).send()
 
@@ -288,9 +289,7 @@ def test_junk_and_retained_commands_change_nothing(
     device = Device()
     with Publisher(mosquitto) as ha:
         ha.publish(TOPICS.set_requests, b"OFF", retain=True)
-    link = make_link(mosquitto.url, device)
-    link.start()
-    try:
+    with running(make_link(mosquitto.url, device)) as link:
         wait_for(lambda: link.ignored == 1, 10, "the retained command ignored")
         junk = [b"", b"off", b"ON ", b"\xff\xfe" * 500, b'{"state": "OFF"}', b"\x00PRESS"]
         with Publisher(mosquitto) as ha:
@@ -308,8 +307,6 @@ def test_junk_and_retained_commands_change_nothing(
         assert link.ignored == 2 + 2 * len(junk)
         assert device.snapshots == 0
         assert link.status()["messages_ignored"] == link.ignored
-    finally:
-        link.stop()
 
 
 def link_connections(link: HomeAssistantLink, observed: Observer) -> int:
@@ -336,30 +333,23 @@ def test_a_broker_that_refuses_or_is_away_is_a_status_not_an_error(
     password = tmp_path / "password"
     password.write_text("wrong\n")
     try:
-        refused = make_link(broker.url, Device(), username="doorbell", password_file=password)
-        refused.start()
-        try:
+        link = make_link(broker.url, Device(), username="doorbell", password_file=password)
+        with running(link) as refused:
             wait_for(lambda: "refused" in (refused.problem or ""), 20, "the refusal")
             assert refused.status()["broker"] == "disconnected"
             refused.on_ring(1)  # nothing to tell: counted, no error
             assert refused.rings_missed == 1
             with pytest.raises(HomeAssistantAway):
                 HomeAssistantNudge(refused).send()
-        finally:
-            refused.stop()
     finally:
         broker.stop()
-    away = make_link(f"mqtt://127.0.0.1:{free_port()}", Device())
-    away.start()
-    try:
+    with running(make_link(f"mqtt://127.0.0.1:{free_port()}", Device())) as away:
         wait_for(lambda: "cannot reach" in (away.problem or ""), 20, "unreachable")
         assert away.status() == {
             "broker": "disconnected",
             "problem": away.problem,
             "messages_ignored": 0,
         }
-    finally:
-        away.stop()
     lines = [r.getMessage() for r in caplog.records if "Home Assistant broker" in r.getMessage()]
     assert lines and all("wrong" not in line for line in lines)  # never the password
     # once a minute per kind at most: a handful of retries made at most two lines each
