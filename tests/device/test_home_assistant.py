@@ -12,11 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as paho
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud.loopback import DeviceSetup, MosquittoBroker, free_port, script
 from device.home_assistant import (
@@ -36,7 +34,7 @@ from firmware_config import ConfigError, load_config
 from firmware_config.home_assistant import HomeAssistantSettings, same_broker
 from sync.mqtt import Backoff
 from tests.fixtures.daemon import wait_for
-from tests.fixtures.mosquitto import Publisher, read_retained
+from tests.fixtures.mosquitto import Observer, Publisher, read_retained
 
 DEVICE = "porch-cam.01"
 TOPICS = Topics.of(DEVICE, "homeassistant")
@@ -154,31 +152,6 @@ def test_the_same_broker_however_its_host_is_written(port: int, other: int) -> N
 
 
 # ---- against a real Mosquitto -------------------------------------------------------------
-
-
-class Observer:
-    """A plain client subscribed to everything, recording what the link publishes."""
-
-    def __init__(self, broker: MosquittoBroker) -> None:
-        self.messages: list[tuple[str, bytes]] = []
-        self._lock = threading.Lock()
-        self._client = paho.Client(CallbackAPIVersion.VERSION2)
-        self._client.on_message = self._record
-        self._client.connect(broker.host, broker.port, 30)
-        self._client.subscribe("#", qos=1)
-        self._client.loop_start()
-
-    def _record(self, client: Any, userdata: Any, message: Any) -> None:
-        with self._lock:
-            self.messages.append((message.topic, bytes(message.payload)))
-
-    def on(self, topic: str) -> list[bytes]:
-        with self._lock:
-            return [payload for t, payload in self.messages if t == topic]
-
-    def close(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
 
 
 class Device:

@@ -18,7 +18,7 @@ import os
 import signal
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -33,6 +33,7 @@ from firmware_config import load_config
 from foundation.clock import SystemClock
 from foundation.times import Window
 from tests.fixtures.daemon import World, make_world, now_ms, wait_for
+from tests.fixtures.mosquitto import Observer
 from tests.home_assistant.kit import HA_ENV_VAR, HomeAssistant, ha_env
 
 BLUEPRINT = (
@@ -73,6 +74,8 @@ class Home:
     pins: MockFactory
     broker: MosquittoBroker  # the home's own
     ha: HomeAssistant
+    heard: Observer  # everything published on the home broker
+    requests: list[str] = field(default_factory=list)  # ids of the requests published
 
     def state(self, entity_id: str) -> str | None:
         found = self.ha.state(entity_id)
@@ -90,6 +93,7 @@ def home(tmp_path: Path, mosquitto: MosquittoBroker, tus_server: TusServer) -> I
     broker = MosquittoBroker(tmp_path / "home-broker")
     broker.root.mkdir(parents=True)
     broker.start()
+    heard = Observer(broker)
     ha = HomeAssistant(env, tmp_path / "ha")
     app: Doorbell | None = None
     try:
@@ -116,11 +120,12 @@ def home(tmp_path: Path, mosquitto: MosquittoBroker, tus_server: TusServer) -> I
         )
         app.start()
         wait_for(app.recorder_healthy, 30, "recording")
-        yield Home(world, app, pins, broker, ha)
+        yield Home(world, app, pins, broker, ha, heard)
     finally:
         if app is not None:
             app.stop()
         ha.stop()
+        heard.close()
         broker.stop()
 
 
@@ -138,6 +143,32 @@ def test_the_doorbell_in_home_assistant(home: Home) -> None:
         print(ha.log_tail(80))
         raise
     assert app.home_assistant is not None and app.home_assistant.ignored == 0
+    _nothing_of_a_request_crossed_the_home_broker(home)
+
+
+def _nothing_of_a_request_crossed_the_home_broker(home: Home) -> None:
+    """Measured at the home broker, over the whole run (two requests, rings, snapshots,
+    the nudge): no byte of any request, of the owner's contact or of the location."""
+    heard = home.heard.everything()
+    assert b"doorbell/porch-cam-01/state" in heard  # the observer did hear the device
+    setup = home.world.setup
+    secrets = [
+        "sfpd",
+        "San Francisco",
+        "2026-004512",
+        "Rivera",
+        "example.gov",
+        "Package theft",
+        "Jane Doe",
+        "jane@example.com",
+        "Elm St",
+        f"{setup.lat}",
+        f"{setup.lon}",
+        f"{setup.lat:.3f}",
+        *home.requests,
+    ]
+    for secret in secrets:
+        assert secret.encode() not in heard, secret
 
 
 def _entities_on_one_device(home: Home) -> None:
@@ -207,6 +238,7 @@ def _the_switch_pauses_requests_on_the_device(home: Home) -> None:
     home.wait_state(NEW_REQUESTS, "off")
     window = Window(now_ms() - 60_000, now_ms() - 1_000)
     refused = world.rfa(window)
+    home.requests.append(refused.id)
     world.publish(refused)
     audit = world.setup.root / "var" / "state" / "audit.log"
 
@@ -227,6 +259,7 @@ def _the_switch_pauses_requests_on_the_device(home: Home) -> None:
     wait_for(lambda: not home.app.flow.requests_paused, 30, "requests accepted again")
     home.wait_state(NEW_REQUESTS, "on")
     accepted = world.rfa(window)
+    home.requests.append(accepted.id)
     world.publish(accepted)
     wait_for(
         lambda: accepted.id in [p.rfa.id for p in home.app.flow.pending()], 30, "a new request"
