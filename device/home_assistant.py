@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -301,7 +302,7 @@ def snapshot_wait_s(last_mono: float | None, now_mono: float, interval_s: float)
 class HomeAssistantLink:
     """The connection to the home broker and the worker that feeds it.
 
-    `ring()` and `review_waiting()` may be called from any thread and never block;
+    `on_ring()` and `review_waiting()` may be called from any thread and never block;
     `set_requests_paused(paused)` is the control command (pause/resume) the switch
     calls; `read_state` and `take_snapshot` are read on this link's own worker thread."""
 
@@ -374,7 +375,14 @@ class HomeAssistantLink:
             clean_session=True,
         )
         if tls:
-            client.tls_set(ca_certs=str(self._broker.ca_file) if self._broker.ca_file else None)
+            ca_file = self._broker.ca_file
+            try:
+                client.tls_set(ca_certs=None if ca_file is None else str(ca_file))
+            except (OSError, ValueError, ssl.SSLError) as exc:
+                # a CA file that --check-config found readable but is not a certificate:
+                # Home Assistant stays off, the daemon runs (the status says why)
+                self._problem("tls", f"cannot use home_assistant.ca_file {ca_file}: {shown(exc)}")
+                return
         if self._broker.username is not None:
             client.username_pw_set(self._broker.username, self._password())
         client.will_set(self.topics.availability, OFFLINE, qos=1, retain=True)

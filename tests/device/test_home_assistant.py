@@ -330,6 +330,17 @@ def test_a_broker_that_refuses_or_is_away_is_a_status_not_an_error(
     assert sum("cannot reach" in line for line in lines) == 1
 
 
+def test_a_ca_file_that_is_no_certificate_leaves_home_assistant_off(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not a certificate\n")
+    link = make_link(f"mqtts://127.0.0.1:{free_port()}", Device(), ca_file=ca)
+    with running(link):
+        assert "home_assistant.ca_file" in (link.problem or "")
+        assert link.status()["broker"] == "disconnected"
+        link.on_ring(1)
+        assert link.rings_missed == 1
+
+
 # ---- the config ---------------------------------------------------------------------------
 
 
