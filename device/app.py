@@ -20,7 +20,6 @@ from device.audit import AuditLog
 from device.cli import buffer_status
 from device.commands import ControlCommands
 from device.console import CONSOLE_COMMANDS, ConsoleService, console_command
-from device.console.preview import newest_keyframe_jpeg
 from device.control import ControlError, ControlServer, refuse_if_answering
 from device.flow import RequestFlow
 from device.home_assistant import DeviceState, HomeAssistantLink
@@ -419,6 +418,10 @@ class Doorbell:
 
     def snapshot(self) -> bytes | None:
         """The newest keyframe as a JPEG (Home Assistant's snapshot), None without one."""
+        # lazily, as the console does: the preview's imports are heavy, and a daemon
+        # without Home Assistant never needs them
+        from device.console.preview import newest_keyframe_jpeg
+
         try:
             return newest_keyframe_jpeg(self.paths.buffer_dir, self.hooks.clock.wall_ms())
         except (RecorderError, OSError) as exc:
