@@ -22,6 +22,7 @@ from device.commands import ControlCommands
 from device.console import CONSOLE_COMMANDS, ConsoleService, console_command
 from device.control import ControlError, ControlServer, refuse_if_answering
 from device.flow import RequestFlow
+from device.home_assistant import DeviceState, HomeAssistantLink, HomeAssistantNudge
 from device.identity import DeviceIdentity, load_device_identity
 from device.intake import Intake
 from device.masks import PrivacyMasks
@@ -40,12 +41,13 @@ from foundation.errors import (
     AlreadyRunningError,
     BufferLockedError,
     LockHeldError,
+    RecorderError,
 )
 from foundation.files import FileLock, disk_free_bytes, private_dir
 from foundation.locks import NamedLock, port_taken
 from foundation.times import format_time
 from foundation.wire import ShareState
-from recorder.buffer import BufferLock, RollingBuffer
+from recorder.buffer import BufferLock, RollingBuffer, read_summary
 from recorder.process import RecorderProcess
 from sync import SOFTWARE_VERSION
 from sync.geo import cell_of
@@ -109,6 +111,7 @@ class Doorbell:
         self.nudge: NudgeScheduler | None = None
         self.control: ControlServer
         self.console: ConsoleService | None = None
+        self.home_assistant: HomeAssistantLink | None = None
 
     # -- start-up, in order -------------------------------------------------------------
     def claim(self) -> None:
@@ -179,6 +182,7 @@ class Doorbell:
         self.start_bell()
         self.start_control()
         self.start_console()
+        self.start_home_assistant()
         self.start_nudge()
         self.start_housekeeping()
         self.wait_for_first_frame()
@@ -418,6 +422,8 @@ class Doorbell:
             channel = WebhookChannel(webhook, console_url=console_url)
             self._on_stop(channel.close)
             channels.append(("webhook", channel))
+        if self.config.nudge.home_assistant and self.home_assistant is not None:
+            channels.append(("home_assistant", HomeAssistantNudge(self.home_assistant)))
         return channels
 
     def waiting_for_owner(self) -> set[str]:
@@ -442,6 +448,55 @@ class Doorbell:
             stop=self.stop_event,
         )
         self.supervisor.start("nudge", self.nudge.run)
+
+    def start_home_assistant(self) -> None:
+        """The device in the owner's Home Assistant, over the home's own broker (off
+        unless home_assistant.enabled). Its own connection and thread: whatever that
+        broker does never reaches recording or the request flow."""
+        settings = self.config.home_assistant
+        if settings.broker is None:
+            return
+        self.home_assistant = HomeAssistantLink(
+            settings,
+            device_id=self.config.device.id,
+            version=SOFTWARE_VERSION,
+            console_url=None if self.console is None else self.console.info()["url"],
+            read_state=self.home_assistant_state,
+            take_snapshot=self.snapshot,
+            set_requests_paused=lambda paused: self.handle_control(
+                {"cmd": "pause" if paused else "resume"}
+            ),
+            stop=self.stop_event,
+        )
+        self.rings.subscribe(self.home_assistant.on_ring)
+        self._on_stop(self.home_assistant.stop)
+        self.home_assistant.start()
+
+    def home_assistant_state(self) -> DeviceState:
+        span = read_summary(self.paths.buffer_dir).span
+        try:
+            free: int | None = self.hooks.free_space(self.paths.buffer_dir)
+        except OSError:
+            free = None
+        return DeviceState(
+            recording=self.recorder_healthy(),
+            footage_ms=None if span is None else span[1] - span[0],
+            free_bytes=free,
+            pending=len(self.flow.pending()),
+            paused=self.flow.requests_paused,
+        )
+
+    def snapshot(self) -> bytes | None:
+        """The newest keyframe as a JPEG (Home Assistant's snapshot), None without one."""
+        # lazily, as the console does: the preview's imports are heavy, and a daemon
+        # without Home Assistant never needs them
+        from device.console.preview import newest_keyframe_jpeg
+
+        try:
+            return newest_keyframe_jpeg(self.paths.buffer_dir, self.hooks.clock.wall_ms())
+        except (RecorderError, OSError) as exc:
+            logger.warning("could not take a snapshot: %s", exc)
+            return None
 
     def start_housekeeping(self) -> None:
         self.supervisor.start("housekeeping", self.housekeeping)
@@ -519,6 +574,9 @@ class Doorbell:
                 console=None if self.console is None else self.console.info(),
                 bell=self.rings.status(wired=self.bell is not None),
                 nudge=None if self.nudge is None else self.nudge.status(),
+                home_assistant=None
+                if self.home_assistant is None
+                else self.home_assistant.status(),
             ),
         )
 

@@ -241,6 +241,10 @@ def render_status(status: Status) -> str:
             last = f", the last at {bell['last_ring']}" if bell.get("last_ring") else ""
             lines.append(f"porch bell    {bell.get('rings', 0)} ring(s) since the start{last}")
         lines.append(f"nudge         {render_nudge(live.nudge)}")
+        home = live.home_assistant
+        if home is not None:
+            problem = home.get("problem")
+            lines.append(f"home asst.    {home['broker']}" + (f"  ({problem})" if problem else ""))
         if live.console is not None:
             console = live.console
             which = "authority" if console.get("ca_fingerprint") else "certificate"

@@ -17,6 +17,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from firmware_config import Config
+from firmware_config.home_assistant import same_broker
+from sync.errors import MqttSettingsError
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,7 @@ def check_start(config: Config) -> StartCheck:
                 f"nudge.webhook.url: plain http to {host}: anyone on the way sees that a "
                 "nudge went out" + (" and reads the token" if webhook.token_file else "")
             )
+    problems += _home_assistant_problems(config)
 
     socket_dir = config.control.socket.parent
     if not socket_dir.is_dir():
@@ -135,3 +138,34 @@ def check_start(config: Config) -> StartCheck:
             "requests or shares"
         )
     return StartCheck(problems=tuple(problems), warnings=tuple(warnings))
+
+
+def _home_assistant_problems(config: Config) -> list[str]:
+    """The home broker is never the cloud's: what goes to Home Assistant (rings,
+    snapshots, the count of waiting requests) must not cross the broker that carries
+    agencies' requests."""
+    broker = config.home_assistant.broker
+    if broker is None:
+        return []
+    problems: list[str] = []
+    try:
+        host, port, tls = broker.endpoint()
+        cloud_host, cloud_port, _tls = config.mqtt.endpoint()
+    except MqttSettingsError as exc:
+        return [f"home_assistant.url: {exc}"]
+    if same_broker((host, port), (cloud_host, cloud_port)):
+        problems.append(
+            f"home_assistant.url: {broker.url} is the same broker as mqtt.url ({config.mqtt.url});"
+            " Home Assistant must use the home's own broker, never the one that carries"
+            " agencies' requests"
+        )
+    if broker.ca_file is not None and not tls:
+        problems.append(f"home_assistant.ca_file: needs an mqtts:// URL, not {broker.url}")
+    if broker.password_file is not None and broker.username is None:
+        problems.append(
+            "home_assistant.password_file: needs home_assistant.username"
+            " (a password alone is never sent)"
+        )
+    problems += _readable("home_assistant.password_file", broker.password_file)
+    problems += _readable("home_assistant.ca_file", broker.ca_file)
+    return problems

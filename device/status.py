@@ -97,6 +97,7 @@ class Live:
     console: Mapping[str, str | None] | None = None  # ConsoleService.info(), when on
     bell: Mapping[str, Any] | None = None  # Rings.status(): wired, rings, last_ring
     nudge: Mapping[str, Any] | None = None  # NudgeScheduler.status(); None: no channel
+    home_assistant: Mapping[str, Any] | None = None  # HomeAssistantLink.status(), when on
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -148,6 +149,8 @@ class Status:
             if live.bell is not None:
                 out["bell"] = dict(live.bell)
             out["nudge"] = None if live.nudge is None else dict(live.nudge)
+            if live.home_assistant is not None:
+                out["home_assistant"] = dict(live.home_assistant)
         out.update(self.buffer.to_json())
         return out
 
@@ -178,6 +181,9 @@ def _status_from_json(raw: Mapping[str, Any]) -> Status:
             console=None if console is None else dict(console),
             bell=None if raw.get("bell") is None else dict(raw["bell"]),
             nudge=None if raw.get("nudge") is None else dict(raw["nudge"]),
+            home_assistant=None
+            if raw.get("home_assistant") is None
+            else dict(raw["home_assistant"]),
         )
     free = raw.get("disk_free_bytes")
     return Status(

@@ -39,6 +39,7 @@ class WebhookSettings:
 @dataclass(frozen=True, slots=True)
 class NudgeSettings:
     every_minutes: float = 15.0  # the grid: a nudge goes at the start of a slot
+    home_assistant: bool = False  # also as Home Assistant's review event (the blueprint)
     webhook: WebhookSettings | None = None
 
     def __post_init__(self) -> None:

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from firmware_config.bell import BOUNCE_MS_RANGE, CHIME_SECONDS_RANGE, BellSettings
+from firmware_config.home_assistant import HomeAssistantSettings
 from firmware_config.nudge import (
     EVERY_MINUTES_RANGE,
     PRIORITY_RANGE,
@@ -151,6 +152,7 @@ class Config:
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
     bell: BellSettings = field(default_factory=BellSettings)
     nudge: NudgeSettings = field(default_factory=NudgeSettings)
+    home_assistant: HomeAssistantSettings = field(default_factory=HomeAssistantSettings)
     source_path: Path | None = None
 
     @property
@@ -433,6 +435,15 @@ def _mqtt_url(value: object) -> str:
     )
 
 
+def _home_broker_url(value: object) -> str:
+    return _url(
+        value,
+        ("mqtt", "mqtts"),
+        "mqtt://host[:port] or mqtts://host[:port]",
+        "home_assistant.username and home_assistant.password_file",
+    )
+
+
 def _webhook_url(value: object) -> str:
     text = _url(
         value,
@@ -683,6 +694,7 @@ NUDGE = Section(
     NudgeSettings,
     (
         Key("every_minutes", _number(*EVERY_MINUTES_RANGE)),
+        Key("home_assistant", _bool),
         Key(
             "webhook",
             Section(
@@ -698,6 +710,35 @@ NUDGE = Section(
             ),
         ),
     ),
+)
+
+
+def _discovery_prefix(value: object) -> str:
+    text = _str(value)
+    if not re.fullmatch(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*", text):
+        raise InvalidValueError("use letters, digits, '_' and '-', with '/' between levels")
+    return text
+
+
+def _url_when_enabled(values: Mapping[str, Any]) -> str | None:
+    if values["enabled"] and values["url"] is None:
+        return "url: required when enabled is true (the home's own MQTT broker)"
+    return None
+
+
+HOME_ASSISTANT = Section(
+    HomeAssistantSettings,
+    (
+        Key("enabled", _bool),
+        Key("url", _home_broker_url),
+        Key("username", _str),
+        Key("password_file", _path),
+        Key("ca_file", _path),
+        Key("discovery_prefix", _discovery_prefix),
+        Key("name", _str),
+        Key("snapshot_interval_seconds", _number(1, 3600)),
+    ),
+    checks=(_url_when_enabled,),
 )
 
 
@@ -725,6 +766,7 @@ CONFIG = Section(
         Key("console", CONSOLE),
         Key("bell", BELL),
         Key("nudge", NUDGE),
+        Key("home_assistant", HOME_ASSISTANT),
     ),
 )
 

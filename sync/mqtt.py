@@ -310,6 +310,13 @@ class AckSequencer:
         return None if head is None or head.due is None else max(0.0, head.due - now)
 
 
+def wait_before_reconnect(client: paho.Client, delay_s: float) -> None:
+    """Make paho's loop wait `delay_s` before its next connection attempt: paho waits
+    min_delay (its doubling starts again from min_delay after every reset), so setting
+    both bounds makes it wait exactly our backoff's delay, jitter included."""
+    client.reconnect_delay_set(min_delay=delay_s, max_delay=delay_s)  # type: ignore[arg-type]
+
+
 def status_payload(state: str, version: str | None = None) -> bytes:
     doc: dict[str, str] = {"state": state}
     if version is not None:
@@ -463,8 +470,7 @@ class MqttLink:
         host, port, tls = self._settings.endpoint()
         client = self._make_client(tls)
         self._client = client
-        first = self._backoff.delay(0)
-        client.reconnect_delay_set(min_delay=first, max_delay=first)  # type: ignore[arg-type]
+        wait_before_reconnect(client, self._backoff.delay(0))
         client.max_queued_messages_set(MAX_OUTGOING_MESSAGES)
         if self._settings.protocol == 5:
             props = Properties(PacketTypes.CONNECT)
@@ -702,9 +708,7 @@ class MqttLink:
         with self._lock:
             delay = self._backoff.delay(self._attempt)
             self._attempt += 1
-        # paho waits min_delay before the next attempt (its doubling starts again from
-        # min_delay after every reset), so setting both bounds makes it wait `delay`.
-        client.reconnect_delay_set(min_delay=delay, max_delay=delay)  # type: ignore[arg-type]
+        wait_before_reconnect(client, delay)
 
     def _handle_message(self, client: paho.Client, userdata: Any, message: Any) -> None:
         received = time.monotonic()

@@ -43,10 +43,11 @@ logger = logging.getLogger(__name__)
 
 STRIP_THUMBNAILS = 48
 THUMB_WIDTH = 160
-SNAPSHOT_WIDTH = 640  # the picture the owner draws privacy masks on
+SNAPSHOT_WIDTH = 640  # the picture the owner draws privacy masks on, and HA's snapshot
 THUMB_CACHE = 512
 CLIPS_KEPT = 4
 MAX_CLIP_MS = 10 * 60_000
+SNAPSHOT_LOOKBACK_MS = 5 * 60_000  # the newest keyframe is looked for this far back
 
 
 def strip_points(window: Window, count: int) -> list[int]:
@@ -222,6 +223,31 @@ class Preview:
                 with contextlib.suppress(OSError):
                     old.path.unlink()
             return info
+
+
+def newest_keyframe_jpeg(
+    buffer_root: Path, now_ms: int, *, width: int = SNAPSHOT_WIDTH
+) -> bytes | None:
+    """The newest keyframe of the buffer's last few minutes as a JPEG at most `width`
+    wide (Home Assistant's snapshot); None when there is none. Only finished segments are
+    in the index, so the picture is at most a segment's length old."""
+    window = Window(now_ms - SNAPSHOT_LOOKBACK_MS, now_ms)
+    try:
+        conn = connect_index(buffer_root, readonly=True)
+    except RecorderError:
+        return None
+    try:
+        segments = query_segments(conn, window)
+    finally:
+        conn.close()
+    for seg in reversed(segments):
+        table = read_tables(buffer_root, [seg.id]).get(seg.id)
+        if table is None:
+            continue
+        keys = [i for i in range(len(table)) if table.key[i] and window.contains(table.times[i])]
+        if keys:
+            return _decode_keyframe(buffer_root / seg.file, table, keys[-1], width)
+    return None
 
 
 def _decode_keyframe(path: Path, table: FrameTable, index: int, width: int) -> bytes:

@@ -351,6 +351,7 @@ _PART_KEYS = (
     ]
     + [("bell", key) for key in ("bounce_ms", "chime_seconds", "button_pin", "chime_pin")]
     + [("nudge", "every_minutes")]
+    + [("home_assistant", key) for key in ("enabled", "snapshot_interval_seconds", "name")]
 )
 
 

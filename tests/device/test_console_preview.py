@@ -7,7 +7,13 @@ from pathlib import Path
 
 import av
 
-from device.console.preview import Preview, keyframe_from, strip_points
+from device.console.preview import (
+    SNAPSHOT_LOOKBACK_MS,
+    Preview,
+    keyframe_from,
+    newest_keyframe_jpeg,
+    strip_points,
+)
 from foundation.times import Window
 from recorder.buffer import FrameTable
 from tests.fixtures.footage import decode_stamps
@@ -65,3 +71,22 @@ def test_a_preview_clip_is_the_frame_exact_export(
     assert len(list(clips.glob("*.mp4"))) == 4  # a few kept, the rest deleted
     preview.close()
     assert not clips.exists()
+
+
+def test_home_assistants_snapshot_is_the_newest_keyframe_at_most_640_wide(
+    recorded_buffer: tuple[Path, int, int], tmp_path: Path
+) -> None:
+    root, first, last = recorded_buffer
+    jpeg = newest_keyframe_jpeg(root, last)
+    assert jpeg is not None and jpeg[:3] == b"\xff\xd8\xff"
+    with av.open(__import__("io").BytesIO(jpeg)) as image:
+        frame = next(image.decode(video=0))
+    with av.open(str(next(root.glob("*.mp4")))) as video:
+        source = video.streams.video[0].codec_context
+        assert frame.width == min(640, source.width)
+    narrow = newest_keyframe_jpeg(root, last, width=100)
+    assert narrow is not None and narrow != jpeg
+    # only the last few minutes count: nothing newer than that, nothing
+    assert newest_keyframe_jpeg(root, last + SNAPSHOT_LOOKBACK_MS + 60_000) is None
+    assert newest_keyframe_jpeg(root, first - 1) is None
+    assert newest_keyframe_jpeg(tmp_path / "no-buffer", last) is None
