@@ -1,13 +1,12 @@
 """The rolling buffer: segment files plus an SQLite index of them, and pins.
 
-Layout under `root`: `seg-<start_ms>-<tag>.mp4` segment files (written as `.part` and
-renamed when complete), `index.sqlite3` (WAL mode, synchronous=FULL) and
+Layout under `root`: the segment files (recorder/segment_file.py: their names, `.part`
+while written, and what is in them), `index.sqlite3` (WAL mode, synchronous=FULL) and
 `recorder.lock` (held by the one process that records).
 
-Each index row keeps the segment's frame table: per frame its capture time (epoch ms),
-the byte offset and size of its sample in the file and whether it is a keyframe, plus
-the stream's avcC extradata. Export reads samples straight from those offsets, so it
-never re-probes hundreds of files.
+Each index row keeps the segment's frame table (where each frame's sample is in the
+file) and the stream's avcC extradata. Export reads samples straight from those
+offsets, so it never re-probes hundreds of files.
 
 Power-cut safety: a segment file is complete and fsynced before it is renamed, and its
 row is committed after the rename. Reconciliation (at open, by the lock holder) deletes
@@ -20,36 +19,24 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import re
 import sqlite3
-import struct
-import sys
 import threading
-from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from foundation.durable import open_durable, transaction
-from foundation.errors import BufferLockedError, InvalidValueError, LockHeldError, RecorderError
+from foundation.errors import BufferLockedError, LockHeldError, RecorderError
 from foundation.files import FileLock, private_dir
 from foundation.times import Window
 from recorder.retention import Pin, retention_plan
+from recorder.segment_file import FrameTable, complete_files, incomplete_files, probe
 from recorder.settings import RetentionLimits
 
 logger = logging.getLogger(__name__)
 
 INDEX_NAME = "index.sqlite3"
 LOCK_NAME = "recorder.lock"
-SEGMENT_RE = re.compile(r"seg-(\d{1,16})-([0-9a-f]{8})\.mp4")
-START_TAG = "capture_start_ms"
-
-# A frame table blob: version, frame count, then per column all values little-endian:
-# capture times (epoch ms, int64), sample offsets (int64), sample sizes (int64), and
-# keyframe flags (one byte each). Plain `array`s, so export needs no numpy at start-up.
-_TABLE_HEAD = struct.Struct("<BI")
-_TABLE_VERSION = 1
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS segments (
@@ -97,66 +84,6 @@ class Segment:
     fps: float
 
 
-@dataclass(frozen=True, slots=True)
-class FrameTable:
-    """Where each frame of a segment is: capture times (epoch ms), sample offsets and
-    sizes in the file, keyframe flags; the stream's avcC extradata and the libx264
-    preset it was encoded with ("" when unknown or a hardware encoder)."""
-
-    extradata: bytes
-    times: array[int]
-    pos: array[int]
-    size: array[int]
-    key: bytes
-    preset: str = ""
-
-    def __post_init__(self) -> None:
-        n = len(self.times)
-        if not (len(self.pos) == len(self.size) == len(self.key) == n):
-            raise InvalidValueError("frame table columns differ in length")
-
-    def __len__(self) -> int:
-        return len(self.times)
-
-    @classmethod
-    def build(
-        cls, extradata: bytes, rows: list[tuple[int, int, int, bool]], preset: str = ""
-    ) -> FrameTable:
-        """From (capture_ms, pos, size, keyframe) rows."""
-        return cls(
-            extradata,
-            array("q", [r[0] for r in rows]),
-            array("q", [r[1] for r in rows]),
-            array("q", [r[2] for r in rows]),
-            bytes(1 if r[3] else 0 for r in rows),
-            preset,
-        )
-
-    def to_blob(self) -> bytes:
-        cols = [array("q", c) for c in (self.times, self.pos, self.size)]
-        if sys.byteorder != "little":
-            for c in cols:
-                c.byteswap()
-        head = _TABLE_HEAD.pack(_TABLE_VERSION, len(self))
-        return head + b"".join(c.tobytes() for c in cols) + bytes(self.key)
-
-    @classmethod
-    def from_blob(cls, extradata: bytes, blob: bytes, preset: str = "") -> FrameTable:
-        version, n = _TABLE_HEAD.unpack_from(blob)
-        if version != _TABLE_VERSION or len(blob) != _TABLE_HEAD.size + 25 * n:
-            raise RecorderError("frame table in the index is damaged")
-        cols = []
-        at = _TABLE_HEAD.size
-        for _ in range(3):
-            col = array("q")
-            col.frombytes(blob[at : at + 8 * n])
-            if sys.byteorder != "little":
-                col.byteswap()
-            cols.append(col)
-            at += 8 * n
-        return cls(extradata, cols[0], cols[1], cols[2], bytes(blob[at:]), preset)
-
-
 class BufferLock:
     """The exclusive right to write a buffer: a FileLock on `recorder.lock`."""
 
@@ -185,18 +112,6 @@ class BufferLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
-
-
-def segment_file_name(start_ms: int) -> str:
-    return f"seg-{start_ms:013d}-{os.urandom(4).hex()}.mp4"
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def connect_index(root: Path, *, readonly: bool = False) -> sqlite3.Connection:
@@ -263,34 +178,6 @@ def read_tables(root: Path, ids: Sequence[int]) -> dict[int, FrameTable]:
         return query_tables(conn, ids)
     finally:
         conn.close()
-
-
-def probe_segment(path: Path) -> tuple[FrameTable, int, int, float]:
-    """Read a complete segment file's frame table: (table, width, height, fps). Capture
-    times come from the file's `capture_start_ms` tag plus each frame's pts (ms)."""
-    import av  # PyAV is heavy to load: only code that codes frames pays for it
-
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        tag = container.metadata.get(START_TAG)
-        if tag is None or not tag.isdigit():
-            raise RecorderError(f"{path.name} has no {START_TAG} tag")
-        start_ms = int(tag)
-        ctx = stream.codec_context
-        extradata = bytes(ctx.extradata or b"")
-        rows = []
-        tb = stream.time_base
-        assert tb is not None
-        for packet in container.demux(stream):
-            if packet.size == 0 or packet.pts is None or packet.pos is None:
-                continue
-            pts_ms = round(packet.pts * tb * 1000)
-            rows.append((start_ms + pts_ms, packet.pos, packet.size, bool(packet.is_keyframe)))
-        rate = stream.average_rate or stream.guessed_rate or 15
-        width, height = ctx.width, ctx.height
-    if not rows:
-        raise RecorderError(f"{path.name} holds no frames")
-    return FrameTable.build(extradata, rows), width, height, float(rate)
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,7 +273,7 @@ class RollingBuffer:
         """Make the index and the files agree. Only the holder of the BufferLock may call
         this: it deletes `.part` files, which a running recorder is writing."""
         self.require_writer()
-        for part in self.root.glob("seg-*.mp4.part"):
+        for part in incomplete_files(self.root):
             logger.info("removing incomplete segment %s", part.name)
             part.unlink(missing_ok=True)
         with self._lock:
@@ -405,11 +292,11 @@ class RollingBuffer:
             with self._transaction() as conn:
                 conn.executemany("DELETE FROM segments WHERE id = ?", [(i,) for i in stale])
             indexed = {n: v for n, v in indexed.items() if v[0] not in stale}
-        for path in sorted(self.root.glob("seg-*.mp4")):
-            if path.name in indexed or not SEGMENT_RE.fullmatch(path.name):
+        for path in complete_files(self.root):
+            if path.name in indexed:
                 continue
             try:
-                table, width, height, fps = probe_segment(path)
+                table, width, height, fps = probe(path)
             except Exception as exc:  # unreadable leftovers of a crash are dropped
                 logger.warning("removing unreadable segment %s: %s", path.name, exc)
                 path.unlink(missing_ok=True)

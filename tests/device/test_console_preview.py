@@ -9,7 +9,7 @@ import av
 
 from device.console.preview import Preview, keyframe_from, strip_points
 from foundation.times import Window
-from recorder.buffer import FrameTable
+from recorder.segment_file import FrameTable
 from tests.fixtures.footage import decode_stamps
 
 
