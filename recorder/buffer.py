@@ -21,15 +21,16 @@ import contextlib
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from foundation.durable import open_durable, transaction
 from foundation.errors import BufferLockedError, LockHeldError, RecorderError
 from foundation.files import FileLock, private_dir
 from foundation.times import Window
-from recorder.retention import Pin, retention_plan
+from recorder.retention import Pin, deletions, pinned_spans, protected_ids
 from recorder.segment_file import FrameTable, complete_files, incomplete_files, probe
 from recorder.settings import RetentionLimits
 
@@ -63,6 +64,30 @@ CREATE TABLE IF NOT EXISTS pins (
     end_ms INTEGER NOT NULL,
     until_ms INTEGER NOT NULL
 );
+"""
+
+# The index's running total of segment bytes, kept by triggers in the transaction that
+# adds or drops a row, so retention after each segment need not sum the whole table.
+# Created and first filled in one transaction, so an index made before it (or by
+# another process at the same time) starts from the right sum.
+_TOTALS = """
+BEGIN IMMEDIATE;
+CREATE TABLE IF NOT EXISTS totals (
+    one INTEGER PRIMARY KEY CHECK (one = 1),
+    bytes INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO totals (one, bytes)
+    SELECT 1, COALESCE(SUM(bytes), 0) FROM segments WHERE NOT EXISTS (SELECT 1 FROM totals);
+CREATE TRIGGER IF NOT EXISTS totals_add AFTER INSERT ON segments BEGIN
+    UPDATE totals SET bytes = bytes + NEW.bytes;
+END;
+CREATE TRIGGER IF NOT EXISTS totals_drop AFTER DELETE ON segments BEGIN
+    UPDATE totals SET bytes = bytes - OLD.bytes;
+END;
+CREATE TRIGGER IF NOT EXISTS totals_change AFTER UPDATE OF bytes ON segments BEGIN
+    UPDATE totals SET bytes = bytes - OLD.bytes + NEW.bytes;
+END;
+COMMIT;
 """
 
 
@@ -124,7 +149,7 @@ def connect_index(root: Path, *, readonly: bool = False) -> sqlite3.Connection:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30.0)
         conn.execute("PRAGMA busy_timeout = 30000")
         return conn
-    return open_durable(path, schema=_SCHEMA)
+    return open_durable(path, schema=_SCHEMA + _TOTALS)
 
 
 _SELECT_SEGMENTS = (
@@ -159,16 +184,22 @@ def query_segments(conn: sqlite3.Connection, window: Window | None) -> list[Segm
     return [_segment(r) for r in rows]
 
 
-def query_tables(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, FrameTable]:
-    tables: dict[int, FrameTable] = {}
+def _rows_by_id(conn: sqlite3.Connection, select: str, ids: Sequence[int]) -> Iterator[Any]:
+    """Rows of `select` (a SELECT ... FROM segments) whose id is in `ids`, in batches
+    below SQLite's limit on parameters."""
     for chunk in range(0, len(ids), 500):
         part = list(ids[chunk : chunk + 500])
         marks = ",".join("?" * len(part))
         # Only "?" placeholders are formatted in; the ids travel as parameters.
-        sql = f"SELECT id, extradata, preset, frame_table FROM segments WHERE id IN ({marks})"  # noqa: S608
-        for seg_id, extradata, preset, blob in conn.execute(sql, part):
-            tables[int(seg_id)] = FrameTable.from_blob(bytes(extradata), bytes(blob), str(preset))
-    return tables
+        yield from conn.execute(f"{select} WHERE id IN ({marks})", part)
+
+
+def query_tables(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, FrameTable]:
+    select = "SELECT id, extradata, preset, frame_table FROM segments"
+    return {
+        int(seg_id): FrameTable.from_blob(bytes(extradata), bytes(blob), str(preset))
+        for seg_id, extradata, preset, blob in _rows_by_id(conn, select, ids)
+    }
 
 
 def read_tables(root: Path, ids: Sequence[int]) -> dict[int, FrameTable]:
@@ -367,8 +398,9 @@ class RollingBuffer:
         return None if lo is None else (int(lo), int(hi))
 
     def total_bytes(self) -> int:
+        """The size of every indexed segment (the index's running total)."""
         with self._lock:
-            (total,) = self._conn.execute("SELECT COALESCE(SUM(bytes), 0) FROM segments").fetchone()
+            (total,) = self._conn.execute("SELECT bytes FROM totals").fetchone()
         return int(total)
 
     def footage_ms(self, window: Window) -> int:
@@ -380,23 +412,33 @@ class RollingBuffer:
         return total
 
     def delete_segments(self, ids: Sequence[int]) -> list[Segment]:
-        """Drop rows first, then files: a crash in between leaves a file to re-index."""
-        if not ids:
-            return []
+        """Delete segments `ids` (those still indexed); returns them, oldest first."""
         with self._lock:
-            doomed = [s for s in query_segments(self._conn, None) if s.id in set(ids)]
-            with self._transaction() as conn:
-                conn.executemany("DELETE FROM segments WHERE id = ?", [(s.id,) for s in doomed])
-        for seg in doomed:
-            (self.root / seg.file).unlink(missing_ok=True)
-        return doomed
+            rows = _rows_by_id(self._conn, _SELECT_SEGMENTS, ids)
+            return self._drop(sorted((_segment(r) for r in rows), key=lambda s: (s.start_ms, s.id)))
 
     def enforce_retention(
         self, now_ms: int, limits: RetentionLimits, free_bytes: int
     ) -> list[Segment]:
-        """Delete what `retention_plan` says; returns the deleted segments."""
-        plan = retention_plan(self.segments(), self.pins(), limits, now_ms, free_bytes)
-        deleted = self.delete_segments(plan)
+        """Delete what the retention plan says; returns the deleted segments. Reads only
+        the segments that could go (oldest first, until the plan stops) and those under
+        live pins, never the whole index."""
+        with self._lock:
+            pins = self.pins(live_at=now_ms)
+            pinned = {s.id: s for w in pinned_spans(pins, now_ms) for s in self.segments(w)}
+            protected = protected_ids(list(pinned.values()), pins, limits, now_ms)
+            seen: dict[int, Segment] = {}
+            query = _SELECT_SEGMENTS + " ORDER BY start_ms, id"
+            with contextlib.closing(self._conn.execute(query)) as rows:
+                plan = deletions(
+                    _remembered((_segment(r) for r in rows), seen),
+                    total_bytes=self.total_bytes(),
+                    protected=protected,
+                    limits=limits,
+                    now_ms=now_ms,
+                    free_bytes=free_bytes,
+                )
+            deleted = self._drop([seen[i] for i in plan])
         if deleted:
             logger.info(
                 "retention deleted %d segments (%d bytes)",
@@ -404,6 +446,15 @@ class RollingBuffer:
                 sum(s.bytes for s in deleted),
             )
         return deleted
+
+    def _drop(self, doomed: list[Segment]) -> list[Segment]:
+        """Rows first, then files: a crash in between leaves a file to re-index."""
+        if doomed:
+            with self._transaction() as conn:
+                conn.executemany("DELETE FROM segments WHERE id = ?", [(s.id,) for s in doomed])
+        for seg in doomed:
+            (self.root / seg.file).unlink(missing_ok=True)
+        return doomed
 
     # ---- pins -----------------------------------------------------------------------
 
@@ -428,9 +479,19 @@ class RollingBuffer:
             cur = conn.execute("DELETE FROM pins WHERE pin_id = ?", (pin_id,))
         return cur.rowcount > 0
 
-    def pins(self) -> list[Pin]:
+    def pins(self, *, live_at: int | None = None) -> list[Pin]:
+        """Every pin, or those still live at `live_at`, in the order they were made."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT pin_id, start_ms, end_ms, until_ms, seq FROM pins ORDER BY seq"
+                "SELECT pin_id, start_ms, end_ms, until_ms, seq FROM pins "
+                "WHERE ?1 IS NULL OR until_ms > ?1 ORDER BY seq",
+                (live_at,),
             ).fetchall()
         return [Pin(str(p), Window(int(s), int(e)), int(u), int(q)) for p, s, e, u, q in rows]
+
+
+def _remembered(segments: Iterable[Segment], seen: dict[int, Segment]) -> Iterator[Segment]:
+    """`segments`, each also kept in `seen` by id as it is read."""
+    for seg in segments:
+        seen[seg.id] = seg
+        yield seg
