@@ -54,6 +54,7 @@ BENCHMARKS = {
     "owner_channel": Benchmark(quick="--hours 24 --rounds 5", smoke="--hours 1 --rounds 2"),
     "outcome_work": Benchmark(quick="--rounds 1", smoke="--rounds 1 --fsync-ms 1"),
     "sd_wear": Benchmark(quick="--seconds 30", smoke="--seconds 6"),
+    "retention": Benchmark(quick="--hours 24 --steps 10", smoke="--hours 0.25 --steps 3"),
 }
 Size = Literal["full", "quick", "smoke"]
 

@@ -66,26 +66,32 @@ CREATE TABLE IF NOT EXISTS pins (
 );
 """
 
-# The index's running total of segment bytes, kept by triggers in the transaction that
-# adds or drops a row, so retention after each segment need not sum the whole table.
-# Created and first filled in one transaction, so an index made before it (or by
-# another process at the same time) starts from the right sum.
+# Two running figures of the segments, kept by triggers in the transaction that adds or
+# drops a row: their total size (retention after each segment need not sum the whole
+# table) and the longest one's span, an upper bound that turns "segments overlapping a
+# window" into a range of the start_ms index (a segment overlapping [a, b] starts in
+# [a - longest, b]) instead of a scan from the oldest row. Created and first filled in
+# one transaction, so an index made before them starts from the right figures.
 _TOTALS = """
 BEGIN IMMEDIATE;
 CREATE TABLE IF NOT EXISTS totals (
     one INTEGER PRIMARY KEY CHECK (one = 1),
-    bytes INTEGER NOT NULL
+    bytes INTEGER NOT NULL,
+    longest_ms INTEGER NOT NULL
 );
-INSERT OR IGNORE INTO totals (one, bytes)
-    SELECT 1, COALESCE(SUM(bytes), 0) FROM segments WHERE NOT EXISTS (SELECT 1 FROM totals);
+INSERT OR IGNORE INTO totals (one, bytes, longest_ms)
+    SELECT 1, COALESCE(SUM(bytes), 0), COALESCE(MAX(end_ms - start_ms), 0) FROM segments
+    WHERE NOT EXISTS (SELECT 1 FROM totals);
 CREATE TRIGGER IF NOT EXISTS totals_add AFTER INSERT ON segments BEGIN
-    UPDATE totals SET bytes = bytes + NEW.bytes;
+    UPDATE totals SET bytes = bytes + NEW.bytes,
+        longest_ms = MAX(longest_ms, NEW.end_ms - NEW.start_ms);
 END;
 CREATE TRIGGER IF NOT EXISTS totals_drop AFTER DELETE ON segments BEGIN
     UPDATE totals SET bytes = bytes - OLD.bytes;
 END;
-CREATE TRIGGER IF NOT EXISTS totals_change AFTER UPDATE OF bytes ON segments BEGIN
-    UPDATE totals SET bytes = bytes - OLD.bytes + NEW.bytes;
+CREATE TRIGGER IF NOT EXISTS totals_change AFTER UPDATE ON segments BEGIN
+    UPDATE totals SET bytes = bytes - OLD.bytes + NEW.bytes,
+        longest_ms = MAX(longest_ms, NEW.end_ms - NEW.start_ms);
 END;
 COMMIT;
 """
@@ -177,9 +183,11 @@ def query_segments(conn: sqlite3.Connection, window: Window | None) -> list[Segm
     if window is None:
         rows = conn.execute(_SELECT_SEGMENTS + " ORDER BY start_ms, id")
     else:
+        (longest,) = conn.execute("SELECT longest_ms FROM totals").fetchone()
         rows = conn.execute(
-            _SELECT_SEGMENTS + " WHERE start_ms <= ? AND end_ms >= ? ORDER BY start_ms, id",
-            (window.end_ms, window.start_ms),
+            _SELECT_SEGMENTS + " WHERE start_ms BETWEEN ? AND ? AND end_ms >= ? "
+            "ORDER BY start_ms, id",
+            (window.start_ms - int(longest), window.end_ms, window.start_ms),
         )
     return [_segment(r) for r in rows]
 

@@ -81,6 +81,7 @@ def test_an_index_from_before_the_running_total_starts_from_its_sum(tmp_path):
     conn.close()
     with RollingBuffer.open(tmp_path) as buffer:
         assert buffer.total_bytes() == 510
+        assert [s.bytes for s in buffer.segments(Window(NOW + 8000, NOW + 8000))] == [102]
         add(buffer, NOW + 20_000, NOW + 24_000, 7)
         gone = buffer.enforce_retention(NOW + 24_000, RetentionLimits(max_bytes=300), 10**12)
         assert [s.bytes for s in gone] == [100, 101, 102]
@@ -95,3 +96,22 @@ def test_a_second_process_adding_and_deleting_keeps_the_total(tmp_path):
         assert first.total_bytes() == second.total_bytes() == 3000
         second.delete_segments([s.id for s in second.segments()][:1])
         assert first.total_bytes() == 2000 == total_by_sum(tmp_path)
+
+
+@given(segment_specs, st.integers(0, 31 * H), st.integers(0, 3 * H), st.booleans())
+@settings(max_examples=40, deadline=None)
+def test_a_window_finds_every_segment_overlapping_it(specs, ago, duration, delete_longest):
+    """The window query reads a range of start times bounded by the longest segment
+    ever indexed; a long segment (a re-indexed file, another segment length) among
+    short ones is still found, also after the longest is gone."""
+    window = Window(NOW - ago, NOW - ago + duration)
+    with tempfile.TemporaryDirectory() as folder, RollingBuffer.open(Path(folder)) as buffer:
+        for spec_ago, spec_duration, size in specs:
+            add(buffer, NOW - spec_ago, NOW - spec_ago + spec_duration, size)
+        every = buffer.segments()
+        if delete_longest and every:
+            longest = max(every, key=lambda s: s.end_ms - s.start_ms)
+            buffer.delete_segments([longest.id])
+            every = buffer.segments()
+        found = buffer.segments(window)
+    assert found == [s for s in every if window.overlaps(s.start_ms, s.end_ms)]
