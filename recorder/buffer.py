@@ -24,7 +24,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from foundation.durable import open_durable, transaction
 from foundation.errors import BufferLockedError, LockHeldError, RecorderError
@@ -115,34 +115,19 @@ class Segment:
     fps: float
 
 
-class BufferLock:
+class BufferLock(FileLock):
     """The exclusive right to write a buffer: a FileLock on `recorder.lock`."""
 
     def __init__(self, root: Path) -> None:
-        self.path = Path(root) / LOCK_NAME
-        self._lock = FileLock(self.path)
+        super().__init__(Path(root) / LOCK_NAME)
 
-    def acquire(self) -> BufferLock:
+    def acquire(self) -> Self:
         try:
-            self._lock.acquire()
+            return super().acquire()
         except LockHeldError:
             raise BufferLockedError(
                 f"another recorder is writing to {self.path.parent} (the daemon?); stop it first"
             ) from None
-        return self
-
-    def release(self) -> None:
-        self._lock.release()
-
-    @property
-    def held(self) -> bool:
-        return self._lock.held
-
-    def __enter__(self) -> BufferLock:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
 
 
 def connect_index(root: Path, *, readonly: bool = False) -> sqlite3.Connection:
@@ -432,7 +417,7 @@ class RollingBuffer:
         the segments that could go (oldest first, until the plan stops) and those under
         live pins, never the whole index."""
         with self._lock:
-            pins = self.pins(live_at=now_ms)
+            pins = self.pins()
             pinned = {s.id: s for w in pinned_spans(pins, now_ms) for s in self.segments(w)}
             protected = protected_ids(list(pinned.values()), pins, limits, now_ms)
             seen: dict[int, Segment] = {}
@@ -487,13 +472,11 @@ class RollingBuffer:
             cur = conn.execute("DELETE FROM pins WHERE pin_id = ?", (pin_id,))
         return cur.rowcount > 0
 
-    def pins(self, *, live_at: int | None = None) -> list[Pin]:
-        """Every pin, or those still live at `live_at`, in the order they were made."""
+    def pins(self) -> list[Pin]:
+        """Every pin, in the order they were made."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT pin_id, start_ms, end_ms, until_ms, seq FROM pins "
-                "WHERE ?1 IS NULL OR until_ms > ?1 ORDER BY seq",
-                (live_at,),
+                "SELECT pin_id, start_ms, end_ms, until_ms, seq FROM pins ORDER BY seq"
             ).fetchall()
         return [Pin(str(p), Window(int(s), int(e)), int(u), int(q)) for p, s, e, u, q in rows]
 
