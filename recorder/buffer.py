@@ -326,13 +326,9 @@ class RollingBuffer:
                 path.unlink(missing_ok=True)
                 continue
             logger.info("re-indexing segment %s", path.name)
+            # its `synchronized` is unknown after a crash, so not claimed
             self.add_segment(
-                file=path.name,
-                table=table,
-                synchronized=False,
-                width=width,
-                height=height,
-                fps=fps,
+                file=path.name, table=table, synchronized=False, width=width, height=height, fps=fps
             )
 
     def add_segment(
