@@ -177,6 +177,14 @@ def query_segments(conn: sqlite3.Connection, window: Window | None) -> list[Segm
     return [_segment(r) for r in rows]
 
 
+def query_tables(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, FrameTable]:
+    tables: dict[int, FrameTable] = {}
+    select = "SELECT id, extradata, preset, frame_table FROM segments"
+    for seg_id, extradata, preset, blob in _rows_by_id(conn, select, ids):
+        tables[int(seg_id)] = FrameTable.from_blob(bytes(extradata), bytes(blob), str(preset))
+    return tables
+
+
 def _rows_by_id(conn: sqlite3.Connection, select: str, ids: Sequence[int]) -> Iterator[Any]:
     """Rows of `select` (a SELECT ... FROM segments) whose id is in `ids`, in batches
     below SQLite's limit on parameters."""
@@ -185,14 +193,6 @@ def _rows_by_id(conn: sqlite3.Connection, select: str, ids: Sequence[int]) -> It
         marks = ",".join("?" * len(part))
         # Only "?" placeholders are formatted in; the ids travel as parameters.
         yield from conn.execute(f"{select} WHERE id IN ({marks})", part)
-
-
-def query_tables(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, FrameTable]:
-    select = "SELECT id, extradata, preset, frame_table FROM segments"
-    return {
-        int(seg_id): FrameTable.from_blob(bytes(extradata), bytes(blob), str(preset))
-        for seg_id, extradata, preset, blob in _rows_by_id(conn, select, ids)
-    }
 
 
 def read_tables(root: Path, ids: Sequence[int]) -> dict[int, FrameTable]:

@@ -28,7 +28,12 @@ from typing import Any
 
 from foundation.errors import NoFootageError, RecorderError
 from foundation.times import Window
-from recorder.buffer import Segment, connect_index, query_segments, read_tables
+from recorder.buffer import (
+    Segment,
+    connect_index,
+    query_segments,
+    read_tables,
+)
 from recorder.export import ClipInfo, export_clip
 from recorder.segment_file import FrameTable
 from recorder.timeline import Footage, measure_footage
