@@ -29,7 +29,13 @@ from pyrage import x25519
 from bench.sanity import require
 from device.flow import RequestFlow
 from device.identity import load_device_identity
-from device.owner_channel import OwnerTopics, pending_message, seal_owner_envelope, shares_message
+from device.owner_channel import (
+    OwnerTopics,
+    pending_message,
+    pending_views,
+    seal_owner_envelope,
+    shares_message,
+)
 from device.state import StateStore
 from foundation import wire
 from foundation.clock import FakeClock
@@ -150,7 +156,7 @@ def build_times(hours: float, rounds: int) -> tuple[list[float], list[float], in
 
         def one_round(scan: bool) -> float:
             started = time.perf_counter()
-            views = flow.pending_views()
+            views = pending_views(flow.pending_footage())
             if scan:  # what 1.0 did at every publish: measure each window's footage
                 for view in views:
                     w = view.entry["window"]

@@ -55,6 +55,7 @@ BENCHMARKS = {
     "owner_channel": Benchmark(quick="--hours 24 --rounds 5", smoke="--hours 1 --rounds 2"),
     "outcome_work": Benchmark(quick="--rounds 1", smoke="--rounds 1 --fsync-ms 1"),
     "sd_wear": Benchmark(quick="--seconds 30", smoke="--seconds 6"),
+    "masks": Benchmark(quick="--seconds 6 --frames 100", smoke="--seconds 1 --frames 10"),
 }
 Size = Literal["full", "quick", "smoke"]
 

@@ -12,23 +12,26 @@ import hashlib
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from device.audit import AuditLog
-from device.cli import buffer_status
+from device.bell import Bell, Rings
 from device.commands import ControlCommands
 from device.console import CONSOLE_COMMANDS, ConsoleService, console_command
 from device.control import ControlError, ControlServer, refuse_if_answering
 from device.flow import RequestFlow
 from device.identity import DeviceIdentity, load_device_identity
 from device.intake import Intake
+from device.masks import PrivacyMasks
 from device.notify import SystemdNotifier
-from device.owner_channel import OwnerChannel
+from device.nudge import NudgeChannel, NudgeScheduler, WebhookChannel
+from device.owner_channel import OwnerChannel, pending_views
 from device.panel import Panel
 from device.paths import StatePaths
 from device.state import StateStore
+from device.status import BufferFacts, Health, Live, Status
 from device.supervisor import RestartBudget, Supervisor
 from firmware_config import Config
 from foundation import wire
@@ -41,6 +44,7 @@ from foundation.errors import (
 from foundation.files import FileLock, disk_free_bytes, private_dir
 from foundation.locks import NamedLock, port_taken
 from foundation.times import format_time
+from foundation.wire import ShareState
 from recorder.buffer import BufferLock, RollingBuffer
 from recorder.process import RecorderProcess
 from sync import SOFTWARE_VERSION
@@ -87,7 +91,9 @@ class Doorbell:
         self.outbox: Outbox
         self.buffer: RollingBuffer
         self.recorder: RecorderProcess
+        self.masks: PrivacyMasks
         self.recorder_budget = RestartBudget()
+        self.recorder_restarts = 0  # doorbellctl status
         self.trusted_agencies: dict[str, TrustedAgencyKey] = {}
         self.flow: RequestFlow
         self.share_worker: ShareWorker
@@ -96,6 +102,11 @@ class Doorbell:
         self.mqtt: MqttLink
         self.owner_channel: OwnerChannel
         self.panel: Panel | None = None
+        # Rings are heard here whether or not a bell is wired, so listeners (Home
+        # Assistant) subscribe once; the bell, when configured, announces them.
+        self.rings = Rings()
+        self.bell: Bell | None = None
+        self.nudge: NudgeScheduler | None = None
         self.control: ControlServer
         self.console: ConsoleService | None = None
 
@@ -165,8 +176,10 @@ class Doorbell:
         self.start_mqtt()
         self.start_owner_channel()
         self.start_panel()
+        self.start_bell()
         self.start_control()
         self.start_console()
+        self.start_nudge()
         self.start_housekeeping()
         self.wait_for_first_frame()
         self.notifier.ready(self.status_line())
@@ -199,12 +212,16 @@ class Doorbell:
         self._on_stop(self.buffer.close)
 
     def start_recorder(self) -> None:
+        camera = self.config.camera
+        self.masks = PrivacyMasks(config_masks=camera.masks, store=self.store, audit=self.audit)
+        self.masks.audit_start()
         self.recorder = RecorderProcess(
-            camera=self.config.camera,
+            camera=replace(camera, masks=self.masks.in_force),
             storage=self.config.storage,
             clock=self.hooks.clock,
             free_space=self.hooks.free_space,
         )
+        self.masks.follow(self.recorder.set_masks)
         self.recorder.start()
         self._on_stop(lambda: self.recorder.stop(timeout=10))
 
@@ -221,11 +238,23 @@ class Doorbell:
             owner_key = public_key_from_b64(text)
             owner_keys[key_id(raw_public(owner_key))] = owner_key
         self.trusted_agencies = trusted
+        # The flow hands approvals to the share worker, which queues them in the outbox
+        # and wakes its dispatcher; the worker runs from start_uploader on.
+        self.share_worker = ShareWorker(
+            outbox=self.outbox,
+            buffer_root=self.paths.buffer_dir,
+            identity=self.identity,
+            contact=self.named_share_contact(),
+            clock=self.hooks.clock,
+            settings=config.share,
+            on_state=self._share_state_changed,
+            stop=self.stop_event,
+        )
         self.flow = RequestFlow(
             store=self.store,
             audit=self.audit,
             buffer=self.buffer,
-            outbox=self.outbox,
+            outbox=self.share_worker,
             facts=DeviceFacts(
                 device_id=config.device.id,
                 lat=config.device.lat,
@@ -242,17 +271,10 @@ class Doorbell:
         )
         self.flow.recover()
 
+    def _share_state_changed(self, rfa_id: str, state: ShareState, error: str | None) -> None:
+        self.flow.on_share_state(rfa_id, state, error)
+
     def start_uploader(self) -> None:
-        self.share_worker = ShareWorker(
-            outbox=self.outbox,
-            buffer_root=self.paths.buffer_dir,
-            identity=self.identity,
-            contact=self.named_share_contact(),
-            clock=self.hooks.clock,
-            settings=self.config.share,
-            on_state=self.flow.on_share_state,
-            stop=self.stop_event,
-        )
         self.supervisor.start("uploader", self.share_worker.run)
 
     def start_mqtt(self) -> None:
@@ -289,7 +311,7 @@ class Doorbell:
             device_id=self.config.device.id,
             recipients=recipients,
             identity=self.identity,
-            pending=self.flow.pending_views,
+            pending=lambda: pending_views(self.flow.pending_footage()),
             shares=lambda: self.outbox.shares(self.hooks.clock.wall_ms()),
             audit_head=self.audit.head,
             clock=self.hooks.clock,
@@ -320,6 +342,21 @@ class Doorbell:
             stop=self.stop_event,
         )
         self.supervisor.start("panel", self.panel.run)
+
+    def start_bell(self) -> None:
+        """The porch bell and its chime (off unless bell.button_pin or chime_pin). A ring
+        is an event for `self.rings`' listeners, never a decision."""
+        settings = self.config.bell
+        if settings.button_pin is None and settings.chime_pin is None:
+            return
+        self.bell = Bell(
+            settings,
+            rings=self.rings,
+            pin_factory=self.hooks.pin_factory,
+            wall_ms=self.hooks.clock.wall_ms,
+            stop=self.stop_event,
+        )
+        self.supervisor.start("bell", self.bell.run)
 
     def named_share_contact(self) -> dict[str, Any]:
         """What a named share tells the agency besides the device id (sync.share)."""
@@ -361,15 +398,50 @@ class Doorbell:
             flow=self.flow,
             shares=lambda: self.outbox.shares(self.hooks.clock.wall_ms()),
             share_job=self.outbox.job,
-            control=self.handle_control,
+            commands=self.commands,
             audit_path=self.audit.path,
             audit_key=self.identity.signing.public,
             device_lat=self.config.device.lat,
             device_lon=self.config.device.lon,
             clock=self.hooks.clock,
+            masks=self.masks,
         )
         self._on_stop(self.console.stop)
         self.console.start()
+
+    def nudge_channels(self) -> list[tuple[str, NudgeChannel]]:
+        """The channels the owner enabled (none by default: no nudge)."""
+        channels: list[tuple[str, NudgeChannel]] = []
+        webhook = self.config.nudge.webhook
+        if webhook is not None:
+            console_url = None if self.console is None else self.console.info()["url"]
+            channel = WebhookChannel(webhook, console_url=console_url)
+            self._on_stop(channel.close)
+            channels.append(("webhook", channel))
+        return channels
+
+    def waiting_for_owner(self) -> set[str]:
+        """One key per thing that waits for the owner: a pending request, a failed share
+        (which the owner may retry). Only new keys cause a nudge."""
+        waiting = {f"request:{p.rfa.id}" for p in self.flow.pending()}
+        for share in self.outbox.shares(self.hooks.clock.wall_ms()):
+            if share["state"] == wire.ShareState.FAILED:
+                waiting.add(f"share:{share['rfa_id']}")
+        return waiting
+
+    def start_nudge(self) -> None:
+        """The content-free nudge to the owner's phone, on the grid (device/nudge.py)."""
+        channels = self.nudge_channels()
+        if not channels:
+            return
+        self.nudge = NudgeScheduler(
+            every_minutes=self.config.nudge.every_minutes,
+            channels=channels,
+            waiting=self.waiting_for_owner,
+            wall_ms=self.hooks.clock.wall_ms,
+            stop=self.stop_event,
+        )
+        self.supervisor.start("nudge", self.nudge.run)
 
     def start_housekeeping(self) -> None:
         self.supervisor.start("housekeeping", self.housekeeping)
@@ -400,6 +472,7 @@ class Doorbell:
             return
         if self.recorder_budget.allow(self.hooks.clock.monotonic()):
             logger.error("the recorder exited with %s; starting it again", self.recorder.exitcode)
+            self.recorder_restarts += 1
             self.recorder.start()
         else:
             self.supervisor.fail("recorder")
@@ -415,31 +488,39 @@ class Doorbell:
         recording = "recording" if self.recorder_healthy() else "camera stalled"
         return f"{recording}; broker {broker}; {pending} request(s) pending"
 
-    def status(self) -> dict[str, Any]:
-        info: dict[str, Any] = dict(self.identity.pairing_info())
-        info.update(
-            {
-                "daemon": "running",
-                "version": SOFTWARE_VERSION,
-                "key_id": self.identity.signing.kid,
-                "recording": self.recorder_healthy(),
-                "frames_dropped": self.recorder.health().frames_dropped,
-                "broker": "connected" if self.mqtt.connected else "disconnected",
-                "publishes_dropped": {
-                    "offline": self.mqtt.dropped.offline,
-                    "unacknowledged": self.mqtt.dropped.unacknowledged,
-                },
-                "pending": len(self.flow.pending()),
-                "requests_paused": self.flow.requests_paused,
-                "shares_in_flight": self.outbox.active_count(),
-                "clock_synchronized": self.hooks.clock.synchronized(),
-                "clock_evidence": sync_evidence(),
-            }
+    def status(self) -> Status:
+        dropped = self.mqtt.dropped
+        return Status(
+            device_id=self.identity.device_id,
+            device_key=self.identity.signing.public_b64,
+            recipient=self.identity.recipient,
+            version=SOFTWARE_VERSION,
+            key_id=self.identity.signing.kid,
+            recording=self.recorder_healthy(),
+            clock_synchronized=self.hooks.clock.synchronized(),
+            clock_evidence=sync_evidence(),
+            buffer=BufferFacts.read(self.paths.buffer_dir),
+            live=Live(
+                frames_dropped=self.recorder.health().frames_dropped,
+                broker_connected=self.mqtt.connected,
+                publishes_dropped_offline=dropped.offline,
+                publishes_dropped_unacknowledged=dropped.unacknowledged,
+                pending=len(self.flow.pending()),
+                requests_paused=self.flow.requests_paused,
+                shares_in_flight=self.outbox.active_count(),
+                health=Health(
+                    broker_reconnects=max(0, self.mqtt.connections - 1),
+                    refused_packets=self.mqtt.refused_packets,
+                    upload_retries=self.share_worker.counts.retried,
+                    shares_failed=self.share_worker.counts.failed,
+                    owner_messages_unpublished=self.owner_channel.failures,
+                    recorder_restarts=self.recorder_restarts,
+                ),
+                console=None if self.console is None else self.console.info(),
+                bell=self.rings.status(wired=self.bell is not None),
+                nudge=None if self.nudge is None else self.nudge.status(),
+            ),
         )
-        info.update(buffer_status(self.paths.buffer_dir))
-        if self.console is not None:
-            info["console"] = self.console.info()
-        return info
 
     def handle_control(self, request: dict[str, Any]) -> dict[str, Any]:
         """The control socket's requests: the console's to the console, the rest to the

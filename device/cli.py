@@ -10,9 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -22,6 +21,7 @@ from device.control import DaemonNotRunning, control_request
 from device.identity import read_device_identity
 from device.paths import StatePaths
 from device.share_summary import render_summary
+from device.status import BufferFacts, Status
 from firmware_config import Config, load_config
 from foundation.arguments import time_arg
 from foundation.cli import EXIT_CODES_EPILOG, ExitCode, ToolParser, run_tool
@@ -30,7 +30,6 @@ from foundation.display import agency_label, shown
 from foundation.errors import DoorbellError, TimeFormatError, UsageError
 from foundation.times import Window, format_time, parse_time
 from foundation.wire import ShareState
-from recorder.buffer import read_summary
 from recorder.commands import clip, record
 from sync import SOFTWARE_VERSION
 from sync.keys import create_key_pair
@@ -157,11 +156,11 @@ def _ask(config: Config, request: dict[str, Any]) -> dict[str, Any]:
     return reply
 
 
-def _current_status(config: Config) -> dict[str, Any]:
+def _current_status(config: Config) -> Status:
     """From the daemon when it runs (it can read its own keys whoever asks), else from
     the files."""
     try:
-        return dict(_ask(config, {"cmd": "status"})["status"])
+        return Status.from_json(_ask(config, {"cmd": "status"})["status"])
     except DaemonNotRunning:
         return _offline_status(config)
 
@@ -169,13 +168,13 @@ def _current_status(config: Config) -> dict[str, Any]:
 def _status(config: Config, args: argparse.Namespace) -> int:
     status = _current_status(config)
     if args.json:
-        print(json.dumps(status, indent=2, sort_keys=True))
+        print(json.dumps(status.to_json(), indent=2, sort_keys=True))
         return 0
     print(render_status(status))
     return 0
 
 
-def _offline_status(config: Config) -> dict[str, Any]:
+def _offline_status(config: Config) -> Status:
     """What can be told without the daemon, reading files only (a CLI run as root must
     not create files that the service user then cannot use)."""
     paths = StatePaths.of(config)
@@ -184,30 +183,17 @@ def _offline_status(config: Config) -> dict[str, Any]:
         raise DoorbellError(
             "the device has no keys yet: start the daemon once (it makes them on first start)"
         )
-    status: dict[str, Any] = dict(identity.pairing_info())
-    status.update(
-        {
-            "daemon": "stopped",
-            "recording": False,
-            "version": SOFTWARE_VERSION,
-            "key_id": identity.signing.kid,
-            "clock_synchronized": SystemClock().synchronized(),
-            "clock_evidence": sync_evidence(),
-        }
+    return Status(
+        device_id=identity.device_id,
+        device_key=identity.signing.public_b64,
+        recipient=identity.recipient,
+        version=SOFTWARE_VERSION,
+        key_id=identity.signing.kid,
+        recording=False,
+        clock_synchronized=SystemClock().synchronized(),
+        clock_evidence=sync_evidence(),
+        buffer=BufferFacts.read(paths.buffer_dir),
     )
-    status.update(buffer_status(paths.buffer_dir))
-    return status
-
-
-def buffer_status(buffer_dir: Path) -> dict[str, Any]:
-    summary = read_summary(buffer_dir)
-    out: dict[str, Any] = {"buffer_span": None, "buffer_bytes": summary.bytes}
-    if summary.span:
-        start, end = summary.span
-        out["buffer_span"] = {"start": format_time(start), "end": format_time(end)}
-    if buffer_dir.exists():
-        out["disk_free_bytes"] = shutil.disk_usage(buffer_dir).free
-    return out
 
 
 def _size(n: int | None) -> str:
@@ -221,50 +207,78 @@ def _size(n: int | None) -> str:
     return f"{n} B"
 
 
-def render_status(status: dict[str, Any]) -> str:
-    span = status.get("buffer_span")
+def render_status(status: Status) -> str:
+    span = status.buffer.span
     lines = [
-        f"device        {status.get('device_id')}  (doorbell {status.get('version')})",
-        f"daemon        {status.get('daemon', 'running')}",
-        f"recording     {'yes' if status.get('recording') else 'no'}",
-        f"buffer        {span['start'] + ' .. ' + span['end'] if span else 'empty'}"
-        f"  ({_size(status.get('buffer_bytes'))})",
-        f"disk free     {_size(status.get('disk_free_bytes'))}",
+        f"device        {status.device_id}  (doorbell {status.version})",
+        f"daemon        {'running' if status.running else 'stopped'}",
+        f"recording     {'yes' if status.recording else 'no'}",
+        f"buffer        {span_text(span) if span else 'empty'}  ({_size(status.buffer.bytes)})",
+        f"disk free     {_size(status.buffer.disk_free_bytes)}",
+        f"clock         {render_clock(status)}",
     ]
-    if "clock_synchronized" in status:
-        lines.append(f"clock         {render_clock(status)}")
-    if "broker" in status:
-        dropped = status.get("publishes_dropped") or {}
+    live = status.live
+    if live is not None:
+        dropped = {
+            "offline": live.publishes_dropped_offline,
+            "unacknowledged": live.publishes_dropped_unacknowledged,
+        }
         held = ", ".join(f"{n} {why}" for why, n in dropped.items() if n)
-        lines.append(
-            f"broker        {status['broker']}" + (f"  (not sent: {held})" if held else "")
-        )
-    if "pending" in status:
-        lines.append(f"pending       {status['pending']} request(s)")
-    if status.get("requests_paused"):
-        lines.append("requests      PAUSED: new requests are refused (`doorbellctl resume`)")
-    elif "requests_paused" in status:
-        lines.append("requests      accepted (`doorbellctl pause` refuses new ones)")
-    if "shares_in_flight" in status:
-        lines.append(f"shares        {status['shares_in_flight']} in flight")
-    if "console" in status:
-        console = status["console"]
-        which = "authority" if console.get("ca_fingerprint") else "certificate"
-        lines.append(
-            f"console       {console['url']}"
-            f"  ({which} SHA-256 {console.get('ca_fingerprint') or console['fingerprint']})"
-        )
+        broker = "connected" if live.broker_connected else "disconnected"
+        lines.append(f"broker        {broker}" + (f"  (not sent: {held})" if held else ""))
+        lines.append(f"pending       {live.pending} request(s)")
+        if live.requests_paused:
+            lines.append("requests      PAUSED: new requests are refused (`doorbellctl resume`)")
+        else:
+            lines.append("requests      accepted (`doorbellctl pause` refuses new ones)")
+        lines.append(f"shares        {live.shares_in_flight} in flight")
+        problems = live.health.lines()
+        lines.append("health        " + ("; ".join(problems) if problems else "no problems"))
+        if problems:
+            lines[-1] += "  (since the daemon started)"
+        bell = live.bell or {}
+        if bell.get("wired"):
+            last = f", the last at {bell['last_ring']}" if bell.get("last_ring") else ""
+            lines.append(f"porch bell    {bell.get('rings', 0)} ring(s) since the start{last}")
+        lines.append(f"nudge         {render_nudge(live.nudge)}")
+        if live.console is not None:
+            console = live.console
+            which = "authority" if console.get("ca_fingerprint") else "certificate"
+            lines.append(
+                f"console       {console['url']}"
+                f"  ({which} SHA-256 {console.get('ca_fingerprint') or console['fingerprint']})"
+            )
     lines += [
-        f"device key    {status.get('device_key')}  (kid {status.get('key_id')})",
-        f"recipient     {status.get('recipient')}",
+        f"device key    {status.device_key}  (kid {status.key_id})",
+        f"recipient     {status.recipient}",
     ]
     return "\n".join(lines)
 
 
-def render_clock(status: dict[str, Any]) -> str:
+def render_nudge(nudge: Mapping[str, Any] | None) -> str:
+    """The nudge in plain words: off, or per channel what it sent and whether it fails."""
+    if not nudge:
+        return "off (no channel in nudge:)"
+    parts = []
+    for name, channel in sorted((nudge.get("channels") or {}).items()):
+        said = f"{name} {channel.get('sent', 0)} sent"
+        if channel.get("failing"):
+            said += f", FAILING ({channel.get('last_error')})"
+        parts.append(said)
+    every = f"{nudge.get('every_minutes', 0):g}"
+    waiting = "; one is due at the next slot" if nudge.get("waiting") else ""
+    return f"every {every} min: " + "; ".join(parts) + waiting
+
+
+def span_text(span: Window) -> str:
+    text = span.to_json()
+    return f"{text['start']} .. {text['end']}"
+
+
+def render_clock(status: Status) -> str:
     """Whether the wall clock is synchronized, and what says so: footage recorded while
     it is not is marked unsynchronized in every share's manifest."""
-    evidence = status.get("clock_evidence") or {}
+    evidence = status.clock_evidence
     says = []
     if evidence.get("timesyncd"):
         says.append("systemd-timesyncd has synchronized it (NTP)")
@@ -275,7 +289,7 @@ def render_clock(status: dict[str, Any]) -> str:
     rtc = evidence.get("rtc")
     says.append(f"RTC {rtc} present" if rtc else "no RTC")
     how = "; ".join(says)
-    if status.get("clock_synchronized"):
+    if status.clock_synchronized:
         if not (evidence.get("timesyncd") or evidence.get("kernel_ntp")):
             how = "assumed by --assume-clock-synchronized; " + how
         return f"synchronized  ({how})"
@@ -284,7 +298,11 @@ def render_clock(status: dict[str, Any]) -> str:
 
 def _pair(config: Config, args: argparse.Namespace) -> int:
     status = _current_status(config)
-    info = {k: status[k] for k in ("device_id", "device_key", "recipient")}
+    info = {
+        "device_id": status.device_id,
+        "device_key": status.device_key,
+        "recipient": status.recipient,
+    }
     if args.json:
         print(json.dumps(info, indent=2))
         return 0

@@ -1,10 +1,14 @@
-"""What the control socket's commands do: one request in, one reply out.
+"""What the owner's commands do, for `doorbellctl` (through the control socket) and the
+console (in-process).
 
-`doorbellctl` sends `{"cmd": ..., ...}`; the reply is `{"ok": true, ...}` or
-`{"ok": false, "error": "..."}` (one line a person reads). The policy lives here, not in
-the composition root: a local approval or denial goes through the request flow like the
-button's; a retried share pins its footage again (the pin was released when it failed)
-for at most `RETRY_PIN_MS`, and unpins it when the retry is refused.
+`ControlCommands` has one typed method per command; a refusal is a `CommandRefused`
+naming what went wrong in one line a person reads (and, where scripts need it, the
+rule's code). Only `handle` speaks JSON: `doorbellctl` sends `{"cmd": ..., ...}` over
+the control socket, the reply is `{"ok": true, ...}` or `{"ok": false, "error": "..."}`.
+The policy lives here, not in the composition root: a local approval or denial goes
+through the request flow like the button's; a retried share pins its footage again
+(the pin was released when it failed) for at most `RETRY_PIN_MS`, and unpins it when
+the retry is refused.
 """
 
 from __future__ import annotations
@@ -13,9 +17,11 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from device.flow import RequestFlow
+from device.owner_channel import pending_entries
 from device.share_summary import share_summary
+from device.status import Status
 from foundation.clock import Clock
-from foundation.errors import InvalidValueError
+from foundation.errors import DoorbellError, InvalidValueError
 from foundation.times import Window, parse_time
 from foundation.wire import ShareState
 from recorder.buffer import RollingBuffer
@@ -45,16 +51,32 @@ class ShareControl(Protocol):
     def cancel(self, rfa_id: str) -> bool: ...
 
 
-def _refused(error: str) -> Reply:
-    return {"ok": False, "error": error}
+class CommandRefused(DoorbellError):
+    """A command that changed nothing: `message` for a person, `reason` (a rule's code,
+    e.g. `not_pending`) for scripts when there is one."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason
+
+    def reply(self) -> Reply:
+        out: Reply = {"ok": False, "error": self.message}
+        if self.reason is not None:
+            out["reason"] = self.reason
+        return out
 
 
 def _window(raw: Any) -> Window | None:
+    """A request's `window` (JSON), refused in one line when it is not one."""
     if raw is None:
         return None
-    if not isinstance(raw, dict):
-        raise InvalidValueError("window must be an object with start and end")
-    return Window(parse_time(raw.get("start")), parse_time(raw.get("end")))
+    try:
+        if not isinstance(raw, dict):
+            raise InvalidValueError("window must be an object with start and end")
+        return Window(parse_time(raw.get("start")), parse_time(raw.get("end")))
+    except InvalidValueError as exc:
+        raise CommandRefused(f"The window is not valid: {exc}.") from None
 
 
 class ControlCommands:
@@ -66,7 +88,7 @@ class ControlCommands:
         buffer: RollingBuffer,
         shares: ShareControl,
         clock: Clock,
-        status: Callable[[], dict[str, Any]],
+        status: Callable[[], Status],
         contact: Mapping[str, Any] | None = None,  # what a named share adds (sync.share)
         device_id: str = "",
     ) -> None:
@@ -79,96 +101,107 @@ class ControlCommands:
         self._contact = contact
         self._device_id = device_id
 
-    def handle(self, request: dict[str, Any]) -> Reply:
+    # -- the control socket's JSON
+
+    def handle(self, request: Mapping[str, Any]) -> Reply:
+        """One request of the control socket's protocol, one reply."""
+        try:
+            return self._handle(request)
+        except CommandRefused as refused:
+            return refused.reply()
+
+    def _handle(self, request: Mapping[str, Any]) -> Reply:
         cmd = request.get("cmd")
         if cmd == "status":
-            return {"ok": True, "status": self._status()}
+            return {"ok": True, "status": self._status().to_json()}
         if cmd == "pending":
-            return {"ok": True, "requests": self._flow.pending_entries()}
+            return {"ok": True, "requests": self.pending()}
         if cmd == "shares":
-            return {"ok": True, "shares": self._outbox.shares(self._clock.wall_ms())}
+            return {"ok": True, "shares": self.shares()}
         if cmd in ("pause", "resume"):
-            return self.pause(paused=cmd == "pause")
+            paused = cmd == "pause"
+            return {"ok": True, "paused": paused, "message": self.pause(paused=paused)}
         if cmd not in ("approve", "deny", "retry", "cancel", "summary"):
-            return _refused(f"Unknown command {cmd!r}.")
+            raise CommandRefused(f"Unknown command {cmd!r}.")
         rfa_id = request.get("rfa_id")
         if not isinstance(rfa_id, str):
-            return _refused("An rfa_id is required.")
-        if cmd == "summary":
-            return self.summary(rfa_id, request)
-        if cmd == "approve" or cmd == "deny":
-            return self.decide(rfa_id, request, approve=cmd == "approve")
+            raise CommandRefused("An rfa_id is required.")
         if cmd == "retry":
-            return self.retry(rfa_id)
-        return self.cancel(rfa_id)
+            return {"ok": True, "message": self.retry(rfa_id)}
+        if cmd == "cancel":
+            return {"ok": True, "message": self.cancel(rfa_id)}
+        window = _window(request.get("window"))
+        anonymous = bool(request.get("anonymous", False))
+        if cmd == "summary":
+            return {"ok": True, "summary": self.summary(rfa_id, window, anonymous=anonymous)}
+        approve = cmd == "approve"
+        message = self.decide(rfa_id, approve=approve, window=window, anonymous=anonymous)
+        return {"ok": True, "message": message}
 
-    def decide(self, rfa_id: str, request: dict[str, Any], *, approve: bool) -> Reply:
-        try:
-            window = _window(request.get("window"))
-        except InvalidValueError as exc:
-            return _refused(f"The window is not valid: {exc}.")
+    # -- the commands
+
+    def pending(self) -> list[dict[str, Any]]:
+        return pending_entries(self._flow.pending_footage())
+
+    def shares(self) -> list[dict[str, Any]]:
+        return self._outbox.shares(self._clock.wall_ms())
+
+    def decide(self, rfa_id: str, *, approve: bool, window: Window | None, anonymous: bool) -> str:
         outcome = self._flow.decide_locally(
             rfa_id,
             approve=approve,
             method=ConsentMethod.CLI,
             window=window,
-            share_contact=not request.get("anonymous", False) if approve else None,
+            share_contact=not anonymous if approve else None,
         )
         if not outcome.accepted:
-            # the sentence for a person; the rule's code for scripts
-            return {**_refused(outcome.detail or "Refused."), "reason": str(outcome.reason)}
+            raise CommandRefused(outcome.detail or "Refused.", str(outcome.reason))
         verb = "approved: the share is queued" if approve else "declined"
-        return {"ok": True, "message": f"{rfa_id} {verb}"}
+        return f"{rfa_id} {verb}"
 
-    def summary(self, rfa_id: str, request: dict[str, Any]) -> Reply:
-        """What approving would send (device/share_summary.py), asked before approving:
-        `{"cmd": "summary", "rfa_id", "window"?, "anonymous"?}`."""
-        try:
-            window = _window(request.get("window"))
-        except InvalidValueError as exc:
-            return _refused(f"The window is not valid: {exc}.")
+    def summary(self, rfa_id: str, window: Window | None, *, anonymous: bool) -> dict[str, Any]:
+        """What approving would send (device/share_summary.py), asked before approving."""
         rfa = next((p.rfa for p in self._flow.pending() if p.rfa.id == rfa_id), None)
         if rfa is None:
-            return {**_refused("There is no such pending request."), "reason": "not_pending"}
+            raise CommandRefused("There is no such pending request.", "not_pending")
         chosen = window or rfa.window
         if not window_within(rfa.window, chosen):
-            return {
-                **_refused("The window is not inside the request's window."),
-                "reason": "window_outside_request",
-            }
+            raise CommandRefused(
+                "The window is not inside the request's window.", "window_outside_request"
+            )
         segments = self._buffer.segments(chosen)
         footage = measure_footage(chosen, segments, self._buffer.frame_tables)
-        summary = share_summary(
+        return share_summary(
             rfa,
             chosen,
             footage,
-            share_contact=not request.get("anonymous", False),
+            share_contact=not anonymous,
             contact=self._contact,
             device_id=self._device_id,
         )
-        return {"ok": True, "summary": summary}
 
-    def pause(self, *, paused: bool) -> Reply:
+    def pause(self, *, paused: bool) -> str:
         """The owner's opt-out (protocol.md §4 rule 8), the console's pause switch: the
-        same call, so it is audited the same way (`requests_paused`, `requests_resumed`)."""
+        same call, so it is audited the same way (`requests_paused`, `requests_resumed`).
+        Returns what changed, in words."""
         if self._flow.requests_paused == paused:
-            return {"ok": True, "paused": paused, "message": _PAUSE_MESSAGES[paused, False]}
+            return _PAUSE_MESSAGES[paused, False]
         self._flow.pause_requests(paused)
-        return {"ok": True, "paused": paused, "message": _PAUSE_MESSAGES[paused, True]}
+        return _PAUSE_MESSAGES[paused, True]
 
-    def retry(self, rfa_id: str) -> Reply:
+    def retry(self, rfa_id: str) -> str:
         job = self._outbox.job(rfa_id)
         if job is None:
-            return _refused(f"There is no share {rfa_id}.")
+            raise CommandRefused(f"There is no share {rfa_id}.")
         if job.state is not ShareState.FAILED:  # a queued share's own pin must stay as it is
-            return _refused(f"Share {rfa_id} has not failed.")
+            raise CommandRefused(f"Share {rfa_id} has not failed.")
         self._buffer.pin(rfa_id, job.decision.window, self._clock.wall_ms() + RETRY_PIN_MS)
         if not self._shares.retry(rfa_id):  # it stopped being failed meanwhile
             self._buffer.unpin(rfa_id)
-            return _refused(f"Share {rfa_id} has not failed.")
-        return {"ok": True, "message": f"share {rfa_id} queued again"}
+            raise CommandRefused(f"Share {rfa_id} has not failed.")
+        return f"share {rfa_id} queued again"
 
-    def cancel(self, rfa_id: str) -> Reply:
+    def cancel(self, rfa_id: str) -> str:
         if not self._shares.cancel(rfa_id):
-            return _refused(f"There is no share {rfa_id} to cancel.")
-        return {"ok": True, "message": f"share {rfa_id} cancelled"}
+            raise CommandRefused(f"There is no share {rfa_id} to cancel.")
+        return f"share {rfa_id} cancelled"

@@ -10,7 +10,8 @@ The one way to the outbox: `_apply` with a Decision that came out of
 a request that `StateStore.record_decision` found pending and closed in the same
 transaction as the decision and its nonce; or, at start-up, an approval recorded that
 way whose job was not queued yet (the daemon died in between). Nothing else calls
-`Outbox.enqueue`.
+`ShareQueue.enqueue` (in the daemon the share worker, which queues the job in the
+outbox and wakes its dispatcher).
 
 Nothing here publishes anything: declined, rejected and expired requests leave no trace
 outside the device (protocol.md §3.1); the owner learns of requests through the sealed,
@@ -32,19 +33,20 @@ from typing import Any, Protocol
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from device.identity import DeviceIdentity
-from device.owner_channel import PendingView
 from device.state import PendingRequest, RequestState, StateStore
 from foundation import wire
 from foundation.clock import Clock
 from foundation.display import agency_label, shown
-from foundation.times import Window, format_time
-from foundation.wire import FINAL_SHARE_STATES, MAX_MESSAGE_BYTES, ShareState
+from foundation.times import Window
+from foundation.wire import FINAL_SHARE_STATES, ShareState
 from sync.decision import (
     DecisionRejected,
     DecisionRejectReason,
+    SealedDecision,
     check_decision,
     local_decision,
     nothing_to_send,
+    precheck_sealed,
 )
 from sync.errors import SealError
 from sync.models import ConsentMethod, Decision, Rfa
@@ -65,7 +67,6 @@ logger = logging.getLogger(__name__)
 # An approved window stays pinned while its share runs; the uploader's final state
 # (foundation.wire.FINAL_SHARE_STATES) releases it, and this bounds it if that never comes.
 SHARE_PIN_MS = 14 * 24 * 3600 * 1000
-AGE_MAGIC = b"age-encryption.org/v1\n"
 _REFUSAL_LINES = 10
 # The audit event that records a request's arrival in each state.
 _AUDIT_EVENT = {
@@ -138,12 +139,6 @@ class Outcome:
     detail: str = ""
     counted: bool = False
     verified: bool = False
-
-
-def details_of(rfa: Rfa) -> dict[str, Any]:
-    """protocol.md §5.1: a request's long fields, as the owner channel carries them."""
-    public = rfa.public_json()
-    return {key: public[key] for key in wire.PENDING_DETAIL_KEYS}
 
 
 class RequestFlow:
@@ -278,38 +273,18 @@ class RequestFlow:
     def pending(self) -> list[PendingRequest]:
         return self._store.pending()
 
-    def pending_views(self) -> list[PendingView]:
-        """protocol.md §5.1: per pending request, the compact entry (exactly the keys
-        wire.PENDING_ENTRY_KEYS) and its details (wire.PENDING_DETAIL_KEYS).
+    def pending_footage(self) -> list[tuple[PendingRequest, float]]:
+        """Each pending request with its seconds of footage (for the owner channel's views,
+        device.owner_channel.pending_views).
 
         Cheap and independent of the buffer's size: a request's footage is measured once
         (its window is in the past and pinned, so the figure cannot change) and kept."""
-        views = []
         with self._lock:
             pending = self._store.pending()
             self._footage_s = {
                 p.rfa.id: self._footage_s[p.rfa.id] for p in pending if p.rfa.id in self._footage_s
             }
-            for p in pending:
-                details = details_of(p.rfa)
-                values = {
-                    "id": p.rfa.id,
-                    "agency_id": p.rfa.agency.id,
-                    "case_number": p.rfa.case_number,
-                    "window": p.rfa.window.to_json(),
-                    "expires_at": format_time(p.rfa.expires_at_ms),
-                    "decide_by": format_time(p.decide_by_ms),
-                    "footage_seconds": self._footage(p.rfa),
-                    "details_sha256": wire.details_sha256(details),
-                }
-                # exactly the keys of the contract: one missing here fails loudly
-                entry = {key: values[key] for key in wire.PENDING_ENTRY_KEYS}
-                views.append(PendingView(entry, details))
-        return views
-
-    def pending_entries(self) -> list[dict[str, Any]]:
-        """What the local CLI shows: each compact entry with its details."""
-        return [{**view.details, **view.entry} for view in self.pending_views()]
+            return [(p, self._footage(p.rfa)) for p in pending]
 
     def _footage(self, rfa: Rfa) -> float:
         cached = self._footage_s.get(rfa.id)
@@ -338,15 +313,19 @@ class RequestFlow:
 
     # ---- decisions -------------------------------------------------------------------
 
-    def handle_decision(self, sealed: bytes) -> Outcome:
+    def handle_decision(self, message: bytes) -> Outcome:
         """A message from the owner's decision topic: sealed to this device, signed by an
         owner key. Anything that fails a check changes nothing (it is only counted)."""
-        if len(sealed) > MAX_MESSAGE_BYTES:
-            return self._count(D.OVERSIZED, "The message is over 16 KiB.")
-        if not sealed.startswith(AGE_MAGIC):
-            return self._count(D.MALFORMED, "The message is not an age file.")
+        sealed = precheck_sealed(message)
+        if isinstance(sealed, DecisionRejected):
+            return self._count(sealed.reason, sealed.detail)
+        return self.handle_sealed_decision(sealed)
+
+    def handle_sealed_decision(self, sealed: SealedDecision) -> Outcome:
+        """The expensive half, after the intake's cheap checks: decrypt, verify, apply the
+        rules, record the result durably."""
         try:
-            plaintext = unseal(sealed, [self._identity.age])
+            plaintext = unseal(sealed.data, [self._identity.age])
         except SealError:
             return self._count(
                 D.UNDECRYPTABLE, "The message cannot be decrypted with this device's key."

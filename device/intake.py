@@ -29,11 +29,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from device.flow import AGE_MAGIC, FlowReason, Outcome, Reason, RequestFlow, counter_name
+from device.flow import FlowReason, Outcome, Reason, RequestFlow, counter_name
 from foundation.clock import Clock
 from foundation.display import shown
-from foundation.wire import MAX_MESSAGE_BYTES
-from sync.decision import DecisionRejectReason
+from sync.decision import DecisionRejected, SealedDecision, precheck_sealed
 from sync.mqtt import InboundMessage
 from sync.rfa import Prechecked, Rejected, TrustedAgencyKey, precheck
 
@@ -64,7 +63,7 @@ class IntakeStats:
 @dataclass(frozen=True, slots=True)
 class _Work:
     message: InboundMessage
-    prechecked: Prechecked | None  # None for a decision
+    prechecked: Prechecked | SealedDecision
 
 
 class Intake:
@@ -109,12 +108,11 @@ class Intake:
                 return
             self._put(_Work(message, pre))
         elif message.topic == self._decision_topic:
-            if len(payload) > MAX_MESSAGE_BYTES:
-                self._junk(message, DecisionRejectReason.OVERSIZED)
-            elif not payload.startswith(AGE_MAGIC):
-                self._junk(message, DecisionRejectReason.MALFORMED)
-            else:
-                self._put(_Work(message, None))
+            sealed = precheck_sealed(payload)
+            if isinstance(sealed, DecisionRejected):
+                self._junk(message, sealed.reason)
+                return
+            self._put(_Work(message, sealed))
         else:
             self._junk(message, FlowReason.UNEXPECTED_TOPIC)
 
@@ -158,10 +156,10 @@ class Intake:
 
     def _handle(self, work: _Work) -> None:
         try:
-            if work.prechecked is not None:
-                outcome = self._flow.handle_prechecked(work.prechecked)
+            if isinstance(work.prechecked, SealedDecision):
+                outcome = self._flow.handle_sealed_decision(work.prechecked)
             else:
-                outcome = self._flow.handle_decision(work.message.payload)
+                outcome = self._flow.handle_prechecked(work.prechecked)
         except Exception:
             # A failure to record (disk full, I/O error): leave it unacked, so the broker
             # redelivers it after the next reconnect instead of it being lost.

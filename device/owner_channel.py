@@ -31,13 +31,14 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pyrage import x25519
 
 from device.identity import DeviceIdentity
+from device.state import PendingRequest
 from foundation import wire
 from foundation.clock import Clock
 from foundation.errors import DoorbellError, InvalidValueError
@@ -45,6 +46,7 @@ from foundation.times import format_time
 from sync.anchor import AuditHead
 from sync.envelope import make_envelope
 from sync.keys import SigningKey, parse_recipient
+from sync.models import Rfa
 from sync.seal import seal
 
 logger = logging.getLogger(__name__)
@@ -78,6 +80,42 @@ class PendingView:
 
     entry: Mapping[str, Any]
     details: Mapping[str, Any]
+
+
+def details_of(rfa: Rfa) -> dict[str, Any]:
+    """protocol.md §5.1: a request's long fields, as the owner channel carries them."""
+    public = rfa.public_json()
+    return {key: public[key] for key in wire.PENDING_DETAIL_KEYS}
+
+
+def pending_view(request: PendingRequest, footage_seconds: float) -> PendingView:
+    """protocol.md §5.1: the compact entry of a pending request (exactly the keys
+    wire.PENDING_ENTRY_KEYS) and its details (wire.PENDING_DETAIL_KEYS)."""
+    rfa = request.rfa
+    details = details_of(rfa)
+    values = {
+        "id": rfa.id,
+        "agency_id": rfa.agency.id,
+        "case_number": rfa.case_number,
+        "window": rfa.window.to_json(),
+        "expires_at": format_time(rfa.expires_at_ms),
+        "decide_by": format_time(request.decide_by_ms),
+        "footage_seconds": footage_seconds,
+        "details_sha256": wire.details_sha256(details),
+    }
+    # exactly the keys of the contract: one missing here fails loudly
+    entry = {key: values[key] for key in wire.PENDING_ENTRY_KEYS}
+    return PendingView(entry, details)
+
+
+def pending_views(pending: Iterable[tuple[PendingRequest, float]]) -> list[PendingView]:
+    """The views of the pending requests (device.flow.RequestFlow.pending_footage)."""
+    return [pending_view(request, seconds) for request, seconds in pending]
+
+
+def pending_entries(pending: Iterable[tuple[PendingRequest, float]]) -> list[dict[str, Any]]:
+    """What the local CLI and the console show: each compact entry with its details."""
+    return [{**view.details, **view.entry} for view in pending_views(pending)]
 
 
 def _head_json(audit_head: AuditHead | Mapping[str, Any]) -> dict[str, Any]:
@@ -203,8 +241,7 @@ class OwnerChannel:
         self._lead = min(float(lead_s), self._period / 2)
         self._stop = stop
         self._rotation = 0
-        self.rounds = 0  # completed rounds, for health reporting
-        self.failures = 0
+        self.failures = 0  # messages not published (doorbellctl status)
         self._failing = False
 
     def run(self) -> None:
@@ -266,7 +303,6 @@ class OwnerChannel:
             except Exception:  # a loop boundary: the broker may be down
                 ok = False
                 self._failed(topic)
-        self.rounds += 1
         if ok:
             self._failing = False
 

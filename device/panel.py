@@ -126,7 +126,6 @@ class Panel:
         self._pattern: LightPattern | None = None
         self._pressed_at: Any = None
         self._pending_at_press: list[str] = []
-        self.last_action: ButtonAction | None = None
 
     # -- lifecycle
 
@@ -234,7 +233,6 @@ class Panel:
         action = button_action(
             seconds, pending, pending_at_press=pending_at_press, long_press_s=self._long_press_s
         )
-        self.last_action = action
         if isinstance(action, Ignore):
             logger.info("button press ignored: %s", action.reason)
         else:

@@ -332,6 +332,21 @@ class StateStore:
             )
         self._paused = paused
 
+    # ---- the owner's privacy masks (device/masks.py) -----------------------------------
+
+    def owner_setting(self, name: str) -> str | None:
+        """A setting the owner made on the device (None when never made)."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT value FROM owner_settings WHERE name = ?", (name,)
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_owner_setting(self, name: str, value: str) -> None:
+        """Save a setting durably (one transaction: the old value or the new, never half)."""
+        with self._lock, self._tx() as cur:
+            cur.execute("INSERT OR REPLACE INTO owner_settings VALUES (?, ?)", (name, value))
+
     # ---- decisions ---------------------------------------------------------------------
 
     def decision(self, rfa_id: str) -> Decision | None:

@@ -26,8 +26,18 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from firmware_config.bell import BOUNCE_MS_RANGE, CHIME_SECONDS_RANGE, BellSettings
+from firmware_config.nudge import (
+    EVERY_MINUTES_RANGE,
+    PRIORITY_RANGE,
+    TIMEOUT_SECONDS_RANGE,
+    WEBHOOK_FORMATS,
+    NudgeSettings,
+    WebhookSettings,
+)
 from foundation.errors import InvalidValueError, UsageError
 from foundation.wire import MAX_RECEIVE_MAXIMUM
+from recorder.masks import Mask, check_masks, mask_name, parse_points
 from recorder.settings import (
     FPS_RANGE,
     HEIGHT_RANGE,
@@ -139,6 +149,8 @@ class Config:
     share: ShareSettings = field(default_factory=ShareSettings)
     control: ControlConfig = field(default_factory=ControlConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    bell: BellSettings = field(default_factory=BellSettings)
+    nudge: NudgeSettings = field(default_factory=NudgeSettings)
     source_path: Path | None = None
 
     @property
@@ -230,7 +242,10 @@ class _Reader:
         for key in data:
             if key not in known:
                 hint = difflib.get_close_matches(str(key), known, n=1)
-                name = str(key) if str(key).strip() else repr(key)  # `"": 1` names itself
+                text = str(key)
+                # a key that is empty, padded or holds control characters is shown quoted,
+                # so the problem line still starts with where it is (and prints safely)
+                name = text if text and text.isprintable() and text == text.strip() else repr(key)
                 where = f"{path}.{name}" if path else name
                 extra = f" (did you mean {hint[0]!r}?)" if hint else ""
                 self.problems.append(f"{where}: unknown key{extra}")
@@ -392,19 +407,57 @@ def _pin(value: object) -> int | str:
     raise InvalidValueError("expected a GPIO number or name such as 17 or 'GPIO17'")
 
 
-def _mqtt_url(value: object) -> str:
+def _url(value: object, schemes: tuple[str, ...], expected: str, credentials_go: str) -> str:
+    """A URL of one of `schemes` with a host and, if any, a numeric port; credentials in
+    it are refused (they would end up in logs and process lists): `credentials_go` says
+    where they go instead."""
     text = _str(value)
     parts = urlsplit(text)
-    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-        raise InvalidValueError("expected mqtt://host[:port] or mqtts://host[:port]")
+    if parts.scheme not in schemes or not parts.hostname:
+        raise InvalidValueError(f"expected {expected}")
     try:
         parts.port  # noqa: B018 - raises on a malformed port
     except ValueError as exc:
         raise InvalidValueError("the port is not a number from 0 to 65535") from exc
     if parts.username or parts.password:
+        raise InvalidValueError(f"put credentials in {credentials_go}, not the URL")
+    return text
+
+
+def _mqtt_url(value: object) -> str:
+    return _url(
+        value,
+        ("mqtt", "mqtts"),
+        "mqtt://host[:port] or mqtts://host[:port]",
+        "mqtt.username and mqtt.password_file",
+    )
+
+
+def _webhook_url(value: object) -> str:
+    text = _url(
+        value,
+        ("http", "https"),
+        "https://host/path (or http:// on the home network)",
+        "nudge.webhook.token_file",
+    )
+    if any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in text):
+        raise InvalidValueError("the URL has spaces or control characters")
+    return text
+
+
+def _header_text(value: object) -> str:
+    """Text sent as an HTTP header: one line of Latin-1, as HTTP/1.1 allows."""
+    text = _str(value)
+    if len(text) > 200:
+        raise InvalidValueError("at most 200 characters")
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
         raise InvalidValueError(
-            "put credentials in mqtt.username and mqtt.password_file, not the URL"
-        )
+            "use Western European letters only, no emoji (it is sent as an HTTP header)"
+        ) from None
+    if any(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 for ch in text):
+        raise InvalidValueError("no control characters or line breaks")
     return text
 
 
@@ -513,6 +566,21 @@ DEVICE = Section(
         ),
     ),
 )
+
+
+def _masks_together(values: Mapping[str, Any]) -> str | None:
+    """Names used once, and the masks leave part of the picture visible."""
+    try:
+        check_masks(values["masks"], "masks")
+    except InvalidValueError as exc:
+        return str(exc)
+    return None
+
+
+# A privacy mask (recorder/masks.py): its corners are checked as one polygon.
+MASK = Section(
+    Mask, (Key("name", mask_name, required=True), Key("points", parse_points, required=True))
+)
 CAMERA = Section(
     CameraSettings,
     (
@@ -522,8 +590,9 @@ CAMERA = Section(
         Key("height", _int(*HEIGHT_RANGE)),
         Key("fps", _int(*FPS_RANGE)),
         Key("preset", _choice(*PRESETS)),
+        Key("masks", MASK, many=True),
     ),
-    checks=(_even_size,),
+    checks=(_even_size, _masks_together),
 )
 STORAGE = Section(
     StorageSettings,
@@ -599,6 +668,38 @@ CONSOLE = Section(
     checks=(_both_or_neither("cert_file", "key_file"),),
 )
 
+BELL = Section(
+    BellSettings,
+    (
+        Key("button_pin", _pin),
+        Key("active_high", _bool),
+        Key("bounce_ms", _int(*BOUNCE_MS_RANGE)),
+        Key("chime_pin", _pin),
+        Key("chime_active_high", _bool),
+        Key("chime_seconds", _number(*CHIME_SECONDS_RANGE)),
+    ),
+)
+NUDGE = Section(
+    NudgeSettings,
+    (
+        Key("every_minutes", _number(*EVERY_MINUTES_RANGE)),
+        Key(
+            "webhook",
+            Section(
+                WebhookSettings,
+                (
+                    Key("url", _webhook_url, required=True),
+                    Key("format", _choice(*WEBHOOK_FORMATS)),
+                    Key("title", _header_text),
+                    Key("priority", _int(*PRIORITY_RANGE)),
+                    Key("token_file", _path),
+                    Key("timeout_seconds", _number(*TIMEOUT_SECONDS_RANGE)),
+                ),
+            ),
+        ),
+    ),
+)
+
 
 def _config(**sections: Any) -> Config:
     config = Config(**sections)
@@ -622,6 +723,8 @@ CONFIG = Section(
         Key("share", SHARE),
         Key("control", CONTROL),
         Key("console", CONSOLE),
+        Key("bell", BELL),
+        Key("nudge", NUDGE),
     ),
 )
 

@@ -177,6 +177,12 @@ def query_segments(conn: sqlite3.Connection, window: Window | None) -> list[Segm
     return [_segment(r) for r in rows]
 
 
+def newest_segment(conn: sqlite3.Connection) -> Segment | None:
+    """The segment that ends last (the latest footage), or None in an empty buffer."""
+    row = conn.execute(_SELECT_SEGMENTS + " ORDER BY end_ms DESC, id DESC LIMIT 1").fetchone()
+    return None if row is None else _segment(row)
+
+
 def query_tables(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, FrameTable]:
     tables: dict[int, FrameTable] = {}
     select = "SELECT id, extradata, preset, frame_table FROM segments"

@@ -44,11 +44,13 @@ def record(
     synthetic camera only) the footage is made as fast as the encoder allows and its
     capture times end at the moment recording started. Raises BufferLockedError while
     another recorder holds the buffer."""
+    from recorder.masks import MaskFeed
     from recorder.sources import make_source  # cameras (numpy, cv2) only for record, not clip
 
     if seconds <= 0:
         raise DoorbellError("seconds must be positive")
-    source = make_source(camera, clock, fast_seconds=seconds if fast else None)
+    masks = MaskFeed(camera.masks) if camera.masks else None
+    source = make_source(camera, clock, fast_seconds=seconds if fast else None, masks=masks)
     with RollingBuffer.open(storage.dir, reconcile=False) as buffer:
         recorder = Recorder(
             source,
@@ -58,6 +60,7 @@ def record(
             free_space=disk_free_bytes,
             stop=stop or threading.Event(),
             preset=camera.preset,
+            masks=masks,
         )
         return recorder.run(max_seconds=None if fast else seconds)
 

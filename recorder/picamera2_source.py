@@ -31,6 +31,7 @@ from foundation.errors import RecorderError
 from foundation.stop import StopSignal
 from recorder.encoding import keyframe_interval
 from recorder.frames import EncodedFrame
+from recorder.masks import MaskFeed, MaskPainter, yuv420_planes
 from recorder.settings import CameraSettings
 
 logger = logging.getLogger(__name__)
@@ -47,12 +48,13 @@ class Picamera2Api:
     libav_h264_encoder: Any  # LibavH264Encoder (software, for the Pi 5)
     output_base: Any  # picamera2.outputs.Output
     has_hardware_encoder: bool
+    mapped_array: Any = None  # picamera2.MappedArray (for painting privacy masks)
 
 
 def load_picamera2() -> Picamera2Api:
     """The real picamera2, or a clear error where it is not installed."""
     try:  # here: python3-picamera2 exists only on Raspberry Pi OS, and only this camera needs it
-        from picamera2 import Picamera2
+        from picamera2 import MappedArray, Picamera2
         from picamera2.encoders import (
             H264Encoder,
             LibavH264Encoder,
@@ -70,7 +72,7 @@ def load_picamera2() -> Picamera2Api:
         hardware = platform.get_platform() != platform.Platform.PISP
     except (ImportError, AttributeError):
         hardware = True
-    return Picamera2Api(Picamera2, H264Encoder, LibavH264Encoder, Output, hardware)
+    return Picamera2Api(Picamera2, H264Encoder, LibavH264Encoder, Output, hardware, MappedArray)
 
 
 class WallAnchor:
@@ -133,7 +135,10 @@ class Picamera2Camera:
         clock: Clock,
         api: Picamera2Api | None = None,
         queue_frames: int = 60,
+        masks: MaskFeed | None = None,
     ) -> None:
+        """`masks`: privacy masks painted on the main stream in `pre_callback`, before
+        the encoder reads the buffer (picamera2's overlays reach only the preview)."""
         self.width = settings.width
         self.height = settings.height
         self.fps = settings.fps
@@ -145,6 +150,9 @@ class Picamera2Camera:
         self._camera: Any = None
         self._encoder: Any = None
         self.dropped = 0
+        self._painter = None if masks is None else MaskPainter(masks, self.width, self.height)
+        self._mapped_array: Any = None
+        self._paint_failed = False
 
     def open(self) -> None:
         api = self._api or load_picamera2()
@@ -164,6 +172,10 @@ class Picamera2Camera:
             controls={"FrameRate": float(self.fps)},
         )
         camera.configure(config)
+        if self._painter is not None:
+            self._painter.prepare()
+            self._mapped_array = api.mapped_array
+            camera.pre_callback = self._paint
         iperiod = keyframe_interval(self.fps)
         if api.has_hardware_encoder:
             encoder = api.h264_encoder(bitrate=self._settings.bitrate, repeat=True, iperiod=iperiod)
@@ -177,6 +189,30 @@ class Picamera2Camera:
         self._encoder = encoder
         self._camera = camera
         camera.start_recording(encoder, _make_output(api.output_base, self))
+
+    def _paint(self, request: Any) -> None:
+        """picamera2's pre_callback, on its camera thread, before the encoder gets the
+        request: paint the masks on the main stream's own YUV420 buffer. Fails closed: a
+        buffer that cannot be painted is blacked out whole, never recorded unmasked."""
+        assert self._painter is not None
+        with self._mapped_array(request, "main") as mapped:
+            array = mapped.array
+            try:
+                if array.ndim != 2 or array.shape[0] != self.height * 3 // 2:
+                    raise RecorderError(f"the main stream is not YUV420 ({array.shape})")
+                changed = self._painter.paint(
+                    *yuv420_planes(array, self.width, self.height, array.shape[1])
+                )
+                if changed:
+                    logger.info("privacy masks changed; painted from this frame on")
+            except Exception:  # never let an unmasked frame through to the encoder
+                if not self._paint_failed:
+                    logger.exception("cannot paint the privacy masks; blacking out frames")
+                    self._paint_failed = True
+                flat = array.reshape(-1)  # a view: MappedArray only reshapes the mmap
+                luma = flat.size * 2 // 3  # a 4:2:0 buffer is two-thirds luma
+                flat[:luma] = 16  # limited-range black: Y 16, U and V 128
+                flat[luma:] = 128
 
     def _on_frame(self, data: bytes, keyframe: bool, timestamp: int | None) -> None:
         """Called on picamera2's encoder thread: never block it."""

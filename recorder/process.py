@@ -15,6 +15,10 @@ Daemon and recorder share nothing a dead peer can leave locked:
   it ends. Belt and braces: it still works if the pipe's write end were ever inherited by
   another process (which would keep the end-of-file from coming).
 - **health**: counters in shared memory with one writer and no lock (recorder/health.py).
+- **privacy masks**: the daemon sends the masks in force (the config's and the owner's)
+  down a second one-way pipe whenever they change; a thread in the child hands them to
+  the recorder's `MaskFeed`, and the next frame is painted with them (a new segment
+  starts there, recorder/recorder.py). A child started again gets the latest set.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +43,7 @@ from foundation.errors import DoorbellError, RecorderError
 from foundation.files import disk_free_bytes
 from recorder.buffer import RollingBuffer
 from recorder.health import HealthCounters, RecorderHealth
+from recorder.masks import Mask, MaskFeed, parse_masks
 from recorder.recorder import Recorder
 from recorder.settings import CameraSettings, StorageSettings
 from recorder.sources import make_source
@@ -76,10 +82,30 @@ def _watch_for_stop(stop_reader: multiprocessing.connection.Connection) -> threa
     return stop
 
 
+def _follow_masks(reader: multiprocessing.connection.Connection, feed: MaskFeed) -> None:
+    """Hand each set of masks the daemon sends to `feed`, until the daemon closes the pipe."""
+
+    def follow() -> None:
+        while True:
+            try:
+                data = reader.recv()
+            except (EOFError, OSError):
+                return
+            try:
+                feed.set(parse_masks(data))
+            except DoorbellError as exc:  # checked by the daemon already; keep the old set
+                logger.error("new privacy masks refused: %s", exc)
+                continue
+            logger.info("privacy masks now: %d", len(feed.current()[1]))
+
+    threading.Thread(target=follow, name="masks", daemon=True).start()
+
+
 def _child_main(
     camera: CameraSettings,
     storage: StorageSettings,
     stop_reader: multiprocessing.connection.Connection,
+    mask_reader: multiprocessing.connection.Connection,
     array: Any,
     clock: Clock,
     fast_seconds: float | None,
@@ -90,7 +116,9 @@ def _child_main(
     stop = _watch_for_stop(stop_reader)
     if not _die_with_parent(parent_pid):
         return  # the daemon died while this process was starting
-    source = make_source(camera, clock, fast_seconds=fast_seconds)
+    masks = MaskFeed(camera.masks)
+    _follow_masks(mask_reader, masks)
+    source = make_source(camera, clock, fast_seconds=fast_seconds, masks=masks)
     buffer = RollingBuffer.open(storage.dir, reconcile=False)
     try:
         Recorder(
@@ -102,6 +130,7 @@ def _child_main(
             stop=stop,
             preset=camera.preset,
             counters=HealthCounters(array),
+            masks=masks,
         ).run()
     except DoorbellError as exc:  # a known failure (no camera, ...): one line, no traceback
         logger.error("the recorder stopped: %s", exc)
@@ -134,6 +163,7 @@ class RecorderProcess:
         self._counters.set_last_write(-1.0)
         self._process: Any = None
         self._stop_writer: multiprocessing.connection.Connection | None = None
+        self._mask_writer: multiprocessing.connection.Connection | None = None
 
     def start(self) -> None:
         """Start a child (again, after one died). Its stop pipe is new each time. One
@@ -146,12 +176,14 @@ class RecorderProcess:
                 raise RecorderError(f"the previous recorder (pid {self.pid}) has not exited")
         self._close_stop_pipe()
         reader, writer = self._ctx.Pipe(duplex=False)
+        mask_reader, mask_writer = self._ctx.Pipe(duplex=False)
         self._process = self._ctx.Process(
             target=_child_main,
             args=(
                 self._camera,
                 self._storage,
                 reader,
+                mask_reader,
                 self._counters.array,
                 self._clock,
                 self._fast_seconds,
@@ -163,12 +195,32 @@ class RecorderProcess:
         )
         self._process.start()
         reader.close()  # only the child holds the read end: its end-of-file is our stop
+        mask_reader.close()
         self._stop_writer = writer
+        self._mask_writer = mask_writer
+
+    @property
+    def masks(self) -> tuple[Mask, ...]:
+        return self._camera.masks
+
+    def set_masks(self, masks: tuple[Mask, ...]) -> None:
+        """The masks in force from now on: the running child paints them from its next
+        frame (a new segment), and a child started later starts with them."""
+        self._camera = replace(self._camera, masks=tuple(masks))  # checks them
+        writer = self._mask_writer
+        if writer is not None and self.is_alive():
+            try:
+                writer.send([m.to_json() for m in masks])
+            except OSError as exc:  # the child is dying; its successor starts with them
+                logger.warning("could not send the privacy masks to the recorder: %s", exc)
 
     def _close_stop_pipe(self) -> None:
         if self._stop_writer is not None:
             self._stop_writer.close()
             self._stop_writer = None
+        if self._mask_writer is not None:
+            self._mask_writer.close()
+            self._mask_writer = None
 
     @property
     def pid(self) -> int | None:

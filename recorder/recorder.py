@@ -33,6 +33,7 @@ from recorder.buffer import RollingBuffer, Segment
 from recorder.encoding import MS, open_x264
 from recorder.frames import CameraSource, CapturedFrame, EncodedFrame
 from recorder.health import HealthCounters, RecorderHealth
+from recorder.masks import MaskFeed, MaskPainter, frame_planes
 from recorder.settings import StorageSettings
 
 logger = logging.getLogger(__name__)
@@ -82,7 +83,10 @@ class Recorder:
         queue_frames: int = 4,
         drop_when_behind: bool | None = None,
         counters: HealthCounters | None = None,
+        masks: MaskFeed | None = None,
     ) -> None:
+        """`masks`: the privacy masks to burn into raw frames before they are encoded
+        (a camera with its own encoder paints them itself, see recorder.masks)."""
         self._source = source
         self._buffer = buffer
         self._storage = storage
@@ -105,6 +109,11 @@ class Recorder:
         self._segments: list[Segment] = []
         self._first_mono: float | None = None
         self._halt = threading.Event()  # the recorder's own stop for its capture thread
+        self._painter = (
+            None
+            if masks is None or source.encoded
+            else MaskPainter(masks, source.width, source.height)
+        )
 
     @property
     def health(self) -> RecorderHealth:
@@ -119,6 +128,8 @@ class Recorder:
         try:
             self._buffer.reconcile()
             self._retention()
+            if self._painter is not None:
+                self._painter.prepare()
             self._source.open()
             capture = threading.Thread(target=self._capture_loop, name="capture", daemon=True)
             capture.start()
@@ -238,6 +249,11 @@ class Recorder:
         # The array outlives the wrapper: reformat makes a new frame at once.
         image = np.ascontiguousarray(image)
         frame = frame_from_rgb(image).reformat(format="yuv420p")
+        # Privacy masks go on the encoder's own planes, before it ever sees the frame.
+        # A new set of masks starts a segment, so each segment has one set throughout.
+        if self._painter is not None and self._painter.paint(*frame_planes(frame)):
+            logger.info("privacy masks changed; a new segment starts with them")
+            split = True
         # Encoder pts follow monotonic time (strictly increasing whatever the wall clock
         # does); the capture time travels beside it, keyed by pts.
         self._enc_pts = max(self._enc_pts + 1, round(item.monotonic * 1000))

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Literal, get_args
 
 from foundation.errors import InvalidValueError
+from recorder.masks import Mask, check_masks
 
 SourceKind = Literal["synthetic", "opencv", "picamera2"]
 SOURCES: tuple[str, ...] = get_args(SourceKind)
@@ -33,7 +34,9 @@ SEGMENT_SECONDS_RANGE = (1, 60)  # shorter segments mean more files, longer ones
 class CameraSettings:
     """Which camera and what picture. `device` is a USB index, a V4L2 path, an RTSP/HTTP
     URL or a video file for `opencv`; ignored by `synthetic`; the camera number for
-    `picamera2`. `preset` is the libx264 preset for software encoding."""
+    `picamera2`. `preset` is the libx264 preset for software encoding. `masks` are the
+    privacy masks burned into every frame (recorder.masks); the daemon adds the owner's
+    own from the console to these."""
 
     source: SourceKind = "synthetic"
     device: str | int = 0
@@ -42,8 +45,10 @@ class CameraSettings:
     fps: float = 15.0
     preset: str = "ultrafast"
     bitrate: int | None = None  # hardware encoder bitrate (picamera2); None = its default
+    masks: tuple[Mask, ...] = ()
 
     def __post_init__(self) -> None:
+        check_masks(self.masks)
         if self.source not in SOURCES:
             raise InvalidValueError(f"unknown camera source {self.source!r}")
         if not (_within(self.width, WIDTH_RANGE) and _within(self.height, HEIGHT_RANGE)):

@@ -10,6 +10,7 @@ from foundation.clock import Clock
 from foundation.errors import RecorderError
 from foundation.stop import StopSignal
 from recorder.frames import CameraSource, CapturedFrame
+from recorder.masks import MaskFeed
 from recorder.picamera2_source import Picamera2Camera
 from recorder.settings import CameraSettings
 from recorder.synthetic import SyntheticCamera
@@ -106,10 +107,16 @@ def _redact(device: str | int) -> str:
 
 
 def make_source(
-    settings: CameraSettings, clock: Clock, *, fast_seconds: float | None = None
+    settings: CameraSettings,
+    clock: Clock,
+    *,
+    fast_seconds: float | None = None,
+    masks: MaskFeed | None = None,
 ) -> CameraSource:
     """The source the settings name. `fast_seconds` asks the synthetic camera for that
-    much footage as fast as it can be encoded; other sources refuse it."""
+    much footage as fast as it can be encoded; other sources refuse it. `masks` reach
+    the picamera2 source, which paints them itself; the recorder paints the frames of
+    the others (they hand over raw frames)."""
     if fast_seconds is not None and settings.source != "synthetic":
         raise RecorderError("--fast works only with the synthetic camera")
     if settings.source == "synthetic":
@@ -128,4 +135,4 @@ def make_source(
             fps=settings.fps,
             clock=clock,
         )
-    return Picamera2Camera(settings=settings, clock=clock)
+    return Picamera2Camera(settings=settings, clock=clock, masks=masks)

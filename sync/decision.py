@@ -1,8 +1,10 @@
 """Is this owner's decision valid for this device and this pending request? (protocol.md §5.2)
 
-Pure functions: `check_decision` judges an app decision (the plaintext of a sealed
-message), `local_decision` makes the same record for the button and the CLI. Neither
-raises for any input; a decision that fails any check changes nothing.
+Pure functions: `precheck_sealed` makes the cheap checks of a sealed message (its size
+and its age header, before anything is decrypted: the intake runs them on the network
+thread, once per message), `check_decision` judges an app decision (the plaintext of a
+sealed message), `local_decision` makes the same record for the button and the CLI.
+None raises for any input; a decision that fails any check changes nothing.
 
 Choices made where docs/protocol.md is silent:
 
@@ -43,12 +45,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from foundation.errors import MisuseError, TimeFormatError
 from foundation.times import Window, parse_time
-from foundation.wire import DECISION_BYTES, MAX_DECISION_SKEW_MS
+from foundation.wire import DECISION_BYTES, MAX_DECISION_SKEW_MS, MAX_MESSAGE_BYTES
 from sync.envelope import parse_envelope, strict_json_object, verify_envelope
 from sync.errors import EnvelopeError, EnvelopeFault
 from sync.models import ConsentMethod, Decision, Rfa
 
 MAX_NONCE_CHARS = 128
+AGE_MAGIC = b"age-encryption.org/v1\n"  # the first line of every age file
 _NONCE = re.compile(rf"[\x21-\x7e]{{1,{MAX_NONCE_CHARS}}}")
 
 
@@ -98,6 +101,24 @@ class _Refuse(Exception):  # noqa: N818 - internal control flow, never escapes t
 
 
 D = DecisionRejectReason
+
+
+@dataclass(frozen=True, slots=True)
+class SealedDecision:
+    """A message from the owner's decision topic that passed `precheck_sealed`; not
+    opened yet."""
+
+    data: bytes
+
+
+def precheck_sealed(message: bytes) -> SealedDecision | DecisionRejected:
+    """The cheap checks of a sealed decision, in this order: at most
+    `MAX_MESSAGE_BYTES` (16 KiB), and an age file."""
+    if len(message) > MAX_MESSAGE_BYTES:
+        return DecisionRejected(D.OVERSIZED, "The message is over 16 KiB.")
+    if not message.startswith(AGE_MAGIC):
+        return DecisionRejected(D.MALFORMED, "The message is not an age file.")
+    return SealedDecision(bytes(message))
 
 
 def window_within(requested: Window, narrowed: Window) -> bool:

@@ -351,7 +351,7 @@ class BoundedClient(paho.Client):
     reads the QoS bits of the fixed header and answers a protocol error instead, which
     paho handles like a lost connection (socket closed, on_disconnect, reconnect)."""
 
-    refused_packets = 0  # both kinds, all clients (the test kit reads it)
+    refused_packets = 0  # this client's, both kinds (MqttLink.refused_packets)
     refused_here = False  # this connection ended on a refusal (MqttLink's backoff reads it)
 
     def _sock_recv(self, bufsize: int) -> bytes:
@@ -381,7 +381,7 @@ class BoundedClient(paho.Client):
         return super()._handle_publish()
 
     def _refused(self) -> None:
-        type(self).refused_packets += 1
+        self.refused_packets += 1
         self.refused_here = True
 
     def take_refusal(self) -> bool:
@@ -439,8 +439,14 @@ class MqttLink:
         self._outbound_lock = threading.Lock()
         self._latest: dict[str, paho.MQTTMessageInfo] = {}  # per topic, the last one sent
         self._holding_back: set[str] = set()  # topics whose last message is unacknowledged
-        self.connections = 0  # successful connections so far (for tests and health)
+        self.connections = 0  # successful connections so far (doorbellctl status)
         self.dropped = PublishDrops()
+
+    @property
+    def refused_packets(self) -> int:
+        """Packets from the broker refused so far (doorbellctl status)."""
+        client = self._client
+        return client.refused_packets if isinstance(client, BoundedClient) else 0
 
     @property
     def connected(self) -> bool:

@@ -4,7 +4,7 @@ each object got, and the encrypted files themselves.
 It owns one directory: `outbox.sqlite` (WAL, synchronous=FULL, so what a method wrote
 survives a power cut once it returns) and `objects/{rfa_id}/` with the two encrypted
 objects of each share. Nothing here touches the network or the recorder; `ShareWorker`
-(sync.uploader) drives the jobs.
+(sync.uploader, sync.attempt) drives the jobs.
 
 A job's state is a `ShareState` (foundation.wire, protocol.md §6.3): `queued` ->
 `uploading` -> `done`, or it ends `failed` (with its error) or `cancelled`. Per object

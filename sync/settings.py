@@ -67,7 +67,9 @@ class ShareSettings:
     retry_base_s: float = 2.0
     retry_cap_s: float = 600.0
     timeout_s: float = 60.0
-    idle_wait_s: float = 1.0  # how often an idle worker looks at the outbox again
+    # A look at the outbox now and then although nobody woke the worker: only matters
+    # when the wall clock moved (sync.uploader says what wakes it).
+    idle_wait_s: float = 30.0
     max_origins: int = 4  # lanes at once: shares to this many origins run side by side
     # protocol.md §6.2: an anonymous share's upload starts between these many minutes
     # after the approval (see AnonymousDelay)

@@ -31,6 +31,7 @@ from foundation.times import Window
 from recorder.buffer import (
     Segment,
     connect_index,
+    newest_segment,
     query_segments,
     read_tables,
 )
@@ -42,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 STRIP_THUMBNAILS = 48
 THUMB_WIDTH = 160
+SNAPSHOT_WIDTH = 640  # the picture the owner draws privacy masks on
 THUMB_CACHE = 512
 CLIPS_KEPT = 4
 MAX_CLIP_MS = 10 * 60_000
@@ -160,7 +162,7 @@ class Preview:
             if where is None:
                 return None
         name, table, i = where
-        jpeg = _decode_keyframe(self._root / name, table, i)
+        jpeg = _decode_keyframe(self._root / name, table, i, THUMB_WIDTH)
         with self._lock:
             self._thumbs[at_ms] = jpeg
             while len(self._thumbs) > THUMB_CACHE:
@@ -178,6 +180,27 @@ class Preview:
             if i < len(table) and table.times[i] == at_ms and table.key[i]:
                 return seg.file, table, i
         return None
+
+    def snapshot(self) -> tuple[int, bytes] | None:
+        """(capture time, JPEG) of the newest keyframe in the buffer, SNAPSHOT_WIDTH wide:
+        the live picture the owner draws masks on. It comes from a recorded segment, so
+        the masks in force are already burned into it. None while the buffer is empty."""
+        try:
+            conn = connect_index(self._root, readonly=True)
+        except RecorderError:
+            return None
+        try:
+            segment = newest_segment(conn)
+        finally:
+            conn.close()
+        if segment is None:
+            return None
+        table = self._tables([segment.id]).get(segment.id)
+        keys = [] if table is None else [i for i, key in enumerate(table.key) if key]
+        if table is None or not keys:
+            return None
+        at = table.times[keys[-1]]
+        return at, _decode_keyframe(self._root / segment.file, table, keys[-1], SNAPSHOT_WIDTH)
 
     # ---- clips -------------------------------------------------------------------------
 
@@ -201,7 +224,7 @@ class Preview:
             return info
 
 
-def _decode_keyframe(path: Path, table: FrameTable, index: int) -> bytes:
+def _decode_keyframe(path: Path, table: FrameTable, index: int, width: int) -> bytes:
     import av  # lazily, as the recorder does: PyAV is heavy to import
 
     size = table.size[index]
@@ -222,10 +245,11 @@ def _decode_keyframe(path: Path, table: FrameTable, index: int) -> bytes:
     if not frames:
         raise RecorderError(f"could not decode a keyframe of {path.name}")
     frame = frames[0]
-    height = max(2, round(frame.height * THUMB_WIDTH / frame.width / 2) * 2)
-    small = frame.reformat(width=THUMB_WIDTH, height=height, format="yuvj420p")
+    width = min(width, frame.width)
+    height = max(2, round(frame.height * width / frame.width / 2) * 2)
+    small = frame.reformat(width=width, height=height, format="yuvj420p")
     encoder: Any = av.CodecContext.create("mjpeg", "w")
-    encoder.width, encoder.height = THUMB_WIDTH, height
+    encoder.width, encoder.height = width, height
     encoder.pix_fmt = "yuvj420p"
     encoder.time_base = Fraction(1, 1000)
     small.pts = 0

@@ -46,12 +46,15 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from device.audit import read_audit, verify_audit
+from device.commands import CommandRefused, ControlCommands
 from device.console.auth import SESSION_TTL_MS, ConsoleAuth, Verdict, source_group
 from device.console.listener import Listener
 from device.console.preview import MAX_CLIP_MS, STRIP_THUMBNAILS, Preview
 from device.console.tls import ConsoleCertificate, host_names
 from device.console.video import Video, video_routes
 from device.flow import RequestFlow
+from device.masks import PrivacyMasks
+from device.owner_channel import pending_entries
 from foundation.clock import Clock
 from foundation.display import shown
 from foundation.errors import DoorbellError, NoFootageError, TimeFormatError
@@ -108,7 +111,7 @@ class ConsoleParts:
     preview: Preview
     auth: ConsoleAuth
     shares: Callable[[], list[dict[str, Any]]]
-    control: Callable[[dict[str, Any]], dict[str, Any]]  # retry / cancel, as the CLI does
+    commands: ControlCommands  # summary, retry, cancel: as doorbellctl's, called in-process
     audit_path: Path
     audit_key: Ed25519PublicKey
     device_lat: float
@@ -116,6 +119,7 @@ class ConsoleParts:
     clock: Clock
     video: Video | None = None  # the timeline and the player (device/console/video.py)
     share_job: Callable[[str], ShareJob | None] | None = None  # the outbox's job of a share
+    masks: PrivacyMasks | None = None  # the privacy masks the owner draws (device/masks.py)
 
 
 class ApiError(Exception):
@@ -185,6 +189,9 @@ class Console:
             Route("/api/shares/{rfa_id}/retry", self.api(self.share_retry), methods=["POST"]),
             Route("/api/audit", self.api(self.audit)),
             Route("/api/requests-paused", self.api(self.paused), methods=["GET", "POST"]),
+            Route("/masks", self.masks_page),
+            Route("/api/masks", self.api(self.masks), methods=["GET", "POST"]),
+            Route("/api/masks/snapshot", self.api(self.snapshot)),
             # The timeline and the player: HLS of a pending request's window (video.py).
             *video_routes(
                 self.api,
@@ -263,6 +270,12 @@ class Console:
             return self._login_response(SESSION_ENDED if ended else "", status=401)
         return FileResponse(str(STATIC / "index.html"), headers={"Cache-Control": "no-store"})
 
+    async def masks_page(self, request: Request) -> Response:
+        """The privacy masks page (static/masks.html): drawn over a live snapshot."""
+        if await run_in_threadpool(self.session_of, request) is None:
+            return RedirectResponse("/", status_code=303)
+        return FileResponse(str(STATIC / "masks.html"), headers={"Cache-Control": "no-store"})
+
     async def login_page(self, request: Request) -> Response:
         return self._login_response()
 
@@ -330,7 +343,7 @@ class Console:
         raise ApiError(404, "no such API path")
 
     def pending(self, request: Request, body: Any) -> Any:
-        entries = self.parts.flow.pending_entries()
+        entries = pending_entries(self.parts.flow.pending_footage())
         for entry in entries:
             entry["agency_id"] = entry["agency"]["id"]
         return {"requests": entries, "requests_paused": self.parts.flow.requests_paused}
@@ -360,7 +373,10 @@ class Console:
     def request_detail(self, request: Request, body: Any) -> Any:
         rfa_id = request.path_params["rfa_id"]
         pending = self._pending(rfa_id)
-        entry = next((e for e in self.parts.flow.pending_entries() if e["id"] == rfa_id), None)
+        entry = next(
+            (e for e in pending_entries(self.parts.flow.pending_footage()) if e["id"] == rfa_id),
+            None,
+        )
         if entry is None:
             raise ApiError(404, _DECISION_WORDS["not_pending"], "not_pending")
         area = pending.rfa.area
@@ -478,18 +494,11 @@ class Console:
         named = request.query_params.get("share_contact", "true")
         if named not in ("true", "false"):
             raise ApiError(400, "share_contact is true or false")
-        reply = self.parts.control(
-            {
-                "cmd": "summary",
-                "rfa_id": rfa_id,
-                "window": window.to_json(),
-                "anonymous": named == "false",
-            }
-        )
-        if not reply.get("ok"):
-            code = str(reply.get("reason", "refused"))
-            raise ApiError(409, _DECISION_WORDS.get(code, str(reply.get("error"))), code)
-        return reply["summary"]
+        try:
+            return self.parts.commands.summary(rfa_id, window, anonymous=named == "false")
+        except CommandRefused as refused:
+            code = refused.reason or "refused"
+            raise ApiError(409, _DECISION_WORDS.get(code, refused.message), code) from None
 
     def shares(self, request: Request, body: Any) -> Any:
         job_of = self.parts.share_job or (lambda rfa_id: None)
@@ -497,17 +506,17 @@ class Console:
             "shares": [share_card(entry, job_of(entry["rfa_id"])) for entry in self.parts.shares()]
         }
 
-    def _share_command(self, cmd: str, request: Request) -> Any:
-        reply = self.parts.control({"cmd": cmd, "rfa_id": request.path_params["rfa_id"]})
-        if not reply.get("ok"):
-            raise ApiError(409, str(reply.get("error", "refused")))
-        return {"ok": True, "message": reply.get("message", "")}
+    def _share_command(self, command: Callable[[str], str], request: Request) -> Any:
+        try:
+            return {"ok": True, "message": command(request.path_params["rfa_id"])}
+        except CommandRefused as refused:
+            raise ApiError(409, refused.message) from None
 
     def share_cancel(self, request: Request, body: Any) -> Any:
-        return self._share_command("cancel", request)
+        return self._share_command(self.parts.commands.cancel, request)
 
     def share_retry(self, request: Request, body: Any) -> Any:
-        return self._share_command("retry", request)
+        return self._share_command(self.parts.commands.retry, request)
 
     def audit(self, request: Request, body: Any) -> Any:
         report = verify_audit(self.parts.audit_path, self.parts.audit_key)
@@ -531,6 +540,34 @@ class Console:
                 raise ApiError(400, 'expected {"paused": true | false}')
             self.parts.flow.pause_requests(body["paused"])
         return {"paused": self.parts.flow.requests_paused}
+
+    def _masks(self) -> PrivacyMasks:
+        if self.parts.masks is None:
+            raise ApiError(404, "this console does not manage privacy masks")
+        return self.parts.masks
+
+    def masks(self, request: Request, body: Any) -> Any:
+        """GET: the masks in force, the config's (fixed here) and the owner's. POST
+        {"masks": [{name, points}, ...]}: the owner's new set, in force from the
+        recorder's next frame; a bad polygon is a 400 naming its key (masks[i]...)."""
+        masks = self._masks()
+        if request.method == "POST":
+            if not isinstance(body, dict) or set(body) != {"masks"}:
+                raise ApiError(400, 'expected {"masks": [{"name": ..., "points": [[x, y], ...]}]}')
+            masks.replace(body["masks"])
+        return masks.to_json()
+
+    def snapshot(self, request: Request, body: Any) -> Any:
+        self._masks()
+        found = self.parts.preview.snapshot()
+        if found is None:
+            raise ApiError(404, "no footage yet: the camera has not recorded anything")
+        at_ms, jpeg = found
+        return Response(
+            jpeg,
+            media_type="image/jpeg",
+            headers={"Cache-Control": "no-store", "X-Captured-At": format_time(at_ms)},
+        )
 
 
 def share_card(entry: dict[str, Any], job: ShareJob | None) -> dict[str, Any]:

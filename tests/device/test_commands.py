@@ -18,6 +18,7 @@ from sync.keys import SigningKey
 from sync.settings import ShareSettings
 from sync.uploader import ShareWorker
 from tests.device.test_flow import Kit, open_kit, pins
+from tests.device.test_status import RUNNING as STATUS
 from tests.sync.factories import NOW_MS, AgencyKeys
 
 
@@ -45,7 +46,7 @@ def commands(kit: Kit, contact: dict | None = None) -> ControlCommands:  # type:
         buffer=kit.buffer,
         shares=worker,
         clock=kit.clock,
-        status=lambda: {"daemon": "running"},
+        status=lambda: STATUS,
         contact=contact,
         device_id="dev-1",
     )
@@ -147,7 +148,7 @@ def test_cancel(kit: Kit) -> None:
 def test_status_pending_and_shares(kit: Kit) -> None:
     cmds = commands(kit)
     a = approved(kit, cmds)
-    assert cmds.handle({"cmd": "status"}) == {"ok": True, "status": {"daemon": "running"}}
+    assert cmds.handle({"cmd": "status"}) == {"ok": True, "status": STATUS.to_json()}
     assert cmds.handle({"cmd": "pending"}) == {"ok": True, "requests": []}
     shares = cmds.handle({"cmd": "shares"})["shares"]
     assert [(s["rfa_id"], s["state"]) for s in shares] == [(a, "queued")]

@@ -132,7 +132,7 @@ def console_parts(auth: ConsoleAuth, **given: Any) -> ConsoleParts:
         "flow": nothing,
         "preview": nothing,
         "shares": nothing,
-        "control": nothing,
+        "commands": nothing,
         "audit_path": Path("/nonexistent"),
         "audit_key": nothing,
         "device_lat": 0.0,

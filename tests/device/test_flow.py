@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from device.audit import AuditLog
 from device.flow import RequestFlow
 from device.identity import DeviceIdentity, load_device_identity
+from device.owner_channel import pending_entries, pending_views
 from device.state import StateStore
 from foundation import wire
 from foundation.clock import FakeClock
@@ -139,13 +140,13 @@ def test_accepted_request_is_pending_pinned_and_audited(kit: Kit) -> None:
     rfa_id = str(uuid.uuid4())
     outcome = kit.flow.handle_rfa(kit.rfa(rfa_id=rfa_id))
     assert outcome.accepted and outcome.rfa_id == rfa_id
-    [view] = kit.flow.pending_views()
+    [view] = pending_views(kit.flow.pending_footage())
     assert set(view.entry) == ENTRY_KEYS and set(view.details) == DETAIL_KEYS
     # the contract module says the same as this test's own copy of §5.1
     assert (
         set(wire.PENDING_ENTRY_KEYS) == ENTRY_KEYS and set(wire.PENDING_DETAIL_KEYS) == DETAIL_KEYS
     )
-    [entry] = kit.flow.pending_entries()
+    [entry] = pending_entries(kit.flow.pending_footage())
     assert set(entry) == ENTRY_KEYS | DETAIL_KEYS
     assert entry["id"] == rfa_id and entry["footage_seconds"] == 2 * 3600  # the 2-h window
     assert entry["decide_by"] == "2026-12-01T13:00:00Z"  # 72 h, before the 7-day expiry

@@ -322,7 +322,7 @@ def test_a_broker_outage_is_logged_and_the_loop_keeps_going(device, owner, caplo
     channel = make_channel(device, owner, clock, stop, publish=publish, pending=list)
     with caplog.at_level(logging.WARNING, logger="device.owner_channel"):
         channel.run()
-    assert len(calls) == 8 and channel.rounds == 4 and channel.failures == 4
+    assert len(calls) == 8 and channel.failures == 4  # 4 rounds of 2 messages, 4 failed
     assert "could not publish" in caplog.text
     assert caplog.text.count("Traceback") <= 1  # one traceback per outage, not one per round
 
@@ -390,7 +390,7 @@ def test_real_broker_keeps_the_latest_sealed_messages_retained(device, owner, tm
         thread = threading.Thread(target=channel.run, daemon=True)
         thread.start()
         thread.join(timeout=30)
-    assert not thread.is_alive() and channel.rounds == 2
+    assert not thread.is_alive() and len(rounds) == 4  # 2 rounds of 2 topics
 
     key_file = tmp_path / "owner.txt"
     key_file.write_bytes(identity_file_text(owner))

@@ -119,3 +119,28 @@ def test_without_a_camera_the_daemon_logs_one_clear_line(tmp_path):
     text = log.read_text()
     assert "the recorder stopped: no camera found: " in text, text
     assert "Traceback" not in text, text
+
+
+def test_the_main_streams_yuv420_array_is_the_layout_the_masks_are_painted_on():
+    """picamera2's MappedArray hands a YUV420 main stream over as height*3/2 rows of
+    `stride` bytes, shared with the buffer (no copy): the masks paint through
+    yuv420_planes into exactly the bytes the encoder reads."""
+    import numpy as np
+    from picamera2 import MappedArray
+    from picamera2.request import Helpers
+
+    from recorder.masks import MASK_Y, MaskRaster, yuv420_planes
+    from tests.fixtures.masked import THREE_MASKS
+
+    _accepts(MappedArray, object(), "main")
+    width, height, stride = 320, 240, 384
+    buffer = np.full(stride * height * 3 // 2, 200, np.uint8)
+    helpers = Helpers.__new__(Helpers)  # the layout code uses nothing of the camera
+    array = helpers._make_array_shared(
+        buffer, {"format": "YUV420", "size": (width, height), "stride": stride}
+    )
+    assert array.shape == (height * 3 // 2, stride) and np.shares_memory(array, buffer)
+    raster = MaskRaster(THREE_MASKS, width, height)
+    raster.paint(*yuv420_planes(array, width, height, stride))
+    luma = buffer[: stride * height].reshape(height, stride)[:, :width]
+    assert (luma[raster.luma > 0] == MASK_Y).all() and (luma[raster.luma == 0] == 200).all()

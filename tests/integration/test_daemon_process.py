@@ -19,17 +19,16 @@ import pytest
 import yaml
 
 from cloud.loopback import DeviceSetup, MosquittoBroker, TusServer
-from foundation.times import parse_time
 from tests.fixtures.daemon import World, make_world, now_ms
 from tests.integration.faults import NotifySocket, ask, recorder_pid, settle
 
 
 def buffer_end(world: World) -> int:
-    from device.cli import buffer_status
+    from device.status import BufferFacts
 
-    span = buffer_status(world.setup.root / "var" / "buffer")["buffer_span"]
+    span = BufferFacts.read(world.setup.root / "var" / "buffer").span
     assert span is not None, "the buffer is empty"
-    return parse_time(span["end"])
+    return span.end_ms
 
 
 @pytest.fixture

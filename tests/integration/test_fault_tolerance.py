@@ -19,7 +19,7 @@ from cloud.loopback import MosquittoBroker, TusServer
 from cloud.verify import Report, verify_share
 from device.audit import read_entries
 from device.state import RequestState, StateStore
-from foundation.times import Window, parse_time
+from foundation.times import Window
 from sync.keys import load_identity, load_signing_key
 from tests.fixtures.daemon import World, make_world, now_ms, start_and_pair
 from tests.fixtures.mosquitto import read_retained
@@ -37,10 +37,10 @@ from tests.integration.faults import (
 
 def buffer_span(world: World) -> tuple[int, int] | None:
     """The buffer's span read from its files (works with the daemon down)."""
-    from device.cli import buffer_status
+    from device.status import BufferFacts
 
-    span = buffer_status(world.setup.root / "var" / "buffer")["buffer_span"]
-    return (parse_time(span["start"]), parse_time(span["end"])) if span else None
+    span = BufferFacts.read(world.setup.root / "var" / "buffer").span
+    return (span.start_ms, span.end_ms) if span else None
 
 
 def verify_upload(world: World, rfa_id: str) -> Report:
@@ -363,9 +363,9 @@ class FillingDisk:
         self._thread.start()
 
     def _buffer_bytes(self) -> int:
-        from device.cli import buffer_status
+        from device.status import BufferFacts
 
-        return int(buffer_status(self._world.setup.root / "var" / "buffer")["buffer_bytes"])
+        return BufferFacts.read(self._world.setup.root / "var" / "buffer").bytes
 
     def _update(self) -> None:
         free = max(0, self._free0 - (self._buffer_bytes() - self._bytes0))

@@ -122,6 +122,11 @@ def test_an_oversized_publish_is_refused_at_the_daemons_socket(tmp_path: Path) -
     assert peak - baseline < RSS_BOUND
     assert status["recording"] is True
     assert recorded_after > recorded_before  # the camera kept going throughout
+    # the owner sees it in `doorbellctl status`: refusals and the reconnects they caused
+    # (the status was asked after at least three refusals, while more may have followed)
+    health = status["health"]
+    assert 3 <= health["refused_packets"] <= len(broker.publishes)
+    assert health["broker_reconnects"] >= health["refused_packets"] - 1
     log = world.daemon.log_path.read_text(errors="replace")
     assert log.count(f"the broker sent a packet of {OVERSIZED} bytes") >= 3
 

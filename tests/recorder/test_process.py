@@ -19,6 +19,7 @@ from recorder.export import export_clip
 from recorder.process import RecorderProcess
 from recorder.settings import CameraSettings, StorageSettings
 from tests.fixtures.footage import decode_stamps, recorded_times
+from tests.fixtures.masked import THREE_MASKS, decoded_frames, hidden
 
 CAMERA = CameraSettings(source="synthetic", width=320, height=240, fps=15)
 
@@ -164,16 +165,22 @@ def child_pids(pid):
     return found
 
 
-@pytest.mark.timeout(120)
-def test_starting_again_reaps_the_previous_recorder_first(tmp_path):
-    """A supervisor that restarts a recorder it judges stalled must never leave the old
-    one running beside the new: `start` stops and reaps it before starting another."""
+def started_recorder(tmp_path: Path) -> tuple[Path, RecorderProcess]:
+    """A recorder process of one-second segments into tmp_path/b, started."""
     root = tmp_path / "b"
     storage = StorageSettings(dir=root, segment_seconds=1.0)
     proc = RecorderProcess(
         camera=CAMERA, storage=storage, clock=SystemClock(assume_synchronized=True)
     )
     proc.start()
+    return root, proc
+
+
+@pytest.mark.timeout(120)
+def test_starting_again_reaps_the_previous_recorder_first(tmp_path):
+    """A supervisor that restarts a recorder it judges stalled must never leave the old
+    one running beside the new: `start` stops and reaps it before starting another."""
+    _root, proc = started_recorder(tmp_path)
     try:
         assert wait_for(lambda: proc.health().segments_written >= 1)
         first = proc.pid
@@ -183,3 +190,23 @@ def test_starting_again_reaps_the_previous_recorder_first(tmp_path):
         assert proc.is_alive(), "the new one holds the buffer: the old one let go of it"
     finally:
         assert proc.stop(timeout=20) == 0
+
+
+@pytest.mark.timeout(120)
+def test_masks_sent_to_a_running_recorder_reach_its_next_segment(tmp_path):
+    root, proc = started_recorder(tmp_path)
+    try:
+        assert wait_for(lambda: root.exists() and segment_count(root) >= 2)
+        before = segment_count(root)
+        proc.set_masks(THREE_MASKS)
+        assert proc.masks == THREE_MASKS
+        assert wait_for(lambda: segment_count(root) >= before + 3)
+    finally:
+        assert proc.stop() == 0
+    frames = decoded_frames(root)
+    flags = [hidden(picture) for _seg, _t, picture in frames]
+    # Unmasked footage, then from one segment's first frame on, masked footage only.
+    change = flags.index(True)
+    assert not any(flags[:change]) and all(flags[change:])
+    assert frames[change][0] != frames[change - 1][0], "the masks changed mid-segment"
+    assert change >= 15 and len(flags) - change >= 15

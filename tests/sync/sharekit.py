@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -258,6 +261,20 @@ class RequestLog:
 
     def methods(self) -> list[str]:
         return [m for m, _u, _o in self.entries]
+
+
+@contextmanager
+def running_worker(worker: Any, stop: threading.Event) -> Iterator[None]:
+    """The worker's loop in a thread for the length of the block."""
+    stop.clear()
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        assert not thread.is_alive()
 
 
 def run_worker_until(

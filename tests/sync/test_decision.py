@@ -12,13 +12,16 @@ from hypothesis import strategies as st
 
 from foundation.errors import MisuseError
 from foundation.times import Window, format_time
-from foundation.wire import DECISION_BYTES
+from foundation.wire import DECISION_BYTES, MAX_MESSAGE_BYTES
 from sync.decision import (
+    AGE_MAGIC,
     DecisionAccepted,
     DecisionRejected,
     DecisionRejectReason,
+    SealedDecision,
     check_decision,
     local_decision,
+    precheck_sealed,
 )
 from sync.keys import SigningKey
 from sync.models import ConsentMethod, Rfa
@@ -370,3 +373,31 @@ def test_fuzz_mutated_decision(changes: dict[str, Any]) -> None:
         assert isinstance(d.share_contact, bool)
     else:
         assert result.verified
+
+
+# ---- the cheap checks of a sealed message (one place: the intake and the flow call it)
+
+
+def test_precheck_sealed_refuses_by_size_before_the_header() -> None:
+    over = AGE_MAGIC + b"x" * (MAX_MESSAGE_BYTES + 1 - len(AGE_MAGIC))
+    assert precheck_sealed(over) == DecisionRejected(D.OVERSIZED, "The message is over 16 KiB.")
+    at_limit = AGE_MAGIC + b"x" * (MAX_MESSAGE_BYTES - len(AGE_MAGIC))
+    assert precheck_sealed(at_limit) == SealedDecision(at_limit)
+    assert precheck_sealed(b"").reason is D.MALFORMED  # type: ignore[union-attr]
+    assert precheck_sealed(AGE_MAGIC[:-1] + b"x").reason is D.MALFORMED  # type: ignore[union-attr]
+
+
+@given(st.binary(max_size=MAX_MESSAGE_BYTES + 64))
+def test_precheck_sealed_passes_exactly_the_age_files_that_fit(message: bytes) -> None:
+    result = precheck_sealed(message)
+    fits = len(message) <= MAX_MESSAGE_BYTES and message.startswith(AGE_MAGIC)
+    assert isinstance(result, SealedDecision) is fits
+    if fits:
+        assert result == SealedDecision(message)
+
+
+def test_a_real_sealed_decision_passes_the_precheck() -> None:
+    from pyrage import x25519
+
+    sealed = seal(pad(b"{}", DECISION_BYTES), [x25519.Identity.generate().to_public()])
+    assert precheck_sealed(sealed) == SealedDecision(sealed)

@@ -17,7 +17,7 @@ import pytest
 
 from foundation.wire import MAX_RECEIVE_MAXIMUM
 from sync.errors import MqttSettingsError
-from sync.mqtt import Backoff, BoundedClient, InboundMessage, MqttLink
+from sync.mqtt import Backoff, InboundMessage, MqttLink
 from sync.settings import MqttSettings
 from tests.sync.fake_broker import FakeBroker
 
@@ -66,7 +66,6 @@ def test_a_qos2_publish_ends_the_connection_unstored_and_the_link_comes_back(
 ) -> None:
     broker = FakeBroker(flood_count=200, flood_bytes=1000)
     got: list[InboundMessage] = []
-    before = BoundedClient.refused_packets
     with caplog.at_level(logging.WARNING, logger="sync.mqtt"), link_to(broker, got) as link:
         broker.flood.set()
         broker.drop_connections()
@@ -78,9 +77,10 @@ def test_a_qos2_publish_ends_the_connection_unstored_and_the_link_comes_back(
         assert link.connected  # and it stays up once the broker behaves
     assert broker.pubrecs == 0  # not one QoS 2 message taken in
     assert got == []
-    assert BoundedClient.refused_packets - before >= 3
+    refused = link.refused_packets
+    assert refused >= 3
     refusals = [r for r in caplog.records if "QoS 2 PUBLISH" in r.getMessage()]
-    assert len(refusals) == BoundedClient.refused_packets - before  # one line each, no flood
+    assert len(refusals) == refused  # one line each, no flood
 
 
 def test_refusals_grow_the_reconnect_delay() -> None:

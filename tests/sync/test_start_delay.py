@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import random
 import sqlite3
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,13 @@ from sync.outbox import Outbox
 from sync.release import MINUTE_MS, draw_delay_ms, start_of, wait_left_ms
 from sync.settings import ANONYMOUS_DELAY_FLOOR_MINUTES, AnonymousDelay
 from tests.sync.factories import NOW_MS, AgencyKeys
-from tests.sync.sharekit import ShiftedClock, make_decision, make_rfa, record_footage
+from tests.sync.sharekit import (
+    ShiftedClock,
+    make_decision,
+    make_rfa,
+    record_footage,
+    running_worker,
+)
 from tests.sync.test_uploader import Rig
 
 pytestmark = pytest.mark.timeout(120)
@@ -169,18 +173,8 @@ def footage(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, int]:
     return root, first, last
 
 
-@contextmanager
-def _running(rig: Rig) -> Iterator[None]:
-    """The worker's loop in a thread for the length of the block."""
-    rig.stop.clear()
-    thread = threading.Thread(target=rig.worker.run, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        rig.stop.set()
-        thread.join(timeout=30)
-        assert not thread.is_alive()
+def _running(rig: Rig) -> AbstractContextManager[None]:
+    return running_worker(rig.worker, rig.stop)
 
 
 def _run_for(rig: Rig, seconds: float) -> None:

@@ -23,9 +23,10 @@ from cloud.loopback import TusServer
 from device.identity import load_device_identity
 from foundation.clock import SystemClock
 from foundation.times import Window, parse_time
+from sync.attempt import error_phrase
 from sync.outbox import Outbox
 from sync.settings import ShareSettings
-from sync.uploader import ShareWorker, error_phrase
+from sync.uploader import ShareWorker
 from tests.sync.factories import AgencyKeys
 from tests.sync.hostile import LooseTusServer, SlowTusServer
 from tests.sync.sharekit import (
@@ -55,9 +56,18 @@ def footage(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, int]:
 class Rig:
     """An outbox, a worker and what it reported, wired like the daemon wires them."""
 
-    def __init__(self, tmp_path: Path, footage: Any, *, clock: Any = None, **settings: Any) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        footage: Any,
+        *,
+        clock: Any = None,
+        outbox: type[Outbox] = Outbox,
+        session_factory: Any = None,
+        **settings: Any,
+    ) -> None:
         self.root, self.first, self.last = footage
-        self.outbox = Outbox.open(tmp_path / "outbox")
+        self.outbox = outbox.open(tmp_path / "outbox")
         self.clock = clock or SystemClock(assume_synchronized=True)
         self.identity = make_identity()
         self.agency = AgencyKeys.generate()
@@ -81,16 +91,25 @@ class Rig:
             settings=ShareSettings(**options),
             on_state=lambda *a: self.states.append(a),
             stop=self.stop,
-            session_factory=self.log.session_factory,
+            session_factory=session_factory or self.log.session_factory,
         )
 
     def enqueue(
-        self, url: str, *, named: bool = True, window: Window | None = None, **kw: Any
+        self,
+        url: str,
+        *,
+        named: bool = True,
+        window: Window | None = None,
+        through_worker: bool = False,
+        **kw: Any,
     ) -> str:
+        """Queue a share: straight into the outbox (a share queued before the worker
+        runs), or `through_worker` as the daemon's request flow does."""
         requested = Window(self.first, self.last)
         rfa = make_rfa(self.agency, upload_url=url, window=requested, now_ms=self.last, **kw)
         decision = make_decision(rfa, named=named, now_ms=self.last, window=window or requested)
-        self.outbox.enqueue(rfa, decision, now_ms=self.clock.wall_ms())
+        queue = self.worker if through_worker else self.outbox
+        queue.enqueue(rfa, decision, now_ms=self.clock.wall_ms())
         return rfa.id
 
     def run(self, rfa_id: str, timeout: float = 120) -> str:
@@ -516,8 +535,7 @@ def test_an_unexpected_error_in_an_attempt_is_a_counted_failure(
         calls.append(loopback)
         raise ZeroDivisionError("a bug")
 
-    rig = Rig(tmp_path, footage, max_attempts=3, retry_base_s=0.05)
-    rig.worker._session_factory = broken_session
+    rig = Rig(tmp_path, footage, max_attempts=3, retry_base_s=0.05, session_factory=broken_session)
     rfa_id = rig.enqueue("http://127.0.0.1:9/files/")
     caplog.set_level(logging.INFO, logger="sync")
     assert rig.run(rfa_id, timeout=60) == "failed"
