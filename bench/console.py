@@ -51,7 +51,8 @@ from bench.sanity import require
 from device.console.preview import Preview
 from device.console.video import Video
 from foundation.times import Window
-from recorder.buffer import INDEX_NAME, FrameTable, RollingBuffer, Segment
+from recorder.buffer import INDEX_NAME, RollingBuffer, Segment
+from recorder.segment_file import FrameTable
 
 WORKERS = 4
 

@@ -40,7 +40,8 @@ from device.state import StateStore
 from foundation import wire
 from foundation.clock import FakeClock
 from foundation.times import Window, format_time, parse_time
-from recorder.buffer import INDEX_NAME, FrameTable, RollingBuffer
+from recorder.buffer import INDEX_NAME, RollingBuffer
+from recorder.segment_file import FrameTable
 from sync.anchor import AuditHead
 from sync.envelope import make_envelope
 from sync.keys import SigningKey

@@ -51,6 +51,7 @@ BENCHMARKS = {
         quick="--base-minutes 1 --hours 12 --window-hours 4 --runs 2",
         smoke="--base-minutes 0.25 --hours 0.5 --window-hours 0.2 --runs 1",
     ),
+    "retention": Benchmark(quick="--hours 24 --steps 10", smoke="--hours 0.25 --steps 3"),
     "owner_channel": Benchmark(quick="--hours 24 --rounds 5", smoke="--hours 1 --rounds 2"),
     "outcome_work": Benchmark(quick="--rounds 1", smoke="--rounds 1 --fsync-ms 1"),
     "sd_wear": Benchmark(quick="--seconds 30", smoke="--seconds 6"),

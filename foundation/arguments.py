@@ -17,10 +17,10 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from foundation.errors import InvalidValueError, TimeFormatError
+from foundation.errors import InvalidValueError
 from foundation.times import parse_time
 
 
@@ -79,14 +79,6 @@ def join_option_values(parser: argparse.ArgumentParser, args: list[str]) -> list
     return out
 
 
-def time_arg(text: str) -> int:
-    """argparse type for an RFC 3339 UTC time (`2026-11-28T10:00:00Z`), as epoch ms."""
-    try:
-        return parse_time(text)
-    except TimeFormatError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
-
-
 _DURATION = re.compile(r"(?P<n>\d+(?:\.\d+)?)(?P<unit>[smhd])")
 _UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
@@ -102,9 +94,19 @@ def parse_duration_ms(text: str) -> int:
     return value
 
 
-def duration_arg(text: str) -> int:
-    """argparse type for a duration (`7d`)."""
-    try:
-        return parse_duration_ms(text)
-    except InvalidValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
+def argument_type(parse: Callable[[str], int]) -> Callable[[str], int]:
+    """An argparse type from `parse`: the InvalidValueError it raises for a bad value
+    becomes argparse's own error (the usage and that one line)."""
+
+    def convert(text: str) -> int:
+        try:
+            return parse(text)
+        except InvalidValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+
+    convert.__name__ = parse.__name__
+    return convert
+
+
+time_arg = argument_type(parse_time)  # `2026-11-28T10:00:00Z` (RFC 3339 UTC) as epoch ms
+duration_arg = argument_type(parse_duration_ms)  # `90s`, `30m`, `12h`, `7d` as ms

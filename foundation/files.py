@@ -8,8 +8,10 @@ import logging
 import os
 import stat
 from pathlib import Path
+from typing import Self
 
 from foundation.errors import LockHeldError
+from foundation.locks import HeldLock
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +40,7 @@ def private_dir(path: Path) -> None:
         logger.warning("%s was open to other users (mode %04o); now 0700", path, mode)
 
 
-class FileLock:
+class FileLock(HeldLock):
     """An exclusive flock on `path`, held until released or the holder dies (the kernel
     drops it even on kill -9, so a stale lock never blocks a restart). The holder's pid
     is written into the file for a person looking at it."""
@@ -47,8 +49,7 @@ class FileLock:
         self.path = Path(path)
         self._fd: int | None = None
 
-    def acquire(self) -> FileLock:
-        """Raises LockHeldError when another process holds it."""
+    def acquire(self) -> Self:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
@@ -63,17 +64,11 @@ class FileLock:
         self._fd = fd
         return self
 
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
     @property
     def held(self) -> bool:
         return self._fd is not None
 
-    def __enter__(self) -> FileLock:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
+    def _let_go(self) -> None:
+        assert self._fd is not None
+        os.close(self._fd)
+        self._fd = None

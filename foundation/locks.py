@@ -10,13 +10,41 @@ from __future__ import annotations
 import errno
 import socket
 import struct
+from abc import ABC, abstractmethod
+from typing import Self
 
 from foundation.errors import LockHeldError, MisuseError
 
 MAX_NAME_BYTES = 107  # sun_path holds 108 bytes, the first is the abstract namespace's NUL
 
 
-class NamedLock:
+class HeldLock(ABC):
+    """What every lock here shares: held from `acquire` (LockHeldError when another
+    process holds it) until `release` or this process's death; a context manager."""
+
+    @abstractmethod
+    def acquire(self) -> Self: ...
+
+    @property
+    @abstractmethod
+    def held(self) -> bool: ...
+
+    @abstractmethod
+    def _let_go(self) -> None:
+        """Close what holds the lock (only called while held)."""
+
+    def release(self) -> None:
+        if self.held:
+            self._let_go()
+
+    def __enter__(self) -> Self:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class NamedLock(HeldLock):
     """A lock held by binding a Unix socket in Linux's abstract namespace.
 
     The name is system-wide (per network namespace, so every process that reaches the
@@ -33,8 +61,7 @@ class NamedLock:
         self.name = name
         self._sock: socket.socket | None = None
 
-    def acquire(self) -> NamedLock:
-        """Raises LockHeldError when another process holds the name."""
+    def acquire(self) -> Self:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.bind("\0" + self.name)
@@ -59,20 +86,14 @@ class NamedLock:
         pid, _uid, _gid = struct.unpack("3i", creds)
         return pid or None
 
-    def release(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-
     @property
     def held(self) -> bool:
         return self._sock is not None
 
-    def __enter__(self) -> NamedLock:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
+    def _let_go(self) -> None:
+        assert self._sock is not None
+        self._sock.close()
+        self._sock = None
 
 
 def port_taken(host: str, port: int) -> bool:

@@ -1,13 +1,12 @@
 """The rolling buffer: segment files plus an SQLite index of them, and pins.
 
-Layout under `root`: `seg-<start_ms>-<tag>.mp4` segment files (written as `.part` and
-renamed when complete), `index.sqlite3` (WAL mode, synchronous=FULL) and
+Layout under `root`: the segment files (recorder/segment_file.py: their names, `.part`
+while written, and what is in them), `index.sqlite3` (WAL mode, synchronous=FULL) and
 `recorder.lock` (held by the one process that records).
 
-Each index row keeps the segment's frame table: per frame its capture time (epoch ms),
-the byte offset and size of its sample in the file and whether it is a keyframe, plus
-the stream's avcC extradata. Export reads samples straight from those offsets, so it
-never re-probes hundreds of files.
+Each index row keeps the segment's frame table (where each frame's sample is in the
+file) and the stream's avcC extradata. Export reads samples straight from those
+offsets, so it never re-probes hundreds of files.
 
 Power-cut safety: a segment file is complete and fsynced before it is renamed, and its
 row is committed after the rename. Reconciliation (at open, by the lock holder) deletes
@@ -20,36 +19,25 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import re
 import sqlite3
-import struct
-import sys
 import threading
-from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Self
 
 from foundation.durable import open_durable, transaction
-from foundation.errors import BufferLockedError, InvalidValueError, LockHeldError, RecorderError
+from foundation.errors import BufferLockedError, LockHeldError, RecorderError
 from foundation.files import FileLock, private_dir
 from foundation.times import Window
-from recorder.retention import Pin, retention_plan
+from recorder.retention import Pin, deletions, pinned_spans, protected_ids
+from recorder.segment_file import FrameTable, complete_files, incomplete_files, probe
 from recorder.settings import RetentionLimits
 
 logger = logging.getLogger(__name__)
 
 INDEX_NAME = "index.sqlite3"
 LOCK_NAME = "recorder.lock"
-SEGMENT_RE = re.compile(r"seg-(\d{1,16})-([0-9a-f]{8})\.mp4")
-START_TAG = "capture_start_ms"
-
-# A frame table blob: version, frame count, then per column all values little-endian:
-# capture times (epoch ms, int64), sample offsets (int64), sample sizes (int64), and
-# keyframe flags (one byte each). Plain `array`s, so export needs no numpy at start-up.
-_TABLE_HEAD = struct.Struct("<BI")
-_TABLE_VERSION = 1
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS segments (
@@ -78,6 +66,36 @@ CREATE TABLE IF NOT EXISTS pins (
 );
 """
 
+# Two running figures of the segments, kept by triggers in the transaction that adds or
+# drops a row: their total size (retention after each segment need not sum the whole
+# table) and the longest one's span, an upper bound that turns "segments overlapping a
+# window" into a range of the start_ms index (a segment overlapping [a, b] starts in
+# [a - longest, b]) instead of a scan from the oldest row. Created and first filled in
+# one transaction, so an index made before them starts from the right figures.
+_TOTALS = """
+BEGIN IMMEDIATE;
+CREATE TABLE IF NOT EXISTS totals (
+    one INTEGER PRIMARY KEY CHECK (one = 1),
+    bytes INTEGER NOT NULL,
+    longest_ms INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO totals (one, bytes, longest_ms)
+    SELECT 1, COALESCE(SUM(bytes), 0), COALESCE(MAX(end_ms - start_ms), 0) FROM segments
+    WHERE NOT EXISTS (SELECT 1 FROM totals);
+CREATE TRIGGER IF NOT EXISTS totals_add AFTER INSERT ON segments BEGIN
+    UPDATE totals SET bytes = bytes + NEW.bytes,
+        longest_ms = MAX(longest_ms, NEW.end_ms - NEW.start_ms);
+END;
+CREATE TRIGGER IF NOT EXISTS totals_drop AFTER DELETE ON segments BEGIN
+    UPDATE totals SET bytes = bytes - OLD.bytes;
+END;
+CREATE TRIGGER IF NOT EXISTS totals_change AFTER UPDATE ON segments BEGIN
+    UPDATE totals SET bytes = bytes - OLD.bytes + NEW.bytes,
+        longest_ms = MAX(longest_ms, NEW.end_ms - NEW.start_ms);
+END;
+COMMIT;
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class Segment:
@@ -97,106 +115,19 @@ class Segment:
     fps: float
 
 
-@dataclass(frozen=True, slots=True)
-class FrameTable:
-    """Where each frame of a segment is: capture times (epoch ms), sample offsets and
-    sizes in the file, keyframe flags; the stream's avcC extradata and the libx264
-    preset it was encoded with ("" when unknown or a hardware encoder)."""
-
-    extradata: bytes
-    times: array[int]
-    pos: array[int]
-    size: array[int]
-    key: bytes
-    preset: str = ""
-
-    def __post_init__(self) -> None:
-        n = len(self.times)
-        if not (len(self.pos) == len(self.size) == len(self.key) == n):
-            raise InvalidValueError("frame table columns differ in length")
-
-    def __len__(self) -> int:
-        return len(self.times)
-
-    @classmethod
-    def build(
-        cls, extradata: bytes, rows: list[tuple[int, int, int, bool]], preset: str = ""
-    ) -> FrameTable:
-        """From (capture_ms, pos, size, keyframe) rows."""
-        return cls(
-            extradata,
-            array("q", [r[0] for r in rows]),
-            array("q", [r[1] for r in rows]),
-            array("q", [r[2] for r in rows]),
-            bytes(1 if r[3] else 0 for r in rows),
-            preset,
-        )
-
-    def to_blob(self) -> bytes:
-        cols = [array("q", c) for c in (self.times, self.pos, self.size)]
-        if sys.byteorder != "little":
-            for c in cols:
-                c.byteswap()
-        head = _TABLE_HEAD.pack(_TABLE_VERSION, len(self))
-        return head + b"".join(c.tobytes() for c in cols) + bytes(self.key)
-
-    @classmethod
-    def from_blob(cls, extradata: bytes, blob: bytes, preset: str = "") -> FrameTable:
-        version, n = _TABLE_HEAD.unpack_from(blob)
-        if version != _TABLE_VERSION or len(blob) != _TABLE_HEAD.size + 25 * n:
-            raise RecorderError("frame table in the index is damaged")
-        cols = []
-        at = _TABLE_HEAD.size
-        for _ in range(3):
-            col = array("q")
-            col.frombytes(blob[at : at + 8 * n])
-            if sys.byteorder != "little":
-                col.byteswap()
-            cols.append(col)
-            at += 8 * n
-        return cls(extradata, cols[0], cols[1], cols[2], bytes(blob[at:]), preset)
-
-
-class BufferLock:
+class BufferLock(FileLock):
     """The exclusive right to write a buffer: a FileLock on `recorder.lock`."""
 
     def __init__(self, root: Path) -> None:
-        self.path = Path(root) / LOCK_NAME
-        self._lock = FileLock(self.path)
+        super().__init__(Path(root) / LOCK_NAME)
 
-    def acquire(self) -> BufferLock:
+    def acquire(self) -> Self:
         try:
-            self._lock.acquire()
+            return super().acquire()
         except LockHeldError:
             raise BufferLockedError(
                 f"another recorder is writing to {self.path.parent} (the daemon?); stop it first"
             ) from None
-        return self
-
-    def release(self) -> None:
-        self._lock.release()
-
-    @property
-    def held(self) -> bool:
-        return self._lock.held
-
-    def __enter__(self) -> BufferLock:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
-def segment_file_name(start_ms: int) -> str:
-    return f"seg-{start_ms:013d}-{os.urandom(4).hex()}.mp4"
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def connect_index(root: Path, *, readonly: bool = False) -> sqlite3.Connection:
@@ -209,7 +140,7 @@ def connect_index(root: Path, *, readonly: bool = False) -> sqlite3.Connection:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30.0)
         conn.execute("PRAGMA busy_timeout = 30000")
         return conn
-    return open_durable(path, schema=_SCHEMA)
+    return open_durable(path, schema=_SCHEMA + _TOTALS)
 
 
 _SELECT_SEGMENTS = (
@@ -237,9 +168,11 @@ def query_segments(conn: sqlite3.Connection, window: Window | None) -> list[Segm
     if window is None:
         rows = conn.execute(_SELECT_SEGMENTS + " ORDER BY start_ms, id")
     else:
+        (longest,) = conn.execute("SELECT longest_ms FROM totals").fetchone()
         rows = conn.execute(
-            _SELECT_SEGMENTS + " WHERE start_ms <= ? AND end_ms >= ? ORDER BY start_ms, id",
-            (window.end_ms, window.start_ms),
+            _SELECT_SEGMENTS + " WHERE start_ms BETWEEN ? AND ? AND end_ms >= ? "
+            "ORDER BY start_ms, id",
+            (window.start_ms - int(longest), window.end_ms, window.start_ms),
         )
     return [_segment(r) for r in rows]
 
@@ -252,14 +185,20 @@ def newest_segment(conn: sqlite3.Connection) -> Segment | None:
 
 def query_tables(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, FrameTable]:
     tables: dict[int, FrameTable] = {}
+    select = "SELECT id, extradata, preset, frame_table FROM segments"
+    for seg_id, extradata, preset, blob in _rows_by_id(conn, select, ids):
+        tables[int(seg_id)] = FrameTable.from_blob(bytes(extradata), bytes(blob), str(preset))
+    return tables
+
+
+def _rows_by_id(conn: sqlite3.Connection, select: str, ids: Sequence[int]) -> Iterator[Any]:
+    """Rows of `select` (a SELECT ... FROM segments) whose id is in `ids`, in batches
+    below SQLite's limit on parameters."""
     for chunk in range(0, len(ids), 500):
         part = list(ids[chunk : chunk + 500])
         marks = ",".join("?" * len(part))
         # Only "?" placeholders are formatted in; the ids travel as parameters.
-        sql = f"SELECT id, extradata, preset, frame_table FROM segments WHERE id IN ({marks})"  # noqa: S608
-        for seg_id, extradata, preset, blob in conn.execute(sql, part):
-            tables[int(seg_id)] = FrameTable.from_blob(bytes(extradata), bytes(blob), str(preset))
-    return tables
+        yield from conn.execute(f"{select} WHERE id IN ({marks})", part)
 
 
 def read_tables(root: Path, ids: Sequence[int]) -> dict[int, FrameTable]:
@@ -269,34 +208,6 @@ def read_tables(root: Path, ids: Sequence[int]) -> dict[int, FrameTable]:
         return query_tables(conn, ids)
     finally:
         conn.close()
-
-
-def probe_segment(path: Path) -> tuple[FrameTable, int, int, float]:
-    """Read a complete segment file's frame table: (table, width, height, fps). Capture
-    times come from the file's `capture_start_ms` tag plus each frame's pts (ms)."""
-    import av  # PyAV is heavy to load: only code that codes frames pays for it
-
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        tag = container.metadata.get(START_TAG)
-        if tag is None or not tag.isdigit():
-            raise RecorderError(f"{path.name} has no {START_TAG} tag")
-        start_ms = int(tag)
-        ctx = stream.codec_context
-        extradata = bytes(ctx.extradata or b"")
-        rows = []
-        tb = stream.time_base
-        assert tb is not None
-        for packet in container.demux(stream):
-            if packet.size == 0 or packet.pts is None or packet.pos is None:
-                continue
-            pts_ms = round(packet.pts * tb * 1000)
-            rows.append((start_ms + pts_ms, packet.pos, packet.size, bool(packet.is_keyframe)))
-        rate = stream.average_rate or stream.guessed_rate or 15
-        width, height = ctx.width, ctx.height
-    if not rows:
-        raise RecorderError(f"{path.name} holds no frames")
-    return FrameTable.build(extradata, rows), width, height, float(rate)
 
 
 @dataclass(frozen=True, slots=True)
@@ -392,7 +303,7 @@ class RollingBuffer:
         """Make the index and the files agree. Only the holder of the BufferLock may call
         this: it deletes `.part` files, which a running recorder is writing."""
         self.require_writer()
-        for part in self.root.glob("seg-*.mp4.part"):
+        for part in incomplete_files(self.root):
             logger.info("removing incomplete segment %s", part.name)
             part.unlink(missing_ok=True)
         with self._lock:
@@ -411,23 +322,19 @@ class RollingBuffer:
             with self._transaction() as conn:
                 conn.executemany("DELETE FROM segments WHERE id = ?", [(i,) for i in stale])
             indexed = {n: v for n, v in indexed.items() if v[0] not in stale}
-        for path in sorted(self.root.glob("seg-*.mp4")):
-            if path.name in indexed or not SEGMENT_RE.fullmatch(path.name):
+        for path in complete_files(self.root):
+            if path.name in indexed:
                 continue
             try:
-                table, width, height, fps = probe_segment(path)
+                table, width, height, fps = probe(path)
             except Exception as exc:  # unreadable leftovers of a crash are dropped
                 logger.warning("removing unreadable segment %s: %s", path.name, exc)
                 path.unlink(missing_ok=True)
                 continue
             logger.info("re-indexing segment %s", path.name)
+            # its `synchronized` is unknown after a crash, so not claimed
             self.add_segment(
-                file=path.name,
-                table=table,
-                synchronized=False,
-                width=width,
-                height=height,
-                fps=fps,
+                file=path.name, table=table, synchronized=False, width=width, height=height, fps=fps
             )
 
     def add_segment(
@@ -486,8 +393,9 @@ class RollingBuffer:
         return None if lo is None else (int(lo), int(hi))
 
     def total_bytes(self) -> int:
+        """The size of every indexed segment (the index's running total)."""
         with self._lock:
-            (total,) = self._conn.execute("SELECT COALESCE(SUM(bytes), 0) FROM segments").fetchone()
+            (total,) = self._conn.execute("SELECT bytes FROM totals").fetchone()
         return int(total)
 
     def footage_ms(self, window: Window) -> int:
@@ -499,23 +407,33 @@ class RollingBuffer:
         return total
 
     def delete_segments(self, ids: Sequence[int]) -> list[Segment]:
-        """Drop rows first, then files: a crash in between leaves a file to re-index."""
-        if not ids:
-            return []
+        """Delete segments `ids` (those still indexed); returns them, oldest first."""
         with self._lock:
-            doomed = [s for s in query_segments(self._conn, None) if s.id in set(ids)]
-            with self._transaction() as conn:
-                conn.executemany("DELETE FROM segments WHERE id = ?", [(s.id,) for s in doomed])
-        for seg in doomed:
-            (self.root / seg.file).unlink(missing_ok=True)
-        return doomed
+            rows = _rows_by_id(self._conn, _SELECT_SEGMENTS, ids)
+            return self._drop(sorted((_segment(r) for r in rows), key=lambda s: (s.start_ms, s.id)))
 
     def enforce_retention(
         self, now_ms: int, limits: RetentionLimits, free_bytes: int
     ) -> list[Segment]:
-        """Delete what `retention_plan` says; returns the deleted segments."""
-        plan = retention_plan(self.segments(), self.pins(), limits, now_ms, free_bytes)
-        deleted = self.delete_segments(plan)
+        """Delete what the retention plan says; returns the deleted segments. Reads only
+        the segments that could go (oldest first, until the plan stops) and those under
+        live pins, never the whole index."""
+        with self._lock:
+            pins = self.pins()
+            pinned = {s.id: s for w in pinned_spans(pins, now_ms) for s in self.segments(w)}
+            protected = protected_ids(list(pinned.values()), pins, limits, now_ms)
+            seen: dict[int, Segment] = {}
+            query = _SELECT_SEGMENTS + " ORDER BY start_ms, id"
+            with contextlib.closing(self._conn.execute(query)) as rows:
+                plan = deletions(
+                    _remembered((_segment(r) for r in rows), seen),
+                    total_bytes=self.total_bytes(),
+                    protected=protected,
+                    limits=limits,
+                    now_ms=now_ms,
+                    free_bytes=free_bytes,
+                )
+            deleted = self._drop([seen[i] for i in plan])
         if deleted:
             logger.info(
                 "retention deleted %d segments (%d bytes)",
@@ -523,6 +441,15 @@ class RollingBuffer:
                 sum(s.bytes for s in deleted),
             )
         return deleted
+
+    def _drop(self, doomed: list[Segment]) -> list[Segment]:
+        """Rows first, then files: a crash in between leaves a file to re-index."""
+        if doomed:
+            with self._transaction() as conn:
+                conn.executemany("DELETE FROM segments WHERE id = ?", [(s.id,) for s in doomed])
+        for seg in doomed:
+            (self.root / seg.file).unlink(missing_ok=True)
+        return doomed
 
     # ---- pins -----------------------------------------------------------------------
 
@@ -548,8 +475,16 @@ class RollingBuffer:
         return cur.rowcount > 0
 
     def pins(self) -> list[Pin]:
+        """Every pin, in the order they were made."""
         with self._lock:
             rows = self._conn.execute(
                 "SELECT pin_id, start_ms, end_ms, until_ms, seq FROM pins ORDER BY seq"
             ).fetchall()
         return [Pin(str(p), Window(int(s), int(e)), int(u), int(q)) for p, s, e, u, q in rows]
+
+
+def _remembered(segments: Iterable[Segment], seen: dict[int, Segment]) -> Iterator[Segment]:
+    """`segments`, each also kept in `seen` by id as it is read."""
+    for seg in segments:
+        seen[seg.id] = seg
+        yield seg

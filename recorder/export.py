@@ -37,8 +37,9 @@ from recorder.avcompat import (
     set_keyframe,
     set_timing,
 )
-from recorder.buffer import FrameTable, Segment, connect_index, query_segments, query_tables
+from recorder.buffer import Segment, connect_index, query_segments, query_tables
 from recorder.encoding import MS, open_x264
+from recorder.segment_file import FrameTable
 
 logger = logging.getLogger(__name__)
 

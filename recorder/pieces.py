@@ -24,9 +24,9 @@ from typing import Any
 from foundation.errors import RecorderError
 from foundation.times import Window
 from recorder.avcompat import add_stream_from_template, set_keyframe, set_timing
-from recorder.buffer import FrameTable
 from recorder.encoding import MS
 from recorder.export import ClipPart, Samples, reencode_head
+from recorder.segment_file import FrameTable
 from recorder.timeline import Playback, frame_durations
 
 FRAGMENTED = {

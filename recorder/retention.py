@@ -11,11 +11,18 @@ Rules, in order:
   max_age, or the buffer is over max_bytes, or the disk's free space is under the floor.
 - When only protected segments remain, the plan stops short of the limits: pinned
   footage wins over the limits (and the recorder copes with a full disk by dropping).
+
+The recorder runs this after every segment, on a buffer of tens of thousands of them, so
+the plan never needs the whole index: `deletions` reads segments oldest first and stops
+at the first one that can neither be too old (it starts inside max_age) nor is needed for
+the byte limits; protection needs only the segments overlapping live pins
+(`pinned_spans`); and the total size is the index's running sum. `retention_plan` is the
+same plan over a whole list.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -24,6 +31,9 @@ from recorder.settings import RetentionLimits
 
 
 class SegmentLike(Protocol):
+    """A segment as retention sees it: its first and last capture time (start_ms <=
+    end_ms) and its size."""
+
     @property
     def id(self) -> int: ...
     @property
@@ -67,6 +77,51 @@ def protected_ids(
     return protected
 
 
+def pinned_spans(pins: Iterable[Pin], now_ms: int) -> list[Window]:
+    """The live pins' windows, overlapping ones merged, in time order: a segment overlaps
+    one of these exactly when it overlaps a live pin's window (so these are all the
+    segments `protected_ids` needs)."""
+    spans: list[Window] = []
+    for window in sorted(
+        (p.window for p in pins if p.live(now_ms)), key=lambda w: (w.start_ms, w.end_ms)
+    ):
+        if spans and window.start_ms <= spans[-1].end_ms:
+            last = spans.pop()
+            window = Window(last.start_ms, max(last.end_ms, window.end_ms))
+        spans.append(window)
+    return spans
+
+
+def deletions(
+    oldest_first: Iterable[SegmentLike],
+    *,
+    total_bytes: int,
+    protected: Collection[int],
+    limits: RetentionLimits,
+    now_ms: int,
+    free_bytes: int,
+) -> list[int]:
+    """Ids of the segments to delete, oldest first. `oldest_first` is every segment by
+    (start_ms, id) and `total_bytes` their sum; it is read only until nothing later can
+    go: a segment that starts within max_age is not too old, nor is any after it, and
+    once the bytes are within the limits they stay so."""
+    oldest_allowed = now_ms - limits.max_age_ms
+    total = total_bytes
+    free = free_bytes
+    doomed: list[int] = []
+    for seg in oldest_first:
+        over = total > limits.max_bytes or free < limits.min_free_bytes
+        if not over and seg.start_ms >= oldest_allowed:
+            break
+        if seg.id in protected:
+            continue
+        if over or seg.end_ms < oldest_allowed:
+            doomed.append(seg.id)
+            total -= seg.bytes
+            free += seg.bytes
+    return doomed
+
+
 def retention_plan(
     segments: Sequence[SegmentLike],
     pins: Iterable[Pin],
@@ -74,18 +129,12 @@ def retention_plan(
     now_ms: int,
     free_bytes: int,
 ) -> list[int]:
-    """Ids of the segments to delete, oldest first."""
-    protected = protected_ids(segments, pins, limits, now_ms)
-    oldest_allowed = now_ms - limits.max_age_ms
-    total = sum(s.bytes for s in segments)
-    free = free_bytes
-    doomed: list[int] = []
-    for seg in sorted(segments, key=lambda s: (s.start_ms, s.id)):
-        if seg.id in protected:
-            continue
-        too_old = seg.end_ms < oldest_allowed
-        if too_old or total > limits.max_bytes or free < limits.min_free_bytes:
-            doomed.append(seg.id)
-            total -= seg.bytes
-            free += seg.bytes
-    return doomed
+    """Ids of the segments to delete, oldest first, from the whole list of them."""
+    return deletions(
+        sorted(segments, key=lambda s: (s.start_ms, s.id)),
+        total_bytes=sum(s.bytes for s in segments),
+        protected=protected_ids(segments, pins, limits, now_ms),
+        limits=limits,
+        now_ms=now_ms,
+        free_bytes=free_bytes,
+    )

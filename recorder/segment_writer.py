@@ -1,16 +1,14 @@
-"""Writing one segment file: H.264 access units in, a complete indexed MP4 out.
+"""Recording one segment: H.264 access units in, a complete indexed segment out.
 
-A segment is a plain MP4 (timescale 1/1000, pts = capture time minus the segment's
-first capture time, explicit durations) written as `.part`, closed, fsynced, probed for
-its frame table, renamed and then indexed. Until then it is invisible to everyone, and a
-power cut loses only it. Its first capture time is also in the file's
-`capture_start_ms` tag, so a file that lost its index row can be re-indexed.
+The file itself (its name, layout, tag, and how it is written, put in place and probed)
+is recorder/segment_file.py's; this adds the timing of each sample and the index row.
+The segment is written as `.part`, closed, fsynced, probed for its frame table, renamed
+and then indexed. Until then it is invisible to everyone, and a power cut loses only it.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,22 +16,17 @@ from pathlib import Path
 import av
 
 from foundation.errors import RecorderError
-from recorder.avcompat import (
-    add_h264_mux_stream,
-    packet_from_access_unit,
-    set_keyframe,
-    set_timing,
-)
-from recorder.buffer import (
-    START_TAG,
+from recorder.avcompat import packet_from_access_unit, set_keyframe, set_timing
+from recorder.buffer import RollingBuffer, Segment
+from recorder.segment_file import (
     FrameTable,
-    RollingBuffer,
-    Segment,
-    fsync_dir,
-    probe_segment,
+    open_for_writing,
+    part_path,
+    probe,
+    put_in_place,
     segment_file_name,
+    sync_file,
 )
-from recorder.encoding import MS
 
 logger = logging.getLogger(__name__)
 
@@ -65,19 +58,10 @@ class SegmentWriter:
     def __post_init__(self) -> None:
         self.buffer.require_writer()
         self.name = segment_file_name(self.start_ms)
-        self._path = self.buffer.root / (self.name + ".part")
-        container = av.open(
-            str(self._path),
-            "w",
-            format="mp4",
-            options={"movflags": "use_metadata_tags", "video_track_timescale": "1000"},
+        self._path = part_path(self.buffer.root, self.name)
+        self._container, self._stream = open_for_writing(
+            self._path, start_ms=self.start_ms, width=self.width, height=self.height, fps=self.fps
         )
-        container.metadata[START_TAG] = str(self.start_ms)
-        stream = add_h264_mux_stream(
-            container, width=self.width, height=self.height, time_base=MS, fps=self.fps
-        )
-        self._container = container
-        self._stream = stream
 
     @property
     def frames(self) -> int:
@@ -123,18 +107,15 @@ class SegmentWriter:
         if not self._times:
             self._path.unlink(missing_ok=True)
             raise RecorderError("empty segment")
-        with open(self._path, "rb+") as handle:
-            os.fsync(handle.fileno())
-        table, width, height, _fps = probe_segment(self._path)
-        if len(table) != len(self._times):
+        sync_file(self._path)
+        got, width, height, _fps = probe(self._path)
+        if len(got) != len(self._times):
             raise RecorderError(f"segment {self.name} lost frames while muxing")
         # Keep our own capture times: the file's are the same, rounded through its pts.
         table = FrameTable(
-            table.extradata, array("q", self._times), table.pos, table.size, table.key, self.preset
+            got.extradata, array("q", self._times), got.pos, got.size, got.key, self.preset
         )
-        final = self.buffer.root / self.name
-        os.replace(self._path, final)
-        fsync_dir(self.buffer.root)
+        put_in_place(self._path)
         return self.buffer.add_segment(
             file=self.name,
             table=table,

@@ -27,8 +27,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from foundation.times import Window
-from recorder.buffer import FrameTable, Segment
+from recorder.buffer import Segment
 from recorder.export import ClipPart, frames_in, plan_parts
+from recorder.segment_file import FrameTable
 
 MAX_STEP_MS = 1000  # two frames further apart than this have a gap between them
 

@@ -29,7 +29,6 @@ from typing import Any
 from foundation.errors import NoFootageError, RecorderError
 from foundation.times import Window
 from recorder.buffer import (
-    FrameTable,
     Segment,
     connect_index,
     newest_segment,
@@ -37,6 +36,7 @@ from recorder.buffer import (
     read_tables,
 )
 from recorder.export import ClipInfo, export_clip
+from recorder.segment_file import FrameTable
 from recorder.timeline import Footage, measure_footage
 
 logger = logging.getLogger(__name__)

@@ -38,9 +38,10 @@ from typing import Any
 
 from foundation.errors import RecorderError
 from foundation.times import Window, format_time
-from recorder.buffer import FrameTable, connect_index, query_segments, query_tables, read_tables
+from recorder.buffer import connect_index, query_segments, query_tables, read_tables
 from recorder.export import plan_parts
 from recorder.pieces import init_bytes, piece_bytes
+from recorder.segment_file import FrameTable
 from recorder.timeline import Digest, Playback, edge_segments, narrowed, playlist
 
 MAX_BINS = 2000

@@ -15,7 +15,7 @@ from device.console.preview import (
     strip_points,
 )
 from foundation.times import Window
-from recorder.buffer import FrameTable
+from recorder.segment_file import FrameTable
 from tests.fixtures.footage import decode_stamps
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from device.share_summary import render_summary, share_summary, upload_host
 from foundation.times import Window
-from recorder.buffer import FrameTable, Segment
+from recorder.buffer import Segment
+from recorder.segment_file import FrameTable
 from recorder.timeline import Footage, measure_footage
 from tests.device.test_flow import Kit, kit  # noqa: F401 - a fixture
 from tests.sync.factories import HOUR_MS, NOW_MS

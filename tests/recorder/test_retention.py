@@ -1,13 +1,14 @@
 """retention_plan: tables for the rules, hypothesis for the invariants."""
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from foundation.times import Window
-from recorder.retention import Pin, protected_ids, retention_plan
+from recorder.retention import Pin, deletions, pinned_spans, protected_ids, retention_plan
 from recorder.settings import RetentionLimits
 
 H = 3_600_000
@@ -140,3 +141,73 @@ def test_single_live_pin_within_budget_is_fully_protected(segments, pins, limits
     covered = [s for s in segments for p in live if p.window.overlaps(s.start_ms, s.end_ms)]
     if sum(s.bytes for s in covered) <= limits.max_bytes // 2:
         assert {s.id for s in covered} <= protected_ids(segments, live, limits, NOW)
+
+
+def whole_table_plan(segments, pins, limits, now_ms, free_bytes):
+    """The plan as it was before retention asked the index only for candidates: every
+    segment, every pin, walked whole. The reference the candidate plan must match."""
+    protected = protected_ids(segments, pins, limits, now_ms)
+    oldest_allowed = now_ms - limits.max_age_ms
+    total = sum(s.bytes for s in segments)
+    free = free_bytes
+    doomed = []
+    for seg in sorted(segments, key=lambda s: (s.start_ms, s.id)):
+        if seg.id in protected:
+            continue
+        too_old = seg.end_ms < oldest_allowed
+        if too_old or total > limits.max_bytes or free < limits.min_free_bytes:
+            doomed.append(seg.id)
+            total -= seg.bytes
+            free += seg.bytes
+    return doomed
+
+
+# Segments of 1 ms to 2 h, overlapping at will, around the age limit
+varied_segments = st.lists(
+    st.tuples(st.integers(0, 200 * H), st.integers(0, 2 * H), st.integers(1, 400)),
+    max_size=40,
+).map(lambda raw: [Seg(i, NOW - ago, NOW - ago + d, b) for i, (ago, d, b) in enumerate(raw)])
+
+
+@given(varied_segments, pin_lists, limit_values, st.integers(0, 5000))
+@settings(max_examples=500, deadline=None)
+def test_the_candidate_plan_deletes_what_the_whole_table_plan_did(segments, pins, limits, free):
+    """Only the segments under live pins, read oldest first until nothing more can go,
+    and the total: the same deletions as walking every segment with every pin."""
+    spans = pinned_spans(pins, NOW)
+    pinned = [s for s in segments if any(w.overlaps(s.start_ms, s.end_ms) for w in spans)]
+    read: list[Seg] = []
+
+    def oldest_first():
+        for seg in sorted(segments, key=lambda s: (s.start_ms, s.id)):
+            read.append(seg)
+            yield seg
+
+    protected = protected_ids(pinned, pins, limits, NOW)
+    plan = deletions(
+        oldest_first(),
+        total_bytes=sum(s.bytes for s in segments),
+        protected=protected,
+        limits=limits,
+        now_ms=NOW,
+        free_bytes=free,
+    )
+    expected = whole_table_plan(segments, pins, limits, NOW, free)
+    assert plan == expected
+    assert retention_plan(segments, pins, limits, NOW, free) == expected
+    # it read no further than it had to: every segment but the last one read went, was
+    # protected, or started before the age limit (so might have been too old)
+    cutoff = NOW - limits.max_age_ms
+    for seg in read[:-1]:
+        assert seg.id in set(plan) or seg.id in protected or seg.start_ms < cutoff
+
+
+@given(varied_segments, pin_lists)
+@settings(max_examples=300, deadline=None)
+def test_pinned_spans_cover_exactly_the_live_pins(segments, pins):
+    spans = pinned_spans(pins, NOW)
+    assert all(a.end_ms < b.start_ms for a, b in pairwise(spans))  # merged, in order
+    live = [p.window for p in pins if p.live(NOW)]
+    for seg in segments:
+        under_pin = any(w.overlaps(seg.start_ms, seg.end_ms) for w in live)
+        assert under_pin == any(w.overlaps(seg.start_ms, seg.end_ms) for w in spans)

@@ -8,8 +8,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from foundation.times import Window
-from recorder.buffer import FrameTable, Segment
+from recorder.buffer import Segment
 from recorder.export import ClipPart, plan_parts
+from recorder.segment_file import FrameTable
 from recorder.timeline import (
     MAX_STEP_MS,
     activity_of,
