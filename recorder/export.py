@@ -229,33 +229,41 @@ def reencode_head(part: ClipPart, samples: Samples, end: int) -> list[tuple[Any,
         raise RecorderError(f"segment {part.segment.file} does not start on a keyframe")
     decoder = av.CodecContext.create("h264", "r")
     decoder.extradata = part.table.extradata
-    wanted = {table.times[i] for i in range(first, end)}
-    decoded: dict[int, Any] = {}
+    decoder.thread_count = 1  # a GOP's worth of frames: threads would only hold more of them
+    seg = part.segment
+    encoder = open_x264(
+        width=seg.width,
+        height=seg.height,
+        fps=seg.fps,
+        preset=part.table.preset or "ultrafast",
+        threads=1,
+    )
+    wanted = [table.times[i] for i in range(first, end)]
+    t0 = wanted[0]
+    encoded: list[Any] = []
+
+    def encode(frames: Any) -> None:
+        # each wanted frame straight on to the encoder as it leaves the decoder
+        # (presentation order: no B-frames), so that at most a frame or two of raw
+        # 720p (1.4 MB each) are held at a time, not the whole GOP
+        for frame in frames:
+            if wanted and frame.pts == wanted[0]:
+                wanted.pop(0)
+                frame = frame.reformat(format="yuv420p")
+                frame.pts = frame.pts - t0
+                frame.pict_type = av.video.frame.PictureType.NONE
+                encoded.extend(encoder.encode(frame))
+
     for i in range(gop_start, end):
         packet = samples.packet(part.segment.file, table.pos[i], table.size[i])
         packet.pts = packet.dts = table.times[i]
-        for frame in decoder.decode(packet):
-            if frame.pts in wanted:
-                decoded[frame.pts] = frame
-    for frame in decoder.decode(None):
-        if frame.pts in wanted:
-            decoded[frame.pts] = frame
-    if len(decoded) != len(wanted):
+        encode(decoder.decode(packet))
+    encode(decoder.decode(None))
+    if wanted:
         raise RecorderError(f"could not decode the head of {part.segment.file}")
-    seg = part.segment
-    encoder = open_x264(
-        width=seg.width, height=seg.height, fps=seg.fps, preset=part.table.preset or "ultrafast"
-    )
-    t0 = table.times[first]
-    encoded: list[Any] = []
-    for t in sorted(decoded):
-        frame = decoded[t].reformat(format="yuv420p")
-        frame.pts = t - t0
-        frame.pict_type = av.video.frame.PictureType.NONE
-        encoded.extend(encoder.encode(frame))
     encoded.extend(encoder.encode(None))
     out = _as_samples(encoded, width=seg.width, height=seg.height, fps=seg.fps)
-    if len(out) != len(decoded) or not out[0][1]:
+    if len(out) != end - first or not out[0][1]:
         raise RecorderError("re-encoding the head of the clip went wrong")
     return out
 
