@@ -130,6 +130,13 @@ def test_a_homeowner_decides_on_a_phone_knowing_what_goes(
     assert "holds no footage" in problem and "decline" in problem
     assert page.is_disabled("#approve") and page.is_enabled("#deny")
     assert page.is_visible("#deny")
+    # nothing to watch or choose: the timeline says so in words, with no player, no
+    # Play, no part to choose and no Approve, only Decline
+    page.wait_for_selector('#timeline[data-ready="true"]')
+    assert "Nothing was recorded between" in text(page, ".tl-status")
+    for hidden in (".tl-video", ".tl-actions", ".tl-row", "#choose", "#approve", "#learns"):
+        assert page.is_hidden(hidden), hidden
+    assert page.get_by_role("button", name="Play the selected part").is_hidden()
     no_violations(page, "2-no-footage")
     # and the device refuses it in words (a code for scripts), recording nothing
     reply = page.evaluate(

@@ -326,18 +326,87 @@ def test_axe_finds_nothing_on_the_timeline(
     rfa_id = publish_pending(cworld, window)
     open_timeline(page, cworld, rfa_id)
     page.evaluate(AXE.read_text(encoding="utf-8"))  # not a page script: the CSP stays
-
-    def violations() -> list[Any]:
-        found = page.evaluate(
-            "() => axe.run(document.querySelector('#timeline'))"
-            ".then(r => r.violations.map(v => [v.id, v.nodes.map(n => n.html)]))"
-        )
-        return list(found)
-
-    assert violations() == []
+    assert violations(page) == []
     page.locator(".tl-handle").nth(0).press("PageUp")
     page.wait_for_selector(".tl-row:nth-of-type(2) .tl-svg", state="visible")
-    assert violations() == []
+    assert violations(page) == []
     page.get_by_role("button", name="Play the selected part").click()
     page.wait_for_function("() => document.querySelector('.tl-video').currentTime > 0")
-    assert violations() == []
+    assert violations(page) == []
+
+
+def test_sparse_footage_zooms_and_an_empty_part_says_so(
+    cworld: World,  # noqa: F811
+    page: Any,
+) -> None:
+    """A 12-hour window holding a few minutes: "Zoom to the footage" (keyboard) shows
+    the stretch that holds it across the bar, taps play there, and the handles still
+    choose within the window; a part without footage says so in words instead of
+    offering Play. axe-core finds nothing in either state."""
+    wait_for(cworld.buffer_span, 30, "footage")
+    recent = recent_window(cworld, seconds=8)
+    window = Window(recent.end_ms - 12 * 3_600_000, recent.end_ms)
+    rfa_id = publish_pending(cworld, window)
+    open_timeline(page, cworld, rfa_id)
+    page.evaluate(AXE.read_text(encoding="utf-8"))
+    _times, runs = index_runs(cworld, window)
+    footage = lambda: page.eval_on_selector_all(  # noqa: E731
+        ".tl-row:first-of-type .tl-footage", "rs => rs.map(r => Number(r.getAttribute('width')))"
+    )
+    assert sum(footage()) < 50, "a sliver of the 1000-unit bar before zooming"
+
+    zoom = page.get_by_role("button", name="Zoom to the footage")
+    zoom.focus()
+    page.keyboard.press("Enter")
+    page.wait_for_selector('#timeline[data-zoomed="true"]')
+    caption = page.text_content(".tl-row:first-of-type .tl-caption")
+    assert caption.startswith("Zoomed to the footage")
+    assert page.get_attribute(".tl-zoom", "aria-pressed") == "true"
+    assert sum(footage()) > 400, "the footage spans a good part of the zoomed bar"
+    shot(page, "6-zoomed")
+    assert violations(page) == []
+    # the handles still stand at the window's ends (nothing narrowed by zooming) ...
+    start = page.locator(".tl-handle").nth(0)
+    assert int(start.get_attribute("aria-valuenow")) == window.start_ms
+    # ... and the keyboard brings the start in from the zoomed bar's edge, in its steps
+    start.press("ArrowRight")
+    moved = int(start.get_attribute("aria-valuenow"))
+    assert window.start_ms < moved < runs[0][0], (moved, runs[0][0])
+    assert page.input_value("#start-time") == local_input(moved)
+    # a tap in the middle of the footage plays from there (the keyframe before it)
+    bar = page.locator(".tl-row:first-of-type .tl-bar")
+    box = bar.bounding_box()
+    lo, hi = page.evaluate(
+        "() => [...document.querySelectorAll('.tl-row:first-of-type .tl-footage')]"
+        ".map(r => [Number(r.getAttribute('x')), Number(r.getAttribute('width'))])[0]"
+    )
+    page.evaluate(GRAB, STAMP_ROWS)
+    bar.click(position={"x": box["width"] * (lo + hi / 2) / 1000, "y": box["height"] / 2})
+    page.wait_for_function("() => window.__grabs.length > 2")
+    got = shown_frames(page)[0]
+    assert runs[0][0] <= got <= runs[-1][1], (got, runs)
+    assert "No footage at" not in page.text_content(".tl-now")
+
+    # a part before the footage: the page says nothing was recorded there, no Play
+    page.fill("#start-time", local_input(window.start_ms + 60_000))
+    page.dispatch_event("#start-time", "change")
+    page.fill("#end-time", local_input(window.start_ms + 120_000))
+    page.dispatch_event("#end-time", "change")
+    page.wait_for_selector(".tl-part-note", state="visible")
+    assert "Nothing was recorded in the selected part" in page.text_content(".tl-part-note")
+    assert page.get_by_role("button", name="Play the selected part").is_hidden()
+    shot(page, "7-empty-part")
+    assert violations(page) == []
+    # and back to the whole window
+    page.get_by_role("button", name="Show the whole window").click()
+    page.wait_for_selector('#timeline[data-zoomed="false"]')
+    assert page.text_content(".tl-row:first-of-type .tl-caption").startswith("The whole")
+
+
+def violations(page: Any) -> list[Any]:
+    """axe-core's findings on the timeline (axe loaded into the page first)."""
+    found = page.evaluate(
+        "() => axe.run(document.querySelector('#timeline'))"
+        ".then(r => r.violations.map(v => [v.id, v.nodes.map(n => n.html)]))"
+    )
+    return list(found)
