@@ -387,7 +387,8 @@ function drawSummary(s) {
   const start = ms(s.window.start), end = ms(s.window.end);
   field(list, "Time range", between(start, end, true) + " (" + span(s.duration_seconds) +
     (s.whole_window ? ", the whole window" : ", part of the window") + ")");
-  field(list, "Holds", s.frames > 0 ? s.frames + " frames, about " + megabytes(s.estimated_bytes)
+  field(list, "Holds", s.frames > 0 ? s.frames + " frames, about " + megabytes(s.estimated_bytes) +
+    " uploaded (the video, encrypted, with its signed record)"
     : "no footage");
   if (s.frames > 0) {
     if (s.duration_seconds - s.covered_seconds > 1) {  // a gap of a second or more
