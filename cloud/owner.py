@@ -335,6 +335,33 @@ def decision_problem(
     return None
 
 
+def part_caution(
+    pending: list[dict[str, Any]] | None, rfa_id: str, window: Window | None
+) -> str | None:
+    """A word before approving a narrowed part of a window the device holds only partly:
+    the pending list (protocol §5.1: exactly its keys) says how much footage the whole
+    window holds, not where, so whether the part holds any only the device can tell. If
+    it holds none, the share fails "no footage" (§5.2) and the decision is spent. None
+    when there is nothing to say (the whole window, or one held throughout)."""
+    entry = next((r for r in pending or [] if r.get("id") == rfa_id), None)
+    if window is None or entry is None:
+        return None
+    try:
+        requested = Window(parse_time(entry["window"]["start"]), parse_time(entry["window"]["end"]))
+        held_ms = round(float(entry["footage_seconds"]) * 1000)
+    except (KeyError, TypeError, ValueError, OverflowError, DoorbellError):
+        return None  # decision_problem says what is wrong with the entry
+    if window == requested or held_ms >= requested.duration_ms:
+        return None
+    return (
+        f"note: the doorbell holds {held_ms / 1000:.0f} s of footage in the request's "
+        f"{requested.duration_ms / 1000:.0f} s window, and this tool cannot see where: if "
+        "the part you chose holds none, the doorbell records the approval and its share "
+        'fails with "no footage". The doorbell\'s console (or doorbellctl approve) shows '
+        "the part's footage before you decide."
+    )
+
+
 def publish_decision(
     home: OwnerHome,
     *,
@@ -795,6 +822,10 @@ def _run(args: argparse.Namespace, home: OwnerHome, now: int) -> int:
     window = Window(args.start, args.end) if args.start is not None else None
     if window is not None and args.verdict == "deny":
         raise OwnerError("a window only makes sense when approving")
+    if args.verdict == "approve":
+        caution = part_caution(home.pending(home.device(args.device).device_id), args.rfa, window)
+        if caution is not None:
+            print(caution, file=sys.stderr)
     payload = publish_decision(
         home,
         rfa_id=args.rfa,

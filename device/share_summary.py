@@ -1,9 +1,11 @@
 """What a share would send, said before the owner approves it: one summary for the
 console and `doorbellctl approve` alike.
 
-`share_summary` is a pure function of the request, the chosen window, what the buffer
-holds of it (recorder.export.Footage, from the index alone) and what a named share adds
-(the configured contact, the camera's position, the device id: sync.share's own keys).
+`share_summary` is a function of the request, the chosen window, what the buffer holds
+of it (recorder.timeline.Footage, from the index alone) and what a named share adds (the
+configured contact, the camera's position, the device id: sync.share's own keys); its
+size estimate is sync.share's upload_estimate (the MP4, age's overhead, the manifest),
+which encrypts and signs nothing of the owner's.
 Its answer is JSON: times are RFC 3339 UTC, each surface shows them in its own local
 time (the browser's, the terminal's). `problem` is set when an approval would send
 nothing (sync.decision.nothing_to_send, the rule the request flow applies): the owner is
@@ -21,8 +23,8 @@ from foundation.display import shown
 from foundation.times import Window, format_time, parse_time
 from recorder.timeline import Footage
 from sync.decision import nothing_to_send
-from sync.models import Rfa
-from sync.share import CONTACT_KEYS
+from sync.models import ConsentMethod, Decision, Rfa
+from sync.share import CONTACT_KEYS, upload_estimate
 
 
 def upload_host(url: str) -> str:
@@ -51,6 +53,11 @@ def share_summary(
         given = contact or {}
         sends = {key: given.get(key) for key in CONTACT_KEYS}
         sends["device_id"] = device_id
+    # the approval this summary is about (any moment: only the lengths of times count)
+    approval = Decision(
+        rfa.id, True, window, share_contact, ConsentMethod.CONSOLE, window.end_ms, None, None, None
+    )
+    estimate = upload_estimate(footage, rfa, approval, contact, device_id)
     return {
         "rfa_id": rfa.id,
         "window": window.to_json(),
@@ -60,7 +67,8 @@ def share_summary(
         "first_frame_at": None if footage.first_ms is None else format_time(footage.first_ms),
         "last_frame_at": None if footage.last_ms is None else format_time(footage.last_ms),
         "covered_seconds": footage.covered_ms / 1000,
-        "estimated_bytes": footage.sample_bytes,
+        "estimated_bytes": estimate["total"],  # what the upload server would receive
+        "estimate": estimate,  # where those bytes come from
         "to": {
             "agency_name": rfa.agency.name,
             "agency_id": rfa.agency.id,

@@ -32,7 +32,7 @@ def x264_options(*, fps: float, preset: str) -> dict[str, str]:
 
 
 def open_x264(
-    *, width: int, height: int, fps: float, preset: str
+    *, width: int, height: int, fps: float, preset: str, threads: int = 0
 ) -> av.video.codeccontext.VideoCodecContext:
     """An opened libx264 encoder taking yuv420p frames with pts in milliseconds."""
     import av  # PyAV is heavy to load: only code that codes frames pays for it
@@ -45,6 +45,7 @@ def open_x264(
     encoder.time_base = MS
     encoder.framerate = Fraction(fps).limit_denominator(1001)
     encoder.options = x264_options(fps=fps, preset=preset)
+    encoder.thread_count = threads
     encoder.open()
     return encoder
 

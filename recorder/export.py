@@ -28,6 +28,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from foundation.errors import NoFootageError, RecorderError
 from foundation.times import Window, format_time
 from recorder.avcompat import (
@@ -230,33 +232,41 @@ def reencode_head(part: ClipPart, samples: Samples, end: int) -> list[tuple[Any,
         raise RecorderError(f"segment {part.segment.file} does not start on a keyframe")
     decoder = av.CodecContext.create("h264", "r")
     decoder.extradata = part.table.extradata
-    wanted = {table.times[i] for i in range(first, end)}
-    decoded: dict[int, Any] = {}
+    decoder.thread_count = 1  # a GOP's worth of frames: threads would only hold more of them
+    seg = part.segment
+    encoder = open_x264(
+        width=seg.width,
+        height=seg.height,
+        fps=seg.fps,
+        preset=part.table.preset or "ultrafast",
+        threads=1,
+    )
+    wanted = [table.times[i] for i in range(first, end)]
+    t0 = wanted[0]
+    encoded: list[Any] = []
+
+    def encode(frames: Any) -> None:
+        # each wanted frame straight on to the encoder as it leaves the decoder
+        # (presentation order: no B-frames), so that at most a frame or two of raw
+        # 720p (1.4 MB each) are held at a time, not the whole GOP
+        for frame in frames:
+            if wanted and frame.pts == wanted[0]:
+                wanted.pop(0)
+                frame = frame.reformat(format="yuv420p")
+                frame.pts = frame.pts - t0
+                frame.pict_type = av.video.frame.PictureType.NONE
+                encoded.extend(encoder.encode(frame))
+
     for i in range(gop_start, end):
         packet = samples.packet(part.segment.file, table.pos[i], table.size[i])
         packet.pts = packet.dts = table.times[i]
-        for frame in decoder.decode(packet):
-            if frame.pts in wanted:
-                decoded[frame.pts] = frame
-    for frame in decoder.decode(None):
-        if frame.pts in wanted:
-            decoded[frame.pts] = frame
-    if len(decoded) != len(wanted):
+        encode(decoder.decode(packet))
+    encode(decoder.decode(None))
+    if wanted:
         raise RecorderError(f"could not decode the head of {part.segment.file}")
-    seg = part.segment
-    encoder = open_x264(
-        width=seg.width, height=seg.height, fps=seg.fps, preset=part.table.preset or "ultrafast"
-    )
-    t0 = table.times[first]
-    encoded: list[Any] = []
-    for t in sorted(decoded):
-        frame = decoded[t].reformat(format="yuv420p")
-        frame.pts = t - t0
-        frame.pict_type = av.video.frame.PictureType.NONE
-        encoded.extend(encoder.encode(frame))
     encoded.extend(encoder.encode(None))
     out = _as_samples(encoded, width=seg.width, height=seg.height, fps=seg.fps)
-    if len(out) != len(decoded) or not out[0][1]:
+    if len(out) != end - first or not out[0][1]:
         raise RecorderError("re-encoding the head of the clip went wrong")
     return out
 
@@ -343,6 +353,121 @@ def _window_text(window: Window) -> str:
 
 
 PREFETCH_BYTES = 64 * 1024 * 1024
+
+
+# ---- the size of the MP4 an export writes, before writing it --------------------------
+#
+# `_write_clip` gives FFmpeg's MP4 muxer one video track, no edit list, a 1000 timescale
+# and four metadata tags; the boxes that makes are fixed in size but for the sample
+# tables (ISO/IEC 14496-12 §8.6-8.7), which grow with the samples as counted below.
+# Their sizes are FFmpeg's own output, read off exported clips; tests/recorder/
+# test_clip_size.py holds this model to real exports, byte for byte.
+MP4_FIXED_BYTES = (
+    32  # ftyp (isom, 512: isom iso2 avc1 mp41)
+    + 8  # free (the room FFmpeg keeps for a 64-bit mdat size)
+    + 8  # mdat header
+    + 8  # moov header
+    + 108  # mvhd
+    + 8  # trak
+    + 92  # tkhd
+    + 8  # mdia
+    + 32  # mdhd
+    + 45  # hdlr ("VideoHandler")
+    + 8  # minf
+    + 20  # vmhd
+    + 36  # dinf + dref + url
+    + 8  # stbl
+    + 16
+    + 86
+    + 8
+    + 20  # stsd, its avc1 entry, the avcC header, btrt; + the avcC itself
+    + 16
+    + 16
+    + 16
+    + 20
+    + 16  # stts, stss, stsc, stsz, stco: their headers
+    + 330  # udta: creation_time, first_frame_ms, first_frame_at and "encoder" (Lavf…)
+)
+MP4_CHUNK_BYTES = 1 << 20  # the muxer closes a chunk before it would reach 1 MiB
+MP4_32_BIT = 1 << 32  # past this offset, chunk offsets take 8 bytes (co64, not stco)
+
+
+@dataclass(slots=True)
+class ClipLayout:
+    """What sizes an exported clip's sample tables, counted a batch of frames at a time
+    (`add`), in the clip's order: the frames' sample sizes, key flags and durations
+    (numpy arrays: a 12-hour clip has 648,000 frames, and a loop is per chunk)."""
+
+    samples: int = 0
+    sample_bytes: int = 0
+    keyframes: int = 0
+    duration_runs: int = 0  # stts entries: runs of equal durations
+    chunks: int = 0
+    chunk_runs: int = 0  # stsc entries: runs of chunks with as many samples (closed ones)
+    extradata_bytes: int = 0
+    sizes_differ: bool = False  # else stsz holds the one size, not a table
+    _size: int | None = None
+    _duration: int | None = None
+    _chunk_bytes: int = 0
+    _chunk_samples: int = 0
+    _last_chunk_samples: int | None = None
+
+    def add(self, sizes: np.ndarray, keys: np.ndarray, durations: np.ndarray) -> None:
+        if not len(sizes):
+            return
+        self.samples += len(sizes)
+        self.sample_bytes += int(sizes.sum())
+        self._size = int(sizes[0]) if self._size is None else self._size
+        self.sizes_differ = self.sizes_differ or bool(np.any(sizes != self._size))
+        self.keyframes += int(np.count_nonzero(keys))
+        self.duration_runs += int(np.count_nonzero(durations[1:] != durations[:-1]))
+        self.duration_runs += int(self._duration is None or durations[0] != self._duration)
+        self._duration = int(durations[-1])
+        ends = np.cumsum(sizes, dtype=np.int64)  # bytes up to and with each sample
+        i, n = 0, len(sizes)
+        while i < n:
+            if not self._chunk_samples:
+                self.chunks += 1
+                self._chunk_bytes, self._chunk_samples = int(sizes[i]), 1
+                i += 1
+                continue
+            # the samples from i on that still fit: the open chunk stays under 1 MiB
+            before = int(ends[i - 1]) if i else 0
+            fit = int(np.searchsorted(ends, before + MP4_CHUNK_BYTES - self._chunk_bytes)) - i
+            self._chunk_bytes += int(ends[i + fit - 1]) - before if fit else 0
+            self._chunk_samples += fit
+            i += fit
+            if i < n:
+                self._close_chunk()
+
+    def _close_chunk(self) -> None:
+        if self._chunk_samples != self._last_chunk_samples:
+            self.chunk_runs += 1
+            self._last_chunk_samples = self._chunk_samples
+        self._chunk_samples = 0
+
+    @property
+    def stsc_entries(self) -> int:
+        """Runs of chunks with as many samples, the open chunk included."""
+        open_run = self._chunk_samples > 0 and self._chunk_samples != self._last_chunk_samples
+        return self.chunk_runs + open_run
+
+    def file_bytes(self) -> int:
+        """The size of the MP4 file: its boxes and its samples."""
+        if not self.samples:
+            return 0
+        offset = 8 if MP4_FIXED_BYTES + self.sample_bytes >= MP4_32_BIT else 4
+        every_key = self.keyframes == self.samples  # then no stss box at all
+        return (
+            MP4_FIXED_BYTES
+            + self.extradata_bytes
+            + 8 * self.duration_runs
+            + (-16 if every_key else 4 * self.keyframes)
+            + 12 * self.stsc_entries
+            + (4 * self.samples if self.sizes_differ else 0)
+            + offset * self.chunks
+            + self.sample_bytes
+        )
 
 
 def _write_clip(

@@ -47,15 +47,15 @@ def _open(out: io.BytesIO, root: Path, segment_file: str) -> tuple[Any, Any]:
     return container, stream
 
 
-def _split(data: bytes) -> tuple[bytes, bytes]:
-    """(`ftyp` + `moov`, the fragments after them) of the muxer's output."""
+def _split(data: memoryview) -> tuple[bytes, bytes]:
+    """(`ftyp` + `moov`, the fragments after them) of the muxer's output, copied once."""
     at = 0
     while at + 8 <= len(data):
         size = int.from_bytes(data[at : at + 4], "big")
         if data[at + 4 : at + 8] == b"moof" or size < 8:
             break
         at += size
-    return data[:at], data[at:]
+    return bytes(data[:at]), bytes(data[at:])
 
 
 def init_bytes(root: Path, playback: Playback, init: int) -> bytes:
@@ -64,7 +64,8 @@ def init_bytes(root: Path, playback: Playback, init: int) -> bytes:
     container, _stream = _open(out, root, playback.inits[init].file)
     container.start_encoding()  # writes the header: with empty_moov, ftyp + moov
     container.close()
-    return _split(out.getvalue())[0]
+    with out.getbuffer() as data:
+        return _split(data)[0]
 
 
 def piece_bytes(
@@ -109,4 +110,5 @@ def piece_bytes(
             container.close()
     finally:
         samples.close()
-    return _split(out.getvalue())[1]
+    with out.getbuffer() as data:
+        return _split(data)[1]

@@ -28,7 +28,7 @@ import numpy as np
 
 from foundation.times import Window
 from recorder.buffer import Segment
-from recorder.export import ClipPart, frames_in, plan_parts
+from recorder.export import ClipLayout, ClipPart, frames_in, plan_parts
 from recorder.segment_file import FrameTable
 
 MAX_STEP_MS = 1000  # two frames further apart than this have a gap between them
@@ -167,14 +167,20 @@ class Activity:
 class Footage:
     """What a share of a window would hold, from the index alone: its frames (the
     export's own plan), the first and last frame's capture times, the frames' sample
-    bytes (the share's size, less a few kilobytes of MP4 headers) and the recorded time
-    in the window (the coverage's runs, as the timeline draws them, summed)."""
+    bytes, the size of the MP4 the export would write of them (its boxes counted by
+    recorder/export.py's ClipLayout; the re-encoded head's first frame counted as big as
+    the keyframe it is decoded from), the recorded time in the window (the coverage's
+    runs, as the timeline draws them, summed) and the picture's size and rate."""
 
     frames: int
     first_ms: int | None
     last_ms: int | None
     sample_bytes: int = 0
     covered_ms: int = 0
+    clip_bytes: int = 0
+    width: int = 0
+    height: int = 0
+    fps: float = 0.0
 
 
 def measure_footage(
@@ -187,19 +193,48 @@ def measure_footage(
     that a 12-hour window never holds all its tables at once (as the Digest)."""
     frames = sample_bytes = covered = 0
     first = last = None
+    layout = ClipLayout()
+    held: tuple[np.ndarray, ...] | None = None  # the last frame so far: its duration waits
+    shape: Segment | None = None
     for at in range(0, len(segments), batch):
         some = segments[at : at + batch]
         parts = plan_parts(window, some, tables_of([s.id for s in some]), last)
         if not parts:
             continue
-        times, sizes, _keys = _all_frames(parts)
+        times, sizes, keys = _all_frames(parts)
         steps = np.diff(times if last is None else np.concatenate(([last], times)))
         frames += len(times)
         sample_bytes += int(sizes.sum())
         covered += int(steps[steps <= MAX_STEP_MS].sum())
         first = int(times[0]) if first is None else first
         last = int(times[-1])
-    return Footage(frames, first, last, sample_bytes, covered)
+        if shape is None:
+            shape = parts[0].segment
+            layout.extradata_bytes = len(parts[0].table.extradata)
+            if not keys[0]:  # the head: its first frame re-encoded as a keyframe
+                table, start = parts[0].table, parts[0].frames.start
+                sizes, keys = sizes.copy(), keys.copy()
+                sizes[0], keys[0] = table.size[table.key.rfind(1, 0, start + 1)], True
+        if held is not None:
+            times = np.concatenate((held[0], times))
+            sizes = np.concatenate((held[1], sizes))
+            keys = np.concatenate((held[2], keys))
+        layout.add(sizes[:-1], keys[:-1], np.diff(times))
+        held = (times[-1:], sizes[-1:], keys[-1:])
+    if held is None or shape is None:
+        return Footage(frames, first, last)
+    layout.add(held[1], held[2], np.array([nominal_ms(shape.fps)]))  # the export's last
+    return Footage(
+        frames,
+        first,
+        last,
+        sample_bytes,
+        covered,
+        layout.file_bytes(),
+        shape.width,
+        shape.height,
+        shape.fps,
+    )
 
 
 class Digest:

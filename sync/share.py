@@ -18,10 +18,12 @@ no device id, decision, owner key id, contact or camera position.
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import io
 import logging
 import os
+import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +34,8 @@ import pyrage
 from foundation.display import shown
 from foundation.errors import DoorbellError, NoFootageError, RecorderError
 from foundation.times import format_time
-from recorder.export import export_clip
+from recorder.export import ClipInfo, export_clip
+from recorder.timeline import Footage
 from sync import SOFTWARE
 from sync.envelope import canonical_envelope, make_envelope, parse_envelope
 from sync.keys import SigningKey, parse_recipient
@@ -43,6 +46,11 @@ logger = logging.getLogger(__name__)
 MINUTE_MS = 60_000
 
 CONTACT_KEYS = ("name", "email", "address", "lat", "lon")
+# age's payload is a STREAM of 64 KiB chunks, each sealed with a 16-byte Poly1305 tag
+# (age-encryption.org/v1); the header in front is measured by encrypting nothing.
+AGE_CHUNK = 64 * 1024
+AGE_TAG = 16
+AGE_SAMPLES = 15  # encryptions of nothing measured, for the header's median size
 
 
 class ShareError(DoorbellError):
@@ -191,6 +199,60 @@ def manifest_payload(
         }
     )
     return payload
+
+
+@functools.lru_cache(maxsize=16)
+def _age_of_nothing(recipient: str) -> int:
+    """The size of age's encryption of nothing to `recipient` with pyrage, as
+    build_share encrypts: the header, the nonce and one empty chunk's tag. rage puts a
+    random "grease" stanza in every header (so that readers keep tolerating unknown
+    ones), 0 to about 170 bytes: the median of a few encryptions stands for it."""
+    key = parse_recipient(recipient)
+    return int(statistics.median(len(pyrage.encrypt(b"", [key])) for _ in range(AGE_SAMPLES)))
+
+
+def encrypted_bytes(plain_bytes: int, recipient: str) -> int:
+    """The size of `plain_bytes` encrypted to `recipient` (an age X25519 recipient)."""
+    chunks = max(1, -(-plain_bytes // AGE_CHUNK))
+    return _age_of_nothing(recipient) + plain_bytes + AGE_TAG * (chunks - 1)
+
+
+def upload_estimate(
+    footage: Footage, rfa: Rfa, decision: Decision, contact: Mapping[str, Any] | None, device: str
+) -> dict[str, int]:
+    """What a share would upload for `decision` (an approval of `rfa`, not yet made), in
+    bytes, before anything is exported: the encrypted clip (its size from the index:
+    recorder/export.py's ClipLayout) and the encrypted manifest, made by
+    `manifest_payload` and `make_envelope` themselves for a clip of that shape (a
+    stand-in hash, a throwaway key: the same lengths). `total` is what the upload
+    server receives; the rest says where it comes from."""
+    f, first, last = footage, footage.first_ms, footage.last_ms
+    if not f.frames or first is None or last is None:
+        return {"total": 0, "video": 0, "mp4": 0, "encryption": 0, "manifest": 0}
+    # a clip of that shape, as export_clip would describe it
+    clip = ClipInfo(Path(), first, last, f.frames, f.width, f.height, f.fps, f.clip_bytes, True)
+    signer = SigningKey.generate()
+    payload = manifest_payload(
+        rfa=rfa,
+        decision=decision,
+        clip=clip,
+        clip_sha256="0" * 64,
+        clip_bytes=footage.clip_bytes,
+        signer=signer,
+        device_id=device,
+        contact=contact,
+        now_ms=decision.at_ms,
+    )
+    manifest = len(make_envelope(payload, signer))
+    clip_cipher = encrypted_bytes(footage.clip_bytes, rfa.recipient)
+    manifest_cipher = encrypted_bytes(manifest, rfa.recipient)
+    return {
+        "total": clip_cipher + manifest_cipher,
+        "video": footage.sample_bytes,
+        "mp4": footage.clip_bytes - footage.sample_bytes,
+        "encryption": clip_cipher - footage.clip_bytes + manifest_cipher - manifest,
+        "manifest": manifest,
+    }
 
 
 def build_share(

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from foundation.errors import NoFootageError, RecorderError
+from foundation.heap import give_back
 from foundation.times import Window
 from recorder.buffer import (
     Segment,
@@ -84,6 +85,10 @@ class Preview:
         self._clips: OrderedDict[tuple[int, int], ClipInfo] = OrderedDict()
         self._lock = threading.Lock()
         self._clip_lock = threading.Lock()
+        # Thumbnails are decoded one at a time: the page asks for a strip's worth at
+        # once, and each decoder holds a few MB of frames while it works; the cached
+        # ones are served meanwhile.
+        self._decoding = threading.Lock()
 
     def close(self) -> None:
         with self._clip_lock:
@@ -163,7 +168,9 @@ class Preview:
             if where is None:
                 return None
         name, table, i = where
-        jpeg = _decode_keyframe(self._root / name, table, i, THUMB_WIDTH)
+        with self._decoding:
+            jpeg = _decode_keyframe(self._root / name, table, i, THUMB_WIDTH)
+            give_back()  # the decoder's frames, freed by now
         with self._lock:
             self._thumbs[at_ms] = jpeg
             while len(self._thumbs) > THUMB_CACHE:

@@ -15,8 +15,9 @@ HLS, served from the buffer's own segments (docs/console.md).
 Why HLS: it is what NVRs use to play recordings in a browser; the page plays it with
 hls.js (Media Source Extensions; static/vendor/), Safari natively. Nothing is
 transcoded but that head, and nothing written to disk: the index digest of a window
-(its playback plan and per-second activity, ~30 bytes a second) and the last few pieces
-are kept in memory.
+(its playback plan and per-second activity, ~30 bytes a second) is kept in memory, and
+no piece: a piece asked for again is remuxed again (a stream copy, about 10 ms), which
+keeps the daemon's memory while a phone plays to the piece being made.
 
 Every address carries its part as capture times; each is checked against the pending
 request's window before anything is read (403 outside, 404 for no footage or a piece
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from foundation.errors import RecorderError
+from foundation.heap import give_back
 from foundation.times import Window, format_time
 from recorder.buffer import connect_index, query_segments, query_tables, read_tables
 from recorder.export import plan_parts
@@ -47,7 +49,6 @@ from recorder.timeline import Digest, Playback, edge_segments, narrowed, playlis
 MAX_BINS = 2000
 DIGESTS_KEPT = 2  # windows: the request open on a phone, and one more
 PLAYBACKS_KEPT = 8  # parts of them played (taps, the selected range)
-PIECE_CACHE_BYTES = 4 * 1024 * 1024  # a few pieces of 720p15 (about 1.2 MB each)
 HLS = "application/vnd.apple.mpegurl"
 DIGEST_BATCH = 256  # segments' frame tables read at a time (17 minutes of 4-second ones)
 
@@ -61,7 +62,6 @@ class Video:
         self._digest_lock = threading.Lock()  # one window's tables read at a time
         self._digests: OrderedDict[Window, Digest] = OrderedDict()
         self._playbacks: OrderedDict[tuple[Window, Window], Playback | None] = OrderedDict()
-        self._pieces: OrderedDict[tuple[Window, Window, str], bytes] = OrderedDict()
 
     def _tables(self, ids: list[int]) -> dict[int, FrameTable]:
         return read_tables(self._root, ids)
@@ -139,12 +139,6 @@ class Video:
             return None
         if name == "index.m3u8":
             return playlist(playback).encode(), HLS
-        key = (window, part, name)
-        with self._lock:
-            cached = self._pieces.get(key)
-            if cached is not None:
-                self._pieces.move_to_end(key)
-                return cached, "video/mp4"
         number = _number(name, "init-", ".mp4")
         if number is not None and number < len(playback.inits):
             data = init_bytes(self._root, playback, number)
@@ -158,10 +152,7 @@ class Video:
             if table is None:
                 return None  # deleted by retention since
             data = piece_bytes(self._root, playback, number, table, window)
-        with self._lock:
-            self._pieces[key] = data
-            while sum(map(len, self._pieces.values())) > PIECE_CACHE_BYTES:
-                self._pieces.popitem(last=False)
+        give_back()  # the muxer's (and a head's coder's) buffers, freed by now
         return data, "video/mp4"
 
 

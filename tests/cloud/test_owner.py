@@ -317,6 +317,26 @@ def test_an_approval_that_would_send_nothing_is_refused_as_the_device_does(
     )
 
 
+def test_a_narrowed_part_of_a_partly_held_window_gets_a_word_before_it_goes() -> None:
+    """The pending list says how much of the whole window is held, not where (protocol
+    §5.1): a part of a partly held window may hold nothing, and the tool says so; the
+    whole window, or a window held throughout, needs no word."""
+    from foundation.times import Window
+
+    rfa_id = PENDING_ITEM["id"]
+    start = parse_time("2026-11-28T10:00:00Z")
+    part = Window(start + 60_000, start + 120_000)
+    whole = Window(start, parse_time("2026-11-28T12:00:00Z"))
+    partly = [{**PENDING_ITEM, "footage_seconds": 600}]
+    caution = owner.part_caution(partly, rfa_id, part)
+    assert caution is not None and "600 s" in caution and "no footage" in caution
+    assert owner.part_caution(partly, rfa_id, whole) is None
+    assert owner.part_caution(partly, rfa_id, None) is None
+    assert owner.part_caution([{**PENDING_ITEM}], rfa_id, part) is None  # held throughout
+    assert owner.part_caution([{**PENDING_ITEM, "footage_seconds": "x"}], rfa_id, part) is None
+    assert owner.part_caution(None, rfa_id, part) is None
+
+
 # ---------------------------------------------------------------------------- watch
 
 

@@ -168,7 +168,8 @@ def test_the_summary_says_what_an_approval_would_send_before_anything_is_recorde
     assert named["to"]["upload_host"] and "/" not in named["to"]["upload_host"]
     assert named["sends"] == {**contact, "device_id": "dev-1"}  # the very values
     assert named["duration_seconds"] == 7200 and named["problem"] is None
-    assert named["frames"] == 121 and named["estimated_bytes"] == 121 * 32  # the index's
+    assert named["frames"] == 121 and named["estimate"]["video"] == 121 * 32  # the index's
+    assert named["estimated_bytes"] > 121 * 32 + 121 * 4  # + the MP4's tables, age, manifest
     anonymous = cmds.handle({"cmd": "summary", "rfa_id": a, "anonymous": True})["summary"]
     assert anonymous["sends"] is None and anonymous["share_contact"] is False
     instant = Window(rfa.window.start_ms, rfa.window.start_ms).to_json()

@@ -29,7 +29,8 @@ def pending_rfa(kit: Kit, **changes):  # type: ignore[no-untyped-def]  # noqa: F
 def test_a_named_share_says_the_very_values_and_an_anonymous_one_none(kit: Kit) -> None:  # noqa: F811
     rfa = pending_rfa(kit)
     footage = Footage(frames=900, first_ms=rfa.window.start_ms, last_ms=rfa.window.end_ms,
-                      sample_bytes=12_345_678, covered_ms=rfa.window.duration_ms)  # fmt: skip
+                      sample_bytes=12_345_678, covered_ms=rfa.window.duration_ms,
+                      clip_bytes=12_350_000, width=1280, height=720, fps=15.0)  # fmt: skip
     named = share_summary(rfa, rfa.window, footage, share_contact=True, contact=CONTACT,
                           device_id="porch-1")  # fmt: skip
     assert named["sends"] == {**CONTACT, "device_id": "porch-1"}
@@ -38,11 +39,15 @@ def test_a_named_share_says_the_very_values_and_an_anonymous_one_none(kit: Kit) 
         "agency_id": rfa.agency.id,
         "upload_host": upload_host(rfa.upload_url),
     }
-    assert named["frames"] == 900 and named["estimated_bytes"] == 12_345_678
+    assert named["frames"] == 900 and named["estimate"]["video"] == 12_345_678
+    # what the upload server receives: the MP4, age's overhead and the manifest too
+    estimate = named["estimate"]
+    assert estimate["mp4"] == 12_350_000 - 12_345_678 and 2000 < estimate["manifest"] < 8000
+    assert 12_350_000 + 16 * (12_350_000 // 65536) < named["estimated_bytes"] < 12_370_000
     assert named["whole_window"] and named["problem"] is None
     text = render_summary(named)
     assert "Ann Example" in text and "ann@example.org" in text and "1 Elm St" in text
-    assert "12.3 MB" in text and "900 frames" in text and "52.1, 4.3" in text
+    assert "12.4 MB" in text and "900 frames" in text and "52.1, 4.3" in text
     anonymous = share_summary(rfa, rfa.window, footage, share_contact=False, contact=CONTACT,
                               device_id="porch-1")  # fmt: skip
     assert anonymous["sends"] is None

@@ -21,6 +21,7 @@ DOORBELL_SHOTS=<folder> saves a screenshot of each step (test_console_timeline's
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 from collections.abc import Iterator
@@ -32,6 +33,7 @@ import pytest
 
 from cloud.loopback import MosquittoBroker, TusServer, free_port
 from foundation.times import Window, format_time
+from recorder.buffer import RollingBuffer
 from tests.fixtures.daemon import World, make_world, start_and_pair, wait_for
 from tests.integration.console_kit import (
     console_code,
@@ -87,6 +89,19 @@ def text(page: Any, selector: str) -> str:
     return " ".join((page.text_content(selector) or "").split())
 
 
+def head_gop_bytes(world: World, part: Window) -> int:
+    """The index's bytes of the GOP holding `part`'s first frame (the re-encoded head's
+    source, whose re-encoded size the estimate cannot know)."""
+    root = next(world.setup.root.rglob("index.sqlite3")).parent
+    with RollingBuffer.open(root, reconcile=False) as buffer:
+        segments = buffer.segments(part)
+        tables = buffer.frame_tables([s.id for s in segments])
+    table = tables[segments[0].id]
+    start = bisect.bisect_left(table.times, part.start_ms)
+    end = table.key.find(1, start + 1)
+    return sum(table.size[table.key.rfind(1, 0, start + 1) : end if end >= 0 else len(table)])
+
+
 def summary_settled(page: Any, words: str) -> None:
     page.wait_for_function(
         "w => document.querySelector('#summary').textContent.includes(w) && "
@@ -130,6 +145,13 @@ def test_a_homeowner_decides_on_a_phone_knowing_what_goes(
     assert "holds no footage" in problem and "decline" in problem
     assert page.is_disabled("#approve") and page.is_enabled("#deny")
     assert page.is_visible("#deny")
+    # nothing to watch or choose: the timeline says so in words, with no player, no
+    # Play, no part to choose and no Approve, only Decline
+    page.wait_for_selector('#timeline[data-ready="true"]')
+    assert "Nothing was recorded between" in text(page, ".tl-status")
+    for hidden in (".tl-video", ".tl-actions", ".tl-row", "#choose", "#approve", "#learns"):
+        assert page.is_hidden(hidden), hidden
+    assert page.get_by_role("button", name="Play the selected part").is_hidden()
     no_violations(page, "2-no-footage")
     # and the device refuses it in words (a code for scripts), recording nothing
     reply = page.evaluate(
@@ -190,6 +212,13 @@ def test_a_homeowner_decides_on_a_phone_knowing_what_goes(
     summary_settled(page, "4 s, part of the window")
     assert page.is_hidden("#problem") and page.is_enabled("#approve")
 
+    told = page.evaluate(
+        """([id, start, end]) => fetch('/api/requests/' + id + '/summary?start=' +
+             encodeURIComponent(start) + '&end=' + encodeURIComponent(end) +
+             '&share_contact=true').then(r => r.json())""",
+        [a, format_time(part.start_ms), format_time(part.end_ms)],
+    )
+
     # approve named: the question repeats what goes; the confirmation stays afterwards
     page.click("#approve")
     page.wait_for_selector("#confirm[open]")
@@ -209,6 +238,15 @@ def test_a_homeowner_decides_on_a_phone_knowing_what_goes(
     assert "San Francisco Police Department" in words and "case 2026-004512" in words
     assert "Done at" in words and "the agency has it" in words
     assert re.search(r"\d+(\.\d)? (kB|MB)", words), words
+    # the size told before approving is what reached the upload server: within age's
+    # random header stanzas and the re-encoded head's GOP (tests/sync/test_share.py)
+    uploads = [u for u in world.uploads.uploads() if u.metadata.get("rfa_id") == a]
+    assert len(uploads) == 2 and all(u.complete for u in uploads)
+    uploaded = sum(u.offset for u in uploads)
+    assert abs(told["estimated_bytes"] - uploaded) <= 2 * 180 + head_gop_bytes(world, part), (
+        told["estimate"],
+        uploaded,
+    )
     assert "%" not in words and "bytes" not in words  # no raw counts on a finished card
     assert "Approved case" in text(page, "#notice-text")  # still there
     no_violations(page, "5-done")

@@ -11,9 +11,12 @@ from pathlib import Path
 import pytest
 
 from foundation.times import Window, format_time, parse_time
+from recorder.buffer import RollingBuffer
+from recorder.export import plan_parts
+from recorder.timeline import measure_footage
 from sync import SOFTWARE
 from sync.models import ConsentMethod
-from sync.share import ShareError, build_share
+from sync.share import ShareError, build_share, encrypted_bytes, upload_estimate
 from tests.sync.factories import AgencyKeys
 from tests.sync.sharekit import (
     CONTACT,
@@ -27,6 +30,7 @@ from tests.sync.sharekit import (
 )
 
 URL = "https://uploads.example.gov/files/"
+GREASE = 2 * 180  # age's random header stanza: up to ~170 bytes more or less per file
 
 
 @pytest.fixture(scope="module")
@@ -199,3 +203,49 @@ def test_full_disk_leaves_no_half_files(tmp_path: Path, footage):
         assert os.listdir(small) == []
     finally:
         subprocess.run(["umount", "--lazy", str(small)], check=False)  # even while files are open
+
+
+@pytest.mark.parametrize("named", [True, False])
+def test_the_size_told_before_approving_is_what_the_share_uploads(
+    tmp_path: Path, footage, named: bool
+) -> None:
+    """upload_estimate (what the console and `doorbellctl approve` say) against the two
+    encrypted files a real share uploads: the clip's boxes and the manifest are counted
+    exactly (a few bytes of slack: FFmpeg's version in the clip's "encoder" tag), age's
+    header but for its random grease stanza (0 to about 170 bytes in each file, the
+    median counted); a window starting mid-GOP is off by the re-encoded head, within
+    the bytes of its GOP."""
+    root, first, last = footage
+    with RollingBuffer.open(root, reconcile=False) as buffer:
+        segments = buffer.segments()
+        tables = buffer.frame_tables([s.id for s in segments])
+    keyframes = [
+        t for s in segments for t, k in zip(tables[s.id].times, tables[s.id].key, strict=True) if k
+    ]
+    for n, (window, slack) in enumerate(
+        [
+            (Window(keyframes[2], last), GREASE + 8),  # from a keyframe: nothing re-encoded
+            (Window(first + 2_345, first + 7_891), None),  # mid-GOP
+        ]
+    ):
+        _agency, identity, rfa, decision, built, _out = build(
+            tmp_path / str(n), footage, named=named, window=window, method=ConsentMethod.CONSOLE
+        )
+        footage_told = measure_footage(window, segments, lambda ids: tables)
+        told = upload_estimate(footage_told, rfa, decision, CONTACT, identity.device_id)
+        uploaded = built.clip_bytes + built.manifest_bytes
+        if slack is None:
+            part = plan_parts(window, segments, tables)[0]
+            keys, start = part.table.key, part.frames.start
+            assert not keys[start]
+            end = keys.find(1, start)
+            gop = range(keys.rfind(1, 0, start), end if end >= 0 else len(keys))
+            slack = GREASE + sum(part.table.size[i] for i in gop)
+        assert abs(told["total"] - uploaded) <= slack, (window, told, uploaded)
+        assert told["total"] == (
+            told["video"] + told["mp4"] + told["encryption"] + told["manifest"]
+        )
+        # the manifest alone, to the byte before encryption
+        assert abs(encrypted_bytes(told["manifest"], rfa.recipient) - built.manifest_bytes) <= (
+            GREASE / 2
+        )

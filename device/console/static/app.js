@@ -272,6 +272,11 @@ async function openRequest(place) {
     state.timeline = DoorbellTimeline.open($("timeline"), { id: r.id, start: state.window.start,
       end: state.window.end, onRange: (start, end) => select(start, end, "timeline") });
   }
+  // A window with no footage at all: nothing to choose and nothing to approve, only
+  // the reason (the timeline and the summary say it) and Decline.
+  const nothing = !(r.footage_seconds > 0);
+  $("choose").hidden = nothing;
+  $("approve").hidden = nothing;
   select(sel.start, sel.end, "url");
   $("detail-heading").focus();
   window.scrollTo(0, 0);
@@ -382,7 +387,8 @@ function drawSummary(s) {
   const start = ms(s.window.start), end = ms(s.window.end);
   field(list, "Time range", between(start, end, true) + " (" + span(s.duration_seconds) +
     (s.whole_window ? ", the whole window" : ", part of the window") + ")");
-  field(list, "Holds", s.frames > 0 ? s.frames + " frames, about " + megabytes(s.estimated_bytes)
+  field(list, "Holds", s.frames > 0 ? s.frames + " frames, about " + megabytes(s.estimated_bytes) +
+    " uploaded (the video, encrypted, with its signed record)"
     : "no footage");
   if (s.frames > 0) {
     if (s.duration_seconds - s.covered_seconds > 1) {  // a gap of a second or more
@@ -408,9 +414,11 @@ function drawSummary(s) {
   $("summary-status").textContent = "";
   if (s.problem) {
     $("problem").textContent = s.problem.message + " Approving would spend your decision on " +
-      "nothing, so it is not offered: decline the request, or choose a part that holds footage.";
+      "nothing, so it is not offered: decline the request" +
+      (state.current && state.current.footage_seconds > 0 ? ", or choose a part that holds footage." : ".");
   }
   $("problem").hidden = !s.problem;
+  $("learns").hidden = !(s.frames > 0);  // what a share tells the agency: none goes
   $("approve").disabled = Boolean(s.problem);
 }
 

@@ -94,7 +94,8 @@ const DoorbellTimeline = (() => {
   function open(container, options) {
     const base = "/api/requests/" + encodeURIComponent(options.id);
     const whole = { start: options.start, end: options.end };
-    const t = { sel: { start: whole.start, end: whole.end }, covered: [], runs: [], hls: null };
+    const t = { sel: { start: whole.start, end: whole.end }, covered: [], runs: [], hls: null,
+      zoomed: false };
     container.replaceChildren();
     container.classList.add("tl");
 
@@ -103,19 +104,28 @@ const DoorbellTimeline = (() => {
     legend.append(el("span", null, { class: "tl-key tl-key-footage", "aria-hidden": "true" }), " footage  ",
       el("span", null, { class: "tl-key tl-key-gap", "aria-hidden": "true" }), " no footage  ",
       el("span", null, { class: "tl-key tl-key-activity", "aria-hidden": "true" }), " taller: more movement");
-    const overview = makeBar("The whole requested window: " + clock(whole.start) + " to " +
+    const wholeLabel = "The whole requested window: " + clock(whole.start) + " to " +
       clock(whole.end) + (new Date(whole.start).toDateString() === new Date(whole.end).toDateString()
-        ? "" : " the next day"), true);
+        ? "" : " the next day");
+    const overview = makeBar(wholeLabel, true);
     const detail = makeBar("The selected part", false);
+    // A few minutes of footage in 12 hours is a sliver on a phone: the overview can show
+    // just the stretch that holds footage (the handles still choose within the window).
+    const zoom = el("button", "Zoom to the footage", { type: "button", class: "secondary tl-zoom",
+      "aria-pressed": "false" });
+    zoom.hidden = true;
     const actions = el("div", null, { class: "tl-actions" });
     const playRange = el("button", "Play the selected part", { type: "button" });
-    actions.append(playRange);
+    actions.append(playRange, zoom);
+    const partNote = el("p", null, { class: "tl-part-note", role: "status" });
+    partNote.hidden = true;
     const video = el("video", null, { controls: "", playsinline: "", preload: "auto",
       class: "tl-video", "aria-label": "Footage of the request's window" });
     const now = el("p", "Tap the bar, a picture or Play to watch.", { class: "tl-now", role: "status" });
     const thumbsHeading = el("h4", "Pictures from the selected part", { class: "tl-thumbs-heading" });
     const thumbs = el("ul", null, { class: "tl-thumbs" });
-    container.append(status, legend, overview.root, detail.root, actions, video, now, thumbsHeading, thumbs);
+    container.append(status, legend, overview.root, detail.root, actions, partNote, video, now,
+      thumbsHeading, thumbs);
     detail.root.hidden = true;
 
     function makeBar(label, withHandles) {
@@ -151,10 +161,12 @@ const DoorbellTimeline = (() => {
         setSel(next, true);
       };
       node.addEventListener("keydown", (event) => {
-        const s = G.step(whole);
+        const s = G.step(row.range);
         const by = { ArrowLeft: -s, ArrowDown: -s, ArrowRight: s, ArrowUp: s,
           PageDown: -10 * s, PageUp: 10 * s }[event.key];
-        if (by !== undefined) move(t.sel[key] + by);
+        // zoomed, a handle waiting outside the shown stretch steps in from its edge
+        const from = Math.min(row.range.end, Math.max(row.range.start, t.sel[key]));
+        if (by !== undefined) move(from + by);
         else if (event.key === "Home") move(which ? t.sel.start : whole.start);
         else if (event.key === "End") move(which ? whole.end : t.sel.end);
         else return;
@@ -168,7 +180,7 @@ const DoorbellTimeline = (() => {
       node.addEventListener("pointermove", (event) => {
         if (!node.hasPointerCapture(event.pointerId)) return;
         const box = row.bar.getBoundingClientRect();
-        move(G.timeAt((event.clientX - box.left) / box.width, whole));
+        move(G.timeAt((event.clientX - box.left) / box.width, row.range));
       });
       node.addEventListener("click", (event) => event.stopPropagation());
       return node;
@@ -177,17 +189,52 @@ const DoorbellTimeline = (() => {
     let redraw = null;
     function setSel(sel, fromHandles) {
       t.sel = { start: sel.start, end: sel.end };
-      for (const [n, h] of overview.handles.entries()) {
-        const v = n ? t.sel.end : t.sel.start;
-        h.style.left = (100 * G.fraction(v, whole)) + "%";
-        h.setAttribute("aria-valuenow", String(v));
-        h.setAttribute("aria-valuetext", clock(v, true));
-      }
+      placeHandles();
       drawBar(overview);
       if (fromHandles && options.onRange) options.onRange(t.sel.start, t.sel.end);
       clearTimeout(redraw);
       redraw = setTimeout(loadPart, fromHandles ? 400 : 0);
     }
+
+    // A handle outside a zoomed overview waits at its edge.
+    function placeHandles() {
+      for (const [n, h] of overview.handles.entries()) {
+        const v = n ? t.sel.end : t.sel.start;
+        h.style.left = (100 * G.fraction(v, overview.range)) + "%";
+        h.classList.toggle("tl-handle-off", v < overview.range.start || v > overview.range.end);
+        h.setAttribute("aria-valuenow", String(v));
+        h.setAttribute("aria-valuetext", clock(v, true));
+      }
+    }
+
+    // The stretch of the window that holds footage, with a margin; null when the
+    // footage already spans half of the window or more (nothing to zoom to).
+    function footageStretch() {
+      if (!t.covered.length) return null;
+      const first = t.covered[0][0], last = t.covered[t.covered.length - 1][1];
+      const margin = Math.max(5000, (last - first) / 10);
+      const stretch = { start: Math.max(whole.start, first - margin), end: Math.min(whole.end, last + margin) };
+      return stretch.end - stretch.start < (whole.end - whole.start) / 2 ? stretch : null;
+    }
+
+    async function setZoom(on) {
+      const stretch = on ? footageStretch() : null;
+      t.zoomed = Boolean(stretch);
+      zoom.textContent = t.zoomed ? "Show the whole window" : "Zoom to the footage";
+      zoom.setAttribute("aria-pressed", String(t.zoomed));
+      overview.caption.textContent = t.zoomed
+        ? "Zoomed to the footage: " + clock(stretch.start, true) + " to " + clock(stretch.end, true) +
+          " (the window is " + clock(whole.start) + " to " + clock(whole.end) + ")"
+        : wholeLabel;
+      try {
+        await loadRow(overview, stretch || whole);
+      } catch (err) {
+        status.textContent = "Could not load the timeline: " + err.message;
+      }
+      placeHandles();
+      container.dataset.zoomed = String(t.zoomed);
+    }
+    zoom.addEventListener("click", () => setZoom(!t.zoomed));
 
     function drawBar(row) {
       const g = row.drawing;
@@ -240,7 +287,16 @@ const DoorbellTimeline = (() => {
     }
 
     async function loadPart() {
+      if (t.empty) return;
       const narrowed = t.sel.start > whole.start || t.sel.end < whole.end;
+      // A part without footage has nothing to play: say so instead of offering Play.
+      const holds = t.covered.some(([s, e]) => s <= t.sel.end && e >= t.sel.start);
+      playRange.hidden = !holds;
+      partNote.hidden = holds;
+      partNote.textContent = holds ? "" : "Nothing was recorded in the selected part (" +
+        clock(t.sel.start, true) + " to " + clock(t.sel.end, true) + "): there is nothing to play, " +
+        "and nothing would be sent. Move the handles onto the footage (shaded on the bar), or decline.";
+      video.hidden = !holds && !t.runs.length;
       detail.root.hidden = !narrowed;
       detail.caption.textContent = "Selected part: " + clock(t.sel.start, true) + " to " +
         clock(t.sel.end, true) + " (" + span(t.sel.end - t.sel.start) + ")";
@@ -282,6 +338,7 @@ const DoorbellTimeline = (() => {
     // a second earlier); without it exactly at `start` (the selected part).
     async function play(start, end, note, fromKey) {
       now.textContent = (note || "") + "Loading " + clock(start, true) + "…";
+      video.hidden = false;
       let info;
       try {
         info = await getJson(base + "/play?start=" + encodeURIComponent(iso(start)) +
@@ -330,10 +387,18 @@ const DoorbellTimeline = (() => {
       try {
         const data = await loadRow(overview, whole);
         t.covered = data.covered_ms;
-        status.textContent = data.covered_ms.length
+        t.empty = !data.covered_ms.length;
+        status.textContent = !t.empty
           ? span(data.footage_seconds * 1000) + " of footage in this " + span(whole.end - whole.start) +
             " window. Tap the bar to play from that moment; drag the two handles to choose what to share."
-          : "There is no footage in this window: nothing to watch, nothing would be sent.";
+          : "Nothing was recorded between " + clock(whole.start) + " and " + clock(whole.end) +
+            ": there is nothing to watch, and nothing could be sent. You can decline this request below.";
+        // Without footage there is nothing to show, play or choose: only the sentence.
+        for (const part of [legend, overview.root, detail.root, actions, partNote, video, now,
+          thumbsHeading, thumbs]) {
+          if (t.empty) part.hidden = true;
+        }
+        zoom.hidden = !footageStretch();
         container.dataset.ready = "true";
       } catch (err) {
         status.textContent = "Could not load the timeline: " + err.message;
