@@ -67,6 +67,7 @@ def record(root: Path, minutes: float) -> tuple[int, int]:
 def ours(root: Path, window: Window, out: Path, agency: AgencyKeys) -> tuple[float, int]:
     """Build a named share, approved at the button, of a real signed request (the
     manifest embeds the request's envelope, which must parse)."""
+    from sync.credentials import new_device_signer
     from sync.keys import SigningKey
     from sync.models import ConsentMethod
     from sync.share import build_share
@@ -85,6 +86,7 @@ def ours(root: Path, window: Window, out: Path, agency: AgencyKeys) -> tuple[flo
         manifest_path=out / "manifest.json.age",
         device_key=SigningKey.generate(),
         device_id="bench",
+        clip_signer=new_device_signer("bench"),
         contact=CONTACT,
         now_ms=window.end_ms,
     )

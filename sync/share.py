@@ -13,6 +13,11 @@ a window without footage raise `ShareError` with a clear message and leave no fi
 
 Anonymous shares (§6.2) are signed with a one-time key made here and forgotten, and carry
 no device id, decision, owner key id, contact or camera position.
+
+The clip carries C2PA Content Credentials (sync/credentials.py), signed by the device's
+C2PA signer for a named share and by a one-time one for an anonymous share; the manifest
+records the SHA-256 of that manifest store (`c2pa.sha256`). Signing is one more copy of
+the clip before it is hashed and encrypted: export -> sign -> hash + encrypt.
 """
 
 from __future__ import annotations
@@ -34,6 +39,13 @@ from foundation.errors import DoorbellError, NoFootageError, RecorderError
 from foundation.times import format_time
 from recorder.export import export_clip
 from sync import SOFTWARE
+from sync.credentials import (
+    ClipSigner,
+    CredentialsError,
+    clip_definition,
+    one_time_signer,
+    sign_clip,
+)
 from sync.envelope import canonical_envelope, make_envelope, parse_envelope
 from sync.keys import SigningKey, parse_recipient
 from sync.models import ConsentMethod, Decision, Rfa
@@ -126,6 +138,7 @@ def manifest_payload(
     clip: Any,
     clip_sha256: str,
     clip_bytes: int,
+    c2pa_sha256: str,
     signer: SigningKey,
     device_id: str,
     contact: Mapping[str, Any] | None,
@@ -177,6 +190,7 @@ def manifest_payload(
                 "height": int(clip.height),
                 "fps": clip.fps,
             },
+            "c2pa": {"sha256": c2pa_sha256},
             "clock": {"synchronized": bool(clip.synchronized)},
             "consent": {
                 "method": decision.method.value,
@@ -204,16 +218,22 @@ def build_share(
     device_id: str,
     contact: Mapping[str, Any] | None,
     now_ms: int,
+    clip_signer: ClipSigner | None,
 ) -> BuiltShare:
-    """Export, hash, sign and encrypt one share into `clip_path` / `manifest_path`."""
+    """Export, sign (C2PA), hash, sign (manifest) and encrypt one share into `clip_path` /
+    `manifest_path`. `clip_signer`: the device's C2PA signer, for a named share."""
     if not decision.approve:
         raise ShareError("the request was not approved")
     try:
         recipient = parse_recipient(rfa.recipient)
     except ValueError as exc:
         raise ShareError("bad recipient: not a valid age X25519 recipient") from exc
+    named = decision.share_contact
+    if named and clip_signer is None:
+        raise ShareError("the device has no C2PA signing certificate", permanent=False)
     folder = clip_path.parent
     plain = folder / f".{rfa.id}.mp4.plain"
+    signed = folder / f".{rfa.id}.mp4.signed"
     try:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
@@ -226,19 +246,22 @@ def build_share(
             if isinstance(exc.__cause__, OSError):
                 raise _disk_error(exc.__cause__, "clip") from exc
             raise ShareError(f"cannot cut the clip: {exc}") from exc
-        with plain.open("rb", buffering=1024 * 1024) as handle:
+        store = _credentials(rfa, decision, clip, plain, signed, clip_signer)
+        plain.unlink()
+        with signed.open("rb", buffering=1024 * 1024) as handle:
             reader = _HashingReader(handle)  # type: ignore[arg-type]
             clip_cipher = _encrypt_to(reader, clip_path, recipient, "clip")
-        plain.unlink()
+        signed.unlink()
         clip_sha256 = reader.sha256.hexdigest()
 
-        signer = device_key if decision.share_contact else SigningKey.generate()
+        signer = device_key if named else SigningKey.generate()
         payload = manifest_payload(
             rfa=rfa,
             decision=decision,
             clip=clip,
             clip_sha256=clip_sha256,
             clip_bytes=reader.count,
+            c2pa_sha256=hashlib.sha256(store).hexdigest(),
             signer=signer,
             device_id=device_id,
             contact=contact,
@@ -247,7 +270,7 @@ def build_share(
         envelope = make_envelope(payload, signer)
         manifest_cipher = _encrypt_to(io.BytesIO(envelope), manifest_path, recipient, "manifest")
     except BaseException:
-        for leftover in (plain, clip_path, manifest_path):
+        for leftover in (plain, signed, clip_path, manifest_path):
             leftover.unlink(missing_ok=True)
         raise
     logger.info("share %s built: %d frames, %d bytes", shown(rfa.id), clip.frames, reader.count)
@@ -259,3 +282,37 @@ def build_share(
         clip_bytes=clip_cipher,
         clip_sha256=clip_sha256,
     )
+
+
+def _credentials(
+    rfa: Rfa,
+    decision: Decision,
+    clip: Any,
+    plain: Path,
+    signed: Path,
+    device_signer: ClipSigner | None,
+) -> bytes:
+    """Sign the exported clip `plain` into `signed` with Content Credentials; returns the
+    manifest store. An anonymous share's signer is made here for it alone."""
+    if decision.share_contact:
+        assert device_signer is not None
+        signer = device_signer
+    else:
+        signer = one_time_signer(clip.first_frame_ms)
+    definition = clip_definition(
+        title=f"{rfa.id}.mp4",
+        software=SOFTWARE,
+        window_approved=decision.window,
+        first_frame_ms=clip.first_frame_ms,
+        last_frame_ms=clip.last_frame_ms,
+        frames=clip.frames,
+        head_reencoded=clip.head_reencoded,
+        synchronized=clip.synchronized,
+        consent_method=decision.method.value,
+    )
+    try:
+        return sign_clip(plain, signed, definition, signer)
+    except OSError as exc:
+        raise _disk_error(exc, "clip") from exc
+    except CredentialsError as exc:
+        raise ShareError(str(exc), permanent=False) from exc

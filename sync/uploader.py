@@ -401,6 +401,7 @@ class ShareWorker:
             manifest_path=manifest_path,
             device_key=self._identity.signing,
             device_id=self._identity.device_id,
+            clip_signer=self._identity.clip_signer,
             contact=self._contact,
             # an anonymous manifest's times are its start moment's (sync.share)
             now_ms=now_ms if job.decision.share_contact else max(now_ms, job.starts_at_ms),
