@@ -122,11 +122,14 @@ def read_credentials(clip: Path, *, anchors: str | None = None) -> Credentials:
                     active = reader.get_active_manifest() or {}
     except (c2pa.C2paError, KeyError, ValueError, OSError) as exc:
         return Credentials(INVALID, failures=(_short(str(exc)),))
-    failures = tuple(
-        f"{item.get('code')}: {item.get('explanation', '')}"
+    listed = [
+        item
         for item in (results.get("activeManifest") or {}).get("failure", [])
         if isinstance(item, dict)
-    )
+    ]
+    # what broke first, "untrusted" (which every anonymous share is) last
+    listed.sort(key=lambda item: item.get("code") == "signingCredential.untrusted")
+    failures = tuple(f"{item.get('code')}: {item.get('explanation', '')}" for item in listed)
     info = active.get("signature_info") or {}
     assertions = {
         a["label"]: a.get("data")

@@ -354,7 +354,9 @@ PREFETCH_BYTES = 64 * 1024 * 1024
 # of memory (a plain MP4's one sample table of a million entries is held whole).
 FRAGMENT_SECONDS = 10
 CLIP_OPTIONS = {
-    "movflags": "use_metadata_tags+frag_keyframe+empty_moov+default_base_moof",
+    # skip_trailer: no `mfra` index at the end, a box C2PA leaves out of its hash (only
+    # seeking uses it, and players find the fragments without it)
+    "movflags": "use_metadata_tags+frag_keyframe+empty_moov+default_base_moof+skip_trailer",
     "min_frag_duration": str(FRAGMENT_SECONDS * 1_000_000),
     "video_track_timescale": "1000",
     # pts start at 0 and equal dts: an edit list would say nothing, and FFmpeg 6
