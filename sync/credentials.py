@@ -221,10 +221,12 @@ def new_device_signer(device_id: str, *, now: dt.datetime | None = None) -> Clip
 def device_signer(folder: Path, device_id: str, *, now: dt.datetime | None = None) -> ClipSigner:
     """The device's signer, made with its authority on first use and kept in `folder`
     (0600). An unreadable or mismatched signer is issued again by the same authority; an
-    unreadable authority is an error, never replaced silently: agencies trust it."""
+    unreadable authority is an error, never replaced silently: agencies trust it. The
+    authority's certificate is written last, so without it the authority was never
+    complete (a power cut on first start) and is made anew."""
     authority_cert, authority_key = folder / AUTHORITY_CERT, folder / AUTHORITY_KEY
     signer_cert, signer_key = folder / SIGNER_CERT, folder / SIGNER_KEY
-    if not authority_cert.exists() and not authority_key.exists():
+    if not authority_cert.exists():
         start = (now or dt.datetime.now(dt.UTC)) - dt.timedelta(days=1)
         made_cert, made_key = make_authority(_device_names(device_id)[0], start)
         write_secret(authority_key, private_key_pem(made_key))

@@ -466,6 +466,15 @@ def test_the_device_authority_is_made_once_and_kept_0600(tmp_path: Path) -> None
     # a signer that another authority issued is replaced
     (tmp_path / SIGNER_CERT).write_bytes(new_device_signer("x").chain_pem)
     assert device_signer(tmp_path, DEVICE_ID).authority_pem == first.authority_pem
+    # an authority whose certificate was never written (a power cut on first start) was
+    # never given to anyone: it is made anew
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    unfinished = device_signer(fresh, DEVICE_ID)
+    (fresh / AUTHORITY_CERT).unlink()
+    remade = device_signer(fresh, DEVICE_ID)
+    assert remade.authority_pem != unfinished.authority_pem
+    assert (fresh / AUTHORITY_CERT).read_bytes() == remade.authority_pem
     # an unreadable authority is never replaced behind the agencies' backs
     (tmp_path / AUTHORITY_KEY).write_bytes(b"garbage")
     with pytest.raises(CredentialsError, match="cannot be read"):
