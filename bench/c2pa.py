@@ -97,24 +97,13 @@ def _request(window: Window) -> tuple[Any, Any, Any]:
 
 
 def with_credentials(root: Path, window: Window, out: Path, signer: Any) -> Any:
-    """Build a share with credentials into `out`; returns the agency's keys."""
-    from sync.keys import SigningKey
-    from sync.share import build_share
-    from tests.sync.sharekit import CONTACT
+    """Build a share with credentials into `out` (bench.share's); returns the agency's
+    keys, to which it is encrypted."""
+    from bench.share import ours
+    from tests.sync.factories import AgencyKeys
 
-    agency, rfa, decision = _request(window)
-    build_share(
-        rfa=rfa,
-        decision=decision,
-        buffer_root=root,
-        clip_path=out / "clip.mp4.age",
-        manifest_path=out / "manifest.json.age",
-        device_key=SigningKey.generate(),
-        device_id="bench",
-        clip_signer=signer,
-        contact=CONTACT,
-        now_ms=window.end_ms,
-    )
+    agency = AgencyKeys.generate()
+    ours(root, window, out, agency, signer)
     return agency
 
 
@@ -179,24 +168,9 @@ def time_builds(root: Path, window: Window, out: Path, runs: int) -> tuple[float
 def verified(root: Path, window: Window, out: Path, signer: Any) -> str | None:
     """Build one more share with credentials and verify it as the agency does."""
     from cloud.verify import verify_share
-    from sync.keys import SigningKey
-    from sync.share import build_share
-    from tests.sync.sharekit import CONTACT
 
     _empty(out)
-    agency, rfa, decision = _request(window)
-    build_share(
-        rfa=rfa,
-        decision=decision,
-        buffer_root=root,
-        clip_path=out / "clip.mp4.age",
-        manifest_path=out / "manifest.json.age",
-        device_key=SigningKey.generate(),
-        device_id="bench",
-        clip_signer=signer,
-        contact=CONTACT,
-        now_ms=window.end_ms,
-    )
+    agency = with_credentials(root, window, out, signer)
     report = verify_share(
         out / "manifest.json.age",
         out / "clip.mp4.age",
@@ -259,9 +233,9 @@ def _phases_child(root: str, start: str, end: str, out: str) -> None:
     import c2pa  # noqa: F401
 
     from recorder.export import export_clip
-    from sync.credentials import clip_definition, new_device_signer, sign_clip
+    from sync.credentials import new_device_signer
     from sync.keys import parse_recipient
-    from sync.share import _encrypt_to, _HashingReader
+    from sync.share import _credentials, _encrypt_to, _HashingReader
 
     signer = new_device_signer("bench")
     _agency, rfa, decision = _request(Window(int(start), int(end)))
@@ -270,19 +244,8 @@ def _phases_child(root: str, start: str, end: str, out: str) -> None:
     before = _reset_peak()
     clip = export_clip(Path(root), decision.window, folder / "plain.mp4")
     peaks["export"] = (before, _peak_rss_kb())
-    definition = clip_definition(
-        title="bench.mp4",
-        software="doorbell bench",
-        window_approved=decision.window,
-        first_frame_ms=clip.first_frame_ms,
-        last_frame_ms=clip.last_frame_ms,
-        frames=clip.frames,
-        head_reencoded=clip.head_reencoded,
-        synchronized=clip.synchronized,
-        consent_method=decision.method.value,
-    )
     before = _reset_peak()
-    sign_clip(folder / "plain.mp4", folder / "signed.mp4", definition, signer)
+    _credentials(rfa, decision, clip, folder / "plain.mp4", folder / "signed.mp4", signer)
     peaks["sign"] = (before, _peak_rss_kb())
     (folder / "plain.mp4").unlink()
     before = _reset_peak()

@@ -4,8 +4,6 @@ device's named shares read "Trusted" (docs/c2pa.md)."""
 from __future__ import annotations
 
 import hashlib
-import subprocess
-import sys
 from pathlib import Path
 
 from cryptography import x509
@@ -15,15 +13,7 @@ from cloud.loopback import DeviceSetup
 from device.console.tls import spaced_fingerprint
 from device.identity import load_device_identity
 from sync.credentials import AUTHORITY_CERT
-
-
-def ctl(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "device.cli", "--config", str(config), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+from tests.device.test_cli import ctl
 
 
 def test_the_authority_is_printed_alone_on_stdout_with_its_fingerprint(tmp_path: Path) -> None:
