@@ -34,6 +34,7 @@ fragment in bounded memory (bench/c2pa.py measures it for a 12-hour clip).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import io
@@ -339,11 +340,71 @@ def settings(*, anchors: str | None = None) -> dict[str, Any]:
 # ---- signing (I/O) --------------------------------------------------------------------
 
 
-class _Target(io.BufferedRandom):
-    """The signed clip's file, keeping the OSError of a failed write: c2pa-python turns
-    it into a bare -1 for the native side, and the owner must read "disk full"."""
+class OutOfOrder(CredentialsError):
+    """c2pa wrote the signed clip other than front to back: a Sink cannot follow it."""
+
+
+class Sink(io.RawIOBase):
+    """The stream c2pa writes the signed clip into, handed on to `out` as it comes.
+
+    c2pa-rs writes a signed fragmented MP4 front to back (`ftyp`, its C2PA box, then the
+    source's boxes unchanged), having hashed the source first; only at the end does it
+    seek back, writing nothing more. So the signed clip never needs to be on disk: it can
+    go straight into the hash and the encryption (sync/share.py). Should a later c2pa
+    write anywhere but at the end, or read back, the write fails, `out_of_order` is set
+    and `sign_clip` raises OutOfOrder; the caller then signs into a file instead. The
+    OSError of a failed write to `out` is kept (c2pa-python reports only -1 for it)."""
+
+    def __init__(self, out: Any) -> None:
+        super().__init__()
+        self._out = out
+        self._pos = self._end = 0
+        self.out_of_order = False
+        self.error: OSError | None = None
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True  # c2pa-python asks for read(); it is never called front to back
+
+    def write(self, data: Any) -> int:
+        if self._pos != self._end:
+            self.out_of_order = True
+            raise OSError("c2pa wrote before the end of the signed clip")
+        try:
+            self._out.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+        size = len(memoryview(data))
+        self._pos = self._end = self._end + size
+        return size
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._end}[whence]
+        self._pos = base + offset
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def read(self, size: int = -1) -> bytes:
+        self.out_of_order = True
+        raise OSError("c2pa read back the signed clip")
+
+    def flush(self) -> None:
+        pass
+
+
+class _File(io.BufferedRandom):
+    """The signed clip as a file, keeping the OSError of a failed write (see Sink)."""
 
     error: OSError | None = None
+    out_of_order = False
 
     def write(self, data: Any) -> int:
         try:
@@ -367,25 +428,35 @@ class _Target(io.BufferedRandom):
             raise
 
 
-def sign_clip(src: Path, dst: Path, definition: Mapping[str, Any], signer: ClipSigner) -> bytes:
-    """Write `src` with Content Credentials embedded to `dst`; returns the manifest store
-    (the JUMBF bytes inside the clip's C2PA box), whose SHA-256 our manifest records.
-    A failed write raises its OSError."""
+def sign_clip(
+    src: Path, target: Sink | Path, definition: Mapping[str, Any], signer: ClipSigner
+) -> bytes:
+    """Write `src` with Content Credentials embedded into `target` (a Sink, or a file
+    path); returns the manifest store (the JUMBF bytes inside the clip's C2PA box), whose
+    SHA-256 our manifest records. A failed write raises its OSError."""
     import c2pa  # a native library of 23 MB: only the code that signs loads it
 
     info = c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, signer.chain_pem, signer.key_pem, None)
-    with src.open("rb") as source, _Target(io.FileIO(dst, "w+"), 1024 * 1024) as target:
+    with contextlib.ExitStack() as stack:
+        source = stack.enter_context(src.open("rb"))
+        stream: Sink | _File = (
+            target
+            if isinstance(target, Sink)
+            else stack.enter_context(_File(io.FileIO(target, "w+"), 1024 * 1024))
+        )
         try:
             with (
                 c2pa.Context.from_dict(settings()) as context,
                 c2pa.Signer.from_info(info) as c2pa_signer,
                 c2pa.Builder(dict(definition), context=context) as builder,
             ):
-                store = builder.sign(c2pa_signer, MIME, source, target)
-            target.flush()
+                store = builder.sign(c2pa_signer, MIME, source, stream)
+            stream.flush()
         except c2pa.C2paError as exc:
-            if target.error is not None:
-                raise target.error from exc
+            if stream.error is not None:
+                raise stream.error from exc
+            if stream.out_of_order:
+                raise OutOfOrder(str(exc)) from exc
             raise CredentialsError(f"signing the clip's Content Credentials failed: {exc}") from exc
     if not store:
         raise CredentialsError("signing the clip's Content Credentials returned no manifest")

@@ -17,7 +17,7 @@ no device id, decision, owner key id, contact or camera position.
 The clip carries C2PA Content Credentials (sync/credentials.py), signed by the device's
 C2PA signer for a named share and by a one-time one for an anonymous share; the manifest
 records the SHA-256 of that manifest store (`c2pa.sha256`). Signing is one more copy of
-the clip before it is hashed and encrypted: export -> sign -> hash + encrypt.
+the clip, streamed into its hash and encryption: export -> sign -> hash + encrypt.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import hashlib
 import io
 import logging
 import os
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,8 @@ from sync import SOFTWARE
 from sync.credentials import (
     ClipSigner,
     CredentialsError,
+    OutOfOrder,
+    Sink,
     clip_definition,
     one_time_signer,
     sign_clip,
@@ -246,12 +249,10 @@ def build_share(
             if isinstance(exc.__cause__, OSError):
                 raise _disk_error(exc.__cause__, "clip") from exc
             raise ShareError(f"cannot cut the clip: {exc}") from exc
-        store = _credentials(rfa, decision, clip, plain, signed, clip_signer)
+        store, reader, clip_cipher = _credentials(
+            rfa, decision, clip, plain, signed, clip_signer, clip_path, recipient
+        )
         plain.unlink()
-        with signed.open("rb", buffering=1024 * 1024) as handle:
-            reader = _HashingReader(handle)  # type: ignore[arg-type]
-            clip_cipher = _encrypt_to(reader, clip_path, recipient, "clip")
-        signed.unlink()
         clip_sha256 = reader.sha256.hexdigest()
 
         signer = device_key if named else SigningKey.generate()
@@ -291,9 +292,18 @@ def _credentials(
     plain: Path,
     signed: Path,
     device_signer: ClipSigner | None,
-) -> bytes:
-    """Sign the exported clip `plain` into `signed` with Content Credentials; returns the
-    manifest store. An anonymous share's signer is made here for it alone."""
+    clip_path: Path,
+    recipient: Any,
+) -> tuple[bytes, _HashingReader, int]:
+    """Sign the exported clip `plain` with Content Credentials, hash it and encrypt it
+    to `clip_path`: (the manifest store, the hash of the signed clip, the ciphertext's
+    size). An anonymous share's signer is made here for it alone.
+
+    The signed clip streams from c2pa straight into the hash and the encryption
+    (sync.credentials.Sink), which run on a thread of their own while c2pa hashes the
+    source: it is never written to disk in the clear, and the two hashes share the
+    cores. Should c2pa ever write out of order, the clip is signed into `signed` and
+    encrypted from there."""
     if decision.share_contact:
         assert device_signer is not None
         signer = device_signer
@@ -311,8 +321,51 @@ def _credentials(
         consent_method=decision.method.value,
     )
     try:
-        return sign_clip(plain, signed, definition, signer)
+        try:
+            return _sign_streamed(plain, clip_path, recipient, definition, signer)
+        except OutOfOrder:
+            logger.warning("c2pa wrote the signed clip out of order; signing into a file")
+            clip_path.unlink(missing_ok=True)
+        store = sign_clip(plain, signed, definition, signer)
+        with signed.open("rb", buffering=1024 * 1024) as handle:
+            reader = _HashingReader(handle)  # type: ignore[arg-type]
+            cipher = _encrypt_to(reader, clip_path, recipient, "clip")
+        signed.unlink()
+        return store, reader, cipher
     except OSError as exc:
         raise _disk_error(exc, "clip") from exc
     except CredentialsError as exc:
         raise ShareError(str(exc), permanent=False) from exc
+
+
+def _sign_streamed(
+    plain: Path, clip_path: Path, recipient: Any, definition: dict[str, Any], signer: ClipSigner
+) -> tuple[bytes, _HashingReader, int]:
+    """c2pa's output into a pipe, read by the hash and the encryption on a thread."""
+    read_end, write_end = os.pipe()
+    source = open(read_end, "rb", buffering=1024 * 1024)  # noqa: SIM115 (the thread closes it)
+    reader = _HashingReader(source)  # type: ignore[arg-type]
+    outcome: dict[str, Any] = {}
+
+    def encrypt() -> None:
+        try:
+            outcome["cipher"] = _encrypt_to(reader, clip_path, recipient, "clip")
+        except BaseException as exc:  # handed to the signing thread below
+            outcome["error"] = exc
+        finally:
+            source.close()  # c2pa, if still writing, fails at once (EPIPE), never waits
+
+    thread = threading.Thread(target=encrypt, name="clip-encrypt", daemon=True)
+    thread.start()
+    try:
+        with open(write_end, "wb", buffering=1024 * 1024) as pipe:
+            store = sign_clip(plain, Sink(pipe), definition, signer)
+    except BaseException:
+        thread.join()
+        if "error" in outcome:  # the encryption failed first: that is the cause
+            raise outcome["error"] from None
+        raise
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return store, reader, outcome["cipher"]

@@ -305,7 +305,7 @@ def test_a_flipped_byte_or_a_cut_clip_fails(world: World, tmp_path: Path) -> Non
     max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(where=st.floats(min_value=0, max_value=1, exclude_max=True), bit=st.integers(0, 7))
-def test_any_flipped_bit_after_ftyp_breaks_the_credentials(
+def test_any_flipped_bit_after_ftyp_breaks_the_credentials_or_their_named_hash(
     world: World, tmp_path: Path, where: float, bit: int
 ) -> None:
     data = bytearray(world.anonymous.clip.read_bytes())
@@ -314,7 +314,13 @@ def test_any_flipped_bit_after_ftyp_breaks_the_credentials(
     data[at] ^= 1 << bit
     changed = tmp_path / "changed.mp4"
     changed.write_bytes(bytes(data))
-    assert read_credentials(changed).verdict in (INVALID, NONE)
+    found = read_credentials(changed)
+    # the Reader fails it, or (a bit in the padding that the manifest store reserves for
+    # its signature, which no signature covers) the store is no longer the one the share's
+    # manifest names in c2pa.sha256, which the verifier checks (c2pa_matches)
+    assert found.verdict in (INVALID, NONE) or (
+        found.store_sha256 != world.anonymous.manifest["c2pa"]["sha256"]
+    )
 
 
 # ---- what the clip holds and says -----------------------------------------------------
@@ -515,3 +521,105 @@ def test_a_hostile_c2pa_box_is_a_verdict_not_a_crash(
     clip = tmp_path / "hostile.mp4"
     clip.write_bytes(data)
     assert read_credentials(clip).verdict in (INVALID, NONE)
+
+
+# ---- the signed clip streamed, and the file it falls back to ------------------------------
+
+
+def test_c2pa_writes_the_signed_clip_front_to_back_as_the_sink_assumes(
+    world: World, tmp_path: Path
+) -> None:
+    """Signed into a file, the clip is `ftyp`, the C2PA box, then the export's bytes
+    unchanged: what lets the share stream it (sync.credentials.Sink)."""
+    from recorder.export import export_clip
+    from sync.credentials import clip_definition, sign_clip
+
+    plain = tmp_path / "plain.mp4"
+    clip = export_clip(world.root, world.named.window, plain)
+    definition = clip_definition(
+        title="t.mp4",
+        software="doorbell test",
+        window_approved=world.named.window,
+        first_frame_ms=clip.first_frame_ms,
+        last_frame_ms=clip.last_frame_ms,
+        frames=clip.frames,
+        head_reencoded=clip.head_reencoded,
+        synchronized=True,
+        consent_method="app",
+    )
+    signed = tmp_path / "signed.mp4"
+    store = sign_clip(plain, signed, definition, world.identity.clip_signer)  # type: ignore[arg-type]
+    before, after = plain.read_bytes(), signed.read_bytes()
+    ftyp = int.from_bytes(before[:4], "big")
+    box = int.from_bytes(after[ftyp : ftyp + 4], "big")
+    assert after[:ftyp] == before[:ftyp] and after[ftyp + 4 : ftyp + 8] == b"uuid"
+    assert after[ftyp + box :] == before[ftyp:]
+    assert store in after[ftyp : ftyp + box]
+
+
+def test_a_sink_refuses_to_write_anywhere_but_at_the_end() -> None:
+    import io
+
+    from sync.credentials import Sink
+
+    out = io.BytesIO()
+    sink = Sink(out)
+    assert sink.write(b"abc") == 3 and sink.write(memoryview(b"de")) == 2
+    assert sink.seek(0) == 0 and sink.tell() == 0  # c2pa's last seek: harmless
+    assert sink.seek(0, io.SEEK_END) == 5
+    sink.seek(1)
+    with pytest.raises(OSError):
+        sink.write(b"x")
+    assert sink.out_of_order and out.getvalue() == b"abcde"
+    with pytest.raises(OSError):
+        Sink(io.BytesIO()).read(1)
+
+
+def test_a_c2pa_that_writes_out_of_order_falls_back_to_a_file(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should a later c2pa write the signed clip out of order, the share is signed into
+    a file and encrypted from it: still whole, still verified, nothing left behind."""
+    import sync.share
+    from sync.credentials import Sink
+    from sync.share import build_share
+
+    class Unordered(Sink):  # c2pa as it would be: a write before the end, late in the clip
+        writes = 0
+
+        def write(self, data: Any) -> int:
+            Unordered.writes += 1
+            if Unordered.writes == 40:
+                self.seek(-1, 1)
+            return super().write(data)
+
+    monkeypatch.setattr(sync.share, "Sink", Unordered)
+    rfa = make_rfa(
+        world.agency, upload_url="https://uploads.example.gov/files/", window=world.named.window,
+        now_ms=world.named.window.end_ms,
+    )  # fmt: skip
+    decision = make_decision(rfa, named=True, now_ms=rfa.window.end_ms, window=rfa.window)
+    out = tmp_path / "out"
+    built = build_share(
+        rfa=rfa,
+        decision=decision,
+        buffer_root=world.root,
+        clip_path=out / "c.mp4.age",
+        manifest_path=out / "m.json.age",
+        device_key=world.identity.signing,
+        device_id=DEVICE_ID,
+        clip_signer=world.identity.clip_signer,
+        contact=CONTACT,
+        now_ms=rfa.window.end_ms,
+    )
+    assert Unordered.writes >= 40  # the streamed attempt was made and refused
+    assert sorted(p.name for p in out.iterdir()) == ["c.mp4.age", "m.json.age"]
+    report = verify_share(
+        built.manifest_path,
+        built.clip_path,
+        identity=world.agency.identity,
+        agency_keys=[world.agency.signing.public],
+        c2pa_anchors=world.authority_pem,
+        workdir=tmp_path,
+    )
+    assert report.ok and report.credentials == TRUSTED, report.render()
