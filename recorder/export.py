@@ -22,6 +22,7 @@ import io
 import logging
 import os
 import threading
+from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -345,7 +346,10 @@ def _window_text(window: Window) -> str:
     return f"{format_time(window.start_ms)} and {format_time(window.end_ms)}"
 
 
-PREFETCH_BYTES = 64 * 1024 * 1024
+# What is read ahead while the head is re-encoded: more than a Pi's SD card delivers in
+# the second that takes, and little beside a share build's memory goal (100 MiB, which
+# 64 MiB of samples held here would have taken most of, bench/c2pa.py).
+PREFETCH_BYTES = 16 * 1024 * 1024
 
 # The clip is a fragmented MP4: the stream headers (`moov`, with no samples) first, then
 # fragments of at least FRAGMENT_SECONDS, each starting on a keyframe and carrying its
@@ -374,7 +378,7 @@ def _write_clip(
 
     total = sum(len(p.frames) for p in parts)
     # All capture times of the clip, in order, to give every sample its true duration.
-    times: list[int] = []
+    times = array("q")  # 8 bytes a frame: a 12-hour clip has 648,000
     for p in parts:
         times.extend(p.table.times[p.frames.start : p.frames.stop])
     t0, t_last = times[0], times[-1]
