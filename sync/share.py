@@ -300,9 +300,9 @@ def _credentials(
     size). An anonymous share's signer is made here for it alone.
 
     The signed clip streams from c2pa straight into the hash and the encryption
-    (sync.credentials.Sink), which run on a thread of their own while c2pa hashes the
-    source: it is never written to disk in the clear, and the two hashes share the
-    cores. Should c2pa ever write out of order, the clip is signed into `signed` and
+    (sync.credentials.Sink), which run on a thread of their own while c2pa writes it
+    out (having hashed the source first): it is never written to disk in the clear, nor
+    read back. Should c2pa ever write out of order, the clip is signed into `signed` and
     encrypted from there."""
     if decision.share_contact:
         assert device_signer is not None
