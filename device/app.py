@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from device.audit import AuditLog
+from device.bell import Bell, Rings
 from device.cli import buffer_status
 from device.commands import ControlCommands
 from device.console import CONSOLE_COMMANDS, ConsoleService, console_command
@@ -25,10 +26,10 @@ from device.flow import RequestFlow
 from device.identity import DeviceIdentity, load_device_identity
 from device.intake import Intake
 from device.notify import SystemdNotifier
+from device.nudge import NudgeChannel, NudgeScheduler, WebhookChannel
 from device.owner_channel import OwnerChannel
 from device.panel import Panel
 from device.paths import StatePaths
-from device.settings import camera_settings, storage_settings
 from device.state import StateStore
 from device.supervisor import RestartBudget, Supervisor
 from firmware_config import Config
@@ -51,7 +52,6 @@ from sync.models import ConsentMethod
 from sync.mqtt import MqttLink
 from sync.outbox import Outbox
 from sync.rfa import DeviceFacts, TrustedAgencyKey
-from sync.settings import ShareSettings
 from sync.uploader import ShareWorker
 
 logger = logging.getLogger(__name__)
@@ -98,6 +98,11 @@ class Doorbell:
         self.mqtt: MqttLink
         self.owner_channel: OwnerChannel
         self.panel: Panel | None = None
+        # Rings are heard here whether or not a bell is wired, so listeners (Home
+        # Assistant) subscribe once; the bell, when configured, announces them.
+        self.rings = Rings()
+        self.bell: Bell | None = None
+        self.nudge: NudgeScheduler | None = None
         self.control: ControlServer
         self.console: ConsoleService | None = None
 
@@ -167,8 +172,10 @@ class Doorbell:
         self.start_mqtt()
         self.start_owner_channel()
         self.start_panel()
+        self.start_bell()
         self.start_control()
         self.start_console()
+        self.start_nudge()
         self.start_housekeeping()
         self.wait_for_first_frame()
         self.notifier.ready(self.status_line())
@@ -202,8 +209,8 @@ class Doorbell:
 
     def start_recorder(self) -> None:
         self.recorder = RecorderProcess(
-            camera=camera_settings(self.config),
-            storage=storage_settings(self.config),
+            camera=self.config.camera,
+            storage=self.config.storage,
             clock=self.hooks.clock,
             free_space=self.hooks.free_space,
         )
@@ -251,12 +258,7 @@ class Doorbell:
             identity=self.identity,
             contact=self.named_share_contact(),
             clock=self.hooks.clock,
-            settings=ShareSettings(
-                chunk_bytes=self.config.share.chunk_bytes,
-                bandwidth_bytes_per_s=self.config.share.bandwidth_bytes_per_s,
-                max_attempts=self.config.share.max_attempts,
-                allow_plain_http_loopback=self.config.rfa.allow_plain_http_loopback,
-            ),
+            settings=self.config.share,
             on_state=self.flow.on_share_state,
             stop=self.stop_event,
         )
@@ -323,11 +325,25 @@ class Doorbell:
                 rfa_id,
                 approve=approve,
                 method=ConsentMethod.BUTTON,
-                share_contact=owner.share_contact_by_default,
             ),
             stop=self.stop_event,
         )
         self.supervisor.start("panel", self.panel.run)
+
+    def start_bell(self) -> None:
+        """The porch bell and its chime (off unless bell.button_pin or chime_pin). A ring
+        is an event for `self.rings`' listeners, never a decision."""
+        settings = self.config.bell
+        if settings.button_pin is None and settings.chime_pin is None:
+            return
+        self.bell = Bell(
+            settings,
+            rings=self.rings,
+            pin_factory=self.hooks.pin_factory,
+            wall_ms=self.hooks.clock.wall_ms,
+            stop=self.stop_event,
+        )
+        self.supervisor.start("bell", self.bell.run)
 
     def named_share_contact(self) -> dict[str, Any]:
         """What a named share tells the agency besides the device id (sync.share)."""
@@ -378,6 +394,40 @@ class Doorbell:
         )
         self._on_stop(self.console.stop)
         self.console.start()
+
+    def nudge_channels(self) -> list[tuple[str, NudgeChannel]]:
+        """The channels the owner enabled (none by default: no nudge)."""
+        channels: list[tuple[str, NudgeChannel]] = []
+        webhook = self.config.nudge.webhook
+        if webhook is not None:
+            console_url = None if self.console is None else self.console.info()["url"]
+            channel = WebhookChannel(webhook, console_url=console_url)
+            self._on_stop(channel.close)
+            channels.append(("webhook", channel))
+        return channels
+
+    def waiting_for_owner(self) -> set[str]:
+        """One key per thing that waits for the owner: a pending request, a failed share
+        (which the owner may retry). Only new keys cause a nudge."""
+        waiting = {f"request:{p.rfa.id}" for p in self.flow.pending()}
+        for share in self.outbox.shares(self.hooks.clock.wall_ms()):
+            if share["state"] == wire.ShareState.FAILED:
+                waiting.add(f"share:{share['rfa_id']}")
+        return waiting
+
+    def start_nudge(self) -> None:
+        """The content-free nudge to the owner's phone, on the grid (device/nudge.py)."""
+        channels = self.nudge_channels()
+        if not channels:
+            return
+        self.nudge = NudgeScheduler(
+            every_minutes=self.config.nudge.every_minutes,
+            channels=channels,
+            waiting=self.waiting_for_owner,
+            wall_ms=self.hooks.clock.wall_ms,
+            stop=self.stop_event,
+        )
+        self.supervisor.start("nudge", self.nudge.run)
 
     def start_housekeeping(self) -> None:
         self.supervisor.start("housekeeping", self.housekeeping)
@@ -445,6 +495,8 @@ class Doorbell:
             }
         )
         info.update(buffer_status(self.paths.buffer_dir))
+        info["bell"] = self.rings.status(wired=self.bell is not None)
+        info["nudge"] = None if self.nudge is None else self.nudge.status()
         if self.console is not None:
             info["console"] = self.console.info()
         return info

@@ -25,7 +25,6 @@ from device.console.tls import spaced_fingerprint
 from device.control import DaemonNotRunning, control_request
 from device.identity import read_device_identity
 from device.paths import StatePaths
-from device.settings import camera_settings, storage_settings
 from device.share_summary import render_summary
 from firmware_config import Config, load_config
 from foundation.arguments import time_arg
@@ -259,6 +258,12 @@ def render_status(status: dict[str, Any]) -> str:
         lines.append("requests      accepted (`doorbellctl pause` refuses new ones)")
     if "shares_in_flight" in status:
         lines.append(f"shares        {status['shares_in_flight']} in flight")
+    bell = status.get("bell") or {}
+    if bell.get("wired"):
+        last = f", the last at {bell['last_ring']}" if bell.get("last_ring") else ""
+        lines.append(f"porch bell    {bell.get('rings', 0)} ring(s) since the start{last}")
+    if "nudge" in status:
+        lines.append(f"nudge         {render_nudge(status['nudge'])}")
     if "console" in status:
         console = status["console"]
         which = "authority" if console.get("ca_fingerprint") else "certificate"
@@ -271,6 +276,21 @@ def render_status(status: dict[str, Any]) -> str:
         f"recipient     {status.get('recipient')}",
     ]
     return "\n".join(lines)
+
+
+def render_nudge(nudge: dict[str, Any] | None) -> str:
+    """The nudge in plain words: off, or per channel what it sent and whether it fails."""
+    if not nudge:
+        return "off (no channel in nudge:)"
+    parts = []
+    for name, channel in sorted((nudge.get("channels") or {}).items()):
+        said = f"{name} {channel.get('sent', 0)} sent"
+        if channel.get("failing"):
+            said += f", FAILING ({channel.get('last_error')})"
+        parts.append(said)
+    every = f"{nudge.get('every_minutes', 0):g}"
+    waiting = "; one is due at the next slot" if nudge.get("waiting") else ""
+    return f"every {every} min: " + "; ".join(parts) + waiting
 
 
 def render_clock(status: dict[str, Any]) -> str:
@@ -583,8 +603,8 @@ def _clip(config: Config, args: argparse.Namespace) -> int:
 
 def _record(config: Config, args: argparse.Namespace) -> int:
     summary = record(
-        camera=camera_settings(config),
-        storage=storage_settings(config),
+        camera=config.camera,
+        storage=config.storage,
         seconds=args.seconds,
         fast=args.fast,
         clock=SystemClock(),

@@ -39,6 +39,51 @@ def _readable(key: str, path: Path | None) -> list[str]:
     return []
 
 
+# Every GPIO the daemon drives or reads, by its config key: no two may share a pin.
+def _pins(config: Config) -> list[tuple[str, int | str]]:
+    keys = (
+        ("owner.button_pin", config.owner.button_pin),
+        ("owner.led_pin", config.owner.led_pin),
+        ("bell.button_pin", config.bell.button_pin),
+        ("bell.chime_pin", config.bell.chime_pin),
+    )
+    return [(key, pin) for key, pin in keys if pin is not None]
+
+
+def _gpio_name(pin: int | str) -> str:
+    """The pin's GPIO name ("GPIO17") whichever way it is written (17, "GPIO17",
+    "BCM17", "BOARD11", "J8:11"), as gpiozero reads it on the 40-pin header every Pi
+    since the B+ shares; the text itself when gpiozero is absent or does not know it."""
+    try:
+        from gpiozero.pins.pi import PiBoardInfo  # optional: only a Pi with pins needs it
+
+        header = PiBoardInfo.from_revision(0xD04170)  # a Pi 5: the same 40-pin header
+        found = {info.name for _header, info in header.find_pin(pin)}
+    except Exception:  # no gpiozero, or a name it cannot parse
+        found = set()
+    if len(found) == 1:
+        return found.pop()
+    text = str(pin).strip().upper()
+    return f"GPIO{int(text)}" if text.isdigit() else text
+
+
+def pin_clashes(config: Config) -> list[str]:
+    """One problem per pin given to two keys. The indoor approval button on the porch
+    bell's pin would let a visitor approve a share."""
+    problems = []
+    seen: dict[str, str] = {}
+    for key, pin in _pins(config):
+        name = _gpio_name(pin)
+        if name in seen:
+            why = ""
+            if {seen[name], key} == {"owner.button_pin", "bell.button_pin"}:
+                why = " (a visitor pressing the bell would approve a share)"
+            problems.append(f"{key}: {pin} is {name}, already {seen[name]}; use another pin{why}")
+        else:
+            seen[name] = key
+    return problems
+
+
 def check_start(config: Config) -> StartCheck:
     problems: list[str] = []
     warnings: list[str] = []
@@ -54,6 +99,17 @@ def check_start(config: Config) -> StartCheck:
     problems += _readable("mqtt.ca_file", mqtt.ca_file)
     problems += _readable("mqtt.cert_file", mqtt.cert_file)
     problems += _readable("mqtt.key_file", mqtt.key_file)
+
+    problems += pin_clashes(config)
+    webhook = config.nudge.webhook
+    if webhook is not None:
+        problems += _readable("nudge.webhook.token_file", webhook.token_file)
+        host = urlsplit(webhook.url).hostname or ""
+        if urlsplit(webhook.url).scheme == "http" and host not in ("localhost", "127.0.0.1", "::1"):
+            warnings.append(
+                f"nudge.webhook.url: plain http to {host}: anyone on the way sees that a "
+                "nudge went out" + (" and reads the token" if webhook.token_file else "")
+            )
 
     socket_dir = config.control.socket.parent
     if not socket_dir.is_dir():

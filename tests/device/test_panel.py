@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 
 import pytest
-from gpiozero.pins.mock import MockFactory
 
 from device.panel import (
     Approve,
@@ -16,25 +15,11 @@ from device.panel import (
     button_action,
     light_pattern,
 )
+from tests.fixtures.pins import SteppedFactory, wait_until
 
 A = "0b8e6c2e-3f0f-4b8e-9d3c-8e5a4f1d2c3b"
 B = "7d1f0e2a-1111-4b8e-9d3c-8e5a4f1d2c3b"
 BUTTON, LIGHT = 17, 27
-
-
-class SteppedFactory(MockFactory):
-    """Mock pins whose factory clock the test moves (gpiozero measures time through the
-    factory's ticks)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.now = 1000.0
-
-    def ticks(self) -> float:  # type: ignore[override]
-        return self.now
-
-    def ticks_diff(self, later: float, earlier: float) -> float:  # type: ignore[override]
-        return later - earlier
 
 
 # ------------------------------------------------------------------ the pure decision
@@ -158,15 +143,6 @@ def test_a_failing_decision_does_not_break_the_button(rig, caplog):
     press(factory, 0.4)
     assert calls == [A, A]
     assert "failed" in caplog.text
-
-
-def wait_until(predicate, *, tries: int = 500) -> bool:
-    pause = threading.Event()
-    for _ in range(tries):
-        if predicate():
-            return True
-        pause.wait(0.01)
-    return False
 
 
 def wait_for_toggles(pin, count: int, *, tries: int = 500) -> bool:
