@@ -39,7 +39,7 @@ import datetime as dt
 import hashlib
 import io
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +84,7 @@ class ClipSigner:
     and its private key (PKCS#8 PEM). `authority_pem` is the root an agency trusts."""
 
     chain_pem: bytes
-    key_pem: bytes
+    key_pem: bytes = field(repr=False)
     authority_pem: bytes
 
     def __repr__(self) -> str:  # never the key
