@@ -47,6 +47,10 @@ BENCHMARKS = {
     "flood": Benchmark(quick="--messages 4000", smoke="--messages 300 --genuine 3"),
     "upload": Benchmark(quick="--mb 128", smoke="--mb 4 --runs 2"),
     "share": Benchmark(quick="--minutes 5 --rss-mb 256", smoke="--minutes 0.1 --rss-mb 4"),
+    "c2pa": Benchmark(
+        quick="--record-minutes 2 --hours 1 --runs 2",
+        smoke="--record-minutes 0.1 --hours 0.02 --runs 1",
+    ),
     "console": Benchmark(
         quick="--base-minutes 1 --hours 12 --window-hours 4 --runs 2",
         smoke="--base-minutes 0.25 --hours 0.5 --window-hours 0.2 --runs 1",
@@ -98,7 +102,17 @@ def run(name: str, size: Size, cwd: Path | None = None) -> tuple[bool, str]:
 
 # What every benchmark imports besides the standard library: the project's own
 # dependencies and the test extra's (make venv installs both).
-NEEDS = ("av", "numpy", "paho", "pyrage", "rfc8785", "cryptography", "psutil", "tuspyserver")
+NEEDS = (
+    "av",
+    "c2pa",
+    "numpy",
+    "paho",
+    "pyrage",
+    "rfc8785",
+    "cryptography",
+    "psutil",
+    "tuspyserver",
+)
 
 
 def missing(modules: tuple[str, ...] = NEEDS) -> list[str]:

@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from pyrage import x25519
 
@@ -64,9 +65,13 @@ def record(root: Path, minutes: float) -> tuple[int, int]:
     return span
 
 
-def ours(root: Path, window: Window, out: Path, agency: AgencyKeys) -> tuple[float, int]:
+def ours(
+    root: Path, window: Window, out: Path, agency: AgencyKeys, signer: Any = None
+) -> tuple[float, int]:
     """Build a named share, approved at the button, of a real signed request (the
-    manifest embeds the request's envelope, which must parse)."""
+    manifest embeds the request's envelope, which must parse); `signer`: the device's
+    C2PA signer (default: one made here)."""
+    from sync.credentials import new_device_signer
     from sync.keys import SigningKey
     from sync.models import ConsentMethod
     from sync.share import build_share
@@ -76,6 +81,7 @@ def ours(root: Path, window: Window, out: Path, agency: AgencyKeys) -> tuple[flo
         agency, upload_url="https://uploads.example.gov/files/", window=window, now_ms=window.end_ms
     )
     decision = make_decision(rfa, named=True, now_ms=window.end_ms, method=ConsentMethod.BUTTON)
+    signer = signer or new_device_signer("bench")
     start = time.perf_counter()
     built = build_share(
         rfa=rfa,
@@ -85,6 +91,7 @@ def ours(root: Path, window: Window, out: Path, agency: AgencyKeys) -> tuple[flo
         manifest_path=out / "manifest.json.age",
         device_key=SigningKey.generate(),
         device_id="bench",
+        clip_signer=signer,
         contact=CONTACT,
         now_ms=window.end_ms,
     )

@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pyrage
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from pyrage import x25519
 
 from cloud.broker import Outgoing, publish_messages
@@ -319,6 +321,7 @@ def _cmd_verify(args: argparse.Namespace, say: _Printer) -> int:
     if not agency_keys:
         raise UsageError("give the agency's signing key (--key FILE or --trust-key B64)")
     owner_keys = [public_key_from_b64(text) for text in args.owner_key or ()]
+    anchors = _c2pa_authorities(args.c2pa_authority or ())
     if args.storage is not None:
         if args.objects:
             raise UsageError("give --storage DIR or the two objects, not both")
@@ -339,10 +342,32 @@ def _cmd_verify(args: argparse.Namespace, say: _Printer) -> int:
             agency_keys=agency_keys,
             owner_keys=owner_keys,
             stamps=not args.no_stamps,
+            c2pa_anchors=anchors,
         )
         say(report.render())
         all_ok = all_ok and report.ok
     return ExitCode.OK if all_ok else ExitCode.REFUSED
+
+
+def _c2pa_authorities(files: Sequence[str]) -> str | None:
+    """The PEM certificates of the C2PA authorities given with --c2pa-authority, checked
+    to be certificates (PEM or DER), as one PEM text; None when none was given."""
+    pems = []
+    for name in files:
+        try:
+            data = Path(name).read_bytes()
+        except OSError as exc:
+            raise UsageError(f"--c2pa-authority {name}: {exc.strerror}") from exc
+        try:
+            certs = (
+                x509.load_pem_x509_certificates(data)
+                if b"-----BEGIN" in data
+                else [x509.load_der_x509_certificate(data)]
+            )
+        except ValueError as exc:
+            raise UsageError(f"--c2pa-authority {name}: not a certificate (PEM or DER)") from exc
+        pems += [c.public_bytes(serialization.Encoding.PEM).decode() for c in certs]
+    return "".join(pems) or None
 
 
 def _manifest_first(a: Path, b: Path, identity: x25519.Identity) -> tuple[Path, Path]:
@@ -409,6 +434,13 @@ def _parser() -> argparse.ArgumentParser:
         "--owner-key", action="append", help="owner public key (base64url) to check the decision"
     )
     ver.add_argument("--no-stamps", action="store_true", help="real camera: no time stamps")
+    ver.add_argument(
+        "--c2pa-authority",
+        action="append",
+        metavar="CERT",
+        help="a device's C2PA authority certificate (from its owner: doorbellctl "
+        "c2pa-authority); a named share signed under it reads Trusted",
+    )
     ver.add_argument(
         "--storage",
         metavar="DIR",

@@ -197,6 +197,11 @@ def _tell(story: Story, started: contextlib.ExitStack, footage_s: float) -> bool
     story.show_command("doorbellctl", f"--config={config}", "pair")
     pairing = daemon.ctl("pair").stdout
     story.run("doorbell-owner", f"--home={owner_home}", "pair", "--from-json=-", stdin=pairing)
+    # the owner gives the agency the device's C2PA authority once (docs/c2pa.md): its
+    # named shares' Content Credentials then read "Trusted"
+    authority = agency_dir / "doorbell-c2pa-authority.pem"
+    story.show_command("doorbellctl", f"--config={config}", "c2pa-authority", f"--out={authority}")
+    daemon.ctl("c2pa-authority", f"--out={authority}")
 
     story.step("The agency publishes a signed Request for Assistance")
     start, end = t0 + 1000, t0 + int(footage_s * 1000) - 2000
@@ -247,6 +252,7 @@ def _tell(story: Story, started: contextlib.ExitStack, footage_s: float) -> bool
         f"--identity={agency_dir / 'agency-age.txt'}",
         f"--key={agency_dir / 'agency-signing.pem'}",
         f"--owner-key={owner_public['public_key']}",
+        f"--c2pa-authority={authority}",
         f"--storage={uploads.storage}", f"--rfa={rfa_id}",
     )  # fmt: skip
     story.show_command(*verify)

@@ -15,6 +15,11 @@ name that the report and the exit status carry:
   and, when the owner's public key is known, its signature;
 - window_approved lies inside window_requested;
 - the clip's SHA-256, size, codec, picture size and frame rate;
+- the clip's C2PA Content Credentials (cloud/credentials.py), when the manifest records
+  them: c2pa's Reader finds them intact and matching the clip ("Trusted" when the
+  agency gave the device's C2PA authority, else "Valid, untrusted", which an anonymous
+  share always is), their store is the one the manifest's `c2pa.sha256` names, and what
+  they state (frames, times, window, consent method) is what the manifest states;
 - every frame decoded with PyAV: its capture time (the synthetic camera's stamp,
   protocol.md §8, unless `stamps=False`) inside window_approved, `first_frame_at + pts`
   equal to it to the millisecond, the count, the first and last frame times.
@@ -40,6 +45,7 @@ import pyrage
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pyrage import x25519
 
+from cloud.credentials import NONE, TRUSTED, UNTRUSTED, Credentials, read_credentials
 from foundation.errors import DoorbellError, TimeFormatError
 from foundation.times import Window, format_time, parse_time
 from foundation.wire import read_capture_ms
@@ -79,6 +85,8 @@ class Report:
     last_frame_ms: int | None = None
     frames: int | None = None
     decision_signature: str = "none"  # "verified", "unchecked (owner key unknown)", "none"
+    credentials: str | None = None  # the C2PA verdict: Trusted, Valid, untrusted, Invalid, none
+    credentials_signer: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -112,6 +120,9 @@ class Report:
                 + ("synchronized" if self.synchronized else "NOT synchronized (times uncertain)")
             )
         lines.append(f"  decision:  signature {self.decision_signature}")
+        if self.credentials is not None:
+            by = f" (signed by {self.credentials_signer})" if self.credentials_signer else ""
+            lines.append(f"  c2pa:      {self.credentials}{by}")
         for check in self.checks:
             mark = "ok  " if check.ok else "FAIL"
             lines.append(f"  [{mark}] {check.name}" + (f": {check.detail}" if check.detail else ""))
@@ -249,6 +260,7 @@ class _Manifest:
     contact: Any
     has_device_id: bool
     created_at: Any = None
+    c2pa_sha256: str | None = None  # None: a device before Content Credentials
 
 
 def _parse_manifest(doc: dict[str, Any], run: _Run) -> _Manifest:
@@ -268,6 +280,9 @@ def _parse_manifest(doc: dict[str, Any], run: _Run) -> _Manifest:
         fps = clip.get("fps")
         if isinstance(fps, bool) or not isinstance(fps, int | float) or not math.isfinite(fps):
             raise _Shape("clip.fps must be a number")
+        c2pa_sha256 = None
+        if "c2pa" in doc:
+            c2pa_sha256 = _str(_obj(doc, "c2pa"), "sha256").lower()
         clock = _obj(doc, "clock")
         if not isinstance(clock.get("synchronized"), bool):
             raise _Shape("clock.synchronized must be true or false")
@@ -295,6 +310,7 @@ def _parse_manifest(doc: dict[str, Any], run: _Run) -> _Manifest:
             contact=doc.get("contact"),
             has_device_id="device_id" in doc,
             created_at=doc.get("created_at"),
+            c2pa_sha256=c2pa_sha256,
         )
     except _Shape as exc:
         raise run.abort("manifest_shape", str(exc)) from exc
@@ -461,6 +477,47 @@ def _check_clip_bytes(m: _Manifest, clip: Path, run: _Run) -> None:
     run.expect("clip_bytes", size == m.bytes, f"the clip is {size} bytes, manifest says {m.bytes}")
 
 
+def _check_credentials(m: _Manifest, clip: Path, anchors: str | None, run: _Run) -> None:
+    """The clip's Content Credentials, when the (signed) manifest says it carries them."""
+    if m.c2pa_sha256 is None:
+        run.facts.update(credentials=NONE)
+        run.passed("c2pa", "none: the manifest records no Content Credentials (an older device)")
+        return
+    found = read_credentials(clip, anchors=anchors)
+    run.facts.update(credentials=found.verdict, credentials_signer=found.signer)
+    if found.verdict == TRUSTED and m.anonymous:
+        # a one-time authority is nobody's: chaining to a given one links the share
+        run.fail("c2pa", "an anonymous share's credentials chain to the given authority")
+    elif found.verdict == UNTRUSTED and anchors and not m.anonymous:
+        run.fail("c2pa", "not signed under the given C2PA authority: " + "; ".join(found.failures))
+    elif found.verdict not in (TRUSTED, UNTRUSTED):
+        detail = "; ".join(found.failures) or "the clip carries no Content Credentials"
+        run.fail("c2pa", f"{found.verdict}: {detail}")
+        return
+    else:
+        run.passed("c2pa", found.verdict + ("" if anchors else " (no --c2pa-authority given)"))
+    run.expect("c2pa_matches", *_credentials_match(m, found))
+
+
+def _credentials_match(m: _Manifest, found: Credentials) -> tuple[bool, str]:
+    """Whether the credentials are the ones the manifest names and state what it does."""
+    problems = []
+    if found.store_sha256 != m.c2pa_sha256:
+        problems.append("the manifest store's SHA-256 differs from c2pa.sha256")
+    capture, consent = found.capture, found.consent
+    expected = {
+        "frames": m.frames,
+        "first_frame_at": format_time(m.first_frame_ms),
+        "last_frame_at": format_time(m.last_frame_ms),
+        "window_approved": m.window_approved.to_json(),
+        "clock_synchronized": m.synchronized,
+    }
+    problems += [f"{key} differs" for key, value in expected.items() if capture.get(key) != value]
+    if consent.get("method") != m.consent.get("method"):
+        problems.append("the consent method differs")
+    return not problems, "; ".join(problems)
+
+
 def _check_frames(m: _Manifest, clip: Path, stamps: bool, run: _Run) -> None:
     import av  # PyAV is heavy to load: only code that codes frames pays for it
 
@@ -558,12 +615,15 @@ def verify_share(
     owner_keys: Sequence[Ed25519PublicKey] = (),
     stamps: bool = True,
     workdir: Path | None = None,
+    c2pa_anchors: str | None = None,
 ) -> Report:
     """Decrypt and check a share; never raises for a bad share, the report says what failed.
 
     `agency_keys` are the agency's own signing public keys (the embedded request must be
     signed by one); `owner_keys`, if known, let the owner's decision signature be checked.
     `stamps=False` for real cameras, whose frames carry no capture-time stamp.
+    `c2pa_anchors`: PEM certificates of C2PA authorities to trust (a named share's
+    device authority), under which its Content Credentials read "Trusted".
     """
     run = _Run()
     decision_signature = "none"
@@ -583,6 +643,7 @@ def verify_share(
             clip = Path(tmp) / "clip.mp4"
             _decrypt_clip(clip_path, identity, clip, run)
             _check_clip_bytes(manifest, clip, run)
+            _check_credentials(manifest, clip, c2pa_anchors, run)
             _check_frames(manifest, clip, stamps, run)
     except _Abort:
         pass

@@ -8,12 +8,16 @@ on the files directly and need no broker and no daemon.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from device.audit import read_entries, render_audit_table, render_report, verify_audit
 from device.console.tls import spaced_fingerprint
@@ -32,6 +36,7 @@ from foundation.times import Window, format_time, parse_time
 from foundation.wire import ShareState
 from recorder.commands import clip, record
 from sync import SOFTWARE_VERSION
+from sync.credentials import AUTHORITY_CERT
 from sync.keys import create_key_pair
 
 if TYPE_CHECKING:
@@ -103,6 +108,12 @@ def _parser() -> argparse.ArgumentParser:
         help="show the QR code of the device's certificate authority, to install once "
         "on a phone (docs/console.md), instead of the console's",
     )
+    c2pa_authority = sub.add_parser(
+        "c2pa-authority",
+        help="the certificate that vouches for your named shares' Content Credentials "
+        "(give it to an agency once: docs/c2pa.md)",
+    )
+    c2pa_authority.add_argument("--out", metavar="FILE", help="write it to FILE (PEM)")
     console_sessions = sub.add_parser(
         "console-sessions", help="the web console's signed-in sessions"
     )
@@ -523,6 +534,31 @@ def _console_code(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _c2pa_authority(config: Config, args: argparse.Namespace) -> int:
+    """The device's C2PA authority certificate (public), read from the state directory."""
+    path = StatePaths.of(config).state_dir / "keys" / AUTHORITY_CERT
+    try:
+        pem = path.read_bytes()
+        der = x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
+    except FileNotFoundError:
+        raise DoorbellError(
+            "the device has no C2PA authority yet: start the daemon once (it makes it on first "
+            "start)"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise DoorbellError(f"cannot read {path}: {exc}") from exc
+    notes = sys.stdout
+    if args.out:
+        Path(args.out).write_bytes(pem)
+        print(f"wrote {args.out}")
+    else:
+        sys.stdout.write(pem.decode("ascii"))
+        notes = sys.stderr  # the PEM alone on stdout, for `> file`
+    print(f"SHA-256 {spaced_fingerprint(hashlib.sha256(der).hexdigest())}", file=notes)
+    print("An agency given this certificate sees your named shares' clips as Trusted.", file=notes)
+    return 0
+
+
 def _console_sessions(config: Config, args: argparse.Namespace) -> int:
     if args.revoke is not None:
         reply = _ask(config, {"cmd": "console-revoke", "id": args.revoke})
@@ -613,6 +649,7 @@ _COMMANDS = {
     "shares": _shares,
     "console-code": _console_code,
     "console-sessions": _console_sessions,
+    "c2pa-authority": _c2pa_authority,
     "audit": _audit,
     "clip": _clip,
     "record": _record,

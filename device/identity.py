@@ -1,5 +1,6 @@
-"""The device's own keys: an Ed25519 signing key and an age identity, made on first start
-and kept 0600 in the state directory. Nothing here is ever logged."""
+"""The device's own keys: an Ed25519 signing key, an age identity and the C2PA signer of
+its named shares' clips (with the authority that issued it, sync/credentials.py), made on
+first start and kept 0600 in the state directory. Nothing here is ever logged."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from pyrage import x25519
 
 from sync import keys
+from sync.credentials import ClipSigner, device_signer
 
 
 @dataclass(frozen=True)
@@ -16,6 +18,7 @@ class DeviceIdentity:
     device_id: str
     signing: keys.SigningKey
     age: x25519.Identity
+    clip_signer: ClipSigner | None = None  # None only where no share is ever built
 
     @property
     def recipient(self) -> str:
@@ -55,4 +58,5 @@ def load_device_identity(state_dir: Path, device_id: str) -> DeviceIdentity:
         device_id=device_id,
         signing=keys.load_or_create_signing_key(folder / "device-signing.pem"),
         age=keys.load_or_create_identity(folder / "device-age.txt"),
+        clip_signer=device_signer(folder, device_id),
     )

@@ -22,6 +22,7 @@ import io
 import logging
 import os
 import threading
+from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -62,6 +63,9 @@ class ClipInfo:
     fps: float
     bytes: int
     synchronized: bool
+    # frames at the head decoded from their keyframe and encoded again, so that the clip
+    # starts at the window's first frame; every later one is the camera's own encoding
+    head_reencoded: int = 0
 
 
 def frames_in(window: Window, frame_times: Sequence[int]) -> range:
@@ -345,6 +349,7 @@ def export_clip(
         fps=first.fps,
         bytes=out.stat().st_size,
         synchronized=all(p.segment.synchronized for p in parts),
+        head_reencoded=info[3],
     )
 
 
@@ -352,7 +357,28 @@ def _window_text(window: Window) -> str:
     return f"{format_time(window.start_ms)} and {format_time(window.end_ms)}"
 
 
-PREFETCH_BYTES = 64 * 1024 * 1024
+# What is read ahead while the head is re-encoded: more than a Pi's SD card delivers in
+# the second that takes, and little beside a share build's memory goal (100 MiB, which
+# 64 MiB of samples held here would have taken most of, bench/c2pa.py).
+PREFETCH_BYTES = 16 * 1024 * 1024
+
+# The clip is a fragmented MP4: the stream headers (`moov`, with no samples) first, then
+# fragments of at least FRAGMENT_SECONDS, each starting on a keyframe and carrying its
+# own sample table. A share's Content Credentials (sync/credentials.py) hash such a
+# file fragment by fragment, which keeps signing a 12-hour clip within a few tens of MB
+# of memory (a plain MP4's one sample table of a million entries is held whole).
+FRAGMENT_SECONDS = 10
+CLIP_OPTIONS = {
+    # skip_trailer: no `mfra` index at the end, a box C2PA leaves out of its hash (only
+    # seeking uses it, and players find the fragments without it)
+    "movflags": "use_metadata_tags+frag_keyframe+empty_moov+default_base_moof+skip_trailer",
+    "min_frag_duration": str(FRAGMENT_SECONDS * 1_000_000),
+    "video_track_timescale": "1000",
+    # pts start at 0 and equal dts: an edit list would say nothing, and FFmpeg 6
+    # (PyAV 12.0) cut the last sample off at its end when the muxer, not the packet,
+    # gave that sample its duration
+    "use_editlist": "0",
+}
 
 
 # ---- the size of the MP4 an export writes, before writing it --------------------------
@@ -472,12 +498,13 @@ class ClipLayout:
 
 def _write_clip(
     root: Path, parts: list[ClipPart], tmp: Path, progress: Progress | None
-) -> tuple[int, int, int]:
+) -> tuple[int, int, int, int]:
+    """(first frame's time, last frame's time, frames, head frames re-encoded)"""
     import av  # PyAV is heavy to load: only code that codes frames pays for it
 
     total = sum(len(p.frames) for p in parts)
     # All capture times of the clip, in order, to give every sample its true duration.
-    times: list[int] = []
+    times = array("q")  # 8 bytes a frame: a 12-hour clip has 648,000
     for p in parts:
         times.extend(p.table.times[p.frames.start : p.frames.stop])
     t0, t_last = times[0], times[-1]
@@ -515,14 +542,7 @@ def _write_clip(
                 str(tmp),
                 "w",
                 format="mp4",
-                options={
-                    "movflags": "use_metadata_tags",
-                    "video_track_timescale": "1000",
-                    # pts start at 0 and equal dts: an edit list would say nothing, and
-                    # FFmpeg 6 (PyAV 12.0) cut the last sample off at its end when the
-                    # muxer, not the packet, gave that sample its duration
-                    "use_editlist": "0",
-                },
+                options=dict(CLIP_OPTIONS),
             )
             try:
                 stream = add_stream_from_template(container, template, time_base=MS)
@@ -565,7 +585,7 @@ def _write_clip(
         samples.close()
         if head_job is not None:
             head_job.cancel()
-    return t0, t_last, total
+    return t0, t_last, total, len(head)
 
 
 class _HeadJob:

@@ -261,6 +261,7 @@ class ShareAttempt:
             manifest_path=manifest_path,
             device_key=self._parts.identity.signing,
             device_id=self._parts.identity.device_id,
+            clip_signer=self._parts.identity.clip_signer,
             contact=self._parts.contact,
             # an anonymous manifest's times are its start moment's (sync.share)
             now_ms=now_ms if job.decision.share_contact else max(now_ms, job.starts_at_ms),

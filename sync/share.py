@@ -13,6 +13,11 @@ a window without footage raise `ShareError` with a clear message and leave no fi
 
 Anonymous shares (§6.2) are signed with a one-time key made here and forgotten, and carry
 no device id, decision, owner key id, contact or camera position.
+
+The clip carries C2PA Content Credentials (sync/credentials.py), signed by the device's
+C2PA signer for a named share and by a one-time one for an anonymous share; the manifest
+records the SHA-256 of that manifest store (`c2pa.sha256`). Signing is one more copy of
+the clip, streamed into its hash and encryption: export -> sign -> hash + encrypt.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import io
 import logging
 import os
 import statistics
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +43,15 @@ from foundation.times import format_time
 from recorder.export import ClipInfo, export_clip
 from recorder.timeline import Footage
 from sync import SOFTWARE
+from sync.credentials import (
+    ClipSigner,
+    CredentialsError,
+    OutOfOrder,
+    Sink,
+    clip_definition,
+    one_time_signer,
+    sign_clip,
+)
 from sync.envelope import canonical_envelope, make_envelope, parse_envelope
 from sync.keys import SigningKey, parse_recipient
 from sync.models import ConsentMethod, Decision, Rfa
@@ -134,6 +149,7 @@ def manifest_payload(
     clip: Any,
     clip_sha256: str,
     clip_bytes: int,
+    c2pa_sha256: str,
     signer: SigningKey,
     device_id: str,
     contact: Mapping[str, Any] | None,
@@ -185,6 +201,7 @@ def manifest_payload(
                 "height": int(clip.height),
                 "fps": clip.fps,
             },
+            "c2pa": {"sha256": c2pa_sha256},
             "clock": {"synchronized": bool(clip.synchronized)},
             "consent": {
                 "method": decision.method.value,
@@ -238,6 +255,7 @@ def upload_estimate(
         clip=clip,
         clip_sha256="0" * 64,
         clip_bytes=footage.clip_bytes,
+        c2pa_sha256="0" * 64,
         signer=signer,
         device_id=device,
         contact=contact,
@@ -266,16 +284,22 @@ def build_share(
     device_id: str,
     contact: Mapping[str, Any] | None,
     now_ms: int,
+    clip_signer: ClipSigner | None,
 ) -> BuiltShare:
-    """Export, hash, sign and encrypt one share into `clip_path` / `manifest_path`."""
+    """Export, sign (C2PA), hash, sign (manifest) and encrypt one share into `clip_path` /
+    `manifest_path`. `clip_signer`: the device's C2PA signer, for a named share."""
     if not decision.approve:
         raise ShareError("the request was not approved")
     try:
         recipient = parse_recipient(rfa.recipient)
     except ValueError as exc:
         raise ShareError("bad recipient: not a valid age X25519 recipient") from exc
+    named = decision.share_contact
+    if named and clip_signer is None:
+        raise ShareError("the device has no C2PA signing certificate", permanent=False)
     folder = clip_path.parent
     plain = folder / f".{rfa.id}.mp4.plain"
+    signed = folder / f".{rfa.id}.mp4.signed"
     try:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
@@ -288,19 +312,20 @@ def build_share(
             if isinstance(exc.__cause__, OSError):
                 raise _disk_error(exc.__cause__, "clip") from exc
             raise ShareError(f"cannot cut the clip: {exc}") from exc
-        with plain.open("rb", buffering=1024 * 1024) as handle:
-            reader = _HashingReader(handle)  # type: ignore[arg-type]
-            clip_cipher = _encrypt_to(reader, clip_path, recipient, "clip")
+        store, reader, clip_cipher = _credentials(
+            rfa, decision, clip, plain, signed, clip_signer, clip_path, recipient
+        )
         plain.unlink()
         clip_sha256 = reader.sha256.hexdigest()
 
-        signer = device_key if decision.share_contact else SigningKey.generate()
+        signer = device_key if named else SigningKey.generate()
         payload = manifest_payload(
             rfa=rfa,
             decision=decision,
             clip=clip,
             clip_sha256=clip_sha256,
             clip_bytes=reader.count,
+            c2pa_sha256=hashlib.sha256(store).hexdigest(),
             signer=signer,
             device_id=device_id,
             contact=contact,
@@ -309,7 +334,7 @@ def build_share(
         envelope = make_envelope(payload, signer)
         manifest_cipher = _encrypt_to(io.BytesIO(envelope), manifest_path, recipient, "manifest")
     except BaseException:
-        for leftover in (plain, clip_path, manifest_path):
+        for leftover in (plain, signed, clip_path, manifest_path):
             leftover.unlink(missing_ok=True)
         raise
     logger.info("share %s built: %d frames, %d bytes", shown(rfa.id), clip.frames, reader.count)
@@ -321,3 +346,89 @@ def build_share(
         clip_bytes=clip_cipher,
         clip_sha256=clip_sha256,
     )
+
+
+def _credentials(
+    rfa: Rfa,
+    decision: Decision,
+    clip: Any,
+    plain: Path,
+    signed: Path,
+    device_signer: ClipSigner | None,
+    clip_path: Path,
+    recipient: Any,
+) -> tuple[bytes, _HashingReader, int]:
+    """Sign the exported clip `plain` with Content Credentials, hash it and encrypt it
+    to `clip_path`: (the manifest store, the hash of the signed clip, the ciphertext's
+    size). An anonymous share's signer is made here for it alone.
+
+    The signed clip streams from c2pa straight into the hash and the encryption
+    (sync.credentials.Sink), which run on a thread of their own while c2pa writes it
+    out (having hashed the source first): it is never written to disk in the clear, nor
+    read back. Should c2pa ever write out of order, the clip is signed into `signed` and
+    encrypted from there."""
+    if decision.share_contact:
+        assert device_signer is not None
+        signer = device_signer
+    else:
+        signer = one_time_signer(clip.first_frame_ms)
+    definition = clip_definition(
+        title=f"{rfa.id}.mp4",
+        software=SOFTWARE,
+        window_approved=decision.window,
+        first_frame_ms=clip.first_frame_ms,
+        last_frame_ms=clip.last_frame_ms,
+        frames=clip.frames,
+        head_reencoded=clip.head_reencoded,
+        synchronized=clip.synchronized,
+        consent_method=decision.method.value,
+    )
+    try:
+        try:
+            return _sign_streamed(plain, clip_path, recipient, definition, signer)
+        except OutOfOrder:
+            logger.warning("c2pa wrote the signed clip out of order; signing into a file")
+            clip_path.unlink(missing_ok=True)
+        store = sign_clip(plain, signed, definition, signer)
+        with signed.open("rb", buffering=1024 * 1024) as handle:
+            reader = _HashingReader(handle)  # type: ignore[arg-type]
+            cipher = _encrypt_to(reader, clip_path, recipient, "clip")
+        signed.unlink()
+        return store, reader, cipher
+    except OSError as exc:
+        raise _disk_error(exc, "clip") from exc
+    except CredentialsError as exc:
+        raise ShareError(str(exc), permanent=False) from exc
+
+
+def _sign_streamed(
+    plain: Path, clip_path: Path, recipient: Any, definition: dict[str, Any], signer: ClipSigner
+) -> tuple[bytes, _HashingReader, int]:
+    """c2pa's output into a pipe, read by the hash and the encryption on a thread."""
+    read_end, write_end = os.pipe()
+    source = open(read_end, "rb", buffering=1024 * 1024)  # noqa: SIM115 (the thread closes it)
+    reader = _HashingReader(source)  # type: ignore[arg-type]
+    outcome: dict[str, Any] = {}
+
+    def encrypt() -> None:
+        try:
+            outcome["cipher"] = _encrypt_to(reader, clip_path, recipient, "clip")
+        except BaseException as exc:  # handed to the signing thread below
+            outcome["error"] = exc
+        finally:
+            source.close()  # c2pa, if still writing, fails at once (EPIPE), never waits
+
+    thread = threading.Thread(target=encrypt, name="clip-encrypt", daemon=True)
+    thread.start()
+    try:
+        with open(write_end, "wb", buffering=1024 * 1024) as pipe:
+            store = sign_clip(plain, Sink(pipe), definition, signer)
+    except BaseException:
+        thread.join()
+        if "error" in outcome:  # the encryption failed first: that is the cause
+            raise outcome["error"] from None
+        raise
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return store, reader, outcome["cipher"]

@@ -18,6 +18,10 @@
 #      system's version (pip then picks an opencv-python-headless built for it);
 #   d) python-geohash is pinned to 0.8.5 (a C++ extension that builds with g++): 0.9 has
 #      x86-64 wheels only and its source build needs a Rust toolchain.
+#   e) c2pa-python (Content Credentials on shares) comes as one py3-none wheel per
+#      architecture, manylinux_2_28 for x86_64 and aarch64 (glibc 2.28+: Debian 12 has
+#      2.36), so any Python 3.10+ takes it; there is none for 32-bit ARM, where its
+#      source build would need a Rust toolchain (install-pi.sh wants arm64 anyway).
 # A check at the end refuses the venv if `av` or numpy resolve anywhere but the system
 # (and picamera2 too, where the system has it).
 set -euo pipefail

@@ -44,6 +44,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from foundation.errors import DoorbellError
+from sync.credentials import key_usage, private_key_pem
 from sync.keys import write_secret
 
 logger = logging.getLogger(__name__)
@@ -209,28 +210,6 @@ def load_certificate(
     )
 
 
-def _private_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def _key_usage(*, authority: bool) -> x509.KeyUsage:
-    """An authority signs certificates (and revocation lists) only; the console's
-    certificate signs TLS handshakes (ECDSA) only."""
-    return x509.KeyUsage(
-        digital_signature=not authority,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=authority,
-        crl_sign=authority,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
 def _authority_of(cert_file: Path, cert: x509.Certificate) -> Authority:
     names: set[str] = set()
     with contextlib.suppress(x509.ExtensionNotFound):
@@ -265,7 +244,7 @@ def make_authority(
         .not_valid_before(now - dt.timedelta(days=1))
         .not_valid_after(now + dt.timedelta(days=CA_VALID_DAYS))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_key_usage(authority=True), critical=True)
+        .add_extension(key_usage(authority=True), critical=True)
         .add_extension(
             x509.NameConstraints(permitted_subtrees=permitted, excluded_subtrees=None),
             critical=True,
@@ -273,7 +252,7 @@ def make_authority(
         .add_extension(ski, critical=False)
         .sign(key, hashes.SHA256())
     )
-    write_secret(key_file, _private_pem(key))
+    write_secret(key_file, private_key_pem(key))
     write_secret(cert_file, cert.public_bytes(serialization.Encoding.PEM))
     return _authority_of(cert_file, cert)
 
@@ -320,7 +299,7 @@ def issue_certificate(
         .not_valid_after(start + dt.timedelta(days=LEAF_VALID_DAYS))
         .add_extension(x509.SubjectAlternativeName(alt), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(authority=False), critical=True)
+        .add_extension(key_usage(authority=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(
@@ -328,7 +307,7 @@ def issue_certificate(
         )
         .sign(ca_key, hashes.SHA256())
     )
-    write_secret(key_file, _private_pem(key))
+    write_secret(key_file, private_key_pem(key))
     chain = cert.public_bytes(serialization.Encoding.PEM) + ca_cert.public_bytes(
         serialization.Encoding.PEM
     )

@@ -14,6 +14,7 @@ from cloud.agency import RfaSpec, build_rfa
 from cloud.owner import PairedDevice, decision_payload, seal_decision
 from cloud.verify import verify_share
 from foundation.times import Window
+from sync.credentials import new_device_signer
 from sync.decision import DecisionAccepted, check_decision
 from sync.keys import SigningKey
 from sync.rfa import Accepted, DeviceFacts, TrustedAgencyKey, check_rfa
@@ -97,6 +98,7 @@ def test_agency_owner_and_device_agree_end_to_end(
         manifest_path=outbox / f"{rfa.id}.manifest.json.age",
         device_key=device_key,
         device_id=DEVICE_ID,
+        clip_signer=new_device_signer(DEVICE_ID),
         contact={
             "name": "Sam",
             "email": "s@example.org",

@@ -25,6 +25,7 @@ def test_demo_tells_the_whole_story_and_ends_verified() -> None:
     for step in ("Local services", "Pairing", "Request for Assistance", "approves", "uploads"):
         assert step in out
     assert "share VERIFIED" in out
+    assert "c2pa:      Trusted (signed by Doorbell " in out  # given the device's authority
     assert "sign-in code" in out and "https://127.0.0.1:" in out  # the console
     assert out.rstrip().splitlines()[-1].startswith("share verified")
     assert "100.0 %" in out

@@ -15,6 +15,7 @@ from typing import Any
 
 from device.identity import DeviceIdentity
 from foundation.times import Window, format_time
+from sync.credentials import new_device_signer
 from sync.envelope import canonical_envelope, parse_envelope
 from sync.keys import SigningKey, b64url_decode
 from sync.models import Agency, Area, ConsentMethod, Decision, Investigator, Rfa
@@ -32,7 +33,8 @@ CONTACT = {
 def make_identity(device_id: str = "porch-cam-01") -> DeviceIdentity:
     from pyrage import x25519
 
-    return DeviceIdentity(device_id, SigningKey.generate(), x25519.Identity.generate())
+    signer = new_device_signer(device_id)
+    return DeviceIdentity(device_id, SigningKey.generate(), x25519.Identity.generate(), signer)
 
 
 def make_rfa(

@@ -62,6 +62,7 @@ def build(tmp_path: Path, footage, *, named: bool, window=None, recipient=None, 
         manifest_path=out / "m.json.age",
         device_key=identity.signing,
         device_id=identity.device_id,
+        clip_signer=identity.clip_signer,
         contact=CONTACT,
         now_ms=last + 120_000,
     )
@@ -79,7 +80,7 @@ def test_named_share_decrypts_verifies_and_holds_exactly_the_window(tmp_path: Pa
     assert set(m) == {
         "type", "rfa_id", "case_number", "agency_id", "anonymous", "device_id", "device_key",
         "request", "decision", "window_requested", "window_approved", "first_frame_at",
-        "last_frame_at", "frames", "clip", "clock", "consent", "contact", "created_at",
+        "last_frame_at", "frames", "clip", "c2pa", "clock", "consent", "contact", "created_at",
         "software",
     }  # fmt: skip
     assert m["type"] == "share-manifest" and m["anonymous"] is False
