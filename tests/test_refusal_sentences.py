@@ -25,6 +25,7 @@ REASON_AT: dict[str, int | str] = {
     "Outcome": 3,
     "_count": 1,
     "_refused": 0,
+    "CommandRefused": 0,
 }
 HANGING = re.compile(r"(\b(the|a|an|of|to|and|or|in|inside|is|not)|'s)\.$", re.I)
 
