@@ -146,6 +146,11 @@ def _home_assistant_problems(config: Config) -> list[str]:
     agencies' requests."""
     broker = config.home_assistant.broker
     if broker is None:
+        if config.nudge.home_assistant:
+            return [
+                "nudge.home_assistant: needs home_assistant.enabled (and its url), or the"
+                " nudge has nowhere to go"
+            ]
         return []
     problems: list[str] = []
     try:

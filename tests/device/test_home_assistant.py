@@ -408,3 +408,16 @@ def test_the_check_refuses_the_cloud_broker_for_home_assistant(tmp_path: Path, u
 def test_the_home_broker_on_another_port_is_fine(tmp_path: Path) -> None:
     config = device_config(tmp_path, {"enabled": True, "url": "mqtt://broker.example.org:1883"})
     assert not [p for p in check_start(load_config(config)).problems if "home_assistant" in p]
+
+
+def test_a_nudge_through_home_assistant_needs_home_assistant(tmp_path: Path) -> None:
+    setup = DeviceSetup(
+        root=tmp_path / "device",
+        broker_url="mqtt://broker.example.org:8883",
+        extra={"nudge": {"home_assistant": True}},
+    )
+    problems = check_start(load_config(setup.write())).problems
+    assert [p for p in problems if p.startswith("nudge.home_assistant:")], problems
+    setup.extra["home_assistant"] = {"enabled": True, "url": "mqtt://home.lan"}
+    problems = check_start(load_config(setup.write())).problems
+    assert not [p for p in problems if "nudge" in p], problems
