@@ -510,6 +510,23 @@ class ClipLayout:
         )
 
 
+def tiny_clip(folder: Path) -> Path:
+    """A one-frame clip in `folder`, written with the exports' muxer options: enough for
+    sync/share.py to measure, by signing it, the size of a share's Content Credentials
+    (which depends on what they say and who signs, not on the clip's samples)."""
+    import av
+
+    path = folder / "tiny.mp4"
+    with av.open(str(path), "w", format="mp4", options=dict(CLIP_OPTIONS)) as out:
+        stream: Any = out.add_stream("libx264", rate=1)
+        stream.width = stream.height = 16
+        stream.pix_fmt = "yuv420p"
+        frame = av.VideoFrame.from_ndarray(np.zeros((16, 16, 3), np.uint8), format="rgb24")
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            out.mux(packet)
+    return path
+
+
 def _write_clip(
     root: Path, parts: list[ClipPart], tmp: Path, progress: Progress | None
 ) -> tuple[int, int, int, int]:
