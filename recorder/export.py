@@ -389,7 +389,8 @@ CLIP_OPTIONS = {
 # for each fragment's `trun`, whose per-sample fields are written only when they vary
 # within the fragment (FFmpeg's movenc: a duration, size or flags field for every
 # sample when any sample differs from the fragment's first, or for the flags, its
-# second; else the one `first_sample_flags` when only the first sample's differ).
+# second; else the one `first_sample_flags` when the first sample's differ from the
+# default, which is the second's, or a non-keyframe's in a one-sample fragment).
 # The sizes are FFmpeg's own output, read off exported clips; tests/recorder/
 # test_clip_size.py holds this model to real exports, byte for byte.
 MP4_FIXED_BYTES = (
@@ -488,7 +489,9 @@ class ClipLayout:
         if not self._n:
             return 0
         fields = self._sizes_differ + self._durations_differ + self._flags_differ
-        first_flags = not self._flags_differ and self._second_key not in (None, self._first[2])
+        # the default flags are the second sample's; a lone video sample's, a non-keyframe's
+        default_key = bool(self._second_key)
+        first_flags = not self._flags_differ and self._first[2] != default_key
         return MP4_FRAGMENT_BYTES + 4 * fields * self._n + 4 * first_flags
 
     def _close_fragment(self) -> None:
