@@ -4,8 +4,9 @@ console and `doorbellctl approve` alike.
 `share_summary` is a function of the request, the chosen window, what the buffer holds
 of it (recorder.timeline.Footage, from the index alone) and what a named share adds (the
 configured contact, the camera's position, the device id: sync.share's own keys); its
-size estimate is sync.share's upload_estimate (the MP4, age's overhead, the manifest),
-which encrypts and signs nothing of the owner's.
+size estimate is sync.share's upload_estimate (the MP4, its Content Credentials, age's
+overhead, the manifest), which encrypts and signs nothing of the owner's (the
+credentials' size is measured on a blank one-frame clip with a stand-in signer).
 Its answer is JSON: times are RFC 3339 UTC, each surface shows them in its own local
 time (the browser's, the terminal's). `problem` is set when an approval would send
 nothing (sync.decision.nothing_to_send, the rule the request flow applies): the owner is

@@ -383,15 +383,18 @@ CLIP_OPTIONS = {
 
 # ---- the size of the MP4 an export writes, before writing it --------------------------
 #
-# `_write_clip` gives FFmpeg's MP4 muxer one video track, no edit list, a 1000 timescale
-# and four metadata tags; the boxes that makes are fixed in size but for the sample
-# tables (ISO/IEC 14496-12 §8.6-8.7), which grow with the samples as counted below.
-# Their sizes are FFmpeg's own output, read off exported clips; tests/recorder/
+# `_write_clip` gives FFmpeg's MP4 muxer one video track, no edit list, a 1000 timescale,
+# four metadata tags and CLIP_OPTIONS: a `moov` with empty sample tables, then one
+# `moof` + `mdat` per fragment (ISO/IEC 14496-12 §8.8). Every box is fixed in size but
+# for each fragment's `trun`, whose per-sample fields are written only when they vary
+# within the fragment (FFmpeg's movenc: a duration, size or flags field for every
+# sample when any sample differs from the fragment's first, or for the flags, its
+# second; else the one `first_sample_flags` when the first sample's differ from the
+# default, which is the second's, or a non-keyframe's in a one-sample fragment).
+# The sizes are FFmpeg's own output, read off exported clips; tests/recorder/
 # test_clip_size.py holds this model to real exports, byte for byte.
 MP4_FIXED_BYTES = (
-    32  # ftyp (isom, 512: isom iso2 avc1 mp41)
-    + 8  # free (the room FFmpeg keeps for a 64-bit mdat size)
-    + 8  # mdat header
+    28  # ftyp (iso5 512: iso5 iso6 mp41)
     + 8  # moov header
     + 108  # mvhd
     + 8  # trak
@@ -409,91 +412,122 @@ MP4_FIXED_BYTES = (
     + 20  # stsd, its avc1 entry, the avcC header, btrt; + the avcC itself
     + 16
     + 16
-    + 16
     + 20
-    + 16  # stts, stss, stsc, stsz, stco: their headers
+    + 16  # stts, stsc, stsz, stco: empty
+    + 40  # mvex + trex
     + 330  # udta: creation_time, first_frame_ms, first_frame_at and "encoder" (Lavf…)
 )
-MP4_CHUNK_BYTES = 1 << 20  # the muxer closes a chunk before it would reach 1 MiB
-MP4_32_BIT = 1 << 32  # past this offset, chunk offsets take 8 bytes (co64, not stco)
+MP4_FRAGMENT_BYTES = (
+    8  # moof header
+    + 16  # mfhd
+    + 8  # traf header
+    + 28  # tfhd: default duration, size and flags, base is the moof
+    + 20  # tfdt (64-bit)
+    + 20  # trun: header, sample count, data offset
+    + 8  # mdat header
+)
+FRAGMENT_MS = FRAGMENT_SECONDS * 1000
 
 
 @dataclass(slots=True)
 class ClipLayout:
-    """What sizes an exported clip's sample tables, counted a batch of frames at a time
+    """What sizes an exported clip's fragments, counted a batch of frames at a time
     (`add`), in the clip's order: the frames' sample sizes, key flags and durations
-    (numpy arrays: a 12-hour clip has 648,000 frames, and a loop is per chunk)."""
+    (numpy arrays: a 12-hour clip has 648,000 frames, and a loop is per fragment).
+
+    A fragment starts on the first keyframe at least FRAGMENT_MS after the start of the
+    one before (the muxer's min_frag_duration with frag_keyframe)."""
 
     samples: int = 0
     sample_bytes: int = 0
-    keyframes: int = 0
-    duration_runs: int = 0  # stts entries: runs of equal durations
-    chunks: int = 0
-    chunk_runs: int = 0  # stsc entries: runs of chunks with as many samples (closed ones)
     extradata_bytes: int = 0
-    sizes_differ: bool = False  # else stsz holds the one size, not a table
-    _size: int | None = None
-    _duration: int | None = None
-    _chunk_bytes: int = 0
-    _chunk_samples: int = 0
-    _last_chunk_samples: int | None = None
+    fragment_bytes: int = 0  # the closed fragments' moof and mdat headers
+    _n: int = 0  # the open fragment's samples
+    _elapsed: int = 0  # and their durations, summed
+    _first: tuple[int, int, bool] = (0, 0, False)  # its first sample's size, duration, key
+    _second_key: bool | None = None  # its second sample's key (the default flags)
+    _sizes_differ: bool = False
+    _durations_differ: bool = False
+    _flags_differ: bool = False
 
     def add(self, sizes: np.ndarray, keys: np.ndarray, durations: np.ndarray) -> None:
-        if not len(sizes):
+        n = len(sizes)
+        if not n:
             return
-        self.samples += len(sizes)
+        self.samples += n
         self.sample_bytes += int(sizes.sum())
-        self._size = int(sizes[0]) if self._size is None else self._size
-        self.sizes_differ = self.sizes_differ or bool(np.any(sizes != self._size))
-        self.keyframes += int(np.count_nonzero(keys))
-        self.duration_runs += int(np.count_nonzero(durations[1:] != durations[:-1]))
-        self.duration_runs += int(self._duration is None or durations[0] != self._duration)
-        self._duration = int(durations[-1])
-        ends = np.cumsum(sizes, dtype=np.int64)  # bytes up to and with each sample
-        i, n = 0, len(sizes)
+        starts = np.cumsum(durations, dtype=np.int64) - durations  # from the batch's start
+        key_at = np.flatnonzero(keys)
+        i = 0
         while i < n:
-            if not self._chunk_samples:
-                self.chunks += 1
-                self._chunk_bytes, self._chunk_samples = int(sizes[i]), 1
-                i += 1
-                continue
-            # the samples from i on that still fit: the open chunk stays under 1 MiB
-            before = int(ends[i - 1]) if i else 0
-            fit = int(np.searchsorted(ends, before + MP4_CHUNK_BYTES - self._chunk_bytes)) - i
-            self._chunk_bytes += int(ends[i + fit - 1]) - before if fit else 0
-            self._chunk_samples += fit
-            i += fit
-            if i < n:
-                self._close_chunk()
+            j = i + 1  # a fragment's first sample opens it
+            if self._n:  # the next keyframe at least FRAGMENT_MS into the open fragment
+                due = int(np.searchsorted(starts, starts[i] + FRAGMENT_MS - self._elapsed))
+                k = int(np.searchsorted(key_at, max(due, i)))
+                j = int(key_at[k]) if k < len(key_at) else n
+                if j == i:
+                    self._close_fragment()
+                    continue
+            self._take(sizes[i:j], keys[i:j], durations[i:j])
+            i = j
 
-    def _close_chunk(self) -> None:
-        if self._chunk_samples != self._last_chunk_samples:
-            self.chunk_runs += 1
-            self._last_chunk_samples = self._chunk_samples
-        self._chunk_samples = 0
+    def _take(self, sizes: np.ndarray, keys: np.ndarray, durations: np.ndarray) -> None:
+        if not self._n:
+            self._first = (int(sizes[0]), int(durations[0]), bool(keys[0]))
+        size, duration, _key = self._first
+        self._sizes_differ = self._sizes_differ or bool(np.any(sizes != size))
+        self._durations_differ = self._durations_differ or bool(np.any(durations != duration))
+        later = keys[1:] if not self._n else keys
+        if len(later):
+            if self._second_key is None:
+                self._second_key = bool(later[0])
+            self._flags_differ = self._flags_differ or bool(np.any(later != self._second_key))
+        self._n += len(sizes)
+        self._elapsed += int(durations.sum())
 
-    @property
-    def stsc_entries(self) -> int:
-        """Runs of chunks with as many samples, the open chunk included."""
-        open_run = self._chunk_samples > 0 and self._chunk_samples != self._last_chunk_samples
-        return self.chunk_runs + open_run
+    def _open_fragment_bytes(self) -> int:
+        if not self._n:
+            return 0
+        fields = self._sizes_differ + self._durations_differ + self._flags_differ
+        # the default flags are the second sample's; a lone video sample's, a non-keyframe's
+        default_key = bool(self._second_key)
+        first_flags = not self._flags_differ and self._first[2] != default_key
+        return MP4_FRAGMENT_BYTES + 4 * fields * self._n + 4 * first_flags
+
+    def _close_fragment(self) -> None:
+        self.fragment_bytes += self._open_fragment_bytes()
+        self._n = self._elapsed = 0
+        self._second_key = None
+        self._sizes_differ = self._durations_differ = self._flags_differ = False
 
     def file_bytes(self) -> int:
         """The size of the MP4 file: its boxes and its samples."""
         if not self.samples:
             return 0
-        offset = 8 if MP4_FIXED_BYTES + self.sample_bytes >= MP4_32_BIT else 4
-        every_key = self.keyframes == self.samples  # then no stss box at all
         return (
             MP4_FIXED_BYTES
             + self.extradata_bytes
-            + 8 * self.duration_runs
-            + (-16 if every_key else 4 * self.keyframes)
-            + 12 * self.stsc_entries
-            + (4 * self.samples if self.sizes_differ else 0)
-            + offset * self.chunks
+            + self.fragment_bytes
+            + self._open_fragment_bytes()
             + self.sample_bytes
         )
+
+
+def tiny_clip(folder: Path) -> Path:
+    """A one-frame clip in `folder`, written with the exports' muxer options: enough for
+    sync/share.py to measure, by signing it, the size of a share's Content Credentials
+    (which depends on what they say and who signs, not on the clip's samples)."""
+    import av
+
+    path = folder / "tiny.mp4"
+    with av.open(str(path), "w", format="mp4", options=dict(CLIP_OPTIONS)) as out:
+        stream: Any = out.add_stream("libx264", rate=1)
+        stream.width = stream.height = 16
+        stream.pix_fmt = "yuv420p"
+        frame = av.VideoFrame.from_ndarray(np.zeros((16, 16, 3), np.uint8), format="rgb24")
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            out.mux(packet)
+    return path
 
 
 def _write_clip(

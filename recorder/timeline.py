@@ -181,6 +181,7 @@ class Footage:
     width: int = 0
     height: int = 0
     fps: float = 0.0
+    head_reencoded: int = 0  # the export's head frames, re-encoded from their keyframe
 
 
 def measure_footage(
@@ -196,6 +197,7 @@ def measure_footage(
     layout = ClipLayout()
     held: tuple[np.ndarray, ...] | None = None  # the last frame so far: its duration waits
     shape: Segment | None = None
+    head = 0
     for at in range(0, len(segments), batch):
         some = segments[at : at + batch]
         parts = plan_parts(window, some, tables_of([s.id for s in some]), last)
@@ -212,7 +214,9 @@ def measure_footage(
             shape = parts[0].segment
             layout.extradata_bytes = len(parts[0].table.extradata)
             if not keys[0]:  # the head: its first frame re-encoded as a keyframe
-                table, start = parts[0].table, parts[0].frames.start
+                table, start, stop = parts[0].table, parts[0].frames.start, parts[0].frames.stop
+                following = table.key.find(1, start + 1, stop)
+                head = (following if following >= 0 else stop) - start
                 sizes, keys = sizes.copy(), keys.copy()
                 sizes[0], keys[0] = table.size[table.key.rfind(1, 0, start + 1)], True
         if held is not None:
@@ -234,6 +238,7 @@ def measure_footage(
         shape.width,
         shape.height,
         shape.fps,
+        head,
     )
 
 

@@ -26,9 +26,11 @@ import errno
 import functools
 import hashlib
 import io
+import json
 import logging
 import os
 import statistics
+import tempfile
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -40,7 +42,7 @@ import pyrage
 from foundation.display import shown
 from foundation.errors import DoorbellError, NoFootageError, RecorderError
 from foundation.times import format_time
-from recorder.export import ClipInfo, export_clip
+from recorder.export import ClipInfo, export_clip, tiny_clip
 from recorder.timeline import Footage
 from sync import SOFTWARE
 from sync.credentials import (
@@ -49,6 +51,7 @@ from sync.credentials import (
     OutOfOrder,
     Sink,
     clip_definition,
+    new_device_signer,
     one_time_signer,
     sign_clip,
 )
@@ -66,6 +69,9 @@ CONTACT_KEYS = ("name", "email", "address", "lat", "lon")
 AGE_CHUNK = 64 * 1024
 AGE_TAG = 16
 AGE_SAMPLES = 15  # encryptions of nothing measured, for the header's median size
+# The box c2pa puts the manifest store in (C2PA 2.x §A.4.2): a `uuid` box's header and
+# its 16-byte type, version and flags, the purpose "manifest" and a 64-bit offset.
+C2PA_BOX = 8 + 16 + 4 + 9 + 8
 
 
 class ShareError(DoorbellError):
@@ -239,22 +245,38 @@ def upload_estimate(
 ) -> dict[str, int]:
     """What a share would upload for `decision` (an approval of `rfa`, not yet made), in
     bytes, before anything is exported: the encrypted clip (its size from the index:
-    recorder/export.py's ClipLayout) and the encrypted manifest, made by
-    `manifest_payload` and `make_envelope` themselves for a clip of that shape (a
-    stand-in hash, a throwaway key: the same lengths). `total` is what the upload
-    server receives; the rest says where it comes from."""
+    recorder/export.py's ClipLayout, plus its Content Credentials: `c2pa_store_bytes`)
+    and the encrypted manifest, made by `manifest_payload` and `make_envelope`
+    themselves for a clip of that shape (a stand-in hash, a throwaway key: the same
+    lengths). `total` is what the upload server receives; the rest says where it comes
+    from: the samples, the MP4's boxes, the C2PA box, age and the manifest."""
     f, first, last = footage, footage.first_ms, footage.last_ms
     if not f.frames or first is None or last is None:
-        return {"total": 0, "video": 0, "mp4": 0, "encryption": 0, "manifest": 0}
+        return {"total": 0, "video": 0, "mp4": 0, "credentials": 0, "encryption": 0, "manifest": 0}
     # a clip of that shape, as export_clip would describe it
-    clip = ClipInfo(Path(), first, last, f.frames, f.width, f.height, f.fps, f.clip_bytes, True)
+    clip = ClipInfo(
+        Path(),
+        first,
+        last,
+        f.frames,
+        f.width,
+        f.height,
+        f.fps,
+        f.clip_bytes,
+        True,
+        f.head_reencoded,
+    )
+    definition = _clip_definition(rfa, decision, clip)
+    store = c2pa_store_bytes(definition, device if decision.share_contact else None, first)
+    credentials = C2PA_BOX + store
+    signed_bytes = f.clip_bytes + credentials
     signer = SigningKey.generate()
     payload = manifest_payload(
         rfa=rfa,
         decision=decision,
         clip=clip,
         clip_sha256="0" * 64,
-        clip_bytes=footage.clip_bytes,
+        clip_bytes=signed_bytes,
         c2pa_sha256="0" * 64,
         signer=signer,
         device_id=device,
@@ -262,15 +284,43 @@ def upload_estimate(
         now_ms=decision.at_ms,
     )
     manifest = len(make_envelope(payload, signer))
-    clip_cipher = encrypted_bytes(footage.clip_bytes, rfa.recipient)
+    clip_cipher = encrypted_bytes(signed_bytes, rfa.recipient)
     manifest_cipher = encrypted_bytes(manifest, rfa.recipient)
     return {
         "total": clip_cipher + manifest_cipher,
         "video": footage.sample_bytes,
         "mp4": footage.clip_bytes - footage.sample_bytes,
-        "encryption": clip_cipher - footage.clip_bytes + manifest_cipher - manifest,
+        "credentials": credentials,
+        "encryption": clip_cipher - signed_bytes + manifest_cipher - manifest,
         "manifest": manifest,
     }
+
+
+def c2pa_store_bytes(definition: dict[str, Any], device: str | None, first_ms: int) -> int:
+    """The size of the C2PA manifest store that signing a clip with `definition` embeds,
+    by the device `device`'s signer (a named share) or a one-time one (None) for a clip
+    whose first frame is at `first_ms`.
+
+    Measured, not computed: the store is c2pa-rs's CBOR and JUMBF around a COSE
+    signature with the signer's chain, whose sizes only c2pa itself knows exactly; it
+    does not depend on the clip's samples or fragments (its BMFF hash is one fixed-size
+    digest), so signing a one-frame clip with the same definition and an equivalent
+    signer (the same names and key type: the same chain size, but for a byte or two of
+    the random serials and ECDSA signatures' DER) gives it. Cached per definition."""
+    return _store_bytes(json.dumps(definition, sort_keys=True), device, first_ms)
+
+
+@functools.lru_cache(maxsize=64)
+def _store_bytes(definition: str, device: str | None, first_ms: int) -> int:
+    signer = _estimate_signer(device) if device is not None else one_time_signer(first_ms)
+    with tempfile.TemporaryDirectory(prefix="doorbell-c2pa-") as folder:
+        signed = Path(folder) / "signed.mp4"
+        return len(sign_clip(tiny_clip(Path(folder)), signed, json.loads(definition), signer))
+
+
+@functools.lru_cache(maxsize=4)
+def _estimate_signer(device: str) -> ClipSigner:
+    return new_device_signer(device)
 
 
 def build_share(
@@ -372,17 +422,7 @@ def _credentials(
         signer = device_signer
     else:
         signer = one_time_signer(clip.first_frame_ms)
-    definition = clip_definition(
-        title=f"{rfa.id}.mp4",
-        software=SOFTWARE,
-        window_approved=decision.window,
-        first_frame_ms=clip.first_frame_ms,
-        last_frame_ms=clip.last_frame_ms,
-        frames=clip.frames,
-        head_reencoded=clip.head_reencoded,
-        synchronized=clip.synchronized,
-        consent_method=decision.method.value,
-    )
+    definition = _clip_definition(rfa, decision, clip)
     try:
         try:
             return _sign_streamed(plain, clip_path, recipient, definition, signer)
@@ -399,6 +439,20 @@ def _credentials(
         raise _disk_error(exc, "clip") from exc
     except CredentialsError as exc:
         raise ShareError(str(exc), permanent=False) from exc
+
+
+def _clip_definition(rfa: Rfa, decision: Decision, clip: ClipInfo) -> dict[str, Any]:
+    return clip_definition(
+        title=f"{rfa.id}.mp4",
+        software=SOFTWARE,
+        window_approved=decision.window,
+        first_frame_ms=clip.first_frame_ms,
+        last_frame_ms=clip.last_frame_ms,
+        frames=clip.frames,
+        head_reencoded=clip.head_reencoded,
+        synchronized=clip.synchronized,
+        consent_method=decision.method.value,
+    )
 
 
 def _sign_streamed(

@@ -40,10 +40,12 @@ def test_a_named_share_says_the_very_values_and_an_anonymous_one_none(kit: Kit) 
         "upload_host": upload_host(rfa.upload_url),
     }
     assert named["frames"] == 900 and named["estimate"]["video"] == 12_345_678
-    # what the upload server receives: the MP4, age's overhead and the manifest too
+    # what the upload server receives: the MP4, its Content Credentials, age's overhead
+    # and the manifest too
     estimate = named["estimate"]
     assert estimate["mp4"] == 12_350_000 - 12_345_678 and 2000 < estimate["manifest"] < 8000
-    assert 12_350_000 + 16 * (12_350_000 // 65536) < named["estimated_bytes"] < 12_370_000
+    assert 2000 < estimate["credentials"] < 8000
+    assert 12_350_000 + 16 * (12_350_000 // 65536) < named["estimated_bytes"] < 12_380_000
     assert named["whole_window"] and named["problem"] is None
     text = render_summary(named)
     assert "Ann Example" in text and "ann@example.org" in text and "1 Elm St" in text

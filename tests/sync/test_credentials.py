@@ -35,18 +35,22 @@ from cloud.verify import verify_share
 from device.identity import DeviceIdentity, load_device_identity
 from foundation.times import Window, format_time, parse_time
 from recorder.buffer import connect_index, query_segments, query_tables
+from recorder.timeline import measure_footage
+from sync import SOFTWARE
 from sync.credentials import (
     AUTHORITY_CERT,
     AUTHORITY_KEY,
     SIGNER_CERT,
     SIGNER_KEY,
     CredentialsError,
+    clip_definition,
     device_signer,
     new_device_signer,
 )
 from sync.envelope import make_envelope
 from sync.outbox import Outbox
 from sync.settings import ShareSettings
+from sync.share import c2pa_store_bytes
 from sync.uploader import ShareWorker
 from tests.fixtures.footage import decode_stamps
 from tests.sync.factories import AgencyKeys
@@ -371,6 +375,50 @@ def test_the_credentials_state_what_the_manifest_states_and_no_more(
         request["case_number"],
     ):
         assert secret.encode() not in store, secret
+
+
+# c2pa_store_bytes measures with a signer like the share's, not the same one: the random
+# serials and ECDSA signatures (DER integers) of its chain and claim differ by a byte or
+# two each
+STORE_SLACK = 8
+
+
+@pytest.mark.parametrize("which", ["named", "anonymous", "anonymous_again"])
+def test_the_store_size_told_before_signing_is_the_store_signed(world: World, which: str) -> None:
+    """upload_estimate's part for the Content Credentials: the definition the share will
+    sign (its head's re-encoded frames counted from the index) and a like signer give
+    the store the share then carried."""
+    share: Share = getattr(world, which)
+    m = share.manifest
+    conn = connect_index(world.root, readonly=True)
+    try:
+        segments = query_segments(conn, share.window)
+        footage = measure_footage(share.window, segments, lambda ids: query_tables(conn, ids))
+    finally:
+        conn.close()
+    assert footage.first_ms == parse_time(m["first_frame_at"])
+    assert footage.head_reencoded > 0  # the windows start between keyframes
+    definition = clip_definition(
+        title=f"{share.rfa_id}.mp4",
+        software=SOFTWARE,
+        window_approved=share.window,
+        first_frame_ms=footage.first_ms,
+        last_frame_ms=parse_time(m["last_frame_at"]),
+        frames=footage.frames,
+        head_reencoded=footage.head_reencoded,
+        synchronized=True,
+        consent_method=m["consent"]["method"],
+    )
+    found = read_credentials(share.clip)
+    assert (
+        found.assertions["c2pa.actions.v2"]["actions"][1]["description"]
+        == (definition["assertions"][0]["data"]["actions"][1]["description"])
+    )
+    store = manifest_store(share.clip.open("rb"))
+    assert store is not None
+    device = None if m["anonymous"] else DEVICE_ID
+    told = c2pa_store_bytes(definition, device, footage.first_ms)
+    assert abs(told - len(store)) <= STORE_SLACK, (told, len(store))
 
 
 def _certificates_in(data: bytes) -> list[x509.Certificate]:
