@@ -22,7 +22,7 @@ Choices:
 - Acks: an ack from a previous connection is not sent on the new one. The broker
   redelivers that message instead, and the receiver's seen-id check makes the repeat
   cheap; this way a stale packet id can never acknowledge the wrong message.
-- Ack timing (protocol.md §3, revision 1.2): `AckSequencer` sends the PUBACKs of one
+- Ack timing (protocol.md §3, revision 1.2): `AckSequencer` (sync.acks) sends the PUBACKs of one
   connection in the order the PUBLISHes arrived, as MQTT requires, each not before its
   earliest time: a message the receiver says verified is acknowledged `ack_delay_s`
   (the protocol's 2.0 s) after it arrived, whatever its outcome, so the broker cannot
@@ -50,10 +50,9 @@ import ssl
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -64,6 +63,7 @@ from foundation.backoff import backoff_s
 from foundation.display import shown
 from foundation.errors import MisuseError
 from foundation.wire import ACK_DELAY_S, SUBSCRIPTION_QOS
+from sync.acks import AckHandle, AckSequencer
 from sync.errors import MqttSettingsError
 from sync.settings import MqttSettings
 
@@ -90,14 +90,6 @@ class Backoff:
         return backoff_s(attempt, base_s=self.initial_s, cap_s=self.cap_s, rng=rng or _JITTER)
 
 
-class AckHandle(Protocol):
-    """What the receiver of one message tells the link about its acknowledgement."""
-
-    def release(self, *, verified: bool) -> None: ...
-
-    def withhold(self) -> None: ...
-
-
 @dataclass(frozen=True, slots=True)
 class InboundMessage:
     """A received QoS 1 message. Call `ack()` once what it caused is durably recorded
@@ -116,198 +108,6 @@ class InboundMessage:
 
     def withhold(self) -> None:
         self.handle.withhold()
-
-
-@dataclass(slots=True, eq=False)
-class _Slot:
-    """One QoS 1 message of one connection, in arrival order, until its PUBACK is sent."""
-
-    mid: int
-    qos: int
-    received: float
-    generation: int
-    due: float | None = None  # monotonic time its PUBACK may go; None until released
-    withheld: bool = False
-
-
-class _SlotHandle:
-    def __init__(self, sequencer: AckSequencer, slot: _Slot) -> None:
-        self._sequencer = sequencer
-        self._slot = slot
-
-    def release(self, *, verified: bool) -> None:
-        self._sequencer.release(self._slot, verified=verified)
-
-    def withhold(self) -> None:
-        self._sequencer.withhold(self._slot)
-
-
-class _NoAck:
-    """QoS 0: nothing to acknowledge."""
-
-    def release(self, *, verified: bool) -> None:
-        return None
-
-    def withhold(self) -> None:
-        return None
-
-
-class AckSequencer:
-    """The PUBACKs of the current connection, in arrival order, each at its earliest time
-    (protocol.md §3, revision 1.2).
-
-    `admit` (paho's network thread) appends a slot for each arriving QoS 1 PUBLISH; the
-    receiver later releases it, verified (due `delay_s` after arrival, or at once if the
-    outcome took longer, with one log line) or not (due at once). A timer thread sends the
-    head's PUBACK when it is released and due, then the next: a junk message behind a
-    verified one waits for it. `restart` (a new or lost connection) forgets every slot;
-    a release of a forgotten slot sends nothing, so a stale packet id never acknowledges
-    a message of another connection. The delay is injectable so the ordering can be
-    tested in-process in milliseconds; the daemon always uses the protocol's."""
-
-    def __init__(self, *, delay_s: float) -> None:
-        self._delay_s = delay_s
-        self._cond = threading.Condition()
-        # Held while popping due slots and sending them, so that the timer thread and a
-        # release that sends at once (junk at the head) never overtake each other.
-        self._sending = threading.Lock()
-        self._slots: deque[_Slot] = deque()
-        self._generation = 0
-        self._send: Callable[[int, int], object] | None = None
-        self._closed = self._closing = False
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="mqtt-acks", daemon=True)
-        self._thread.start()
-
-    def close(self, *, settle_s: float) -> None:
-        """Send what the receiver released (waiting up to `settle_s` for the delays to
-        run out), then stop; what is left is redelivered on the next connection."""
-        with self._cond:
-            self._closing = True
-            self._cond.wait_for(self._settled, settle_s)
-            self._closed = True
-            self._slots.clear()
-            self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(1.0)
-
-    def _settled(self) -> bool:
-        return not self._slots or (self._slots[0].due is None and not self._slots[0].withheld)
-
-    def restart(self, send: Callable[[int, int], object] | None) -> None:
-        """A new connection (`send` its PUBACK sender) or none (None): forget every slot.
-        Waits for a send under way, so no PUBACK of the old connection follows."""
-        with self._sending, self._cond:
-            self._generation += 1
-            self._slots.clear()
-            self._send = send
-            self._cond.notify_all()
-
-    def admit(self, mid: int, qos: int, received: float) -> AckHandle:
-        if qos == 0:
-            return _NoAck()
-        with self._cond:
-            slot = _Slot(mid, qos, received, self._generation)
-            self._slots.append(slot)
-        return _SlotHandle(self, slot)
-
-    def release(self, slot: _Slot, *, verified: bool) -> None:
-        with self._cond:
-            if slot.due is not None or slot.withheld or slot.generation != self._generation:
-                return
-            now = time.monotonic()
-            due = slot.received + self._delay_s if verified else now
-            if now > due:
-                logger.warning(
-                    "the outcome of a message took %.3f s to become durable, longer than the "
-                    "%.1f s acknowledgement delay; acknowledging it late",
-                    now - slot.received,
-                    self._delay_s,
-                )
-                due = now
-            slot.due = due
-            at_once = due <= now and bool(self._slots) and self._slots[0] is slot
-            if not at_once:
-                self._cond.notify_all()
-        if at_once:
-            self._send_due()
-
-    def withhold(self, slot: _Slot) -> None:
-        with self._cond:
-            if slot.generation == self._generation and slot.due is None:
-                slot.withheld = True
-                self._cond.notify_all()
-
-    def _send_due(self) -> None:
-        """Junk at the head, in the releasing thread (paho's own, for junk): no hand-off
-        to the timer thread per message, which would halve the rate a flood is read at.
-        If the timer thread is sending, it sends this one too."""
-        if not self._sending.acquire(blocking=False):
-            with self._cond:
-                self._cond.notify_all()
-            return
-        try:
-            with self._cond:
-                ready, send, _wait = self._take_ready()
-            self._send_all(ready, send)
-        finally:
-            self._sending.release()
-        with self._cond:
-            if self._closing or (self._slots and self._slots[0].due is not None):
-                self._cond.notify_all()  # a head for the timer thread, or close() waiting
-
-    def _run(self) -> None:
-        while True:
-            with self._sending:
-                with self._cond:
-                    ready, send, wait = self._take_ready()
-                self._send_all(ready, send)
-            with self._cond:
-                if ready:
-                    self._cond.notify_all()  # for close(), waiting for the queue to settle
-                    continue
-                if self._closed:
-                    return
-                due_now, wait = self._peek()
-                if not due_now:
-                    self._cond.wait(wait)
-
-    @staticmethod
-    def _send_all(ready: list[_Slot], send: Callable[[int, int], object] | None) -> None:
-        for slot in ready:  # outside the condition's lock: paho takes its own
-            if send is not None:
-                try:
-                    send(slot.mid, slot.qos)
-                except Exception:
-                    logger.exception("could not send an MQTT acknowledgement")
-
-    def _take_ready(self) -> tuple[list[_Slot], Callable[[int, int], object] | None, float | None]:
-        """Under both locks: pop the head slots that may go now, in order; else how long
-        to wait for the head (None: until something changes)."""
-        ready: list[_Slot] = []
-        now = time.monotonic()
-        while self._slots:
-            head = self._slots[0]
-            if head.withheld:
-                self._slots.popleft()
-            elif head.due is not None and head.due <= now:
-                ready.append(self._slots.popleft())
-            else:
-                break
-        return ready, self._send, self._wait_s(now)
-
-    def _peek(self) -> tuple[bool, float | None]:
-        """Under the condition's lock: whether the head may go now, else how long to wait."""
-        now = time.monotonic()
-        head = self._slots[0] if self._slots else None
-        due_now = head is not None and (head.withheld or (head.due is not None and head.due <= now))
-        return due_now, self._wait_s(now)
-
-    def _wait_s(self, now: float) -> float | None:
-        head = self._slots[0] if self._slots else None
-        return None if head is None or head.due is None else max(0.0, head.due - now)
 
 
 def status_payload(state: str, version: str | None = None) -> bytes:
