@@ -433,6 +433,9 @@ class Doorbell:
                 "recording": self.recorder_healthy(),
                 "frames_dropped": self.recorder.health().frames_dropped,
                 "broker": "connected" if self.mqtt.connected else "disconnected",
+                # which node of the cluster, and which MQTT version (sync.brokers)
+                "broker_url": (self.mqtt.broker or (None, None))[0],
+                "mqtt_version": (self.mqtt.broker or (None, None))[1],
                 "publishes_dropped": {
                     "offline": self.mqtt.dropped.offline,
                     "unacknowledged": self.mqtt.dropped.unacknowledged,

@@ -237,8 +237,13 @@ def render_status(status: dict[str, Any]) -> str:
     if "broker" in status:
         dropped = status.get("publishes_dropped") or {}
         held = ", ".join(f"{n} {why}" for why, n in dropped.items() if n)
+        where = (
+            f" to {status['broker_url']} (MQTT {status['mqtt_version']})"
+            if status.get("broker_url")
+            else ""
+        )
         lines.append(
-            f"broker        {status['broker']}" + (f"  (not sent: {held})" if held else "")
+            f"broker        {status['broker']}{where}" + (f"  (not sent: {held})" if held else "")
         )
     if "pending" in status:
         lines.append(f"pending       {status['pending']} request(s)")

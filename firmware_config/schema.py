@@ -26,6 +26,9 @@ from recorder.settings import PRESETS, CameraSettings, StorageSettings
 from sync.keys import parse_recipient, public_key_from_b64
 from sync.settings import (
     ANONYMOUS_DELAY_FLOOR_MINUTES,
+    AUTO,
+    MQTT5,
+    MQTT311,
     AnonymousDelay,
     MqttSettings,
     ShareSettings,
@@ -370,12 +373,24 @@ def _listen(value: object) -> tuple[str, int]:
     return host, port
 
 
+def _mqtt_urls(value: object) -> tuple[str, ...]:
+    """One URL, or a list of the URLs of one broker cluster (sync.brokers)."""
+    urls = _list(_mqtt_url)(value) if isinstance(value, list) else (_mqtt_url(value),)
+    if not urls:
+        raise InvalidValueError("expected at least one mqtt:// or mqtts:// URL")
+    if len({urlsplit(url).scheme for url in urls}) > 1:
+        raise InvalidValueError("use mqtts:// for all of the URLs or for none")
+    return urls
+
+
 def _mqtt_protocol(value: object) -> int:
     if value in (5, "5"):
-        return 5
+        return MQTT5
     if value in ("3.1.1", "311", 4):
-        return 4
-    raise InvalidValueError('expected "5" or "3.1.1"')
+        return MQTT311
+    if value == "auto":
+        return AUTO
+    raise InvalidValueError('expected "5", "3.1.1" or "auto" (5, else 3.1.1 where refused)')
 
 
 def _b64_key(value: object) -> str:
@@ -481,6 +496,7 @@ def parse_config(data: object, *, source_path: Path | None = None) -> Config:
         "mqtt",
         (
             "url",
+            "urls",
             "username",
             "password_file",
             "ca_file",
@@ -493,8 +509,11 @@ def parse_config(data: object, *, source_path: Path | None = None) -> Config:
     )
     if "mqtt" not in top:
         r.problems.append("mqtt: required")
+    if "url" in mq and "urls" in mq:
+        r.problems.append("mqtt.url/urls: give one of them (url may also be a list)")
+    urls = r.get(mq, "mqtt", "urls" if "urls" in mq else "url", _mqtt_urls, required=True)
     mqtt = MqttSettings(
-        url=r.get(mq, "mqtt", "url", _mqtt_url, "", required=True) or "",
+        urls=urls or ("",),
         username=r.get(mq, "mqtt", "username", _str),
         password_file=r.get(mq, "mqtt", "password_file", _path),
         ca_file=r.get(mq, "mqtt", "ca_file", _path),

@@ -78,8 +78,11 @@ class AckSequencer:
     a message of another connection. The delay is injectable so the ordering can be
     tested in-process in milliseconds; the daemon always uses the protocol's."""
 
-    def __init__(self, *, delay_s: float) -> None:
+    def __init__(self, *, delay_s: float, limit: int | None = None) -> None:
+        """`limit`: at most this many messages awaiting their PUBACK at once; `admit`
+        waits for room (see there). None: no limit (in-process tests)."""
         self._delay_s = delay_s
+        self._limit = limit
         self._cond = threading.Condition()
         # Held while popping due slots and sending them, so that the timer thread and a
         # release that sends at once (junk at the head) never overtake each other.
@@ -89,6 +92,7 @@ class AckSequencer:
         self._send: Callable[[int, int], object] | None = None
         self._closed = self._closing = False
         self._thread: threading.Thread | None = None
+        self.waits = 0  # times admit waited for room (tests, the benchmark)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="mqtt-acks", daemon=True)
@@ -122,6 +126,17 @@ class AckSequencer:
         if qos == 0:
             return _NoAck()
         with self._cond:
+            # The device's own Receive Maximum: with `limit` PUBACKs owed, the network
+            # thread (the caller) waits here, so nothing more is read from the socket and
+            # TCP holds the rest at the broker. Over MQTT 5 the broker was told the limit
+            # and never reaches it; over 3.1.1 nothing tells the broker, and a broker may
+            # also ignore it. The slots ahead are released by the receiver's worker or
+            # were junk (released at once), so room always comes within the ack delay.
+            if self._limit is not None and len(self._slots) >= self._limit:
+                self.waits += 1
+                self._cond.wait_for(
+                    lambda: self._closed or len(self._slots) < (self._limit or 0), None
+                )
             slot = _Slot(mid, qos, received, self._generation)
             self._slots.append(slot)
         return _SlotHandle(self, slot)
@@ -201,6 +216,7 @@ class AckSequencer:
         to wait for the head (None: until something changes)."""
         ready: list[_Slot] = []
         now = time.monotonic()
+        before = len(self._slots)
         while self._slots:
             head = self._slots[0]
             if head.withheld:
@@ -209,6 +225,8 @@ class AckSequencer:
                 ready.append(self._slots.popleft())
             else:
                 break
+        if len(self._slots) < before:
+            self._cond.notify_all()  # room for an admit waiting at the limit
         return ready, self._send, self._wait_s(now)
 
     def _peek(self) -> tuple[bool, float | None]:

@@ -12,13 +12,20 @@ Choices:
 
 - Persistent session: MQTT 5 with clean start false on *every* connect (not paho's
   "first only", which would wipe the session queued while the daemon was down) and a
-  session expiry of 14 days; MQTT 3.1.1 with clean session false.
+  session expiry of 14 days; MQTT 3.1.1 with clean session false (the broker's own
+  setting then says how long it keeps a session).
+- Brokers and versions (sync.brokers): `mqtt.urls` lists the nodes of one cluster; a
+  lost, refused or failed connection moves to the next. With `mqtt.protocol: auto` a
+  broker that refuses MQTT 5 is asked again with 3.1.1. One paho client serves them
+  all: before each attempt (paho's `on_pre_connect`, between the old socket and the
+  new) the link points it at the next target (`BoundedClient.aim`).
 - Reconnect: paho's own loop reconnects with a doubling delay but no jitter, so a
   fleet that lost one broker would come back in lockstep. Before each wait we set
   paho's delay to our own capped exponential delay with jitter (`Backoff`).
 - Size: MQTT 5 asks the broker for packets of at most 64 KiB (Maximum Packet Size),
-  so a huge message never reaches memory at all; the 16 KiB protocol limit is applied
-  by the receiver, which acks and counts what it drops.
+  and `BoundedClient` refuses a bigger one at the socket over either version, so a huge
+  message never reaches memory at all; the 16 KiB protocol limit is applied by the
+  receiver, which acks and counts what it drops.
 - Acks: an ack from a previous connection is not sent on the new one. The broker
   redelivers that message instead, and the receiver's seen-id check makes the repeat
   cheap; this way a stale packet id can never acknowledge the wrong message.
@@ -32,11 +39,13 @@ Choices:
   acks can be outstanding.
 - What the device keeps for the broker (protocol.md §3, 1.2): a PUBLISH above the QoS
   the device subscribed at ends the connection unstored (`BoundedClient`); over MQTT 5
-  the device announces a Receive Maximum of at most 16. Everything the device publishes
-  (status, the two owner topics) is retained, so only the newest message of a topic
-  matters: `publish_latest` keeps at most one per topic, queues nothing while offline,
-  and what paho still held from a lost connection is dropped on reconnect, never sent
-  as a backlog.
+  the device announces a Receive Maximum of at most 16, and over either version stops
+  reading while that many acknowledgements are owed (`AckSequencer`'s limit: what
+  replaces Receive Maximum over 3.1.1, where the broker is told nothing). Everything
+  the device publishes (status, the two owner topics) is retained, so only the newest
+  message of a topic matters: `publish_latest` keeps at most one per topic, queues
+  nothing while offline, and what paho still held from a lost connection is dropped on
+  reconnect, never sent as a backlog.
 """
 
 from __future__ import annotations
@@ -64,8 +73,9 @@ from foundation.display import shown
 from foundation.errors import MisuseError
 from foundation.wire import ACK_DELAY_S, SUBSCRIPTION_QOS
 from sync.acks import AckHandle, AckSequencer
+from sync.brokers import Attempt, BrokerRotation, Target
 from sync.errors import MqttSettingsError
-from sync.settings import MqttSettings
+from sync.settings import MQTT5, PROTOCOL_NAMES, MqttSettings
 
 logger = logging.getLogger(__name__)
 
@@ -184,6 +194,17 @@ class BoundedClient(paho.Client):
         type(self).refused_packets += 1
         self.refused_here = True
 
+    def aim(self, host: str, port: int, protocol: int) -> None:
+        """Point the next connection at `host:port` with MQTT `protocol` (5 or 4), a
+        persistent session either way. Only from `on_pre_connect`: paho calls it in
+        `reconnect()` after closing the old socket and before opening the new one, the
+        one moment nothing uses these. paho's own setters refuse then (its state is
+        already "connecting"), and its protocol has no setter at all, though paho itself
+        changes it the same way when a broker refuses 3.1.1 (falling back to 3.1)."""
+        self._host, self._port = host, port
+        self._protocol = paho.MQTTv5 if protocol == MQTT5 else paho.MQTTv311
+        self._clean_session = False  # read by paho for 3.1.1 only
+
     def take_refusal(self) -> bool:
         """Whether the connection that just ended was dropped for the broker's fault
         (and forget it, for the next connection)."""
@@ -232,8 +253,14 @@ class MqttLink:
         self._closed = threading.Event()
         self._lock = threading.Lock()
         self._ack_delay_s = ack_delay_s
-        self._acks = AckSequencer(delay_s=ack_delay_s)  # per connection; see its docstring
+        # per connection; see its docstring
+        self._acks = AckSequencer(delay_s=ack_delay_s, limit=settings.receive_maximum)
         self._attempt = 0
+        self._rotation: BrokerRotation | None = None
+        self._target: Target | None = None  # what the current attempt connects to
+        self._outcome: Attempt | None = None  # the current attempt's CONNACK, if any
+        self._reported = True  # the current attempt's end went to the rotation
+        self._in_use: Target | None = None  # while connected
         self._watcher: threading.Thread | None = None
         self._refusals = 0  # connections in a row that ended on the broker's fault
         self._outbound_lock = threading.Lock()
@@ -249,27 +276,39 @@ class MqttLink:
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
 
+    @property
+    def broker(self) -> tuple[str, str] | None:
+        """(URL, MQTT version) of the broker while connected, for the status."""
+        target = self._in_use
+        if target is None or not self._connected.is_set():
+            return None
+        return target.endpoint.url, PROTOCOL_NAMES[target.protocol]
+
     # ---- lifecycle -------------------------------------------------------------------
 
     def start(self) -> None:
         if self._client is not None:
             raise MisuseError("MqttLink already started")
-        host, port, tls = self._settings.endpoint()
-        client = self._make_client(tls)
+        endpoints = self._settings.endpoints()
+        self._rotation = BrokerRotation(endpoints, self._settings.protocol, self._client_id)
+        self._target = target = self._rotation.target()
+        client = self._make_client(target.endpoint.tls)
         self._client = client
         first = self._backoff.delay(0)
         client.reconnect_delay_set(min_delay=first, max_delay=first)  # type: ignore[arg-type]
         client.max_queued_messages_set(MAX_OUTGOING_MESSAGES)
-        if self._settings.protocol == 5:
-            props = Properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = SESSION_EXPIRY_S
-            props.ReceiveMaximum = self._settings.receive_maximum
-            props.MaximumPacketSize = MAX_PACKET_BYTES
-            client.connect_async(
-                host, port, self._settings.keepalive, clean_start=False, properties=props
-            )
-        else:
-            client.connect_async(host, port, self._settings.keepalive)
+        # Sent only over MQTT 5 (paho leaves them out of a 3.1.1 CONNECT).
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        props.ReceiveMaximum = self._settings.receive_maximum
+        props.MaximumPacketSize = MAX_PACKET_BYTES
+        client.connect_async(
+            target.endpoint.host,
+            target.endpoint.port,
+            self._settings.keepalive,
+            clean_start=False,
+            properties=props,
+        )
         self._acks.start()
         client.loop_start()
         self._watcher = threading.Thread(target=self._watch_stop, name="mqtt-stop", daemon=True)
@@ -382,23 +421,13 @@ class MqttLink:
 
     def _make_client(self, tls: bool) -> paho.Client:
         s = self._settings
-        if s.protocol == 5:
-            client = BoundedClient(
-                CallbackAPIVersion.VERSION2,
-                client_id=self._client_id,
-                protocol=paho.MQTTv5,
-                manual_ack=True,
-            )
-        elif s.protocol == 4:
-            client = BoundedClient(
-                CallbackAPIVersion.VERSION2,
-                client_id=self._client_id,
-                protocol=paho.MQTTv311,
-                clean_session=False,
-                manual_ack=True,
-            )
-        else:
-            raise MqttSettingsError(f"mqtt protocol must be 5 or 4 (3.1.1), not {s.protocol}")
+        # Made as MQTT 5; `_aim` sets each attempt's version before it connects.
+        client = BoundedClient(
+            CallbackAPIVersion.VERSION2,
+            client_id=self._client_id,
+            protocol=paho.MQTTv5,
+            manual_ack=True,
+        )
         if tls:
             client.tls_set(
                 ca_certs=str(s.ca_file) if s.ca_file else None,
@@ -411,6 +440,7 @@ class MqttLink:
         if s.username is not None:
             client.username_pw_set(s.username, self._read_password())
         client.will_set(self._status_topic, status_payload("offline"), qos=1, retain=True)
+        client.on_pre_connect = self._aim
         client.on_connect = self._handle_connect
         client.on_disconnect = self._handle_disconnect
         client.on_connect_fail = self._handle_connect_fail
@@ -439,24 +469,44 @@ class MqttLink:
         lines = text.splitlines()
         return lines[0] if lines else ""
 
+    def _aim(self, client: paho.Client, userdata: Any) -> None:
+        """paho's on_pre_connect: the next attempt goes where the rotation says."""
+        target = self._target
+        if target is None or not isinstance(client, BoundedClient):
+            return
+        with self._lock:
+            self._outcome = None
+            self._reported = False
+        client.aim(target.endpoint.host, target.endpoint.port, target.protocol)
+
+    def _where(self) -> str:
+        target = self._target
+        if target is None:
+            return self._settings.url
+        return f"{target.endpoint.url} (MQTT {PROTOCOL_NAMES[target.protocol]})"
+
     def _handle_connect(
         self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
         if reason.is_failure:
+            # 132, or 1 in a 3.1.1 CONNACK (paho gives both as 132)
+            version = getattr(reason, "value", None) in (1, 132)
+            with self._lock:
+                self._outcome = Attempt.VERSION_REFUSED if version else Attempt.REFUSED
             logger.warning(
-                "the MQTT broker at %s refused the connection: %s",
-                self._settings.url,
-                shown(reason),
+                "the MQTT broker at %s refused the connection: %s", self._where(), shown(reason)
             )
-            self._schedule_retry(client)
+            self._end_attempt(client, Attempt.VERSION_REFUSED if version else Attempt.REFUSED)
             return
         with self._lock:
             self._attempt = 0
+            self._outcome = Attempt.CONNECTED
+            self._in_use = self._target
         self._acks.restart(lambda mid, qos: client.ack(mid, qos))
         self.connections += 1
         session = getattr(flags, "session_present", None)
         logger.info(
-            "connected to the MQTT broker at %s (session present: %s)", self._settings.url, session
+            "connected to the MQTT broker at %s (session present: %s)", self._where(), session
         )
         self._forget_outbound(client)
         self._publish_once(client, self._status_topic, status_payload("online", self._version))
@@ -470,9 +520,12 @@ class MqttLink:
         self._connected.clear()
         self._acks.restart(None)  # acks of this connection are never sent on the next
         if not self._closed.is_set():
-            logger.warning(
-                "disconnected from the MQTT broker at %s: %s", self._settings.url, shown(reason)
-            )
+            with self._lock:
+                outcome = self._outcome or Attempt.CLOSED_BEFORE_CONNACK
+            if outcome is not Attempt.REFUSED and outcome is not Attempt.VERSION_REFUSED:
+                logger.warning(
+                    "disconnected from the MQTT broker at %s: %s", self._where(), shown(reason)
+                )
             # A broker that accepts every connection and then breaks the protocol must not
             # get a reconnect a second: its refusals grow the backoff like failed connects.
             refused = isinstance(client, BoundedClient) and client.take_refusal()
@@ -480,7 +533,7 @@ class MqttLink:
             if refused:
                 with self._lock:
                     self._attempt = self._refusals
-            self._schedule_retry(client)
+            self._end_attempt(client, outcome)
 
     def _handle_connect_fail(self, client: paho.Client, userdata: Any) -> None:
         # paho calls this inside its `except OSError` around the connection attempt and
@@ -488,14 +541,25 @@ class MqttLink:
         exc = sys.exc_info()[1]
         reason = (exc.strerror or str(exc)) if isinstance(exc, OSError) else "unknown reason"
         logger.warning(
-            "cannot reach the MQTT broker at %s: %s; retrying", self._settings.url, shown(reason)
+            "cannot reach the MQTT broker at %s: %s; retrying", self._where(), shown(reason)
         )
-        self._schedule_retry(client)
+        self._end_attempt(client, Attempt.UNREACHABLE)
 
-    def _schedule_retry(self, client: paho.Client) -> None:
+    def _end_attempt(self, client: paho.Client, outcome: Attempt) -> None:
+        """Once per attempt (a refused CONNACK is followed by paho's on_disconnect):
+        tell the rotation, and set the wait before the next attempt."""
         with self._lock:
-            delay = self._backoff.delay(self._attempt)
-            self._attempt += 1
+            if self._reported or self._rotation is None:
+                return
+            self._reported = True
+            self._target = target = self._rotation.report(outcome)
+            if target.at_once:
+                delay = 0.0
+            else:
+                delay = self._backoff.delay(self._attempt)
+                self._attempt += 1
+        if target.at_once:
+            logger.info("MQTT: trying %s", self._where())
         # paho waits min_delay before the next attempt (its doubling starts again from
         # min_delay after every reset), so setting both bounds makes it wait `delay`.
         client.reconnect_delay_set(min_delay=delay, max_delay=delay)  # type: ignore[arg-type]

@@ -1,0 +1,117 @@
+"""MqttLink with a list of broker URLs and `protocol: auto`, against real Mosquittos: it
+moves to the next node when its node goes away, keeps its session there (one broker
+restarted on the same data stands in for a node here; the NATS cluster's own test is in
+tests/integration/test_broker_clusters.py), and over 3.1.1 it holds no more
+unacknowledged messages than its receive_maximum (the broker is told nothing)."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sync.mqtt import Backoff, InboundMessage, MqttLink
+from sync.settings import AUTO, MQTT311, MqttSettings
+from tests.fixtures.mosquitto import MosquittoBroker, Publisher, free_port
+
+FAST = Backoff(initial_s=0.05, cap_s=0.3)
+TOPIC = "rfa/v1/cell/9q8yy"
+
+
+@contextmanager
+def link_to(
+    settings: MqttSettings, got: queue.Queue[InboundMessage], *, ack: bool = True
+) -> Iterator[MqttLink]:
+    def on_message(msg: InboundMessage) -> None:
+        got.put(msg)
+        if ack:
+            msg.ack()
+
+    stop = threading.Event()
+    link = MqttLink(
+        settings,
+        client_id="porch-cam-01",
+        status_topic="devices/porch-cam-01/status",
+        version="0.1.0",
+        subscriptions=[TOPIC],
+        on_message=on_message,
+        stop=stop,
+        backoff=FAST,
+        ack_delay_s=0.05,
+    )
+    link.start()
+    try:
+        assert link.wait_connected(10), "the link did not connect"
+        yield link
+    finally:
+        stop.set()
+        link.stop()
+
+
+def test_a_dead_first_url_is_passed_over_and_auto_speaks_5_to_mosquitto(
+    mosquitto: MosquittoBroker,
+) -> None:
+    dead = [f"mqtt://127.0.0.1:{free_port()}" for _ in range(2)]  # nothing listens there
+    got: queue.Queue[InboundMessage] = queue.Queue()
+    settings = MqttSettings(urls=(dead[0], mosquitto.url, dead[1]), protocol=AUTO)
+    with link_to(settings, got) as link:
+        assert link.broker == (mosquitto.url, "5")
+
+
+def test_the_link_moves_to_the_other_node_and_its_session_follows(tmp_path: Path) -> None:
+    """Two Mosquittos sharing nothing but a persistence file stand for a cluster's nodes:
+    node b starts from node a's saved state once a is stopped, as a replicated session
+    store would have it. The device, told both URLs, finds b and gets what was queued."""
+    a = MosquittoBroker(tmp_path / "a")
+    a.start()
+    b = MosquittoBroker(tmp_path / "b")
+    got: queue.Queue[InboundMessage] = queue.Queue()
+    settings = MqttSettings(urls=(a.url, b.url), protocol=AUTO)
+    try:
+        with link_to(settings, got) as link:
+            with Publisher(a) as pub:
+                pub.publish(TOPIC, b"before")
+            assert got.get(timeout=10).payload == b"before"
+        # the device went offline; a request is queued for it, then node a goes away
+        with Publisher(a) as pub:
+            pub.publish(TOPIC, b"while away")
+        a.stop()  # writes the session with its queued message
+        b.data_dir.mkdir(parents=True, exist_ok=True)
+        (b.data_dir / "mosquitto.db").write_bytes((a.data_dir / "mosquitto.db").read_bytes())
+        b.start()
+        with link_to(settings, got) as link:
+            assert link.broker == (b.url, "5")
+            assert got.get(timeout=15).payload == b"while away"
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_over_3_1_1_the_device_holds_no_more_than_receive_maximum(
+    mosquitto: MosquittoBroker,
+) -> None:
+    """Nothing acknowledges: the broker (3.1.1, told nothing, its own window 20) would
+    send 20; the device stops reading at its receive_maximum, 4, and the rest stays at
+    the broker until acks make room."""
+    got: queue.Queue[InboundMessage] = queue.Queue()
+    settings = MqttSettings(url=mosquitto.url, protocol=MQTT311, receive_maximum=4)
+    with link_to(settings, got, ack=False) as link, Publisher(mosquitto) as pub:
+        assert link.broker == (mosquitto.url, "3.1.1")
+        for n in range(30):
+            pub.publish(TOPIC, b"m%d" % n)
+        held = [got.get(timeout=10) for _ in range(4)]
+        try:
+            extra = got.get(timeout=1.5)
+        except queue.Empty:
+            extra = None
+        assert extra is None, "a fifth message was read with four unacknowledged"
+        for msg in held:
+            msg.ack()
+        seen = [m.payload for m in held]
+        while len(seen) < 30:
+            msg = got.get(timeout=10)
+            msg.ack()
+            seen.append(msg.payload)
+        assert seen == [b"m%d" % n for n in range(30)]  # in order, none lost
