@@ -15,14 +15,14 @@ import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cloud.broker import Incoming, listen
+from cloud.broker import BrokerError, Incoming, listen
 from cloud.loopback import TusServer
 from foundation.times import Window
 from tests.fixtures.brokers import NatsCluster
@@ -54,11 +54,15 @@ def spying(url: str, topics: list[str]) -> Iterator[list[tuple[float, Incoming]]
     """What a subscriber on `topics` receives (the reference tools' own listener)."""
     seen: list[tuple[float, Incoming]] = []
     stop = threading.Event()
-    thread = threading.Thread(
-        target=listen,
-        args=(url, topics, lambda m: seen.append((time.monotonic(), m)), stop),
-        daemon=True,
-    )
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            listen(url, topics, lambda m: seen.append((time.monotonic(), m)), stop)
+        except BrokerError as exc:  # e.g. NATS while a stream elects a new leader
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     time.sleep(1.0)  # subscribed (listen waits for its SUBACK before it blocks)
     try:
@@ -66,6 +70,50 @@ def spying(url: str, topics: list[str]) -> Iterator[list[tuple[float, Incoming]]
     finally:
         stop.set()
         thread.join(15)
+    if failed:
+        raise failed[0]
+
+
+# nats-server 2.9 on loopback took up to about 25 s to elect a new leader for a stream
+# whose leader was on the lost node; meanwhile QoS 1 publishes time out and it drops the
+# clients that sent them (the device among them, which keeps trying its URLs).
+RECOVERY_S = 120
+
+
+def retrying(action: Callable[[], object], what: str, timeout: float = RECOVERY_S) -> None:
+    """An agency's or owner's tool run again until the cluster answers: while a stream
+    elects a new leader after a node's loss, NATS answers nothing for some seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            action()
+            return
+        except BrokerError:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{what}: the cluster did not answer in {timeout} s") from None
+            time.sleep(0.5)
+
+
+def retained_topics(
+    cluster: NatsCluster, topics: list[str], timeout: float = RECOVERY_S
+) -> set[str]:
+    """The topics of `topics` that hold a retained message, read from a running node;
+    asked again while the cluster recovers (a subscription is refused, or answered
+    without the retained messages, until the streams have their new leaders)."""
+    deadline = time.monotonic() + timeout
+    found: set[str] = set()
+    while found != set(topics) and time.monotonic() < deadline:
+        found = set(retained_payloads(cluster, topics))
+    return found
+
+
+def retained_payloads(cluster: NatsCluster, topics: list[str]) -> dict[str, bytes]:
+    try:
+        with spying(cluster.url, topics) as seen:
+            time.sleep(0.5)
+    except BrokerError:
+        return {}
+    return {m.topic: m.payload for _, m in seen if m.retain}
 
 
 def audit(world: World) -> list[dict[str, Any]]:
@@ -153,39 +201,38 @@ def test_a_nats_node_lost_mid_flow_five_times(
             lost.kill()
             # in flight while the device has no broker: the decision and two requests
             approve = n % 2 == 0
-            world.decide(undecided.id, approve=approve)
+            retrying(lambda r=undecided.id, a=approve: world.decide(r, approve=a), "decide")
             decided[undecided.id] = approve
             fresh = [world.rfa(window, case_number=f"2026-{n}0000{k}") for k in (1, 2)]
             for rfa in fresh:
-                world.publish(rfa)
+                retrying(lambda r=rfa: world.publish(r), "publish")
                 published.append(rfa.id)
             # the retained owner messages survive on the other nodes
-            with spying(cluster.url, owner_topics) as owner_seen:
-                time.sleep(0.5)
-                retained = {m.topic for _, m in owner_seen if m.retain}
+            retained = retained_topics(cluster, owner_topics)
             assert retained == set(owner_topics), retained
             moved = world.daemon.wait_until(
-                lambda s, dead=lost.url: s.get("broker_url") not in (None, dead), timeout=60
+                lambda s, dead=lost.url: s.get("broker_url") not in (None, dead),
+                timeout=RECOVERY_S,
             )
             assert moved["broker_url"] in cluster.urls
             wait_for(
                 lambda f=fresh: {r.id for r in f} <= set(world.pending_ids()),
-                60,
+                RECOVERY_S,
                 "the requests published during the outage pending",
             )
             wait_for(
-                lambda r=undecided.id: r not in world.pending_ids(), 60, "the decision acted on"
+                lambda r=undecided.id: r not in world.pending_ids(),
+                RECOVERY_S,
+                "the decision acted on",
             )
-            # the owner channel keeps its grid on the new node: messages come again, one
-            # a period (1 s), no backlog of the outage's
-            with spying(cluster.url, owner_topics[:1]) as fresh_owner:
-                wait_for(
-                    lambda s=fresh_owner: len([m for m in s if not m[1].retain]) >= 3,
-                    20,
-                    "owner messages",
-                )
-            times = [t for t, m in fresh_owner if not m.retain]
-            assert all(b - a > 0.5 for a, b in zip(times, times[1:], strict=False)), times
+            # the owner channel goes on from the new node: a newer sealed message replaces
+            # the retained one (each is the same size; its grid is the device's own clock)
+            before = retained_payloads(cluster, owner_topics[:1])
+            wait_for(
+                lambda b=before: retained_payloads(cluster, owner_topics[:1]) not in ({}, b),
+                RECOVERY_S,
+                "a newer owner message",
+            )
             lost.start()
             cluster.wait_ready()
             undecided = fresh[0]
