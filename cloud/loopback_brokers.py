@@ -27,7 +27,7 @@ from pathlib import Path
 
 import requests
 
-from cloud.loopback import LoopbackError, free_port
+from cloud.loopback import LoopbackError, MosquittoBroker, free_port
 
 NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
 RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"  # the script, not the su wrapper
@@ -144,11 +144,15 @@ mqtt {{
         return _mqtt_session_ok(self.mqtt_port)
 
     def healthy(self) -> bool:
-        """The node's monitoring says its JetStream is current (a meta leader is known)."""
+        """The node's monitoring says its own JetStream is current (a meta leader is
+        known). Not every stream and consumer: after a node's loss a consumer of a
+        session that has gone can stay "not current" for minutes, which says nothing of
+        whether the node serves MQTT (`takes_sessions` checks that)."""
         if not self.running:
             return False
+        url = f"http://{HOST}:{self.monitor_port}/healthz?js-server-only=true"
         try:
-            answer = requests.get(f"http://{HOST}:{self.monitor_port}/healthz", timeout=1)
+            answer = requests.get(url, timeout=1)
         except requests.RequestException:
             return False
         return answer.status_code == 200
@@ -345,3 +349,24 @@ class RabbitMqBroker:
 
     def kill(self) -> None:
         self.stop()
+
+
+BROKERS = ("mosquitto", "nats", "rabbitmq")
+# The MQTT version each speaks (what `mqtt.protocol: auto` finds on it).
+BROKER_VERSION = {"mosquitto": 5, "nats": 4, "rabbitmq": 4}
+
+
+def start_broker(name: str, root: Path) -> MosquittoBroker | NatsCluster | RabbitMqBroker:
+    """One of BROKERS, started in `root` on free ports; the caller stops it."""
+    root.mkdir(parents=True, exist_ok=True)
+    broker: MosquittoBroker | NatsCluster | RabbitMqBroker
+    if name == "mosquitto":
+        broker = MosquittoBroker(root)
+    elif name == "nats":
+        broker = NatsCluster(root)
+    elif name == "rabbitmq":
+        broker = RabbitMqBroker(root)
+    else:
+        raise ValueError(f"unknown broker {name!r}; one of {', '.join(BROKERS)}")
+    broker.start()
+    return broker

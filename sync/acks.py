@@ -22,6 +22,17 @@ from typing import Protocol
 
 logger = logging.getLogger(__name__)
 
+# The most PUBACKs the device owes at once before it stops reading (`AckSequencer`'s
+# limit in the daemon). A broker's own window normally bounds them long before: MQTT 5's
+# Receive Maximum (16, announced), or over 3.1.1, where the broker is told nothing, its
+# configuration (Mosquitto max_inflight_messages 20, RabbitMQ mqtt.prefetch 10, NATS
+# max_ack_pending). This is the backstop against a broker that keeps none (Mosquitto
+# 2.0.11 was seen with 5,422 in flight against 16 announced): a slot is about 100
+# bytes, so at most about 0.4 MB, and reading stops, so TCP holds the rest at the broker.
+# Far above any broker's window, so that it does not slow the reading of a junk flood
+# behind a verified message (whose PUBACK waits 2 s, and holds every later one).
+MAX_OWED_ACKS = 4096
+
 
 class AckHandle(Protocol):
     """What the receiver of one message tells the link about its acknowledgement."""
@@ -126,11 +137,9 @@ class AckSequencer:
         if qos == 0:
             return _NoAck()
         with self._cond:
-            # The device's own Receive Maximum: with `limit` PUBACKs owed, the network
-            # thread (the caller) waits here, so nothing more is read from the socket and
-            # TCP holds the rest at the broker. Over MQTT 5 the broker was told the limit
-            # and never reaches it; over 3.1.1 nothing tells the broker, and a broker may
-            # also ignore it. The slots ahead are released by the receiver's worker or
+            # With `limit` PUBACKs owed (MAX_OWED_ACKS), the network thread (the caller)
+            # waits here, so nothing more is read from the socket and TCP holds the rest
+            # at the broker. The slots ahead are released by the receiver's worker or
             # were junk (released at once), so room always comes within the ack delay.
             if self._limit is not None and len(self._slots) >= self._limit:
                 self.waits += 1

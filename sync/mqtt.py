@@ -39,9 +39,10 @@ Choices:
   acks can be outstanding.
 - What the device keeps for the broker (protocol.md §3, 1.2): a PUBLISH above the QoS
   the device subscribed at ends the connection unstored (`BoundedClient`); over MQTT 5
-  the device announces a Receive Maximum of at most 16, and over either version stops
-  reading while that many acknowledgements are owed (`AckSequencer`'s limit: what
-  replaces Receive Maximum over 3.1.1, where the broker is told nothing). Everything
+  the device announces a Receive Maximum of at most 16. Over 3.1.1 the broker is told
+  nothing: its own window (its configuration) bounds what it sends, and over either
+  version the device stops reading while `MAX_OWED_ACKS` acknowledgements are owed
+  (sync.acks), the backstop against a broker that keeps no window. Everything
   the device publishes (status, the two owner topics) is retained, so only the newest
   message of a topic matters: `publish_latest` keeps at most one per topic, queues
   nothing while offline, and what paho still held from a lost connection is dropped on
@@ -72,7 +73,7 @@ from foundation.backoff import backoff_s
 from foundation.display import shown
 from foundation.errors import MisuseError
 from foundation.wire import ACK_DELAY_S, SUBSCRIPTION_QOS
-from sync.acks import AckHandle, AckSequencer
+from sync.acks import MAX_OWED_ACKS, AckHandle, AckSequencer
 from sync.brokers import Attempt, BrokerRotation, Target
 from sync.errors import MqttSettingsError
 from sync.settings import MQTT5, PROTOCOL_NAMES, MqttSettings
@@ -237,9 +238,10 @@ class MqttLink:
         stop: threading.Event,
         backoff: Backoff = Backoff(),
         ack_delay_s: float = ACK_DELAY_S,
+        max_owed_acks: int = MAX_OWED_ACKS,
     ) -> None:
-        """`ack_delay_s` is the protocol's (foundation.wire.ACK_DELAY_S); only in-process
-        tests shorten it."""
+        """`ack_delay_s` is the protocol's (foundation.wire.ACK_DELAY_S) and
+        `max_owed_acks` sync.acks'; only tests change them."""
         self._settings = settings
         self._client_id = client_id
         self._status_topic = status_topic
@@ -254,7 +256,7 @@ class MqttLink:
         self._lock = threading.Lock()
         self._ack_delay_s = ack_delay_s
         # per connection; see its docstring
-        self._acks = AckSequencer(delay_s=ack_delay_s, limit=settings.receive_maximum)
+        self._acks = AckSequencer(delay_s=ack_delay_s, limit=max_owed_acks)
         self._attempt = 0
         self._rotation: BrokerRotation | None = None
         self._target: Target | None = None  # what the current attempt connects to

@@ -71,9 +71,8 @@ class MqttSettings:
     key_file: Path | None = None
     protocol: int = MQTT5  # MQTT5, MQTT311 or AUTO
     keepalive: int = 60
-    # Unacknowledged QoS 1 messages the device holds at once: over MQTT 5 announced to the
-    # broker (Receive Maximum); over 3.1.1, and against a broker that ignores it, the
-    # device stops reading at this many (sync.acks.AckSequencer).
+    # MQTT 5: unacknowledged QoS 1 messages the broker may have in flight to the device
+    # (over 3.1.1 the broker's own configuration sets its window; sync.acks)
     receive_maximum: int = MAX_RECEIVE_MAXIMUM
 
     def __post_init__(self) -> None:

@@ -22,7 +22,11 @@ TOPIC = "rfa/v1/cell/9q8yy"
 
 @contextmanager
 def link_to(
-    settings: MqttSettings, got: queue.Queue[InboundMessage], *, ack: bool = True
+    settings: MqttSettings,
+    got: queue.Queue[InboundMessage],
+    *,
+    ack: bool = True,
+    max_owed_acks: int = 4096,
 ) -> Iterator[MqttLink]:
     def on_message(msg: InboundMessage) -> None:
         got.put(msg)
@@ -40,6 +44,7 @@ def link_to(
         stop=stop,
         backoff=FAST,
         ack_delay_s=0.05,
+        max_owed_acks=max_owed_acks,
     )
     link.start()
     try:
@@ -89,15 +94,13 @@ def test_the_link_moves_to_the_other_node_and_its_session_follows(tmp_path: Path
         b.stop()
 
 
-def test_over_3_1_1_the_device_holds_no_more_than_receive_maximum(
-    mosquitto: MosquittoBroker,
-) -> None:
+def test_the_device_stops_reading_at_its_owed_acks_limit(mosquitto: MosquittoBroker) -> None:
     """Nothing acknowledges: the broker (3.1.1, told nothing, its own window 20) would
-    send 20; the device stops reading at its receive_maximum, 4, and the rest stays at
-    the broker until acks make room."""
+    send 20; a device whose limit is 4 (sync.acks.MAX_OWED_ACKS in the daemon, 4,096)
+    stops reading at 4, and the rest stays at the broker until acks make room."""
     got: queue.Queue[InboundMessage] = queue.Queue()
-    settings = MqttSettings(url=mosquitto.url, protocol=MQTT311, receive_maximum=4)
-    with link_to(settings, got, ack=False) as link, Publisher(mosquitto) as pub:
+    settings = MqttSettings(url=mosquitto.url, protocol=MQTT311)
+    with link_to(settings, got, ack=False, max_owed_acks=4) as link, Publisher(mosquitto) as pub:
         assert link.broker == (mosquitto.url, "3.1.1")
         for n in range(30):
             pub.publish(TOPIC, b"m%d" % n)
