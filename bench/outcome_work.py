@@ -69,6 +69,7 @@ def measure(rounds: int) -> dict[str, Any]:
         identity=identity,
         clock=clock,
         decide_within_ms=72 * 3_600_000,
+        share_contact_by_default=True,
     )
     flow.recover()
     samples: dict[str, list[tuple[int, float]]] = defaultdict(list)

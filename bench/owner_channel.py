@@ -124,7 +124,7 @@ def build_times(hours: float, rounds: int) -> tuple[list[float], list[float], in
             store=store, audit=NoAudit(), buffer=buffer, outbox=NoOutbox(),
             facts=DeviceFacts("porch-cam-01", 37.7749, -122.4194, True, False),
             trusted_agencies=trusted, owner_keys={}, identity=identity, clock=clock,
-            decide_within_ms=72 * HOUR_MS,
+            decide_within_ms=72 * HOUR_MS, share_contact_by_default=True,
         )  # fmt: skip
         owner_identity = x25519.Identity.generate()
         owner = owner_identity.to_public()

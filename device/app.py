@@ -28,7 +28,6 @@ from device.notify import SystemdNotifier
 from device.owner_channel import OwnerChannel
 from device.panel import Panel
 from device.paths import StatePaths
-from device.settings import camera_settings, storage_settings
 from device.state import StateStore
 from device.supervisor import RestartBudget, Supervisor
 from firmware_config import Config
@@ -51,7 +50,6 @@ from sync.models import ConsentMethod
 from sync.mqtt import MqttLink
 from sync.outbox import Outbox
 from sync.rfa import DeviceFacts, TrustedAgencyKey
-from sync.settings import ShareSettings
 from sync.uploader import ShareWorker
 
 logger = logging.getLogger(__name__)
@@ -202,8 +200,8 @@ class Doorbell:
 
     def start_recorder(self) -> None:
         self.recorder = RecorderProcess(
-            camera=camera_settings(self.config),
-            storage=storage_settings(self.config),
+            camera=self.config.camera,
+            storage=self.config.storage,
             clock=self.hooks.clock,
             free_space=self.hooks.free_space,
         )
@@ -251,12 +249,7 @@ class Doorbell:
             identity=self.identity,
             contact=self.named_share_contact(),
             clock=self.hooks.clock,
-            settings=ShareSettings(
-                chunk_bytes=self.config.share.chunk_bytes,
-                bandwidth_bytes_per_s=self.config.share.bandwidth_bytes_per_s,
-                max_attempts=self.config.share.max_attempts,
-                allow_plain_http_loopback=self.config.rfa.allow_plain_http_loopback,
-            ),
+            settings=self.config.share,
             on_state=self.flow.on_share_state,
             stop=self.stop_event,
         )
@@ -323,7 +316,6 @@ class Doorbell:
                 rfa_id,
                 approve=approve,
                 method=ConsentMethod.BUTTON,
-                share_contact=owner.share_contact_by_default,
             ),
             stop=self.stop_event,
         )

@@ -21,7 +21,6 @@ from device.console.tls import spaced_fingerprint
 from device.control import DaemonNotRunning, control_request
 from device.identity import read_device_identity
 from device.paths import StatePaths
-from device.settings import camera_settings, storage_settings
 from device.share_summary import render_summary
 from firmware_config import Config, load_config
 from foundation.arguments import time_arg
@@ -552,8 +551,8 @@ def _clip(config: Config, args: argparse.Namespace) -> int:
 
 def _record(config: Config, args: argparse.Namespace) -> int:
     summary = record(
-        camera=camera_settings(config),
-        storage=storage_settings(config),
+        camera=config.camera,
+        storage=config.storage,
         seconds=args.seconds,
         fast=args.fast,
         clock=SystemClock(),

@@ -160,7 +160,7 @@ class RequestFlow:
         identity: DeviceIdentity,
         clock: Clock,
         decide_within_ms: int,
-        share_contact_by_default: bool = True,
+        share_contact_by_default: bool,
     ) -> None:
         self._store = store
         self._audit = audit
@@ -382,7 +382,9 @@ class RequestFlow:
         window: Window | None = None,
         share_contact: bool | None = None,
     ) -> Outcome:
-        """The button or the CLI decided (the caller authenticated the owner locally)."""
+        """The button or the CLI decided (the caller authenticated the owner locally).
+        `share_contact` None (the button says nothing about it): the owner's
+        `owner.share_contact_by_default`, applied here and nowhere else."""
         if method is ConsentMethod.APP:
             return Outcome(False, FlowReason.BAD_METHOD, rfa_id, "App decisions arrive sealed.")
         with self._lock:

@@ -8,8 +8,7 @@ button is off unless `owner.button_pin` is configured; the light is off unless
 What a press does is decided by `button_action`, a pure function:
 
 * a short press approves the one pending request, only while exactly one is pending
-  (with the request's full window; the composition root's `decide` callback applies
-  `owner.share_contact_by_default`);
+  (with the request's full window; the flow applies `owner.share_contact_by_default`);
 * a long press (at least 3 s) declines it;
 * with no request or several pending, or if the set of pending requests changed while
   the button was held, the press does nothing; presses shorter than 50 ms are contact

@@ -1,4 +1,10 @@
-"""Schema of doorbell.yaml: one strict tree.
+"""Schema of doorbell.yaml: one strict tree, declared once.
+
+Each section is a `Section`: the dataclass it builds (a part's own settings, such as
+`CameraSettings`, or a config dataclass below for keys only the daemon reads) and one
+`Key` per YAML key (its name, its converter, whether it is required). A key's default is
+the default of the dataclass field it fills, so it is written once, where the part that
+uses it lives. `parse_config` walks the tree with one generic reader.
 
 Unknown keys, wrong types and out-of-range values are all collected (not just the first)
 and reported with their key path and, for a misspelt key, a "did you mean" hint.
@@ -15,36 +21,39 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
 
 from foundation.errors import InvalidValueError, UsageError
 from foundation.wire import MAX_RECEIVE_MAXIMUM
-from recorder.settings import PRESETS, CameraSettings, StorageSettings
+from recorder.settings import (
+    FPS_RANGE,
+    HEIGHT_RANGE,
+    PRESETS,
+    SEGMENT_SECONDS_RANGE,
+    SOURCES,
+    WIDTH_RANGE,
+    CameraSettings,
+    StorageSettings,
+)
 from sync.keys import parse_recipient, public_key_from_b64
 from sync.settings import (
     ANONYMOUS_DELAY_FLOOR_MINUTES,
     AUTO,
     MQTT5,
     MQTT311,
-    AnonymousDelay,
     MqttSettings,
     ShareSettings,
 )
 
+S = TypeVar("S")
 T = TypeVar("T")
 
 # The longest anonymous start delay the config takes: a day. Longer would hold a share's
 # footage pinned, and the owner waiting, for no gain the protocol asks for.
 MAX_ANONYMOUS_DELAY_MINUTES = 24 * 60
-
-
-def _default_of(cls: type, name: str) -> Any:
-    """The default of field `name` of dataclass `cls`: each default is written once, in
-    the settings of the part that uses it or, for keys only the config has, below."""
-    return next(f.default for f in dataclasses.fields(cls) if f.name == name)
 
 
 class ConfigError(UsageError):
@@ -55,6 +64,9 @@ class ConfigError(UsageError):
         self.problems = problems
 
 
+# Sections only the daemon reads (the parts' own settings live in their modules).
+
+
 @dataclass(frozen=True, slots=True)
 class Contact:
     name: str | None = None
@@ -63,30 +75,24 @@ class Contact:
 
 
 @dataclass(frozen=True, slots=True)
-class DeviceConfig:
-    id: str
+class Location:
     lat: float
     lon: float
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceConfig:
+    id: str
+    location: Location
     contact: Contact = field(default_factory=Contact)
 
+    @property
+    def lat(self) -> float:
+        return self.location.lat
 
-@dataclass(frozen=True, slots=True)
-class CameraConfig:
-    source: str
-    device: str | int = 0
-    width: int = _default_of(CameraSettings, "width")
-    height: int = _default_of(CameraSettings, "height")
-    fps: int = int(_default_of(CameraSettings, "fps"))
-    preset: str = _default_of(CameraSettings, "preset")
-
-
-@dataclass(frozen=True, slots=True)
-class StorageConfig:
-    dir: Path
-    segment_seconds: int = int(_default_of(StorageSettings, "segment_seconds"))
-    max_age_hours: float = _default_of(StorageSettings, "max_age_hours")
-    max_bytes: int = _default_of(StorageSettings, "max_bytes")
-    min_free_bytes: int = _default_of(StorageSettings, "min_free_bytes")
+    @property
+    def lon(self) -> float:
+        return self.location.lon
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,28 +113,12 @@ class RfaConfig:
 class OwnerConfig:
     keys: tuple[str, ...] = ()
     recipients: tuple[str, ...] = ()
+    # a local decision (the button, or a caller that does not say) names the owner
+    # unless this is false: applied by RequestFlow.decide_locally, nowhere else
     share_contact_by_default: bool = True
     sync_seconds: float = 300.0
     button_pin: int | str | None = None
     led_pin: int | str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ShareConfig:
-    chunk_bytes: int = _default_of(ShareSettings, "chunk_bytes")
-    bandwidth_bytes_per_s: int | None = None
-    max_attempts: int = _default_of(ShareSettings, "max_attempts")
-    # protocol.md §6.2: an anonymous share's upload starts between these many minutes
-    # after the approval (never below wire.ANONYMOUS_DELAY_FLOOR_MINUTES)
-    anonymous_delay_min_minutes: float = _default_of(AnonymousDelay, "min_minutes")
-    anonymous_delay_max_minutes: float = _default_of(AnonymousDelay, "max_minutes")
-
-    @property
-    def anonymous_delay(self) -> AnonymousDelay:
-        return AnonymousDelay(
-            min_minutes=self.anonymous_delay_min_minutes,
-            max_minutes=self.anonymous_delay_max_minutes,
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,24 +138,141 @@ class ConsoleConfig:
 @dataclass(frozen=True, slots=True)
 class Config:
     device: DeviceConfig
-    camera: CameraConfig
-    storage: StorageConfig
-    mqtt: MqttSettings  # the sync part's own settings, built here (each default once)
+    camera: CameraSettings  # the parts' own settings, built here (each default once)
+    storage: StorageSettings  # its `dir` is the buffer: `storage.dir` of the YAML + /buffer
+    mqtt: MqttSettings
     rfa: RfaConfig = field(default_factory=RfaConfig)
     owner: OwnerConfig = field(default_factory=OwnerConfig)
-    share: ShareConfig = field(default_factory=ShareConfig)
+    share: ShareSettings = field(default_factory=ShareSettings)
     control: ControlConfig = field(default_factory=ControlConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
     source_path: Path | None = None
 
     @property
-    def state_dir(self) -> Path:
-        """Daemon state (keys, state db, audit log, outbox) lives beside the buffer."""
-        return self.storage.dir / "state"
+    def buffer_dir(self) -> Path:
+        return self.storage.dir
 
     @property
-    def buffer_dir(self) -> Path:
-        return self.storage.dir / "buffer"
+    def state_dir(self) -> Path:
+        """Daemon state (keys, state db, audit log, outbox) lives beside the buffer."""
+        return self.storage.dir.parent / "state"
+
+
+# The declarations' vocabulary and the one reader that walks them.
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """One YAML key. `read` converts its value (raising ValueError or TypeError with a
+    message for the owner), or is the `Section` of a nested mapping; `many`: a list of
+    such mappings. The value fills the dataclass field of the same name; an absent (or
+    null) key leaves that field's default, so defaults are never restated here."""
+
+    name: str
+    read: Callable[[object], Any] | Section[Any]
+    required: bool = False
+    many: bool = False
+
+
+# A check across keys: given the section's values (defaults filled in), a problem as
+# "key: message", or None.
+Check = Callable[[Mapping[str, Any]], "str | None"]
+
+
+@dataclass(frozen=True, slots=True)
+class Section(Generic[S]):
+    """A mapping of the YAML tree and the dataclass it builds. Checks run only once every
+    key of the section is valid, so one mistake is reported once."""
+
+    build: Callable[..., S]
+    keys: tuple[Key, ...]
+    checks: tuple[Check, ...] = ()
+
+
+class _Reader:
+    """Walks the YAML tree along the declarations, collecting problems instead of
+    stopping at the first."""
+
+    def __init__(self, folder: Path | None) -> None:
+        self.folder = folder
+        self.problems: list[str] = []
+
+    def read(self, section: Section[S], data: object, path: str, **fixed: Any) -> S | None:
+        """`section`'s dataclass built from `data` (plus `fixed` fields), or None once
+        every problem found in it is recorded."""
+        before = len(self.problems)
+        mapping = self._mapping(data, path, tuple(key.name for key in section.keys))
+        values: dict[str, Any] = dict(fixed)
+        for key in section.keys:
+            where = f"{path}.{key.name}" if path else key.name
+            raw = mapping.get(key.name)
+            if raw is None:
+                if key.required:
+                    self.problems.append(f"{where}: required")
+            else:
+                values[key.name] = self._value(key, raw, where)
+        if len(self.problems) == before and section.checks:
+            filled = {**_defaults(section.build), **values}
+            for check in section.checks:
+                problem = check(filled)
+                if problem is not None:
+                    self.problems.append(f"{path}.{problem}")
+        if len(self.problems) > before:
+            return None
+        try:
+            return section.build(**values)
+        except ValueError as exc:
+            # the part refuses what its declaration let through: a schema bug, but the
+            # owner still gets a line naming the section, not a traceback
+            self.problems.append(f"{path or 'config'}: {exc}")
+            return None
+
+    def _mapping(self, data: object, path: str, known: tuple[str, ...]) -> Mapping[str, Any]:
+        if data is None:
+            return {}
+        if not isinstance(data, Mapping):
+            where = path or "the config file"
+            self.problems.append(f"{where}: expected a mapping, got {type(data).__name__}")
+            return {}
+        for key in data:
+            if key not in known:
+                hint = difflib.get_close_matches(str(key), known, n=1)
+                name = str(key) if str(key).strip() else repr(key)  # `"": 1` names itself
+                where = f"{path}.{name}" if path else name
+                extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+                self.problems.append(f"{where}: unknown key{extra}")
+        return data
+
+    def _value(self, key: Key, raw: object, where: str) -> Any:
+        if isinstance(key.read, Section):
+            if not key.many:
+                return self.read(key.read, raw, where)
+            if not isinstance(raw, list):
+                self.problems.append(f"{where}: expected a list")
+                return None
+            return tuple(self.read(key.read, item, f"{where}[{i}]") for i, item in enumerate(raw))
+        try:
+            value = key.read(raw)
+        except (ValueError, TypeError) as exc:
+            self.problems.append(f"{where}: {exc}")
+            return None
+        if isinstance(value, Path) and self.folder is not None:
+            # a relative path (`storage: {dir: ./var}`) is read from the config file's
+            # folder, not from wherever a command runs, so `doorbellctl` finds the
+            # daemon's socket and buffer from any directory; absolute ones stay
+            value = self.folder / value
+        return value
+
+
+def _defaults(build: Callable[..., Any]) -> dict[str, Any]:
+    """The defaults of dataclass `build`'s fields (for checks across keys)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(build):  # type: ignore[arg-type]
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
@@ -196,58 +303,6 @@ def parse_size(value: object) -> int:
             unit = (match.group(2) or "B").lower()
             return int(float(match.group(1)) * _UNITS[unit])
     raise InvalidValueError("expected a size such as 8GiB, 500MB or a number of bytes")
-
-
-class _Reader:
-    """Walks the YAML tree, collecting problems instead of stopping at the first."""
-
-    def __init__(self) -> None:
-        self.problems: list[str] = []
-
-    def section(self, data: object, path: str, known: tuple[str, ...]) -> Mapping[str, Any]:
-        if data is None:
-            return {}
-        if not isinstance(data, Mapping):
-            self.problems.append(f"{path}: expected a mapping, got {type(data).__name__}")
-            return {}
-        for key in data:
-            if key not in known:
-                hint = difflib.get_close_matches(str(key), known, n=1)
-                where = f"{path}.{key}" if path else str(key)
-                extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-                self.problems.append(f"{where}: unknown key{extra}")
-        return data
-
-    def get(
-        self,
-        data: Mapping[str, Any],
-        path: str,
-        key: str,
-        convert: Callable[[object], T],
-        default: T | None = None,
-        *,
-        required: bool = False,
-    ) -> T | None:
-        where = f"{path}.{key}" if path else key
-        if key not in data or data[key] is None:
-            if required:
-                self.problems.append(f"{where}: required")
-            return default
-        try:
-            return convert(data[key])
-        except (ValueError, TypeError) as exc:
-            self.problems.append(f"{where}: {exc}")
-            return default
-
-    def value(
-        self, data: Mapping[str, Any], path: str, key: str, convert: Callable[[object], T], of: type
-    ) -> Any:
-        """Key `key`, or the default of the field of that name of config dataclass `of`
-        when it is absent or wrong (a wrong value is a problem already). Never `x or
-        default`: a 0 that is out of range is an error naming its key, not a default."""
-        default = _default_of(of, key)
-        got = self.get(data, path, key, convert, default)
-        return default if got is None else got
 
 
 def _size(at_least: int) -> Callable[[object], int]:
@@ -322,16 +377,16 @@ def _choice(*options: str) -> Callable[[object], str]:
     return convert
 
 
-def _paths_under(folder: Path | None) -> Callable[[object], Path]:
-    """A path as the config file means it: a relative one (`storage: {dir: ./var}`) is
-    read from the config file's folder, not from wherever a command happens to run, so
-    `doorbellctl` finds the daemon's socket and buffer from any directory."""
+def _path(value: object) -> Path:
+    """A path as the config file means it: the reader reads a relative one
+    (`storage: {dir: ./var}`) from the config file's folder (see `_Reader.convert`)."""
+    return Path(_str(value))
 
-    def convert(value: object) -> Path:
-        path = Path(_str(value))
-        return path if folder is None else folder / path
 
-    return convert
+def _camera_device(value: object) -> str | int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise InvalidValueError("expected a camera index, a device path or a URL")
+    return value
 
 
 def _pin(value: object) -> int | str:
@@ -345,6 +400,8 @@ def _pin(value: object) -> int | str:
 
 
 def _mqtt_url(value: object) -> str:
+    if isinstance(value, list):
+        raise InvalidValueError("a list of brokers goes in mqtt.urls")
     text = _str(value)
     parts = urlsplit(text)
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
@@ -374,13 +431,21 @@ def _listen(value: object) -> tuple[str, int]:
 
 
 def _mqtt_urls(value: object) -> tuple[str, ...]:
-    """One URL, or a list of the URLs of one broker cluster (sync.brokers)."""
-    urls = _list(_mqtt_url)(value) if isinstance(value, list) else (_mqtt_url(value),)
+    """The URLs of one broker cluster's nodes (sync.brokers goes round them)."""
+    urls = _list(_mqtt_url)(value)
     if not urls:
         raise InvalidValueError("expected at least one mqtt:// or mqtts:// URL")
     if len({urlsplit(url).scheme for url in urls}) > 1:
         raise InvalidValueError("use mqtts:// for all of the URLs or for none")
     return urls
+
+
+def _one_broker_key(values: Mapping[str, Any]) -> str | None:
+    if values["url"] and values["urls"]:
+        return "url: give url (one broker) or urls (a cluster's nodes), not both"
+    if not values["url"] and not values["urls"]:
+        return "url: required (or urls, a list of a cluster's nodes)"
+    return None
 
 
 def _mqtt_protocol(value: object) -> int:
@@ -420,219 +485,187 @@ def _list(item: Callable[[object], T]) -> Callable[[object], tuple[T, ...]]:
     return convert
 
 
+# The declarations: one line per key. A new section is a dataclass (in its part's
+# settings module when a part uses it) and a `Section` here, named in CONFIG.
+
+
+def _buffer_dir(value: object) -> Path:
+    """`storage.dir` holds buffer/ (the recorder's footage) and state/ (the daemon's)."""
+    return _path(value) / "buffer"
+
+
+def _both_or_neither(first: str, second: str) -> Check:
+    def check(values: Mapping[str, Any]) -> str | None:
+        if (values[first] is None) != (values[second] is None):
+            return f"{first}/{second}: give both or neither"
+        return None
+
+    return check
+
+
+def _even_size(values: Mapping[str, Any]) -> str | None:
+    if values["width"] % 2 or values["height"] % 2:
+        return "width/height: H.264 needs even dimensions"
+    return None
+
+
+def _delay_order(values: Mapping[str, Any]) -> str | None:
+    low, high = values["anonymous_delay_min_minutes"], values["anonymous_delay_max_minutes"]
+    if high < low:
+        return (
+            "anonymous_delay_max_minutes: must be at least"
+            f" share.anonymous_delay_min_minutes ({low:g})"
+        )
+    return None
+
+
+_delay_minutes = _number(ANONYMOUS_DELAY_FLOOR_MINUTES, MAX_ANONYMOUS_DELAY_MINUTES)
+
+DEVICE = Section(
+    DeviceConfig,
+    (
+        Key("id", _device_id, required=True),
+        Key(
+            "location",
+            Section(
+                Location,
+                (
+                    Key("lat", _number(-90, 90), required=True),
+                    Key("lon", _number(-180, 180), required=True),
+                ),
+            ),
+            required=True,
+        ),
+        Key(
+            "contact",
+            Section(Contact, (Key("name", _str), Key("email", _str), Key("address", _str))),
+        ),
+    ),
+)
+CAMERA = Section(
+    CameraSettings,
+    (
+        Key("source", _choice(*SOURCES), required=True),
+        Key("device", _camera_device),
+        Key("width", _int(*WIDTH_RANGE)),
+        Key("height", _int(*HEIGHT_RANGE)),
+        Key("fps", _int(*FPS_RANGE)),
+        Key("preset", _choice(*PRESETS)),
+    ),
+    checks=(_even_size,),
+)
+STORAGE = Section(
+    StorageSettings,
+    (
+        Key("dir", _buffer_dir, required=True),
+        Key("segment_seconds", _number(*SEGMENT_SECONDS_RANGE)),
+        Key("max_age_hours", _number(0.01, 24 * 365)),
+        Key("max_bytes", _size(16 * 1024**2)),
+        Key("min_free_bytes", _size(0)),
+    ),
+)
+MQTT = Section(
+    MqttSettings,
+    (
+        Key("url", _mqtt_url),
+        Key("urls", _mqtt_urls),
+        Key("username", _str),
+        Key("password_file", _path),
+        Key("ca_file", _path),
+        Key("cert_file", _path),
+        Key("key_file", _path),
+        Key("protocol", _mqtt_protocol),
+        Key("keepalive", _int(5, 3600)),
+        Key("receive_maximum", _int(1, MAX_RECEIVE_MAXIMUM)),
+    ),
+    checks=(_one_broker_key, _both_or_neither("cert_file", "key_file")),
+)
+RFA = Section(
+    RfaConfig,
+    (
+        Key("enabled", _bool),
+        Key("decide_within_hours", _number(0.01, 24 * 14)),
+        Key("allow_plain_http_loopback", _bool),
+        Key(
+            "trusted_agencies",
+            Section(
+                TrustedAgency,
+                (
+                    Key("agency_id", _str, required=True),
+                    Key("public_key", _b64_key, required=True),
+                ),
+            ),
+            many=True,
+        ),
+    ),
+)
+OWNER = Section(
+    OwnerConfig,
+    (
+        Key("keys", _list(_b64_key)),
+        Key("recipients", _list(_recipient)),
+        Key("share_contact_by_default", _bool),
+        Key("sync_seconds", _number(0.2, 86400)),
+        Key("button_pin", _pin),
+        Key("led_pin", _pin),
+    ),
+)
+SHARE = Section(
+    ShareSettings,
+    (
+        Key("chunk_bytes", _size(64 * 1024)),
+        Key("bandwidth_bytes_per_s", _size(1024)),
+        Key("max_attempts", _int(1, 1000)),
+        # protocol.md §6.2: never below the floor
+        Key("anonymous_delay_min_minutes", _delay_minutes),
+        Key("anonymous_delay_max_minutes", _delay_minutes),
+    ),
+    checks=(_delay_order,),
+)
+CONTROL = Section(ControlConfig, (Key("socket", _path),))
+CONSOLE = Section(
+    ConsoleConfig,
+    (Key("listen", _listen), Key("cert_file", _path), Key("key_file", _path)),
+    checks=(_both_or_neither("cert_file", "key_file"),),
+)
+
+
+def _config(**sections: Any) -> Config:
+    config = Config(**sections)
+    # One switch, two parts: rfa.allow_plain_http_loopback lets a request name a loopback
+    # http:// upload URL (the flow) and lets the uploader use it (ShareSettings).
+    share = dataclasses.replace(
+        config.share, allow_plain_http_loopback=config.rfa.allow_plain_http_loopback
+    )
+    return dataclasses.replace(config, share=share)
+
+
+CONFIG = Section(
+    _config,
+    (
+        Key("device", DEVICE, required=True),
+        Key("camera", CAMERA, required=True),
+        Key("storage", STORAGE, required=True),
+        Key("mqtt", MQTT, required=True),
+        Key("rfa", RFA),
+        Key("owner", OWNER),
+        Key("share", SHARE),
+        Key("control", CONTROL),
+        Key("console", CONSOLE),
+    ),
+)
+
+
 def parse_config(data: object, *, source_path: Path | None = None) -> Config:
-    r = _Reader()
     # abspath, not resolve(): `..` is folded, but a symlinked config keeps its own folder
-    _path = _paths_under(None if source_path is None else Path(os.path.abspath(source_path)).parent)
-    top = r.section(
-        data,
-        "",
-        ("device", "camera", "storage", "mqtt", "rfa", "owner", "share", "control", "console"),
-    )
+    folder = None if source_path is None else Path(os.path.abspath(source_path)).parent
+    reader = _Reader(folder)
     if data is None:
-        r.problems.append("the config file is empty")
-
-    dev = r.section(top.get("device"), "device", ("id", "location", "contact"))
-    if "device" not in top:
-        r.problems.append("device: required")
-    loc = r.section(dev.get("location"), "device.location", ("lat", "lon"))
-    if "location" not in dev:
-        r.problems.append("device.location: required")
-    contact = r.section(dev.get("contact"), "device.contact", ("name", "email", "address"))
-    device = DeviceConfig(
-        id=r.get(dev, "device", "id", _device_id, "", required=True) or "",
-        lat=r.get(loc, "device.location", "lat", _number(-90, 90), 0.0, required=bool(loc)) or 0.0,
-        lon=r.get(loc, "device.location", "lon", _number(-180, 180), 0.0, required=bool(loc))
-        or 0.0,
-        contact=Contact(
-            name=r.get(contact, "device.contact", "name", _str),
-            email=r.get(contact, "device.contact", "email", _str),
-            address=r.get(contact, "device.contact", "address", _str),
-        ),
-    )
-
-    cam = r.section(
-        top.get("camera"), "camera", ("source", "device", "width", "height", "fps", "preset")
-    )
-    if "camera" not in top:
-        r.problems.append("camera: required")
-    camera_device = cam.get("device", 0)
-    if isinstance(camera_device, bool) or not isinstance(camera_device, int | str):
-        r.problems.append("camera.device: expected a camera index, a device path or a URL")
-        camera_device = 0
-    camera = CameraConfig(
-        source=r.get(
-            cam, "camera", "source", _choice("synthetic", "opencv", "picamera2"), required=True
-        )
-        or "synthetic",
-        device=camera_device,
-        width=r.value(cam, "camera", "width", _int(16, 7680), CameraConfig),
-        height=r.value(cam, "camera", "height", _int(16, 4320), CameraConfig),
-        fps=r.value(cam, "camera", "fps", _int(1, 60), CameraConfig),
-        preset=r.value(cam, "camera", "preset", _choice(*PRESETS), CameraConfig),
-    )
-    if camera.width % 2 or camera.height % 2:
-        r.problems.append("camera.width/height: H.264 needs even dimensions")
-
-    sto = r.section(
-        top.get("storage"),
-        "storage",
-        ("dir", "segment_seconds", "max_age_hours", "max_bytes", "min_free_bytes"),
-    )
-    if "storage" not in top:
-        r.problems.append("storage: required")
-    storage = StorageConfig(
-        dir=r.get(sto, "storage", "dir", _path, Path("."), required=True) or Path("."),
-        segment_seconds=r.value(sto, "storage", "segment_seconds", _int(1, 60), StorageConfig),
-        max_age_hours=r.value(
-            sto, "storage", "max_age_hours", _number(0.01, 24 * 365), StorageConfig
-        ),
-        max_bytes=r.value(sto, "storage", "max_bytes", _size(16 * 1024**2), StorageConfig),
-        min_free_bytes=r.value(sto, "storage", "min_free_bytes", _size(0), StorageConfig),
-    )
-
-    mq = r.section(
-        top.get("mqtt"),
-        "mqtt",
-        (
-            "url",
-            "urls",
-            "username",
-            "password_file",
-            "ca_file",
-            "cert_file",
-            "key_file",
-            "protocol",
-            "keepalive",
-            "receive_maximum",
-        ),
-    )
-    if "mqtt" not in top:
-        r.problems.append("mqtt: required")
-    if "url" in mq and "urls" in mq:
-        r.problems.append("mqtt.url/urls: give one of them (url may also be a list)")
-    urls = r.get(mq, "mqtt", "urls" if "urls" in mq else "url", _mqtt_urls, required=True)
-    mqtt = MqttSettings(
-        urls=urls or ("",),
-        username=r.get(mq, "mqtt", "username", _str),
-        password_file=r.get(mq, "mqtt", "password_file", _path),
-        ca_file=r.get(mq, "mqtt", "ca_file", _path),
-        cert_file=r.get(mq, "mqtt", "cert_file", _path),
-        key_file=r.get(mq, "mqtt", "key_file", _path),
-        protocol=r.value(mq, "mqtt", "protocol", _mqtt_protocol, MqttSettings),
-        keepalive=r.value(mq, "mqtt", "keepalive", _int(5, 3600), MqttSettings),
-        receive_maximum=r.value(
-            mq, "mqtt", "receive_maximum", _int(1, MAX_RECEIVE_MAXIMUM), MqttSettings
-        ),
-    )
-    if (mqtt.cert_file is None) != (mqtt.key_file is None):
-        r.problems.append("mqtt.cert_file/key_file: give both or neither")
-
-    rf = r.section(
-        top.get("rfa"),
-        "rfa",
-        ("enabled", "decide_within_hours", "allow_plain_http_loopback", "trusted_agencies"),
-    )
-    agencies: list[TrustedAgency] = []
-    raw_agencies = rf.get("trusted_agencies") or []
-    if not isinstance(raw_agencies, list):
-        r.problems.append("rfa.trusted_agencies: expected a list")
-        raw_agencies = []
-    for index, entry in enumerate(raw_agencies):
-        where = f"rfa.trusted_agencies[{index}]"
-        ag = r.section(entry, where, ("agency_id", "public_key"))
-        agency_id = r.get(ag, where, "agency_id", _str, required=True)
-        key = r.get(ag, where, "public_key", _b64_key, required=True)
-        if agency_id and key:
-            agencies.append(TrustedAgency(agency_id=agency_id, public_key=key))
-    rfa = RfaConfig(
-        enabled=r.value(rf, "rfa", "enabled", _bool, RfaConfig),
-        decide_within_hours=r.value(
-            rf, "rfa", "decide_within_hours", _number(0.01, 24 * 14), RfaConfig
-        ),
-        allow_plain_http_loopback=r.value(rf, "rfa", "allow_plain_http_loopback", _bool, RfaConfig),
-        trusted_agencies=tuple(agencies),
-    )
-
-    ow = r.section(
-        top.get("owner"),
-        "owner",
-        (
-            "keys",
-            "recipients",
-            "share_contact_by_default",
-            "sync_seconds",
-            "button_pin",
-            "led_pin",
-        ),
-    )
-    owner = OwnerConfig(
-        keys=r.value(ow, "owner", "keys", _list(_b64_key), OwnerConfig),
-        recipients=r.value(ow, "owner", "recipients", _list(_recipient), OwnerConfig),
-        share_contact_by_default=r.value(
-            ow, "owner", "share_contact_by_default", _bool, OwnerConfig
-        ),
-        sync_seconds=r.value(ow, "owner", "sync_seconds", _number(0.2, 86400), OwnerConfig),
-        button_pin=r.get(ow, "owner", "button_pin", _pin),
-        led_pin=r.get(ow, "owner", "led_pin", _pin),
-    )
-
-    sh = r.section(
-        top.get("share"),
-        "share",
-        (
-            "chunk_bytes",
-            "bandwidth_bytes_per_s",
-            "max_attempts",
-            "anonymous_delay_min_minutes",
-            "anonymous_delay_max_minutes",
-        ),
-    )
-    delay_minutes = _number(ANONYMOUS_DELAY_FLOOR_MINUTES, MAX_ANONYMOUS_DELAY_MINUTES)
-    share = ShareConfig(
-        chunk_bytes=r.value(sh, "share", "chunk_bytes", _size(64 * 1024), ShareConfig),
-        bandwidth_bytes_per_s=r.get(sh, "share", "bandwidth_bytes_per_s", _size(1024)),
-        max_attempts=r.value(sh, "share", "max_attempts", _int(1, 1000), ShareConfig),
-        anonymous_delay_min_minutes=r.value(
-            sh, "share", "anonymous_delay_min_minutes", delay_minutes, ShareConfig
-        ),
-        anonymous_delay_max_minutes=r.value(
-            sh, "share", "anonymous_delay_max_minutes", delay_minutes, ShareConfig
-        ),
-    )
-    delay_ok = not any(p.startswith("share.anonymous_delay") for p in r.problems)
-    if delay_ok and share.anonymous_delay_max_minutes < share.anonymous_delay_min_minutes:
-        r.problems.append(
-            "share.anonymous_delay_max_minutes: must be at least"
-            f" share.anonymous_delay_min_minutes ({share.anonymous_delay_min_minutes:g})"
-        )
-
-    ctl = r.section(top.get("control"), "control", ("socket",))
-    control = ControlConfig(socket=r.value(ctl, "control", "socket", _path, ControlConfig))
-
-    con = r.section(top.get("console"), "console", ("listen", "cert_file", "key_file"))
-    console = ConsoleConfig(
-        listen=r.get(con, "console", "listen", _listen),
-        cert_file=r.get(con, "console", "cert_file", _path),
-        key_file=r.get(con, "console", "key_file", _path),
-    )
-    if (console.cert_file is None) != (console.key_file is None):
-        r.problems.append("console.cert_file/key_file: give both or neither")
-
-    if r.problems:
-        raise ConfigError(r.problems)
-    return Config(
-        device=device,
-        camera=camera,
-        storage=storage,
-        mqtt=mqtt,
-        rfa=rfa,
-        owner=owner,
-        share=share,
-        control=control,
-        console=console,
-        source_path=source_path,
-    )
+        reader.problems.append("the config file is empty")
+    config = reader.read(CONFIG, data, "", source_path=source_path)
+    if reader.problems or config is None:
+        raise ConfigError(reader.problems)
+    return config
 
 
 def load_config(path: Path) -> Config:

@@ -1,18 +1,19 @@
 """The recorder's own settings: what camera to open and how to keep its footage.
 
-The config loader (firmware_config) maps the YAML tree onto these; the recorder never
-reads files itself.
+The config (firmware_config) builds these directly, taking each default and range from
+here; the recorder never reads files itself.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from foundation.errors import InvalidValueError
 
 SourceKind = Literal["synthetic", "opencv", "picamera2"]
+SOURCES: tuple[str, ...] = get_args(SourceKind)
 
 # Retention defaults, written once: RetentionLimits, StorageSettings and the config
 # schema (firmware_config) all take them from here.
@@ -20,6 +21,12 @@ DEFAULT_MAX_AGE_HOURS = 72.0
 DEFAULT_MAX_BYTES = 8 * 1024**3
 DEFAULT_MIN_FREE_BYTES = 256 * 1024**2
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast")
+# Ranges, written once: the settings below refuse values outside them and the config
+# schema reports them under their key. Inclusive.
+WIDTH_RANGE = (16, 7680)
+HEIGHT_RANGE = (16, 4320)
+FPS_RANGE = (1, 60)  # a doorbell gains nothing from more; every encoder here keeps up at 60
+SEGMENT_SECONDS_RANGE = (1, 60)  # shorter segments mean more files, longer ones coarser cuts
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -37,14 +44,14 @@ class CameraSettings:
     bitrate: int | None = None  # hardware encoder bitrate (picamera2); None = its default
 
     def __post_init__(self) -> None:
-        if self.source not in ("synthetic", "opencv", "picamera2"):
+        if self.source not in SOURCES:
             raise InvalidValueError(f"unknown camera source {self.source!r}")
-        if not (16 <= self.width <= 7680 and 16 <= self.height <= 4320):
+        if not (_within(self.width, WIDTH_RANGE) and _within(self.height, HEIGHT_RANGE)):
             raise InvalidValueError("camera size out of range")
         if self.width % 2 or self.height % 2:
             raise InvalidValueError("camera width and height must be even (4:2:0 video)")
-        if not (0 < self.fps <= 120):
-            raise InvalidValueError("camera fps must be in (0, 120]")
+        if not _within(self.fps, FPS_RANGE):
+            raise InvalidValueError("camera fps must be between {} and {}".format(*FPS_RANGE))
         if self.preset not in PRESETS:
             raise InvalidValueError(f"preset must be one of {', '.join(PRESETS)}")
 
@@ -82,8 +89,10 @@ class StorageSettings:
     min_free_bytes: int = DEFAULT_MIN_FREE_BYTES
 
     def __post_init__(self) -> None:
-        if not (0.5 <= self.segment_seconds <= 60):
-            raise InvalidValueError("segment_seconds must be in [0.5, 60]")
+        if not _within(self.segment_seconds, SEGMENT_SECONDS_RANGE):
+            raise InvalidValueError(
+                "segment_seconds must be between {} and {}".format(*SEGMENT_SECONDS_RANGE)
+            )
         self.limits()  # validates the retention numbers
 
     def limits(self) -> RetentionLimits:
@@ -92,3 +101,7 @@ class StorageSettings:
             max_bytes=self.max_bytes,
             min_free_bytes=self.min_free_bytes,
         )
+
+
+def _within(value: float, bounds: tuple[float, float]) -> bool:
+    return bounds[0] <= value <= bounds[1]

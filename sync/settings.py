@@ -1,7 +1,7 @@
 """The sync part's own settings: how to reach the broker and how to upload shares.
 
-The config (firmware_config) builds `MqttSettings` directly and takes `ShareSettings`'
-defaults from here, so each default is written once. This module imports nothing heavy
+The config (firmware_config) builds `MqttSettings` and `ShareSettings` directly, taking
+each default from here, so each default is written once. This module imports nothing heavy
 (no paho, requests or crypto): loading the config does not pay for the parts it
 configures.
 """
@@ -112,6 +112,20 @@ class ShareSettings:
     timeout_s: float = 60.0
     idle_wait_s: float = 1.0  # how often an idle worker looks at the outbox again
     max_origins: int = 4  # lanes at once: shares to this many origins run side by side
+    # protocol.md §6.2: an anonymous share's upload starts between these many minutes
+    # after the approval (see AnonymousDelay)
+    anonymous_delay_min_minutes: float = ANONYMOUS_DELAY_MIN_MINUTES
+    anonymous_delay_max_minutes: float = ANONYMOUS_DELAY_MAX_MINUTES
+
+    def __post_init__(self) -> None:
+        self.anonymous_delay  # noqa: B018 - refuses bounds below the floor
+
+    @property
+    def anonymous_delay(self) -> AnonymousDelay:
+        return AnonymousDelay(
+            min_minutes=self.anonymous_delay_min_minutes,
+            max_minutes=self.anonymous_delay_max_minutes,
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

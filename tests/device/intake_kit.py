@@ -119,6 +119,7 @@ def build_stack(
         identity=identity,
         clock=clock,
         decide_within_ms=int(decide_within_hours * HOUR_MS),
+        share_contact_by_default=True,
     )
     flow.recover()
     stop = threading.Event()

@@ -1,15 +1,19 @@
 """The config tree: defaults, every problem reported with its key path, sizes."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import hypothesis
 import pytest
 import yaml
+from hypothesis import strategies as st
 
 from firmware_config import ConfigError, example_config_text, load_config, parse_config
-from firmware_config.schema import parse_size
+from firmware_config.schema import CONFIG, Section, parse_size
 from foundation.errors import InvalidValueError
+from recorder.settings import CameraSettings, StorageSettings
 from sync.keys import SigningKey
 
 MINIMAL = {
@@ -169,7 +173,9 @@ def test_relative_paths_are_read_from_the_config_files_folder(
     monkeypatch.chdir(elsewhere)
     for given in (folder / "doorbell.yaml", Path("../device/doorbell.yaml")):
         config = load_config(given)
-        assert config.storage.dir == folder / "var"
+        # storage.dir holds the buffer (the recorder's StorageSettings.dir) and the state
+        assert config.storage.dir == config.buffer_dir == folder / "var" / "buffer"
+        assert config.state_dir == folder / "var" / "state"
         assert config.control.socket == folder / "run" / "control.sock"
         assert config.mqtt.ca_file is not None and config.mqtt.ca_file.resolve() == (
             tmp_path / "ca.pem"
@@ -177,7 +183,7 @@ def test_relative_paths_are_read_from_the_config_files_folder(
         assert config.console.cert_file == Path("/etc/c.pem")
         assert config.console.key_file == folder / "k.pem"
     monkeypatch.chdir(folder)  # the same file from its own folder: the same paths
-    assert load_config(Path("doorbell.yaml")).storage.dir == folder / "var"
+    assert load_config(Path("doorbell.yaml")).buffer_dir == folder / "var" / "buffer"
 
 
 @pytest.mark.parametrize(
@@ -220,20 +226,14 @@ def test_min_free_bytes_may_be_zero_and_defaults_to_the_recorders_own_value() ->
 
 def test_every_default_of_the_config_is_the_one_the_part_uses() -> None:
     """A config left at its defaults gives each part exactly its own defaults."""
-    from device.settings import camera_settings, storage_settings
     from recorder.settings import CameraSettings, StorageSettings
     from sync.settings import MqttSettings, ShareSettings
 
     config = parse_config(MINIMAL)
-    assert camera_settings(config) == CameraSettings(source="synthetic")
-    assert storage_settings(config) == StorageSettings(
-        dir=config.buffer_dir, segment_seconds=StorageSettings(dir=Path("/x")).segment_seconds
-    )
+    assert config.camera == CameraSettings(source="synthetic")
+    assert config.storage == StorageSettings(dir=config.buffer_dir)
     assert config.mqtt == MqttSettings(url=config.mqtt.url)
-    assert (config.share.chunk_bytes, config.share.max_attempts) == (
-        ShareSettings().chunk_bytes,
-        ShareSettings().max_attempts,
-    )
+    assert config.share == ShareSettings()
 
 
 def test_loading_the_config_does_not_import_the_parts_it_configures() -> None:
@@ -280,3 +280,178 @@ def test_anonymous_start_delay_errors_name_their_key(share: dict, expected: str)
 def test_anonymous_start_delay_may_be_a_fixed_five_minutes_and_no_less() -> None:
     five = {"anonymous_delay_min_minutes": 5, "anonymous_delay_max_minutes": 5}
     assert parse_config(with_(share=five)).share.anonymous_delay.max_minutes == 5
+
+
+def test_fps_has_one_cap_in_the_schema_and_the_recorder() -> None:
+    """The schema capped fps at 60 while CameraSettings took up to 120: one range now."""
+    assert parse_config(with_(camera={"source": "synthetic", "fps": 60})).camera.fps == 60
+    assert CameraSettings(fps=60).fps == 60
+    assert problems(with_(camera={"source": "synthetic", "fps": 61})) == [
+        "camera.fps: must be between 1 and 60"
+    ]
+    for beyond in (61, 120, 0.5):
+        with pytest.raises(InvalidValueError):
+            CameraSettings(fps=beyond)
+
+
+def test_segment_seconds_has_one_range_in_the_schema_and_the_recorder() -> None:
+    """It was a whole number 1-60 in the schema and 0.5-60 seconds in StorageSettings."""
+    for seconds in (1, 2.5, 60):
+        built = parse_config(with_(storage={"dir": "/x", "segment_seconds": seconds}))
+        assert built.storage.segment_seconds == seconds
+    for seconds in (0.5, 60.5):
+        assert problems(with_(storage={"dir": "/x", "segment_seconds": seconds})) == [
+            "storage.segment_seconds: must be between 1 and 60"
+        ]
+        with pytest.raises(InvalidValueError):
+            StorageSettings(dir=Path("/x"), segment_seconds=seconds)
+
+
+def _sections(section: Section, path: str = "") -> list[tuple[str, Section]]:
+    found = [(path, section)]
+    for key in section.keys:
+        if isinstance(key.read, Section):
+            found += _sections(key.read, f"{path}.{key.name}".lstrip("."))
+    return found
+
+
+def test_every_declared_key_fills_a_field_of_the_dataclass_it_builds() -> None:
+    import dataclasses
+
+    for path, section in _sections(CONFIG)[1:]:  # the top builds Config through _config
+        fields = {f.name for f in dataclasses.fields(section.build)}  # type: ignore[arg-type]
+        names = {key.name for key in section.keys}
+        assert names <= fields, (path, names - fields)
+
+
+# Values at and around every limit the schema or the parts draw, and of every YAML type.
+_ANY = st.one_of(
+    st.integers(min_value=-2, max_value=130),
+    st.integers(min_value=-(2**40), max_value=2**40),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.floats(min_value=0, max_value=130),
+    st.sampled_from([0, 1, 15, 16, 59, 60, 61, 120, 4320, 4321, 7680, 7681, 0.5, 0.99, 1.5]),
+    st.sampled_from(["16MiB", "1KiB", "8GiB", "fast", "opencv", "x", "", True, None]),
+)
+_PART_KEYS = (
+    [("camera", key) for key in ("source", "device", "width", "height", "fps", "preset")]
+    + [
+        ("storage", key)
+        for key in ("dir", "segment_seconds", "max_age_hours", "max_bytes", "min_free_bytes")
+    ]
+    + [
+        ("share", key)
+        for key in (
+            "chunk_bytes",
+            "bandwidth_bytes_per_s",
+            "max_attempts",
+            "anonymous_delay_min_minutes",
+            "anonymous_delay_max_minutes",
+        )
+    ]
+)
+
+
+_LIMITS = [
+    *(0, 0.5, 0.99, 1, 1.5, 2, 4, 5, 15, 16, 29.5, 30, 31, 59, 60, 60.5, 61, 120, 121),
+    *(1000, 1001, 1023, 1024, 1440, 1441, 4320, 4321, 7680, 7681, 65535, 65536, -1),
+    *("64KiB", "1KiB", "16MiB", "8GiB", "ultrafast", "picamera2", "/dev/video0"),
+]
+
+
+def _built_or_every_problem_named(data: dict) -> None:
+    """Either the config is built (so the recorder's and sync's own settings took every
+    value), or each problem names its key: never "camera: <the part refused it>", the
+    line the reader writes when a part's settings refuse what the schema let through."""
+    try:
+        config = parse_config(data)
+    except ConfigError as exc:
+        assert all("." in p.split(": ", 1)[0] for p in exc.problems), exc.problems
+        return
+    assert isinstance(config.camera, CameraSettings)
+    assert isinstance(config.storage, StorageSettings)
+    assert config.share.anonymous_delay.min_minutes >= 5
+
+
+@pytest.mark.parametrize("where", _PART_KEYS)
+def test_at_every_limit_the_schema_and_the_parts_settings_agree(where: tuple[str, str]) -> None:
+    section, key = where
+    for value in _LIMITS:
+        _built_or_every_problem_named(with_(**{section: {**MINIMAL.get(section, {}), key: value}}))
+
+
+@hypothesis.settings(max_examples=500, deadline=None)
+@hypothesis.given(where=st.sampled_from(_PART_KEYS), value=_ANY, other=_ANY)
+def test_any_value_the_schema_accepts_the_parts_settings_accept(
+    where: tuple[str, str], value: object, other: object
+) -> None:
+    section, key = where
+    data = with_(**{section: {**MINIMAL.get(section, {}), key: value}})
+    # and a second key of the same section, for the checks across keys
+    partner = {"width": "height", "anonymous_delay_min_minutes": "anonymous_delay_max_minutes"}
+    if key in partner:
+        data[section][partner[key]] = other
+    _built_or_every_problem_named(data)
+
+
+_YAML = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.text(max_size=8) | st.integers(), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+PLACE = re.compile(r"\S.*?: \S", re.DOTALL)  # "where: what"
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(
+    top=_YAML,
+    section=st.sampled_from([None, *(key.name for key in CONFIG.keys)]),
+    inner=_YAML,
+)
+def test_any_document_is_a_config_or_a_list_of_problems(
+    top: object, section: str | None, inner: object
+) -> None:
+    """Whatever YAML holds, at the top or in a section: a Config or a ConfigError whose
+    every line starts with where it is, never a traceback."""
+    data = top if section is None else with_(**{section: inner})
+    try:
+        parse_config(data)
+    except ConfigError as exc:
+        named = [p for p in exc.problems if p == "the config file is empty" or PLACE.match(p)]
+        assert exc.problems and named == exc.problems
+
+
+def test_a_config_that_is_not_a_mapping_says_so() -> None:
+    assert problems(["device"])[0] == "the config file: expected a mapping, got list"
+
+
+def test_a_cluster_s_urls_and_the_protocol_choice() -> None:
+    urls = ["mqtts://a.example.net", "mqtts://b.example.net:8884"]
+    config = parse_config(with_(mqtt={"urls": urls, "protocol": "auto"}))
+    assert config.mqtt.urls == tuple(urls) and config.mqtt.url == urls[0]
+    assert config.mqtt.protocol == 0  # sync.settings.AUTO
+    assert parse_config(with_(mqtt={"url": urls[0], "protocol": "3.1.1"})).mqtt.protocol == 4
+    assert parse_config(MINIMAL).mqtt.urls == ("mqtt://127.0.0.1:1883",)
+
+
+@pytest.mark.parametrize(
+    ("mqtt", "expected"),
+    [
+        ({"url": ["mqtt://a"]}, "mqtt.url: a list of brokers goes in mqtt.urls"),
+        ({"urls": []}, "mqtt.urls: expected at least one"),
+        ({"urls": "mqtt://a"}, "mqtt.urls: expected a list"),
+        ({"urls": ["mqtt://a", "mqtts://b"]}, "mqtt.urls: use mqtts:// for all"),
+        ({"urls": ["mqtt://a", "http://b"]}, "mqtt.urls: item 1: expected mqtt://host"),
+        ({"url": "mqtt://a", "urls": ["mqtt://b"]}, "mqtt.url: give url (one broker) or urls"),
+        ({"protocol": "auto"}, "mqtt.url: required"),
+        ({"url": "mqtt://a", "protocol": "4"}, 'mqtt.protocol: expected "5", "3.1.1" or "auto"'),
+    ],
+)
+def test_broker_url_mistakes_name_their_key(mqtt: dict, expected: str) -> None:
+    found = problems(with_(mqtt=mqtt))
+    assert any(p.startswith(expected) for p in found), found

@@ -98,6 +98,7 @@ def open_kit(
     owner: SigningKey,
     *,
     footage: Window | None = FOOTAGE,
+    share_contact_by_default: bool = True,
 ) -> Kit:
     identity = load_device_identity(root / "state", DEVICE_ID)
     store = StateStore.open(root / "state" / "state.sqlite")
@@ -117,7 +118,7 @@ def open_kit(
         identity=identity,
         clock=clock,
         decide_within_ms=72 * HOUR_MS,
-        share_contact_by_default=True,
+        share_contact_by_default=share_contact_by_default,
     )
     flow.recover()
     return Kit(root, clock, identity, agency, owner, store, audit, outbox, buffer, flow)
@@ -247,6 +248,35 @@ def test_junk_on_the_decision_topic_changes_nothing(
     assert f"decision_{out.reason}" == counter
     kit.audit.flush(kit.clock.wall_ms(), force=True)
     assert [f["reason"] for e, f in kit.events() if e == "rejections"] == [counter]
+
+
+@pytest.mark.parametrize("named", [True, False])
+def test_a_button_approval_follows_the_owners_share_contact_default(
+    tmp_path: Path, named: bool
+) -> None:
+    """owner.share_contact_by_default is applied once, by the flow: the button says
+    nothing about naming the owner; a caller that does (the CLI's --anonymous) wins."""
+    k = open_kit(
+        tmp_path,
+        FakeClock(NOW_MS),
+        AgencyKeys.generate(),
+        SigningKey.generate(),
+        share_contact_by_default=named,
+    )
+    try:
+        a, b = str(uuid.uuid4()), str(uuid.uuid4())
+        k.flow.handle_rfa(k.rfa(rfa_id=a))
+        k.flow.handle_rfa(k.rfa(rfa_id=b))
+        assert k.flow.decide_locally(a, approve=True, method=ConsentMethod.BUTTON).accepted
+        chosen = k.flow.decide_locally(
+            b, approve=True, method=ConsentMethod.CLI, share_contact=not named
+        )
+        assert chosen.accepted
+        by_button, by_cli = k.store.decision(a), k.store.decision(b)
+        assert by_button is not None and by_button.share_contact is named
+        assert by_cli is not None and by_cli.share_contact is (not named)
+    finally:
+        k.close()
 
 
 def test_button_and_cli_make_the_same_decision_record(kit: Kit) -> None:

@@ -39,7 +39,7 @@ def world_on(root: Path, broker: Any, uploads: TusServer) -> Iterator[World]:
         root,
         broker,
         uploads,
-        extra={"mqtt": {"url": list(broker.urls), "protocol": "auto"}},
+        extra={"mqtt": {"url": None, "urls": list(broker.urls), "protocol": "auto"}},
     )
     start_and_pair(world)
     try:
