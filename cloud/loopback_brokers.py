@@ -62,23 +62,14 @@ def _end(proc: subprocess.Popen[bytes] | None, sig: int, timeout: float = 15.0) 
         proc.wait(timeout=timeout)
 
 
-class NatsNode:
-    """One nats-server of a cluster: client, route, MQTT and monitoring ports, and its
-    own JetStream directory (kept across kill and start, as a node's disk would be)."""
-
-    def __init__(self, root: Path, name: str) -> None:
-        self.root = root
-        self.name = name
-        self.client_port = free_port()
-        self.route_port = free_port()
-        self.mqtt_port = free_port()
-        self.monitor_port = free_port()
-        self.config_path = root / f"{name}.conf"
-        self.log_path = root / f"{name}.log"
-        self.store_dir = root / f"{name}-jetstream"
-        self.proc: subprocess.Popen[bytes] | None = None
+class _BrokerProcess:
+    """A broker process of ours and the MQTT listener it has on loopback."""
 
     host = HOST
+
+    def __init__(self) -> None:
+        self.mqtt_port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def port(self) -> int:
@@ -89,8 +80,29 @@ class NatsNode:
         return f"mqtt://{HOST}:{self.mqtt_port}"
 
     @property
+    def urls(self) -> list[str]:
+        """Every node's URL, as a device's mqtt.urls."""
+        return [self.url]
+
+    @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+
+class NatsNode(_BrokerProcess):
+    """One nats-server of a cluster: client, route, MQTT and monitoring ports, and its
+    own JetStream directory (kept across kill and start, as a node's disk would be)."""
+
+    def __init__(self, root: Path, name: str) -> None:
+        super().__init__()
+        self.root = root
+        self.name = name
+        self.client_port = free_port()
+        self.route_port = free_port()
+        self.monitor_port = free_port()
+        self.config_path = root / f"{name}.conf"
+        self.log_path = root / f"{name}.log"
+        self.store_dir = root / f"{name}-jetstream"
 
     def write_config(self, peers: list[NatsNode]) -> None:
         routes = ", ".join(f"nats-route://{HOST}:{p.route_port}" for p in peers if p is not self)
@@ -236,38 +248,19 @@ def _mqtt_session_ok(port: int) -> bool:
     return bool(answered and answered[0])
 
 
-class RabbitMqBroker:
+class RabbitMqBroker(_BrokerProcess):
     """A private RabbitMQ node with the MQTT plugin, as whoever runs the tests: its own
     node name, data, logs, cookie (a HOME of its own), epmd port, AMQP, distribution and
     MQTT ports. `stop()` stops the node and its epmd."""
 
-    host = HOST
-
     def __init__(self, root: Path) -> None:
+        super().__init__()
         self.root = root
-        self.mqtt_port = free_port()
         self.amqp_port = free_port()
         self.dist_port = free_port()
         self.epmd_port = free_port()
         self.node_name = f"doorbell-{secrets.token_hex(4)}@localhost"
         self.log_path = root / "rabbitmq.out"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def port(self) -> int:
-        return self.mqtt_port
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://{HOST}:{self.mqtt_port}"
-
-    @property
-    def urls(self) -> list[str]:
-        return [self.url]
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
 
     def _environment(self) -> dict[str, str]:
         home = self.root / "home"

@@ -7,61 +7,21 @@ unacknowledged messages than its receive_maximum (the broker is told nothing).""
 from __future__ import annotations
 
 import queue
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-from sync.mqtt import Backoff, InboundMessage, MqttLink
 from sync.settings import AUTO, MQTT311, MqttSettings
 from tests.fixtures.mosquitto import MosquittoBroker, Publisher, free_port
+from tests.sync.test_mqtt import running_link, wait_subscribed
 
-FAST = Backoff(initial_s=0.05, cap_s=0.3)
 TOPIC = "rfa/v1/cell/9q8yy"
-
-
-@contextmanager
-def link_to(
-    settings: MqttSettings,
-    got: queue.Queue[InboundMessage],
-    *,
-    ack: bool = True,
-    max_owed_acks: int = 4096,
-) -> Iterator[MqttLink]:
-    def on_message(msg: InboundMessage) -> None:
-        got.put(msg)
-        if ack:
-            msg.ack()
-
-    stop = threading.Event()
-    link = MqttLink(
-        settings,
-        client_id="porch-cam-01",
-        status_topic="devices/porch-cam-01/status",
-        version="0.1.0",
-        subscriptions=[TOPIC],
-        on_message=on_message,
-        stop=stop,
-        backoff=FAST,
-        ack_delay_s=0.05,
-        max_owed_acks=max_owed_acks,
-    )
-    link.start()
-    try:
-        assert link.wait_connected(10), "the link did not connect"
-        yield link
-    finally:
-        stop.set()
-        link.stop()
 
 
 def test_a_dead_first_url_is_passed_over_and_auto_speaks_5_to_mosquitto(
     mosquitto: MosquittoBroker,
 ) -> None:
     dead = [f"mqtt://127.0.0.1:{free_port()}" for _ in range(2)]  # nothing listens there
-    got: queue.Queue[InboundMessage] = queue.Queue()
     settings = MqttSettings(urls=(dead[0], mosquitto.url, dead[1]), protocol=AUTO)
-    with link_to(settings, got) as link:
+    with running_link(None, settings=settings) as (link, _got):
         assert link.broker == (mosquitto.url, "5")
 
 
@@ -72,11 +32,11 @@ def test_the_link_moves_to_the_other_node_and_its_session_follows(tmp_path: Path
     a = MosquittoBroker(tmp_path / "a")
     a.start()
     b = MosquittoBroker(tmp_path / "b")
-    got: queue.Queue[InboundMessage] = queue.Queue()
     settings = MqttSettings(urls=(a.url, b.url), protocol=AUTO)
     try:
-        with link_to(settings, got) as link:
+        with running_link(None, settings=settings) as (link, got):
             with Publisher(a) as pub:
+                wait_subscribed(link, got, pub)
                 pub.publish(TOPIC, b"before")
             assert got.get(timeout=10).payload == b"before"
         # the device went offline; a request is queued for it, then node a goes away
@@ -86,7 +46,7 @@ def test_the_link_moves_to_the_other_node_and_its_session_follows(tmp_path: Path
         b.data_dir.mkdir(parents=True, exist_ok=True)
         (b.data_dir / "mosquitto.db").write_bytes((a.data_dir / "mosquitto.db").read_bytes())
         b.start()
-        with link_to(settings, got) as link:
+        with running_link(None, settings=settings) as (link, got):
             assert link.broker == (b.url, "5")
             assert got.get(timeout=15).payload == b"while away"
     finally:
@@ -98,10 +58,13 @@ def test_the_device_stops_reading_at_its_owed_acks_limit(mosquitto: MosquittoBro
     """Nothing acknowledges: the broker (3.1.1, told nothing, its own window 20) would
     send 20; a device whose limit is 4 (sync.acks.MAX_OWED_ACKS in the daemon, 4,096)
     stops reading at 4, and the rest stays at the broker until acks make room."""
-    got: queue.Queue[InboundMessage] = queue.Queue()
     settings = MqttSettings(url=mosquitto.url, protocol=MQTT311)
-    with link_to(settings, got, ack=False, max_owed_acks=4) as link, Publisher(mosquitto) as pub:
+    with (
+        running_link(None, settings=settings, auto_ack=False, max_owed_acks=4) as (link, got),
+        Publisher(mosquitto) as pub,
+    ):
         assert link.broker == (mosquitto.url, "3.1.1")
+        wait_subscribed(link, got, pub)
         for n in range(30):
             pub.publish(TOPIC, b"m%d" % n)
         held = [got.get(timeout=10) for _ in range(4)]
