@@ -482,10 +482,13 @@ class MqttLink:
         client.aim(target.endpoint.host, target.endpoint.port, target.protocol)
 
     def _where(self) -> str:
+        """The URL of the broker the current attempt is aimed at, for log lines."""
         target = self._target
-        if target is None:
-            return self._settings.url
-        return f"{target.endpoint.url} (MQTT {PROTOCOL_NAMES[target.protocol]})"
+        return self._settings.url if target is None else target.endpoint.url
+
+    def _mqtt_version(self) -> str:
+        target = self._target
+        return "" if target is None else f"MQTT {PROTOCOL_NAMES[target.protocol]}"
 
     def _handle_connect(
         self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
@@ -496,7 +499,10 @@ class MqttLink:
             with self._lock:
                 self._outcome = Attempt.VERSION_REFUSED if version else Attempt.REFUSED
             logger.warning(
-                "the MQTT broker at %s refused the connection: %s", self._where(), shown(reason)
+                "the MQTT broker at %s refused the connection (%s): %s",
+                self._where(),
+                self._mqtt_version(),
+                shown(reason),
             )
             self._end_attempt(client, Attempt.VERSION_REFUSED if version else Attempt.REFUSED)
             return
@@ -508,7 +514,10 @@ class MqttLink:
         self.connections += 1
         session = getattr(flags, "session_present", None)
         logger.info(
-            "connected to the MQTT broker at %s (session present: %s)", self._where(), session
+            "connected to the MQTT broker at %s (%s, session present: %s)",
+            self._where(),
+            self._mqtt_version(),
+            session,
         )
         self._forget_outbound(client)
         self._publish_once(client, self._status_topic, status_payload("online", self._version))
@@ -561,7 +570,7 @@ class MqttLink:
                 delay = self._backoff.delay(self._attempt)
                 self._attempt += 1
         if target.at_once:
-            logger.info("MQTT: trying %s", self._where())
+            logger.info("MQTT: trying %s with %s", self._where(), self._mqtt_version())
         # paho waits min_delay before the next attempt (its doubling starts again from
         # min_delay after every reset), so setting both bounds makes it wait `delay`.
         client.reconnect_delay_set(min_delay=delay, max_delay=delay)  # type: ignore[arg-type]
