@@ -10,15 +10,12 @@ BIN    := $(VENV)/bin
 # which the unit-file tests use; ca-certificates: pip's HTTPS to PyPI; chromium: the
 # console's browser tests, driven by Playwright, whose own node needs libatomic1 (which
 # nothing else here pulls in on a minimal Debian 12); libnss3-tools: certutil, to make a
-# browser trust the console's device authority in its test; nats-server and
-# rabbitmq-server: the whole loop on a NATS cluster and on RabbitMQ's MQTT plugin (the
-# tests start private nodes on free ports; the package's own service is left alone).
+# browser trust the console's device authority in its test.
 DEB_PACKAGES := python3 python3-venv ca-certificates systemd mosquitto mosquitto-clients age \
-	ffmpeg openssl shellcheck chromium libatomic1 libnss3-tools debootstrap \
-	nats-server rabbitmq-server
+	ffmpeg openssl shellcheck chromium libatomic1 libnss3-tools debootstrap
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint typecheck unit distro pi-smoke bench deps root venv clean
+.PHONY: demo test lint typecheck unit ha distro pi-smoke bench deps root venv clean
 
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \
@@ -59,7 +56,13 @@ typecheck: venv
 	$(BIN)/mypy
 
 unit: deps venv
-	$(BIN)/pytest -q -n 2 --dist loadgroup
+	$(BIN)/pytest -q -n 2 --dist loadgroup --ignore=tests/home_assistant
+
+# The doorbell in a real Home Assistant (2025.4.4, the newest on Python 3.13) over a real
+# home broker. HA's environment is made once by tests/home_assistant/ha_env.sh and cached
+# in $$DOORBELL_HA_CACHE (default /var/cache/doorbell-ha), like the Debian trees.
+ha: deps venv
+	DOORBELL_HA_ENV="$$(bash tests/home_assistant/ha_env.sh)" $(BIN)/pytest -q tests/home_assistant
 
 # The Pi path: the recorder, export, share and daemon tests in Debian 13 and 12 user
 # spaces (debootstrap, cached in $$DOORBELL_ROOTFS_CACHE or /var/cache/doorbell-rootfs)
@@ -68,7 +71,7 @@ distro: root deps
 	$(SUDO) bash tests/distro/run.sh trixie
 	$(SUDO) bash tests/distro/run.sh bookworm
 
-test: root deps venv lint typecheck unit distro
+test: root deps venv lint typecheck unit ha distro
 
 # The same on arm64 as on the Pi (Debian 13 under qemu-user-static; slow, not in `test`).
 pi-smoke: root deps
