@@ -48,15 +48,16 @@ BENCHMARKS = {
     ),
     "record": Benchmark(quick="--seconds 20", smoke="--seconds 2 --loop-seconds 1"),
     "flood": Benchmark(quick="--messages 4000", smoke="--messages 300 --genuine 3"),
-    # the same flood through RabbitMQ's MQTT plugin (3.1.1). Not yet through the NATS
-    # cluster (`python -m bench.flood --broker nats`): there a few messages of the flood
-    # reach the device only minutes later, so the run ends at its 300-s cap.
-    "flood-rabbitmq": Benchmark(
-        quick="--broker rabbitmq --messages 4000",
-        smoke="--broker rabbitmq --messages 300 --genuine 3",
-        full="--broker rabbitmq",
-        module="flood",
-    ),
+    # the same flood through a three-node NATS cluster and RabbitMQ's plugin (MQTT 3.1.1)
+    **{
+        f"flood-{broker}": Benchmark(
+            quick=f"--broker {broker} --messages 4000",
+            smoke=f"--broker {broker} --messages 300 --genuine 3",
+            full=f"--broker {broker}",
+            module="flood",
+        )
+        for broker in ("nats", "rabbitmq")
+    },
     "upload": Benchmark(quick="--mb 128", smoke="--mb 4 --runs 2"),
     "share": Benchmark(quick="--minutes 5 --rss-mb 256", smoke="--minutes 0.1 --rss-mb 4"),
     "console": Benchmark(
