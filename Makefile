@@ -10,9 +10,11 @@ BIN    := $(VENV)/bin
 # which the unit-file tests use; ca-certificates: pip's HTTPS to PyPI; chromium: the
 # console's browser tests, driven by Playwright, whose own node needs libatomic1 (which
 # nothing else here pulls in on a minimal Debian 12); libnss3-tools: certutil, to make a
-# browser trust the console's device authority in its test.
+# browser trust the console's device authority in its test; nats-server and rabbitmq-server:
+# the whole loop on a NATS cluster and on RabbitMQ (each test starts its own on free ports).
 DEB_PACKAGES := python3 python3-venv ca-certificates systemd mosquitto mosquitto-clients age \
-	ffmpeg openssl shellcheck chromium libatomic1 libnss3-tools debootstrap
+	ffmpeg openssl shellcheck chromium libatomic1 libnss3-tools debootstrap nats-server \
+	rabbitmq-server
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test lint typecheck unit ha distro pi-smoke bench deps root venv clean

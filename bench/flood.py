@@ -15,7 +15,13 @@ Reports, beside `mosquitto_sub` receiving the same stream:
 - the intake process's RSS before and after,
 - frames dropped by the concurrently running recorder (goal 0).
 
-Run: python -m bench.flood [--messages 20000]
+The broker is Mosquitto (MQTT 5) by default; `--broker nats` runs a three-node NATS
+cluster with JetStream (MQTT 3.1.1) and `--broker rabbitmq` a RabbitMQ node with its
+MQTT plugin (3.1.1), each on loopback (cloud/loopback_brokers.py). `mosquitto_sub` is
+the stock subscriber on every broker (it speaks 3.1.1 by default); over 3.1.1 the
+device's window is its own (it stops reading at receive_maximum owed PUBACKs).
+
+Run: python -m bench.flood [--messages 20000] [--broker mosquitto|nats|rabbitmq]
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from typing import Any
 import psutil
 
 from bench.sanity import require
+from cloud.loopback_brokers import BROKER_VERSION, BROKERS, start_broker
 from foundation import wire
 from foundation.clock import SystemClock
 from recorder.process import RecorderProcess
@@ -43,7 +50,7 @@ from recorder.settings import CameraSettings, StorageSettings
 from sync.keys import SigningKey, parse_recipient
 from sync.seal import seal
 from tests.device.intake_kit import decision_topic, rfa_topic
-from tests.fixtures.mosquitto import MosquittoBroker, Publisher
+from tests.fixtures.mosquitto import Publisher
 from tests.sync.factories import AgencyKeys, decision_envelope, rfa_envelope
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,12 +148,12 @@ def main() -> None:
         default=16,
         help="the device's MQTT 5 Receive Maximum (protocol.md §3: at most 16)",
     )
+    parser.add_argument("--broker", choices=BROKERS, default="mosquitto")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="flood-"))
-    broker = MosquittoBroker(tmp / "mosquitto")
-    broker.root.mkdir(parents=True)
-    broker.start()
+    broker = start_broker(args.broker, tmp / args.broker)
+    version = BROKER_VERSION[args.broker]
     agency, owner = AgencyKeys.generate(), SigningKey.generate()
     recorder = RecorderProcess(
         camera=CameraSettings(source="synthetic", width=640, height=480, fps=15.0),
@@ -161,6 +168,7 @@ def main() -> None:
             "agencies": {agency.agency_id: agency.signing.public_b64},
             "owner_keys": [owner.public_b64],
             "receive_maximum": args.receive_maximum,
+            "protocol": version,
         }
     )
     try:
@@ -168,7 +176,7 @@ def main() -> None:
         rss_before = device.rss()
         health_before = recorder.health()
         topic = rfa_topic()
-        with Publisher(broker) as pub:
+        with Publisher(broker, client_id="flood-agency", protocol=version) as pub:
             # Quiet: genuine requests one by one, nothing else on the topic.
             quiet_ids = [str(uuid.uuid4()) for _ in range(5)]
             quiet_sent: dict[str, int] = {}
@@ -252,6 +260,7 @@ def main() -> None:
             device.pending_at[i] - flood_sent[i] for i in flood_ids if i in device.pending_at
         ]
         report = {
+            "broker": f"{args.broker} (MQTT {'5' if version == 5 else '3.1.1'})",
             "messages": expected,
             "invalid_fraction": round(invalid, 4),
             "publish_s": round(published_s, 2),
@@ -274,7 +283,9 @@ def main() -> None:
             "device_stats": device.stats,
         }
         print(json.dumps(report, indent=2))
-        print(f"ratio device / mosquitto_sub: {sub_s / device_s:.2f}x (goal >= 0.5x)")
+        print(
+            f"ratio device / mosquitto_sub on {args.broker}: {sub_s / device_s:.2f}x (goal >= 0.5x)"
+        )
         require(
             len(quiet_lat) == len(quiet_ids) and len(flood_lat) == len(flood_ids),
             f"every genuine request pending: {len(quiet_lat)}/{len(quiet_ids)} quiet, "

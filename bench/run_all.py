@@ -32,10 +32,13 @@ RATIO_LINE = re.compile(r"\bratio\b[^:\n]*:\s*\d+(?:\.\d+)?x", re.IGNORECASE)
 @dataclass(frozen=True)
 class Benchmark:
     """The arguments of `python -m bench.<name>` at the quick and smoke sizes (the
-    full size is its defaults)."""
+    full size is its defaults, plus `full`); `module` when one benchmark runs under
+    several names (the flood against each broker)."""
 
     quick: str
     smoke: str
+    full: str = ""
+    module: str | None = None
 
 
 BENCHMARKS = {
@@ -45,6 +48,16 @@ BENCHMARKS = {
     ),
     "record": Benchmark(quick="--seconds 20", smoke="--seconds 2 --loop-seconds 1"),
     "flood": Benchmark(quick="--messages 4000", smoke="--messages 300 --genuine 3"),
+    # the same flood through a three-node NATS cluster and RabbitMQ's plugin (MQTT 3.1.1)
+    **{
+        f"flood-{broker}": Benchmark(
+            quick=f"--broker {broker} --messages 4000",
+            smoke=f"--broker {broker} --messages 300 --genuine 3",
+            full=f"--broker {broker}",
+            module="flood",
+        )
+        for broker in ("nats", "rabbitmq")
+    },
     "upload": Benchmark(quick="--mb 128", smoke="--mb 4 --runs 2"),
     "share": Benchmark(quick="--minutes 5 --rss-mb 256", smoke="--minutes 0.1 --rss-mb 4"),
     "c2pa": Benchmark(
@@ -67,8 +80,8 @@ Size = Literal["full", "quick", "smoke"]
 def command(name: str, size: Size) -> list[str]:
     """The command line that runs benchmark `name` at `size`."""
     bench = BENCHMARKS[name]
-    args = {"full": "", "quick": bench.quick, "smoke": bench.smoke}[size]
-    return [sys.executable, "-m", f"bench.{name}", *args.split()]
+    args = {"full": bench.full, "quick": bench.quick, "smoke": bench.smoke}[size]
+    return [sys.executable, "-m", f"bench.{bench.module or name}", *args.split()]
 
 
 def run(name: str, size: Size, cwd: Path | None = None) -> tuple[bool, str]:

@@ -1,7 +1,10 @@
 """The cloud tools' side of MQTT: parse a broker URL, publish and wait for every PUBACK,
 and listen to a few topics for a while.
 
-paho-mqtt 2.x with the version-2 callback API and MQTT 5. Each call opens its own short
+paho-mqtt 2.x with the version-2 callback API, MQTT 5 where the broker takes it and
+3.1.1 where it refuses 5 (nats-server, RabbitMQ before 3.13): the device's own rule,
+sync.brokers, decides when to ask again with 3.1.1. Over 3.1.1 a request carries no
+message expiry; devices check its `expires_at` themselves. Each call opens its own short
 connection and closes it again: the reference tools publish a handful of messages per
 run, so there is no session to keep. A broker that is down, refuses us or does not
 acknowledge within the timeout raises `BrokerError` with a sentence a person can act on.
@@ -23,6 +26,8 @@ from paho.mqtt.properties import Properties
 
 from foundation.display import shown
 from foundation.errors import UnavailableError
+from sync.brokers import Attempt, BrokerRotation
+from sync.settings import AUTO, MQTT5, BrokerEndpoint
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +85,7 @@ class Outgoing:
     payload: bytes
     qos: int = 1
     retain: bool = False
-    expiry_s: int | None = None  # MQTT 5 message expiry interval
+    expiry_s: int | None = None  # MQTT 5 message expiry interval (not sent over 3.1.1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,11 +98,11 @@ class Incoming:
     expiry_s: int | None
 
 
-def _new_client(url: BrokerUrl, client_id: str) -> mqtt.Client:
+def _new_client(url: BrokerUrl, client_id: str, protocol: int) -> mqtt.Client:
     client = mqtt.Client(
         callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
         client_id=client_id,
-        protocol=mqtt.MQTTv5,
+        protocol=mqtt.MQTTv5 if protocol == MQTT5 else mqtt.MQTTv311,
     )
     if url.tls:
         client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
@@ -106,30 +111,64 @@ def _new_client(url: BrokerUrl, client_id: str) -> mqtt.Client:
     return client
 
 
-def _connect(client: mqtt.Client, url: BrokerUrl, timeout_s: float) -> None:
-    """Connect and wait for a successful CONNACK, or raise BrokerError."""
-    connected = threading.Event()
-    outcome: list[str] = []
+def _open(
+    url: BrokerUrl, client_id: str, timeout_s: float, prepare: Callable[[mqtt.Client], None]
+) -> mqtt.Client:
+    """A connected client, MQTT 5 or, where the broker refuses 5, 3.1.1; `prepare` sets
+    its callbacks before it connects. Raises BrokerError."""
+    endpoint = BrokerEndpoint(url.display(), url.host, url.port, url.tls)
+    rotation = BrokerRotation([endpoint], AUTO, client_id)
+    while True:
+        client = _new_client(url, client_id, rotation.target().protocol)
+        prepare(client)
+        outcome, problem = _connect(client, url, timeout_s)
+        if outcome is Attempt.CONNECTED:
+            return client
+        _close(client)
+        if not rotation.report(outcome).at_once:
+            raise BrokerError(problem)
+
+
+def _connect(client: mqtt.Client, url: BrokerUrl, timeout_s: float) -> tuple[Attempt, str]:
+    """Connect and wait for the CONNACK: how it went, and the sentence if it failed."""
+    answered = threading.Event()
+    outcome: list[tuple[Attempt, str]] = []
 
     def on_connect(
         _client: mqtt.Client, _userdata: object, _flags: object, reason: object, _props: object
     ) -> None:
-        failure = getattr(reason, "is_failure", False)
-        outcome.append(f"refused: {reason}" if failure else "ok")
-        connected.set()
+        if getattr(reason, "is_failure", False):
+            version = getattr(reason, "value", None) in (1, 132)
+            kind = Attempt.VERSION_REFUSED if version else Attempt.REFUSED
+            outcome.append((kind, f"the broker at {url.display()} refused: {reason}"))
+        else:
+            outcome.append((Attempt.CONNECTED, ""))
+        answered.set()
+
+    def on_disconnect(
+        _client: mqtt.Client, _userdata: object, _flags: object, _reason: object, _props: object
+    ) -> None:
+        if not answered.is_set():
+            closed = f"the broker at {url.display()} closed the connection without answering"
+            outcome.append((Attempt.CLOSED_BEFORE_CONNACK, closed))
+            answered.set()
 
     client.on_connect = on_connect
+    client.on_disconnect = on_disconnect
     try:
-        client.connect(url.host, url.port, keepalive=30, clean_start=True)
+        if client.protocol == mqtt.MQTTv5:
+            client.connect(url.host, url.port, keepalive=30, clean_start=True)
+        else:
+            client.connect(url.host, url.port, keepalive=30)
     except (OSError, ValueError) as exc:
-        raise BrokerError(f"cannot reach the broker at {url.display()}: {exc}") from exc
+        return Attempt.UNREACHABLE, f"cannot reach the broker at {url.display()}: {exc}"
     client.loop_start()
-    if not connected.wait(timeout_s):
-        _close(client)
-        raise BrokerError(f"the broker at {url.display()} did not answer within {timeout_s:g} s")
-    if outcome[0] != "ok":
-        _close(client)
-        raise BrokerError(f"the broker at {url.display()} {outcome[0]}")
+    if not answered.wait(timeout_s):
+        return (
+            Attempt.UNREACHABLE,
+            f"the broker at {url.display()} did not answer within {timeout_s:g} s",
+        )
+    return outcome[0]
 
 
 def _close(client: mqtt.Client) -> None:
@@ -152,7 +191,6 @@ def publish_messages(
     message (an MQTT 5 PUBACK failure code) or does not acknowledge within `timeout_s`.
     """
     broker = BrokerUrl.parse(url) if isinstance(url, str) else url
-    client = _new_client(broker, client_id or f"doorbell-cloud-{uuid.uuid4().hex[:12]}")
     lock = threading.Lock()
     acked: dict[int, str | None] = {}  # mid -> failure text or None
     all_acked = threading.Event()
@@ -167,12 +205,15 @@ def publish_messages(
             if waiting and waiting.issubset(acked):
                 all_acked.set()
 
-    client.on_publish = on_publish
-    _connect(client, broker, timeout_s)
+    def prepare(client: mqtt.Client) -> None:
+        client.on_publish = on_publish
+
+    cid = client_id or f"doorbell-cloud-{uuid.uuid4().hex[:12]}"
+    client = _open(broker, cid, timeout_s, prepare)
     try:
         for message in messages:
             props = None
-            if message.expiry_s is not None:
+            if message.expiry_s is not None and client.protocol == mqtt.MQTTv5:
                 props = Properties(PacketTypes.PUBLISH)
                 props.MessageExpiryInterval = max(1, int(message.expiry_s))
             info = client.publish(
@@ -224,7 +265,6 @@ def listen(
     raised here, in the caller's thread, where foundation.cli turns it into exit 141.
     """
     broker = BrokerUrl.parse(url) if isinstance(url, str) else url
-    client = _new_client(broker, client_id or f"doorbell-owner-{uuid.uuid4().hex[:12]}")
     subscribed = threading.Event()
     refused: list[str] = []
     output_closed: list[BrokenPipeError] = []
@@ -255,9 +295,12 @@ def listen(
         except Exception:  # a bad message must not kill the network thread
             logger.exception("handling a message on %s failed", shown(msg.topic))
 
-    client.on_subscribe = on_subscribe
-    client.on_message = on_message_cb
-    _connect(client, broker, timeout_s)
+    def prepare(client: mqtt.Client) -> None:
+        client.on_subscribe = on_subscribe
+        client.on_message = on_message_cb
+
+    cid = client_id or f"doorbell-owner-{uuid.uuid4().hex[:12]}"
+    client = _open(broker, cid, timeout_s, prepare)
     try:
         client.subscribe([(topic, 1) for topic in topics])
         if not subscribed.wait(timeout_s):

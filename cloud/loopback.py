@@ -86,6 +86,11 @@ class MosquittoBroker:
     def url(self) -> str:
         return f"mqtt://{self.host}:{self.port}"
 
+    @property
+    def urls(self) -> list[str]:
+        """Every node's URL, as a device's mqtt.urls (one node here)."""
+        return [self.url]
+
     def write_config(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(

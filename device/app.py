@@ -558,6 +558,9 @@ class Doorbell:
             live=Live(
                 frames_dropped=self.recorder.health().frames_dropped,
                 broker_connected=self.mqtt.connected,
+                # which node of the cluster, and which MQTT version (sync.brokers)
+                broker_url=(self.mqtt.broker or (None, None))[0],
+                mqtt_version=(self.mqtt.broker or (None, None))[1],
                 publishes_dropped_offline=dropped.offline,
                 publishes_dropped_unacknowledged=dropped.unacknowledged,
                 pending=len(self.flow.pending()),

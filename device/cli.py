@@ -236,6 +236,8 @@ def render_status(status: Status) -> str:
         }
         held = ", ".join(f"{n} {why}" for why, n in dropped.items() if n)
         broker = "connected" if live.broker_connected else "disconnected"
+        if live.broker_url:
+            broker += f" to {live.broker_url} (MQTT {live.mqtt_version})"
         lines.append(f"broker        {broker}" + (f"  (not sent: {held})" if held else ""))
         lines.append(f"pending       {live.pending} request(s)")
         if live.requests_paused:

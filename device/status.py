@@ -94,6 +94,8 @@ class Live:
     requests_paused: bool
     shares_in_flight: int
     health: Health
+    broker_url: str | None = None  # the node of the cluster it is connected to
+    mqtt_version: str | None = None  # "5" or "3.1.1"
     console: Mapping[str, str | None] | None = None  # ConsoleService.info(), when on
     bell: Mapping[str, Any] | None = None  # Rings.status(): wired, rings, last_ring
     nudge: Mapping[str, Any] | None = None  # NudgeScheduler.status(); None: no channel
@@ -135,6 +137,8 @@ class Status:
             out.update(
                 frames_dropped=live.frames_dropped,
                 broker="connected" if live.broker_connected else "disconnected",
+                broker_url=live.broker_url,
+                mqtt_version=live.mqtt_version,
                 publishes_dropped={
                     "offline": live.publishes_dropped_offline,
                     "unacknowledged": live.publishes_dropped_unacknowledged,
@@ -172,6 +176,8 @@ def _status_from_json(raw: Mapping[str, Any]) -> Status:
         live = Live(
             frames_dropped=int(raw["frames_dropped"]),
             broker_connected=raw["broker"] == "connected",
+            broker_url=None if raw.get("broker_url") is None else str(raw["broker_url"]),
+            mqtt_version=None if raw.get("mqtt_version") is None else str(raw["mqtt_version"]),
             publishes_dropped_offline=int(dropped["offline"]),
             publishes_dropped_unacknowledged=int(dropped["unacknowledged"]),
             pending=int(raw["pending"]),

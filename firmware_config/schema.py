@@ -50,7 +50,14 @@ from recorder.settings import (
     StorageSettings,
 )
 from sync.keys import parse_recipient, public_key_from_b64
-from sync.settings import ANONYMOUS_DELAY_FLOOR_MINUTES, MqttSettings, ShareSettings
+from sync.settings import (
+    ANONYMOUS_DELAY_FLOOR_MINUTES,
+    AUTO,
+    MQTT5,
+    MQTT311,
+    MqttSettings,
+    ShareSettings,
+)
 
 S = TypeVar("S")
 T = TypeVar("T")
@@ -427,6 +434,8 @@ def _url(value: object, schemes: tuple[str, ...], expected: str, credentials_go:
 
 
 def _mqtt_url(value: object) -> str:
+    if isinstance(value, list):
+        raise InvalidValueError("a list of brokers goes in mqtt.urls")
     return _url(
         value,
         ("mqtt", "mqtts"),
@@ -485,12 +494,32 @@ def _listen(value: object) -> tuple[str, int]:
     return host, port
 
 
+def _mqtt_urls(value: object) -> tuple[str, ...]:
+    """The URLs of one broker cluster's nodes (sync.brokers goes round them)."""
+    urls = _list(_mqtt_url)(value)
+    if not urls:
+        raise InvalidValueError("expected at least one mqtt:// or mqtts:// URL")
+    if len({urlsplit(url).scheme for url in urls}) > 1:
+        raise InvalidValueError("use mqtts:// for all of the URLs or for none")
+    return urls
+
+
+def _one_broker_key(values: Mapping[str, Any]) -> str | None:
+    if values["url"] and values["urls"]:
+        return "url: give url (one broker) or urls (a cluster's nodes), not both"
+    if not values["url"] and not values["urls"]:
+        return "url: required (or urls, a list of a cluster's nodes)"
+    return None
+
+
 def _mqtt_protocol(value: object) -> int:
     if value in (5, "5"):
-        return 5
+        return MQTT5
     if value in ("3.1.1", "311", 4):
-        return 4
-    raise InvalidValueError('expected "5" or "3.1.1"')
+        return MQTT311
+    if value == "auto":
+        return AUTO
+    raise InvalidValueError('expected "5", "3.1.1" or "auto" (5, else 3.1.1 where refused)')
 
 
 def _b64_key(value: object) -> str:
@@ -618,7 +647,8 @@ STORAGE = Section(
 MQTT = Section(
     MqttSettings,
     (
-        Key("url", _mqtt_url, required=True),
+        Key("url", _mqtt_url),
+        Key("urls", _mqtt_urls),
         Key("username", _str),
         Key("password_file", _path),
         Key("ca_file", _path),
@@ -628,7 +658,7 @@ MQTT = Section(
         Key("keepalive", _int(5, 3600)),
         Key("receive_maximum", _int(1, MAX_RECEIVE_MAXIMUM)),
     ),
-    checks=(_both_or_neither("cert_file", "key_file"),),
+    checks=(_one_broker_key, _both_or_neither("cert_file", "key_file")),
 )
 RFA = Section(
     RfaConfig,

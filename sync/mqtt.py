@@ -12,17 +12,24 @@ Choices:
 
 - Persistent session: MQTT 5 with clean start false on *every* connect (not paho's
   "first only", which would wipe the session queued while the daemon was down) and a
-  session expiry of 14 days; MQTT 3.1.1 with clean session false.
+  session expiry of 14 days; MQTT 3.1.1 with clean session false (the broker's own
+  setting then says how long it keeps a session).
+- Brokers and versions (sync.brokers): `mqtt.urls` lists the nodes of one cluster; a
+  lost, refused or failed connection moves to the next. With `mqtt.protocol: auto` a
+  broker that refuses MQTT 5 is asked again with 3.1.1. One paho client serves them
+  all: before each attempt (paho's `on_pre_connect`, between the old socket and the
+  new) the link points it at the next target (`BoundedClient.aim`).
 - Reconnect: paho's own loop reconnects with a doubling delay but no jitter, so a
   fleet that lost one broker would come back in lockstep. Before each wait we set
   paho's delay to our own capped exponential delay with jitter (`Backoff`).
 - Size: MQTT 5 asks the broker for packets of at most 64 KiB (Maximum Packet Size),
-  so a huge message never reaches memory at all; the 16 KiB protocol limit is applied
-  by the receiver, which acks and counts what it drops.
+  and `BoundedClient` refuses a bigger one at the socket over either version, so a huge
+  message never reaches memory at all; the 16 KiB protocol limit is applied by the
+  receiver, which acks and counts what it drops.
 - Acks: an ack from a previous connection is not sent on the new one. The broker
   redelivers that message instead, and the receiver's seen-id check makes the repeat
   cheap; this way a stale packet id can never acknowledge the wrong message.
-- Ack timing (protocol.md §3, revision 1.2): `AckSequencer` sends the PUBACKs of one
+- Ack timing (protocol.md §3, revision 1.2): `AckSequencer` (sync.acks) sends the PUBACKs of one
   connection in the order the PUBLISHes arrived, as MQTT requires, each not before its
   earliest time: a message the receiver says verified is acknowledged `ack_delay_s`
   (the protocol's 2.0 s) after it arrived, whatever its outcome, so the broker cannot
@@ -32,11 +39,14 @@ Choices:
   acks can be outstanding.
 - What the device keeps for the broker (protocol.md §3, 1.2): a PUBLISH above the QoS
   the device subscribed at ends the connection unstored (`BoundedClient`); over MQTT 5
-  the device announces a Receive Maximum of at most 16. Everything the device publishes
-  (status, the two owner topics) is retained, so only the newest message of a topic
-  matters: `publish_latest` keeps at most one per topic, queues nothing while offline,
-  and what paho still held from a lost connection is dropped on reconnect, never sent
-  as a backlog.
+  the device announces a Receive Maximum of at most 16. Over 3.1.1 the broker is told
+  nothing: its own window (its configuration) bounds what it sends, and over either
+  version the device stops reading while `MAX_OWED_ACKS` acknowledgements are owed
+  (sync.acks), the backstop against a broker that keeps no window. Everything
+  the device publishes (status, the two owner topics) is retained, so only the newest
+  message of a topic matters: `publish_latest` keeps at most one per topic, queues
+  nothing while offline, and what paho still held from a lost connection is dropped on
+  reconnect, never sent as a backlog.
 """
 
 from __future__ import annotations
@@ -50,10 +60,9 @@ import ssl
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -64,8 +73,10 @@ from foundation.backoff import backoff_s
 from foundation.display import shown
 from foundation.errors import MisuseError
 from foundation.wire import ACK_DELAY_S, SUBSCRIPTION_QOS
+from sync.acks import MAX_OWED_ACKS, AckHandle, AckSequencer
+from sync.brokers import Attempt, BrokerRotation, Target
 from sync.errors import MqttSettingsError
-from sync.settings import MqttSettings
+from sync.settings import MQTT5, PROTOCOL_NAMES, MqttSettings
 
 logger = logging.getLogger(__name__)
 
@@ -90,14 +101,6 @@ class Backoff:
         return backoff_s(attempt, base_s=self.initial_s, cap_s=self.cap_s, rng=rng or _JITTER)
 
 
-class AckHandle(Protocol):
-    """What the receiver of one message tells the link about its acknowledgement."""
-
-    def release(self, *, verified: bool) -> None: ...
-
-    def withhold(self) -> None: ...
-
-
 @dataclass(frozen=True, slots=True)
 class InboundMessage:
     """A received QoS 1 message. Call `ack()` once what it caused is durably recorded
@@ -116,198 +119,6 @@ class InboundMessage:
 
     def withhold(self) -> None:
         self.handle.withhold()
-
-
-@dataclass(slots=True, eq=False)
-class _Slot:
-    """One QoS 1 message of one connection, in arrival order, until its PUBACK is sent."""
-
-    mid: int
-    qos: int
-    received: float
-    generation: int
-    due: float | None = None  # monotonic time its PUBACK may go; None until released
-    withheld: bool = False
-
-
-class _SlotHandle:
-    def __init__(self, sequencer: AckSequencer, slot: _Slot) -> None:
-        self._sequencer = sequencer
-        self._slot = slot
-
-    def release(self, *, verified: bool) -> None:
-        self._sequencer.release(self._slot, verified=verified)
-
-    def withhold(self) -> None:
-        self._sequencer.withhold(self._slot)
-
-
-class _NoAck:
-    """QoS 0: nothing to acknowledge."""
-
-    def release(self, *, verified: bool) -> None:
-        return None
-
-    def withhold(self) -> None:
-        return None
-
-
-class AckSequencer:
-    """The PUBACKs of the current connection, in arrival order, each at its earliest time
-    (protocol.md §3, revision 1.2).
-
-    `admit` (paho's network thread) appends a slot for each arriving QoS 1 PUBLISH; the
-    receiver later releases it, verified (due `delay_s` after arrival, or at once if the
-    outcome took longer, with one log line) or not (due at once). A timer thread sends the
-    head's PUBACK when it is released and due, then the next: a junk message behind a
-    verified one waits for it. `restart` (a new or lost connection) forgets every slot;
-    a release of a forgotten slot sends nothing, so a stale packet id never acknowledges
-    a message of another connection. The delay is injectable so the ordering can be
-    tested in-process in milliseconds; the daemon always uses the protocol's."""
-
-    def __init__(self, *, delay_s: float) -> None:
-        self._delay_s = delay_s
-        self._cond = threading.Condition()
-        # Held while popping due slots and sending them, so that the timer thread and a
-        # release that sends at once (junk at the head) never overtake each other.
-        self._sending = threading.Lock()
-        self._slots: deque[_Slot] = deque()
-        self._generation = 0
-        self._send: Callable[[int, int], object] | None = None
-        self._closed = self._closing = False
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="mqtt-acks", daemon=True)
-        self._thread.start()
-
-    def close(self, *, settle_s: float) -> None:
-        """Send what the receiver released (waiting up to `settle_s` for the delays to
-        run out), then stop; what is left is redelivered on the next connection."""
-        with self._cond:
-            self._closing = True
-            self._cond.wait_for(self._settled, settle_s)
-            self._closed = True
-            self._slots.clear()
-            self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(1.0)
-
-    def _settled(self) -> bool:
-        return not self._slots or (self._slots[0].due is None and not self._slots[0].withheld)
-
-    def restart(self, send: Callable[[int, int], object] | None) -> None:
-        """A new connection (`send` its PUBACK sender) or none (None): forget every slot.
-        Waits for a send under way, so no PUBACK of the old connection follows."""
-        with self._sending, self._cond:
-            self._generation += 1
-            self._slots.clear()
-            self._send = send
-            self._cond.notify_all()
-
-    def admit(self, mid: int, qos: int, received: float) -> AckHandle:
-        if qos == 0:
-            return _NoAck()
-        with self._cond:
-            slot = _Slot(mid, qos, received, self._generation)
-            self._slots.append(slot)
-        return _SlotHandle(self, slot)
-
-    def release(self, slot: _Slot, *, verified: bool) -> None:
-        with self._cond:
-            if slot.due is not None or slot.withheld or slot.generation != self._generation:
-                return
-            now = time.monotonic()
-            due = slot.received + self._delay_s if verified else now
-            if now > due:
-                logger.warning(
-                    "the outcome of a message took %.3f s to become durable, longer than the "
-                    "%.1f s acknowledgement delay; acknowledging it late",
-                    now - slot.received,
-                    self._delay_s,
-                )
-                due = now
-            slot.due = due
-            at_once = due <= now and bool(self._slots) and self._slots[0] is slot
-            if not at_once:
-                self._cond.notify_all()
-        if at_once:
-            self._send_due()
-
-    def withhold(self, slot: _Slot) -> None:
-        with self._cond:
-            if slot.generation == self._generation and slot.due is None:
-                slot.withheld = True
-                self._cond.notify_all()
-
-    def _send_due(self) -> None:
-        """Junk at the head, in the releasing thread (paho's own, for junk): no hand-off
-        to the timer thread per message, which would halve the rate a flood is read at.
-        If the timer thread is sending, it sends this one too."""
-        if not self._sending.acquire(blocking=False):
-            with self._cond:
-                self._cond.notify_all()
-            return
-        try:
-            with self._cond:
-                ready, send, _wait = self._take_ready()
-            self._send_all(ready, send)
-        finally:
-            self._sending.release()
-        with self._cond:
-            if self._closing or (self._slots and self._slots[0].due is not None):
-                self._cond.notify_all()  # a head for the timer thread, or close() waiting
-
-    def _run(self) -> None:
-        while True:
-            with self._sending:
-                with self._cond:
-                    ready, send, wait = self._take_ready()
-                self._send_all(ready, send)
-            with self._cond:
-                if ready:
-                    self._cond.notify_all()  # for close(), waiting for the queue to settle
-                    continue
-                if self._closed:
-                    return
-                due_now, wait = self._peek()
-                if not due_now:
-                    self._cond.wait(wait)
-
-    @staticmethod
-    def _send_all(ready: list[_Slot], send: Callable[[int, int], object] | None) -> None:
-        for slot in ready:  # outside the condition's lock: paho takes its own
-            if send is not None:
-                try:
-                    send(slot.mid, slot.qos)
-                except Exception:
-                    logger.exception("could not send an MQTT acknowledgement")
-
-    def _take_ready(self) -> tuple[list[_Slot], Callable[[int, int], object] | None, float | None]:
-        """Under both locks: pop the head slots that may go now, in order; else how long
-        to wait for the head (None: until something changes)."""
-        ready: list[_Slot] = []
-        now = time.monotonic()
-        while self._slots:
-            head = self._slots[0]
-            if head.withheld:
-                self._slots.popleft()
-            elif head.due is not None and head.due <= now:
-                ready.append(self._slots.popleft())
-            else:
-                break
-        return ready, self._send, self._wait_s(now)
-
-    def _peek(self) -> tuple[bool, float | None]:
-        """Under the condition's lock: whether the head may go now, else how long to wait."""
-        now = time.monotonic()
-        head = self._slots[0] if self._slots else None
-        due_now = head is not None and (head.withheld or (head.due is not None and head.due <= now))
-        return due_now, self._wait_s(now)
-
-    def _wait_s(self, now: float) -> float | None:
-        head = self._slots[0] if self._slots else None
-        return None if head is None or head.due is None else max(0.0, head.due - now)
 
 
 def wait_before_reconnect(client: paho.Client, delay_s: float) -> None:
@@ -391,6 +202,17 @@ class BoundedClient(paho.Client):
         self.refused_packets += 1
         self.refused_here = True
 
+    def aim(self, host: str, port: int, protocol: int) -> None:
+        """Point the next connection at `host:port` with MQTT `protocol` (5 or 4), a
+        persistent session either way. Only from `on_pre_connect`: paho calls it in
+        `reconnect()` after closing the old socket and before opening the new one, the
+        one moment nothing uses these. paho's own setters refuse then (its state is
+        already "connecting"), and its protocol has no setter at all, though paho itself
+        changes it the same way when a broker refuses 3.1.1 (falling back to 3.1)."""
+        self._host, self._port = host, port
+        self._protocol = paho.MQTTv5 if protocol == MQTT5 else paho.MQTTv311
+        self._clean_session = False  # read by paho for 3.1.1 only
+
     def take_refusal(self) -> bool:
         """Whether the connection that just ended was dropped for the broker's fault
         (and forget it, for the next connection)."""
@@ -423,9 +245,10 @@ class MqttLink:
         stop: threading.Event,
         backoff: Backoff = Backoff(),
         ack_delay_s: float = ACK_DELAY_S,
+        max_owed_acks: int = MAX_OWED_ACKS,
     ) -> None:
-        """`ack_delay_s` is the protocol's (foundation.wire.ACK_DELAY_S); only in-process
-        tests shorten it."""
+        """`ack_delay_s` is the protocol's (foundation.wire.ACK_DELAY_S) and
+        `max_owed_acks` sync.acks'; only tests change them."""
         self._settings = settings
         self._client_id = client_id
         self._status_topic = status_topic
@@ -439,8 +262,14 @@ class MqttLink:
         self._closed = threading.Event()
         self._lock = threading.Lock()
         self._ack_delay_s = ack_delay_s
-        self._acks = AckSequencer(delay_s=ack_delay_s)  # per connection; see its docstring
+        # per connection; see its docstring
+        self._acks = AckSequencer(delay_s=ack_delay_s, limit=max_owed_acks)
         self._attempt = 0
+        self._rotation: BrokerRotation | None = None
+        self._target: Target | None = None  # what the current attempt connects to
+        self._outcome: Attempt | None = None  # the current attempt's CONNACK, if any
+        self._reported = True  # the current attempt's end went to the rotation
+        self._in_use: Target | None = None  # while connected
         self._watcher: threading.Thread | None = None
         self._refusals = 0  # connections in a row that ended on the broker's fault
         self._outbound_lock = threading.Lock()
@@ -462,26 +291,38 @@ class MqttLink:
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
 
+    @property
+    def broker(self) -> tuple[str, str] | None:
+        """(URL, MQTT version) of the broker while connected, for the status."""
+        target = self._in_use
+        if target is None or not self._connected.is_set():
+            return None
+        return target.endpoint.url, PROTOCOL_NAMES[target.protocol]
+
     # ---- lifecycle -------------------------------------------------------------------
 
     def start(self) -> None:
         if self._client is not None:
             raise MisuseError("MqttLink already started")
-        host, port, tls = self._settings.endpoint()
-        client = self._make_client(tls)
+        endpoints = self._settings.endpoints()
+        self._rotation = BrokerRotation(endpoints, self._settings.protocol, self._client_id)
+        self._target = target = self._rotation.target()
+        client = self._make_client(target.endpoint.tls)
         self._client = client
         wait_before_reconnect(client, self._backoff.delay(0))
         client.max_queued_messages_set(MAX_OUTGOING_MESSAGES)
-        if self._settings.protocol == 5:
-            props = Properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = SESSION_EXPIRY_S
-            props.ReceiveMaximum = self._settings.receive_maximum
-            props.MaximumPacketSize = MAX_PACKET_BYTES
-            client.connect_async(
-                host, port, self._settings.keepalive, clean_start=False, properties=props
-            )
-        else:
-            client.connect_async(host, port, self._settings.keepalive)
+        # Sent only over MQTT 5 (paho leaves them out of a 3.1.1 CONNECT).
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        props.ReceiveMaximum = self._settings.receive_maximum
+        props.MaximumPacketSize = MAX_PACKET_BYTES
+        client.connect_async(
+            target.endpoint.host,
+            target.endpoint.port,
+            self._settings.keepalive,
+            clean_start=False,
+            properties=props,
+        )
         self._acks.start()
         client.loop_start()
         self._watcher = threading.Thread(target=self._watch_stop, name="mqtt-stop", daemon=True)
@@ -594,23 +435,13 @@ class MqttLink:
 
     def _make_client(self, tls: bool) -> paho.Client:
         s = self._settings
-        if s.protocol == 5:
-            client = BoundedClient(
-                CallbackAPIVersion.VERSION2,
-                client_id=self._client_id,
-                protocol=paho.MQTTv5,
-                manual_ack=True,
-            )
-        elif s.protocol == 4:
-            client = BoundedClient(
-                CallbackAPIVersion.VERSION2,
-                client_id=self._client_id,
-                protocol=paho.MQTTv311,
-                clean_session=False,
-                manual_ack=True,
-            )
-        else:
-            raise MqttSettingsError(f"mqtt protocol must be 5 or 4 (3.1.1), not {s.protocol}")
+        # Made as MQTT 5; `_aim` sets each attempt's version before it connects.
+        client = BoundedClient(
+            CallbackAPIVersion.VERSION2,
+            client_id=self._client_id,
+            protocol=paho.MQTTv5,
+            manual_ack=True,
+        )
         if tls:
             client.tls_set(
                 ca_certs=str(s.ca_file) if s.ca_file else None,
@@ -623,6 +454,7 @@ class MqttLink:
         if s.username is not None:
             client.username_pw_set(s.username, self._read_password())
         client.will_set(self._status_topic, status_payload("offline"), qos=1, retain=True)
+        client.on_pre_connect = self._aim
         client.on_connect = self._handle_connect
         client.on_disconnect = self._handle_disconnect
         client.on_connect_fail = self._handle_connect_fail
@@ -651,24 +483,53 @@ class MqttLink:
         lines = text.splitlines()
         return lines[0] if lines else ""
 
+    def _aim(self, client: paho.Client, userdata: Any) -> None:
+        """paho's on_pre_connect: the next attempt goes where the rotation says."""
+        target = self._target
+        if target is None or not isinstance(client, BoundedClient):
+            return
+        with self._lock:
+            self._outcome = None
+            self._reported = False
+        client.aim(target.endpoint.host, target.endpoint.port, target.protocol)
+
+    def _where(self) -> str:
+        """The URL of the broker the current attempt is aimed at, for log lines."""
+        target = self._target
+        return self._settings.url if target is None else target.endpoint.url
+
+    def _mqtt_version(self) -> str:
+        target = self._target
+        return "" if target is None else f"MQTT {PROTOCOL_NAMES[target.protocol]}"
+
     def _handle_connect(
         self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
         if reason.is_failure:
+            # 132, or 1 in a 3.1.1 CONNACK (paho gives both as 132)
+            version = getattr(reason, "value", None) in (1, 132)
+            with self._lock:
+                self._outcome = Attempt.VERSION_REFUSED if version else Attempt.REFUSED
             logger.warning(
-                "the MQTT broker at %s refused the connection: %s",
-                self._settings.url,
+                "the MQTT broker at %s refused the connection (%s): %s",
+                self._where(),
+                self._mqtt_version(),
                 shown(reason),
             )
-            self._schedule_retry(client)
+            self._end_attempt(client, Attempt.VERSION_REFUSED if version else Attempt.REFUSED)
             return
         with self._lock:
             self._attempt = 0
+            self._outcome = Attempt.CONNECTED
+            self._in_use = self._target
         self._acks.restart(lambda mid, qos: client.ack(mid, qos))
         self.connections += 1
         session = getattr(flags, "session_present", None)
         logger.info(
-            "connected to the MQTT broker at %s (session present: %s)", self._settings.url, session
+            "connected to the MQTT broker at %s (%s, session present: %s)",
+            self._where(),
+            self._mqtt_version(),
+            session,
         )
         self._forget_outbound(client)
         self._publish_once(client, self._status_topic, status_payload("online", self._version))
@@ -682,9 +543,12 @@ class MqttLink:
         self._connected.clear()
         self._acks.restart(None)  # acks of this connection are never sent on the next
         if not self._closed.is_set():
-            logger.warning(
-                "disconnected from the MQTT broker at %s: %s", self._settings.url, shown(reason)
-            )
+            with self._lock:
+                outcome = self._outcome or Attempt.CLOSED_BEFORE_CONNACK
+            if outcome is not Attempt.REFUSED and outcome is not Attempt.VERSION_REFUSED:
+                logger.warning(
+                    "disconnected from the MQTT broker at %s: %s", self._where(), shown(reason)
+                )
             # A broker that accepts every connection and then breaks the protocol must not
             # get a reconnect a second: its refusals grow the backoff like failed connects.
             refused = isinstance(client, BoundedClient) and client.take_refusal()
@@ -692,7 +556,7 @@ class MqttLink:
             if refused:
                 with self._lock:
                     self._attempt = self._refusals
-            self._schedule_retry(client)
+            self._end_attempt(client, outcome)
 
     def _handle_connect_fail(self, client: paho.Client, userdata: Any) -> None:
         # paho calls this inside its `except OSError` around the connection attempt and
@@ -700,14 +564,25 @@ class MqttLink:
         exc = sys.exc_info()[1]
         reason = (exc.strerror or str(exc)) if isinstance(exc, OSError) else "unknown reason"
         logger.warning(
-            "cannot reach the MQTT broker at %s: %s; retrying", self._settings.url, shown(reason)
+            "cannot reach the MQTT broker at %s: %s; retrying", self._where(), shown(reason)
         )
-        self._schedule_retry(client)
+        self._end_attempt(client, Attempt.UNREACHABLE)
 
-    def _schedule_retry(self, client: paho.Client) -> None:
+    def _end_attempt(self, client: paho.Client, outcome: Attempt) -> None:
+        """Once per attempt (a refused CONNACK is followed by paho's on_disconnect):
+        tell the rotation, and set the wait before the next attempt."""
         with self._lock:
-            delay = self._backoff.delay(self._attempt)
-            self._attempt += 1
+            if self._reported or self._rotation is None:
+                return
+            self._reported = True
+            self._target = target = self._rotation.report(outcome)
+            if target.at_once:
+                delay = 0.0
+            else:
+                delay = self._backoff.delay(self._attempt)
+                self._attempt += 1
+        if target.at_once:
+            logger.info("MQTT: trying %s with %s", self._where(), self._mqtt_version())
         wait_before_reconnect(client, delay)
 
     def _handle_message(self, client: paho.Client, userdata: Any, message: Any) -> None:

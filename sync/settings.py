@@ -26,17 +26,53 @@ ANONYMOUS_DELAY_FLOOR_MINUTES = 5
 DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024
 
 
+# mqtt.protocol: the MQTT version the device speaks. AUTO tries 5 and, where a broker
+# refuses it (a CONNACK "unsupported protocol version", or the connection closed before
+# any CONNACK), 3.1.1 on the same broker (sync.brokers).
+MQTT5 = 5
+MQTT311 = 4  # the protocol level 3.1.1 puts in its CONNECT
+AUTO = 0
+PROTOCOL_NAMES = {MQTT5: "5", MQTT311: "3.1.1", AUTO: "auto"}
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerEndpoint:
+    """One broker URL: where to connect, and the URL as the owner wrote it (for logs)."""
+
+    url: str
+    host: str
+    port: int
+    tls: bool
+
+    @classmethod
+    def parse(cls, url: str) -> BrokerEndpoint:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise MqttSettingsError(f"not an mqtt:// or mqtts:// URL: {url!r}")
+        tls = parts.scheme == "mqtts"
+        try:
+            port = parts.port or (8883 if tls else 1883)
+        except ValueError as exc:
+            raise MqttSettingsError(f"bad port in {url!r}") from exc
+        return cls(url, parts.hostname, port, tls)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MqttSettings:
-    url: str
+    """`urls`: the brokers of one cluster, tried in turn (sync.brokers); `url` alone is
+    the one-broker form, and names the first of `urls` when both are given."""
+
+    url: str = ""
+    urls: tuple[str, ...] = ()
     username: str | None = None
     password_file: Path | None = None
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
-    protocol: int = 5  # 5, or 4 for MQTT 3.1.1
+    protocol: int = MQTT5  # MQTT5, MQTT311 or AUTO
     keepalive: int = 60
     # MQTT 5: unacknowledged QoS 1 messages the broker may have in flight to the device
+    # (over 3.1.1 the broker's own configuration sets its window; sync.acks)
     receive_maximum: int = MAX_RECEIVE_MAXIMUM
 
     def __post_init__(self) -> None:
@@ -44,18 +80,25 @@ class MqttSettings:
             raise MqttSettingsError(
                 f"receive_maximum must be between 1 and {MAX_RECEIVE_MAXIMUM} (protocol.md §3)"
             )
+        if self.protocol not in PROTOCOL_NAMES:
+            raise MqttSettingsError('mqtt.protocol must be "5", "3.1.1" or "auto"')
+        urls = tuple(dict.fromkeys(self.urls or (self.url,)))  # each broker once, in order
+        if self.url and self.url != urls[0]:
+            urls = (self.url, *(u for u in urls if u != self.url))
+        object.__setattr__(self, "urls", urls)
+        object.__setattr__(self, "url", urls[0])
+
+    def endpoints(self) -> tuple[BrokerEndpoint, ...]:
+        """Every URL parsed; all plain or all TLS (one client's TLS is set up once)."""
+        endpoints = tuple(BrokerEndpoint.parse(url) for url in self.urls)
+        if len({e.tls for e in endpoints}) > 1:
+            raise MqttSettingsError("mqtt.urls: use mqtts:// for all of them or for none")
+        return endpoints
 
     def endpoint(self) -> tuple[str, int, bool]:
-        """(host, port, tls) from the URL."""
-        parts = urlsplit(self.url)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise MqttSettingsError(f"not an mqtt:// or mqtts:// URL: {self.url!r}")
-        tls = parts.scheme == "mqtts"
-        try:
-            port = parts.port or (8883 if tls else 1883)
-        except ValueError as exc:
-            raise MqttSettingsError(f"bad port in {self.url!r}") from exc
-        return parts.hostname, port, tls
+        """(host, port, tls) of the first URL."""
+        first = self.endpoints()[0]
+        return first.host, first.port, first.tls
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -5,6 +5,7 @@ not exist fails the run: nothing is skipped silently."""
 pytest_plugins = [
     "tests.fixtures.footage",
     "tests.fixtures.mosquitto",
+    "tests.fixtures.brokers",
     "tests.fixtures.tus",
     "tests.fixtures.daemon",
 ]

@@ -487,3 +487,30 @@ def test_privacy_masks_in_the_config_reach_the_camera_settings() -> None:
 )  # fmt: skip
 def test_a_bad_privacy_mask_is_one_problem_naming_its_key(masks: object, expected: str) -> None:
     assert problems(with_(camera={"source": "synthetic", "masks": masks})) == [expected]
+
+
+def test_a_cluster_s_urls_and_the_protocol_choice() -> None:
+    urls = ["mqtts://a.example.net", "mqtts://b.example.net:8884"]
+    config = parse_config(with_(mqtt={"urls": urls, "protocol": "auto"}))
+    assert config.mqtt.urls == tuple(urls) and config.mqtt.url == urls[0]
+    assert config.mqtt.protocol == 0  # sync.settings.AUTO
+    assert parse_config(with_(mqtt={"url": urls[0], "protocol": "3.1.1"})).mqtt.protocol == 4
+    assert parse_config(MINIMAL).mqtt.urls == ("mqtt://127.0.0.1:1883",)
+
+
+@pytest.mark.parametrize(
+    ("mqtt", "expected"),
+    [
+        ({"url": ["mqtt://a"]}, "mqtt.url: a list of brokers goes in mqtt.urls"),
+        ({"urls": []}, "mqtt.urls: expected at least one"),
+        ({"urls": "mqtt://a"}, "mqtt.urls: expected a list"),
+        ({"urls": ["mqtt://a", "mqtts://b"]}, "mqtt.urls: use mqtts:// for all"),
+        ({"urls": ["mqtt://a", "http://b"]}, "mqtt.urls: item 1: expected mqtt://host"),
+        ({"url": "mqtt://a", "urls": ["mqtt://b"]}, "mqtt.url: give url (one broker) or urls"),
+        ({"protocol": "auto"}, "mqtt.url: required"),
+        ({"url": "mqtt://a", "protocol": "4"}, 'mqtt.protocol: expected "5", "3.1.1" or "auto"'),
+    ],
+)
+def test_broker_url_mistakes_name_their_key(mqtt: dict, expected: str) -> None:
+    found = problems(with_(mqtt=mqtt))
+    assert any(p.startswith(expected) for p in found), found

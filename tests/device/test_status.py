@@ -72,7 +72,7 @@ def test_the_wire_keys_are_those_doorbellctl_status_json_always_printed() -> Non
     }  # fmt: skip
     assert set(RUNNING.to_json()) - set(STOPPED.to_json()) == {
         "frames_dropped", "broker", "publishes_dropped", "pending", "requests_paused",
-        "shares_in_flight", "console", "health", "bell", "nudge",
+        "shares_in_flight", "console", "health", "bell", "nudge", "broker_url", "mqtt_version",
     }  # fmt: skip
 
 

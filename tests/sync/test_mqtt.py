@@ -9,6 +9,7 @@ import random
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
@@ -23,13 +24,17 @@ PROBES = (b"probe", b"probes end")  # wait_subscribed's own messages
 
 @contextmanager
 def running_link(
-    broker: MosquittoBroker,
+    broker: MosquittoBroker | None,
     *,
     client_id: str = "porch-cam-01",
     protocol: int = 5,
     auto_ack: bool = True,
     topics: tuple[str, ...] = ("rfa/v1/cell/9q8yy",),
+    settings: MqttSettings | None = None,
+    **link_options: Any,
 ) -> Iterator[tuple[MqttLink, queue.Queue[InboundMessage]]]:
+    """A started link to `broker` (or as `settings` say); `link_options`: MqttLink's
+    own (ack_delay_s, max_owed_acks)."""
     got: queue.Queue[InboundMessage] = queue.Queue()
 
     def on_message(msg: InboundMessage) -> None:
@@ -39,7 +44,7 @@ def running_link(
 
     stop = threading.Event()
     link = MqttLink(
-        MqttSettings(url=broker.url, protocol=protocol),
+        settings or MqttSettings(url=broker.url if broker else "", protocol=protocol),
         client_id=client_id,
         status_topic=f"devices/{client_id}/status",
         version="0.1.0",
@@ -47,6 +52,7 @@ def running_link(
         on_message=on_message,
         stop=stop,
         backoff=FAST,
+        **link_options,
     )
     link.start()
     try:
