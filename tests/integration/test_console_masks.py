@@ -142,7 +142,7 @@ def test_an_owner_draws_masks_on_a_phone(cworld: World, phone: Any) -> None:  # 
     world, page = cworld, phone
     sign_in(page, world)
     page.get_by_role("link", name="Draw privacy masks").click()
-    page.wait_for_function("() => document.querySelector('#snapshot').naturalWidth > 0")
+    page.wait_for_function("() => (document.querySelector('#snapshot') || {}).naturalWidth > 0")
     no_violations(page, "masks-empty")
 
     # A finger: three taps on the picture, then Finish, a name, Save.
