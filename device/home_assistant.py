@@ -48,7 +48,7 @@ from foundation.display import shown
 from foundation.errors import MisuseError
 from foundation.lograte import OncePerInterval
 from foundation.wire import SUBSCRIPTION_QOS
-from sync.mqtt import Backoff, BoundedClient, wait_before_reconnect
+from sync.mqtt import Backoff, BoundedClient, disconnect_and_stop_loop, wait_before_reconnect
 from sync.settings import MqttSettings
 
 logger = logging.getLogger(__name__)
@@ -417,10 +417,7 @@ class HomeAssistantLink:
                 info.wait_for_publish(timeout=STOP_WAIT_S)
             except (RuntimeError, ValueError, OSError) as exc:
                 logger.info("Home Assistant: could not say offline: %s", shown(exc))
-        client.disconnect()
-        joiner = threading.Thread(target=client.loop_stop, daemon=True)
-        joiner.start()
-        joiner.join(STOP_WAIT_S)
+        disconnect_and_stop_loop(client, STOP_WAIT_S)
         self._connected.clear()
 
     def _password(self) -> str | None:
