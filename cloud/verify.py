@@ -57,6 +57,17 @@ from sync.keys import key_id, public_key_from_b64, raw_public
 MAX_MANIFEST_BYTES = 1024 * 1024
 _HASH_CHUNK = 1024 * 1024
 
+# The manifest's fields that the report states as facts, in the report's order.
+_REPORTED_FIELDS = (
+    "rfa_id",
+    "case_number",
+    "agency_id",
+    "anonymous",
+    "device_id",
+    "synchronized",
+    "window_approved",
+)
+
 
 class _Abort(Exception):
     """A failed check that leaves nothing sensible to check after it."""
@@ -315,15 +326,7 @@ def _parse_manifest(doc: dict[str, Any], run: _Run) -> _Manifest:
     except _Shape as exc:
         raise run.abort("manifest_shape", str(exc)) from exc
     run.passed("manifest_shape")
-    run.facts.update(
-        rfa_id=manifest.rfa_id,
-        case_number=manifest.case_number,
-        agency_id=manifest.agency_id,
-        anonymous=manifest.anonymous,
-        device_id=manifest.device_id,
-        synchronized=manifest.synchronized,
-        window_approved=manifest.window_approved,
-    )
+    run.facts.update({name: getattr(manifest, name) for name in _REPORTED_FIELDS})
     return manifest
 
 
