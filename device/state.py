@@ -196,6 +196,11 @@ class StateStore:
         with self._lock:
             return self._conn.execute(sql, params).fetchone()
 
+    def _rows(self, sql: str, params: tuple[object, ...] = ()) -> list[Any]:
+        """Every row `sql` selects, read under the lock."""
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
     # ---- requests ----------------------------------------------------------------------
 
     def add_pending(self, rfa: Rfa, *, received_at_ms: int, decide_by_ms: int) -> bool:
@@ -219,12 +224,11 @@ class StateStore:
         return added
 
     def pending(self) -> list[PendingRequest]:
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT rfa_json, received_at_ms, decide_by_ms FROM requests "
-                "WHERE state = ? ORDER BY received_at_ms, rfa_id",
-                (RequestState.PENDING,),
-            ).fetchall()
+        rows = self._rows(
+            "SELECT rfa_json, received_at_ms, decide_by_ms FROM requests "
+            "WHERE state = ? ORDER BY received_at_ms, rfa_id",
+            (RequestState.PENDING,),
+        )
         return [PendingRequest(rfa_from_json(r[0]), r[1], r[2]) for r in rows]
 
     def pending_count(self) -> int:
@@ -246,13 +250,10 @@ class StateStore:
             "audited FROM requests"
         )
         self.save_marks()
-        with self._lock:
-            if state is None:
-                rows = self._conn.execute(query + " ORDER BY received_at_ms").fetchall()
-            else:
-                rows = self._conn.execute(
-                    query + " WHERE state = ? ORDER BY received_at_ms", (state,)
-                ).fetchall()
+        if state is None:
+            rows = self._rows(query + " ORDER BY received_at_ms")
+        else:
+            rows = self._rows(query + " WHERE state = ? ORDER BY received_at_ms", (state,))
         return [_record(r) for r in rows]
 
     def record_decision(self, decision: Decision) -> bool:
@@ -354,12 +355,11 @@ class StateStore:
         """Every approved request not yet marked queued, with its decision: start-up hands
         these to the outbox, in case the daemon died between approving and enqueueing."""
         self.save_marks()
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT r.rfa_json, d.decision_json FROM requests r "
-                "JOIN decisions d ON d.rfa_id = r.rfa_id WHERE r.state = ?",
-                (RequestState.APPROVED,),
-            ).fetchall()
+        rows = self._rows(
+            "SELECT r.rfa_json, d.decision_json FROM requests r "
+            "JOIN decisions d ON d.rfa_id = r.rfa_id WHERE r.state = ?",
+            (RequestState.APPROVED,),
+        )
         for rfa_json, decision_json in rows:
             yield rfa_from_json(rfa_json), decision_from_json(decision_json)
 
