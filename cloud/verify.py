@@ -57,6 +57,17 @@ from sync.keys import key_id, public_key_from_b64, raw_public
 MAX_MANIFEST_BYTES = 1024 * 1024
 _HASH_CHUNK = 1024 * 1024
 
+# The manifest's fields that the report states as facts, in the report's order.
+_REPORTED_FIELDS = (
+    "rfa_id",
+    "case_number",
+    "agency_id",
+    "anonymous",
+    "device_id",
+    "synchronized",
+    "window_approved",
+)
+
 
 class _Abort(Exception):
     """A failed check that leaves nothing sensible to check after it."""
@@ -315,16 +326,13 @@ def _parse_manifest(doc: dict[str, Any], run: _Run) -> _Manifest:
     except _Shape as exc:
         raise run.abort("manifest_shape", str(exc)) from exc
     run.passed("manifest_shape")
-    run.facts.update(
-        rfa_id=manifest.rfa_id,
-        case_number=manifest.case_number,
-        agency_id=manifest.agency_id,
-        anonymous=manifest.anonymous,
-        device_id=manifest.device_id,
-        synchronized=manifest.synchronized,
-        window_approved=manifest.window_approved,
-    )
+    run.facts.update({name: getattr(manifest, name) for name in _REPORTED_FIELDS})
     return manifest
+
+
+def _unmet(*checks: tuple[bool, str]) -> list[str]:
+    """The message of each (holds, message) check that does not hold, in order."""
+    return [message for holds, message in checks if not holds]
 
 
 def _check_share_kind(m: _Manifest, run: _Run) -> None:
@@ -387,15 +395,12 @@ def _check_request(
     rfa = verified.payload
     try:
         agency = _obj(rfa, "agency")
-        mismatches = []
-        if rfa.get("type") != "rfa":
-            mismatches.append("type is not rfa")
-        if rfa.get("id") != m.rfa_id:
-            mismatches.append("id differs from rfa_id")
-        if rfa.get("case_number") != m.case_number:
-            mismatches.append("case_number differs")
-        if agency.get("id") != m.agency_id:
-            mismatches.append("agency id differs")
+        mismatches = _unmet(
+            (rfa.get("type") == "rfa", "type is not rfa"),
+            (rfa.get("id") == m.rfa_id, "id differs from rfa_id"),
+            (rfa.get("case_number") == m.case_number, "case_number differs"),
+            (agency.get("id") == m.agency_id, "agency id differs"),
+        )
         window = _window(rfa, "window")
         if window != m.window_requested:
             mismatches.append("window differs from window_requested")
@@ -434,16 +439,13 @@ def _check_decision(
         doc = json.loads(envelope.payload_text)
         if not isinstance(doc, dict):
             raise _Shape("payload is not an object")
-        if doc.get("type") != "decision":
-            problems.append("type is not decision")
-        if doc.get("decision") != "approve":
-            problems.append("it is not an approval")
-        if doc.get("rfa_id") != m.rfa_id:
-            problems.append("rfa_id differs")
-        if doc.get("device_id") != m.device_id:
-            problems.append("device_id differs from the manifest's")
-        if doc.get("share_contact") is not True:
-            problems.append("share_contact is not true in a named share")
+        problems += _unmet(
+            (doc.get("type") == "decision", "type is not decision"),
+            (doc.get("decision") == "approve", "it is not an approval"),
+            (doc.get("rfa_id") == m.rfa_id, "rfa_id differs"),
+            (doc.get("device_id") == m.device_id, "device_id differs from the manifest's"),
+            (doc.get("share_contact") is True, "share_contact is not true in a named share"),
+        )
         window = _window(doc, "window") if "window" in doc else request_window
         if window is not None and window != m.window_approved:
             problems.append("its window differs from window_approved")

@@ -48,7 +48,7 @@ from foundation.display import shown
 from foundation.errors import MisuseError
 from foundation.lograte import OncePerInterval
 from foundation.wire import SUBSCRIPTION_QOS
-from sync.mqtt import Backoff, BoundedClient, wait_before_reconnect
+from sync.mqtt import Backoff, BoundedClient, disconnect_and_stop_loop, wait_before_reconnect
 from sync.settings import MqttSettings
 
 logger = logging.getLogger(__name__)
@@ -158,6 +158,23 @@ def discovery_payload(
     def reading(key: str) -> str:
         return "{{ value_json.%s }}" % key  # noqa: UP031 (a Jinja template, not Python's)
 
+    def diagnostic_gauge(
+        key: str, label: str, device_class: str, unit: str, state_key: str
+    ) -> dict[str, Any]:
+        """A measured quantity from the state message, shown to one decimal."""
+        return component(
+            "sensor",
+            key,
+            label,
+            device_class=device_class,
+            unit_of_measurement=unit,
+            state_class="measurement",
+            suggested_display_precision=1,
+            state_topic=topics.state,
+            value_template=reading(state_key),
+            entity_category="diagnostic",
+        )
+
     device: dict[str, Any] = {
         "ids": [f"doorbell_{node_id(device_id)}"],
         "name": name,
@@ -210,30 +227,8 @@ def discovery_payload(
             payload_off=OFF,
             entity_category="diagnostic",
         ),
-        "footage": component(
-            "sensor",
-            "footage",
-            "Footage kept",
-            device_class="duration",
-            unit_of_measurement="h",
-            state_class="measurement",
-            suggested_display_precision=1,
-            state_topic=topics.state,
-            value_template=reading("footage_hours"),
-            entity_category="diagnostic",
-        ),
-        "free_space": component(
-            "sensor",
-            "free_space",
-            "Free space",
-            device_class="data_size",
-            unit_of_measurement="GiB",
-            state_class="measurement",
-            suggested_display_precision=1,
-            state_topic=topics.state,
-            value_template=reading("free_gib"),
-            entity_category="diagnostic",
-        ),
+        "footage": diagnostic_gauge("footage", "Footage kept", "duration", "h", "footage_hours"),
+        "free_space": diagnostic_gauge("free_space", "Free space", "data_size", "GiB", "free_gib"),
         "requests_waiting": component(
             "sensor",
             "requests_waiting",
@@ -417,10 +412,7 @@ class HomeAssistantLink:
                 info.wait_for_publish(timeout=STOP_WAIT_S)
             except (RuntimeError, ValueError, OSError) as exc:
                 logger.info("Home Assistant: could not say offline: %s", shown(exc))
-        client.disconnect()
-        joiner = threading.Thread(target=client.loop_stop, daemon=True)
-        joiner.start()
-        joiner.join(STOP_WAIT_S)
+        disconnect_and_stop_loop(client, STOP_WAIT_S)
         self._connected.clear()
 
     def _password(self) -> str | None:

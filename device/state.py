@@ -184,13 +184,22 @@ class StateStore:
     def case_count(self, agency_id: str, case_number: str, *, since_ms: int) -> int:
         """Requests of this agency and case accepted after `since_ms` (rule 12: one
         accepted exactly 30 days ago no longer counts)."""
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT COUNT(*) FROM accepted_cases WHERE agency_id = ? AND case_number = ? "
-                "AND at_ms > ?",
-                (agency_id, case_number, since_ms),
-            ).fetchone()
+        row = self._one(
+            "SELECT COUNT(*) FROM accepted_cases WHERE agency_id = ? AND case_number = ? "
+            "AND at_ms > ?",
+            (agency_id, case_number, since_ms),
+        )
         return int(row[0])
+
+    def _one(self, sql: str, params: tuple[object, ...]) -> Any:
+        """The first row `sql` selects (None when there is none), read under the lock."""
+        with self._lock:
+            return self._conn.execute(sql, params).fetchone()
+
+    def _rows(self, sql: str, params: tuple[object, ...] = ()) -> list[Any]:
+        """Every row `sql` selects, read under the lock."""
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
 
     # ---- requests ----------------------------------------------------------------------
 
@@ -215,29 +224,24 @@ class StateStore:
         return added
 
     def pending(self) -> list[PendingRequest]:
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT rfa_json, received_at_ms, decide_by_ms FROM requests "
-                "WHERE state = ? ORDER BY received_at_ms, rfa_id",
-                (RequestState.PENDING,),
-            ).fetchall()
+        rows = self._rows(
+            "SELECT rfa_json, received_at_ms, decide_by_ms FROM requests "
+            "WHERE state = ? ORDER BY received_at_ms, rfa_id",
+            (RequestState.PENDING,),
+        )
         return [PendingRequest(rfa_from_json(r[0]), r[1], r[2]) for r in rows]
 
     def pending_count(self) -> int:
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT COUNT(*) FROM requests WHERE state = ?", (RequestState.PENDING,)
-            ).fetchone()
+        row = self._one("SELECT COUNT(*) FROM requests WHERE state = ?", (RequestState.PENDING,))
         return int(row[0])
 
     def request(self, rfa_id: str) -> RequestRecord | None:
         self.save_marks()
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT rfa_id, rfa_json, received_at_ms, decide_by_ms, state, closed_at_ms, "
-                "audited FROM requests WHERE rfa_id = ?",
-                (rfa_id,),
-            ).fetchone()
+        row = self._one(
+            "SELECT rfa_id, rfa_json, received_at_ms, decide_by_ms, state, closed_at_ms, "
+            "audited FROM requests WHERE rfa_id = ?",
+            (rfa_id,),
+        )
         return None if row is None else _record(row)
 
     def requests(self, state: RequestState | None = None) -> list[RequestRecord]:
@@ -246,13 +250,10 @@ class StateStore:
             "audited FROM requests"
         )
         self.save_marks()
-        with self._lock:
-            if state is None:
-                rows = self._conn.execute(query + " ORDER BY received_at_ms").fetchall()
-            else:
-                rows = self._conn.execute(
-                    query + " WHERE state = ? ORDER BY received_at_ms", (state,)
-                ).fetchall()
+        if state is None:
+            rows = self._rows(query + " ORDER BY received_at_ms")
+        else:
+            rows = self._rows(query + " WHERE state = ? ORDER BY received_at_ms", (state,))
         return [_record(r) for r in rows]
 
     def record_decision(self, decision: Decision) -> bool:
@@ -336,10 +337,7 @@ class StateStore:
 
     def owner_setting(self, name: str) -> str | None:
         """A setting the owner made on the device (None when never made)."""
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT value FROM owner_settings WHERE name = ?", (name,)
-            ).fetchone()
+        row = self._one("SELECT value FROM owner_settings WHERE name = ?", (name,))
         return None if row is None else str(row[0])
 
     def set_owner_setting(self, name: str, value: str) -> None:
@@ -350,22 +348,18 @@ class StateStore:
     # ---- decisions ---------------------------------------------------------------------
 
     def decision(self, rfa_id: str) -> Decision | None:
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT decision_json FROM decisions WHERE rfa_id = ?", (rfa_id,)
-            ).fetchone()
+        row = self._one("SELECT decision_json FROM decisions WHERE rfa_id = ?", (rfa_id,))
         return None if row is None else decision_from_json(row[0])
 
     def approved(self) -> Iterator[tuple[Rfa, Decision]]:
         """Every approved request not yet marked queued, with its decision: start-up hands
         these to the outbox, in case the daemon died between approving and enqueueing."""
         self.save_marks()
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT r.rfa_json, d.decision_json FROM requests r "
-                "JOIN decisions d ON d.rfa_id = r.rfa_id WHERE r.state = ?",
-                (RequestState.APPROVED,),
-            ).fetchall()
+        rows = self._rows(
+            "SELECT r.rfa_json, d.decision_json FROM requests r "
+            "JOIN decisions d ON d.rfa_id = r.rfa_id WHERE r.state = ?",
+            (RequestState.APPROVED,),
+        )
         for rfa_json, decision_json in rows:
             yield rfa_from_json(rfa_json), decision_from_json(decision_json)
 

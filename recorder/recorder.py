@@ -192,22 +192,21 @@ class Recorder:
                     except queue.Full:
                         self.counters.add("dropped")
                 else:
-                    while not stop.is_set():
-                        try:
-                            self._queue.put(item, timeout=0.2)
-                            break
-                        except queue.Full:
-                            continue
+                    self._put_until(item, stop.is_set)
         except BaseException as exc:  # reported by run(); the recorder must not hang
             logger.exception("camera capture failed")
             self._capture_error = exc
         finally:
-            while not halt.is_set():
-                try:
-                    self._queue.put(_END, timeout=0.2)
-                    break
-                except queue.Full:
-                    continue
+            self._put_until(_END, halt.is_set)
+
+    def _put_until(self, item: object, stopped: Callable[[], bool]) -> None:
+        """Wait for room in the queue in short waits, giving up once `stopped()`."""
+        while not stopped():
+            try:
+                self._queue.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
 
     # ---- frames ---------------------------------------------------------------------
 

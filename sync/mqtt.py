@@ -128,6 +128,18 @@ def wait_before_reconnect(client: paho.Client, delay_s: float) -> None:
     client.reconnect_delay_set(min_delay=delay_s, max_delay=delay_s)  # type: ignore[arg-type]
 
 
+def disconnect_and_stop_loop(client: paho.Client, timeout: float) -> None:
+    """Disconnect and stop paho's network thread, waiting at most `timeout` for it.
+
+    loop_stop joins without a timeout; paho's thread exits within about a second of
+    disconnect (its reconnect wait polls once a second), so it is joined from a daemon
+    thread that is given up on after `timeout`."""
+    client.disconnect()
+    joiner = threading.Thread(target=client.loop_stop, daemon=True)
+    joiner.start()
+    joiner.join(timeout)
+
+
 def status_payload(state: str, version: str | None = None) -> bytes:
     doc: dict[str, str] = {"state": state}
     if version is not None:
@@ -355,12 +367,7 @@ class MqttLink:
                     info.wait_for_publish(timeout=wait_s)
             except (RuntimeError, ValueError, OSError) as exc:
                 logger.warning("could not publish the offline status: %s", shown(exc))
-        client.disconnect()
-        # loop_stop joins without a timeout; paho's thread exits within about a second
-        # of disconnect (its reconnect wait polls once a second).
-        joiner = threading.Thread(target=client.loop_stop, daemon=True)
-        joiner.start()
-        joiner.join(timeout)
+        disconnect_and_stop_loop(client, timeout)
         self._connected.clear()
 
     def _watch_stop(self) -> None:
