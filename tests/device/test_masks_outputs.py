@@ -12,7 +12,7 @@ import av
 import numpy as np
 import pytest
 
-from device.console.preview import Preview
+from device.console.preview import Preview, newest_keyframe_jpeg
 from foundation.times import Window
 from foundation.wire import read_capture_ms
 from recorder.masks import MaskFeed
@@ -81,3 +81,21 @@ def test_shares_hold_no_masked_pixel(tmp_path: Path, buffers) -> None:
     assert len(masked) == len(plain) >= 70
     for t, picture in masked.items():
         check_masked(picture, plain[t])
+
+
+def test_snapshots_hold_no_masked_pixel(tmp_path: Path, buffers) -> None:
+    """Home Assistant's snapshot (newest_keyframe_jpeg) and the picture the owner draws
+    masks on (Preview.snapshot) come from recorded segments, so the masks are in them."""
+    masked_root, plain_root, window = buffers
+    for take in (
+        lambda root, work: newest_keyframe_jpeg(root, window.end_ms),
+        lambda root, work: Preview(root, work).snapshot()[1],  # type: ignore[index]
+    ):
+        pictures = []
+        for root, work in ((masked_root, tmp_path / "m"), (plain_root, tmp_path / "p")):
+            jpeg = take(root, work)
+            assert jpeg is not None
+            with av.open(io.BytesIO(jpeg)) as container:
+                (frame,) = container.decode(video=0)
+            pictures.append(frame.to_ndarray(format="yuvj420p"))
+        check_masked(*pictures, black=0, inside_tolerance=12, outside_mean=4)
