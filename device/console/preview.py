@@ -193,22 +193,7 @@ class Preview:
         """(capture time, JPEG) of the newest keyframe in the buffer, SNAPSHOT_WIDTH wide:
         the live picture the owner draws masks on. It comes from a recorded segment, so
         the masks in force are already burned into it. None while the buffer is empty."""
-        try:
-            conn = connect_index(self._root, readonly=True)
-        except RecorderError:
-            return None
-        try:
-            segment = newest_segment(conn)
-        finally:
-            conn.close()
-        if segment is None:
-            return None
-        table = self._tables([segment.id]).get(segment.id)
-        keys = [] if table is None else [i for i, key in enumerate(table.key) if key]
-        if table is None or not keys:
-            return None
-        at = table.times[keys[-1]]
-        return at, _decode_keyframe(self._root / segment.file, table, keys[-1], SNAPSHOT_WIDTH)
+        return newest_keyframe(self._root, None, SNAPSHOT_WIDTH)
 
     # ---- clips -------------------------------------------------------------------------
 
@@ -238,22 +223,39 @@ def newest_keyframe_jpeg(
     """The newest keyframe of the buffer's last few minutes as a JPEG at most `width`
     wide (Home Assistant's snapshot); None when there is none. Only finished segments are
     in the index, so the picture is at most a segment's length old."""
-    window = Window(now_ms - SNAPSHOT_LOOKBACK_MS, now_ms)
+    found = newest_keyframe(buffer_root, Window(now_ms - SNAPSHOT_LOOKBACK_MS, now_ms), width)
+    return None if found is None else found[1]
+
+
+def newest_keyframe(
+    buffer_root: Path, window: Window | None, width: int
+) -> tuple[int, bytes] | None:
+    """(capture time, JPEG at most `width` wide) of the newest keyframe inside `window`
+    (None: anywhere in the buffer), or None when there is none."""
     try:
         conn = connect_index(buffer_root, readonly=True)
     except RecorderError:
         return None
     try:
-        segments = query_segments(conn, window)
+        if window is None:
+            newest = newest_segment(conn)
+            segments = [] if newest is None else [newest]
+        else:
+            segments = query_segments(conn, window)
     finally:
         conn.close()
     for seg in reversed(segments):
         table = read_tables(buffer_root, [seg.id]).get(seg.id)
         if table is None:
             continue
-        keys = [i for i in range(len(table)) if table.key[i] and window.contains(table.times[i])]
+        keys = [
+            i
+            for i in range(len(table))
+            if table.key[i] and (window is None or window.contains(table.times[i]))
+        ]
         if keys:
-            return _decode_keyframe(buffer_root / seg.file, table, keys[-1], width)
+            at = table.times[keys[-1]]
+            return at, _decode_keyframe(buffer_root / seg.file, table, keys[-1], width)
     return None
 
 
