@@ -28,6 +28,8 @@ import hashlib
 import io
 import json
 import logging
+import multiprocessing
+import multiprocessing.connection
 import os
 import statistics
 import tempfile
@@ -306,12 +308,102 @@ def c2pa_store_bytes(definition: dict[str, Any], device: str | None, first_ms: i
     does not depend on the clip's samples or fragments (its BMFF hash is one fixed-size
     digest), so signing a one-frame clip with the same definition and an equivalent
     signer (the same names and key type: the same chain size, but for a byte or two of
-    the random serials and ECDSA signatures' DER) gives it. Cached per definition."""
-    return _store_bytes(json.dumps(definition, sort_keys=True), device, first_ms)
+    the random serials and ECDSA signatures' DER) gives it.
+
+    The signing happens in a child process: c2pa's native library is 15 MiB resident
+    once loaded and is never unloaded, and the daemon should carry it for signing an
+    approved share, not for telling an owner who is still looking what would be sent.
+    What the size depends on is the definition's shape (each text's length, each
+    number's digits), not its values, so one measurement serves every definition of
+    that shape: narrowing a window moves its times, not their lengths. The one-time
+    signer's only date is written as a fixed-length UTCTime (until 2050)."""
+    key = (_shape(definition), device)
+    with _STORE_LOCK:  # one child at a time; the others wait for its answer
+        found = _STORE_SIZES.get(key)
+        if found is None:
+            found = _measure_store_apart(json.dumps(definition, sort_keys=True), device, first_ms)
+            if len(_STORE_SIZES) >= STORE_SIZES_KEPT:
+                _STORE_SIZES.clear()
+            _STORE_SIZES[key] = found
+        return found
 
 
-@functools.lru_cache(maxsize=64)
-def _store_bytes(definition: str, device: str | None, first_ms: int) -> int:
+STORE_SIZES_KEPT = 64
+STORE_CHILD_SECONDS = 60  # a Pi Zero 2 starts Python and loads c2pa in a few seconds
+_STORE_SIZES: dict[tuple[str, str | None], int] = {}
+_STORE_LOCK = threading.Lock()
+
+
+def _shape(value: Any) -> str:
+    """`value` (JSON) with each text replaced by its lengths (UTF-8 bytes, characters
+    JSON would escape) and each number by its digits and bits: what the encoded size
+    of the store depends on, whether c2pa writes an assertion as CBOR or as JSON."""
+
+    def walk(v: Any) -> Any:
+        if isinstance(v, bool) or v is None:
+            return v
+        if isinstance(v, int):
+            return ["int", len(str(v)), v.bit_length()]
+        if isinstance(v, str):
+            escaped = sum(1 for c in v if c in '"\\' or c < " " or not c.isascii())
+            return ["str", len(v.encode()), escaped]
+        if isinstance(v, list):
+            return [walk(x) for x in v]
+        if isinstance(v, dict):
+            return {k: walk(x) for k, x in v.items()}
+        return ["other", repr(v)]
+
+    return json.dumps(walk(value), sort_keys=True)
+
+
+def _measure_store_apart(definition: str, device: str | None, first_ms: int) -> int:
+    """`_measure_store` in a spawned child process (as the recorder is started, from a
+    daemon with threads), killed after STORE_CHILD_SECONDS. Should the child fail, the
+    figure is measured here instead: right, at the cost of the library staying loaded."""
+    spawn = multiprocessing.get_context("spawn")
+    reader, writer = spawn.Pipe(duplex=False)
+    child = spawn.Process(
+        target=_measure_into,
+        args=(writer, definition, device, first_ms),
+        name="c2pa-store-size",
+        daemon=True,
+    )
+    try:
+        child.start()
+        writer.close()
+        if reader.poll(STORE_CHILD_SECONDS):
+            answer = reader.recv()
+            if isinstance(answer, int):
+                return answer
+            logger.warning("measuring the Content Credentials' size apart failed: %s", answer)
+        else:
+            logger.warning("measuring the Content Credentials' size apart took too long")
+    except (OSError, EOFError) as exc:
+        logger.warning("measuring the Content Credentials' size apart failed: %s", exc)
+    finally:
+        if child.pid is not None:
+            child.kill()
+            child.join()
+        reader.close()
+    return _measure_store(definition, device, first_ms)
+
+
+def _measure_into(
+    writer: multiprocessing.connection.Connection,
+    definition: str,
+    device: str | None,
+    first_ms: int,
+) -> None:
+    """The child's side: the store's size, or what went wrong in words."""
+    try:
+        answer: int | str = _measure_store(definition, device, first_ms)
+    except Exception as exc:  # sent to the parent, which measures again itself
+        answer = f"{type(exc).__name__}: {exc}"
+    writer.send(answer)
+    writer.close()
+
+
+def _measure_store(definition: str, device: str | None, first_ms: int) -> int:
     signer = _estimate_signer(device) if device is not None else one_time_signer(first_ms)
     with tempfile.TemporaryDirectory(prefix="doorbell-c2pa-") as folder:
         signed = Path(folder) / "signed.mp4"

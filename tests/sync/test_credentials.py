@@ -9,6 +9,8 @@ import contextlib
 import hashlib
 import json
 import stat
+import subprocess
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import sync.share as share_module
 from cloud.agency import main as agency_main
 from cloud.credentials import (
     INVALID,
@@ -50,7 +53,7 @@ from sync.credentials import (
 from sync.envelope import make_envelope
 from sync.outbox import Outbox
 from sync.settings import ShareSettings
-from sync.share import c2pa_store_bytes
+from sync.share import _measure_store, _shape, c2pa_store_bytes
 from sync.uploader import ShareWorker
 from tests.fixtures.footage import decode_stamps
 from tests.sync.factories import AgencyKeys
@@ -675,3 +678,110 @@ def test_a_c2pa_that_writes_out_of_order_falls_back_to_a_file(
         workdir=tmp_path,
     )
     assert report.ok and report.credentials == TRUSTED, report.render()
+
+
+def _a_definition(title: str, window: Window, frames: int, head: int) -> dict[str, Any]:
+    return clip_definition(
+        title=title,
+        software=SOFTWARE,
+        window_approved=window,
+        first_frame_ms=window.start_ms + 40,
+        last_frame_ms=window.end_ms - 40,
+        frames=frames,
+        head_reencoded=head,
+        synchronized=True,
+        consent_method="console",
+    )
+
+
+TEN_MINUTES = Window(1765000000000, 1765000600000)
+ASKED_IN_A_FRESH_PYTHON = """
+import json
+from foundation.times import Window
+from sync import SOFTWARE
+from sync.credentials import clip_definition
+import sync.share as share_module
+from sync.share import _measure_store, _shape, c2pa_store_bytes
+d = clip_definition(title="a.mp4", software=SOFTWARE, window_approved=Window({w}),
+    first_frame_ms={first}, last_frame_ms={last}, frames=9000, head_reencoded=7,
+    synchronized=True, consent_method="console")
+size = c2pa_store_bytes(d, None, {first})
+print(json.dumps({{"size": size, "c2pa": "c2pa" in open("/proc/self/maps").read()}}))
+"""
+
+
+def test_the_store_size_is_measured_without_loading_c2pa_here() -> None:
+    """c2pa's library (15 MiB resident, never unloaded) stays out of the process that
+    only tells an owner the size: a fresh Python asks, then reads its own mappings."""
+    w = TEN_MINUTES
+    script = ASKED_IN_A_FRESH_PYTHON.format(
+        w=f"{w.start_ms}, {w.end_ms}", first=w.start_ms + 40, last=w.end_ms - 40
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    told = json.loads(done.stdout)
+    assert told["c2pa"] is False
+    definition = _a_definition("a.mp4", w, 9000, 7)
+    here = _measure_store(json.dumps(definition, sort_keys=True), None, w.start_ms + 40)
+    assert abs(told["size"] - here) <= STORE_SLACK, (told, here)
+
+
+def _rotated(text: str) -> str:
+    """Another text of the same shape: ASCII letters and digits moved one on."""
+    out = []
+    for c in text:
+        if c.isascii() and c.isalpha():
+            base = ord("a") if c.islower() else ord("A")
+            c = chr(base + (ord(c) - base + 1) % 26)
+        elif c.isascii() and c.isdigit():
+            c = str((int(c) + 1) % 10)
+        out.append(c)
+    return "".join(out)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    title=st.text(min_size=1, max_size=40),
+    start=st.integers(0, 30 * 86_400_000).map(lambda ago: TEN_MINUTES.start_ms - ago),
+    frames=st.integers(1, 700_000),
+    head=st.integers(0, 59),
+    named=st.booleans(),
+)
+def test_one_measurement_serves_every_definition_of_its_shape(
+    title: str, start: int, frames: int, head: int, named: bool
+) -> None:
+    """What c2pa_store_bytes's cache rests on: the store's size follows the definition's
+    shape (the lengths of its texts, the digits of its numbers), not its values. Each
+    definition is signed for real beside one of the same shape made of other values
+    (n ^ 1 keeps a number's digits and bits from 2 on), its clip days later (a clip is
+    signed when it is approved: its footage is at most days old)."""
+    other_start = start + 3 * 86_400_000  # the same fraction of a second: the same length
+    definition = _a_definition(title, Window(start, start + 600_000), frames, head)
+    other = _a_definition(
+        _rotated(title),
+        Window(other_start, other_start + 600_000),
+        frames ^ 1 if frames >= 2 else frames,
+        head ^ 1 if head >= 2 else head,
+    )
+    assert _shape(definition) == _shape(other) and definition != other
+    device = DEVICE_ID if named else None
+    sizes = [
+        _measure_store(json.dumps(definition, sort_keys=True), device, start + 40),
+        _measure_store(json.dumps(other, sort_keys=True), device, other_start + 40),
+    ]
+    assert abs(sizes[0] - sizes[1]) <= STORE_SLACK, sizes
+
+
+def test_a_child_that_fails_leaves_the_figure_right(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A child that gives no answer in time (a Pi short of memory, a filter on what the
+    service may start): the size is measured in this process instead, and a line says so."""
+    monkeypatch.setattr(share_module, "STORE_CHILD_SECONDS", 0.001)
+    monkeypatch.setattr(share_module, "_STORE_SIZES", {})
+    definition = _a_definition("b.mp4", TEN_MINUTES, 123, 0)
+    told = c2pa_store_bytes(definition, None, TEN_MINUTES.start_ms + 40)
+    here = _measure_store(json.dumps(definition, sort_keys=True), None, TEN_MINUTES.start_ms + 40)
+    assert abs(told - here) <= STORE_SLACK
+    assert "took too long" in caplog.text
