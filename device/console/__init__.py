@@ -80,6 +80,9 @@ class ConsoleService:
         return cls(server, auth, preview, config, state_dir)
 
     def start(self) -> None:
+        from device.console.preview import load_pyav  # as Preview is imported: lazily
+
+        load_pyav()
         self.server.start()
         if self.server.certificate.authority is not None:
             self._checker = threading.Thread(

@@ -259,6 +259,20 @@ def newest_keyframe(
     return None
 
 
+def load_pyav() -> None:
+    """Load PyAV, and with it FFmpeg's libraries, now rather than for the first picture.
+
+    The console calls this when it starts. Every thumbnail, piece and snapshot needs
+    PyAV, and once loaded it stays (a library is never unloaded), so loading it with the
+    console changes no figure of a daemon whose owner has ever looked; what it changes:
+    the first owner to open a request does not wait for it (0.2 s on the machine the
+    README's figures come from), a broken FFmpeg shows at start instead of on that
+    owner's phone, and the daemon's memory at rest is the memory it holds from then on,
+    so a limit sized on it (systemd's MemoryHigh) is not met first while a phone plays.
+    The growth while a phone plays is then what playing itself costs."""
+    import av  # noqa: F401 - loaded for its libraries
+
+
 def _decode_keyframe(path: Path, table: FrameTable, index: int, width: int) -> bytes:
     import av  # lazily, as the recorder does: PyAV is heavy to import
 
