@@ -68,6 +68,10 @@ BENCHMARKS = {
         quick="--base-minutes 1 --hours 12 --window-hours 4 --runs 2",
         smoke="--base-minutes 0.25 --hours 0.5 --window-hours 0.2 --runs 1",
     ),
+    # a real daemon records (the footage's seconds are real time), then a real browser taps
+    "console_tap": Benchmark(
+        quick="--footage-seconds 60 --taps 8", smoke="--footage-seconds 8 --taps 2"
+    ),
     "retention": Benchmark(quick="--hours 24 --steps 10", smoke="--hours 0.25 --steps 3"),
     "owner_channel": Benchmark(quick="--hours 24 --rounds 5", smoke="--hours 1 --rounds 2"),
     "outcome_work": Benchmark(quick="--rounds 1", smoke="--rounds 1 --fsync-ms 1"),
@@ -120,6 +124,7 @@ NEEDS = (
     "c2pa",
     "numpy",
     "paho",
+    "playwright",
     "pyrage",
     "rfc8785",
     "cryptography",
