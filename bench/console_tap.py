@@ -9,16 +9,19 @@ owner's console is opened in Debian's Chromium (headless, Playwright) at a phone
 
 - One tap on the 12-hour bar long before the footage (the page plays from the first
   footage), then, zoomed to the footage ("Zoom to the footage"), taps spread over it.
-- Each tap, measured in the page: from the tap's `click` event (its timeStamp: the
-  finger lifted, the first moment the page can act) to the first frame the <video>
-  presents after it: requestVideoFrameCallback's `expectedDisplayTime` (when Chromium
-  expects the frame on the screen). The video is paused before each tap and the frame
-  callback is asked for from inside the tap's own click handler, so no frame of the
-  previous position counts; the frame's capture stamp (protocol.md §8) is read from the
-  picture and must be the keyframe the server started from, near the tapped moment.
+- Each tap is a touch (a phone's: Playwright's tap on a touch screen), measured in the
+  page: from the tap's `pointerup` (its timeStamp: the finger lifted; the timeline acts
+  on the click that follows) to the first frame the <video> presents after it:
+  requestVideoFrameCallback's `expectedDisplayTime` (when Chromium expects the frame on
+  the screen; headless, the screen is a virtual 60 Hz one). The video is paused before
+  each tap and the frame callback is asked for from inside the tap's own pointerup, so
+  no frame of the previous position counts; the frame's capture stamp (protocol.md §8)
+  is read from the picture and must be the keyframe the server started from, at most a
+  second before the tapped moment. The page's resource timings split the wait: the
+  /play answer, the playlist, the init and first piece.
 - ffmpeg: `ffmpeg -ss OFFSET -i SEGMENT -frames:v 1 -f null -` on the segment file
   holding each tapped moment (frame-exact seek: the GOP decoded up to that moment), run
-  right after the tap.
+  right after the tap; the process's start included, as a person running it waits.
 
     python -m bench.console_tap [--footage-seconds 180] [--taps 15]
 """
@@ -61,19 +64,23 @@ from tests.integration.test_console_timeline import (
 PHONE: ViewportSize = {"width": 390, "height": 844}
 WINDOW_MS = 12 * 3_600_000
 BAR = ".tl-row:first-of-type .tl-bar"
+BETWEEN_TAPS_MS = 1000
+HANDLE_CLEARANCE = 24  # px each side of a handle's line where no tap lands
 
 # Arms the next tap, in the page (Playwright, not a page script): pauses the video, and
-# on the tap's click (capture phase, before the timeline's own handler) asks for the next
-# frame the video presents; that frame's times, and the top rows of its picture (the
-# capture stamp, as grey levels, where tests/integration/test_console_timeline.py's
-# `shown_frames` reads them), go to window.__tap and window.__grabs.
+# on the tap's pointerup (before the click the timeline acts on) asks for the next frame
+# the video presents; that frame's times, and the top rows of its picture (the capture
+# stamp, as grey levels, where tests/integration/test_console_timeline.py's
+# `shown_frames` reads them), go to window.__tap and window.__grabs. The resource
+# timings are cleared each time: their buffer holds 250 entries, then drops new ones.
 ARM = """rows => {
   const v = document.querySelector('.tl-video');
   v.pause();
   const tap = {};
   window.__tap = tap;
   window.__grabs = [];
-  document.addEventListener('click', (event) => {
+  performance.clearResourceTimings();
+  document.addEventListener('pointerup', (event) => {
     tap.at = event.timeStamp;
     v.requestVideoFrameCallback((now, meta) => {
       tap.frame = { now, shown: meta.expectedDisplayTime, media: meta.mediaTime };
@@ -99,23 +106,29 @@ ARM = """rows => {
 class Tap:
     """One tap as measured: the moment tapped (where the page asked to play from), the
     capture time of the first frame shown and the server's first frame, and seconds
-    from the tap to the /play answer, to the first media piece, to the frame shown."""
+    from the tap to: the /play answer, the playlist, the init and first piece both
+    loaded, the frame shown, and the page's frame callback running."""
 
     at_ms: int
     shown_ms: int
     first_frame_ms: int
     play_s: float
+    playlist_s: float
     piece_s: float
     frame_s: float
+    callback_s: float
 
 
 def measure_tap(page: Any, x: float) -> Tap:
     """Tap the 12-hour bar `x` pixels from its left edge; the first frame after it."""
     bar = page.locator(BAR)
     box = bar.bounding_box()
+    # A person watches a moment before tapping again; and two taps close in time and
+    # place are a double tap to Chromium, which sends no click for the second.
+    page.wait_for_timeout(BETWEEN_TAPS_MS)
     page.evaluate(ARM, STAMP_ROWS)
     with page.expect_request(lambda r: "/play?" in r.url) as asked:
-        bar.click(position={"x": x, "y": box["height"] / 2})
+        bar.tap(position={"x": x, "y": box["height"] / 2})
     page.wait_for_function("() => window.__tap.pieces !== undefined", timeout=30_000)
     tap = page.evaluate("() => window.__tap")
     start = parse_qs(urlsplit(asked.value.url).query)["start"][0]
@@ -126,7 +139,7 @@ def measure_tap(page: Any, x: float) -> Tap:
     ends = {p["name"].split(folder, 1)[-1]: p["end"] for p in tap["pieces"] if folder in p["name"]}
     played = [p["end"] for p in tap["pieces"] if "/play?" in p["name"]]
     require(
-        bool(played) and {"init-0.mp4", "0.m4s"} <= set(ends),
+        bool(played) and {"index.m3u8", "init-0.mp4", "0.m4s"} <= set(ends),
         "the tap fetched its /play answer, then its playlist's init and first piece",
     )
     return Tap(
@@ -134,28 +147,44 @@ def measure_tap(page: Any, x: float) -> Tap:
         shown_ms=shown_frames(page)[0],
         first_frame_ms=parse_time(first),
         play_s=(played[0] - tap["at"]) / 1000,
+        playlist_s=(ends["index.m3u8"] - tap["at"]) / 1000,
         piece_s=(max(ends["init-0.mp4"], ends["0.m4s"]) - tap["at"]) / 1000,
         frame_s=(tap["frame"]["shown"] - tap["at"]) / 1000,
+        callback_s=(tap["frame"]["now"] - tap["at"]) / 1000,
     )
 
 
 def footage_positions(page: Any, taps: int) -> list[float]:
     """`taps` points spread evenly over the footage drawn on the bar, in pixels from its
-    left edge (the bar is 1000 units wide)."""
+    left edge, clear of the handles: a phone gives a tap near a button to the button
+    (Chromium's touch adjustment does too), and a tap on a handle plays nothing."""
+    box = page.locator(BAR).bounding_box()
     rects = page.eval_on_selector_all(
         f"{BAR} .tl-footage",
         "rs => rs.map(r => [Number(r.getAttribute('x')), Number(r.getAttribute('width'))])",
     )
-    width = page.locator(BAR).bounding_box()["width"]
-    total = sum(w for _x, w in rects)
+    handles = [h.bounding_box() for h in page.locator(f"{BAR} .tl-handle").all()]
+    spans = [(x / 1000 * box["width"], (x + w) / 1000 * box["width"]) for x, w in rects]
+    for h in handles:
+        lo = h["x"] + h["width"] / 2 - box["x"] - HANDLE_CLEARANCE
+        hi = lo + 2 * HANDLE_CLEARANCE
+        pieces = [p for s, e in spans for p in ((s, min(e, lo)), (max(s, hi), e))]
+        spans = [(s, e) for s, e in pieces if s < e]
+    return spread(spans, taps)
+
+
+def spread(spans: list[tuple[float, float]], n: int) -> list[float]:
+    """`n` points spread evenly over `spans` (start, end), each in the middle of its
+    n-th share of their total length."""
+    total = sum(e - s for s, e in spans)
     points = []
-    for n in range(taps):
-        along = (n + 0.5) / taps * total
-        for x, w in rects:
-            if along <= w:
-                points.append((x + along) / 1000 * width)
+    for k in range(n):
+        along = (k + 0.5) / n * total
+        for s, e in spans:
+            if along <= e - s:
+                points.append(s + along)
                 break
-            along -= w
+            along -= e - s
     return points
 
 
@@ -165,13 +194,14 @@ def buffer_root(world: World) -> Path:
 
 def ffmpeg_seek(root: Path, at_ms: int) -> float:
     """Seconds for ffmpeg to seek the segment file holding `at_ms` to it and decode
-    that frame."""
+    that frame (or, for a moment between two frames, the file holding the next frame)."""
     with RollingBuffer.open(root, reconcile=False) as buffer:
-        seg = buffer.segments(Window(at_ms, at_ms))[0]
+        seg = buffer.segments(Window(at_ms, at_ms + 1000))[0]
+    offset = max(0, at_ms - seg.start_ms) / 1000
     start = time.perf_counter()
     subprocess.run(
         [
-            "ffmpeg", "-v", "error", "-ss", f"{(at_ms - seg.start_ms) / 1000:.3f}",
+            "ffmpeg", "-v", "error", "-ss", f"{offset:.3f}",
             "-i", str(root / seg.file), "-frames:v", "1", "-f", "null", "-",
         ],
         check=True,
@@ -179,19 +209,16 @@ def ffmpeg_seek(root: Path, at_ms: int) -> float:
     return time.perf_counter() - start
 
 
-def check_tap(tap: Tap, window: Window, runs: list[list[int]]) -> None:
-    """The tap was in the footage (or before it, playing from its start) and the frame
-    shown is the new position's: the keyframe the server started from, at most a
-    second before the tapped moment."""
-    require(
-        any(s <= tap.at_ms <= e for s, e in runs),
-        f"the tap at {tap.at_ms} asked for a moment with footage",
-    )
+def check_tap(tap: Tap, window: Window) -> None:
+    """The frame shown is the new position's: the first frame the server plays from (the
+    keyframe before the tapped moment), inside the window and within a second of it (a
+    tap before the footage asks for the start of the footage's run, a few milliseconds
+    before its first frame, perhaps)."""
     require(
         window.contains(tap.shown_ms)
         and tap.shown_ms == tap.first_frame_ms
-        and tap.at_ms - 1000 <= tap.shown_ms <= tap.at_ms,
-        f"the first frame after the tap at {tap.at_ms} is the keyframe before it "
+        and abs(tap.shown_ms - tap.at_ms) <= 1000,
+        f"the first frame after the tap at {tap.at_ms} is the keyframe it plays from "
         f"(shown {tap.shown_ms}, the server's first frame {tap.first_frame_ms})",
     )
 
@@ -223,12 +250,14 @@ def console_world(root: Path, footage_s: float) -> Iterator[World]:
 
 @contextmanager
 def phone_page() -> Iterator[Any]:
-    """A page of Debian's Chromium, headless, at a phone's size."""
+    """A page of Debian's Chromium, headless, at a phone's size, with a touch screen."""
     require(shutil.which(CHROMIUM) is not None, "Debian's chromium is installed")
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
-            context = browser.new_context(ignore_https_errors=True, viewport=PHONE)
+            context = browser.new_context(
+                ignore_https_errors=True, viewport=PHONE, is_mobile=True, has_touch=True
+            )
             context.set_default_timeout(30_000)
             yield context.new_page()
         finally:
@@ -252,13 +281,13 @@ def run(footage_s: float, taps: int) -> None:
 
         def tap_at(x: float) -> None:
             tap = measure_tap(page, x)
-            check_tap(tap, window, runs)
+            check_tap(tap, window)
             measured.append(tap)
             ffmpeg.append(ffmpeg_seek(root, tap.at_ms))
 
         # long before the footage, on the whole 12 hours: the page plays from its start
         tap_at(page.locator(BAR).bounding_box()["width"] * 0.1)
-        require(measured[0].at_ms == runs[0][0], "a tap before the footage plays from its start")
+        require(measured[0].shown_ms == runs[0][0], "a tap before the footage plays from its start")
         page.get_by_role("button", name="Zoom to the footage").click()
         page.wait_for_selector('#timeline[data-zoomed="true"]')
         for x in footage_positions(page, taps):
@@ -276,9 +305,18 @@ def report(taps: list[Tap], ffmpeg: list[float], footage_s: float) -> None:
         f"{len(taps)} taps (1 before the footage), medians"
     )
     worst = max(frame)
-    print(f"  tap to /play answered:              {median(t.play_s for t in taps):.3f} s")
-    print(f"  tap to init and first piece loaded: {median(t.piece_s for t in taps):.3f} s")
-    print(f"  tap to first frame shown:           {ours:.3f} s, worst {worst:.3f} s  (goal 1 s)")
+    steps = [
+        ("/play answered", [t.play_s for t in taps]),
+        ("playlist loaded", [t.playlist_s for t in taps]),
+        ("init and first piece loaded", [t.piece_s for t in taps]),
+        ("the page's frame callback ran", [t.callback_s for t in taps]),
+    ]
+    for what, seconds in steps:
+        print(f"  tap to {what}: {median(seconds):.3f} s")
+    print(
+        f"  tap to first frame shown: {ours:.3f} s, worst {worst:.3f} s "
+        f"(tap {frame.index(worst) + 1})  (goal <= 1 s)"
+    )
     print(f"  ffmpeg -ss OFFSET -i SEGMENT -frames:v 1: {stock:.3f} s, worst {max(ffmpeg):.3f} s")
     print(f"  ratio tap-to-first-frame / ffmpeg seek: {ours / stock:.2f}x  (goal <= 1)")
 
