@@ -253,6 +253,13 @@ class Listener:
             self.evicted += 1
             victim.close()
             evicted = True
+        # Nagle's algorithm off. asyncio's transports set TCP_NODELAY only on a socket
+        # whose protocol number says TCP, and socket.create_server's (and those it
+        # accepts) say 0. uvicorn writes a response's headers and body apart, and with
+        # Nagle a small body (a playlist, an HLS init) waited for the phone's delayed
+        # ACK: 40 ms, twice in every tap on the timeline (bench.console_tap).
+        with contextlib.suppress(OSError):  # a connection already reset
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         slot = Slot(conn, source, loop.time())
         self._slots.append(slot)
         slot.task = loop.create_task(self._open(slot, loop))
