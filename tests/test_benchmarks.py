@@ -6,7 +6,7 @@ No timings are asserted: the figures themselves are for `make bench`.
 
 Each benchmark is one test running `python -m bench.<name> <smoke args>` as a
 subprocess in its own tmp_path, in no xdist group, so `--dist loadgroup` spreads them
-over the workers like any other test: about 45 s of wall time on two cores in all, the
+over the workers like any other test: about a minute of wall time on two cores in all, the
 flood's fixed waits the longest part.
 """
 
