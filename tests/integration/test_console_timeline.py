@@ -21,11 +21,12 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pytest
 
-from foundation.times import Window
+from foundation.times import Window, parse_time
 from foundation.wire import STAMP_BLOCK, read_capture_ms
 from recorder.buffer import RollingBuffer
 from tests.fixtures.daemon import World, wait_for
@@ -415,3 +416,33 @@ def violations(page: Any) -> list[Any]:
         ".then(r => r.violations.map(v => [v.id, v.nodes.map(n => n.html)]))"
     )
     return list(found)
+
+
+def test_a_touch_beside_a_handle_plays_from_there(
+    cworld: World,  # noqa: F811
+    browser: Any,  # noqa: F811
+) -> None:
+    """On a phone a touch is a fuzzy target, and Chromium gives it to the nearest thing
+    that takes touches: a handle's line across the bar took the touches meant for the
+    bar's first and last moments (found by bench.console_tap). A touch 10 px beside
+    each handle's line plays from there (without the fix, the handle takes it)."""
+    context = browser.new_context(
+        ignore_https_errors=True, viewport=SIZES["phone"], has_touch=True, is_mobile=True
+    )
+    context.set_default_timeout(30_000)
+    page = context.new_page()
+    try:
+        window = recent_window(cworld, seconds=16)
+        open_timeline(page, cworld, publish_pending(cworld, window))
+        bar = page.locator(".tl-row:first-of-type .tl-bar")
+        width, height = bar.bounding_box()["width"], bar.bounding_box()["height"]
+        for x, near in ((10, window.start_ms), (width - 10, window.end_ms)):
+            # a touch where the bar is once it stands still (the page may still move)
+            with page.expect_request(lambda r: "/play?" in r.url, timeout=10_000) as asked:
+                bar.tap(position={"x": x, "y": height / 2})
+            query = parse_qs(urlsplit(asked.value.url).query)
+            start = parse_time(query["start"][0])
+            assert abs(start - near) <= window.duration_ms * 0.1, (start, near)
+            page.wait_for_timeout(1000)  # two touches close together would be a double tap
+    finally:
+        context.close()
