@@ -3,6 +3,7 @@
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -11,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from foundation.clock import SystemClock
-from foundation.errors import BufferLockedError
+from foundation.errors import BufferLockedError, RecorderError
 from foundation.times import Window
-from recorder.buffer import RollingBuffer
+from recorder.buffer import RollingBuffer, connect_index
 from recorder.commands import record
 from recorder.export import export_clip
 from recorder.process import RecorderProcess
@@ -34,8 +35,19 @@ def wait_for(predicate, timeout=30.0):
 
 
 def segment_count(root):
-    with RollingBuffer.open(root, reconcile=False) as buffer:
-        return len(buffer.segments())
+    """Segments indexed so far, read as the daemon's readers do (read-only): a writer's
+    open switches the index to WAL, which fails with "database is locked" while the
+    recorder child is still creating it."""
+    try:
+        conn = connect_index(root, readonly=True)
+    except RecorderError:
+        return 0  # not created yet
+    try:
+        return conn.execute("SELECT COUNT(*) FROM segments").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0  # its schema not written yet
+    finally:
+        conn.close()
 
 
 @pytest.mark.timeout(120)
